@@ -1,0 +1,2 @@
+//! fleetmon-agent binary.
+fn main() {}

@@ -1,0 +1,261 @@
+//! Collector configuration: `collector.example.toml` documents every key.
+//!
+//! Loaded from TOML (`--config`), overridden by `FLEETMON_COLLECTOR__SECTION__KEY`
+//! variables and a few flags, then validated into [`CollectorConfig`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleetmon::config::ConfigError;
+use fleetmon::telemetry::LogFormat;
+use fleetmon::tls::ServerTlsFiles;
+use serde::Deserialize;
+
+/// Prefix of the environment overrides.
+pub const ENV_PREFIX: &str = "FLEETMON_COLLECTOR";
+
+/// The collector's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// gRPC listen address (Ingest for agents, Fleet for operators).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Log format: `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Server certificate, key, client CA and optional CRL
+    /// (default: `certs/collector.pem`, `certs/collector-key.pem`, `certs/ca.pem`).
+    #[serde(default = "default_tls")]
+    pub tls: ServerTlsFiles,
+    /// Kafka connection and topics.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Limits on what a client may send.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers` for librdkafka.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_servers: String,
+    /// Topic for host samples.
+    #[serde(default = "default_host_topic")]
+    pub host_samples_topic: String,
+    /// Topic for site checks.
+    #[serde(default = "default_site_topic")]
+    pub site_checks_topic: String,
+    /// Partitions of topics the collector creates (existing topics are left alone).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics the collector creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// How long to wait for the broker at start-up before giving up, in seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Producer `linger.ms`: a little waiting buys much larger, compressed batches.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning):
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted gRPC message, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Most samples accepted in one batch.
+    #[serde(default = "default_max_samples_per_batch")]
+    pub max_samples_per_batch: usize,
+    /// Longest accepted string field, in bytes (URLs, names, messages).
+    #[serde(default = "default_max_string_bytes")]
+    pub max_string_bytes: usize,
+    /// Most entries in a list field (disks, interfaces, cores).
+    #[serde(default = "default_max_list_len")]
+    pub max_list_len: usize,
+    /// How far in the future a sample's timestamp may be, in seconds.
+    #[serde(default = "default_max_future_seconds")]
+    pub max_future_seconds: u64,
+    /// Samples of one stream received but not yet confirmed by Kafka before the
+    /// collector stops reading that stream (backpressure).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_per_stream: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    "0.0.0.0:7400".parse().expect("valid default")
+}
+fn default_metrics_listen() -> SocketAddr {
+    "127.0.0.1:9400".parse().expect("valid default")
+}
+fn default_tls() -> ServerTlsFiles {
+    ServerTlsFiles::from_certs_dir(std::path::Path::new("certs"), "collector")
+}
+fn default_bootstrap() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_host_topic() -> String {
+    "fleetmon.host-samples".to_owned()
+}
+fn default_site_topic() -> String {
+    "fleetmon.site-checks".to_owned()
+}
+fn default_partitions() -> i32 {
+    12
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_connect_timeout() -> u64 {
+    30
+}
+fn default_linger_ms() -> u32 {
+    20
+}
+fn default_max_message_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_samples_per_batch() -> usize {
+    10_000
+}
+fn default_max_string_bytes() -> usize {
+    4096
+}
+fn default_max_list_len() -> usize {
+    1024
+}
+fn default_max_future_seconds() -> u64 {
+    300
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: default_bootstrap(),
+            host_samples_topic: default_host_topic(),
+            site_checks_topic: default_site_topic(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            connect_timeout_seconds: default_connect_timeout(),
+            linger_ms: default_linger_ms(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: default_max_message_bytes(),
+            max_samples_per_batch: default_max_samples_per_batch(),
+            max_string_bytes: default_max_string_bytes(),
+            max_list_len: default_max_list_len(),
+            max_future_seconds: default_max_future_seconds(),
+            max_in_flight_per_stream: default_max_in_flight(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Start-up timeout for reaching the broker.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+}
+
+impl CollectorConfig {
+    /// A configuration with defaults for everything but the TLS files.
+    pub fn new(tls: ServerTlsFiles) -> Self {
+        CollectorConfig {
+            listen: default_listen(),
+            metrics_listen: default_metrics_listen(),
+            log_format: LogFormat::default(),
+            tls,
+            kafka: KafkaConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Loads the file and environment overrides, then validates.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let config: CollectorConfig = fleetmon::config::load(path, ENV_PREFIX, env)?;
+        config.validate()
+    }
+
+    /// Checks ranges and consistency; each error names the field and the fix.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let kafka = &self.kafka;
+        if kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::field(
+                "kafka.bootstrap_servers",
+                "is empty: set it to the broker list, e.g. \"127.0.0.1:9092\"",
+            ));
+        }
+        for (field, topic) in [
+            ("kafka.host_samples_topic", &kafka.host_samples_topic),
+            ("kafka.site_checks_topic", &kafka.site_checks_topic),
+        ] {
+            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+                return Err(ConfigError::field(
+                    field,
+                    format!("`{topic}` is not a Kafka topic name: use 1-249 of [A-Za-z0-9._-]"),
+                ));
+            }
+        }
+        if kafka.host_samples_topic == kafka.site_checks_topic {
+            return Err(ConfigError::field(
+                "kafka.site_checks_topic",
+                "must differ from kafka.host_samples_topic",
+            ));
+        }
+        if kafka.partitions < 1 || kafka.replication_factor < 1 {
+            return Err(ConfigError::field(
+                "kafka.partitions",
+                "and kafka.replication_factor must be at least 1",
+            ));
+        }
+        for key in ["enable.idempotence", "acks", "bootstrap.servers"] {
+            if kafka.options.contains_key(key) {
+                return Err(ConfigError::field(
+                    &format!("kafka.options.\"{key}\""),
+                    "is fixed by the collector (acks mean durable): remove it",
+                ));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_message_bytes < 1024 {
+            return Err(ConfigError::field(
+                "limits.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if limits.max_samples_per_batch == 0 || limits.max_in_flight_per_stream == 0 {
+            return Err(ConfigError::field(
+                "limits.max_samples_per_batch",
+                "and limits.max_in_flight_per_stream must be at least 1",
+            ));
+        }
+        Ok(self)
+    }
+}

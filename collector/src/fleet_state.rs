@@ -1,0 +1,193 @@
+//! The collector's in-memory view of the fleet: who is connected, what each agent
+//! sent last. Updated as samples are acknowledged; read by the `Fleet` service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use fleetmon::identity::PeerIdentity;
+use fleetmon::pb::{AgentInfo, AgentLatest, HostSample, SiteCheck, WatchEvent, watch_event};
+use tokio::sync::broadcast;
+
+use crate::validation::ValidSample;
+
+/// Most distinct URLs remembered per agent for `GetLatest` (bounds memory).
+pub const MAX_SITES_PER_AGENT: usize = 10_000;
+
+/// Events buffered per `WatchLatest` subscriber before it starts missing some.
+const WATCH_BUFFER: usize = 4096;
+
+#[derive(Debug, Default)]
+struct AgentEntry {
+    hostname: String,
+    remote_address: String,
+    open_streams: u32,
+    connected_since: Option<SystemTime>,
+    last_sample_at: Option<SystemTime>,
+    samples_received: u64,
+    cert_not_after: Option<SystemTime>,
+    latest_host: Option<HostSample>,
+    latest_sites: BTreeMap<String, SiteCheck>,
+}
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FleetState {
+    agents: Arc<Mutex<HashMap<String, AgentEntry>>>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+impl Default for FleetState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks an agent's stream as open until dropped.
+#[derive(Debug)]
+pub struct StreamGuard {
+    state: FleetState,
+    agent_id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut agents = self.state.lock();
+        if let Some(entry) = agents.get_mut(&self.agent_id) {
+            entry.open_streams = entry.open_streams.saturating_sub(1);
+            if entry.open_streams == 0 {
+                entry.connected_since = None;
+            }
+        }
+    }
+}
+
+fn timestamp(t: Option<SystemTime>) -> Option<prost_types::Timestamp> {
+    t.map(prost_types::Timestamp::from)
+}
+
+impl FleetState {
+    /// An empty fleet.
+    pub fn new() -> Self {
+        FleetState {
+            agents: Arc::default(),
+            events: broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentEntry>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.agents
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a call from an agent; for streams, hold the guard while it is open.
+    pub fn connected(
+        &self,
+        peer: &PeerIdentity,
+        remote: Option<SocketAddr>,
+        stream: bool,
+    ) -> Option<StreamGuard> {
+        let mut agents = self.lock();
+        let entry = agents.entry(peer.name.clone()).or_default();
+        entry.remote_address = remote.map(|a| a.to_string()).unwrap_or_default();
+        entry.cert_not_after = Some(peer.not_after);
+        if !stream {
+            return None;
+        }
+        entry.open_streams += 1;
+        if entry.open_streams == 1 {
+            entry.connected_since = Some(SystemTime::now());
+        }
+        Some(StreamGuard {
+            state: self.clone(),
+            agent_id: peer.name.clone(),
+        })
+    }
+
+    /// Counts samples received from an agent (valid or not).
+    pub fn received(&self, agent_id: &str, count: usize) {
+        let mut agents = self.lock();
+        let entry = agents.entry(agent_id.to_owned()).or_default();
+        entry.samples_received += count as u64;
+        entry.last_sample_at = Some(SystemTime::now());
+    }
+
+    /// Remembers a sample Kafka confirmed and tells the watchers.
+    pub fn delivered(&self, sample: &ValidSample) {
+        let event = {
+            let mut agents = self.lock();
+            match sample {
+                ValidSample::Host(host) => {
+                    let entry = agents.entry(host.agent_id.clone()).or_default();
+                    entry.hostname = host.hostname.clone();
+                    entry.latest_host = Some(host.clone());
+                    watch_event::Kind::Host(host.clone())
+                }
+                ValidSample::Site(site) => {
+                    let entry = agents.entry(site.agent_id.clone()).or_default();
+                    if entry.latest_sites.len() < MAX_SITES_PER_AGENT
+                        || entry.latest_sites.contains_key(&site.url)
+                    {
+                        entry.latest_sites.insert(site.url.clone(), site.clone());
+                    }
+                    watch_event::Kind::Site(site.clone())
+                }
+            }
+        };
+        // No subscribers is fine.
+        let _ = self.events.send(Arc::new(WatchEvent { kind: Some(event) }));
+    }
+
+    /// Every agent seen since start, sorted by id.
+    pub fn list(&self) -> Vec<AgentInfo> {
+        let agents = self.lock();
+        let mut list: Vec<AgentInfo> = agents.iter().map(|(id, e)| info(id, e)).collect();
+        list.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        list
+    }
+
+    /// One agent.
+    pub fn get(&self, agent_id: &str) -> Option<AgentInfo> {
+        self.lock().get(agent_id).map(|e| info(agent_id, e))
+    }
+
+    /// Latest samples of one agent (or all when `agent_id` is empty); `None` if unknown.
+    pub fn latest(&self, agent_id: &str) -> Option<Vec<AgentLatest>> {
+        let agents = self.lock();
+        let latest = |(id, e): (&String, &AgentEntry)| AgentLatest {
+            agent_id: id.clone(),
+            host: e.latest_host.clone(),
+            sites: e.latest_sites.values().cloned().collect(),
+        };
+        if agent_id.is_empty() {
+            let mut all: Vec<AgentLatest> = agents.iter().map(latest).collect();
+            all.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+            Some(all)
+        } else {
+            agents
+                .get_key_value(agent_id)
+                .map(|entry| vec![latest(entry)])
+        }
+    }
+
+    /// A receiver of every sample confirmed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.events.subscribe()
+    }
+}
+
+fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
+    AgentInfo {
+        agent_id: agent_id.to_owned(),
+        hostname: e.hostname.clone(),
+        remote_address: e.remote_address.clone(),
+        connected: e.open_streams > 0,
+        connected_since: timestamp(e.connected_since),
+        last_sample_at: timestamp(e.last_sample_at),
+        samples_received: e.samples_received,
+        client_cert_not_after: timestamp(e.cert_not_after),
+    }
+}

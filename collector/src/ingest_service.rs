@@ -1,0 +1,323 @@
+//! The `Ingest` gRPC service: agents' batches in, acknowledgements out.
+//!
+//! Each sample is validated alone, stamped with the certificate's agent id, published
+//! to Kafka, and acknowledged only after Kafka's delivery report. A stream session
+//! keeps at most `limits.max_in_flight_per_stream` samples unconfirmed; beyond that it
+//! stops reading, so a slow broker slows the agents instead of filling memory.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use fleetmon::identity::{PeerIdentity, peer_identity};
+use fleetmon::pb::ingest_server::Ingest;
+use fleetmon::pb::{IngestAck, IngestBatch};
+
+use crate::config::Limits;
+use crate::fleet_state::FleetState;
+use crate::kafka_publisher::{KafkaPublisher, PublishError, delivery_result};
+use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
+use crate::stream_acks::StreamAcks;
+use crate::validation::{Rejection, ValidSample, validate};
+
+/// Everything a session needs, shared by all connections.
+#[derive(Debug)]
+pub struct IngestContext {
+    /// The Kafka producer.
+    pub publisher: KafkaPublisher,
+    /// The live fleet view.
+    pub fleet: FleetState,
+    /// Metrics.
+    pub metrics: CollectorMetrics,
+    /// Client limits.
+    pub limits: Limits,
+    /// Cancelled at shutdown: sessions stop reading, finish their acks and end.
+    pub shutdown: CancellationToken,
+}
+
+/// The service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    ctx: Arc<IngestContext>,
+}
+
+type Delivery =
+    Pin<Box<dyn Future<Output = (ValidSample, Instant, Result<(), PublishError>)> + Send>>;
+
+impl IngestService {
+    /// A service over the shared context.
+    pub fn new(ctx: Arc<IngestContext>) -> Self {
+        IngestService { ctx }
+    }
+
+    /// Validates a batch: the valid samples in order, and the rejections.
+    fn check_batch(
+        &self,
+        peer: &PeerIdentity,
+        batch: IngestBatch,
+    ) -> Result<(Vec<ValidSample>, Vec<Rejection>), Status> {
+        let limits = &self.ctx.limits;
+        if batch.samples.len() > limits.max_samples_per_batch {
+            return Err(Status::resource_exhausted(format!(
+                "batch holds {} samples; the limit is {} (limits.max_samples_per_batch)",
+                batch.samples.len(),
+                limits.max_samples_per_batch
+            )));
+        }
+        self.ctx.fleet.received(&peer.name, batch.samples.len());
+        let now = SystemTime::now();
+        let mut valid = Vec::with_capacity(batch.samples.len());
+        let mut rejected = Vec::new();
+        for sample in batch.samples {
+            match validate(sample, &peer.name, limits, now) {
+                Ok(sample) => {
+                    let kind = if matches!(sample, ValidSample::Host(_)) {
+                        "host"
+                    } else {
+                        "site"
+                    };
+                    self.ctx
+                        .metrics
+                        .samples_received
+                        .get_or_create(&KindLabel { kind })
+                        .inc();
+                    valid.push(sample);
+                }
+                Err(rejection) => {
+                    self.ctx
+                        .metrics
+                        .samples_rejected
+                        .get_or_create(&ReasonLabel {
+                            reason: rejection.reason,
+                        })
+                        .inc();
+                    tracing::debug!(agent_id = %peer.name, seq = rejection.seq, reason = rejection.reason, "sample rejected");
+                    rejected.push(rejection);
+                }
+            }
+        }
+        Ok((valid, rejected))
+    }
+
+    /// Queues one sample to Kafka; the future resolves with its delivery report.
+    async fn publish(&self, sample: ValidSample) -> Delivery {
+        let started = Instant::now();
+        match self.ctx.publisher.publish(&sample).await {
+            Ok(delivery) => {
+                Box::pin(delivery.map(move |report| (sample, started, delivery_result(report))))
+            }
+            Err(error) => Box::pin(std::future::ready((sample, started, Err(error)))),
+        }
+    }
+
+    fn record_delivery(
+        &self,
+        sample: &ValidSample,
+        started: Instant,
+        result: &Result<(), PublishError>,
+    ) {
+        let metrics = &self.ctx.metrics;
+        metrics
+            .delivery_latency_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                metrics.records_delivered.inc();
+                self.ctx.fleet.delivered(sample);
+            }
+            Err(_) => {
+                metrics.records_failed.inc();
+            }
+        }
+    }
+
+    /// One unary batch: answered when every valid sample is durable.
+    async fn push(
+        &self,
+        peer: PeerIdentity,
+        remote: Option<SocketAddr>,
+        batch: IngestBatch,
+    ) -> Result<IngestAck, Status> {
+        self.ctx.fleet.connected(&peer, remote, false);
+        let (valid, rejected) = self.check_batch(&peer, batch)?;
+        let mut acks = StreamAcks::default();
+        for r in &rejected {
+            acks.settled(&r.stream_id, r.seq);
+        }
+        let mut deliveries = Vec::with_capacity(valid.len());
+        for sample in valid {
+            acks.queued(sample.stream_id(), sample.seq());
+            deliveries.push(self.publish(sample).await);
+        }
+        for (sample, started, result) in futures::future::join_all(deliveries).await {
+            self.record_delivery(&sample, started, &result);
+            if let Err(error) = result {
+                tracing::warn!(agent_id = %peer.name, %error, "kafka delivery failed");
+                return Err(Status::unavailable(format!(
+                    "{error}; nothing from this batch is acknowledged, resend it"
+                )));
+            }
+            acks.delivered(sample.stream_id(), sample.seq());
+        }
+        Ok(IngestAck {
+            streams: acks.take_progress(),
+            rejected: rejected.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// The long-lived session of one agent stream.
+    async fn run_session(
+        self,
+        peer: PeerIdentity,
+        mut inbound: Streaming<IngestBatch>,
+        acks_out: mpsc::Sender<Result<IngestAck, Status>>,
+    ) {
+        let max_in_flight = self.ctx.limits.max_in_flight_per_stream;
+        let mut in_flight: FuturesUnordered<Delivery> = FuturesUnordered::new();
+        let mut acks = StreamAcks::default();
+        let mut reading = true;
+        let ending: Result<(), Status> = loop {
+            if !reading && in_flight.is_empty() {
+                break Ok(());
+            }
+            tokio::select! {
+                message = inbound.next(), if reading && in_flight.len() < max_in_flight => match message {
+                    Some(Ok(batch)) => {
+                        let (valid, rejected) = match self.check_batch(&peer, batch) {
+                            Ok(checked) => checked,
+                            Err(status) => break Err(status),
+                        };
+                        for r in &rejected {
+                            acks.settled(&r.stream_id, r.seq);
+                        }
+                        for sample in valid {
+                            acks.queued(sample.stream_id(), sample.seq());
+                            let delivery = self.publish(sample).await;
+                            in_flight.push(delivery);
+                        }
+                        if !rejected.is_empty() {
+                            let ack = IngestAck {
+                                streams: acks.take_progress(),
+                                rejected: rejected.into_iter().map(Into::into).collect(),
+                            };
+                            if acks_out.send(Ok(ack)).await.is_err() {
+                                break Ok(());
+                            }
+                        }
+                    }
+                    Some(Err(status)) => break Err(inbound_error(status)),
+                    // The agent closed its side: finish what is in flight, then end.
+                    None => reading = false,
+                },
+                Some((sample, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(status) = self.settle(&peer, &mut acks, sample, started, result) {
+                        break Err(status);
+                    }
+                    // Settle everything else already reported, then send one ack.
+                    let mut failed = None;
+                    while let Some(Some((sample, started, result))) = in_flight.next().now_or_never() {
+                        if let Err(status) = self.settle(&peer, &mut acks, sample, started, result) {
+                            failed = Some(status);
+                            break;
+                        }
+                    }
+                    if let Some(status) = failed {
+                        break Err(status);
+                    }
+                    let streams = acks.take_progress();
+                    if !streams.is_empty() && acks_out.send(Ok(IngestAck { streams, rejected: Vec::new() })).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                () = acks_out.closed() => break Ok(()),
+                () = self.ctx.shutdown.cancelled(), if reading => reading = false,
+            }
+        };
+        if let Err(status) = ending {
+            tracing::info!(agent_id = %peer.name, code = ?status.code(), message = status.message(), "ingest stream ended with error");
+            let _ = acks_out.send(Err(status)).await;
+        }
+    }
+
+    fn settle(
+        &self,
+        peer: &PeerIdentity,
+        acks: &mut StreamAcks,
+        sample: ValidSample,
+        started: Instant,
+        result: Result<(), PublishError>,
+    ) -> Result<(), Status> {
+        self.record_delivery(&sample, started, &result);
+        match result {
+            Ok(()) => {
+                acks.delivered(sample.stream_id(), sample.seq());
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(agent_id = %peer.name, stream_id = sample.stream_id(), seq = sample.seq(), %error, "kafka delivery failed");
+                // End the stream: the agent reconnects and resends everything unacked.
+                Err(Status::unavailable(format!(
+                    "{error}; resend unacknowledged samples"
+                )))
+            }
+        }
+    }
+}
+
+/// Oversized messages are a resource limit (gRPC's RESOURCE_EXHAUSTED), whatever
+/// code the decoder chose.
+fn inbound_error(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = AckStream;
+
+    #[instrument(skip_all)]
+    async fn stream(
+        &self,
+        request: Request<Streaming<IngestBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let peer = peer_identity(&request)?;
+        let remote = request.remote_addr();
+        let guard = self.ctx.fleet.connected(&peer, remote, true);
+        self.ctx.metrics.connected_agents.inc();
+        tracing::info!(agent_id = %peer.name, remote = ?remote, "ingest stream opened");
+        let (tx, rx) = mpsc::channel(16);
+        let session = self.clone();
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            let agent_id = peer.name.clone();
+            session.clone().run_session(peer, inbound, tx).await;
+            session.ctx.metrics.connected_agents.dec();
+            drop(guard);
+            tracing::info!(%agent_id, "ingest stream closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all)]
+    async fn push(&self, request: Request<IngestBatch>) -> Result<Response<IngestAck>, Status> {
+        let peer = peer_identity(&request)?;
+        let remote = request.remote_addr();
+        self.push(peer, remote, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}

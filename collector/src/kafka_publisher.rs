@@ -1,0 +1,233 @@
+//! Publishing validated samples to Kafka: one record per sample, key = agent_id,
+//! value = the protobuf message, header `content-type` naming it.
+//!
+//! The producer is idempotent with `acks=all`; a sample counts as durable only when
+//! its delivery report says so. A full producer queue makes [`KafkaPublisher::publish`]
+//! wait, which stops the ingest session from reading more (backpressure).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaConfig;
+use crate::validation::ValidSample;
+use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
+
+/// Why Kafka could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer or admin client could not be created (bad option).
+    #[error("invalid Kafka client configuration: {0}")]
+    Config(KafkaError),
+    /// The broker did not answer at start-up.
+    #[error("cannot reach Kafka at {bootstrap} within {seconds} s: {source}")]
+    Unreachable {
+        /// The configured bootstrap servers.
+        bootstrap: String,
+        /// The timeout.
+        seconds: u64,
+        /// The last error.
+        source: KafkaError,
+    },
+    /// A topic could not be created.
+    #[error("cannot create Kafka topic {topic} on {bootstrap}: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// A record could not be queued or was not delivered.
+    #[error("kafka delivery failed: {0}")]
+    Delivery(KafkaError),
+    /// The producer went away before reporting.
+    #[error("kafka producer shut down before reporting delivery")]
+    Canceled,
+}
+
+/// The librdkafka settings of the collector's producer (`options` pass through).
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = base_config(&config.bootstrap_servers, &config.options);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", config.linger_ms.to_string());
+    // Options win for everything but the three keys validation refuses.
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client
+}
+
+fn base_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The collector's Kafka producer and its two topics.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    host_topic: String,
+    site_topic: String,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("host_topic", &self.host_topic)
+            .field("site_topic", &self.site_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// Creates the producer, waits (up to the configured timeout) until the broker
+    /// answers, and creates missing topics.
+    pub async fn connect(config: &KafkaConfig) -> Result<Self, PublishError> {
+        let producer: FutureProducer = producer_config(config)
+            .create()
+            .map_err(PublishError::Config)?;
+        wait_reachable(&producer, config).await?;
+        create_topics(config).await?;
+        Ok(KafkaPublisher {
+            producer,
+            host_topic: config.host_samples_topic.clone(),
+            site_topic: config.site_checks_topic.clone(),
+        })
+    }
+
+    /// Queues one sample; the returned future resolves when Kafka confirmed it.
+    /// Waits while the producer queue is full.
+    pub async fn publish(&self, sample: &ValidSample) -> Result<DeliveryFuture, PublishError> {
+        let (topic, key, payload, content_type) = match sample {
+            ValidSample::Host(s) => (
+                &self.host_topic,
+                &s.agent_id,
+                s.encode_to_vec(),
+                HOST_SAMPLE_CONTENT_TYPE,
+            ),
+            ValidSample::Site(s) => (
+                &self.site_topic,
+                &s.agent_id,
+                s.encode_to_vec(),
+                SITE_CHECK_CONTENT_TYPE,
+            ),
+        };
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(content_type),
+        });
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(&payload)
+            .headers(headers);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(PublishError::Delivery(error)),
+            }
+        }
+    }
+
+    /// Waits for every queued record to be delivered (or `timeout`), at shutdown.
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let result = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "kafka flush at shutdown incomplete");
+        }
+    }
+}
+
+/// Turns a delivery report into a result.
+pub fn delivery_result(
+    report: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> Result<(), PublishError> {
+    match report {
+        Ok(Ok(_delivery)) => Ok(()),
+        Ok(Err((error, _message))) => Err(PublishError::Delivery(error)),
+        Err(_) => Err(PublishError::Canceled),
+    }
+}
+
+async fn wait_reachable(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+) -> Result<(), PublishError> {
+    let client = producer.clone();
+    let timeout = config.connect_timeout();
+    let result = tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout))
+        .await
+        .expect("metadata task does not panic");
+    result
+        .map(|_| ())
+        .map_err(|source| PublishError::Unreachable {
+            bootstrap: config.bootstrap_servers.clone(),
+            seconds: config.connect_timeout_seconds,
+            source,
+        })
+}
+
+async fn create_topics(config: &KafkaConfig) -> Result<(), PublishError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(&config.bootstrap_servers, &config.options)
+            .create()
+            .map_err(PublishError::Config)?;
+    let topics: Vec<NewTopic<'_>> = [&config.host_samples_topic, &config.site_checks_topic]
+        .into_iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(config.connect_timeout()));
+    let results =
+        admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(|e| PublishError::CreateTopic {
+                topic: config.host_samples_topic.clone(),
+                bootstrap: config.bootstrap_servers.clone(),
+                reason: e.to_string(),
+            })?;
+    for result in results {
+        match result {
+            Ok(topic) => {
+                tracing::info!(%topic, partitions = config.partitions, "created kafka topic")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(PublishError::CreateTopic {
+                    topic,
+                    bootstrap: config.bootstrap_servers.clone(),
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! fleetmon collector: the fleet's front door.
+//!
+//! Agents stream samples over mutual TLS ([`ingest_service`]); each is validated
+//! ([`validation`]), published to Kafka ([`kafka_publisher`]) and acknowledged only
+//! once Kafka confirmed it ([`stream_acks`]). Operators read the live fleet through
+//! [`fleet_service`] from [`fleet_state`]. [`server`] wires it all.
+
+pub mod config;
+pub mod fleet_service;
+pub mod fleet_state;
+pub mod ingest_service;
+pub mod kafka_publisher;
+pub mod metrics;
+pub mod server;
+pub mod status_codes;
+pub mod stream_acks;
+pub mod validation;
+
+pub use config::CollectorConfig;
+pub use server::{RunningCollector, run, start};

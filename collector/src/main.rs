@@ -1,0 +1,55 @@
+//! `fleetmon-collector`: CLI → config → tracing → [`fleetmon_collector::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleetmon::telemetry::{LogFormat, init_tracing};
+use fleetmon_collector::CollectorConfig;
+
+/// Receives agent samples over mutual-TLS gRPC and publishes them to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "fleetmon-collector", version)]
+struct Cli {
+    /// TOML config file (see collector/collector.example.toml).
+    #[arg(long, env = "FLEETMON_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (overrides `listen`).
+    #[arg(long, env = "FLEETMON_COLLECTOR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Prometheus listen address (overrides `metrics_listen`).
+    #[arg(long, env = "FLEETMON_COLLECTOR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers (overrides `kafka.bootstrap_servers`).
+    #[arg(long, env = "FLEETMON_KAFKA")]
+    kafka: Option<String>,
+    /// Log format (overrides `log_format`).
+    #[arg(long, env = "FLEETMON_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = CollectorConfig::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(addr) = cli.metrics_listen {
+        config.metrics_listen = addr;
+    }
+    if let Some(kafka) = cli.kafka {
+        config.kafka.bootstrap_servers = kafka;
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    let config = config.validate()?;
+    init_tracing(config.log_format);
+    fleetmon::tls::install_crypto_provider();
+    let shutdown = fleetmon::shutdown::shutdown_token();
+    fleetmon_collector::run(config, shutdown)
+        .await
+        .context("collector failed")
+}

@@ -1,0 +1,157 @@
+//! Wiring: TLS listener, Kafka publisher, the gRPC services with their role checks,
+//! health, reflection and the metrics endpoint, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use fleetmon::identity::{RequireRole, Role};
+use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::fleet_server::FleetServer;
+use fleetmon::pb::ingest_server::IngestServer;
+
+use crate::config::CollectorConfig;
+use crate::fleet_service::FleetService;
+use crate::fleet_state::FleetState;
+use crate::ingest_service::{IngestContext, IngestService};
+use crate::kafka_publisher::{KafkaPublisher, PublishError};
+use crate::metrics::CollectorMetrics;
+use crate::status_codes::OversizeIsResourceExhausted;
+
+/// Why the collector could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] fleetmon::tls::TlsError),
+    /// Kafka at start-up.
+    #[error(transparent)]
+    Kafka(#[from] PublishError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// How long in-flight deliveries may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A started collector: its bound addresses and the task serving them.
+#[derive(Debug)]
+pub struct RunningCollector {
+    /// The gRPC address actually bound.
+    pub grpc_addr: SocketAddr,
+    /// The metrics address actually bound.
+    pub metrics_addr: SocketAddr,
+    /// Resolves when the collector has stopped.
+    pub task: JoinHandle<Result<(), CollectorError>>,
+}
+
+/// Runs the collector until `shutdown` is cancelled.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    let running = start(config, shutdown).await?;
+    running.task.await.expect("collector task does not panic")
+}
+
+/// Connects to Kafka, binds both listeners and starts serving in the background.
+pub async fn start(
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningCollector, CollectorError> {
+    let tls = fleetmon::tls::server_config(&config.tls)?;
+    let publisher = KafkaPublisher::connect(&config.kafka).await?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| CollectorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|source| CollectorError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+    let mut registry = Registry::default();
+    let metrics = CollectorMetrics::new(&mut registry);
+    let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
+        .await
+        .map_err(|source| CollectorError::Bind {
+            addr: config.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = metrics_server
+        .local_addr()
+        .map_err(|source| CollectorError::Bind {
+            addr: config.metrics_listen,
+            source,
+        })?;
+
+    let fleet = FleetState::new();
+    // Sessions stop reading at shutdown but keep acking what is in flight.
+    let sessions_stop = shutdown.child_token();
+    let ctx = Arc::new(IngestContext {
+        publisher,
+        fleet: fleet.clone(),
+        metrics,
+        limits: config.limits.clone(),
+        shutdown: sessions_stop,
+    });
+    let max_message = config.limits.max_message_bytes;
+    let ingest =
+        IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
+    let fleet_service = FleetServer::new(FleetService::new(fleet));
+    let (_health_reporter, health) = fleetmon::grpc::health_service().await;
+    let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services();
+
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(OversizeIsResourceExhausted)
+        .add_service(InterceptedService::new(ingest, RequireRole(Role::Agent)))
+        .add_service(InterceptedService::new(
+            fleet_service,
+            RequireRole(Role::Operator),
+        ))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let incoming = fleetmon::tls::tls_incoming(listener, tls);
+    tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, "collector listening");
+
+    let metrics_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let metrics_task = tokio::spawn(metrics_server.serve(metrics_shutdown));
+        let served = router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        ctx.publisher.flush(SHUTDOWN_GRACE).await;
+        let _ = metrics_task.await;
+        tracing::info!("collector stopped");
+        served.map_err(CollectorError::from)
+    });
+    Ok(RunningCollector {
+        grpc_addr,
+        metrics_addr,
+        task,
+    })
+}

@@ -1,0 +1,207 @@
+//! Configuration loading shared by every binary: a TOML file, then environment
+//! overrides, then strict deserialization that rejects unknown keys by name.
+//!
+//! Any key can be overridden with `<PREFIX>__<SECTION>__<KEY>=value`, for example
+//! `FLEETMON_COLLECTOR__KAFKA__BOOTSTRAP_SERVERS=10.0.0.7:9092`. Values are read as TOML
+//! (`12`, `true`, `["a", "b"]`) and fall back to a plain string.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The merged configuration does not fit the schema (unknown key, wrong type, bad TOML).
+    #[error("invalid config{}: {message}", origin.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The file, if one was given.
+        origin: Option<PathBuf>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An environment override names an impossible path.
+    #[error("invalid environment override {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent; names the field and the fix.
+    #[error("invalid config: `{field}` {message}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A field-level validation error.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads `T` from an optional TOML file and the environment overrides that start
+/// with `prefix` followed by `__` (e.g. prefix `FLEETMON_COLLECTOR`).
+///
+/// The environment is passed in so tests can supply their own.
+pub fn load<T: DeserializeOwned>(
+    path: Option<&Path>,
+    prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    let invalid = |e: toml::de::Error| ConfigError::Invalid {
+        origin: path.map(Path::to_owned),
+        message: e.to_string().trim_end().to_owned(),
+    };
+    let marker = format!("{prefix}__");
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&marker))
+        .collect();
+    if overrides.is_empty() {
+        // Straight from the file: errors point at the user's own lines.
+        return toml::from_str(&text).map_err(invalid);
+    }
+    overrides.sort();
+    let mut table = text.parse::<Table>().map_err(invalid)?;
+    for (var, raw) in overrides {
+        let keys: Vec<String> = var[marker.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        set_path(&mut table, &keys, parse_value(&raw)).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
+    }
+    let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+        origin: path.map(Path::to_owned),
+        message: e.to_string(),
+    })?;
+    toml::from_str(&merged).map_err(invalid)
+}
+
+fn parse_value(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
+    match keys {
+        [] => Err("names no key".to_owned()),
+        [key] if key.is_empty() => Err("has an empty key".to_owned()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            match entry {
+                Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("`{section}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        #[serde(default)]
+        listen: String,
+        #[serde(default)]
+        kafka: Kafka,
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Kafka {
+        #[serde(default)]
+        bootstrap_servers: String,
+        #[serde(default)]
+        partitions: i32,
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:7400\"\n[kafka]\npartitions = 3\n",
+        )
+        .unwrap();
+        let config: Example = load(
+            Some(&path),
+            "FLEETMON_X",
+            env(&[
+                ("FLEETMON_X__KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092"),
+                ("FLEETMON_X__KAFKA__PARTITIONS", "24"),
+                ("FLEETMON_OTHER__LISTEN", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7400");
+        assert_eq!(config.kafka.bootstrap_servers, "10.0.0.1:9092");
+        assert_eq!(config.kafka.partitions, 24);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbootstrap = \"x\"\n").unwrap();
+        let error = load::<Example>(Some(&path), "FLEETMON_X", Vec::new()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("unknown field `bootstrap`"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+
+        let error =
+            load::<Example>(None, "FLEETMON_X", env(&[("FLEETMON_X__LISTN", "x")])).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `listn`"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Who is on the other end of a mutual-TLS connection.
+//!
+//! Every fleetmon client certificate carries one URI SAN of the form
+//! `spiffe://fleetmon/<role>/<name>`; the role decides which gRPC services the peer
+//! may call and the name becomes its identity (an agent's `agent_id`). The
+//! certificate chain itself was verified by rustls before anything here runs.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use tonic::{Request, Status};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Scheme and trust domain every fleetmon identity URI starts with.
+pub const SPIFFE_PREFIX: &str = "spiffe://fleetmon/";
+
+/// Longest accepted agent or operator name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What a peer is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A host agent: may only call `Ingest`.
+    Agent,
+    /// A human or tool: may call the query services (`Fleet`, `History`).
+    Operator,
+}
+
+impl Role {
+    /// The path segment used in the identity URI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The verified identity of a peer, taken from its client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// What the peer may do.
+    pub role: Role,
+    /// The agent or operator name (for agents: the `agent_id` stored with every sample).
+    pub name: String,
+    /// When the presented certificate expires.
+    pub not_after: SystemTime,
+}
+
+/// Why no identity could be taken from a peer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The connection carried no verified client certificate (plaintext or no mTLS).
+    #[error("no client certificate was presented")]
+    NoCertificate,
+    /// The certificate bytes are not valid X.509.
+    #[error("client certificate cannot be parsed: {0}")]
+    Unparsable(String),
+    /// The certificate has no URI subject alternative name at all.
+    #[error("client certificate has no URI SAN (expected {SPIFFE_PREFIX}<agent|operator>/<name>)")]
+    NoUriSan,
+    /// The URI SAN is not a fleetmon identity.
+    #[error(
+        "client certificate URI SAN `{0}` is not a fleetmon identity (expected {SPIFFE_PREFIX}<agent|operator>/<name>)"
+    )]
+    ForeignUri(String),
+    /// The URI names a role fleetmon does not know.
+    #[error("client certificate URI SAN `{0}` names an unknown role (expected agent or operator)")]
+    UnknownRole(String),
+    /// The name part of the URI is not acceptable.
+    #[error("client certificate URI SAN `{uri}`: {reason}")]
+    BadName {
+        /// The full URI.
+        uri: String,
+        /// What is wrong with the name.
+        reason: NameError,
+    },
+}
+
+/// Why an agent or operator name was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty string.
+    #[error("name is empty")]
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`].
+    #[error("name `{0}` is longer than {MAX_NAME_LEN} characters")]
+    TooLong(String),
+    /// Contains something other than letters, digits, `.`, `_` and `-`, or starts with `.`.
+    #[error(
+        "name `{0}` may only contain ASCII letters, digits, '.', '_' and '-', and may not start with '.'"
+    )]
+    BadCharacters(String),
+}
+
+/// Checks an agent or operator name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
+///
+/// The same rule applies when a certificate is issued and when one is presented, so
+/// a name is always safe as a file name, a Kafka key and a URI path segment.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(name.to_owned()));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.starts_with('.') || !name.chars().all(allowed) {
+        return Err(NameError::BadCharacters(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl PeerIdentity {
+    /// The identity URI this peer's certificate carries.
+    pub fn uri(&self) -> String {
+        identity_uri(self.role, &self.name)
+    }
+
+    /// Reads the identity from a DER-encoded (already verified) certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+        let not_after = SystemTime::from(cert.validity().not_after.to_datetime());
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+        let uris: Vec<&str> = san
+            .iter()
+            .flat_map(|ext| ext.value.general_names.iter())
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = uris.first() else {
+            return Err(IdentityError::NoUriSan);
+        };
+        // A certificate may carry other URIs; the fleetmon one decides.
+        let uri = uris
+            .iter()
+            .find(|u| u.starts_with(SPIFFE_PREFIX))
+            .ok_or_else(|| IdentityError::ForeignUri((*first).to_owned()))?;
+        let (role, name) = parse_identity_uri(uri)?;
+        Ok(PeerIdentity {
+            role,
+            name,
+            not_after,
+        })
+    }
+
+    /// Reads the identity of the peer that sent a gRPC request over mutual TLS.
+    pub fn from_request<T>(request: &Request<T>) -> Result<Self, IdentityError> {
+        let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
+        let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+        Self::from_der(leaf.as_ref())
+    }
+}
+
+/// The URI SAN for a role and name: `spiffe://fleetmon/<role>/<name>`.
+pub fn identity_uri(role: Role, name: &str) -> String {
+    format!("{SPIFFE_PREFIX}{role}/{name}")
+}
+
+fn parse_identity_uri(uri: &str) -> Result<(Role, String), IdentityError> {
+    let rest = uri
+        .strip_prefix(SPIFFE_PREFIX)
+        .ok_or_else(|| IdentityError::ForeignUri(uri.to_owned()))?;
+    let (role, name) = rest
+        .split_once('/')
+        .ok_or_else(|| IdentityError::UnknownRole(uri.to_owned()))?;
+    let role = match role {
+        "agent" => Role::Agent,
+        "operator" => Role::Operator,
+        _ => return Err(IdentityError::UnknownRole(uri.to_owned())),
+    };
+    validate_name(name).map_err(|reason| IdentityError::BadName {
+        uri: uri.to_owned(),
+        reason,
+    })?;
+    Ok((role, name.to_owned()))
+}
+
+/// A tonic interceptor that lets only peers of one role through.
+///
+/// On success the [`PeerIdentity`] is stored in the request extensions, where the
+/// service reads it back with [`peer_identity`]. Anyone else gets `PERMISSION_DENIED`
+/// (or `UNAUTHENTICATED` without a usable certificate), logged with who they are.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireRole(pub Role);
+
+impl tonic::service::Interceptor for RequireRole {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let identity = match PeerIdentity::from_request(&request) {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::warn!(%error, required = %self.0, "request without a usable identity refused");
+                return Err(Status::unauthenticated(error.to_string()));
+            }
+        };
+        if identity.role != self.0 {
+            tracing::warn!(peer = %identity.uri(), required = %self.0, "request refused: wrong role");
+            return Err(Status::permission_denied(format!(
+                "{} may not call this service (it is for {} certificates only)",
+                identity.uri(),
+                self.0
+            )));
+        }
+        request.extensions_mut().insert(identity);
+        Ok(request)
+    }
+}
+
+/// The identity [`RequireRole`] stored in a request.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+    request
+        .extensions()
+        .get::<PeerIdentity>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("request carries no verified peer identity"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_one_rule() {
+        assert_eq!(validate_name("web-01.example_2"), Ok(()));
+        assert_eq!(validate_name(""), Err(NameError::Empty));
+        assert!(matches!(
+            validate_name("a/b"),
+            Err(NameError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_name("a b"),
+            Err(NameError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_name(".."),
+            Err(NameError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_name(&"x".repeat(65)),
+            Err(NameError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn identity_uris_parse_back() {
+        assert_eq!(
+            parse_identity_uri("spiffe://fleetmon/agent/web-1"),
+            Ok((Role::Agent, "web-1".to_owned()))
+        );
+        assert_eq!(
+            parse_identity_uri("spiffe://fleetmon/operator/admin"),
+            Ok((Role::Operator, "admin".to_owned()))
+        );
+        assert_eq!(
+            parse_identity_uri("spiffe://fleetmon/root/x"),
+            Err(IdentityError::UnknownRole(
+                "spiffe://fleetmon/root/x".to_owned()
+            ))
+        );
+        assert!(matches!(
+            parse_identity_uri("spiffe://fleetmon/agent/a/b"),
+            Err(IdentityError::BadName { .. })
+        ));
+    }
+}

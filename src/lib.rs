@@ -1,0 +1,19 @@
+//! fleetmon: the shared library of the agent, collector and writer.
+//!
+//! It holds what more than one binary needs: the wire protocol ([`pb`]), mutual TLS
+//! ([`tls`]) and peer identity ([`identity`]), the dev PKI ([`pki`]), the shutdown
+//! signal, tracing setup, the Prometheus endpoint and the standard gRPC services.
+//! With the `testkit` feature it also carries the test harness every crate's tests use.
+
+pub mod config;
+pub mod grpc;
+pub mod identity;
+pub mod metrics_endpoint;
+pub mod pb;
+pub mod pki;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,385 @@
+//! The development PKI: a CA, server certificates for the collector and writer, and
+//! client certificates for agents and operators, all generated with rcgen.
+//!
+//! `fleetmon certs init` and `fleetmon certs issue-agent` are thin wrappers over
+//! [`init`] and [`issue_client`]; tests use [`CertificateAuthority`] directly to mint
+//! certificates with unusual properties (expired, foreign CA, no URI SAN).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::identity::{NameError, Role, identity_uri, validate_name};
+
+/// Name of the default operator certificate written by [`init`].
+pub const DEFAULT_OPERATOR: &str = "admin";
+
+/// Why a certificate could not be generated or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A target file exists and `--force` was not given.
+    #[error("{0} already exists; pass --force to overwrite it")]
+    Exists(PathBuf),
+    /// The CA files needed to sign are missing.
+    #[error("cannot read CA {path}: {source} (run: fleetmon certs init --dir {dir})")]
+    MissingCa {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The directory given.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An agent or operator name was refused.
+    #[error("invalid {role} name: {source}")]
+    BadName {
+        /// Agent or operator.
+        role: Role,
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// rcgen refused the parameters (for example a SAN that is not a DNS name or IP).
+    #[error("cannot generate certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The PKCS#8 private key.
+    pub key_pem: String,
+    /// Serial number, for revocation.
+    pub serial: Vec<u8>,
+}
+
+/// What to put into a leaf certificate.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    /// Subject common name (informational; identity comes from the SANs).
+    pub common_name: String,
+    /// DNS names and IP addresses (server certificates).
+    pub host_sans: Vec<String>,
+    /// URI SANs (client certificates carry their fleetmon identity here).
+    pub uri_sans: Vec<String>,
+    /// Usable for TLS servers.
+    pub server_auth: bool,
+    /// Usable for TLS clients.
+    pub client_auth: bool,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl LeafSpec {
+    /// A server certificate for the given DNS names / IP addresses, valid one year.
+    pub fn server(common_name: &str, host_sans: Vec<String>) -> Self {
+        Self::new(common_name, host_sans, Vec::new(), true, false)
+    }
+
+    /// A client certificate carrying `spiffe://fleetmon/<role>/<name>`, valid one year.
+    pub fn client(role: Role, name: &str) -> Self {
+        Self::new(
+            name,
+            Vec::new(),
+            vec![identity_uri(role, name)],
+            false,
+            true,
+        )
+    }
+
+    fn new(cn: &str, host: Vec<String>, uri: Vec<String>, server: bool, client: bool) -> Self {
+        let now = OffsetDateTime::now_utc();
+        LeafSpec {
+            common_name: cn.to_owned(),
+            host_sans: host,
+            uri_sans: uri,
+            server_auth: server,
+            client_auth: client,
+            not_before: now - Duration::minutes(5),
+            not_after: now + Duration::days(365),
+        }
+    }
+}
+
+/// A certificate authority that can sign leaves and CRLs.
+#[derive(Debug)]
+pub struct CertificateAuthority {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl CertificateAuthority {
+    /// A new self-signed CA, valid ten years.
+    pub fn generate(common_name: &str) -> Result<Self, PkiError> {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "fleetmon");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(3650);
+        params.serial_number = Some(random_serial());
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(CertificateAuthority {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Loads `ca.pem` and `ca-key.pem` from a certs directory.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read_to_string(&path).map_err(|source| PkiError::MissingCa {
+                path,
+                dir: dir.to_owned(),
+                source,
+            })
+        };
+        let ca = CertificateAuthority {
+            cert_pem: read("ca.pem")?,
+            key_pem: read("ca-key.pem")?,
+        };
+        ca.issuer()?;
+        Ok(ca)
+    }
+
+    /// The CA certificate (what peers trust).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
+    }
+
+    /// Signs a new leaf certificate with a fresh key.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, PkiError> {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "fleetmon");
+        for host in &spec.host_sans {
+            params.subject_alt_names.push(match host.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.clone().try_into()?),
+            });
+        }
+        for uri in &spec.uri_sans {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.clone().try_into()?));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if spec.server_auth {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if spec.client_auth {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// A CRL revoking the given serial numbers, valid for a week.
+    pub fn crl_pem(&self, revoked_serials: &[Vec<u8>]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer()?)?.pem()?)
+    }
+}
+
+/// A positive 16-byte serial number, unique with overwhelming probability.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Writes the whole dev PKI into `dir`: the CA, `collector` and `writer` server
+/// certificates (SANs `localhost`, `127.0.0.1` and `extra_sans`) and the `operator`
+/// client certificate for `spiffe://fleetmon/operator/admin`. Returns the files written.
+pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    let stems = ["ca", "collector", "writer", "operator"];
+    if !force {
+        refuse_existing(&stems.map(|s| dir.to_owned().join(s)))?;
+    }
+    let ca = CertificateAuthority::generate("fleetmon dev CA")?;
+    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    sans.extend(extra_sans.iter().cloned());
+    let collector = ca.issue(&LeafSpec::server("fleetmon collector", sans.clone()))?;
+    let writer = ca.issue(&LeafSpec::server("fleetmon writer", sans))?;
+    let operator = ca.issue(&LeafSpec::client(Role::Operator, DEFAULT_OPERATOR))?;
+
+    let mut written = Vec::new();
+    written.extend(write_pair(dir, "ca", &ca.cert_pem, &ca.key_pem)?);
+    written.extend(write_pair(
+        dir,
+        "collector",
+        &collector.cert_pem,
+        &collector.key_pem,
+    )?);
+    written.extend(write_pair(
+        dir,
+        "writer",
+        &writer.cert_pem,
+        &writer.key_pem,
+    )?);
+    written.extend(write_pair(
+        dir,
+        "operator",
+        &operator.cert_pem,
+        &operator.key_pem,
+    )?);
+    Ok(written)
+}
+
+/// Issues a client certificate signed by the CA in `dir`: agents go to
+/// `dir/agents/NAME.pem`, operators to `dir/operators/NAME.pem` (keys beside them).
+pub fn issue_client(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    force: bool,
+) -> Result<Vec<PathBuf>, PkiError> {
+    validate_name(name).map_err(|source| PkiError::BadName { role, source })?;
+    let sub = dir.join(format!("{role}s"));
+    if !force {
+        refuse_existing(&[sub.join(name)])?;
+    }
+    let ca = CertificateAuthority::load(dir)?;
+    let issued = ca.issue(&LeafSpec::client(role, name))?;
+    write_pair(&sub, name, &issued.cert_pem, &issued.key_pem)
+}
+
+/// Paths of the certificate and key for a stem: `STEM.pem`, `STEM-key.pem`.
+pub fn pair_paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}-key.pem")),
+    )
+}
+
+fn refuse_existing(stems: &[PathBuf]) -> Result<(), PkiError> {
+    for stem in stems {
+        let dir = stem.parent().unwrap_or(Path::new("."));
+        let name = stem
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let (cert, key) = pair_paths(dir, name);
+        for path in [cert, key] {
+            if path.exists() {
+                return Err(PkiError::Exists(path));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `STEM.pem` (0644) and `STEM-key.pem` (0600), creating `dir` if needed.
+pub fn write_pair(
+    dir: &Path,
+    stem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Vec<PathBuf>, PkiError> {
+    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let (cert, key) = pair_paths(dir, stem);
+    write_file(&cert, cert_pem, 0o644)?;
+    write_file(&key, key_pem, 0o600)?;
+    Ok(vec![cert, key])
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let wrap = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(wrap)?;
+    // `mode` only applies to new files; an overwritten key must not stay readable.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(wrap)?;
+    file.write_all(contents.as_bytes()).map_err(wrap)
+}

@@ -1,0 +1,372 @@
+//! Test harness shared by the tests of every fleetmon crate (feature `testkit`).
+//!
+//! - Kafka: [`kafka_bootstrap`] returns `FLEETMON_TEST_KAFKA` when set (what
+//!   `scripts/test` exports after starting one tansu broker for the whole run, or any
+//!   other Kafka-protocol broker); otherwise it starts one tansu broker for this test
+//!   process. Tests that must pause or stop a broker start their own [`TansuBroker`].
+//! - Postgres: [`PgSchema`] is a fresh schema in the database of `FLEETMON_TEST_PG_URL`
+//!   (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
+//! - Certificates: [`TestPki`] is a fresh CA with server and client certificates in a
+//!   temporary directory.
+//! - Names: [`unique_name`] for topics and consumer groups, so tests run in parallel.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use crate::identity::Role;
+use crate::pki::{self, CertificateAuthority, LeafSpec};
+use crate::tls::{ClientTlsFiles, ServerTlsFiles};
+
+/// Environment variable naming the Kafka bootstrap servers for the whole suite.
+pub const KAFKA_ENV: &str = "FLEETMON_TEST_KAFKA";
+/// Environment variable naming the Postgres URL for the whole suite.
+pub const PG_ENV: &str = "FLEETMON_TEST_PG_URL";
+/// Environment variable naming the tansu binary (default: `tansu` on PATH or in ~/.cargo/bin).
+pub const TANSU_ENV: &str = "FLEETMON_TANSU";
+
+/// A name unique to this test run: `PREFIX-<16 hex digits>`.
+pub fn unique_name(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns; bind it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// The Kafka bootstrap servers every test of this process uses.
+pub fn kafka_bootstrap() -> String {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP
+        .get_or_init(|| match std::env::var(KAFKA_ENV) {
+            Ok(servers) if !servers.trim().is_empty() => servers,
+            _ => start_process_broker(),
+        })
+        .clone()
+}
+
+/// Starts this process's broker from a thread that lives as long as the process, so
+/// `PR_SET_PDEATHSIG` kills the broker when the test process exits, however it exits.
+fn start_process_broker() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tansu-keeper".into())
+        .spawn(move || {
+            let broker = TansuBroker::spawn(true);
+            tx.send(broker.bootstrap.clone())
+                .expect("test waits for the broker");
+            // Keep the owning thread (and with it the broker) alive until the process ends.
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("spawn the tansu keeper thread");
+    rx.recv().expect("tansu keeper thread started the broker")
+}
+
+/// Path of the tansu binary: `$FLEETMON_TANSU`, `tansu` on PATH, or `~/.cargo/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var(TANSU_ENV) {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            let cargo = PathBuf::from(home).join(".cargo/bin/tansu");
+            cargo.is_file().then_some(cargo)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "tansu not found: run scripts/test (it installs tansu), set {TANSU_ENV}, \
+                 or point {KAFKA_ENV} at a running Kafka broker"
+            )
+        })
+}
+
+/// A tansu broker process with in-memory storage, owned by a test. Killed on drop.
+#[derive(Debug)]
+pub struct TansuBroker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl TansuBroker {
+    /// Starts a broker on a free port of 127.0.0.1 and waits until it accepts connections.
+    pub fn start() -> Self {
+        Self::spawn(false)
+    }
+
+    fn spawn(die_with_thread: bool) -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(tansu_binary());
+        command
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if die_with_thread {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu_binary().display()));
+        let broker = TansuBroker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        broker.wait_ready(Duration::from_secs(30));
+        broker
+    }
+
+    fn wait_ready(&self, within: Duration) {
+        let addr: SocketAddr = self.bootstrap.parse().expect("bootstrap is an address");
+        let deadline = Instant::now() + within;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu on {addr} not ready within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `host:port` to give librdkafka as `bootstrap.servers`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered, no data is lost.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a topic with `partitions` partitions (replication 1) and waits for it.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("create Kafka admin client");
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic} on {bootstrap}: {e}"));
+    for result in results {
+        if let Err((name, code)) = result {
+            assert!(
+                code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "create topic {name}: {code}"
+            );
+        }
+    }
+}
+
+/// The Postgres URL every test uses.
+pub fn pg_url() -> String {
+    std::env::var(PG_ENV)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A schema of its own for one test, dropped (with everything in it) on drop.
+#[derive(Debug)]
+pub struct PgSchema {
+    /// The schema name (`t_<hex>`).
+    pub name: String,
+    url: String,
+}
+
+impl PgSchema {
+    /// Creates a new, empty schema.
+    pub async fn create() -> Self {
+        let name = unique_name("t").replace('-', "_");
+        let url = pg_url();
+        let client = connect(&url).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("create schema {name}: {e}"));
+        PgSchema { name, url }
+    }
+
+    /// The Postgres URL the schema lives in.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connection whose `search_path` is this schema.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let client = connect(&self.url).await;
+        client
+            .batch_execute(&format!("SET search_path TO {}", self.name))
+            .await
+            .expect("set search_path");
+        client
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("connect to Postgres at {url}: {e} (is it running? set {PG_ENV})")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop may run inside a runtime: clean up on a thread with its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A fresh dev PKI in a temporary directory: `ca`, `collector`, `writer` and the
+/// `admin` operator, laid out as `fleetmon certs init` does, plus anything issued later.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    ca: CertificateAuthority,
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestPki {
+    /// Generates the PKI.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        pki::init(dir.path(), &[], false).expect("generate dev PKI");
+        let ca = CertificateAuthority::load(dir.path()).expect("load generated CA");
+        TestPki { dir, ca }
+    }
+
+    /// The directory holding every file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA, to mint certificates with unusual properties.
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    /// Server TLS files for `collector` or `writer`.
+    pub fn server(&self, server: &str) -> ServerTlsFiles {
+        ServerTlsFiles::from_certs_dir(self.dir(), server)
+    }
+
+    /// Client files for a newly issued `spiffe://fleetmon/<role>/<name>` certificate.
+    pub fn client(&self, role: Role, name: &str) -> ClientTlsFiles {
+        self.client_from(&format!("{role}-{name}"), &LeafSpec::client(role, name))
+    }
+
+    /// Client files for a certificate made from `spec` by this CA, stored as `stem`.
+    pub fn client_from(&self, stem: &str, spec: &LeafSpec) -> ClientTlsFiles {
+        let issued = self.ca.issue(spec).expect("issue test certificate");
+        self.client_files(stem, &issued.cert_pem, &issued.key_pem)
+    }
+
+    /// Client files for a certificate from a different CA that this PKI does not trust.
+    pub fn foreign_client(&self, role: Role, name: &str) -> ClientTlsFiles {
+        let other = CertificateAuthority::generate("some other CA").expect("generate foreign CA");
+        let issued = other
+            .issue(&LeafSpec::client(role, name))
+            .expect("issue foreign certificate");
+        self.client_files(
+            &format!("foreign-{role}-{name}"),
+            &issued.cert_pem,
+            &issued.key_pem,
+        )
+    }
+
+    fn client_files(&self, stem: &str, cert_pem: &str, key_pem: &str) -> ClientTlsFiles {
+        let issued_dir = self.dir().join("issued");
+        pki::write_pair(&issued_dir, stem, cert_pem, key_pem).expect("write test certificate");
+        let (cert, key) = pki::pair_paths(&issued_dir, stem);
+        ClientTlsFiles {
+            ca: self.dir().join("ca.pem"),
+            cert,
+            key,
+            server_name: Some("localhost".to_owned()),
+        }
+    }
+}

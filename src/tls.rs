@@ -1,0 +1,275 @@
+//! TLS for every fleetmon gRPC connection: mutual TLS, rustls with the aws-lc-rs
+//! provider everywhere (one crypto library in every binary).
+//!
+//! Servers use [`server_config`] + [`tls_incoming`] (a client certificate signed by the
+//! configured CA is required, optional CRL); clients use [`connect`] with their own
+//! identity. Every file error names the file and says what to do.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How long a client may take to finish the TLS handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why TLS material could not be loaded or a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file is missing, unreadable or holds nothing of the expected kind.
+    #[error(
+        "cannot read {what} {path}: {reason} (generate dev certificates with: fleetmon certs init)"
+    )]
+    File {
+        /// Which file it is (e.g. "client certificate").
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration (e.g. the key does not match the certificate).
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built (e.g. an empty CA bundle or a bad CRL).
+    #[error("invalid client CA or CRL: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The endpoint URL is malformed or the connection failed.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+}
+
+/// The crypto provider all fleetmon TLS uses.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Installs [`crypto_provider`] as the process default, for libraries (reqwest,
+/// tonic's client) that build their own rustls configs. Safe to call repeatedly.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn file_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn pem_error(e: rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no PEM item of the expected kind in it".into()
+        }
+        other => format!("not valid PEM: {other:?}"),
+    }
+}
+
+/// Every certificate in a PEM file (a chain or a CA bundle).
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(what, path, pem_error(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(what, path, pem_error(e)))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "no certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(what, path, pem_error(e)))
+}
+
+/// Every CRL in a PEM file.
+pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_error("CRL", path, pem_error(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error("CRL", path, pem_error(e)))
+}
+
+/// TLS files of a server that requires client certificates.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFiles {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+    /// Optional CRL file (PEM); revoked client certificates are refused.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+impl ServerTlsFiles {
+    /// The conventional files of a `fleetmon certs init` directory for a server
+    /// (`collector` or `writer`).
+    pub fn from_certs_dir(dir: &Path, server: &str) -> Self {
+        ServerTlsFiles {
+            cert: dir.join(format!("{server}.pem")),
+            key: dir.join(format!("{server}-key.pem")),
+            client_ca: dir.join("ca.pem"),
+            crl: None,
+        }
+    }
+}
+
+/// A rustls server config that requires a client certificate issued by
+/// `files.client_ca` (and not revoked by `files.crl`), offering HTTP/2 only.
+pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = crypto_provider();
+    let chain = read_certs("server certificate", &files.cert)?;
+    let key = read_key("server key", &files.key)?;
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs("client CA", &files.client_ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| file_error("client CA", &files.client_ca, e))?;
+    }
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl) = &files.crl {
+        verifier = verifier
+            .with_crls(read_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier.build()?)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, yielding
+/// established streams for `tonic::transport::Server::serve_with_incoming*`.
+///
+/// A failed or slow handshake (no client certificate, unknown CA, revoked, …) is
+/// logged with the peer address and dropped; it never delays other clients.
+/// The stream ends when the listener fails or the consumer is dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Running out of file descriptors and similar: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::warn!(%peer, %error, "tls handshake failed"),
+                    Err(_) => tracing::warn!(%peer, "tls handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// TLS files of a client: its identity and the CA it trusts for the server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsFiles {
+    /// CA bundle the server certificate must chain to (PEM).
+    pub ca: PathBuf,
+    /// This client's certificate (PEM).
+    pub cert: PathBuf,
+    /// This client's private key (PEM).
+    pub key: PathBuf,
+    /// Name to verify the server certificate against; defaults to the endpoint host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// A tonic client TLS config with the client's identity. The files are read and
+/// checked here, so a bad path is reported before any connection attempt.
+pub fn client_tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, TlsError> {
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| file_error(what, path, e))
+    };
+    read_certs("CA", &files.ca)?;
+    read_certs("client certificate", &files.cert)?;
+    read_key("client key", &files.key)?;
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("CA", &files.ca)?))
+        .identity(Identity::from_pem(
+            read("client certificate", &files.cert)?,
+            read("client key", &files.key)?,
+        ));
+    if let Some(name) = &files.server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+/// An endpoint (`https://host:port`) configured for mutual TLS; connect it with
+/// `.connect().await` or `.connect_lazy()`.
+pub fn endpoint(url: &str, files: &ClientTlsFiles) -> Result<Endpoint, TlsError> {
+    install_crypto_provider();
+    let connect_error = |source| TlsError::Connect {
+        endpoint: url.to_owned(),
+        source,
+    };
+    Endpoint::from_shared(url.to_owned())
+        .map_err(connect_error)?
+        .tls_config(client_tls_config(files)?)
+        .map_err(connect_error)
+        .map(|e| e.connect_timeout(Duration::from_secs(10)))
+}
+
+/// Connects to a fleetmon gRPC server over mutual TLS.
+pub async fn connect(url: &str, files: &ClientTlsFiles) -> Result<Channel, TlsError> {
+    endpoint(url, files)?
+        .connect()
+        .await
+        .map_err(|source| TlsError::Connect {
+            endpoint: url.to_owned(),
+            source,
+        })
+}

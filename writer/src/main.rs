@@ -1,0 +1,2 @@
+//! fleetmon-writer binary.
+fn main() {}
