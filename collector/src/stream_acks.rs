@@ -1,5 +1,9 @@
 //! Which `seq` of each stream may be acknowledged: the highest one with no
 //! undelivered sample at or below it among those received on this connection.
+//!
+//! Agents send each stream in increasing `seq` order, and after a reconnect resend
+//! from their lowest unacknowledged `seq`; an ack never covers a `seq` below the
+//! first one this connection received.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -9,6 +13,8 @@ use fleetmon::pb::StreamAck;
 struct Progress {
     /// Received, queued to Kafka, not yet confirmed.
     pending: BTreeSet<u64>,
+    /// Lowest seq received on this connection (0 until one is).
+    min_received: u64,
     /// Highest seq received (delivered, pending or rejected).
     max_received: u64,
     /// Highest seq already acknowledged to the agent.
@@ -18,9 +24,17 @@ struct Progress {
 impl Progress {
     fn ackable(&self) -> u64 {
         match self.pending.first() {
-            Some(&lowest) => lowest - 1,
+            Some(&lowest) if lowest > self.min_received => lowest - 1,
+            Some(_) => 0,
             None => self.max_received,
         }
+    }
+
+    fn received(&mut self, seq: u64) {
+        if self.min_received == 0 || seq < self.min_received {
+            self.min_received = seq;
+        }
+        self.max_received = self.max_received.max(seq);
     }
 }
 
@@ -35,13 +49,12 @@ impl StreamAcks {
     pub fn queued(&mut self, stream_id: &str, seq: u64) {
         let p = self.entry(stream_id);
         p.pending.insert(seq);
-        p.max_received = p.max_received.max(seq);
+        p.received(seq);
     }
 
     /// A sample was rejected: it is settled (the agent must not resend it).
     pub fn settled(&mut self, stream_id: &str, seq: u64) {
-        let p = self.entry(stream_id);
-        p.max_received = p.max_received.max(seq);
+        self.entry(stream_id).received(seq);
     }
 
     /// Kafka confirmed a sample.

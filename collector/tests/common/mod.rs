@@ -1,0 +1,146 @@
+//! Shared set-up of the collector tests: a collector in-process on 127.0.0.1:0 with
+//! real certificates, talking to a real Kafka-protocol broker.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, SystemTime};
+
+use fleetmon::identity::Role;
+use fleetmon::pb::fleet_client::FleetClient;
+use fleetmon::pb::ingest_client::IngestClient;
+use fleetmon::pb::{HostSample, IngestBatch, Sample, SiteCheck, sample::Kind};
+use fleetmon::testkit::{TestPki, read_topic, unique_name};
+use fleetmon::tls::ClientTlsFiles;
+use fleetmon_collector::{CollectorConfig, RunningCollector};
+use rdkafka::Message as _;
+use rdkafka::message::OwnedMessage;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestCollector {
+    pub pki: TestPki,
+    pub config: CollectorConfig,
+    pub running: RunningCollector,
+    pub shutdown: CancellationToken,
+}
+
+impl TestCollector {
+    pub async fn start(bootstrap: &str, tweak: impl FnOnce(&mut CollectorConfig)) -> Self {
+        fleetmon::tls::install_crypto_provider();
+        let pki = TestPki::new();
+        let mut config = CollectorConfig::new(pki.server("collector"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+        config.kafka.bootstrap_servers = bootstrap.to_owned();
+        config.kafka.host_samples_topic = unique_name("fleetmon-test-host");
+        config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
+        config.kafka.partitions = 3;
+        config.kafka.connect_timeout_seconds = 20;
+        config.kafka.linger_ms = 5;
+        tweak(&mut config);
+        let shutdown = CancellationToken::new();
+        let running = fleetmon_collector::start(config.clone(), shutdown.clone())
+            .await
+            .expect("collector starts");
+        TestCollector {
+            pki,
+            config,
+            running,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.running.grpc_addr)
+    }
+
+    pub fn channel(&self, files: &ClientTlsFiles) -> Channel {
+        fleetmon::tls::endpoint(&self.url(), files)
+            .unwrap()
+            .connect_lazy()
+    }
+
+    pub fn agent(&self, name: &str) -> IngestClient<Channel> {
+        IngestClient::new(self.channel(&self.pki.client(Role::Agent, name)))
+    }
+
+    pub fn operator(&self) -> FleetClient<Channel> {
+        FleetClient::new(self.channel(&self.pki.client(Role::Operator, "ops")))
+    }
+
+    pub async fn host_records(&self, count: usize) -> Vec<(String, HostSample)> {
+        self.records(&self.config.kafka.host_samples_topic, count)
+            .await
+    }
+
+    pub async fn site_records(&self, count: usize) -> Vec<(String, SiteCheck)> {
+        self.records(&self.config.kafka.site_checks_topic, count)
+            .await
+    }
+
+    /// `count` records of `topic` as (key, decoded value).
+    async fn records<M: prost::Message + Default>(
+        &self,
+        topic: &str,
+        count: usize,
+    ) -> Vec<(String, M)> {
+        let bootstrap = &self.config.kafka.bootstrap_servers;
+        decode(read_topic(bootstrap, topic, count, Duration::from_secs(60)).await)
+    }
+}
+
+fn decode<M: prost::Message + Default>(messages: Vec<OwnedMessage>) -> Vec<(String, M)> {
+    messages
+        .into_iter()
+        .map(|m| {
+            let key = String::from_utf8(m.key().expect("key").to_vec()).unwrap();
+            (
+                key,
+                M::decode(m.payload().expect("payload")).expect("protobuf value"),
+            )
+        })
+        .collect()
+}
+
+pub fn now() -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(SystemTime::now()))
+}
+
+pub fn host(stream_id: &str, seq: u64) -> HostSample {
+    HostSample {
+        agent_id: "evil".to_owned(),
+        stream_id: stream_id.to_owned(),
+        seq,
+        sampled_at: now(),
+        hostname: "web-1.example".to_owned(),
+        cpu_usage_percent: 42.5,
+        memory_total_bytes: 8 << 30,
+        ..Default::default()
+    }
+}
+
+pub fn site(stream_id: &str, seq: u64, url: &str) -> SiteCheck {
+    SiteCheck {
+        stream_id: stream_id.to_owned(),
+        seq,
+        checked_at: now(),
+        url: url.to_owned(),
+        method: "GET".to_owned(),
+        status_code: Some(200),
+        ok: true,
+        response_time_ms: 12.5,
+        ..Default::default()
+    }
+}
+
+pub fn batch(samples: impl IntoIterator<Item = Kind>) -> IngestBatch {
+    IngestBatch {
+        samples: samples
+            .into_iter()
+            .map(|kind| Sample { kind: Some(kind) })
+            .collect(),
+    }
+}
+
+pub fn hosts(stream_id: &str, seqs: std::ops::RangeInclusive<u64>) -> IngestBatch {
+    batch(seqs.map(|seq| Kind::Host(host(stream_id, seq))))
+}

@@ -1,0 +1,306 @@
+//! The collector's ingest path against a real Kafka-protocol broker with real
+//! certificates: identity, validation, limits and acknowledgements.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fleetmon::identity::Role;
+use fleetmon::pb::ingest_client::IngestClient;
+use fleetmon::pb::sample::Kind;
+use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, StreamAck};
+use fleetmon::testkit::{TansuBroker, kafka_bootstrap, tls_alert};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn acked(ack: &IngestAck) -> Vec<(String, u64)> {
+    ack.streams
+        .iter()
+        .map(
+            |StreamAck {
+                 stream_id,
+                 acked_through_seq,
+             }| (stream_id.clone(), *acked_through_seq),
+        )
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_id_comes_from_the_certificate_not_the_payload() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let ack = collector
+        .agent("a1")
+        .push(batch([
+            Kind::Host(host("s1", 1)),
+            Kind::Site(site("s1", 2, "https://example.com/")),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked(&ack), [("s1".to_owned(), 2)]);
+    assert!(ack.rejected.is_empty());
+
+    let records = collector.host_records(1).await;
+    let (key, sample) = &records[0];
+    assert_eq!(key, "a1");
+    assert_eq!(sample.agent_id, "a1", "payload claimed `evil`");
+    assert_eq!(sample.hostname, "web-1.example", "reported hostname kept");
+    assert_eq!((sample.stream_id.as_str(), sample.seq), ("s1", 1));
+    let sites = collector.site_records(1).await;
+    assert_eq!(sites[0].0, "a1");
+    assert_eq!(sites[0].1.url, "https://example.com/");
+    collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_peers_never_reach_a_service() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let operator_on_ingest =
+        IngestClient::new(collector.channel(&collector.pki.client(Role::Operator, "ops")))
+            .push(hosts("s1", 1..=1))
+            .await
+            .unwrap_err();
+    assert_eq!(operator_on_ingest.code(), Code::PermissionDenied);
+    assert_eq!(
+        operator_on_ingest.message(),
+        "spiffe://fleetmon/operator/ops may not call this service (it is for agent certificates only)"
+    );
+
+    let agent_on_fleet = fleetmon::pb::fleet_client::FleetClient::new(
+        collector.channel(&collector.pki.client(Role::Agent, "a1")),
+    )
+    .list_agents(ListAgentsRequest {})
+    .await
+    .unwrap_err();
+    assert_eq!(agent_on_fleet.code(), Code::PermissionDenied);
+    assert_eq!(
+        agent_on_fleet.message(),
+        "spiffe://fleetmon/agent/a1 may not call this service (it is for operator certificates only)"
+    );
+
+    let addr = collector.running.grpc_addr;
+    let foreign = collector.pki.foreign_client(Role::Agent, "a1");
+    assert_eq!(
+        tls_alert(addr, &collector.pki, Some(&foreign)).await,
+        "received fatal alert: UnknownCA"
+    );
+    assert_eq!(
+        tls_alert(addr, &collector.pki, None).await,
+        "received fatal alert: CertificateRequired"
+    );
+    let status = IngestClient::new(collector.channel(&foreign))
+        .push(hosts("s1", 1..=1))
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+
+    // Nothing of the above reached Kafka; a legitimate agent still gets through.
+    collector
+        .agent("a2")
+        .push(hosts("s2", 1..=1))
+        .await
+        .unwrap();
+    let records = collector.host_records(1).await;
+    assert_eq!(records[0].0, "a2");
+    collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_sample_is_rejected_alone() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let mut bad = host("s1", 3);
+    bad.sampled_at = None;
+    let mut future = host("s1", 4);
+    future.sampled_at = Some(prost_types::Timestamp::from(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    ));
+    let ack = collector
+        .agent("a1")
+        .push(batch([
+            Kind::Host(host("s1", 1)),
+            Kind::Host(host("s1", 2)),
+            Kind::Host(bad),
+            Kind::Host(future),
+            Kind::Host(host("s1", 5)),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked(&ack), [("s1".to_owned(), 5)]);
+    let rejected: Vec<(u64, &str, &str)> = ack
+        .rejected
+        .iter()
+        .map(|r| (r.seq, r.reason.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (3, "missing_timestamp", "sampled_at is missing"),
+            (
+                4,
+                "timestamp_in_future",
+                "sampled_at is more than 300 s in the future (check the agent's clock)"
+            ),
+        ]
+    );
+    assert_eq!(host_seqs(&collector, 3).await, [1, 2, 5]);
+    collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_message_limits_answer_resource_exhausted_and_serving_goes_on() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |c| {
+        c.limits.max_message_bytes = 64 * 1024;
+        c.limits.max_samples_per_batch = 100;
+    })
+    .await;
+    let mut agent = collector.agent("a1");
+
+    let too_many = agent.push(hosts("s1", 1..=101)).await.unwrap_err();
+    assert_eq!(too_many.code(), Code::ResourceExhausted);
+    assert_eq!(
+        too_many.message(),
+        "batch holds 101 samples; the limit is 100 (limits.max_samples_per_batch)"
+    );
+
+    let mut huge = host("s1", 1);
+    huge.hostname = "h".repeat(70 * 1024);
+    let oversized = agent
+        .push(batch([Kind::Host(huge.clone())]))
+        .await
+        .unwrap_err();
+    assert_eq!(oversized.code(), Code::ResourceExhausted, "{oversized:?}");
+    assert!(
+        oversized.message().contains("message length too large"),
+        "{oversized:?}"
+    );
+
+    // The same on a stream: the stream ends with the status.
+    let outbound = tokio_stream::iter([batch([Kind::Host(huge)])]);
+    let mut acks = agent.stream(outbound).await.unwrap().into_inner();
+    let ended = acks.next().await.expect("a status").unwrap_err();
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+
+    // The server keeps serving, this agent and others.
+    let ack = agent.push(hosts("s1", 1..=3)).await.unwrap().into_inner();
+    assert_eq!(acked(&ack), [("s1".to_owned(), 3)]);
+    let ack = collector
+        .agent("a2")
+        .push(hosts("s2", 1..=1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked(&ack), [("s2".to_owned(), 1)]);
+    collector.shutdown.cancel();
+}
+
+type Acks = tonic::Streaming<IngestAck>;
+
+/// Opens an ingest stream for agent `a1`: a sender of batches and the acks.
+async fn open_stream(collector: &TestCollector) -> (tokio::sync::mpsc::Sender<IngestBatch>, Acks) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let acks = collector
+        .agent("a1")
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, acks)
+}
+
+/// Reads acks of stream `s1` until one covers `target`; acks must only move forward.
+async fn wait_acked(acks: &mut Acks, mut through: u64, target: u64) -> u64 {
+    while through < target {
+        let ack = tokio::time::timeout(Duration::from_secs(60), acks.next())
+            .await
+            .expect("ack within 60 s")
+            .expect("stream open")
+            .unwrap();
+        let (stream, seq) = acked(&ack).pop().expect("progress");
+        assert_eq!(stream, "s1");
+        assert!(seq > through, "acks only move forward");
+        through = seq;
+    }
+    through
+}
+
+async fn host_seqs(collector: &TestCollector, count: usize) -> Vec<u64> {
+    let mut seqs: Vec<u64> = collector
+        .host_records(count)
+        .await
+        .iter()
+        .map(|(_, s)| s.seq)
+        .collect();
+    seqs.sort();
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_acks_follow_kafka_delivery() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let (tx, mut acks) = open_stream(&collector).await;
+    let mut through = 0;
+    for start in [1u64, 101, 201] {
+        tx.send(hosts("s1", start..=start + 99)).await.unwrap();
+        through = wait_acked(&mut acks, through, start + 99).await;
+    }
+    // Acked means readable: all 300 are in Kafka now, exactly once.
+    assert_eq!(
+        host_seqs(&collector, 300).await,
+        (1..=300).collect::<Vec<_>>()
+    );
+    drop(tx);
+    assert!(
+        acks.next().await.is_none(),
+        "stream ends cleanly after the agent closes it"
+    );
+    collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
+    let broker = TansuBroker::start();
+    let collector = TestCollector::start(broker.bootstrap(), |_| {}).await;
+    let (tx, mut acks) = open_stream(&collector).await;
+    tx.send(hosts("s1", 1..=50)).await.unwrap();
+    let through = wait_acked(&mut acks, 0, 50).await;
+
+    broker.pause();
+    tx.send(hosts("s1", 51..=100)).await.unwrap();
+    let during = tokio::time::timeout(Duration::from_secs(3), acks.next()).await;
+    assert!(
+        during.is_err(),
+        "no ack while the broker is stopped: {during:?}"
+    );
+    broker.resume();
+
+    wait_acked(&mut acks, through, 100).await;
+    assert_eq!(
+        host_seqs(&collector, 100).await,
+        (1..=100).collect::<Vec<_>>()
+    );
+    collector.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_start_up_naming_it() {
+    fleetmon::tls::install_crypto_provider();
+    let pki = fleetmon::testkit::TestPki::new();
+    let port = fleetmon::testkit::free_port();
+    let mut config = fleetmon_collector::CollectorConfig::new(pki.server("collector"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
+    config.kafka.connect_timeout_seconds = 2;
+    let error = fleetmon_collector::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "cannot reach Kafka at 127.0.0.1:{port} within 2 s: "
+        )),
+        "{text}"
+    );
+}
