@@ -1,0 +1,61 @@
+-- Staged site checks -> site_checks, then the minute and hour rollups from the rows
+-- actually inserted (a replayed batch inserts nothing and adds nothing), then
+-- agents.last_seen. Returns the rows inserted.
+WITH inserted AS (
+    INSERT INTO site_checks (
+        agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
+        response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
+        final_url, tls_cert_not_after
+    )
+    SELECT DISTINCT ON (agent_id, stream_id, seq, ts)
+        agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
+        response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
+        final_url, tls_cert_not_after
+    FROM staging_site_checks
+    ORDER BY agent_id, stream_id, seq, ts
+    ON CONFLICT DO NOTHING
+    RETURNING url, ts, ok, response_time_ms, status_code
+), buckets AS (
+    SELECT url, 'minute' AS resolution, date_trunc('minute', ts) AS bucket_start,
+           ok, response_time_ms, coalesce(status_code::text, 'none') AS code
+    FROM inserted
+    UNION ALL
+    SELECT url, 'hour', date_trunc('hour', ts), ok, response_time_ms, coalesce(status_code::text, 'none')
+    FROM inserted
+), codes AS (
+    SELECT url, resolution, bucket_start, jsonb_object_agg(code, n) AS status_codes
+    FROM (
+        SELECT url, resolution, bucket_start, code, count(*) AS n
+        FROM buckets GROUP BY url, resolution, bucket_start, code
+    ) per_code
+    GROUP BY url, resolution, bucket_start
+), rolled AS (
+    INSERT INTO site_check_rollups AS r (
+        url, resolution, bucket_start, checks, ok_checks,
+        response_time_min_ms, response_time_max_ms, response_time_sum_ms, status_codes
+    )
+    SELECT b.url, b.resolution, b.bucket_start, count(*), count(*) FILTER (WHERE b.ok),
+           min(b.response_time_ms), max(b.response_time_ms), sum(b.response_time_ms), c.status_codes
+    FROM buckets b
+    JOIN codes c USING (url, resolution, bucket_start)
+    GROUP BY b.url, b.resolution, b.bucket_start, c.status_codes
+    ORDER BY b.url, b.resolution, b.bucket_start
+    ON CONFLICT (url, resolution, bucket_start) DO UPDATE SET
+        checks               = r.checks + EXCLUDED.checks,
+        ok_checks            = r.ok_checks + EXCLUDED.ok_checks,
+        response_time_min_ms = LEAST(r.response_time_min_ms, EXCLUDED.response_time_min_ms),
+        response_time_max_ms = GREATEST(r.response_time_max_ms, EXCLUDED.response_time_max_ms),
+        response_time_sum_ms = r.response_time_sum_ms + EXCLUDED.response_time_sum_ms,
+        status_codes         = jsonb_add_counts(r.status_codes, EXCLUDED.status_codes)
+    RETURNING 1
+), seen AS (
+    INSERT INTO agents AS a (agent_id, hostname, os_name, os_version, agent_version, first_seen, last_seen)
+    SELECT agent_id, '', '', '', '', min(ts), max(ts)
+    FROM staging_site_checks
+    GROUP BY agent_id
+    ORDER BY agent_id
+    ON CONFLICT (agent_id) DO UPDATE SET
+        first_seen = LEAST(a.first_seen, EXCLUDED.first_seen),
+        last_seen  = GREATEST(a.last_seen, EXCLUDED.last_seen)
+)
+SELECT count(*) FROM inserted

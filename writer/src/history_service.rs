@@ -1,0 +1,332 @@
+//! The `History` gRPC service: operators' queries over what the writer stored.
+//!
+//! Site availability comes from raw rows for ranges up to [`RAW_RANGE_LIMIT`] (exact
+//! percentiles), from minute rollups up to [`MINUTE_ROLLUP_LIMIT`] and from hour
+//! rollups beyond (no percentiles: rollups keep min, max and sum only).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use fleetmon::pb::history_server::History;
+use fleetmon::pb::{
+    HostSeries, HostSeriesPoint, HostSeriesRequest, ListStoredAgentsRequest,
+    ListStoredAgentsResponse, RecentChecksRequest, RecentChecksResponse, SiteAvailability,
+    SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent, TimeRange,
+};
+
+use crate::postgres_sink::PostgresSink;
+use crate::row_batch::failure_from_name;
+
+const HOST_SERIES: &str = include_str!("../sql/host_series.sql");
+const AVAILABILITY_RAW: &str = include_str!("../sql/site_availability_raw.sql");
+const AVAILABILITY_ROLLUP: &str = include_str!("../sql/site_availability_rollup.sql");
+const RECENT_CHECKS: &str = include_str!("../sql/recent_checks.sql");
+const STORED_AGENTS: &str = include_str!("../sql/stored_agents.sql");
+
+/// Longest range answered from raw rows.
+pub const RAW_RANGE_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// Longest range answered from minute rollups.
+pub const MINUTE_ROLLUP_LIMIT: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Most points a host series may have.
+pub const MAX_POINTS: u64 = 10_000;
+/// Most checks `ListRecentChecks` returns.
+pub const MAX_RECENT: u32 = 1000;
+
+/// The service over the writer's pool.
+#[derive(Debug, Clone)]
+pub struct HistoryService {
+    sink: Arc<PostgresSink>,
+}
+
+fn db_error(error: impl std::fmt::Display) -> Status {
+    tracing::warn!(%error, "history query failed");
+    Status::unavailable(format!("database query failed: {error}"))
+}
+
+fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+/// Validated `[start, end)` of a request.
+fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), Status> {
+    let range = range
+        .ok_or_else(|| Status::invalid_argument("range is required (range.start at least)"))?;
+    let start = range
+        .start
+        .ok_or_else(|| Status::invalid_argument("range.start is required"))
+        .and_then(|t| {
+            SystemTime::try_from(t)
+                .map_err(|_| Status::invalid_argument("range.start is out of range"))
+        })?;
+    let end = match range.end {
+        Some(t) => SystemTime::try_from(t)
+            .map_err(|_| Status::invalid_argument("range.end is out of range"))?,
+        None => SystemTime::now(),
+    };
+    if end <= start {
+        return Err(Status::invalid_argument(
+            "range.end must be after range.start",
+        ));
+    }
+    Ok((start, end))
+}
+
+impl HistoryService {
+    /// A service reading through `sink`'s pool.
+    pub fn new(sink: Arc<PostgresSink>) -> Self {
+        HistoryService { sink }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
+        self.sink.pool().get().await.map_err(db_error)
+    }
+
+    async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, Status> {
+        if request.agent_id.is_empty() {
+            return Err(Status::invalid_argument("agent_id is required"));
+        }
+        let (start, end) = range(request.range)?;
+        let step = request.step_seconds.max(1);
+        let span = end.duration_since(start).unwrap_or_default().as_secs();
+        if span / u64::from(step) > MAX_POINTS {
+            return Err(Status::invalid_argument(format!(
+                "range / step_seconds gives more than {MAX_POINTS} points: use a larger step"
+            )));
+        }
+        let rows = self
+            .client()
+            .await?
+            .query(
+                HOST_SERIES,
+                &[&request.agent_id, &start, &end, &f64::from(step)],
+            )
+            .await
+            .map_err(db_error)?;
+        let points = rows
+            .iter()
+            .map(|row| HostSeriesPoint {
+                bucket_start: Some(to_timestamp(row.get(0))),
+                samples: u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX),
+                cpu_usage_percent: row.get(2),
+                load_average_1m: row.get(3),
+                memory_used_bytes: row.get(4),
+                memory_available_bytes: row.get(5),
+                swap_used_bytes: row.get(6),
+                disk_used_bytes: row.get(7),
+                network_rx_bytes_per_second: row.get(8),
+                network_tx_bytes_per_second: row.get(9),
+            })
+            .collect();
+        Ok(HostSeries {
+            agent_id: request.agent_id,
+            step_seconds: step,
+            points,
+        })
+    }
+
+    async fn site_availability(
+        &self,
+        request: SiteAvailabilityRequest,
+    ) -> Result<SiteAvailabilityResponse, Status> {
+        let (start, end) = range(request.range)?;
+        let span = end.duration_since(start).unwrap_or_default();
+        let client = self.client().await?;
+        let sites = if span <= RAW_RANGE_LIMIT {
+            let rows = client
+                .query(AVAILABILITY_RAW, &[&request.url, &start, &end])
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| {
+                    let mut site = availability(
+                        row.get(0),
+                        row.get(1),
+                        row.get(2),
+                        row.get(3),
+                        row.get(4),
+                        row.get(5),
+                        row.get(9),
+                    );
+                    site.response_time_p50_ms = row.get(6);
+                    site.response_time_p95_ms = row.get(7);
+                    site.response_time_p99_ms = row.get(8);
+                    site.source = "raw".to_owned();
+                    site
+                })
+                .collect()
+        } else {
+            let resolution = if span <= MINUTE_ROLLUP_LIMIT {
+                "minute"
+            } else {
+                "hour"
+            };
+            let rows = client
+                .query(
+                    AVAILABILITY_ROLLUP,
+                    &[&request.url, &start, &end, &resolution],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| {
+                    let avg: Option<f64> = row.get(5);
+                    let mut site = availability(
+                        row.get(0),
+                        row.get(1),
+                        row.get(2),
+                        row.get(3),
+                        row.get(4),
+                        avg.unwrap_or(0.0),
+                        row.get(6),
+                    );
+                    site.source = format!("rollup_{resolution}");
+                    site
+                })
+                .collect()
+        };
+        Ok(SiteAvailabilityResponse { sites })
+    }
+
+    async fn recent_checks(
+        &self,
+        request: RecentChecksRequest,
+    ) -> Result<RecentChecksResponse, Status> {
+        if request.url.is_empty() {
+            return Err(Status::invalid_argument("url is required"));
+        }
+        let limit = i64::from(if request.limit == 0 {
+            20
+        } else {
+            request.limit.min(MAX_RECENT)
+        });
+        let rows = self
+            .client()
+            .await?
+            .query(RECENT_CHECKS, &[&request.url, &limit])
+            .await
+            .map_err(db_error)?;
+        let checks = rows
+            .iter()
+            .map(|row| {
+                let failure: Option<String> = row.get(8);
+                SiteCheck {
+                    agent_id: row.get(0),
+                    stream_id: row.get(1),
+                    seq: row.get::<_, i64>(2) as u64,
+                    checked_at: Some(to_timestamp(row.get(3))),
+                    url: row.get(4),
+                    method: row.get(5),
+                    status_code: row.get::<_, Option<i32>>(6).map(|c| c as u32),
+                    ok: row.get(7),
+                    failure: failure_from_name(failure.as_deref()) as i32,
+                    error_message: row.get(9),
+                    response_time_ms: row.get(10),
+                    time_to_first_byte_ms: row.get(11),
+                    regex: row.get(12),
+                    regex_matched: row.get(13),
+                    matched_text: row.get(14),
+                    body_bytes: row.get::<_, i64>(15) as u64,
+                    final_url: row.get(16),
+                    tls_cert_not_after: row.get::<_, Option<SystemTime>>(17).map(to_timestamp),
+                }
+            })
+            .collect();
+        Ok(RecentChecksResponse { checks })
+    }
+
+    async fn stored_agents(&self) -> Result<ListStoredAgentsResponse, Status> {
+        let rows = self
+            .client()
+            .await?
+            .query(STORED_AGENTS, &[])
+            .await
+            .map_err(db_error)?;
+        let agents = rows
+            .iter()
+            .map(|row| StoredAgent {
+                agent_id: row.get(0),
+                hostname: row.get(1),
+                os_name: row.get(2),
+                os_version: row.get(3),
+                agent_version: row.get(4),
+                first_seen: Some(to_timestamp(row.get(5))),
+                last_seen: Some(to_timestamp(row.get(6))),
+            })
+            .collect();
+        Ok(ListStoredAgentsResponse { agents })
+    }
+}
+
+fn availability(
+    url: String,
+    checks: i64,
+    ok_checks: i64,
+    min: f64,
+    max: f64,
+    avg: f64,
+    codes: Option<serde_json::Value>,
+) -> SiteAvailability {
+    let status_codes: HashMap<String, u64> = codes
+        .and_then(|v| serde_json::from_value::<HashMap<String, u64>>(v).ok())
+        .unwrap_or_default();
+    SiteAvailability {
+        url,
+        checks: checks as u64,
+        ok_checks: ok_checks as u64,
+        uptime_percent: if checks > 0 {
+            100.0 * ok_checks as f64 / checks as f64
+        } else {
+            0.0
+        },
+        response_time_min_ms: min,
+        response_time_max_ms: max,
+        response_time_avg_ms: avg,
+        status_codes,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl History for HistoryService {
+    #[instrument(skip_all)]
+    async fn get_host_series(
+        &self,
+        request: Request<HostSeriesRequest>,
+    ) -> Result<Response<HostSeries>, Status> {
+        self.host_series(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(skip_all)]
+    async fn get_site_availability(
+        &self,
+        request: Request<SiteAvailabilityRequest>,
+    ) -> Result<Response<SiteAvailabilityResponse>, Status> {
+        self.site_availability(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_recent_checks(
+        &self,
+        request: Request<RecentChecksRequest>,
+    ) -> Result<Response<RecentChecksResponse>, Status> {
+        self.recent_checks(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_stored_agents(
+        &self,
+        _request: Request<ListStoredAgentsRequest>,
+    ) -> Result<Response<ListStoredAgentsResponse>, Status> {
+        self.stored_agents().await.map(Response::new)
+    }
+}

@@ -1,0 +1,198 @@
+//! The Kafka side of the writer: the consumer (group member with hand-stored
+//! offsets), its rebalance and statistics callbacks, and the dead-letter producer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+
+use crate::config::KafkaConfig;
+use crate::metrics::{PartitionLabel, WriterMetrics};
+use crate::row_batch::PartitionKey;
+
+/// Partitions revoked by a rebalance and not yet dropped from the pending batch.
+pub type Revoked = Arc<Mutex<Vec<PartitionKey>>>;
+
+/// Callbacks librdkafka runs on the consumer's behalf.
+#[derive(Debug)]
+pub struct WriterContext {
+    revoked: Revoked,
+    metrics: Arc<WriterMetrics>,
+}
+
+impl ClientContext for WriterContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's "not consumed by us" / unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&PartitionLabel {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        })
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WriterContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                let keys: Vec<PartitionKey> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?keys, "partitions revoked");
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(keys);
+            }
+            Rebalance::Assign(partitions) => {
+                let keys: Vec<(String, i32)> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?keys, "partitions assigned");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}
+
+/// The writer's consumer.
+pub type WriterConsumer = StreamConsumer<WriterContext>;
+
+fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Creates the group consumer: auto-commit of *stored* offsets only, and offsets are
+/// stored by the writer after the Postgres commit.
+pub fn consumer(
+    config: &KafkaConfig,
+    metrics: Arc<WriterMetrics>,
+) -> KafkaResult<(WriterConsumer, Revoked)> {
+    let revoked = Revoked::default();
+    let context = WriterContext {
+        revoked: revoked.clone(),
+        metrics,
+    };
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        // Bounds what librdkafka prefetches while Postgres is slow or down.
+        .set("queued.max.messages.kbytes", "16384");
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    let consumer = client.create_with_context(context)?;
+    Ok((consumer, revoked))
+}
+
+/// Producer of the dead-letter topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    /// An idempotent producer for `config.dead_letter_topic`.
+    pub fn new(config: &KafkaConfig) -> KafkaResult<Self> {
+        let mut client = client_config(&config.bootstrap_servers, &config.options);
+        client.set("enable.idempotence", "true").set("acks", "all");
+        Ok(DeadLetters {
+            producer: client.create()?,
+            topic: config.dead_letter_topic.clone(),
+        })
+    }
+
+    /// Copies `message` (key, value, headers) to the dead-letter topic with an
+    /// `error` header and its origin; resolves once Kafka confirmed it.
+    pub async fn send(&self, message: &BorrowedMessage<'_>, error: &str) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        headers = headers
+            .insert(Header {
+                key: "error",
+                value: Some(error),
+            })
+            .insert(Header {
+                key: "source-topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "source-offset",
+                value: Some(&offset),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
+/// The `content-type` header of a message, if any.
+pub fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == "content-type")
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}

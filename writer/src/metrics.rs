@@ -1,0 +1,98 @@
+//! The writer's Prometheus metrics (`fleetmon_writer_*`), served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label: which table.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    /// `host_samples` or `site_checks`.
+    pub table: &'static str,
+}
+
+/// Label: one partition of one topic.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+/// Every metric the writer exports.
+#[derive(Debug)]
+pub struct WriterMetrics {
+    /// Rows newly stored.
+    pub rows_inserted: Family<TableLabel, Counter>,
+    /// Rows skipped because they were already stored (redelivery).
+    pub duplicates_skipped: Counter,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: Counter,
+    /// Batches that failed and were retried.
+    pub flush_failures: Counter,
+    /// Rows per committed batch.
+    pub batch_rows: Histogram,
+    /// Time to store one batch.
+    pub flush_seconds: Histogram,
+    /// Messages behind the end of each partition, from librdkafka statistics.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+}
+
+impl WriterMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = WriterMetrics {
+            rows_inserted: Family::default(),
+            duplicates_skipped: Counter::default(),
+            dead_letters: Counter::default(),
+            flush_failures: Counter::default(),
+            batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            consumer_lag: Family::default(),
+        };
+        for table in ["host_samples", "site_checks"] {
+            let _ = metrics.rows_inserted.get_or_create(&TableLabel { table });
+        }
+        let r = registry.sub_registry_with_prefix("fleetmon_writer");
+        r.register(
+            "rows_inserted",
+            "Rows newly stored",
+            metrics.rows_inserted.clone(),
+        );
+        r.register(
+            "duplicates_skipped",
+            "Rows already stored, skipped",
+            metrics.duplicates_skipped.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Records sent to the dead-letter topic",
+            metrics.dead_letters.clone(),
+        );
+        r.register(
+            "flush_failures",
+            "Batches that failed and were retried",
+            metrics.flush_failures.clone(),
+        );
+        r.register(
+            "batch_rows",
+            "Rows per committed batch",
+            metrics.batch_rows.clone(),
+        );
+        r.register(
+            "flush_seconds",
+            "Time to store one batch",
+            metrics.flush_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Messages behind the partition end",
+            metrics.consumer_lag.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,485 @@
+//! PostgreSQL: the pool, migrations, daily partitions and the batch insert path.
+//!
+//! One transaction per batch: binary COPY into per-connection staging tables, then
+//! `INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING` into the partitioned
+//! tables, rollups from the rows actually inserted, `agents.last_seen`, COMMIT.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::config::PostgresConfig;
+use crate::row_batch::RowBatch;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+const CREATE_STAGING: &str = include_str!("../sql/create_staging.sql");
+const COPY_HOST_SAMPLES: &str = include_str!("../sql/copy_host_samples.sql");
+const COPY_SITE_CHECKS: &str = include_str!("../sql/copy_site_checks.sql");
+const INSERT_HOST_SAMPLES: &str = include_str!("../sql/insert_host_samples.sql");
+const INSERT_SITE_CHECKS: &str = include_str!("../sql/insert_site_checks.sql");
+
+/// The partitioned tables, by day on `ts`.
+pub const PARTITIONED_TABLES: [&str; 2] = ["host_samples", "site_checks"];
+
+const HOST_TYPES: [Type; 29] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::INT4,
+    Type::INT8,
+    Type::JSONB,
+    Type::JSONB,
+    Type::JSONB,
+];
+
+const CHECK_TYPES: [Type; 18] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::BOOL,
+    Type::TEXT,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+];
+
+/// Why Postgres could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The URL does not parse.
+    #[error("invalid postgres.url: {0}")]
+    Url(tokio_postgres::Error),
+    /// The CA file for TLS could not be read.
+    #[error(transparent)]
+    Tls(#[from] fleetmon::tls::TlsError),
+    /// No connection from the pool.
+    #[error("cannot get a PostgreSQL connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed.
+    #[error("postgres: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// Migrations failed.
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    /// The pool could not be built.
+    #[error("cannot build the PostgreSQL pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Host rows newly stored.
+    pub host_rows: u64,
+    /// Check rows newly stored.
+    pub check_rows: u64,
+    /// Rows of the batch that were already stored (or repeated within it).
+    pub duplicates: u64,
+}
+
+/// The writer's PostgreSQL side.
+#[derive(Debug)]
+pub struct PostgresSink {
+    pool: Pool,
+    schema: String,
+    /// Days whose partitions are known to exist (unix seconds of UTC midnight).
+    known_days: Mutex<BTreeSet<i64>>,
+}
+
+/// Clamps an unsigned counter into a bigint.
+fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn tls_connector(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, SinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in fleetmon::tls::read_certs("postgres CA", ca)? {
+            roots.add(cert).map_err(|e| fleetmon::tls::TlsError::File {
+                what: "postgres CA",
+                path: ca.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(fleetmon::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(fleetmon::tls::TlsError::Rustls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl PostgresSink {
+    /// Builds the pool (connections are opened lazily) with `search_path` set to the
+    /// schema. TLS (rustls, verified against `postgres.ca`) is used when the URL says
+    /// `sslmode=require`; `prefer` (the default) is treated as `disable`.
+    pub fn new(config: &PostgresConfig) -> Result<Self, SinkError> {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(SinkError::Url)?;
+        if pg.get_ssl_mode() == SslMode::Prefer {
+            pg.ssl_mode(SslMode::Disable);
+        }
+        pg.options(format!("-c search_path={}", config.schema));
+        // Names the schema so an operator (or a test) can tell writers apart.
+        pg.application_name(format!("fleetmon-writer:{}", config.schema));
+        pg.connect_timeout(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            pg,
+            tls_connector(config.ca.as_deref())?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()?;
+        Ok(PostgresSink {
+            pool,
+            schema: config.schema.clone(),
+            known_days: Mutex::default(),
+        })
+    }
+
+    /// The pool, for queries (History service).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Creates the schema if needed and runs pending migrations in one transaction,
+    /// under an advisory lock so concurrent writers do not race. Idempotent.
+    pub async fn migrate(&self) -> Result<(), SinkError> {
+        let mut client = self.pool.get().await?;
+        // Any constant works; it only has to be the same for every writer.
+        const LOCK: i64 = 0x666c_6565_746d_6f6e; // "fleetmon"
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+            .await?;
+        let result = async {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema))
+                .await?;
+            let report = embedded::migrations::runner()
+                .set_grouped(true)
+                .run_async(&mut **client)
+                .await?;
+            for migration in report.applied_migrations() {
+                tracing::info!(schema = %self.schema, migration = %migration, "applied migration");
+            }
+            Ok::<(), SinkError>(())
+        }
+        .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+            .await?;
+        result
+    }
+
+    /// Makes sure the daily partitions of `days` exist (unix seconds of UTC midnight).
+    pub async fn ensure_partitions(&self, days: &BTreeSet<i64>) -> Result<(), SinkError> {
+        let missing: Vec<i64> = {
+            let known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
+            days.iter()
+                .filter(|d| !known.contains(d))
+                .copied()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        for day in missing {
+            for table in PARTITIONED_TABLES {
+                let sql = partition_ddl(table, day);
+                match client.batch_execute(&sql).await {
+                    Ok(()) => {}
+                    // Another writer created it between IF NOT EXISTS and now.
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.known_days
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(day);
+        }
+        Ok(())
+    }
+
+    /// Creates partitions from yesterday to `ahead` days from now and drops those
+    /// wholly older than `retention_days`. Returns the partitions dropped.
+    pub async fn maintain_partitions(
+        &self,
+        retention_days: u32,
+        ahead: u32,
+        now: SystemTime,
+    ) -> Result<Vec<String>, SinkError> {
+        let today = day_of(now);
+        let days: BTreeSet<i64> = (-1..=i64::from(ahead))
+            .map(|d| today + d * 86_400)
+            .collect();
+        self.ensure_partitions(&days).await?;
+        let oldest_kept = today - i64::from(retention_days) * 86_400;
+        let client = self.pool.get().await?;
+        let mut dropped = Vec::new();
+        for table in PARTITIONED_TABLES {
+            let rows = client
+                .query(
+                    "SELECT c.relname FROM pg_inherits i \
+                     JOIN pg_class c ON c.oid = i.inhrelid \
+                     JOIN pg_class p ON p.oid = i.inhparent \
+                     JOIN pg_namespace n ON n.oid = p.relnamespace \
+                     WHERE p.relname = $1 AND n.nspname = $2",
+                    &[&table, &self.schema],
+                )
+                .await?;
+            for row in rows {
+                let name: String = row.get(0);
+                let Some(day) = partition_day(table, &name) else {
+                    continue;
+                };
+                if day + 86_400 <= oldest_kept {
+                    client
+                        .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                        .await?;
+                    self.known_days
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&day);
+                    tracing::info!(partition = %name, "dropped expired partition");
+                    dropped.push(name);
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Stores a batch in one transaction; a row already stored is skipped, and the
+    /// rollups count only rows this call inserted.
+    pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {
+        self.ensure_partitions(&batch.days()).await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(CREATE_STAGING).await?;
+
+        let mut host_count = 0u64;
+        if batch.hosts().next().is_some() {
+            let sink = tx.copy_in(COPY_HOST_SAMPLES).await?;
+            let writer = BinaryCopyInWriter::new(sink, &HOST_TYPES);
+            pin_mut!(writer);
+            for row in batch.hosts() {
+                let s = &row.sample;
+                let values: [&(dyn ToSql + Sync); 29] = [
+                    &s.agent_id,
+                    &s.stream_id,
+                    &row.seq,
+                    &row.ts,
+                    &s.hostname,
+                    &s.os_name,
+                    &s.os_version,
+                    &s.kernel_version,
+                    &s.agent_version,
+                    &s.cpu_usage_percent,
+                    &s.load_average_1m,
+                    &s.load_average_5m,
+                    &s.load_average_15m,
+                    &big(s.memory_total_bytes),
+                    &big(s.memory_used_bytes),
+                    &big(s.memory_available_bytes),
+                    &big(s.swap_total_bytes),
+                    &big(s.swap_used_bytes),
+                    &big(s.disk_total_bytes),
+                    &big(s.disk_used_bytes),
+                    &big(s.network_rx_bytes),
+                    &big(s.network_tx_bytes),
+                    &s.network_rx_bytes_per_second,
+                    &s.network_tx_bytes_per_second,
+                    &i32::try_from(s.process_count).unwrap_or(i32::MAX),
+                    &big(s.uptime_seconds),
+                    &row.cpu_cores,
+                    &row.disks,
+                    &row.interfaces,
+                ];
+                writer.as_mut().write(&values).await?;
+                host_count += 1;
+            }
+            writer.finish().await?;
+        }
+
+        let mut check_count = 0u64;
+        if batch.checks().next().is_some() {
+            let sink = tx.copy_in(COPY_SITE_CHECKS).await?;
+            let writer = BinaryCopyInWriter::new(sink, &CHECK_TYPES);
+            pin_mut!(writer);
+            for row in batch.checks() {
+                let c = &row.check;
+                let status: Option<i32> = c
+                    .status_code
+                    .map(|code| i32::try_from(code).unwrap_or(i32::MAX));
+                let values: [&(dyn ToSql + Sync); 18] = [
+                    &c.agent_id,
+                    &c.stream_id,
+                    &row.seq,
+                    &row.ts,
+                    &c.url,
+                    &c.method,
+                    &status,
+                    &c.ok,
+                    &row.failure,
+                    &c.error_message,
+                    &c.response_time_ms,
+                    &c.time_to_first_byte_ms,
+                    &c.regex,
+                    &c.regex_matched,
+                    &c.matched_text,
+                    &big(c.body_bytes),
+                    &c.final_url,
+                    &row.tls_cert_not_after,
+                ];
+                writer.as_mut().write(&values).await?;
+                check_count += 1;
+            }
+            writer.finish().await?;
+        }
+
+        let mut stats = WriteStats::default();
+        if host_count > 0 {
+            let inserted: i64 = tx.query_one(INSERT_HOST_SAMPLES, &[]).await?.get(0);
+            stats.host_rows = inserted as u64;
+        }
+        if check_count > 0 {
+            let inserted: i64 = tx.query_one(INSERT_SITE_CHECKS, &[]).await?.get(0);
+            stats.check_rows = inserted as u64;
+        }
+        tx.commit().await?;
+        stats.duplicates = host_count + check_count - stats.host_rows - stats.check_rows;
+        Ok(stats)
+    }
+}
+
+/// Unix seconds of the UTC midnight starting the day of `t`.
+pub fn day_of(t: SystemTime) -> i64 {
+    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64) - 1,
+    };
+    secs.div_euclid(86_400) * 86_400
+}
+
+fn ymd(day: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(day)
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN);
+    format!(
+        "{:04}{:02}{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+fn timestamp_literal(secs: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `CREATE TABLE IF NOT EXISTS host_samples_p20261123 PARTITION OF host_samples …`.
+pub fn partition_ddl(table: &str, day: i64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table}_p{} PARTITION OF {table} FOR VALUES FROM ('{}') TO ('{}')",
+        ymd(day),
+        timestamp_literal(day),
+        timestamp_literal(day + 86_400)
+    )
+}
+
+/// The day a partition named by [`partition_ddl`] covers.
+pub fn partition_day(table: &str, name: &str) -> Option<i64> {
+    let digits = name.strip_prefix(table)?.strip_prefix("_p")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let year: i32 = digits[0..4].parse().ok()?;
+    let month: u8 = digits[4..6].parse().ok()?;
+    let day: u8 = digits[6..8].parse().ok()?;
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    Some(date.midnight().assume_utc().unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_named_by_their_utc_day() {
+        let day = 1_795_392_000; // 2026-11-23
+        assert_eq!(
+            partition_ddl("host_samples", day),
+            "CREATE TABLE IF NOT EXISTS host_samples_p20261123 PARTITION OF host_samples \
+             FOR VALUES FROM ('2026-11-23 00:00:00+00') TO ('2026-11-24 00:00:00+00')"
+        );
+        assert_eq!(
+            partition_day("host_samples", "host_samples_p20261123"),
+            Some(day)
+        );
+        assert_eq!(partition_day("site_checks", "host_samples_p20261123"), None);
+        assert_eq!(
+            day_of(SystemTime::UNIX_EPOCH + Duration::from_secs(day as u64 + 5000)),
+            day
+        );
+    }
+}

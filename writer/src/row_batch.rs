@@ -1,0 +1,451 @@
+//! From Kafka records to rows: decoding and validating one record, and the batch
+//! of rows (with the offsets they came from) that goes into one transaction.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use fleetmon::pb::{
+    CheckFailure, HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck,
+};
+use prost::Message as _;
+use serde_json::{Value, json};
+
+/// Which of the writer's topics a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SampleKind {
+    /// `fleetmon.host-samples`
+    Host,
+    /// `fleetmon.site-checks`
+    Site,
+}
+
+/// Why a record cannot become a row; it goes to the dead-letter topic with this text.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// No value at all.
+    #[error("record has no value")]
+    Empty,
+    /// The `content-type` header names another message.
+    #[error("content-type `{found}` does not match topic (expected `{expected}`)")]
+    ContentType {
+        /// The header value.
+        found: String,
+        /// What the topic holds.
+        expected: &'static str,
+    },
+    /// The bytes are not the expected protobuf message.
+    #[error("value is not a valid {message}: {reason}")]
+    NotProtobuf {
+        /// The message type.
+        message: &'static str,
+        /// prost's explanation.
+        reason: String,
+    },
+    /// Decoded, but a field makes it unstorable.
+    #[error("invalid {message}: {reason}")]
+    Invalid {
+        /// The message type.
+        message: &'static str,
+        /// Which field and why.
+        reason: String,
+    },
+}
+
+/// A host sample as stored in `host_samples`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    /// `sample.seq` as a bigint.
+    pub seq: i64,
+    /// `sample.sampled_at`.
+    pub ts: SystemTime,
+    /// The decoded sample.
+    pub sample: HostSample,
+    /// Per-core CPU usage, as JSON.
+    pub cpu_cores: Value,
+    /// Per-mount disk usage, as JSON.
+    pub disks: Value,
+    /// Per-interface traffic, as JSON.
+    pub interfaces: Value,
+}
+
+/// A site check as stored in `site_checks`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRow {
+    /// `check.seq` as a bigint.
+    pub seq: i64,
+    /// `check.checked_at`.
+    pub ts: SystemTime,
+    /// `None` when the check passed, else the failure kind in snake case.
+    pub failure: Option<&'static str>,
+    /// `check.tls_cert_not_after`.
+    pub tls_cert_not_after: Option<SystemTime>,
+    /// The decoded check.
+    pub check: SiteCheck,
+}
+
+/// PostgreSQL `text` cannot hold NUL; such a record could never be stored.
+fn no_nul(message: &'static str, fields: &[(&str, &str)]) -> Result<(), DecodeError> {
+    match fields.iter().find(|(_, value)| value.contains('\0')) {
+        Some((field, _)) => Err(DecodeError::Invalid {
+            message,
+            reason: format!("{field} contains a NUL character, which PostgreSQL text cannot store"),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_content_type(
+    content_type: Option<&str>,
+    expected: &'static str,
+) -> Result<(), DecodeError> {
+    match content_type {
+        // Records without the header are accepted: the topic says what they are.
+        None => Ok(()),
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(DecodeError::ContentType {
+            found: found.to_owned(),
+            expected,
+        }),
+    }
+}
+
+fn timestamp(
+    message: &'static str,
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<SystemTime, DecodeError> {
+    let invalid = |reason: String| DecodeError::Invalid { message, reason };
+    let ts = ts.ok_or_else(|| invalid(format!("{field} is missing")))?;
+    SystemTime::try_from(ts).map_err(|e| invalid(format!("{field} is out of range: {e}")))
+}
+
+fn header(
+    message: &'static str,
+    agent_id: &str,
+    stream_id: &str,
+    seq: u64,
+) -> Result<i64, DecodeError> {
+    let invalid = |reason: &str| DecodeError::Invalid {
+        message,
+        reason: reason.to_owned(),
+    };
+    if agent_id.is_empty() {
+        return Err(invalid("agent_id is empty"));
+    }
+    if stream_id.is_empty() {
+        return Err(invalid("stream_id is empty"));
+    }
+    if seq == 0 {
+        return Err(invalid("seq is 0"));
+    }
+    i64::try_from(seq).map_err(|_| invalid("seq does not fit a bigint"))
+}
+
+/// Decodes a record of the host-samples topic.
+pub fn decode_host(
+    payload: Option<&[u8]>,
+    content_type: Option<&str>,
+) -> Result<HostRow, DecodeError> {
+    const MESSAGE: &str = "fleetmon.v1.HostSample";
+    check_content_type(content_type, HOST_SAMPLE_CONTENT_TYPE)?;
+    let payload = payload.ok_or(DecodeError::Empty)?;
+    let sample = HostSample::decode(payload).map_err(|e| DecodeError::NotProtobuf {
+        message: MESSAGE,
+        reason: e.to_string(),
+    })?;
+    let seq = header(MESSAGE, &sample.agent_id, &sample.stream_id, sample.seq)?;
+    let ts = timestamp(MESSAGE, "sampled_at", sample.sampled_at)?;
+    no_nul(
+        MESSAGE,
+        &[
+            ("agent_id", &sample.agent_id),
+            ("stream_id", &sample.stream_id),
+            ("hostname", &sample.hostname),
+            ("os_name", &sample.os_name),
+            ("os_version", &sample.os_version),
+            ("kernel_version", &sample.kernel_version),
+            ("agent_version", &sample.agent_version),
+        ],
+    )?;
+    for disk in &sample.disks {
+        no_nul(
+            MESSAGE,
+            &[
+                ("disks.mount_point", &disk.mount_point),
+                ("disks.device", &disk.device),
+                ("disks.file_system", &disk.file_system),
+            ],
+        )?;
+    }
+    for iface in &sample.interfaces {
+        no_nul(MESSAGE, &[("interfaces.name", &iface.name)])?;
+    }
+    let disks = sample
+        .disks
+        .iter()
+        .map(|d| {
+            json!({
+                "mount_point": d.mount_point, "device": d.device, "file_system": d.file_system,
+                "total_bytes": d.total_bytes, "used_bytes": d.used_bytes,
+            })
+        })
+        .collect();
+    let interfaces = sample
+        .interfaces
+        .iter()
+        .map(|i| {
+            json!({
+                "name": i.name, "rx_bytes": i.rx_bytes, "tx_bytes": i.tx_bytes,
+                "rx_bytes_per_second": i.rx_bytes_per_second, "tx_bytes_per_second": i.tx_bytes_per_second,
+            })
+        })
+        .collect();
+    Ok(HostRow {
+        seq,
+        ts,
+        cpu_cores: json!(sample.cpu_core_usage_percent),
+        disks: Value::Array(disks),
+        interfaces: Value::Array(interfaces),
+        sample,
+    })
+}
+
+/// How each failure kind is stored in `site_checks.failure`.
+const FAILURE_NAMES: [(CheckFailure, &str); 9] = [
+    (CheckFailure::StatusMismatch, "status_mismatch"),
+    (CheckFailure::RegexMismatch, "regex_mismatch"),
+    (CheckFailure::RegexPresent, "regex_present"),
+    (CheckFailure::Timeout, "timeout"),
+    (CheckFailure::Dns, "dns"),
+    (CheckFailure::Connect, "connect"),
+    (CheckFailure::Tls, "tls"),
+    (CheckFailure::BodyTooLarge, "body_too_large"),
+    (CheckFailure::Other, "other"),
+];
+
+/// Snake-case name of a failure kind, as stored (`None` for a passed check).
+pub fn failure_name(failure: CheckFailure) -> Option<&'static str> {
+    FAILURE_NAMES
+        .iter()
+        .find(|(kind, _)| *kind == failure)
+        .map(|(_, name)| *name)
+}
+
+/// The failure kind a stored name stands for.
+pub fn failure_from_name(name: Option<&str>) -> CheckFailure {
+    match name {
+        None => CheckFailure::Unspecified,
+        Some(name) => FAILURE_NAMES
+            .iter()
+            .find(|(_, stored)| *stored == name)
+            .map_or(CheckFailure::Other, |(kind, _)| *kind),
+    }
+}
+
+/// Decodes a record of the site-checks topic.
+pub fn decode_site(
+    payload: Option<&[u8]>,
+    content_type: Option<&str>,
+) -> Result<CheckRow, DecodeError> {
+    const MESSAGE: &str = "fleetmon.v1.SiteCheck";
+    check_content_type(content_type, SITE_CHECK_CONTENT_TYPE)?;
+    let payload = payload.ok_or(DecodeError::Empty)?;
+    let check = SiteCheck::decode(payload).map_err(|e| DecodeError::NotProtobuf {
+        message: MESSAGE,
+        reason: e.to_string(),
+    })?;
+    let seq = header(MESSAGE, &check.agent_id, &check.stream_id, check.seq)?;
+    let ts = timestamp(MESSAGE, "checked_at", check.checked_at)?;
+    let invalid = |reason: String| DecodeError::Invalid {
+        message: MESSAGE,
+        reason,
+    };
+    if check.url.is_empty() {
+        return Err(invalid("url is empty".to_owned()));
+    }
+    no_nul(
+        MESSAGE,
+        &[
+            ("agent_id", &check.agent_id),
+            ("stream_id", &check.stream_id),
+            ("url", &check.url),
+            ("method", &check.method),
+            ("error_message", &check.error_message),
+            ("regex", &check.regex),
+            ("matched_text", &check.matched_text),
+            ("final_url", &check.final_url),
+        ],
+    )?;
+    let failure = CheckFailure::try_from(check.failure).map_err(|_| {
+        invalid(format!(
+            "failure {} is not a known CheckFailure",
+            check.failure
+        ))
+    })?;
+    if check.status_code.is_some_and(|c| c > i32::MAX as u32) {
+        return Err(invalid("status_code does not fit an integer".to_owned()));
+    }
+    let tls_cert_not_after = check
+        .tls_cert_not_after
+        .map(|t| timestamp(MESSAGE, "tls_cert_not_after", Some(t)))
+        .transpose()?;
+    Ok(CheckRow {
+        seq,
+        ts,
+        failure: failure_name(failure),
+        tls_cert_not_after,
+        check,
+    })
+}
+
+/// Where a batch's rows came from: topic and partition.
+pub type PartitionKey = (String, i32);
+
+/// Rows of one partition and the last offset they (and dead-lettered records) cover.
+#[derive(Debug, Default)]
+pub struct PartitionRows {
+    /// Host rows.
+    pub hosts: Vec<HostRow>,
+    /// Check rows.
+    pub checks: Vec<CheckRow>,
+    /// Offset of the last record handled (stored, after commit, as the resume point).
+    pub last_offset: i64,
+}
+
+/// The rows of one Postgres transaction, grouped by source partition so a revoked
+/// partition's share can be dropped.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    partitions: BTreeMap<PartitionKey, PartitionRows>,
+    rows: usize,
+}
+
+impl RowBatch {
+    fn partition(&mut self, topic: &str, partition: i32, offset: i64) -> &mut PartitionRows {
+        let rows = self
+            .partitions
+            .entry((topic.to_owned(), partition))
+            .or_default();
+        rows.last_offset = rows.last_offset.max(offset);
+        rows
+    }
+
+    /// Adds a host row read at `offset`.
+    pub fn push_host(&mut self, topic: &str, partition: i32, offset: i64, row: HostRow) {
+        self.partition(topic, partition, offset).hosts.push(row);
+        self.rows += 1;
+    }
+
+    /// Adds a check row read at `offset`.
+    pub fn push_check(&mut self, topic: &str, partition: i32, offset: i64, row: CheckRow) {
+        self.partition(topic, partition, offset).checks.push(row);
+        self.rows += 1;
+    }
+
+    /// Marks a record handled without a row (dead-lettered).
+    pub fn skip(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.partition(topic, partition, offset);
+    }
+
+    /// Rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// True when nothing (not even a skipped record) is pending.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    /// Forgets everything read from `key` (its offsets will not be stored).
+    pub fn drop_partition(&mut self, key: &PartitionKey) {
+        if let Some(dropped) = self.partitions.remove(key) {
+            self.rows -= dropped.hosts.len() + dropped.checks.len();
+        }
+    }
+
+    /// The partitions and their rows.
+    pub fn partitions(&self) -> &BTreeMap<PartitionKey, PartitionRows> {
+        &self.partitions
+    }
+
+    /// Every host row.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostRow> {
+        self.partitions.values().flat_map(|p| p.hosts.iter())
+    }
+
+    /// Every check row.
+    pub fn checks(&self) -> impl Iterator<Item = &CheckRow> {
+        self.partitions.values().flat_map(|p| p.checks.iter())
+    }
+
+    /// The days (UTC midnight, unix seconds) the rows fall on.
+    pub fn days(&self) -> std::collections::BTreeSet<i64> {
+        let day = crate::postgres_sink::day_of;
+        self.hosts()
+            .map(|r| day(r.ts))
+            .chain(self.checks().map(|r| day(r.ts)))
+            .collect()
+    }
+
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.partitions.clear();
+        self.rows = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_not_a_sample() {
+        let error = decode_host(Some(b"\xff\xff\xff not protobuf"), None).unwrap_err();
+        assert!(matches!(error, DecodeError::NotProtobuf { .. }), "{error}");
+        assert_eq!(decode_host(None, None).unwrap_err(), DecodeError::Empty);
+        let wrong = decode_site(Some(b""), Some(HOST_SAMPLE_CONTENT_TYPE)).unwrap_err();
+        assert_eq!(
+            wrong.to_string(),
+            "content-type `application/x-protobuf; message=fleetmon.v1.HostSample` does not match topic \
+             (expected `application/x-protobuf; message=fleetmon.v1.SiteCheck`)"
+        );
+    }
+
+    #[test]
+    fn an_empty_message_lacks_its_identity() {
+        assert_eq!(
+            decode_host(Some(b""), None).unwrap_err().to_string(),
+            "invalid fleetmon.v1.HostSample: agent_id is empty"
+        );
+    }
+
+    #[test]
+    fn batches_drop_a_revoked_partition_whole() {
+        let sample = HostSample {
+            agent_id: "a".into(),
+            stream_id: "s".into(),
+            seq: 1,
+            sampled_at: Some(prost_types::Timestamp {
+                seconds: 86_400 * 3 + 5,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let row = decode_host(
+            Some(&sample.encode_to_vec()),
+            Some(HOST_SAMPLE_CONTENT_TYPE),
+        )
+        .unwrap();
+        let mut batch = RowBatch::default();
+        batch.push_host("t", 0, 10, row.clone());
+        batch.push_host("t", 1, 7, row);
+        batch.skip("t", 1, 8);
+        assert_eq!(batch.rows(), 2);
+        assert_eq!(batch.partitions()[&("t".to_owned(), 1)].last_offset, 8);
+        assert_eq!(batch.days().into_iter().collect::<Vec<_>>(), [86_400 * 3]);
+        batch.drop_partition(&("t".to_owned(), 0));
+        assert_eq!(batch.rows(), 1);
+        assert!(!batch.is_empty());
+    }
+}

@@ -1,0 +1,172 @@
+//! Wiring: migrations, partitions, the consume-and-store pipeline, the History
+//! service behind mutual TLS, and the metrics endpoint, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use fleetmon::identity::{RequireRole, Role};
+use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::history_server::HistoryServer;
+
+use crate::config::WriterConfig;
+use crate::history_service::HistoryService;
+use crate::kafka_source::{self, DeadLetters};
+use crate::metrics::WriterMetrics;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::postgres_sink::{PostgresSink, SinkError};
+
+/// How often partitions are created ahead and expired ones dropped.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why the writer could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] fleetmon::tls::TlsError),
+    /// Postgres at start-up.
+    #[error(transparent)]
+    Postgres(#[from] SinkError),
+    /// Kafka client creation.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The pipeline.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A started writer: its bound addresses and the task running it.
+#[derive(Debug)]
+pub struct RunningWriter {
+    /// The History gRPC address actually bound.
+    pub grpc_addr: SocketAddr,
+    /// The metrics address actually bound.
+    pub metrics_addr: SocketAddr,
+    /// Resolves when the writer has stopped (after its last batch).
+    pub task: JoinHandle<Result<(), WriterError>>,
+}
+
+/// Runs the writer until `shutdown` is cancelled.
+pub async fn run(config: WriterConfig, shutdown: CancellationToken) -> Result<(), WriterError> {
+    let running = start(config, shutdown).await?;
+    running.task.await.expect("writer task does not panic")
+}
+
+/// Migrates the schema, prepares partitions, binds the listeners and starts the
+/// pipeline and the servers in the background.
+pub async fn start(
+    config: WriterConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningWriter, WriterError> {
+    let tls = fleetmon::tls::server_config(&config.tls)?;
+    let sink = Arc::new(PostgresSink::new(&config.postgres)?);
+    sink.migrate().await?;
+    sink.maintain_partitions(
+        config.postgres.retention_days,
+        config.postgres.partitions_ahead_days,
+        SystemTime::now(),
+    )
+    .await?;
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(WriterMetrics::new(&mut registry));
+    let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
+    let dead_letters = DeadLetters::new(&config.kafka)?;
+    let pipeline = Pipeline::new(
+        &config.kafka,
+        config.batch.clone(),
+        consumer,
+        sink.clone(),
+        dead_letters,
+        metrics,
+    );
+
+    let bind_error = |addr| move |source| WriterError::Bind { addr, source };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(bind_error(config.listen))?;
+    let grpc_addr = listener.local_addr().map_err(bind_error(config.listen))?;
+    let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
+        .await
+        .map_err(bind_error(config.metrics_listen))?;
+    let metrics_addr = metrics_server
+        .local_addr()
+        .map_err(bind_error(config.metrics_listen))?;
+
+    let (_health_reporter, health) = fleetmon::grpc::health_service().await;
+    let (reflection_v1, reflection_v1alpha) =
+        fleetmon::grpc::reflection_services(&["fleetmon.v1.History"]);
+    let router = Server::builder()
+        .add_service(InterceptedService::new(
+            HistoryServer::new(HistoryService::new(sink.clone())),
+            RequireRole(Role::Operator),
+        ))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let incoming = fleetmon::tls::tls_incoming(listener, tls);
+    tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, schema = %config.postgres.schema, "writer running");
+
+    let retention = config.postgres.retention_days;
+    let ahead = config.postgres.partitions_ahead_days;
+    let task = tokio::spawn(async move {
+        let maintenance = tokio::spawn(maintain(sink, retention, ahead, shutdown.clone()));
+        let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
+        let grpc_task = tokio::spawn(
+            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+        );
+        let pipeline_result = pipeline.run(shutdown.clone()).await;
+        // A pipeline error stops everything else too.
+        shutdown.cancel();
+        let _ = maintenance.await;
+        let _ = metrics_task.await;
+        let served = grpc_task.await.expect("grpc task does not panic");
+        tracing::info!("writer stopped");
+        pipeline_result?;
+        served.map_err(WriterError::from)
+    });
+    Ok(RunningWriter {
+        grpc_addr,
+        metrics_addr,
+        task,
+    })
+}
+
+async fn maintain(
+    sink: Arc<PostgresSink>,
+    retention: u32,
+    ahead: u32,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = sink
+            .maintain_partitions(retention, ahead, SystemTime::now())
+            .await
+        {
+            tracing::warn!(%error, "partition maintenance failed; retrying in an hour");
+        }
+    }
+}

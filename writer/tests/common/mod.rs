@@ -1,0 +1,278 @@
+//! Shared set-up of the writer tests: a writer in-process with its own topics,
+//! consumer group and Postgres schema, fed by a real producer.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, SystemTime};
+
+use fleetmon::identity::Role;
+use fleetmon::pb::history_client::HistoryClient;
+use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck};
+use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
+use fleetmon_writer::{RunningWriter, WriterConfig};
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Topics, group and schema of one test, shared by the writers it starts.
+pub struct Setup {
+    pub pki: TestPki,
+    pub schema: PgSchema,
+    pub config: WriterConfig,
+    producer: FutureProducer,
+}
+
+pub struct TestWriter {
+    pub running: RunningWriter,
+    pub shutdown: CancellationToken,
+}
+
+impl TestWriter {
+    /// Stops the writer and waits until it has written its last batch.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.task.await.unwrap().unwrap();
+    }
+}
+
+impl Setup {
+    pub async fn new() -> Self {
+        fleetmon::tls::install_crypto_provider();
+        let bootstrap = kafka_bootstrap();
+        let pki = TestPki::new();
+        let schema = PgSchema::create().await;
+        let mut config = WriterConfig::new(pki.server("writer"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+        config.kafka.bootstrap_servers = bootstrap.clone();
+        config.kafka.group_id = unique_name("fleetmon-test-writer");
+        config.kafka.host_samples_topic = unique_name("fleetmon-test-host");
+        config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
+        config.kafka.dead_letter_topic = unique_name("fleetmon-test-dlq");
+        config.postgres.url = schema.url().to_owned();
+        config.postgres.schema = schema.name.clone();
+        config.batch.linger_ms = 50;
+        for topic in [
+            &config.kafka.host_samples_topic,
+            &config.kafka.site_checks_topic,
+            &config.kafka.dead_letter_topic,
+        ] {
+            create_topic(&bootstrap, topic, 3).await;
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        Setup {
+            pki,
+            schema,
+            config,
+            producer,
+        }
+    }
+
+    pub async fn start_writer(&self) -> TestWriter {
+        self.start_writer_with(|_| {}).await
+    }
+
+    pub async fn start_writer_with(&self, tweak: impl FnOnce(&mut WriterConfig)) -> TestWriter {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let shutdown = CancellationToken::new();
+        let running = fleetmon_writer::start(config, shutdown.clone())
+            .await
+            .expect("writer starts");
+        TestWriter { running, shutdown }
+    }
+
+    pub async fn produce_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        content_type: Option<&str>,
+    ) {
+        let mut record = FutureRecord::to(topic).key(key).payload(value);
+        if let Some(content_type) = content_type {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(content_type),
+            }));
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+
+    pub async fn produce_hosts(&self, samples: &[HostSample]) {
+        for sample in samples {
+            let topic = &self.config.kafka.host_samples_topic;
+            self.produce_raw(
+                topic,
+                &sample.agent_id,
+                &sample.encode_to_vec(),
+                Some(HOST_SAMPLE_CONTENT_TYPE),
+            )
+            .await;
+        }
+    }
+
+    pub async fn produce_checks(&self, checks: &[SiteCheck]) {
+        for check in checks {
+            let topic = &self.config.kafka.site_checks_topic;
+            self.produce_raw(
+                topic,
+                &check.agent_id,
+                &check.encode_to_vec(),
+                Some(SITE_CHECK_CONTENT_TYPE),
+            )
+            .await;
+        }
+    }
+
+    /// One scalar from the test schema.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.schema
+            .connect()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until `sql` returns `expected`, or panics after 60 s with the last value.
+    pub async fn wait_for(&self, sql: &str, expected: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let value = self.scalar(sql).await;
+            if value == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`{sql}` is {value}, expected {expected} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn history(&self, writer: &TestWriter, role: Role) -> HistoryClient<Channel> {
+        let files = self.pki.client(role, "ops");
+        let url = format!("https://{}", writer.running.grpc_addr);
+        HistoryClient::new(
+            fleetmon::tls::endpoint(&url, &files)
+                .unwrap()
+                .connect_lazy(),
+        )
+    }
+}
+
+/// `secs` seconds ago, on a whole second (Postgres keeps microseconds only).
+pub fn seconds_ago(secs: u64) -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(now - secs)
+}
+
+pub fn at(t: SystemTime) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(t))
+}
+
+/// A fully populated host sample.
+pub fn host(agent: &str, seq: u64, ts: SystemTime) -> HostSample {
+    HostSample {
+        agent_id: agent.to_owned(),
+        stream_id: "stream-1".to_owned(),
+        seq,
+        sampled_at: at(ts),
+        hostname: format!("{agent}.example"),
+        os_name: "Debian GNU/Linux".to_owned(),
+        os_version: "12".to_owned(),
+        kernel_version: "6.1.0".to_owned(),
+        agent_version: "0.1.0".to_owned(),
+        cpu_usage_percent: 12.5,
+        cpu_core_usage_percent: vec![10.0, 15.0],
+        load_average_1m: 0.5,
+        load_average_5m: 0.25,
+        load_average_15m: 0.125,
+        memory_total_bytes: 8 << 30,
+        memory_used_bytes: 3 << 30,
+        memory_available_bytes: 5 << 30,
+        swap_total_bytes: 1 << 30,
+        swap_used_bytes: 1 << 20,
+        disk_total_bytes: 100 << 30,
+        disk_used_bytes: 40 << 30,
+        disks: vec![fleetmon::pb::DiskUsage {
+            mount_point: "/".to_owned(),
+            device: "/dev/vda1".to_owned(),
+            file_system: "ext4".to_owned(),
+            total_bytes: 100 << 30,
+            used_bytes: 40 << 30,
+        }],
+        network_rx_bytes: 1_000_000,
+        network_tx_bytes: 2_000_000,
+        network_rx_bytes_per_second: 1500.0,
+        network_tx_bytes_per_second: 2500.0,
+        interfaces: vec![fleetmon::pb::NetworkInterface {
+            name: "eth0".to_owned(),
+            rx_bytes: 1_000_000,
+            tx_bytes: 2_000_000,
+            rx_bytes_per_second: 1500.0,
+            tx_bytes_per_second: 2500.0,
+        }],
+        process_count: 123,
+        uptime_seconds: 86_400,
+    }
+}
+
+/// A site check with the given outcome.
+pub fn check(
+    agent: &str,
+    seq: u64,
+    ts: SystemTime,
+    url: &str,
+    status: Option<u32>,
+    ok: bool,
+    rt_ms: f64,
+) -> SiteCheck {
+    SiteCheck {
+        agent_id: agent.to_owned(),
+        stream_id: "stream-1".to_owned(),
+        seq,
+        checked_at: at(ts),
+        url: url.to_owned(),
+        method: "GET".to_owned(),
+        status_code: status,
+        ok,
+        failure: if ok {
+            0
+        } else {
+            fleetmon::pb::CheckFailure::StatusMismatch as i32
+        },
+        error_message: if ok {
+            String::new()
+        } else {
+            "unexpected status".to_owned()
+        },
+        response_time_ms: rt_ms,
+        time_to_first_byte_ms: Some(rt_ms / 2.0),
+        regex: "Welcome".to_owned(),
+        regex_matched: Some(ok),
+        matched_text: if ok {
+            "Welcome".to_owned()
+        } else {
+            String::new()
+        },
+        body_bytes: 1234,
+        final_url: url.to_owned(),
+        tls_cert_not_after: at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+    }
+}

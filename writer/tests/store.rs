@@ -1,0 +1,382 @@
+//! Kafka → Postgres with a real broker and a real database: rows, duplicates,
+//! replays, dead letters, migrations and recovery from lost connections.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use fleetmon::testkit::read_topic;
+use rdkafka::Message as _;
+use rdkafka::message::Headers as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_becomes_exactly_one_row_with_every_field() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = seconds_ago(600);
+    let hosts: Vec<_> = (1..=200)
+        .map(|seq| host("a1", seq, t0 + Duration::from_secs(seq)))
+        .collect();
+    let checks: Vec<_> = (1..=50)
+        .map(|seq| {
+            check(
+                "a1",
+                1000 + seq,
+                t0 + Duration::from_secs(seq),
+                "https://x.example/",
+                Some(200),
+                true,
+                10.0,
+            )
+        })
+        .collect();
+    setup.produce_hosts(&hosts).await;
+    setup.produce_checks(&checks).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 200)
+        .await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 50).await;
+
+    let db = setup.schema.connect().await;
+    let row = db
+        .query_one(
+            "SELECT agent_id, stream_id, seq, ts, hostname, os_name, os_version, kernel_version, agent_version, \
+             cpu_usage_percent, load_average_1m, load_average_5m, load_average_15m, memory_total_bytes, \
+             memory_used_bytes, memory_available_bytes, swap_total_bytes, swap_used_bytes, disk_total_bytes, \
+             disk_used_bytes, network_rx_bytes, network_tx_bytes, network_rx_bytes_per_second, \
+             network_tx_bytes_per_second, process_count, uptime_seconds, cpu_cores, disks, interfaces \
+             FROM host_samples WHERE seq = 7",
+            &[],
+        )
+        .await
+        .unwrap();
+    let expected = &hosts[6];
+    assert_eq!(row.get::<_, String>(0), "a1");
+    assert_eq!(row.get::<_, String>(1), "stream-1");
+    assert_eq!(row.get::<_, i64>(2), 7);
+    let ts: SystemTime = row.get(3);
+    assert_eq!(
+        prost_types::Timestamp::from(ts),
+        expected.sampled_at.unwrap()
+    );
+    assert_eq!(row.get::<_, String>(4), "a1.example");
+    assert_eq!(row.get::<_, String>(5), "Debian GNU/Linux");
+    assert_eq!(row.get::<_, String>(6), "12");
+    assert_eq!(row.get::<_, String>(7), "6.1.0");
+    assert_eq!(row.get::<_, String>(8), "0.1.0");
+    assert_eq!(row.get::<_, f64>(9), 12.5);
+    assert_eq!(
+        (
+            row.get::<_, f64>(10),
+            row.get::<_, f64>(11),
+            row.get::<_, f64>(12)
+        ),
+        (0.5, 0.25, 0.125)
+    );
+    let bytes: Vec<i64> = (13..22).map(|i| row.get::<_, i64>(i)).collect();
+    assert_eq!(
+        bytes,
+        [
+            8 << 30,
+            3 << 30,
+            5 << 30,
+            1 << 30,
+            1 << 20,
+            100 << 30,
+            40 << 30,
+            1_000_000,
+            2_000_000
+        ]
+    );
+    assert_eq!(
+        (row.get::<_, f64>(22), row.get::<_, f64>(23)),
+        (1500.0, 2500.0)
+    );
+    assert_eq!(
+        (row.get::<_, i32>(24), row.get::<_, i64>(25)),
+        (123, 86_400)
+    );
+    assert_eq!(
+        row.get::<_, serde_json::Value>(26),
+        serde_json::json!([10.0, 15.0])
+    );
+    assert_eq!(
+        row.get::<_, serde_json::Value>(27),
+        serde_json::json!([{"mount_point": "/", "device": "/dev/vda1", "file_system": "ext4",
+                            "total_bytes": 100u64 << 30, "used_bytes": 40u64 << 30}])
+    );
+    assert_eq!(
+        row.get::<_, serde_json::Value>(28),
+        serde_json::json!([{"name": "eth0", "rx_bytes": 1_000_000, "tx_bytes": 2_000_000,
+                            "rx_bytes_per_second": 1500.0, "tx_bytes_per_second": 2500.0}])
+    );
+
+    let row = db
+        .query_one(
+            "SELECT url, method, status_code, ok, failure, error_message, response_time_ms, time_to_first_byte_ms, \
+             regex, regex_matched, matched_text, body_bytes, final_url, tls_cert_not_after FROM site_checks WHERE seq = 1003",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "https://x.example/");
+    assert_eq!(row.get::<_, String>(1), "GET");
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(200));
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, Option<String>>(4), None);
+    assert_eq!(row.get::<_, String>(5), "");
+    assert_eq!(
+        (row.get::<_, f64>(6), row.get::<_, Option<f64>>(7)),
+        (10.0, Some(5.0))
+    );
+    assert_eq!(row.get::<_, String>(8), "Welcome");
+    assert_eq!(row.get::<_, Option<bool>>(9), Some(true));
+    assert_eq!(row.get::<_, String>(10), "Welcome");
+    assert_eq!(row.get::<_, i64>(11), 1234);
+    assert_eq!(row.get::<_, String>(12), "https://x.example/");
+    let not_after: SystemTime = row.get(13);
+    assert_eq!(
+        not_after,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)
+    );
+
+    let (hostname, last_seen): (String, SystemTime) = {
+        let row = db
+            .query_one(
+                "SELECT hostname, last_seen FROM agents WHERE agent_id = 'a1'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(hostname, "a1.example");
+    assert_eq!(last_seen, t0 + Duration::from_secs(200));
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_and_replay_store_nothing_twice() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = SystemTime::now() - Duration::from_secs(300);
+    let checks: Vec<_> = (1..=60)
+        .map(|seq| {
+            let ok = seq % 4 != 0;
+            let status = if ok { 200 } else { 503 };
+            check(
+                "a1",
+                seq,
+                t0 + Duration::from_secs(seq),
+                "https://y.example/",
+                Some(status),
+                ok,
+                seq as f64,
+            )
+        })
+        .collect();
+    let hosts: Vec<_> = (1..=40)
+        .map(|seq| host("a2", seq, t0 + Duration::from_secs(seq)))
+        .collect();
+    setup.produce_checks(&checks).await;
+    setup.produce_hosts(&hosts).await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 60).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 40)
+        .await;
+    let rollups = "SELECT (sum(checks) FILTER (WHERE resolution = 'minute') * 1000000 \
+                   + sum(ok_checks) FILTER (WHERE resolution = 'hour'))::bigint FROM site_check_rollups";
+    assert_eq!(setup.scalar(rollups).await, 60 * 1_000_000 + 45);
+
+    // The same records delivered again (a producer retry, an agent resend).
+    setup.produce_checks(&checks[10..30]).await;
+    setup.produce_hosts(&hosts[..10]).await;
+    // A marker record proves the duplicates before it were consumed.
+    setup
+        .produce_checks(&[check(
+            "a1",
+            61,
+            t0 + Duration::from_secs(61),
+            "https://y.example/",
+            Some(200),
+            true,
+            1.0,
+        )])
+        .await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 61).await;
+    writer.stop().await;
+    assert_eq!(setup.scalar("SELECT count(*) FROM host_samples").await, 40);
+    assert_eq!(setup.scalar(rollups).await, 61 * 1_000_000 + 46);
+
+    // A writer whose offsets were never stored reads everything again.
+    let replay = setup
+        .start_writer_with(|c| {
+            c.kafka.group_id = fleetmon::testkit::unique_name("fleetmon-test-replay")
+        })
+        .await;
+    setup
+        .produce_hosts(&[host("a2", 41, t0 + Duration::from_secs(41))])
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 41)
+        .await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 61).await;
+    // Give the replayed site checks (other partitions) time to be consumed too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replay.stop().await;
+    assert_eq!(
+        setup.scalar(rollups).await,
+        61 * 1_000_000 + 46,
+        "rollups not double-counted"
+    );
+    assert_eq!(
+        setup
+            .scalar("SELECT (sum(checks) FILTER (WHERE resolution = 'hour'))::bigint FROM site_check_rollups")
+            .await,
+        61
+    );
+    let codes = setup.schema.connect().await;
+    let counted: i64 = codes
+        .query_one(
+            "SELECT sum((status_codes->>'503')::bigint)::bigint FROM site_check_rollups WHERE resolution = 'hour'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_dead_letters_and_its_neighbours_are_stored() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    let topic = setup.config.kafka.host_samples_topic.clone();
+    setup.produce_hosts(&[host("a1", 1, t0)]).await;
+    setup
+        .produce_raw(
+            &topic,
+            "a1",
+            b"\x08\x96\x01 this is not protobuf \xff",
+            None,
+        )
+        .await;
+    setup
+        .produce_hosts(&[host("a1", 2, t0 + Duration::from_secs(1))])
+        .await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 2).await;
+
+    let dead = read_topic(
+        &setup.config.kafka.bootstrap_servers,
+        &setup.config.kafka.dead_letter_topic,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let record = &dead[0];
+    assert_eq!(record.key(), Some(&b"a1"[..]));
+    assert_eq!(
+        record.payload(),
+        Some(&b"\x08\x96\x01 this is not protobuf \xff"[..])
+    );
+    let headers = record.headers().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let error = header("error").expect("error header");
+    assert!(
+        error.starts_with("value is not a valid fleetmon.v1.HostSample: "),
+        "{error}"
+    );
+    assert_eq!(header("source-topic").as_deref(), Some(topic.as_str()));
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
+    let setup = Setup::new().await;
+    let tables =
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()";
+    let first = setup.start_writer().await;
+    first.stop().await;
+    let before = setup.scalar(tables).await;
+    let second = setup.start_writer().await;
+    assert_eq!(
+        setup.scalar(tables).await,
+        before,
+        "second start changed the schema"
+    );
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM refinery_schema_history")
+            .await,
+        1
+    );
+
+    // A sample ten days ahead (no partition made in advance) and one from last week.
+    let day = Duration::from_secs(86_400);
+    setup
+        .produce_hosts(&[
+            host("a1", 1, SystemTime::now() + 10 * day),
+            host("a1", 2, SystemTime::now() - 7 * day),
+        ])
+        .await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 2).await;
+    second.stop().await;
+    // Yesterday .. 3 days ahead, plus the two days used: per partitioned table.
+    let partitions = setup
+        .scalar(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
+             JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = current_schema() AND p.relname = 'host_samples'",
+        )
+        .await;
+    assert_eq!(partitions, 5 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_postgres_connections_lose_and_duplicate_nothing() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let admin = setup.schema.connect().await;
+    let application = format!("fleetmon-writer:{}", setup.schema.name);
+    let t0 = SystemTime::now() - Duration::from_secs(600);
+    let mut terminated = 0;
+    for round in 0..10u64 {
+        let samples: Vec<_> = (1..=50)
+            .map(|i| {
+                let seq = round * 50 + i;
+                host("a1", seq, t0 + Duration::from_millis(seq * 10))
+            })
+            .collect();
+        setup.produce_hosts(&samples).await;
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1) t",
+                &[&application],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        terminated += killed;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 500)
+        .await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(DISTINCT seq) FROM host_samples")
+            .await,
+        500
+    );
+    assert!(terminated > 0, "the test must actually cut connections");
+    writer.stop().await;
+}
