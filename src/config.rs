@@ -105,6 +105,33 @@ pub fn load<T: DeserializeOwned>(
     toml::from_str(&merged).map_err(invalid)
 }
 
+/// Deserializes a map of pass-through options (librdkafka properties) whose values may
+/// be written as strings, numbers or booleans: `linger.ms = 5` and `"5"` both work.
+pub fn string_map<'de, D>(deserializer: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize as _;
+    let raw = std::collections::BTreeMap::<String, Value>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(s) => s,
+                Value::Integer(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "option `{key}` must be a string, number or boolean, not {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
 fn parse_value(raw: &str) -> Value {
     format!("v = {raw}")
         .parse::<Table>()

@@ -67,7 +67,7 @@ pub struct KafkaConfig {
     pub linger_ms: u32,
     /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning):
     /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -257,5 +257,41 @@ impl CollectorConfig {
             ));
         }
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("collector.example.toml");
+        let example = CollectorConfig::load(Some(&path), Vec::new()).unwrap();
+        let defaults = CollectorConfig::load(None, Vec::new()).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_the_fix() {
+        let env = |k: &str, v: &str| vec![(format!("{ENV_PREFIX}__{k}"), v.to_owned())];
+        let error = CollectorConfig::load(None, env("KAFKA__PARTITIONS", "0")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `kafka.partitions` and kafka.replication_factor must be at least 1"
+        );
+        let error =
+            CollectorConfig::load(None, env("KAFKA__HOST_SAMPLES_TOPIC", "bad topic")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `kafka.host_samples_topic` `bad topic` is not a Kafka topic name: use 1-249 of [A-Za-z0-9._-]"
+        );
+        let error = CollectorConfig::load(None, env("LIMITS__MAX_MESAGE_BYTES", "1")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown field `max_mesage_bytes`"),
+            "{error}"
+        );
     }
 }

@@ -1,5 +1,5 @@
 -- Availability per site from the $4 ('minute' or 'hour') rollups whose buckets start
--- in [date_trunc($4, $2), $3); $1 = '' for all sites.
+-- in [date_trunc($4, $2::timestamptz), $3); $1 = '' for all sites.
 SELECT r.url,
        sum(r.checks)::bigint,
        sum(r.ok_checks)::bigint,
@@ -10,10 +10,10 @@ SELECT r.url,
         FROM (SELECT kv.key, sum(kv.value::bigint) AS total
               FROM site_check_rollups r2, jsonb_each_text(r2.status_codes) kv
               WHERE r2.url = r.url AND r2.resolution = $4
-                AND r2.bucket_start >= date_trunc($4, $2) AND r2.bucket_start < $3
+                AND r2.bucket_start >= date_trunc($4, $2::timestamptz) AND r2.bucket_start < $3::timestamptz
               GROUP BY kv.key) codes)
 FROM site_check_rollups r
 WHERE ($1 = '' OR r.url = $1) AND r.resolution = $4
-  AND r.bucket_start >= date_trunc($4, $2) AND r.bucket_start < $3
+  AND r.bucket_start >= date_trunc($4, $2::timestamptz) AND r.bucket_start < $3::timestamptz
 GROUP BY r.url
 ORDER BY r.url

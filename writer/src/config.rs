@@ -64,7 +64,7 @@ pub struct KafkaConfig {
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
     /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -263,5 +263,38 @@ impl WriterConfig {
             }
         }
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("writer.example.toml");
+        let example = WriterConfig::load(Some(&path), Vec::new()).unwrap();
+        let defaults = WriterConfig::load(None, Vec::new()).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_the_fix() {
+        let env = |k: &str, v: &str| vec![(format!("{ENV_PREFIX}__{k}"), v.to_owned())];
+        let error = WriterConfig::load(None, env("POSTGRES__SCHEMA", "Fleet-Mon")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `postgres.schema` `Fleet-Mon` is not a plain identifier: use 1-63 of [a-z0-9_], not starting with a digit"
+        );
+        let error = WriterConfig::load(
+            None,
+            env("KAFKA__OPTIONS__enable.auto.offset.store", "true"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `kafka.options.\"enable.auto.offset.store\"` is fixed by the writer \
+             (offsets are stored only after the rows commit): remove it"
+        );
     }
 }

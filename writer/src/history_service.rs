@@ -18,7 +18,7 @@ use fleetmon::pb::{
     SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent, TimeRange,
 };
 
-use crate::postgres_sink::PostgresSink;
+use crate::postgres_sink::{PostgresSink, describe};
 use crate::row_batch::failure_from_name;
 
 const HOST_SERIES: &str = include_str!("../sql/host_series.sql");
@@ -42,9 +42,15 @@ pub struct HistoryService {
     sink: Arc<PostgresSink>,
 }
 
-fn db_error(error: impl std::fmt::Display) -> Status {
+fn db_error(error: tokio_postgres::Error) -> Status {
+    let error = describe(&error);
     tracing::warn!(%error, "history query failed");
     Status::unavailable(format!("database query failed: {error}"))
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> Status {
+    tracing::warn!(%error, "no database connection for a history query");
+    Status::unavailable(format!("no database connection: {error}"))
 }
 
 fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -82,7 +88,7 @@ impl HistoryService {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
-        self.sink.pool().get().await.map_err(db_error)
+        self.sink.pool().get().await.map_err(pool_error)
     }
 
     async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, Status> {

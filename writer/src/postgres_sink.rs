@@ -97,7 +97,7 @@ pub enum SinkError {
     #[error("cannot get a PostgreSQL connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A statement failed.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     /// Migrations failed.
     #[error("schema migration failed: {0}")]
@@ -125,6 +125,14 @@ pub struct PostgresSink {
     schema: String,
     /// Days whose partitions are known to exist (unix seconds of UTC midnight).
     known_days: Mutex<BTreeSet<i64>>,
+}
+
+/// The server's message for a database error (tokio-postgres only says "db error").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 /// Clamps an unsigned counter into a bigint.

@@ -1,0 +1,291 @@
+//! The History service over mutual TLS against hand-computed answers on a known
+//! data set, and what grpcurl sees.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use fleetmon::identity::Role;
+use fleetmon::pb::{
+    HostSeriesRequest, ListStoredAgentsRequest, RecentChecksRequest, SiteAvailability,
+    SiteAvailabilityRequest, TimeRange,
+};
+use fleetmon::testkit::grpcurl_binary;
+use tonic::Code;
+
+const URL: &str = "https://h.example/";
+const OTHER: &str = "https://other.example/";
+
+fn since(ago: Duration) -> Option<TimeRange> {
+    Some(TimeRange {
+        start: at(SystemTime::now() - ago),
+        end: None,
+    })
+}
+
+/// Ten checks of URL in the last hour: response times 10..=100 ms; #3 and #7 answer
+/// 503, #9 gets no response at all; the rest 200. One check of OTHER.
+async fn load_checks(setup: &Setup) {
+    let base = seconds_ago(50 * 60);
+    let checks: Vec<_> = (0..10u64)
+        .map(|i| {
+            let (status, ok) = match i {
+                3 | 7 => (Some(503), false),
+                9 => (None, false),
+                _ => (Some(200), true),
+            };
+            check(
+                "a1",
+                i + 1,
+                base + Duration::from_secs(i * 60),
+                URL,
+                status,
+                ok,
+                (i + 1) as f64 * 10.0,
+            )
+        })
+        .chain([check("a1", 11, base, OTHER, Some(200), true, 5.0)])
+        .collect();
+    setup.produce_checks(&checks).await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 11).await;
+}
+
+fn codes(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+fn assert_totals(site: &SiteAvailability) {
+    assert_eq!(site.url, URL);
+    assert_eq!((site.checks, site.ok_checks), (10, 7));
+    assert_eq!(site.uptime_percent, 70.0);
+    assert_eq!(
+        (site.response_time_min_ms, site.response_time_max_ms),
+        (10.0, 100.0)
+    );
+    assert_eq!(site.response_time_avg_ms, 55.0);
+    assert_eq!(
+        site.status_codes,
+        codes(&[("200", 7), ("503", 2), ("none", 1)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_availability_matches_hand_computed_values() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    load_checks(&setup).await;
+    let mut history = setup.history(&writer, Role::Operator);
+
+    let request = |ago: Duration| SiteAvailabilityRequest {
+        url: URL.to_owned(),
+        range: since(ago),
+    };
+    let raw = history
+        .get_site_availability(request(Duration::from_secs(2 * 3600)))
+        .await
+        .unwrap()
+        .into_inner()
+        .sites;
+    assert_eq!(raw.len(), 1);
+    assert_totals(&raw[0]);
+    assert_eq!(raw[0].source, "raw");
+    // percentile_cont over 10, 20, …, 100: p = 10 + q·90.
+    assert_eq!(raw[0].response_time_p50_ms, Some(55.0));
+    assert_eq!(
+        raw[0]
+            .response_time_p95_ms
+            .map(|v| (v * 1000.0).round() / 1000.0),
+        Some(95.5)
+    );
+    assert_eq!(
+        raw[0]
+            .response_time_p99_ms
+            .map(|v| (v * 1000.0).round() / 1000.0),
+        Some(99.1)
+    );
+
+    for (ago, source) in [(3 * 86_400, "rollup_minute"), (30 * 86_400, "rollup_hour")] {
+        let sites = history
+            .get_site_availability(request(Duration::from_secs(ago)))
+            .await
+            .unwrap()
+            .into_inner()
+            .sites;
+        assert_eq!(sites.len(), 1, "{source}");
+        assert_totals(&sites[0]);
+        assert_eq!(sites[0].source, source);
+        assert_eq!(
+            sites[0].response_time_p50_ms, None,
+            "rollups keep no percentiles"
+        );
+    }
+
+    let all = history
+        .get_site_availability(SiteAvailabilityRequest {
+            url: String::new(),
+            range: since(Duration::from_secs(3600)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sites;
+    let urls: Vec<&str> = all.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, [URL, OTHER]);
+
+    let recent = history
+        .list_recent_checks(RecentChecksRequest {
+            url: URL.to_owned(),
+            limit: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .checks;
+    let seqs: Vec<(u64, Option<u32>)> = recent.iter().map(|c| (c.seq, c.status_code)).collect();
+    assert_eq!(seqs, [(10, None), (9, Some(200)), (8, Some(503))]);
+    assert_eq!(
+        recent[2].failure,
+        fleetmon::pb::CheckFailure::StatusMismatch as i32
+    );
+
+    let missing_range = history
+        .get_site_availability(SiteAvailabilityRequest {
+            url: URL.to_owned(),
+            range: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing_range.code(), Code::InvalidArgument);
+    assert_eq!(
+        missing_range.message(),
+        "range is required (range.start at least)"
+    );
+
+    let agent = setup
+        .history(&writer, Role::Agent)
+        .list_stored_agents(ListStoredAgentsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(agent.code(), Code::PermissionDenied);
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_series_averages_per_step_and_agents_are_listed() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    // A whole minute, 30 minutes ago: three samples in it, one in the next minute.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs((now - 1800) / 60 * 60);
+    let samples: Vec<_> = [(0u64, 10.0), (20, 20.0), (40, 30.0), (60, 50.0)]
+        .iter()
+        .enumerate()
+        .map(|(i, (offset, cpu))| {
+            let mut sample = host("a9", i as u64 + 1, base + Duration::from_secs(*offset));
+            sample.cpu_usage_percent = *cpu;
+            sample
+        })
+        .collect();
+    setup.produce_hosts(&samples).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 4).await;
+
+    let mut history = setup.history(&writer, Role::Operator);
+    let series = history
+        .get_host_series(HostSeriesRequest {
+            agent_id: "a9".to_owned(),
+            range: since(Duration::from_secs(3600)),
+            step_seconds: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let points: Vec<(Option<prost_types::Timestamp>, u32, f64)> = series
+        .points
+        .iter()
+        .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
+        .collect();
+    assert_eq!(
+        points,
+        [
+            (at(base), 3, 20.0),
+            (at(base + Duration::from_secs(60)), 1, 50.0)
+        ]
+    );
+    assert_eq!(series.points[0].memory_used_bytes, (3u64 << 30) as f64);
+
+    let agents = history
+        .list_stored_agents(ListStoredAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (agents[0].agent_id.as_str(), agents[0].hostname.as_str()),
+        ("a9", "a9.example")
+    );
+    assert_eq!(agents[0].last_seen, at(base + Duration::from_secs(60)));
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_queries_history_with_json() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    load_checks(&setup).await;
+    let dir = setup.pki.dir();
+    let addr = writer.running.grpc_addr.to_string();
+    let grpcurl = |args: &[&str]| {
+        let out = Command::new(grpcurl_binary())
+            .arg("-cacert")
+            .arg(dir.join("ca.pem"))
+            .arg("-cert")
+            .arg(dir.join("operator.pem"))
+            .arg("-key")
+            .arg(dir.join("operator-key.pem"))
+            .args(args)
+            .output()
+            .expect("run grpcurl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let services = grpcurl(&[&addr, "list"]);
+    assert_eq!(
+        services.lines().collect::<Vec<_>>(),
+        [
+            "fleetmon.v1.History",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"
+        ]
+    );
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let start = start
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = format!(r#"{{"url": "{URL}", "range": {{"start": "{start}"}}}}"#);
+    let answer: serde_json::Value = serde_json::from_str(&grpcurl(&[
+        "-d",
+        &body,
+        &addr,
+        "fleetmon.v1.History/GetSiteAvailability",
+    ]))
+    .unwrap();
+    let site = &answer["sites"][0];
+    assert_eq!(site["url"], URL);
+    assert_eq!(site["checks"], "10");
+    assert_eq!(site["uptimePercent"], 70.0);
+    assert_eq!(site["statusCodes"]["503"], "2");
+    assert!(grpcurl(&[&addr, "grpc.health.v1.Health/Check"]).contains("SERVING"));
+    writer.stop().await;
+}
