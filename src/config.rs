@@ -107,7 +107,9 @@ pub fn load<T: DeserializeOwned>(
 
 /// Deserializes a map of pass-through options (librdkafka properties) whose values may
 /// be written as strings, numbers or booleans: `linger.ms = 5` and `"5"` both work.
-pub fn string_map<'de, D>(deserializer: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+pub fn string_map<'de, D>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

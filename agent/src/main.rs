@@ -1,2 +1,88 @@
-//! fleetmon-agent binary.
-fn main() {}
+//! `fleetmon-agent`: CLI → config → tracing → [`fleetmon_agent::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleetmon::telemetry::{LogFormat, init_tracing};
+use fleetmon_agent::AgentConfig;
+use fleetmon_agent::config::parse_sites_file;
+
+/// Samples this host and probes websites; streams both to the fleetmon collector.
+#[derive(Debug, Parser)]
+#[command(name = "fleetmon-agent", version)]
+struct Cli {
+    /// TOML config file (see agent/agent.example.toml).
+    #[arg(long, env = "FLEETMON_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Extra sites in the plain format `URL INTERVAL_SECONDS [REGEX]`, one per line.
+    #[arg(long, env = "FLEETMON_AGENT_SITES_FILE")]
+    sites_file: Option<PathBuf>,
+    /// Collector endpoint, e.g. https://collector.internal:7400 (overrides `collector.endpoint`).
+    #[arg(long, env = "FLEETMON_COLLECTOR")]
+    collector: Option<String>,
+    /// This agent's client certificate (overrides `collector.cert`).
+    #[arg(long, env = "FLEETMON_AGENT_CERT")]
+    cert: Option<PathBuf>,
+    /// This agent's private key (overrides `collector.key`).
+    #[arg(long, env = "FLEETMON_AGENT_KEY")]
+    key: Option<PathBuf>,
+    /// CA bundle for the collector's certificate (overrides `collector.ca`).
+    #[arg(long, env = "FLEETMON_AGENT_CA")]
+    ca: Option<PathBuf>,
+    /// Seconds between host samples (overrides `host_interval_seconds`).
+    #[arg(long, env = "FLEETMON_AGENT_INTERVAL")]
+    interval: Option<u64>,
+    /// Spool directory (overrides `outbox.spool_dir`).
+    #[arg(long, env = "FLEETMON_AGENT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Prometheus listen address (overrides `metrics_listen`).
+    #[arg(long, env = "FLEETMON_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format (overrides `log_format`).
+    #[arg(long, env = "FLEETMON_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = AgentConfig::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(path) = &cli.sites_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read sites file {}", path.display()))?;
+        config.sites.extend(parse_sites_file(path, &text)?);
+    }
+    if let Some(endpoint) = cli.collector {
+        config.collector.endpoint = endpoint;
+    }
+    if let Some(cert) = cli.cert {
+        config.collector.cert = cert;
+    }
+    if let Some(key) = cli.key {
+        config.collector.key = key;
+    }
+    if let Some(ca) = cli.ca {
+        config.collector.ca = ca;
+    }
+    if let Some(seconds) = cli.interval {
+        config.host_interval_seconds = seconds;
+    }
+    if let Some(dir) = cli.spool_dir {
+        config.outbox.spool_dir = Some(dir);
+    }
+    if let Some(addr) = cli.metrics_listen {
+        config.metrics_listen = addr;
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    let config = config.validate()?;
+    init_tracing(config.log_format);
+    fleetmon::tls::install_crypto_provider();
+    let shutdown = fleetmon::shutdown::shutdown_token();
+    fleetmon_agent::run(config, shutdown)
+        .await
+        .context("agent failed")
+}

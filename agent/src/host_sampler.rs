@@ -1,0 +1,192 @@
+//! Host metrics with sysinfo: CPU, load, memory, swap, disks, network, processes,
+//! uptime and identity, as one `HostSample`.
+//!
+//! CPU usage and network rates are differences between two refreshes, so
+//! [`HostSampler::new`] takes the first reading and [`HostSampler::sample`] must not
+//! be called before [`sysinfo::MINIMUM_CPU_UPDATE_INTERVAL`] has passed: the first,
+//! meaningless reading is never reported.
+
+use std::collections::HashSet;
+use std::time::{Instant, SystemTime};
+
+use fleetmon::pb::{DiskUsage, HostSample, NetworkInterface};
+use sysinfo::{
+    CpuRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate,
+    RefreshKind, System,
+};
+
+/// File systems that hold no user data (kernel interfaces, RAM, images, overlays).
+const PSEUDO_FILESYSTEMS: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "fuse.lxcfs",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "nfsd",
+    "iso9660",
+];
+
+/// Takes host samples; keeps the previous readings that rates need.
+#[derive(Debug)]
+pub struct HostSampler {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    last_refresh: Instant,
+    hostname: String,
+    os_name: String,
+    os_version: String,
+    kernel_version: String,
+}
+
+/// Why the sampler could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read host metrics: {0}")]
+pub struct SamplerError(String);
+
+impl HostSampler {
+    /// Takes the first (unreported) reading.
+    pub fn new(hostname: Option<String>) -> Result<Self, SamplerError> {
+        let err = |e: sysinfo::Error| SamplerError(e.to_string());
+        let refresh = RefreshKind::nothing()
+            .with_cpu(CpuRefreshKind::nothing().with_usage())
+            .with_memory(MemoryRefreshKind::everything());
+        let system = System::new_with_specifics(refresh).map_err(err)?;
+        let disks = Disks::new_with_refreshed_list().map_err(err)?;
+        let networks = Networks::new_with_refreshed_list().map_err(err)?;
+        Ok(HostSampler {
+            system,
+            disks,
+            networks,
+            last_refresh: Instant::now(),
+            hostname: hostname
+                .or_else(|| System::host_name().ok())
+                .unwrap_or_else(|| "unknown".to_owned()),
+            os_name: System::name().unwrap_or_default(),
+            os_version: System::os_version().unwrap_or_default(),
+            kernel_version: System::kernel_version().unwrap_or_default(),
+        })
+    }
+
+    /// The reported host name.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Refreshes everything and returns a sample (without stream id and seq).
+    pub fn sample(&mut self) -> HostSample {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing(),
+        );
+        self.disks.refresh(true);
+        self.networks.refresh(true);
+        let elapsed = self.last_refresh.elapsed().as_secs_f64().max(1e-3);
+        self.last_refresh = Instant::now();
+
+        let mut disks = Vec::new();
+        let mut counted_devices = HashSet::new();
+        let (mut disk_total, mut disk_used) = (0u64, 0u64);
+        for disk in self.disks.iter() {
+            let file_system = disk.file_system().to_string_lossy().into_owned();
+            if PSEUDO_FILESYSTEMS.contains(&file_system.as_str()) || disk.total_space() == 0 {
+                continue;
+            }
+            let device = disk.name().to_string_lossy().into_owned();
+            let total = disk.total_space();
+            let used = total.saturating_sub(disk.available_space());
+            // Bind mounts show one device several times: count its space once.
+            if counted_devices.insert(device.clone()) {
+                disk_total += total;
+                disk_used += used;
+            }
+            disks.push(DiskUsage {
+                mount_point: disk.mount_point().to_string_lossy().into_owned(),
+                device,
+                file_system,
+                total_bytes: total,
+                used_bytes: used,
+            });
+        }
+        disks.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
+
+        let mut interfaces: Vec<NetworkInterface> = self
+            .networks
+            .iter()
+            .map(|(name, data)| NetworkInterface {
+                name: name.to_string_lossy().into_owned(),
+                rx_bytes: data.total_received(),
+                tx_bytes: data.total_transmitted(),
+                rx_bytes_per_second: data.received() as f64 / elapsed,
+                tx_bytes_per_second: data.transmitted() as f64 / elapsed,
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        // Loopback traffic never leaves the host: kept per interface, not in the sums.
+        let external = || interfaces.iter().filter(|i| i.name != "lo");
+
+        let load = System::load_average().unwrap_or(sysinfo::LoadAvg {
+            one: 0.0,
+            five: 0.0,
+            fifteen: 0.0,
+        });
+        let clamp = |usage: f32| f64::from(usage).clamp(0.0, 100.0);
+        HostSample {
+            sampled_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            hostname: self.hostname.clone(),
+            os_name: self.os_name.clone(),
+            os_version: self.os_version.clone(),
+            kernel_version: self.kernel_version.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cpu_usage_percent: clamp(self.system.global_cpu_usage()),
+            cpu_core_usage_percent: self
+                .system
+                .cpus()
+                .iter()
+                .map(|c| clamp(c.usage()))
+                .collect(),
+            load_average_1m: load.one,
+            load_average_5m: load.five,
+            load_average_15m: load.fifteen,
+            memory_total_bytes: self.system.total_memory(),
+            memory_used_bytes: self.system.used_memory(),
+            memory_available_bytes: self.system.available_memory(),
+            swap_total_bytes: self.system.total_swap(),
+            swap_used_bytes: self.system.used_swap(),
+            disk_total_bytes: disk_total,
+            disk_used_bytes: disk_used,
+            disks,
+            network_rx_bytes: external().map(|i| i.rx_bytes).sum(),
+            network_tx_bytes: external().map(|i| i.tx_bytes).sum(),
+            network_rx_bytes_per_second: external().map(|i| i.rx_bytes_per_second).sum(),
+            network_tx_bytes_per_second: external().map(|i| i.tx_bytes_per_second).sum(),
+            interfaces,
+            process_count: u32::try_from(self.system.processes().len()).unwrap_or(u32::MAX),
+            uptime_seconds: System::uptime().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}

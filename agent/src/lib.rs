@@ -1,0 +1,256 @@
+//! fleetmon agent: measures its host and probes websites, and streams both to the
+//! collector without ever silently losing a sample.
+//!
+//! [`host_sampler`] and [`site_prober`] measure; [`outbox`] numbers and keeps every
+//! sample until acknowledged; [`sender`] streams them over mutual TLS. [`run`] wires it.
+
+pub mod config;
+pub mod host_sampler;
+pub mod metrics;
+pub mod outbox;
+pub mod sender;
+pub mod site_prober;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::sample::Kind;
+use fleetmon::pb::{CheckFailure, SiteCheck};
+use prometheus_client::registry::Registry;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+use config::Site;
+use host_sampler::HostSampler;
+use metrics::{AgentMetrics, KindLabel, OutcomeLabel};
+use outbox::Outbox;
+use site_prober::SiteProber;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] fleetmon::config::ConfigError),
+    /// TLS files or endpoint.
+    #[error(transparent)]
+    Tls(#[from] fleetmon::tls::TlsError),
+    /// The spool directory.
+    #[error(transparent)]
+    Spool(#[from] outbox::SpoolError),
+    /// Host metrics.
+    #[error(transparent)]
+    Sampler(#[from] host_sampler::SamplerError),
+    /// The HTTP client.
+    #[error(transparent)]
+    Prober(#[from] site_prober::ProberError),
+    /// The metrics listener.
+    #[error("{0}")]
+    Metrics(std::io::Error),
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// The metrics address actually bound.
+    pub metrics_addr: SocketAddr,
+    /// The outbox (for inspection).
+    pub outbox: Arc<Outbox>,
+    /// Resolves when the agent has stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let running = start(config, shutdown).await?;
+    running.task.await.expect("agent task does not panic");
+    Ok(())
+}
+
+/// Starts sampling, probing and sending in the background.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    let sites = config.sites()?;
+    let endpoint = fleetmon::tls::endpoint(&config.collector.endpoint, &config.collector.tls())?
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let outbox = Arc::new(Outbox::open(
+        config.outbox.capacity,
+        config.outbox.spool_dir.as_deref(),
+    )?);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(AgentMetrics::new(&mut registry));
+    let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
+        .await
+        .map_err(AgentError::Metrics)?;
+    let metrics_addr = metrics_server.local_addr().map_err(AgentError::Metrics)?;
+    let sampler = HostSampler::new(config.hostname.clone())?;
+    let prober = SiteProber::new(&sites)?;
+    tracing::info!(
+        collector = %config.collector.endpoint,
+        hostname = sampler.hostname(),
+        sites = sites.len(),
+        stream_id = %outbox.stream_id(),
+        %metrics_addr,
+        "agent running"
+    );
+
+    let sender_config = sender::SenderConfig {
+        endpoint,
+        batch_size: config.outbox.batch_size,
+        batch_interval: Duration::from_millis(config.outbox.batch_interval_ms),
+        max_backoff: Duration::from_secs(config.outbox.max_backoff_seconds),
+    };
+    let measuring = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(sample_host(
+        sampler,
+        config.host_interval(),
+        outbox.clone(),
+        metrics.clone(),
+        measuring.clone(),
+    ));
+    let permits = Arc::new(Semaphore::new(config.probes.max_concurrent));
+    for site in sites {
+        tasks.spawn(probe_site(
+            site,
+            prober.clone(),
+            permits.clone(),
+            outbox.clone(),
+            metrics.clone(),
+            measuring.clone(),
+        ));
+    }
+    let sender_outbox = outbox.clone();
+    let task = tokio::spawn(async move {
+        let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
+        // The sender drains after `shutdown`; measuring stops at once.
+        let sender = tokio::spawn(sender::run(
+            sender_config,
+            sender_outbox,
+            metrics,
+            shutdown.clone(),
+        ));
+        shutdown.cancelled().await;
+        measuring.cancel();
+        while tasks.join_next().await.is_some() {}
+        let _ = sender.await;
+        let _ = metrics_task.await;
+        tracing::info!("agent stopped");
+    });
+    Ok(RunningAgent {
+        metrics_addr,
+        outbox,
+        task,
+    })
+}
+
+fn queue(outbox: &Outbox, metrics: &AgentMetrics, kind: Kind) {
+    let label = if matches!(kind, Kind::Host(_)) {
+        "host"
+    } else {
+        "site"
+    };
+    metrics
+        .samples_taken
+        .get_or_create(&KindLabel { kind: label })
+        .inc();
+    if outbox.push(kind).dropped_oldest {
+        metrics.dropped.inc();
+    }
+    metrics.queue_depth.set(outbox.len() as i64);
+}
+
+/// A host sample every `interval`, the first one interval after start (CPU usage
+/// needs two readings).
+async fn sample_host(
+    sampler: HostSampler,
+    interval: Duration,
+    outbox: Arc<Outbox>,
+    metrics: Arc<AgentMetrics>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sampler = Some(sampler);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        // Reading /proc takes milliseconds: keep it off the async workers.
+        let mut owned = sampler.take().expect("sampler is returned after each use");
+        let (returned, sample) = tokio::task::spawn_blocking(move || {
+            let sample = owned.sample();
+            (owned, sample)
+        })
+        .await
+        .expect("sampling does not panic");
+        sampler = Some(returned);
+        queue(&outbox, &metrics, Kind::Host(sample));
+    }
+}
+
+fn outcome(check: &SiteCheck) -> &'static str {
+    if check.ok {
+        return "ok";
+    }
+    match CheckFailure::try_from(check.failure).unwrap_or(CheckFailure::Other) {
+        CheckFailure::Unspecified | CheckFailure::Other => "other",
+        CheckFailure::StatusMismatch => "status_mismatch",
+        CheckFailure::RegexMismatch => "regex_mismatch",
+        CheckFailure::RegexPresent => "regex_present",
+        CheckFailure::Timeout => "timeout",
+        CheckFailure::Dns => "dns",
+        CheckFailure::Connect => "connect",
+        CheckFailure::Tls => "tls",
+        CheckFailure::BodyTooLarge => "body_too_large",
+    }
+}
+
+/// Checks one site forever on its own schedule: a random first delay within one
+/// interval spreads thousands of sites out; a check that overruns skips ticks of its
+/// own site only; `permits` bounds how many checks run at once.
+async fn probe_site(
+    site: Site,
+    prober: SiteProber,
+    permits: Arc<Semaphore>,
+    outbox: Arc<Outbox>,
+    metrics: Arc<AgentMetrics>,
+    stop: CancellationToken,
+) {
+    let jitter = site.interval.mul_f64(rand::rng().random_range(0.0..1.0));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + jitter, site.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let scheduled = tokio::select! {
+            at = ticks.tick() => at,
+            () = stop.cancelled() => return,
+        };
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        metrics
+            .check_lateness_seconds
+            .observe(scheduled.elapsed().as_secs_f64());
+        let check = tokio::select! {
+            check = prober.check(&site) => check,
+            () = stop.cancelled() => return,
+        };
+        metrics
+            .checks
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome(&check),
+            })
+            .inc();
+        queue(&outbox, &metrics, Kind::Site(check));
+    }
+}

@@ -1,0 +1,448 @@
+//! The outbox: every sample the agent measured and the collector has not yet
+//! acknowledged, numbered `(stream_id, seq)`.
+//!
+//! It is bounded: when full it drops the oldest sample, counts it and logs at most
+//! once a minute. With a spool directory it also lives on disk, so unacknowledged
+//! samples (and the stream id and next seq) survive a restart:
+//!
+//! - `stream`: the stream id;
+//! - `settled`: the highest seq that is acknowledged or dropped (nothing at or below
+//!   it is ever sent again);
+//! - `samples.log`: every sample pushed, length-delimited protobuf, truncated when
+//!   everything in it is settled. A torn last record (killed mid-write) is ignored.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fleetmon::pb::{Sample, sample::Kind};
+use prost::Message as _;
+use tokio::sync::Notify;
+
+/// How often a full outbox may log that it drops samples.
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Rewrite the log once it is this much larger than what it must hold.
+const COMPACT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why the spool could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path}: {source}")]
+pub struct SpoolError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The seq of a sample.
+pub fn seq_of(sample: &Sample) -> u64 {
+    match &sample.kind {
+        Some(Kind::Host(h)) => h.seq,
+        Some(Kind::Site(s)) => s.seq,
+        None => 0,
+    }
+}
+
+#[derive(Debug)]
+struct Spool {
+    dir: PathBuf,
+    log: File,
+    log_bytes: u64,
+}
+
+impl Spool {
+    fn write_settled(&self, settled: u64) -> Result<(), SpoolError> {
+        let path = self.dir.join("settled");
+        let tmp = self.dir.join("settled.tmp");
+        fs::write(&tmp, settled.to_string()).map_err(io_error(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_error(&path))
+    }
+
+    fn append(&mut self, sample: &Sample) -> Result<(), SpoolError> {
+        let bytes = sample.encode_length_delimited_to_vec();
+        let path = self.dir.join("samples.log");
+        self.log.write_all(&bytes).map_err(io_error(&path))?;
+        self.log_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the log with exactly `queue`.
+    fn rewrite(&mut self, queue: &VecDeque<Sample>) -> Result<(), SpoolError> {
+        let path = self.dir.join("samples.log");
+        let tmp = self.dir.join("samples.log.tmp");
+        let mut bytes = Vec::new();
+        for sample in queue {
+            sample
+                .encode_length_delimited(&mut bytes)
+                .expect("a Vec grows as needed");
+        }
+        fs::write(&tmp, &bytes).map_err(io_error(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        self.log = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        self.log_bytes = bytes.len() as u64;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    stream_id: String,
+    next_seq: u64,
+    /// Unacknowledged samples in seq order.
+    queue: VecDeque<Sample>,
+    queue_bytes: u64,
+    /// Highest seq acknowledged or dropped.
+    settled: u64,
+    acked: u64,
+    dropped: u64,
+    dropped_since_log: u64,
+    last_drop_log: Option<Instant>,
+    spool: Option<Spool>,
+}
+
+/// What [`Outbox::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The seq given to the sample.
+    pub seq: u64,
+    /// Whether the oldest sample was dropped to make room.
+    pub dropped_oldest: bool,
+}
+
+/// Bounded, optionally spooled queue of unacknowledged samples. Shared by the
+/// samplers (push) and the sender (read, ack).
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    capacity: usize,
+    pushed: Notify,
+}
+
+impl Outbox {
+    /// An outbox for at most `capacity` samples, restored from `spool_dir` if given.
+    pub fn open(capacity: usize, spool_dir: Option<&Path>) -> Result<Self, SpoolError> {
+        let mut state = State {
+            stream_id: uuid::Uuid::new_v4().to_string(),
+            next_seq: 1,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            settled: 0,
+            acked: 0,
+            dropped: 0,
+            dropped_since_log: 0,
+            last_drop_log: None,
+            spool: None,
+        };
+        if let Some(dir) = spool_dir {
+            restore(&mut state, dir, capacity)?;
+        }
+        Ok(Outbox {
+            state: Mutex::new(state),
+            capacity,
+            pushed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This agent's stream id.
+    pub fn stream_id(&self) -> String {
+        self.lock().stream_id.clone()
+    }
+
+    /// Numbers a sample, queues it (dropping the oldest when full) and spools it.
+    pub fn push(&self, kind: Kind) -> Pushed {
+        let pushed = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let mut kind = kind;
+            match &mut kind {
+                Kind::Host(h) => {
+                    h.stream_id = state.stream_id.clone();
+                    h.seq = seq;
+                }
+                Kind::Site(s) => {
+                    s.stream_id = state.stream_id.clone();
+                    s.seq = seq;
+                }
+            }
+            let sample = Sample { kind: Some(kind) };
+            if let Some(spool) = &mut state.spool
+                && let Err(error) = spool.append(&sample)
+            {
+                tracing::warn!(%error, "cannot spool sample; it is kept in memory only");
+            }
+            state.queue_bytes += sample.encoded_len() as u64;
+            state.queue.push_back(sample);
+            let mut dropped_oldest = false;
+            if state.queue.len() > self.capacity
+                && let Some(oldest) = state.queue.pop_front()
+            {
+                dropped_oldest = true;
+                state.queue_bytes -= oldest.encoded_len() as u64;
+                state.settled = state.settled.max(seq_of(&oldest));
+                state.dropped += 1;
+                state.dropped_since_log += 1;
+                if state
+                    .last_drop_log
+                    .is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL)
+                {
+                    tracing::warn!(
+                        dropped = state.dropped_since_log,
+                        total_dropped = state.dropped,
+                        capacity = self.capacity,
+                        through_seq = state.settled,
+                        "outbox full: oldest samples dropped"
+                    );
+                    state.dropped_since_log = 0;
+                    state.last_drop_log = Some(Instant::now());
+                }
+                persist_settled(state);
+            }
+            Pushed {
+                seq,
+                dropped_oldest,
+            }
+        };
+        self.pushed.notify_one();
+        pushed
+    }
+
+    /// Up to `max` queued samples with seq above `after`, in seq order.
+    pub fn after(&self, after: u64, max: usize) -> Vec<Sample> {
+        let state = self.lock();
+        let start = state.queue.partition_point(|s| seq_of(s) <= after);
+        state.queue.range(start..).take(max).cloned().collect()
+    }
+
+    /// Queued samples with seq above `after`.
+    pub fn count_after(&self, after: u64) -> usize {
+        let state = self.lock();
+        state.queue.len() - state.queue.partition_point(|s| seq_of(s) <= after)
+    }
+
+    /// The collector acknowledged every seq up to `through`: forget them. Returns
+    /// how many were removed.
+    pub fn ack(&self, stream_id: &str, through: u64) -> usize {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if stream_id != state.stream_id || through <= state.acked {
+            return 0;
+        }
+        state.acked = through;
+        let mut removed = 0;
+        while state.queue.front().is_some_and(|s| seq_of(s) <= through) {
+            let sample = state.queue.pop_front().expect("front exists");
+            state.queue_bytes -= sample.encoded_len() as u64;
+            removed += 1;
+        }
+        state.settled = state.settled.max(through);
+        persist_settled(state);
+        if let Some(spool) = &mut state.spool {
+            let stale = spool.log_bytes > state.queue_bytes.saturating_mul(2) + COMPACT_BYTES;
+            if ((state.queue.is_empty() && spool.log_bytes > 0) || stale)
+                && let Err(error) = spool.rewrite(&state.queue)
+            {
+                tracing::warn!(%error, "cannot compact the spool");
+            }
+        }
+        removed
+    }
+
+    /// The highest seq acknowledged or dropped: a new connection resends what is above.
+    pub fn settled(&self) -> u64 {
+        self.lock().settled
+    }
+
+    /// Samples waiting for an acknowledgement.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Samples dropped because the outbox was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Resolves after the next push.
+    pub async fn pushed(&self) {
+        self.pushed.notified().await;
+    }
+}
+
+fn persist_settled(state: &State) {
+    if let Some(spool) = &state.spool
+        && let Err(error) = spool.write_settled(state.settled)
+    {
+        tracing::warn!(%error, "cannot record acknowledged samples in the spool");
+    }
+}
+
+fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(), SpoolError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let stream_path = dir.join("stream");
+    match fs::read_to_string(&stream_path) {
+        Ok(id) if !id.trim().is_empty() => state.stream_id = id.trim().to_owned(),
+        Ok(_) => fs::write(&stream_path, &state.stream_id).map_err(io_error(&stream_path))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::write(&stream_path, &state.stream_id).map_err(io_error(&stream_path))?;
+        }
+        Err(e) => return Err(io_error(&stream_path)(e)),
+    }
+    let settled_path = dir.join("settled");
+    state.settled = match fs::read_to_string(&settled_path) {
+        Ok(text) => text.trim().parse().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_error(&settled_path)(e)),
+    };
+    state.acked = state.settled;
+    let log_path = dir.join("samples.log");
+    let mut bytes = Vec::new();
+    match File::open(&log_path) {
+        Ok(mut file) => {
+            file.read_to_end(&mut bytes).map_err(io_error(&log_path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&log_path)(e)),
+    }
+    let mut max_seq = state.settled;
+    let mut buf = bytes.as_slice();
+    while !buf.is_empty() {
+        let Ok(sample) = Sample::decode_length_delimited(&mut buf) else {
+            tracing::warn!(spool = %dir.display(), "ignoring a torn record at the end of the spool");
+            break;
+        };
+        let seq = seq_of(&sample);
+        max_seq = max_seq.max(seq);
+        if seq > state.settled {
+            state.queue_bytes += sample.encoded_len() as u64;
+            state.queue.push_back(sample);
+        }
+    }
+    while state.queue.len() > capacity {
+        let oldest = state.queue.pop_front().expect("non-empty");
+        state.queue_bytes -= oldest.encoded_len() as u64;
+        state.settled = state.settled.max(seq_of(&oldest));
+        state.dropped += 1;
+    }
+    state.next_seq = max_seq + 1;
+    let mut spool = Spool {
+        dir: dir.to_owned(),
+        log: OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error(&log_path))?,
+        log_bytes: 0,
+    };
+    spool.rewrite(&state.queue)?;
+    spool.write_settled(state.settled)?;
+    if !state.queue.is_empty() {
+        tracing::info!(
+            stream_id = %state.stream_id,
+            unacknowledged = state.queue.len(),
+            next_seq = state.next_seq,
+            "restored unacknowledged samples from the spool"
+        );
+    }
+    state.spool = Some(spool);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmon::pb::HostSample;
+
+    fn host() -> Kind {
+        Kind::Host(HostSample {
+            hostname: "h".into(),
+            ..Default::default()
+        })
+    }
+
+    fn seqs(samples: &[Sample]) -> Vec<u64> {
+        samples.iter().map(seq_of).collect()
+    }
+
+    #[test]
+    fn samples_are_numbered_and_acks_remove_them() {
+        let outbox = Outbox::open(10, None).unwrap();
+        for expected in 1..=5 {
+            assert_eq!(outbox.push(host()).seq, expected);
+        }
+        assert_eq!(seqs(&outbox.after(0, 3)), [1, 2, 3]);
+        assert_eq!(seqs(&outbox.after(3, 10)), [4, 5]);
+        assert_eq!(outbox.ack("another-stream", 5), 0);
+        assert_eq!(outbox.ack(&outbox.stream_id(), 3), 3);
+        assert_eq!(seqs(&outbox.after(0, 10)), [4, 5]);
+        assert_eq!(outbox.settled(), 3);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_counts() {
+        let outbox = Outbox::open(3, None).unwrap();
+        let dropped: Vec<bool> = (0..5).map(|_| outbox.push(host()).dropped_oldest).collect();
+        assert_eq!(dropped, [false, false, false, true, true]);
+        assert_eq!(outbox.dropped(), 2);
+        assert_eq!(seqs(&outbox.after(0, 10)), [3, 4, 5]);
+        assert_eq!(outbox.settled(), 2, "dropped seqs are never sent");
+    }
+
+    #[test]
+    fn the_spool_keeps_what_was_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = {
+            let outbox = Outbox::open(100, Some(dir.path())).unwrap();
+            for _ in 0..10 {
+                outbox.push(host());
+            }
+            outbox.ack(&outbox.stream_id(), 6);
+            outbox.stream_id()
+            // Dropped without any shutdown: as if killed.
+        };
+        // A torn record at the end, as a kill mid-write leaves it.
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("samples.log"))
+            .unwrap();
+        log.write_all(&[0x7f, 0x01]).unwrap();
+
+        let outbox = Outbox::open(100, Some(dir.path())).unwrap();
+        assert_eq!(outbox.stream_id(), stream);
+        assert_eq!(seqs(&outbox.after(0, 100)), [7, 8, 9, 10]);
+        assert_eq!(outbox.push(host()).seq, 11);
+        outbox.ack(&stream, 11);
+        assert!(outbox.is_empty());
+        assert_eq!(
+            fs::metadata(dir.path().join("samples.log")).unwrap().len(),
+            0,
+            "compacted"
+        );
+
+        let reopened = Outbox::open(100, Some(dir.path())).unwrap();
+        assert!(reopened.is_empty());
+        assert_eq!(reopened.push(host()).seq, 12);
+    }
+}

@@ -1,0 +1,286 @@
+//! One check of one website with reqwest (rustls): status, timing, body rules and
+//! the server certificate's expiry, turned into a `SiteCheck`.
+//!
+//! A check never fails as a call: every outcome, including DNS, connect, TLS and
+//! timeout failures, is a `SiteCheck` with `ok = false`, a failure kind and a message.
+//! The status code is kept whenever a response arrived.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use fleetmon::pb::{CheckFailure, SiteCheck};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::Site;
+
+/// Why the prober could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ProberError(#[from] reqwest::Error);
+
+/// HTTP clients for every combination of redirect and TLS settings the sites use.
+#[derive(Debug, Clone)]
+pub struct SiteProber {
+    clients: HashMap<(usize, bool), reqwest::Client>,
+}
+
+fn client(max_redirects: usize, verify_tls: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let redirects = if max_redirects == 0 {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(max_redirects)
+    };
+    reqwest::Client::builder()
+        .user_agent(concat!("fleetmon-agent/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
+        .tls_danger_accept_invalid_certs(!verify_tls)
+        .tls_info(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(2)
+        .build()
+}
+
+impl SiteProber {
+    /// Builds one client per distinct (redirects, TLS verification) pair in `sites`.
+    pub fn new(sites: &[Site]) -> Result<Self, ProberError> {
+        fleetmon::tls::install_crypto_provider();
+        let mut clients = HashMap::new();
+        for site in sites {
+            let key = (site.max_redirects, site.verify_tls);
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(key) {
+                slot.insert(client(key.0, key.1)?);
+            }
+        }
+        Ok(SiteProber { clients })
+    }
+
+    /// Checks `site` once.
+    pub async fn check(&self, site: &Site) -> SiteCheck {
+        let client = match self.clients.get(&(site.max_redirects, site.verify_tls)) {
+            Some(client) => client.clone(),
+            None => match client(site.max_redirects, site.verify_tls) {
+                Ok(client) => client,
+                Err(error) => {
+                    return failed(
+                        site,
+                        SystemTime::now(),
+                        Duration::ZERO,
+                        CheckFailure::Other,
+                        error.to_string(),
+                    );
+                }
+            },
+        };
+        let checked_at = SystemTime::now();
+        let started = Instant::now();
+        let mut request = client
+            .request(site.method.clone(), site.url.clone())
+            .headers(site.headers.clone())
+            .timeout(site.timeout);
+        if let Some(body) = &site.body {
+            request = request.body(body.clone());
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let (kind, message) = classify(&error);
+                return failed(site, checked_at, started.elapsed(), kind, message);
+            }
+        };
+        let mut check = failed(
+            site,
+            checked_at,
+            Duration::ZERO,
+            CheckFailure::Unspecified,
+            String::new(),
+        );
+        check.time_to_first_byte_ms = Some(millis(started.elapsed()));
+        let status = response.status().as_u16();
+        check.status_code = Some(u32::from(status));
+        check.final_url = response.url().to_string();
+        check.tls_cert_not_after = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .and_then(not_after);
+
+        let mut body = Vec::new();
+        let mut failure = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > site.max_body_bytes {
+                        failure = Some((
+                            CheckFailure::BodyTooLarge,
+                            format!("body is larger than {} bytes", site.max_body_bytes),
+                        ));
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    failure = Some(classify(&error));
+                    break;
+                }
+            }
+        }
+        check.response_time_ms = millis(started.elapsed());
+        check.body_bytes = body.len() as u64;
+
+        let text = String::from_utf8_lossy(&body);
+        if let Some(regex) = &site.regex {
+            match regex.find(&text) {
+                Some(found) => {
+                    check.regex_matched = Some(true);
+                    check.matched_text = found
+                        .as_str()
+                        .chars()
+                        .take(site.max_matched_chars)
+                        .collect();
+                }
+                None => check.regex_matched = Some(false),
+            }
+        }
+        if failure.is_none()
+            && !site
+                .expected_status
+                .iter()
+                .any(|range| range.contains(&status))
+        {
+            let expected: Vec<String> = site
+                .expected_status
+                .iter()
+                .map(|r| {
+                    if r.start() == r.end() {
+                        r.start().to_string()
+                    } else {
+                        format!("{}-{}", r.start(), r.end())
+                    }
+                })
+                .collect();
+            failure = Some((
+                CheckFailure::StatusMismatch,
+                format!(
+                    "status {status} is not in the expected {}",
+                    expected.join(", ")
+                ),
+            ));
+        }
+        if failure.is_none() && check.regex_matched == Some(false) {
+            let pattern = site
+                .regex
+                .as_ref()
+                .map(regex::Regex::as_str)
+                .unwrap_or_default();
+            failure = Some((
+                CheckFailure::RegexMismatch,
+                format!("body does not match regex `{pattern}`"),
+            ));
+        }
+        if failure.is_none()
+            && let Some(absent) = &site.regex_absent
+            && let Some(found) = absent.find(&text)
+        {
+            let shown: String = found
+                .as_str()
+                .chars()
+                .take(site.max_matched_chars)
+                .collect();
+            failure = Some((
+                CheckFailure::RegexPresent,
+                format!("body matches regex_absent `{}`: `{shown}`", absent.as_str()),
+            ));
+        }
+        match failure {
+            Some((kind, message)) => {
+                check.ok = false;
+                check.failure = kind as i32;
+                check.error_message = message;
+            }
+            None => check.ok = true,
+        }
+        check
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A check with no response (or, with `Unspecified`, the skeleton of one).
+fn failed(
+    site: &Site,
+    checked_at: SystemTime,
+    elapsed: Duration,
+    kind: CheckFailure,
+    message: String,
+) -> SiteCheck {
+    SiteCheck {
+        checked_at: Some(prost_types::Timestamp::from(checked_at)),
+        url: site.url.to_string(),
+        method: site.method.to_string(),
+        ok: false,
+        failure: kind as i32,
+        error_message: message,
+        response_time_ms: millis(elapsed),
+        regex: site
+            .regex
+            .as_ref()
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The expiry of a DER certificate.
+fn not_after(der: &[u8]) -> Option<prost_types::Timestamp> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(prost_types::Timestamp {
+        seconds: cert.validity().not_after.timestamp(),
+        nanos: 0,
+    })
+}
+
+/// The failure kind of a request error and its full message (every cause).
+pub fn classify(error: &reqwest::Error) -> (CheckFailure, String) {
+    let mut message = error.to_string();
+    let mut tls = false;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        if cause.downcast_ref::<rustls::Error>().is_some()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            tls = true;
+        }
+        source = cause.source();
+    }
+    // rustls errors reach us as text when another layer wrapped them.
+    let tls = tls
+        || [
+            "invalid peer certificate",
+            "received fatal alert",
+            "peer is incompatible",
+            "tls handshake",
+        ]
+        .iter()
+        .any(|needle| message.contains(needle));
+    let kind = if error.is_timeout() {
+        CheckFailure::Timeout
+    } else if tls {
+        CheckFailure::Tls
+    } else if message.contains("dns error") || message.contains("failed to lookup address") {
+        CheckFailure::Dns
+    } else if error.is_connect() {
+        CheckFailure::Connect
+    } else {
+        CheckFailure::Other
+    };
+    (kind, message)
+}
