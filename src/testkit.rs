@@ -219,14 +219,36 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Reads `count` records from the start of `topic` with a consumer group of its own,
-/// or panics after `within`.
-pub async fn read_topic(
+/// Reads `topic` from the start until at least `min` records arrived and then none
+/// for `quiet`: every record, duplicates included. Panics if `min` is not reached in 60 s.
+pub async fn read_all(
     bootstrap: &str,
     topic: &str,
-    count: usize,
-    within: Duration,
+    min: usize,
+    quiet: Duration,
 ) -> Vec<OwnedMessage> {
+    let consumer = reader(bootstrap, topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut messages = Vec::new();
+    loop {
+        let wait = if messages.len() < min {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            quiet
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => panic!("consume {topic}: {error}"),
+            Err(_) if messages.len() >= min => return messages,
+            Err(_) => panic!(
+                "only {} of at least {min} records in {topic} within 60 s",
+                messages.len()
+            ),
+        }
+    }
+}
+
+fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique_name("fleetmon-test-reader"))
@@ -235,6 +257,18 @@ pub async fn read_topic(
         .create()
         .expect("create Kafka consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads `count` records from the start of `topic` with a consumer group of its own,
+/// or panics after `within`.
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer = reader(bootstrap, topic);
     let deadline = tokio::time::Instant::now() + within;
     let mut messages = Vec::with_capacity(count);
     while messages.len() < count {

@@ -1,0 +1,188 @@
+//! The outbox and sender against a real collector and Kafka: a collector restart
+//! and an agent restart with a spool lose nothing and resend nothing acknowledged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fleetmon::identity::Role;
+use fleetmon::pb::HostSample;
+use fleetmon::pb::sample::Kind;
+use fleetmon::testkit::{TestPki, kafka_bootstrap, read_all, unique_name};
+use fleetmon_agent::metrics::AgentMetrics;
+use fleetmon_agent::outbox::Outbox;
+use fleetmon_agent::sender::{self, SenderConfig};
+use fleetmon_collector::{CollectorConfig, RunningCollector};
+use prost::Message as _;
+use rdkafka::Message as _;
+use tokio_util::sync::CancellationToken;
+
+struct Collector {
+    running: RunningCollector,
+    stop: CancellationToken,
+}
+
+impl Collector {
+    async fn start(pki: &TestPki, topic: &str, listen: SocketAddr) -> Self {
+        let mut config = CollectorConfig::new(pki.server("collector"));
+        config.listen = listen;
+        config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+        config.kafka.bootstrap_servers = kafka_bootstrap();
+        config.kafka.host_samples_topic = topic.to_owned();
+        config.kafka.site_checks_topic = format!("{topic}-sites");
+        config.kafka.partitions = 2;
+        config.kafka.linger_ms = 5;
+        let stop = CancellationToken::new();
+        let running = fleetmon_collector::start(config, stop.clone())
+            .await
+            .expect("collector starts");
+        Collector { running, stop }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running.task.await.unwrap().unwrap();
+    }
+}
+
+fn host() -> Kind {
+    Kind::Host(HostSample {
+        sampled_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+        hostname: "resend-host".to_owned(),
+        ..Default::default()
+    })
+}
+
+fn start_sender(
+    pki: &TestPki,
+    addr: SocketAddr,
+    outbox: Arc<Outbox>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let files = pki.client(Role::Agent, "a1");
+    let endpoint = fleetmon::tls::endpoint(&format!("https://{addr}"), &files).unwrap();
+    let config = SenderConfig {
+        endpoint,
+        batch_size: 40,
+        batch_interval: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    };
+    let metrics = Arc::new(AgentMetrics::new(
+        &mut prometheus_client::registry::Registry::default(),
+    ));
+    let stop = CancellationToken::new();
+    (
+        tokio::spawn(sender::run(config, outbox, metrics, stop.clone())),
+        stop,
+    )
+}
+
+async fn until_empty(outbox: &Outbox) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !outbox.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} samples never acknowledged",
+            outbox.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every (stream, seq) in the topic, in order, duplicates included.
+async fn stored(topic: &str, at_least: usize) -> Vec<(String, u64)> {
+    read_all(&kafka_bootstrap(), topic, at_least, Duration::from_secs(2))
+        .await
+        .iter()
+        .map(|m| {
+            let sample = HostSample::decode(m.payload().unwrap()).unwrap();
+            (sample.stream_id, sample.seq)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_restart_mid_stream_loses_nothing() {
+    fleetmon::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    let topic = unique_name("fleetmon-test-resend");
+    let first = Collector::start(&pki, &topic, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = first.running.grpc_addr;
+    let outbox = Arc::new(Outbox::open(10_000, None).unwrap());
+    let (sender, stop) = start_sender(&pki, addr, outbox.clone());
+
+    for _ in 0..100 {
+        outbox.push(host());
+    }
+    until_empty(&outbox).await;
+    for _ in 0..100 {
+        outbox.push(host());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.stop().await;
+    for _ in 0..100 {
+        outbox.push(host());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = Collector::start(&pki, &topic, addr).await;
+    until_empty(&outbox).await;
+
+    let mut seqs: Vec<u64> = stored(&topic, 300)
+        .await
+        .into_iter()
+        .map(|(_, seq)| seq)
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "every seq arrived");
+    stop.cancel();
+    sender.await.unwrap();
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_agent_killed_while_the_collector_is_down_resends_only_the_unacknowledged() {
+    fleetmon::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    let spool = tempfile::tempdir().unwrap();
+    let topic = unique_name("fleetmon-test-spool");
+    let collector = Collector::start(&pki, &topic, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = collector.running.grpc_addr;
+
+    let outbox = Arc::new(Outbox::open(1000, Some(spool.path())).unwrap());
+    let stream_id = outbox.stream_id();
+    let (sender, _stop) = start_sender(&pki, addr, outbox.clone());
+    for _ in 0..50 {
+        outbox.push(host());
+    }
+    until_empty(&outbox).await;
+    collector.stop().await;
+    for _ in 0..30 {
+        outbox.push(host());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Killed: no drain, no goodbye.
+    sender.abort();
+    let _ = sender.await;
+    drop(outbox);
+
+    let collector = Collector::start(&pki, &topic, addr).await;
+    let outbox = Arc::new(Outbox::open(1000, Some(spool.path())).unwrap());
+    assert_eq!(outbox.stream_id(), stream_id, "the stream continues");
+    assert_eq!(
+        outbox.len(),
+        30,
+        "exactly the unacknowledged samples were restored"
+    );
+    let (sender, stop) = start_sender(&pki, addr, outbox.clone());
+    for _ in 0..5 {
+        outbox.push(host());
+    }
+    until_empty(&outbox).await;
+
+    let records = stored(&topic, 85).await;
+    let expected: Vec<(String, u64)> = (1..=85).map(|seq| (stream_id.clone(), seq)).collect();
+    assert_eq!(records, expected, "each seq exactly once, in order");
+    stop.cancel();
+    sender.await.unwrap();
+    collector.stop().await;
+}
