@@ -1,9 +1,14 @@
-//! `fleetmon`: the operator CLI (dev certificates now; fleet queries build on it).
+//! `fleetmon`: the operator CLI: dev certificates, and queries of the live fleet
+//! (collector) and the stored history (writer) over mutual TLS.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use cli::{Connection, parse_duration};
 use fleetmon::identity::Role;
 use fleetmon::pki;
 
@@ -19,6 +24,43 @@ enum Command {
     /// Generate the development PKI and client certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Live fleet: agents with CPU, memory and last seen; sites with state, status and uptime.
+    Status {
+        #[command(flatten)]
+        connection: Connection,
+        /// Refresh every SECONDS until Ctrl-C.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Agents known to the collector.
+    Agents {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Site availability from the stored history.
+    Sites {
+        #[command(flatten)]
+        connection: Connection,
+        /// How far back (90s, 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        since: Duration,
+        /// Only this URL.
+        #[arg(long, default_value = "")]
+        url: String,
+    },
+    /// Host metrics of one agent over time, averaged per step.
+    Series {
+        /// The agent id.
+        agent: String,
+        #[command(flatten)]
+        connection: Connection,
+        /// How far back (90s, 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        since: Duration,
+        /// Bucket size.
+        #[arg(long, default_value = "1m", value_parser = parse_duration)]
+        step: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,12 +103,62 @@ enum CertsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let written = match cli.command {
-        Command::Certs(CertsCommand::Init { dir, sans, force }) => pki::init(&dir, &sans, force),
-        Command::Certs(CertsCommand::IssueAgent { name, dir, force }) => {
+    let query = match cli.command {
+        Command::Certs(certs) => return certs_command(certs),
+        Command::Status { connection, watch } => {
+            Query::Status(connection, watch.map(Duration::from_secs))
+        }
+        Command::Agents { connection } => Query::Agents(connection),
+        Command::Sites {
+            connection,
+            since,
+            url,
+        } => Query::Sites(connection, since, url),
+        Command::Series {
+            agent,
+            connection,
+            since,
+            step,
+        } => Query::Series(connection, agent, since, step),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    fleetmon::tls::install_crypto_provider();
+    let result = runtime.block_on(async move {
+        match query {
+            Query::Status(c, watch) => cli::queries::status(&c, watch).await,
+            Query::Agents(c) => cli::queries::agents(&c).await,
+            Query::Sites(c, since, url) => cli::queries::sites(&c, since, &url).await,
+            Query::Series(c, agent, since, step) => {
+                cli::queries::series(&c, &agent, since, step).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Query {
+    Status(Connection, Option<Duration>),
+    Agents(Connection),
+    Sites(Connection, Duration, String),
+    Series(Connection, String, Duration, Duration),
+}
+
+fn certs_command(command: CertsCommand) -> ExitCode {
+    let written = match command {
+        CertsCommand::Init { dir, sans, force } => pki::init(&dir, &sans, force),
+        CertsCommand::IssueAgent { name, dir, force } => {
             pki::issue_client(&dir, Role::Agent, &name, force)
         }
-        Command::Certs(CertsCommand::IssueOperator { name, dir, force }) => {
+        CertsCommand::IssueOperator { name, dir, force } => {
             pki::issue_client(&dir, Role::Operator, &name, force)
         }
     };

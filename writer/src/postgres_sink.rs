@@ -314,49 +314,11 @@ impl PostgresSink {
         let tx = client.transaction().await?;
         tx.batch_execute(CREATE_STAGING).await?;
 
-        let mut host_count = 0u64;
-        if batch.hosts().next().is_some() {
-            let sink = tx.copy_in(COPY_HOST_SAMPLES).await?;
-            let writer = BinaryCopyInWriter::new(sink, &HOST_TYPES);
-            pin_mut!(writer);
-            for row in batch.hosts() {
-                let s = &row.sample;
-                let values: [&(dyn ToSql + Sync); 29] = [
-                    &s.agent_id,
-                    &s.stream_id,
-                    &row.seq,
-                    &row.ts,
-                    &s.hostname,
-                    &s.os_name,
-                    &s.os_version,
-                    &s.kernel_version,
-                    &s.agent_version,
-                    &s.cpu_usage_percent,
-                    &s.load_average_1m,
-                    &s.load_average_5m,
-                    &s.load_average_15m,
-                    &big(s.memory_total_bytes),
-                    &big(s.memory_used_bytes),
-                    &big(s.memory_available_bytes),
-                    &big(s.swap_total_bytes),
-                    &big(s.swap_used_bytes),
-                    &big(s.disk_total_bytes),
-                    &big(s.disk_used_bytes),
-                    &big(s.network_rx_bytes),
-                    &big(s.network_tx_bytes),
-                    &s.network_rx_bytes_per_second,
-                    &s.network_tx_bytes_per_second,
-                    &i32::try_from(s.process_count).unwrap_or(i32::MAX),
-                    &big(s.uptime_seconds),
-                    &row.cpu_cores,
-                    &row.disks,
-                    &row.interfaces,
-                ];
-                writer.as_mut().write(&values).await?;
-                host_count += 1;
-            }
-            writer.finish().await?;
-        }
+        let host_count = if batch.hosts().next().is_some() {
+            copy_hosts_into(&tx, "staging_host_samples", batch.hosts()).await?
+        } else {
+            0
+        };
 
         let mut check_count = 0u64;
         if batch.checks().next().is_some() {
@@ -407,6 +369,58 @@ impl PostgresSink {
         stats.duplicates = host_count + check_count - stats.host_rows - stats.check_rows;
         Ok(stats)
     }
+}
+
+/// Binary COPY of host rows into `table` (the staging table, or for benchmarks the
+/// real one); returns the rows copied.
+pub async fn copy_hosts_into<'a>(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    rows: impl Iterator<Item = &'a crate::row_batch::HostRow>,
+) -> Result<u64, SinkError> {
+    let sql = COPY_HOST_SAMPLES.replace("staging_host_samples", table);
+    let sink = tx.copy_in(&sql).await?;
+    let writer = BinaryCopyInWriter::new(sink, &HOST_TYPES);
+    pin_mut!(writer);
+    let mut count = 0;
+    for row in rows {
+        let s = &row.sample;
+        let values: [&(dyn ToSql + Sync); 29] = [
+            &s.agent_id,
+            &s.stream_id,
+            &row.seq,
+            &row.ts,
+            &s.hostname,
+            &s.os_name,
+            &s.os_version,
+            &s.kernel_version,
+            &s.agent_version,
+            &s.cpu_usage_percent,
+            &s.load_average_1m,
+            &s.load_average_5m,
+            &s.load_average_15m,
+            &big(s.memory_total_bytes),
+            &big(s.memory_used_bytes),
+            &big(s.memory_available_bytes),
+            &big(s.swap_total_bytes),
+            &big(s.swap_used_bytes),
+            &big(s.disk_total_bytes),
+            &big(s.disk_used_bytes),
+            &big(s.network_rx_bytes),
+            &big(s.network_tx_bytes),
+            &s.network_rx_bytes_per_second,
+            &s.network_tx_bytes_per_second,
+            &i32::try_from(s.process_count).unwrap_or(i32::MAX),
+            &big(s.uptime_seconds),
+            &row.cpu_cores,
+            &row.disks,
+            &row.interfaces,
+        ];
+        writer.as_mut().write(&values).await?;
+        count += 1;
+    }
+    writer.finish().await?;
+    Ok(count)
 }
 
 /// Unix seconds of the UTC midnight starting the day of `t`.

@@ -1,0 +1,108 @@
+//! The operator commands: `status`, `agents`, `sites`, `series`, each over mutual
+//! TLS with an operator certificate, printing a table or (`--json`) JSON.
+
+pub(crate) mod queries;
+pub(crate) mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use fleetmon::tls::ClientTlsFiles;
+
+/// Where the servers are and which operator certificate to use.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    /// Collector (live fleet view).
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:7400",
+        env = "FLEETMON_COLLECTOR_URL"
+    )]
+    pub(crate) collector: String,
+    /// Writer (stored history).
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:7401",
+        env = "FLEETMON_WRITER_URL"
+    )]
+    pub(crate) writer: String,
+    /// Directory of `fleetmon certs init` (ca.pem, operator.pem, operator-key.pem).
+    #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+    pub(crate) certs: PathBuf,
+    /// CA bundle (default: CERTS/ca.pem).
+    #[arg(long, env = "FLEETMON_CA")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Operator certificate (default: CERTS/operator.pem).
+    #[arg(long, env = "FLEETMON_OPERATOR_CERT")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Operator key (default: CERTS/operator-key.pem).
+    #[arg(long, env = "FLEETMON_OPERATOR_KEY")]
+    pub(crate) key: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl Connection {
+    /// The operator's TLS files.
+    pub(crate) fn tls(&self) -> ClientTlsFiles {
+        ClientTlsFiles {
+            ca: self.ca.clone().unwrap_or_else(|| self.certs.join("ca.pem")),
+            cert: self
+                .cert
+                .clone()
+                .unwrap_or_else(|| self.certs.join("operator.pem")),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| self.certs.join("operator-key.pem")),
+            server_name: None,
+        }
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` (or plain seconds).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 90s, 15m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        "d" => value * 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration: write e.g. 90s, 15m, 1h or 7d"
+            ));
+        }
+    };
+    if seconds == 0 {
+        return Err(format!("`{text}` is zero: give a positive duration"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            parse_duration("1w"),
+            Err("`1w` is not a duration: write e.g. 90s, 15m, 1h or 7d".to_owned())
+        );
+    }
+}
