@@ -1,0 +1,507 @@
+//! The whole pipeline as separate processes: the real collector, writer and three
+//! agents (binaries built with the workspace), a real Kafka-protocol broker, the
+//! real Postgres, and the real grpcurl; plus the quickstart script itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetmon::identity::Role;
+use fleetmon::testkit::{
+    PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, unique_name,
+};
+
+/// The workspace binaries sit beside `fleetmon` (nextest builds every package's).
+fn binary(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_fleetmon"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} missing: build the workspace binaries first (cargo build --workspace --bins; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Child processes killed (and reaped) when the test ends, however it ends.
+#[derive(Default)]
+struct Processes(Vec<(String, Child, PathBuf)>);
+
+impl Processes {
+    fn spawn(&mut self, name: &str, logs: &Path, command: &mut Command) -> u32 {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let pid = child.id();
+        self.0.push((name.to_owned(), child, log));
+        pid
+    }
+
+    fn wait_port(&mut self, name: &str, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let (_, child, log) = self.0.iter_mut().find(|(n, ..)| n == name).unwrap();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited ({status}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not listening on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some((_, child, _)) = self.0.iter_mut().find(|(n, ..)| n == name) {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn scalar(schema: &PgSchema, sql: &str) -> i64 {
+    schema
+        .connect()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let value = scalar(schema, sql).await;
+        if ok(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: `{sql}` is still {value} after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn grpcurl(certs: &Path, args: &[&str]) -> String {
+    let out = Command::new(grpcurl_binary())
+        .arg("-cacert")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join("operator.pem"))
+        .arg("-key")
+        .arg(certs.join("operator-key.pem"))
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn local_site() -> u16 {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/", get(|| async { "end to end site: healthy" }))
+        .route(
+            "/broken",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "broken on purpose") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_through_the_real_binaries() {
+    let pki = TestPki::new();
+    let certs = pki.dir().to_owned();
+    let logs = tempfile::tempdir().unwrap();
+    let schema = PgSchema::create().await;
+    let site_port = local_site().await;
+    let (collector_port, writer_port) = (free_port(), free_port());
+    let host_topic = unique_name("fleetmon-e2e-host");
+    let site_topic = unique_name("fleetmon-e2e-site");
+    let mut procs = Processes::default();
+
+    procs.spawn(
+        "collector",
+        logs.path(),
+        Command::new(binary("fleetmon-collector"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{collector_port}"),
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--kafka", &kafka_bootstrap()])
+            .env("FLEETMON_COLLECTOR__TLS__CERT", certs.join("collector.pem"))
+            .env(
+                "FLEETMON_COLLECTOR__TLS__KEY",
+                certs.join("collector-key.pem"),
+            )
+            .env("FLEETMON_COLLECTOR__TLS__CLIENT_CA", certs.join("ca.pem"))
+            .env("FLEETMON_COLLECTOR__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+            .env("FLEETMON_COLLECTOR__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+            .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "3"),
+    );
+    procs.wait_port("collector", collector_port);
+    procs.spawn(
+        "writer",
+        logs.path(),
+        Command::new(binary("fleetmon-writer"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{writer_port}"),
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--kafka", &kafka_bootstrap(), "--pg-url", schema.url()])
+            .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
+            .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
+            .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
+            .env("FLEETMON_WRITER__POSTGRES__SCHEMA", &schema.name)
+            .env(
+                "FLEETMON_WRITER__KAFKA__GROUP_ID",
+                unique_name("fleetmon-e2e-writer"),
+            )
+            .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+            .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+            .env(
+                "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
+                unique_name("fleetmon-e2e-dlq"),
+            )
+            .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100"),
+    );
+    procs.wait_port("writer", writer_port);
+
+    let ok_url = format!("http://127.0.0.1:{site_port}/");
+    let broken_url = format!("http://127.0.0.1:{site_port}/broken");
+    for name in ["e2e-a1", "e2e-a2", "e2e-a3"] {
+        let files = pki.client(Role::Agent, name);
+        let config = logs.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "host_interval_seconds = 1\nhostname = \"{name}.host\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+                 [collector]\nendpoint = \"https://127.0.0.1:{collector_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+                 [outbox]\nbatch_interval_ms = 200\n\
+                 [[sites]]\nurl = \"{ok_url}\"\ninterval_seconds = 1\nregex = \"site: (\\\\w+)\"\n\
+                 [[sites]]\nurl = \"{broken_url}\"\ninterval_seconds = 1\n",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display()
+            ),
+        )
+        .unwrap();
+        procs.spawn(
+            name,
+            logs.path(),
+            Command::new(binary("fleetmon-agent"))
+                .arg("--config")
+                .arg(&config),
+        );
+    }
+
+    eventually(
+        &schema,
+        "SELECT count(DISTINCT agent_id) FROM host_samples",
+        "every agent has host rows",
+        |n| n == 3,
+    )
+    .await;
+    eventually(
+        &schema,
+        "SELECT count(DISTINCT agent_id) FROM site_checks WHERE status_code = 500",
+        "every agent checked the broken page",
+        |n| n == 3,
+    )
+    .await;
+    let seen_before: i64 = scalar(
+        &schema,
+        "SELECT extract(epoch FROM max(last_seen))::bigint FROM agents",
+    )
+    .await;
+    eventually(
+        &schema,
+        "SELECT extract(epoch FROM max(last_seen))::bigint FROM agents",
+        "agents.last_seen moves",
+        |n| n > seen_before,
+    )
+    .await;
+
+    // Everything the live view knows, through grpcurl.
+    let collector = format!("127.0.0.1:{collector_port}");
+    let writer = format!("127.0.0.1:{writer_port}");
+    for (addr, own) in [
+        (&collector, "fleetmon.v1.Fleet"),
+        (&writer, "fleetmon.v1.History"),
+    ] {
+        let services = grpcurl(&certs, &[addr, "list"]);
+        for expected in [
+            own,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(
+                services.lines().any(|l| l == expected),
+                "{expected} not in {services}"
+            );
+        }
+        assert!(
+            grpcurl(&certs, &[addr, "grpc.health.v1.Health/Check"])
+                .contains("\"status\": \"SERVING\"")
+        );
+    }
+    let agents: serde_json::Value = serde_json::from_str(&grpcurl(
+        &certs,
+        &[&collector, "fleetmon.v1.Fleet/ListAgents"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e2e-a1", "e2e-a2", "e2e-a3"]);
+    assert_eq!(agents["agents"][1]["hostname"], "e2e-a2.host");
+
+    // Stop the agents, let the writer catch up, then History must match Postgres.
+    for name in ["e2e-a1", "e2e-a2", "e2e-a3"] {
+        procs.stop(name);
+    }
+    let mut last = -1;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = scalar(&schema, "SELECT count(*) FROM site_checks").await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let db = schema.connect().await;
+    let row = db
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE ok), count(*) FILTER (WHERE failure = 'status_mismatch') \
+             FROM site_checks WHERE url = $1",
+            &[&broken_url],
+        )
+        .await
+        .unwrap();
+    let (checks, ok, mismatched): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(checks >= 3);
+    assert_eq!(
+        (ok, mismatched),
+        (0, checks),
+        "every check of the broken page failed with its status"
+    );
+    let good: i64 = db
+        .query_one("SELECT count(*) FROM site_checks WHERE url = $1 AND ok AND status_code = 200 AND matched_text = 'site: healthy'", &[&ok_url])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(good >= 3);
+    let rolled: i64 = db
+        .query_one(
+            "SELECT sum(checks)::bigint FROM site_check_rollups WHERE resolution = 'hour' AND url = $1",
+            &[&broken_url],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rolled, checks, "rollups count every raw row");
+
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let start = start
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = format!(r#"{{"url": "{broken_url}", "range": {{"start": "{start}"}}}}"#);
+    let answer: serde_json::Value = serde_json::from_str(&grpcurl(
+        &certs,
+        &[
+            "-d",
+            &body,
+            &writer,
+            "fleetmon.v1.History/GetSiteAvailability",
+        ],
+    ))
+    .unwrap();
+    let site = &answer["sites"][0];
+    assert_eq!(site["checks"], checks.to_string());
+    assert_eq!(site["statusCodes"]["500"], checks.to_string());
+    assert_eq!(
+        site.get("okChecks"),
+        None,
+        "zero ok checks (proto3 JSON omits zero)"
+    );
+    assert_eq!(site["uptimePercent"], serde_json::Value::Null);
+}
+
+/// Pids of every live process in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) && fields[0] != "Z" {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_runs_stores_rows_and_stops_everything_on_ctrl_c() {
+    use std::os::unix::process::CommandExt;
+    let work = tempfile::tempdir().unwrap();
+    let database = unique_name("fleetmon_demo").replace('-', "_");
+    let admin_url = fleetmon::testkit::pg_url();
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .unwrap();
+    let pg_url = format!("{base}/{database}");
+
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fleetmon")).parent().unwrap();
+    binary("fleetmon-agent");
+    let output = work.path().join("demo.out");
+    let mut demo = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
+        .env("FLEETMON_KAFKA", kafka_bootstrap())
+        .env("FLEETMON_PG_URL", &pg_url)
+        .env("FLEETMON_DEMO_BIN_DIR", bin_dir)
+        .env("FLEETMON_DEMO_DIR", work.path().join("data"))
+        .env("FLEETMON_CERTS_DIR", work.path().join("certs"))
+        .env("FLEETMON_COLLECTOR_PORT", free_port().to_string())
+        .env("FLEETMON_WRITER_PORT", free_port().to_string())
+        .env(
+            "FLEETMON_METRICS_PORTS",
+            format!("{} {} {}", free_port(), free_port(), free_port()),
+        )
+        .env("FLEETMON_DEMO_HTTP_PORT", free_port().to_string())
+        .env("FLEETMON_DEMO_REFRESH", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::from(
+            std::fs::File::create(work.path().join("demo.err")).unwrap(),
+        ))
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = demo.id();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let err = std::fs::read_to_string(work.path().join("demo.err")).unwrap_or_default();
+        if err.contains("rows landed")
+            && std::fs::read_to_string(&output)
+                .unwrap_or_default()
+                .contains("SITE")
+        {
+            break;
+        }
+        if let Some(status) = demo.try_wait().unwrap() {
+            panic!("demo exited early ({status}):\n{err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo showed no rows and status within 120 s:\n{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let members = group_members(pgid);
+    assert!(
+        members.len() >= 6,
+        "script, site, collector, writer, agent, status: {members:?}"
+    );
+    let (db, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let hosts: i64 = db
+        .query_one("SELECT count(*) FROM fleetmon.host_samples", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hosts > 0);
+    let status = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        status.contains("demo"),
+        "the agent appears in the status table:\n{status}"
+    );
+
+    // Ctrl-C: SIGINT to the whole foreground group, as a terminal sends it.
+    // SAFETY: kill(2) on the process group we created.
+    unsafe { libc::kill(-(pgid as i32), libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while demo.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "demo did not stop within 30 s of Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = group_members(pgid);
+    assert!(
+        left.is_empty(),
+        "processes left running after Ctrl-C: {left:?}"
+    );
+    let err = std::fs::read_to_string(work.path().join("demo.err")).unwrap();
+    let out = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        out.contains(&format!("Stored history: PostgreSQL {pg_url}"))
+            || err.contains("Stored history"),
+        "the script says where the data is:\n{out}\n{err}"
+    );
+    drop(db);
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await;
+}
