@@ -1,5 +1,5 @@
--- Staged host samples -> host_samples (duplicates within the batch and already
--- stored rows are skipped), then agents.last_seen. Returns the rows inserted.
+-- Staged host samples (distinct within the batch) -> host_samples (rows already
+-- stored are skipped), then agents.last_seen. Returns the rows inserted.
 WITH inserted AS (
     INSERT INTO host_samples (
         agent_id, stream_id, seq, ts, hostname, os_name, os_version, kernel_version, agent_version,
@@ -9,7 +9,7 @@ WITH inserted AS (
         network_rx_bytes_per_second, network_tx_bytes_per_second, process_count, uptime_seconds,
         cpu_cores, disks, interfaces
     )
-    SELECT DISTINCT ON (agent_id, stream_id, seq, ts)
+    SELECT
         agent_id, stream_id, seq, ts, hostname, os_name, os_version, kernel_version, agent_version,
         cpu_usage_percent, load_average_1m, load_average_5m, load_average_15m,
         memory_total_bytes, memory_used_bytes, memory_available_bytes, swap_total_bytes, swap_used_bytes,
@@ -17,7 +17,6 @@ WITH inserted AS (
         network_rx_bytes_per_second, network_tx_bytes_per_second, process_count, uptime_seconds,
         cpu_cores, disks, interfaces
     FROM staging_host_samples
-    ORDER BY agent_id, stream_id, seq, ts
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), seen AS (

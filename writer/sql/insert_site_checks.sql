@@ -7,12 +7,11 @@ WITH inserted AS (
         response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
         final_url, tls_cert_not_after
     )
-    SELECT DISTINCT ON (agent_id, stream_id, seq, ts)
+    SELECT
         agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
         response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
         final_url, tls_cert_not_after
     FROM staging_site_checks
-    ORDER BY agent_id, stream_id, seq, ts
     ON CONFLICT DO NOTHING
     RETURNING url, ts, ok, response_time_ms, status_code
 ), buckets AS (

@@ -1,17 +1,20 @@
 //! The writer's main loop: consume → decode → batch (rows or linger) → one Postgres
 //! transaction → only then store the Kafka offsets.
 //!
-//! While Postgres is failing the batch is retried with backoff, the assigned
-//! partitions are paused (no new data piles up) and no offsets are stored; when it
-//! comes back the same batch is written and consumption resumes, losing nothing.
+//! While Postgres is failing the batch is retried with backoff, no offsets are
+//! stored, and once the next batch is full the assigned partitions are paused (no
+//! new data piles up); when it comes back the same batch is written and consumption
+//! resumes, losing nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BatchConfig, KafkaConfig};
@@ -22,6 +25,9 @@ use crate::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
 
 /// Longest wait between two attempts at a failing batch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long a stopping writer keeps trying to store what it holds.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,17 +81,42 @@ impl Pipeline {
         }
     }
 
-    /// Runs until `shutdown`; then writes the last batch (if Postgres is up), stores
-    /// and commits its offsets, and returns.
+    /// Runs until `shutdown`; then finishes the batch being written and writes the
+    /// last one (if Postgres is up), stores and commits their offsets, and returns.
+    ///
+    /// One batch is written while the next one fills, so decoding and Postgres work
+    /// overlap. When the next batch is full before the write ends (Postgres slow or
+    /// down), the assigned partitions are paused: memory stays at two batches.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         self.consumer
             .subscribe(&[&self.host_topic, &self.site_topic])?;
         tracing::info!(topics = ?[&self.host_topic, &self.site_topic], "consuming");
+        // Writes get a grace period after shutdown to finish what they hold.
+        let writes_stop = CancellationToken::new();
         let mut batch = RowBatch::default();
         let mut deadline: Option<tokio::time::Instant> = None;
-        loop {
+        let mut in_flight: Option<JoinHandle<(RowBatch, bool)>> = None;
+        let mut paused: Option<TopicPartitionList> = None;
+        while !shutdown.is_cancelled() {
             self.drop_revoked(&mut batch);
+            if batch.is_empty() {
+                deadline = None;
+            }
             let full = batch.rows() >= self.batch_config.max_rows;
+            let due = full || deadline.is_some_and(|at| at <= tokio::time::Instant::now());
+            if in_flight.is_none() && !batch.is_empty() && due {
+                in_flight = Some(self.spawn_write(std::mem::take(&mut batch), writes_stop.clone()));
+                deadline = None;
+                continue;
+            }
+            if full && paused.is_none() {
+                paused = self.consumer.assignment().ok();
+                if let Some(assignment) = &paused
+                    && let Err(error) = self.consumer.pause(assignment)
+                {
+                    tracing::warn!(%error, "cannot pause consumption");
+                }
+            }
             let linger = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -95,38 +126,53 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = linger, if !full => {
-                    self.flush(&mut batch, &shutdown).await;
-                    deadline = None;
-                }
-                message = self.consumer.recv(), if !full => {
-                    match message {
-                        Ok(message) => {
-                            self.take(&message, &mut batch, &shutdown).await;
-                            if deadline.is_none() && !batch.is_empty() {
-                                deadline = Some(tokio::time::Instant::now() + self.batch_config.linger());
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "kafka consume error"),
+                written = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    let (written, stored) = written.expect("write task does not panic");
+                    if stored {
+                        self.store_offsets(&written);
+                    }
+                    if let Some(assignment) = paused.take()
+                        && let Err(error) = self.consumer.resume(&assignment)
+                    {
+                        tracing::warn!(%error, "cannot resume consumption");
                     }
                 }
+                () = linger, if in_flight.is_none() => {}
+                // Polled even while paused, so the group keeps this member.
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        self.take(&message, &mut batch, &shutdown).await;
+                        if deadline.is_none() && !batch.is_empty() {
+                            deadline = Some(tokio::time::Instant::now() + self.batch_config.linger());
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "kafka consume error"),
+                },
             }
-            if batch.rows() >= self.batch_config.max_rows {
-                self.flush(&mut batch, &shutdown).await;
-                deadline = None;
+        }
+        // If Postgres is down the offsets stay unstored and the next writer reads
+        // these records again.
+        let grace = writes_stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            grace.cancel();
+        });
+        if let Some(write) = in_flight {
+            let (written, stored) = write.await.expect("write task does not panic");
+            if stored {
+                self.store_offsets(&written);
             }
         }
         self.drop_revoked(&mut batch);
         if !batch.is_empty() {
-            // One last attempt; if Postgres is down the offsets stay unstored and the
-            // next writer reads these records again.
-            let final_stop = CancellationToken::new();
-            let stop = final_stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                stop.cancel();
-            });
-            self.flush(&mut batch, &final_stop).await;
+            let (written, stored) = self
+                .spawn_write(batch, writes_stop)
+                .await
+                .expect("write task does not panic");
+            if stored {
+                self.store_offsets(&written);
+            }
         }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last auto-commit is also fine.
@@ -134,6 +180,59 @@ impl Pipeline {
         }
         tracing::info!("writer pipeline stopped");
         Ok(())
+    }
+
+    /// Writes a batch in the background, retrying with backoff until it is stored
+    /// (true) or `stop` (false). Returns the batch for its offsets.
+    fn spawn_write(&self, batch: RowBatch, stop: CancellationToken) -> JoinHandle<(RowBatch, bool)> {
+        let sink = self.sink.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let started = Instant::now();
+                match sink.write(&batch).await {
+                    Ok(stats) => {
+                        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+                        metrics.batch_rows.observe(batch.rows() as f64);
+                        metrics
+                            .rows_inserted
+                            .get_or_create(&TableLabel { table: "host_samples" })
+                            .inc_by(stats.host_rows);
+                        metrics
+                            .rows_inserted
+                            .get_or_create(&TableLabel { table: "site_checks" })
+                            .inc_by(stats.check_rows);
+                        metrics.duplicates_skipped.inc_by(stats.duplicates);
+                        tracing::debug!(rows = batch.rows(), ?stats, "batch stored");
+                        return (batch, true);
+                    }
+                    Err(error) => {
+                        metrics.flush_failures.inc();
+                        tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = stop.cancelled() => {
+                                tracing::warn!(rows = batch.rows(), "stopping with an unstored batch; its records will be read again");
+                                return (batch, false);
+                            }
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        })
+    }
+
+    /// After the batch committed: its offsets become the group's resume points.
+    fn store_offsets(&self, batch: &RowBatch) {
+        for ((topic, partition), rows) in batch.partitions() {
+            if let Err(error) = self.consumer.store_offset(topic, *partition, rows.last_offset) {
+                // The partition moved to another writer meanwhile; it re-reads from
+                // the last commit and the unique key skips what we stored.
+                tracing::debug!(topic, partition, %error, "offset not stored");
+            }
+        }
     }
 
     /// Decodes one record into the batch, or sends it to the dead-letter topic.
@@ -188,95 +287,6 @@ impl Pipeline {
             std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()));
         for key in revoked {
             batch.drop_partition(&key);
-        }
-    }
-
-    /// Writes the batch, retrying until it succeeds or `stop`; then stores offsets.
-    async fn flush(&self, batch: &mut RowBatch, stop: &CancellationToken) {
-        if batch.is_empty() {
-            return;
-        }
-        let mut backoff = Duration::from_millis(200);
-        let mut paused = None;
-        loop {
-            let started = Instant::now();
-            match self.sink.write(batch).await {
-                Ok(stats) => {
-                    let m = &self.metrics;
-                    m.flush_seconds.observe(started.elapsed().as_secs_f64());
-                    m.batch_rows.observe(batch.rows() as f64);
-                    m.rows_inserted
-                        .get_or_create(&TableLabel {
-                            table: "host_samples",
-                        })
-                        .inc_by(stats.host_rows);
-                    m.rows_inserted
-                        .get_or_create(&TableLabel {
-                            table: "site_checks",
-                        })
-                        .inc_by(stats.check_rows);
-                    m.duplicates_skipped.inc_by(stats.duplicates);
-                    tracing::debug!(rows = batch.rows(), ?stats, "batch stored");
-                    break;
-                }
-                Err(error) => {
-                    self.metrics.flush_failures.inc();
-                    tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
-                    if paused.is_none() {
-                        paused = self.consumer.assignment().ok();
-                        if let Some(assignment) = &paused
-                            && let Err(error) = self.consumer.pause(assignment)
-                        {
-                            tracing::warn!(%error, "cannot pause consumption");
-                        }
-                    }
-                    if !self.wait_keeping_membership(backoff, batch, stop).await {
-                        tracing::warn!(
-                            rows = batch.rows(),
-                            "stopping with an unstored batch; its records will be read again"
-                        );
-                        return;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        for ((topic, partition), rows) in batch.partitions() {
-            if let Err(error) = self
-                .consumer
-                .store_offset(topic, *partition, rows.last_offset)
-            {
-                // The partition moved to another writer meanwhile; it re-reads from
-                // the last commit and the unique key skips what we stored.
-                tracing::debug!(topic, partition, %error, "offset not stored");
-            }
-        }
-        batch.clear();
-        if let Some(assignment) = paused
-            && let Err(error) = self.consumer.resume(&assignment)
-        {
-            tracing::warn!(%error, "cannot resume consumption");
-        }
-    }
-
-    /// Sleeps `backoff` while still polling the (paused) consumer, so the group does
-    /// not evict this member; anything already fetched joins the batch. False if `stop`.
-    async fn wait_keeping_membership(
-        &self,
-        backoff: Duration,
-        batch: &mut RowBatch,
-        stop: &CancellationToken,
-    ) -> bool {
-        let until = tokio::time::Instant::now() + backoff;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => return true,
-                () = stop.cancelled() => return false,
-                message = self.consumer.recv() => match message {
-                    Ok(message) => self.take(&message, batch, stop).await,
-                    Err(error) => tracing::debug!(%error, "kafka consume error while paused"),
-                },
-            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING` into the partitioned
 //! tables, rollups from the rows actually inserted, `agents.last_seen`, COMMIT.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -16,7 +16,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::PostgresConfig;
-use crate::row_batch::RowBatch;
+use crate::row_batch::{CheckRow, HostRow, RowBatch};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -314,18 +314,29 @@ impl PostgresSink {
         let tx = client.transaction().await?;
         tx.batch_execute(CREATE_STAGING).await?;
 
-        let host_count = if batch.hosts().next().is_some() {
-            copy_hosts_into(&tx, "staging_host_samples", batch.hosts()).await?
-        } else {
+        // De-duplicate within the batch here, so only distinct rows are copied.
+        let mut seen = HashSet::new();
+        let hosts: Vec<&HostRow> = batch
+            .hosts()
+            .filter(|r| seen.insert((r.sample.agent_id.as_str(), r.sample.stream_id.as_str(), r.seq, r.ts)))
+            .collect();
+        let mut seen = HashSet::new();
+        let checks: Vec<&CheckRow> = batch
+            .checks()
+            .filter(|r| seen.insert((r.check.agent_id.as_str(), r.check.stream_id.as_str(), r.seq, r.ts)))
+            .collect();
+        let host_count = if hosts.is_empty() {
             0
+        } else {
+            copy_hosts_into(&tx, "staging_host_samples", hosts.iter().copied()).await?
         };
 
         let mut check_count = 0u64;
-        if batch.checks().next().is_some() {
+        if !checks.is_empty() {
             let sink = tx.copy_in(COPY_SITE_CHECKS).await?;
             let writer = BinaryCopyInWriter::new(sink, &CHECK_TYPES);
             pin_mut!(writer);
-            for row in batch.checks() {
+            for row in &checks {
                 let c = &row.check;
                 let status: Option<i32> = c
                     .status_code
@@ -366,7 +377,7 @@ impl PostgresSink {
             stats.check_rows = inserted as u64;
         }
         tx.commit().await?;
-        stats.duplicates = host_count + check_count - stats.host_rows - stats.check_rows;
+        stats.duplicates = batch.rows() as u64 - stats.host_rows - stats.check_rows;
         Ok(stats)
     }
 }
