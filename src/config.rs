@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+/// Default Kafka bootstrap servers of the collector and the writer.
+pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
+/// Default topic of host samples.
+pub const DEFAULT_HOST_SAMPLES_TOPIC: &str = "fleetmon.host-samples";
+/// Default topic of site checks.
+pub const DEFAULT_SITE_CHECKS_TOPIC: &str = "fleetmon.site-checks";
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -5,6 +5,7 @@
 //! signal, tracing setup, the Prometheus endpoint and the standard gRPC services.
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
+pub mod check_failure;
 pub mod config;
 pub mod grpc;
 pub mod identity;

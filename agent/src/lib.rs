@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::SiteCheck;
 use fleetmon::pb::sample::Kind;
-use fleetmon::pb::{CheckFailure, SiteCheck};
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -201,18 +201,9 @@ async fn sample_host(
 
 fn outcome(check: &SiteCheck) -> &'static str {
     if check.ok {
-        return "ok";
-    }
-    match CheckFailure::try_from(check.failure).unwrap_or(CheckFailure::Other) {
-        CheckFailure::Unspecified | CheckFailure::Other => "other",
-        CheckFailure::StatusMismatch => "status_mismatch",
-        CheckFailure::RegexMismatch => "regex_mismatch",
-        CheckFailure::RegexPresent => "regex_present",
-        CheckFailure::Timeout => "timeout",
-        CheckFailure::Dns => "dns",
-        CheckFailure::Connect => "connect",
-        CheckFailure::Tls => "tls",
-        CheckFailure::BodyTooLarge => "body_too_large",
+        "ok"
+    } else {
+        fleetmon::check_failure::name_of(check.failure).unwrap_or("other")
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
-    CheckFailure, GetLatestRequest, HostSeriesRequest, ListAgentsRequest, SiteAvailability,
+    GetLatestRequest, HostSeriesRequest, ListAgentsRequest, SiteAvailability,
     SiteAvailabilityRequest, TimeRange,
 };
 use serde_json::{Value, json};
@@ -28,18 +28,7 @@ fn since(ago: Duration) -> Option<TimeRange> {
 }
 
 fn failure_name(code: i32) -> &'static str {
-    match CheckFailure::try_from(code).unwrap_or(CheckFailure::Other) {
-        CheckFailure::Unspecified => "",
-        CheckFailure::StatusMismatch => "status_mismatch",
-        CheckFailure::RegexMismatch => "regex_mismatch",
-        CheckFailure::RegexPresent => "regex_present",
-        CheckFailure::Timeout => "timeout",
-        CheckFailure::Dns => "dns",
-        CheckFailure::Connect => "connect",
-        CheckFailure::Tls => "tls",
-        CheckFailure::BodyTooLarge => "body_too_large",
-        CheckFailure::Other => "other",
-    }
+    fleetmon::check_failure::name_of(code).unwrap_or_default()
 }
 
 async fn availability(

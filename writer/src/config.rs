@@ -116,16 +116,16 @@ fn default_tls() -> ServerTlsFiles {
     ServerTlsFiles::from_certs_dir(std::path::Path::new("certs"), "writer")
 }
 fn default_bootstrap() -> String {
-    "127.0.0.1:9092".to_owned()
+    fleetmon::config::DEFAULT_KAFKA.to_owned()
 }
 fn default_group() -> String {
     "fleetmon-writer".to_owned()
 }
 fn default_host_topic() -> String {
-    "fleetmon.host-samples".to_owned()
+    fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned()
 }
 fn default_site_topic() -> String {
-    "fleetmon.site-checks".to_owned()
+    fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
 }
 fn default_dead_letter_topic() -> String {
     "fleetmon.dead-letters".to_owned()

@@ -19,7 +19,6 @@ use fleetmon::pb::{
 };
 
 use crate::postgres_sink::{PostgresSink, describe};
-use crate::row_batch::failure_from_name;
 
 const HOST_SERIES: &str = include_str!("../sql/host_series.sql");
 const AVAILABILITY_RAW: &str = include_str!("../sql/site_availability_raw.sql");
@@ -228,7 +227,7 @@ impl HistoryService {
                     method: row.get(5),
                     status_code: row.get::<_, Option<i32>>(6).map(|c| c as u32),
                     ok: row.get(7),
-                    failure: failure_from_name(failure.as_deref()) as i32,
+                    failure: fleetmon::check_failure::from_name(failure.as_deref()) as i32,
                     error_message: row.get(9),
                     response_time_ms: row.get(10),
                     time_to_first_byte_ms: row.get(11),

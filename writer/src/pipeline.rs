@@ -1,10 +1,11 @@
 //! The writer's main loop: consume → decode → batch (rows or linger) → one Postgres
 //! transaction → only then store the Kafka offsets.
 //!
-//! While Postgres is failing the batch is retried with backoff, no offsets are
-//! stored, and once the next batch is full the assigned partitions are paused (no
-//! new data piles up); when it comes back the same batch is written and consumption
-//! resumes, losing nothing.
+//! While Postgres is failing the batch is retried with backoff and no offsets are
+//! stored; once the next batch is full the assigned partitions are paused (no new
+//! data piles up) while the consumer is still polled (the group keeps the member);
+//! when Postgres comes back the same batch is written and consumption resumes,
+//! losing nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ pub struct Pipeline {
     batch_config: BatchConfig,
     host_topic: String,
     site_topic: String,
+    /// Set while the batch being written keeps failing (Postgres down).
+    retrying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -78,6 +81,7 @@ impl Pipeline {
             batch_config,
             host_topic: kafka.host_samples_topic.clone(),
             site_topic: kafka.site_checks_topic.clone(),
+            retrying: Arc::default(),
         }
     }
 
@@ -85,8 +89,9 @@ impl Pipeline {
     /// last one (if Postgres is up), stores and commits their offsets, and returns.
     ///
     /// One batch is written while the next one fills, so decoding and Postgres work
-    /// overlap. When the next batch is full before the write ends (Postgres slow or
-    /// down), the assigned partitions are paused: memory stays at two batches.
+    /// overlap. When the next batch is full before the write ends, reading waits for
+    /// it; if the write is failing (Postgres down), the assigned partitions are paused
+    /// and only polled. Memory stays at about two batches.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         self.consumer
             .subscribe(&[&self.host_topic, &self.site_topic])?;
@@ -109,7 +114,8 @@ impl Pipeline {
                 deadline = None;
                 continue;
             }
-            if full && paused.is_none() {
+            let retrying = self.retrying.load(std::sync::atomic::Ordering::Relaxed);
+            if full && retrying && paused.is_none() {
                 paused = self.consumer.assignment().ok();
                 if let Some(assignment) = &paused
                     && let Err(error) = self.consumer.pause(assignment)
@@ -139,8 +145,9 @@ impl Pipeline {
                     }
                 }
                 () = linger, if in_flight.is_none() => {}
-                // Polled even while paused, so the group keeps this member.
-                message = self.consumer.recv() => match message {
+                // Not while a healthy write finishes (the batch is full); polled
+                // while paused, so the group keeps this member during an outage.
+                message = self.consumer.recv(), if !full || paused.is_some() => match message {
                     Ok(message) => {
                         self.take(&message, &mut batch, &shutdown).await;
                         if deadline.is_none() && !batch.is_empty() {
@@ -184,31 +191,44 @@ impl Pipeline {
 
     /// Writes a batch in the background, retrying with backoff until it is stored
     /// (true) or `stop` (false). Returns the batch for its offsets.
-    fn spawn_write(&self, batch: RowBatch, stop: CancellationToken) -> JoinHandle<(RowBatch, bool)> {
+    fn spawn_write(
+        &self,
+        batch: RowBatch,
+        stop: CancellationToken,
+    ) -> JoinHandle<(RowBatch, bool)> {
         let sink = self.sink.clone();
         let metrics = self.metrics.clone();
+        let retrying = self.retrying.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
                 let started = Instant::now();
                 match sink.write(&batch).await {
                     Ok(stats) => {
-                        metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+                        metrics
+                            .flush_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         metrics.batch_rows.observe(batch.rows() as f64);
                         metrics
                             .rows_inserted
-                            .get_or_create(&TableLabel { table: "host_samples" })
+                            .get_or_create(&TableLabel {
+                                table: "host_samples",
+                            })
                             .inc_by(stats.host_rows);
                         metrics
                             .rows_inserted
-                            .get_or_create(&TableLabel { table: "site_checks" })
+                            .get_or_create(&TableLabel {
+                                table: "site_checks",
+                            })
                             .inc_by(stats.check_rows);
                         metrics.duplicates_skipped.inc_by(stats.duplicates);
                         tracing::debug!(rows = batch.rows(), ?stats, "batch stored");
+                        retrying.store(false, std::sync::atomic::Ordering::Relaxed);
                         return (batch, true);
                     }
                     Err(error) => {
                         metrics.flush_failures.inc();
+                        retrying.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
@@ -227,7 +247,10 @@ impl Pipeline {
     /// After the batch committed: its offsets become the group's resume points.
     fn store_offsets(&self, batch: &RowBatch) {
         for ((topic, partition), rows) in batch.partitions() {
-            if let Err(error) = self.consumer.store_offset(topic, *partition, rows.last_offset) {
+            if let Err(error) = self
+                .consumer
+                .store_offset(topic, *partition, rows.last_offset)
+            {
                 // The partition moved to another writer meanwhile; it re-reads from
                 // the last commit and the unique key skips what we stored.
                 tracing::debug!(topic, partition, %error, "offset not stored");

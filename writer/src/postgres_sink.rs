@@ -318,12 +318,26 @@ impl PostgresSink {
         let mut seen = HashSet::new();
         let hosts: Vec<&HostRow> = batch
             .hosts()
-            .filter(|r| seen.insert((r.sample.agent_id.as_str(), r.sample.stream_id.as_str(), r.seq, r.ts)))
+            .filter(|r| {
+                seen.insert((
+                    r.sample.agent_id.as_str(),
+                    r.sample.stream_id.as_str(),
+                    r.seq,
+                    r.ts,
+                ))
+            })
             .collect();
         let mut seen = HashSet::new();
         let checks: Vec<&CheckRow> = batch
             .checks()
-            .filter(|r| seen.insert((r.check.agent_id.as_str(), r.check.stream_id.as_str(), r.seq, r.ts)))
+            .filter(|r| {
+                seen.insert((
+                    r.check.agent_id.as_str(),
+                    r.check.stream_id.as_str(),
+                    r.seq,
+                    r.ts,
+                ))
+            })
             .collect();
         let host_count = if hosts.is_empty() {
             0

@@ -210,38 +210,6 @@ pub fn decode_host(
     })
 }
 
-/// How each failure kind is stored in `site_checks.failure`.
-const FAILURE_NAMES: [(CheckFailure, &str); 9] = [
-    (CheckFailure::StatusMismatch, "status_mismatch"),
-    (CheckFailure::RegexMismatch, "regex_mismatch"),
-    (CheckFailure::RegexPresent, "regex_present"),
-    (CheckFailure::Timeout, "timeout"),
-    (CheckFailure::Dns, "dns"),
-    (CheckFailure::Connect, "connect"),
-    (CheckFailure::Tls, "tls"),
-    (CheckFailure::BodyTooLarge, "body_too_large"),
-    (CheckFailure::Other, "other"),
-];
-
-/// Snake-case name of a failure kind, as stored (`None` for a passed check).
-pub fn failure_name(failure: CheckFailure) -> Option<&'static str> {
-    FAILURE_NAMES
-        .iter()
-        .find(|(kind, _)| *kind == failure)
-        .map(|(_, name)| *name)
-}
-
-/// The failure kind a stored name stands for.
-pub fn failure_from_name(name: Option<&str>) -> CheckFailure {
-    match name {
-        None => CheckFailure::Unspecified,
-        Some(name) => FAILURE_NAMES
-            .iter()
-            .find(|(_, stored)| *stored == name)
-            .map_or(CheckFailure::Other, |(kind, _)| *kind),
-    }
-}
-
 /// Decodes a record of the site-checks topic.
 pub fn decode_site(
     payload: Option<&[u8]>,
@@ -292,7 +260,7 @@ pub fn decode_site(
     Ok(CheckRow {
         seq,
         ts,
-        failure: failure_name(failure),
+        failure: fleetmon::check_failure::name(failure),
         tls_cert_not_after,
         check,
     })

@@ -380,3 +380,49 @@ async fn lost_postgres_connections_lose_and_duplicate_nothing() {
     assert!(terminated > 0, "the test must actually cut connections");
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_pause_consumption_and_lose_nothing() {
+    let setup = Setup::new().await;
+    let writer = setup
+        .start_writer_with(|c| {
+            c.batch.max_rows = 50;
+            c.batch.linger_ms = 20;
+        })
+        .await;
+    let t0 = seconds_ago(900);
+    setup.produce_hosts(&[host("a1", 1, t0)]).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 1).await;
+
+    // Every insert fails while the table is away: the writer retries and pauses.
+    let admin = setup.schema.connect().await;
+    admin
+        .batch_execute("ALTER TABLE host_samples RENAME TO host_samples_away")
+        .await
+        .unwrap();
+    let samples: Vec<_> = (2..=600)
+        .map(|seq| host("a1", seq, t0 + Duration::from_millis(seq * 10)))
+        .collect();
+    setup.produce_hosts(&samples).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        setup.scalar("SELECT count(*) FROM host_samples_away").await,
+        1,
+        "nothing stored meanwhile"
+    );
+    admin
+        .batch_execute("ALTER TABLE host_samples_away RENAME TO host_samples")
+        .await
+        .unwrap();
+
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 600)
+        .await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(DISTINCT seq) FROM host_samples")
+            .await,
+        600
+    );
+    writer.stop().await;
+}
