@@ -45,8 +45,18 @@ struct Cli {
     log_format: Option<LogFormat>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The agent waits on timers and sockets: one thread does it, and a host stays
+    // lighter with one thread (and one allocator arena) than with one per core.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(agent_main())
+}
+
+async fn agent_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = AgentConfig::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(path) = &cli.sites_file {
