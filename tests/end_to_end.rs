@@ -364,6 +364,50 @@ async fn three_agents_through_the_real_binaries() {
         "zero ok checks (proto3 JSON omits zero)"
     );
     assert_eq!(site["uptimePercent"], serde_json::Value::Null);
+
+    // The operator CLI answers the same, as JSON for scripts.
+    let fleetmon = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetmon"))
+            .args(args)
+            .arg("--certs")
+            .arg(&certs)
+            .args([
+                "--collector",
+                &format!("https://{collector}"),
+                "--writer",
+                &format!("https://{writer}"),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fleetmon {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let sites = fleetmon(&["sites", "--since", "1h", "--url", &broken_url]);
+    assert_eq!(sites[0]["checks"], checks);
+    assert_eq!(sites[0]["uptime_percent"], 0.0);
+    assert_eq!(sites[0]["status_codes"]["500"], checks);
+    let listed = fleetmon(&["agents"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    let series = fleetmon(&["series", "e2e-a1", "--since", "10m", "--step", "1m"]);
+    let stored: i64 = scalar(
+        &schema,
+        "SELECT count(*) FROM host_samples WHERE agent_id = 'e2e-a1'",
+    )
+    .await;
+    let counted: i64 = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["samples"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, stored, "every host sample falls in one bucket");
+    let status = fleetmon(&["status"]);
+    assert_eq!(status["agents"].as_array().unwrap().len(), 3);
 }
 
 /// Pids of every live process in process group `pgid`.
