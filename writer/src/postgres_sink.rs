@@ -16,7 +16,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::PostgresConfig;
-use crate::row_batch::{CheckRow, HostRow, RowBatch};
+use crate::row_batch::RowBatch;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -315,30 +315,22 @@ impl PostgresSink {
         tx.batch_execute(CREATE_STAGING).await?;
 
         // De-duplicate within the batch here, so only distinct rows are copied.
-        let mut seen = HashSet::new();
-        let hosts: Vec<&HostRow> = batch
-            .hosts()
-            .filter(|r| {
-                seen.insert((
-                    r.sample.agent_id.as_str(),
-                    r.sample.stream_id.as_str(),
-                    r.seq,
-                    r.ts,
-                ))
-            })
-            .collect();
-        let mut seen = HashSet::new();
-        let checks: Vec<&CheckRow> = batch
-            .checks()
-            .filter(|r| {
-                seen.insert((
-                    r.check.agent_id.as_str(),
-                    r.check.stream_id.as_str(),
-                    r.seq,
-                    r.ts,
-                ))
-            })
-            .collect();
+        let hosts = distinct(batch.hosts(), |r| {
+            (
+                r.sample.agent_id.as_str(),
+                r.sample.stream_id.as_str(),
+                r.seq,
+                r.ts,
+            )
+        });
+        let checks = distinct(batch.checks(), |r| {
+            (
+                r.check.agent_id.as_str(),
+                r.check.stream_id.as_str(),
+                r.seq,
+                r.ts,
+            )
+        });
         let host_count = if hosts.is_empty() {
             0
         } else {
@@ -446,6 +438,18 @@ pub async fn copy_hosts_into<'a>(
     }
     writer.finish().await?;
     Ok(count)
+}
+
+/// The unique key of a stored sample: `(agent_id, stream_id, seq, ts)`.
+type SampleKey<'a> = (&'a str, &'a str, i64, SystemTime);
+
+/// The rows whose key was not seen before, in order.
+fn distinct<'a, R>(
+    rows: impl Iterator<Item = &'a R>,
+    key: impl Fn(&'a R) -> SampleKey<'a>,
+) -> Vec<&'a R> {
+    let mut seen = HashSet::new();
+    rows.filter(|row| seen.insert(key(row))).collect()
 }
 
 /// Unix seconds of the UTC midnight starting the day of `t`.
