@@ -54,6 +54,13 @@ impl Setup {
         config.postgres.url = schema.url().to_owned();
         config.postgres.schema = schema.name.clone();
         config.batch.linger_ms = 50;
+        // Tests restart writers in the same group right away: a member that did not get
+        // to leave cleanly (a busy broker) then blocks the rebalance for the session
+        // timeout (45 s by default); keep that short here.
+        config
+            .kafka
+            .options
+            .insert("session.timeout.ms".to_owned(), "6000".to_owned());
         for topic in [
             &config.kafka.host_samples_topic,
             &config.kafka.site_checks_topic,
