@@ -47,16 +47,23 @@ async fn availability(
     Ok(response.into_inner().sites)
 }
 
-/// One rendering of the live fleet: agents and their latest host sample, sites and
-/// their latest check, with uptime over the last hour from the writer when reachable.
-pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
-    let mut fleet = FleetClient::new(channel(&conn.collector, conn).await?);
-    let agents = fleet
+async fn list_agents(
+    fleet: &mut FleetClient<Channel>,
+    conn: &Connection,
+) -> anyhow::Result<Vec<fleetmon::pb::AgentInfo>> {
+    Ok(fleet
         .list_agents(ListAgentsRequest {})
         .await
         .with_context(|| format!("Fleet/ListAgents on {}", conn.collector))?
         .into_inner()
-        .agents;
+        .agents)
+}
+
+/// One rendering of the live fleet: agents and their latest host sample, sites and
+/// their latest check, with uptime over the last hour from the writer when reachable.
+pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
+    let mut fleet = FleetClient::new(channel(&conn.collector, conn).await?);
+    let agents = list_agents(&mut fleet, conn).await?;
     let latest = fleet
         .get_latest(GetLatestRequest::default())
         .await
@@ -201,12 +208,7 @@ pub(crate) async fn status(conn: &Connection, watch: Option<Duration>) -> anyhow
 /// `fleetmon agents`.
 pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
     let mut fleet = FleetClient::new(channel(&conn.collector, conn).await?);
-    let agents = fleet
-        .list_agents(ListAgentsRequest {})
-        .await
-        .with_context(|| format!("Fleet/ListAgents on {}", conn.collector))?
-        .into_inner()
-        .agents;
+    let agents = list_agents(&mut fleet, conn).await?;
     if conn.json {
         let list: Vec<Value> = agents
             .iter()
