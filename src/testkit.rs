@@ -316,7 +316,38 @@ pub fn grpcurl_binary() -> PathBuf {
 /// client that is the server's TLS alert, e.g. `received fatal alert: UnknownCA`.
 /// Panics if the server accepts the client.
 pub async fn tls_alert(addr: SocketAddr, pki: &TestPki, client: Option<&ClientTlsFiles>) -> String {
+    handshake_refusal(addr, pki, client)
+        .await
+        .expect("the server refuses the client")
+}
+
+/// Like [`tls_alert`], but `None` when the server accepts the client.
+pub async fn handshake_refusal(
+    addr: SocketAddr,
+    pki: &TestPki,
+    client: Option<&ClientTlsFiles>,
+) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = test_connector(pki, client);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
+    // TLS 1.3: the client finishes first; the server's verdict arrives as an alert.
+    let error = match connector.connect(name, tcp).await {
+        Err(e) => e,
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            match stream.read(&mut buf).await {
+                Err(e) => e,
+                Ok(_) => return None,
+            }
+        }
+    };
+    Some(error.to_string())
+}
+
+/// A TLS client trusting `pki`'s CA, with `client`'s certificate (or none), offering h2.
+fn test_connector(pki: &TestPki, client: Option<&ClientTlsFiles>) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for ca in crate::tls::read_certs("CA", &pki.dir().join("ca.pem")).expect("read CA") {
         roots.add(ca).expect("add CA");
@@ -335,22 +366,24 @@ pub async fn tls_alert(addr: SocketAddr, pki: &TestPki, client: Option<&ClientTl
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The certificate the TLS server at `addr` presents now (DER), seen by a client with
+/// `client`'s certificate that trusts `pki`'s CA.
+pub async fn server_certificate(
+    addr: SocketAddr,
+    pki: &TestPki,
+    client: &ClientTlsFiles,
+) -> rustls_pki_types::CertificateDer<'static> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
-    // TLS 1.3: the client finishes first; the server's verdict arrives as an alert.
-    let error = match connector.connect(name, tcp).await {
-        Err(e) => e,
-        Ok(mut stream) => {
-            let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-            let mut buf = [0u8; 64];
-            match stream.read(&mut buf).await {
-                Err(e) => e,
-                Ok(n) => panic!("server accepted the connection and sent {n} bytes"),
-            }
-        }
-    };
-    error.to_string()
+    let stream = test_connector(pki, Some(client))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (_, session) = stream.get_ref();
+    session.peer_certificates().expect("server certificate")[0].clone()
 }
 
 /// The Postgres URL every test uses.
@@ -370,10 +403,15 @@ pub struct PgSchema {
 }
 
 impl PgSchema {
-    /// Creates a new, empty schema.
+    /// Creates a new, empty schema in the suite's database ([`pg_url`]).
     pub async fn create() -> Self {
+        Self::create_in(&pg_url()).await
+    }
+
+    /// Creates a new, empty schema in the database at `url`.
+    pub async fn create_in(url: &str) -> Self {
         let name = unique_name("t").replace('-', "_");
-        let url = pg_url();
+        let url = url.to_owned();
         let client = connect(&url).await;
         client
             .batch_execute(&format!("CREATE SCHEMA {name}"))
@@ -429,6 +467,160 @@ impl Drop for PgSchema {
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+/// A Postgres server of a test's own (initdb in a temporary directory, a free port on
+/// 127.0.0.1, trust auth), for tests that stop or crash the server. Uses the newest
+/// server under `/usr/lib/postgresql` (or `$FLEETMON_PG_BIN`); run as the `postgres`
+/// user when the test runs as root. Stopped on drop.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl PgCluster {
+    /// Creates and starts the server.
+    pub fn start() -> Self {
+        let bin = std::env::var_os("FLEETMON_PG_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|bin| bin.join("initdb").is_file())
+                    .collect();
+                versions.sort_by_key(|p| {
+                    p.parent()
+                        .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+                });
+                versions.pop()
+            })
+            .expect("no Postgres server binaries: set FLEETMON_PG_BIN to the directory of initdb");
+        let dir = tempfile::Builder::new()
+            .prefix("fleetmon-pg-")
+            .tempdir()
+            .expect("temporary directory");
+        let cluster = PgCluster {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        if let Some((uid, gid)) = cluster.owner() {
+            // SAFETY: chown(2) on a path we just created.
+            let path = std::ffi::CString::new(cluster.dir.path().as_os_str().as_encoded_bytes())
+                .expect("path without NUL");
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), uid, gid) }, 0);
+        }
+        let data = cluster.dir.path().join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        cluster.pg_ctl("start", &[]);
+        cluster
+    }
+
+    /// `postgres://` URL of the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Crashes the server (immediate shutdown: every connection cut, no checkpoint)
+    /// and starts it again on the same port; returns once it accepts connections.
+    pub fn crash_and_restart(&self) {
+        self.pg_ctl("stop", &["-m", "immediate"]);
+        self.pg_ctl("start", &[]);
+    }
+
+    /// The uid and gid of `postgres` when running as root (initdb refuses root).
+    fn owner(&self) -> Option<(libc::uid_t, libc::gid_t)> {
+        // SAFETY: getuid never fails; getpwnam returns null or a valid static entry.
+        unsafe {
+            if libc::getuid() != 0 {
+                return None;
+            }
+            let entry = libc::getpwnam(c"postgres".as_ptr());
+            assert!(
+                !entry.is_null(),
+                "running as root and no `postgres` user for initdb"
+            );
+            Some(((*entry).pw_uid, (*entry).pw_gid))
+        }
+    }
+
+    fn pg_ctl(&self, action: &str, extra: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            action.as_ref(),
+            "-w".as_ref(),
+            "-D".as_ref(),
+            data.as_os_str(),
+        ];
+        if action == "start" {
+            args.extend([
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-o".as_ref(),
+                options.as_ref(),
+            ]);
+        }
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        self.run("pg_ctl", &args);
+    }
+
+    fn command(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(self.bin.join(program));
+        command.stdin(Stdio::null());
+        if let Some((uid, gid)) = self.owner() {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -494,7 +686,9 @@ impl TestPki {
         )
     }
 
-    fn client_files(&self, stem: &str, cert_pem: &str, key_pem: &str) -> ClientTlsFiles {
+    /// Writes a certificate and key made elsewhere (e.g. by [`TestPki::ca`] with a spec
+    /// of the test's own) as `stem`, and returns the client files.
+    pub fn client_files(&self, stem: &str, cert_pem: &str, key_pem: &str) -> ClientTlsFiles {
         let issued_dir = self.dir().join("issued");
         pki::write_pair(&issued_dir, stem, cert_pem, key_pem).expect("write test certificate");
         let (cert, key) = pki::pair_paths(&issued_dir, stem);

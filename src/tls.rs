@@ -126,7 +126,18 @@ pub struct ServerTlsFiles {
     /// Optional CRL file (PEM); revoked client certificates are refused.
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// Seconds between checks of the files above for changes (0: never). A valid
+    /// replacement applies to new connections; a broken one is logged and ignored.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval_seconds: u64,
 }
+
+fn default_reload_interval() -> u64 {
+    DEFAULT_RELOAD_INTERVAL.as_secs()
+}
+
+/// How often certificate, key, CA and CRL files are checked for changes by default.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ServerTlsFiles {
     /// The conventional files of a `fleetmon certs init` directory for a server
@@ -137,8 +148,87 @@ impl ServerTlsFiles {
             key: dir.join(format!("{server}-key.pem")),
             client_ca: dir.join("ca.pem"),
             crl: None,
+            reload_interval_seconds: default_reload_interval(),
         }
     }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()];
+        paths.extend(self.crl.clone());
+        paths
+    }
+}
+
+/// The current TLS configuration of a server or client; changes when its files do.
+pub type Reloading<T> = tokio::sync::watch::Receiver<T>;
+
+/// Loads `load()` now (an error here is returned: a process must not start with
+/// broken TLS files), then every `interval` compares the bytes of `paths` with what
+/// was loaded; when they changed, loads again. A good result replaces the current
+/// value; a failing one is logged and the previous value stays in force. The
+/// watching task ends when every receiver is gone. `interval` zero: never reload.
+/// Must be called inside a Tokio runtime.
+pub fn reloading<T, F>(
+    what: &'static str,
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    load: F,
+) -> Result<Reloading<T>, TlsError>
+where
+    T: Send + Sync + 'static,
+    F: Fn() -> Result<T, TlsError> + Send + 'static,
+{
+    let read = |paths: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
+        paths.iter().map(|p| std::fs::read(p).ok()).collect()
+    };
+    let mut loaded = read(&paths);
+    let (tx, rx) = tokio::sync::watch::channel(load()?);
+    if interval.is_zero() {
+        // Receivers keep the value; `changed()` reports that no change will come.
+        return Ok(rx);
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = tx.closed() => return,
+            }
+            let now = read(&paths);
+            if now == loaded {
+                continue;
+            }
+            loaded = now;
+            match load() {
+                Ok(value) => {
+                    tx.send_replace(value);
+                    tracing::info!(what, "TLS files changed: new connections use the new ones");
+                }
+                Err(error) => tracing::error!(
+                    what,
+                    %error,
+                    "TLS files changed but cannot be used: the previous ones stay in force until they are fixed"
+                ),
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// [`server_config`], reloaded when the files change (every
+/// `files.reload_interval_seconds`). For [`tls_incoming`].
+pub fn reloading_server_config(
+    files: &ServerTlsFiles,
+) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
+    let owned = files.clone();
+    reloading(
+        "server",
+        files.paths(),
+        Duration::from_secs(files.reload_interval_seconds),
+        move || server_config(&owned),
+    )
 }
 
 /// A rustls server config that requires a client certificate issued by
@@ -173,13 +263,13 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
 ///
 /// A failed or slow handshake (no client certificate, unknown CA, revoked, …) is
 /// logged with the peer address and dropped; it never delays other clients.
+/// Each handshake uses the configuration current when the connection arrived.
 /// The stream ends when the listener fails or the consumer is dropped.
 pub fn tls_incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    config: Reloading<Arc<ServerConfig>>,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -196,7 +286,7 @@ pub fn tls_incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -2,109 +2,18 @@
 //! agents (binaries built with the workspace), a real Kafka-protocol broker, the
 //! real Postgres, and the real grpcurl; plus the quickstart script itself.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Processes, binary, eventually, scalar};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
     PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, unique_name,
 };
-
-/// The workspace binaries sit beside `fleetmon` (nextest builds every package's).
-fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_fleetmon"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} missing: build the workspace binaries first (cargo build --workspace --bins; scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-/// Child processes killed (and reaped) when the test ends, however it ends.
-#[derive(Default)]
-struct Processes(Vec<(String, Child, PathBuf)>);
-
-impl Processes {
-    fn spawn(&mut self, name: &str, logs: &Path, command: &mut Command) -> u32 {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let pid = child.id();
-        self.0.push((name.to_owned(), child, log));
-        pid
-    }
-
-    fn wait_port(&mut self, name: &str, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let (_, child, log) = self.0.iter_mut().find(|(n, ..)| n == name).unwrap();
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{name} exited ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not listening on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self, name: &str) {
-        if let Some((_, child, _)) = self.0.iter_mut().find(|(n, ..)| n == name) {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn scalar(schema: &PgSchema, sql: &str) -> i64 {
-    schema
-        .connect()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i64) -> bool) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let value = scalar(schema, sql).await;
-        if ok(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: `{sql}` is still {value} after 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn grpcurl(certs: &Path, args: &[&str]) -> String {
     let out = Command::new(grpcurl_binary())

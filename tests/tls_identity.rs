@@ -16,7 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// A health service behind mutual TLS that only `role` may call.
 async fn start_server(pki: &TestPki, role: Role) -> SocketAddr {
-    let config = tls::server_config(&pki.server("collector")).unwrap();
+    let config = tls::reloading_server_config(&pki.server("collector")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = fleetmon::grpc::health_service().await;

@@ -640,6 +640,20 @@ mod tests {
     }
 
     #[test]
+    fn a_regex_too_large_to_compile_safely_names_its_site() {
+        let mut site = SiteConfig::get("https://a.example/");
+        site.regex = Some("(\\w{100}){100}".into());
+        let error = Site::from_config(2, &site, &ProbeDefaults::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid config: `sites[2].regex` is not a valid regex: "),
+            "{error}"
+        );
+        assert!(error.contains("exceeds size limit"), "{error}");
+    }
+
+    #[test]
     fn expected_status_takes_codes_and_ranges() {
         let defaults = ProbeDefaults::default();
         let mut site = SiteConfig::get("https://a.example/");

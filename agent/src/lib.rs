@@ -78,10 +78,21 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
     let sites = config.sites()?;
-    let endpoint = fleetmon::tls::endpoint(&config.collector.endpoint, &config.collector.tls())?
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+    let (url, files) = (config.collector.endpoint.clone(), config.collector.tls());
+    let watched = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
+    // A renewed certificate (or CA) is picked up without a restart: the sender
+    // reconnects with it; a broken replacement is logged and the old one kept.
+    let endpoint = fleetmon::tls::reloading(
+        "agent",
+        watched,
+        fleetmon::tls::DEFAULT_RELOAD_INTERVAL,
+        move || {
+            Ok(fleetmon::tls::endpoint(&url, &files)?
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true))
+        },
+    )?;
     let outbox = Arc::new(Outbox::open(
         config.outbox.capacity,
         config.outbox.spool_dir.as_deref(),
@@ -130,6 +141,7 @@ pub async fn start(
         ));
     }
     let sender_outbox = outbox.clone();
+    let sender_outbox_report = outbox.clone();
     let task = tokio::spawn(async move {
         let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
         // The sender drains after `shutdown`; measuring stops at once.
@@ -144,6 +156,7 @@ pub async fn start(
         while tasks.join_next().await.is_some() {}
         let _ = sender.await;
         let _ = metrics_task.await;
+        sender_outbox_report.report_on_stop();
         tracing::info!("agent stopped");
     });
     Ok(RunningAgent {

@@ -1,8 +1,9 @@
 //! The outbox: every sample the agent measured and the collector has not yet
 //! acknowledged, numbered `(stream_id, seq)`.
 //!
-//! It is bounded: when full it drops the oldest sample, counts it and logs at most
-//! once a minute. With a spool directory it also lives on disk, so unacknowledged
+//! It is bounded: when full it drops the oldest sample and counts it. While it drops,
+//! it logs at most once a minute; when a run of drops ends (the next acknowledgement,
+//! or the agent stops) it logs exactly which seqs went: `first_seq..=last_seq`. With a spool directory it also lives on disk, so unacknowledged
 //! samples (and the stream id and next seq) survive a restart:
 //!
 //! - `stream`: the stream id;
@@ -109,7 +110,44 @@ struct State {
     dropped: u64,
     dropped_since_log: u64,
     last_drop_log: Option<Instant>,
+    /// Consecutive seqs dropped and not yet reported.
+    drop_run: Option<DropRun>,
     spool: Option<Spool>,
+}
+
+/// Consecutive dropped seqs, `first..=last`.
+#[derive(Debug, Clone, Copy)]
+struct DropRun {
+    first: u64,
+    last: u64,
+}
+
+impl State {
+    fn record_drop(&mut self, seq: u64) {
+        match &mut self.drop_run {
+            Some(run) if run.last + 1 == seq => run.last = seq,
+            _ => {
+                self.report_drops();
+                self.drop_run = Some(DropRun {
+                    first: seq,
+                    last: seq,
+                });
+            }
+        }
+    }
+
+    /// Logs the pending run of dropped seqs, if any.
+    fn report_drops(&mut self) {
+        if let Some(run) = self.drop_run.take() {
+            tracing::warn!(
+                stream_id = %self.stream_id,
+                first_seq = run.first,
+                last_seq = run.last,
+                count = run.last - run.first + 1,
+                "samples dropped: the outbox was full"
+            );
+        }
+    }
 }
 
 /// What [`Outbox::push`] did.
@@ -143,6 +181,7 @@ impl Outbox {
             dropped: 0,
             dropped_since_log: 0,
             last_drop_log: None,
+            drop_run: None,
             spool: None,
         };
         if let Some(dir) = spool_dir {
@@ -197,6 +236,7 @@ impl Outbox {
                 dropped_oldest = true;
                 state.queue_bytes -= oldest.encoded_len() as u64;
                 state.settled = state.settled.max(seq_of(&oldest));
+                state.record_drop(seq_of(&oldest));
                 state.dropped += 1;
                 state.dropped_since_log += 1;
                 if state
@@ -246,6 +286,7 @@ impl Outbox {
             return 0;
         }
         state.acked = through;
+        state.report_drops();
         let mut removed = 0;
         while state.queue.front().is_some_and(|s| seq_of(s) <= through) {
             let sample = state.queue.pop_front().expect("front exists");
@@ -283,6 +324,26 @@ impl Outbox {
     /// Samples dropped because the outbox was full, since start.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+
+    /// The last seq given to a sample (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    /// Logs what was dropped and not yet reported, then where the stream stands:
+    /// call once, when the agent stops.
+    pub fn report_on_stop(&self) {
+        let mut state = self.lock();
+        state.report_drops();
+        tracing::info!(
+            stream_id = %state.stream_id,
+            last_seq = state.next_seq - 1,
+            unacknowledged = state.queue.len(),
+            dropped = state.dropped,
+            spooled = state.spool.is_some(),
+            "outbox closed"
+        );
     }
 
     /// Resolves after the next push.
@@ -344,8 +405,10 @@ fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(), SpoolEr
         let oldest = state.queue.pop_front().expect("non-empty");
         state.queue_bytes -= oldest.encoded_len() as u64;
         state.settled = state.settled.max(seq_of(&oldest));
+        state.record_drop(seq_of(&oldest));
         state.dropped += 1;
     }
+    state.report_drops();
     state.next_seq = max_seq + 1;
     let mut spool = Spool {
         dir: dir.to_owned(),

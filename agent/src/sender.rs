@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fleetmon::pb::IngestBatch;
 use fleetmon::pb::ingest_client::IngestClient;
+use fleetmon::tls::Reloading;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,8 +28,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sender settings.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    /// The collector, with mutual TLS configured.
-    pub endpoint: Endpoint,
+    /// The collector, with mutual TLS configured; a new value (renewed certificate)
+    /// makes the sender reconnect with it.
+    pub endpoint: Reloading<Endpoint>,
     /// Samples per batch at most.
     pub batch_size: usize,
     /// Longest wait before a non-full batch goes out.
@@ -41,6 +43,8 @@ pub struct SenderConfig {
 enum Ended {
     Shutdown,
     Disconnected(String),
+    /// The TLS files changed: reconnect at once with the new ones.
+    Renewed,
 }
 
 /// Runs until `shutdown`; then tries, for a few seconds, to get what is queued acked.
@@ -52,12 +56,14 @@ pub async fn run(
 ) {
     let mut failures: u32 = 0;
     let mut connected_before = false;
+    let mut endpoints = config.endpoint.clone();
     loop {
         if shutdown.is_cancelled() {
             return;
         }
+        let endpoint = endpoints.borrow_and_update().clone();
         let channel = tokio::select! {
-            channel = config.endpoint.connect() => channel,
+            channel = endpoint.connect() => channel,
             () = shutdown.cancelled() => return,
         };
         let ended = match channel {
@@ -73,6 +79,7 @@ pub async fn run(
                     &metrics,
                     &shutdown,
                     &mut failures,
+                    &mut endpoints,
                 )
                 .await
             }
@@ -80,6 +87,9 @@ pub async fn run(
         };
         match ended {
             Ended::Shutdown => return,
+            Ended::Renewed => {
+                tracing::info!("TLS files renewed: reconnecting with them");
+            }
             Ended::Disconnected(reason) => {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures, config.max_backoff);
@@ -108,6 +118,7 @@ async fn stream(
     metrics: &AgentMetrics,
     shutdown: &CancellationToken,
     failures: &mut u32,
+    endpoints: &mut Reloading<Endpoint>,
 ) -> Ended {
     let (tx, rx) = mpsc::channel::<IngestBatch>(4);
     let mut acks = match client.stream(ReceiverStream::new(rx)).await {
@@ -121,6 +132,8 @@ async fn stream(
     let mut tick = tokio::time::interval(config.batch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining: Option<tokio::time::Instant> = None;
+    // False once the TLS files are no longer watched (reloading disabled).
+    let mut watching = true;
     loop {
         // Send what is due: full batches always, a partial one on the tick or when draining.
         let send_partial = tokio::select! {
@@ -154,6 +167,13 @@ async fn stream(
             },
             _ = tick.tick() => true,
             () = outbox.pushed() => false,
+            changed = endpoints.changed(), if watching && draining.is_none() => {
+                if changed.is_ok() {
+                    return Ended::Renewed;
+                }
+                watching = false;
+                false
+            }
         };
         loop {
             if sent_through.saturating_sub(outbox.settled()) >= window {

@@ -180,6 +180,19 @@ async fn regex_absent_fails_when_present() {
 }
 
 #[tokio::test]
+async fn a_backtracking_bomb_regex_runs_in_linear_time_and_does_not_match() {
+    // `(x+x+)+y` over 64 KiB of `x` takes exponential time in backtracking engines;
+    // Rust's regex engine answers in one pass.
+    let addr = http_server().await;
+    let mut config = site(addr, "/big");
+    config.regex = Some("(x+x+)+y".into());
+    let check = probe(config).await;
+    assert_eq!(failure(&check), CheckFailure::RegexMismatch);
+    assert_eq!(check.regex_matched, Some(false));
+    assert_eq!(check.status_code, Some(200));
+}
+
+#[tokio::test]
 async fn a_slow_site_times_out() {
     let addr = http_server().await;
     let mut config = site(addr, "/slow");

@@ -61,7 +61,7 @@ fn start_sender(
     let files = pki.client(Role::Agent, "a1");
     let endpoint = fleetmon::tls::endpoint(&format!("https://{addr}"), &files).unwrap();
     let config = SenderConfig {
-        endpoint,
+        endpoint: tokio::sync::watch::channel(endpoint).1,
         batch_size: 40,
         batch_interval: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
@@ -185,4 +185,116 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_only_the_una
     stop.cancel();
     sender.await.unwrap();
     collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_client_certificate_is_picked_up_without_a_restart() {
+    use fleetmon::pki::LeafSpec;
+    fleetmon::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    let topic = unique_name("fleetmon-test-renew");
+    // The collector refuses the agent's first certificate (revoked).
+    let first = pki
+        .ca()
+        .issue(&LeafSpec::client(Role::Agent, "renewing"))
+        .unwrap();
+    let crl = pki.dir().join("revoked.crl.pem");
+    std::fs::write(
+        &crl,
+        pki.ca()
+            .crl_pem(std::slice::from_ref(&first.serial))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut config = CollectorConfig::new(pki.server("collector"));
+    config.tls.crl = Some(crl);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.bootstrap_servers = kafka_bootstrap();
+    config.kafka.host_samples_topic = topic.clone();
+    config.kafka.site_checks_topic = format!("{topic}-sites");
+    config.kafka.partitions = 1;
+    let stop_collector = CancellationToken::new();
+    let collector = fleetmon_collector::start(config, stop_collector.clone())
+        .await
+        .unwrap();
+
+    let files = pki.client_files("renewing", &first.cert_pem, &first.key_pem);
+    let agent_config = fleetmon_agent::AgentConfig::load(
+        None,
+        [
+            (
+                "collector",
+                "endpoint",
+                format!("https://{}", collector.grpc_addr),
+            ),
+            ("collector", "ca", files.ca.display().to_string()),
+            ("collector", "cert", files.cert.display().to_string()),
+            ("collector", "key", files.key.display().to_string()),
+            ("collector", "server_name", "localhost".to_owned()),
+            ("outbox", "batch_interval_ms", "100".to_owned()),
+            ("outbox", "max_backoff_seconds", "1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(section, key, value)| {
+            (
+                format!(
+                    "FLEETMON_AGENT__{}__{}",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                ),
+                value,
+            )
+        })
+        .chain([
+            (
+                "FLEETMON_AGENT__HOST_INTERVAL_SECONDS".to_owned(),
+                "1".to_owned(),
+            ),
+            (
+                "FLEETMON_AGENT__METRICS_LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+        ]),
+    )
+    .unwrap();
+    let stop_agent = CancellationToken::new();
+    let agent = fleetmon_agent::start(agent_config, stop_agent.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = agent.outbox.len();
+    assert!(
+        waiting >= 2 && agent.outbox.settled() == 0,
+        "refused agent has nothing acknowledged ({waiting} waiting)"
+    );
+
+    // Renew: same identity, new key and serial, written over the old files.
+    let renewed = pki
+        .ca()
+        .issue(&LeafSpec::client(Role::Agent, "renewing"))
+        .unwrap();
+    std::fs::write(&files.key, &renewed.key_pem).unwrap();
+    std::fs::write(&files.cert, &renewed.cert_pem).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while agent.outbox.settled() < waiting as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was not used within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Stop the agent first: the topic must go quiet for read_all to finish.
+    stop_agent.cancel();
+    agent.task.await.unwrap();
+    let records = read_all(&kafka_bootstrap(), &topic, waiting, Duration::from_secs(2)).await;
+    assert!(records.len() >= waiting);
+    assert!(
+        records
+            .iter()
+            .all(|m| m.key() == Some(b"renewing".as_slice())),
+        "stored under the certificate's identity"
+    );
+    stop_collector.cancel();
+    collector.task.await.unwrap().unwrap();
 }

@@ -94,6 +94,21 @@ pub struct Limits {
     /// collector stops reading that stream (backpressure).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight_per_stream: usize,
+    /// An ingest stream that sends no batch for this many seconds is closed
+    /// (DEADLINE_EXCEEDED), so idle streams do not hold memory forever.
+    #[serde(default = "default_idle_stream_seconds")]
+    pub idle_stream_seconds: u64,
+}
+
+impl Limits {
+    /// [`Limits::idle_stream_seconds`] as a duration.
+    pub fn idle_stream(&self) -> Duration {
+        Duration::from_secs(self.idle_stream_seconds)
+    }
+}
+
+fn default_idle_stream_seconds() -> u64 {
+    300
 }
 
 fn default_listen() -> SocketAddr {
@@ -169,6 +184,7 @@ impl Default for Limits {
             max_list_len: default_max_list_len(),
             max_future_seconds: default_max_future_seconds(),
             max_in_flight_per_stream: default_max_in_flight(),
+            idle_stream_seconds: default_idle_stream_seconds(),
         }
     }
 }
@@ -254,6 +270,12 @@ impl CollectorConfig {
             return Err(ConfigError::field(
                 "limits.max_samples_per_batch",
                 "and limits.max_in_flight_per_stream must be at least 1",
+            ));
+        }
+        if limits.idle_stream_seconds == 0 {
+            return Err(ConfigError::field(
+                "limits.idle_stream_seconds",
+                "must be at least 1 (agents send a host sample every host_interval_seconds)",
             ));
         }
         Ok(self)

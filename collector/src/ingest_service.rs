@@ -185,6 +185,9 @@ impl IngestService {
         let mut in_flight: FuturesUnordered<Delivery> = FuturesUnordered::new();
         let mut acks = StreamAcks::default();
         let mut reading = true;
+        let idle_limit = self.ctx.limits.idle_stream();
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
         let ending: Result<(), Status> = loop {
             if !reading && in_flight.is_empty() {
                 break Ok(());
@@ -192,6 +195,7 @@ impl IngestService {
             tokio::select! {
                 message = inbound.next(), if reading && in_flight.len() < max_in_flight => match message {
                     Some(Ok(batch)) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                         let (valid, rejected) = match self.check_batch(&peer, batch) {
                             Ok(checked) => checked,
                             Err(status) => break Err(status),
@@ -238,6 +242,12 @@ impl IngestService {
                         break Ok(());
                     }
                 }
+                () = &mut idle, if reading && in_flight.is_empty() => {
+                    break Err(Status::deadline_exceeded(format!(
+                        "no batch for {} s (limits.idle_stream_seconds): stream closed; open a new one when there is something to send",
+                        idle_limit.as_secs()
+                    )));
+                }
                 () = acks_out.closed() => break Ok(()),
                 () = self.ctx.shutdown.cancelled(), if reading => reading = false,
             }
@@ -273,11 +283,18 @@ impl IngestService {
     }
 }
 
-/// Oversized messages are a resource limit (gRPC's RESOURCE_EXHAUSTED), whatever
-/// code the decoder chose.
+/// Oversized messages are a resource limit (gRPC's RESOURCE_EXHAUSTED) and bytes
+/// that are not a batch are the client's fault (INVALID_ARGUMENT), whatever code
+/// the decoder chose.
 fn inbound_error(status: Status) -> Status {
     if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
         Status::resource_exhausted(status.message().to_owned())
+    } else if status.code() == Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
+    {
+        Status::invalid_argument(status.message().to_owned())
     } else {
         status
     }

@@ -75,7 +75,7 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
-    let tls = fleetmon::tls::server_config(&config.tls)?;
+    let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let publisher = KafkaPublisher::connect(&config.kafka).await?;
     let listener =
         TcpListener::bind(config.listen)

@@ -168,6 +168,12 @@ impl Check<'_> {
                 ),
             ));
         }
+        if value.contains('\0') {
+            return Err(self.reject(
+                "string_has_nul",
+                format!("{field} contains a NUL character, which cannot be stored"),
+            ));
+        }
         Ok(())
     }
 

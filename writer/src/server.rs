@@ -77,7 +77,7 @@ pub async fn start(
     config: WriterConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningWriter, WriterError> {
-    let tls = fleetmon::tls::server_config(&config.tls)?;
+    let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let sink = Arc::new(PostgresSink::new(&config.postgres)?);
     sink.migrate().await?;
     sink.maintain_partitions(

@@ -426,3 +426,90 @@ async fn failing_writes_pause_consumption_and_lose_nothing() {
     );
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_looking_long_and_unusual_strings_are_stored_verbatim() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = SystemTime::now() - Duration::from_secs(60);
+    let hostile = [
+        "'); DROP TABLE host_samples; --",
+        "\\\\'; SELECT pg_sleep(10); --",
+        "$$ || (SELECT current_user) || $$",
+        "\"quoted\" \\N \\. \t tab \r\n newline",
+        "ünïcödé 日本語 🚀 \u{202e}rtl",
+    ];
+    let long = "x".repeat(4096);
+    let mut hosts = Vec::new();
+    let mut checks = Vec::new();
+    for (i, text) in hostile.iter().chain([&long.as_str()]).enumerate() {
+        let seq = i as u64 + 1;
+        let mut h = host("a1", seq, t0 + Duration::from_secs(seq));
+        h.hostname = (*text).to_owned();
+        hosts.push(h);
+        let mut c = check(
+            "a1",
+            100 + seq,
+            t0 + Duration::from_secs(seq),
+            &format!("https://x.example/{text}"),
+            Some(200),
+            true,
+            5.0,
+        );
+        c.matched_text = (*text).to_owned();
+        c.regex = (*text).to_owned();
+        checks.push(c);
+    }
+    // A NUL cannot be stored in a Postgres text: that record alone is dead-lettered.
+    let mut nul = host("a1", 50, t0);
+    nul.hostname = "nul\0inside".to_owned();
+    hosts.push(nul);
+    setup.produce_hosts(&hosts).await;
+    setup.produce_checks(&checks).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM host_samples",
+            hostile.len() as i64 + 1,
+        )
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM site_checks", hostile.len() as i64 + 1)
+        .await;
+    let db = setup.schema.connect().await;
+    for (i, text) in hostile.iter().chain([&long.as_str()]).enumerate() {
+        let seq = i as i64 + 1;
+        let stored: String = db
+            .query_one("SELECT hostname FROM host_samples WHERE seq = $1", &[&seq])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, *text);
+        let row = db
+            .query_one(
+                "SELECT url, matched_text, regex FROM site_checks WHERE seq = $1",
+                &[&(100 + seq)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("https://x.example/{text}"));
+        assert_eq!(row.get::<_, String>(1), *text);
+        assert_eq!(row.get::<_, String>(2), *text);
+    }
+    let dead = read_topic(
+        &setup.config.kafka.bootstrap_servers,
+        &setup.config.kafka.dead_letter_topic,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let error = dead[0]
+        .headers()
+        .expect("headers")
+        .iter()
+        .find(|h| h.key == "error")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    assert!(error.contains("NUL"), "{error}");
+    writer.stop().await;
+}

@@ -1,0 +1,589 @@
+//! The fault suite: the real collector, writer and agents as processes, a real
+//! Kafka-protocol broker and a real Postgres; one fault per test.
+//!
+//! Every agent numbers its samples `(stream_id, seq)` and logs, when it stops, the last
+//! seq it gave and how many were still unacknowledged, and logs every run of seqs it
+//! dropped because its outbox was full. After each scenario, for every agent and
+//! stream: the seqs stored in Postgres are exactly `1..=last_seq` minus the reported
+//! drops (a dropped sample may still have arrived when it was in flight at the cut),
+//! no `(agent, stream, seq)` is stored twice, and the minute and hour rollups count
+//! every raw row. Each test prints one line of the table in docs/RELIABILITY.md.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Processes, binary, eventually};
+use fleetmon::identity::Role;
+use fleetmon::testkit::{
+    PgCluster, PgSchema, TansuBroker, TestPki, free_port, kafka_bootstrap, unique_name,
+};
+
+/// Sites each agent checks every second (plus one host sample a second).
+const SITES_PER_AGENT: usize = 4;
+
+/// One pipeline: collector, writers and agents as processes, sharing topics and a schema.
+struct Rig {
+    pki: TestPki,
+    /// Configs, spools and every process's log: kept under the target directory
+    /// (`faults/<scenario>-<hex>`) for reading after a failure.
+    logs: LogDir,
+    schema: PgSchema,
+    kafka: String,
+    collector_port: u16,
+    host_topic: String,
+    site_topic: String,
+    dead_letter_topic: String,
+    group: String,
+    site_port: u16,
+    procs: Processes,
+    agents: Vec<String>,
+}
+
+/// A directory under the target directory, named after the test.
+struct LogDir(PathBuf);
+
+impl LogDir {
+    fn new() -> Self {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("faults")
+            .replace("::", "-");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("faults")
+            .join(unique_name(&test));
+        std::fs::create_dir_all(&dir).unwrap();
+        LogDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// What one agent may be started with.
+#[derive(Default, Clone)]
+struct AgentOptions {
+    /// Outbox capacity (default: the agent's default).
+    capacity: Option<usize>,
+    /// Keep unacknowledged samples on disk here.
+    spool: Option<PathBuf>,
+}
+
+impl Rig {
+    async fn new(kafka: &str, pg_url: &str) -> Rig {
+        Rig {
+            pki: TestPki::new(),
+            logs: LogDir::new(),
+            schema: PgSchema::create_in(pg_url).await,
+            kafka: kafka.to_owned(),
+            collector_port: free_port(),
+            host_topic: unique_name("faults-host"),
+            site_topic: unique_name("faults-site"),
+            dead_letter_topic: unique_name("faults-dlq"),
+            group: unique_name("faults-writer"),
+            site_port: local_site().await,
+            procs: Processes::default(),
+            agents: Vec::new(),
+        }
+    }
+
+    fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.logs.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn start_collector(&mut self) {
+        let certs = self.pki.dir();
+        let config = self.write_config(
+            "collector",
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+                 [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
+                 [kafka]\nbootstrap_servers = \"{kafka}\"\nhost_samples_topic = \"{host}\"\n\
+                 site_checks_topic = \"{site}\"\npartitions = 4\n",
+                port = self.collector_port,
+                cert = certs.join("collector.pem").display(),
+                key = certs.join("collector-key.pem").display(),
+                ca = certs.join("ca.pem").display(),
+                kafka = self.kafka,
+                host = self.host_topic,
+                site = self.site_topic,
+            ),
+        );
+        self.procs.spawn(
+            "collector",
+            self.logs.path(),
+            Command::new(binary("fleetmon-collector"))
+                .arg("--config")
+                .arg(config),
+        );
+        self.procs.wait_port("collector", self.collector_port);
+    }
+
+    fn start_writer(&mut self, name: &str) {
+        let certs = self.pki.dir();
+        let port = free_port();
+        let config = self.write_config(
+            name,
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+                 [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
+                 [kafka]\nbootstrap_servers = \"{kafka}\"\ngroup_id = \"{group}\"\n\
+                 host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\n\
+                 [kafka.options]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n\
+                 [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\n\
+                 [batch]\nmax_rows = 500\nlinger_ms = 100\n",
+                cert = certs.join("writer.pem").display(),
+                key = certs.join("writer-key.pem").display(),
+                ca = certs.join("ca.pem").display(),
+                kafka = self.kafka,
+                group = self.group,
+                host = self.host_topic,
+                site = self.site_topic,
+                dlq = self.dead_letter_topic,
+                pg = self.schema.url(),
+                schema = self.schema.name,
+            ),
+        );
+        self.procs.spawn(
+            name,
+            self.logs.path(),
+            Command::new(binary("fleetmon-writer"))
+                .arg("--config")
+                .arg(config),
+        );
+        self.procs.wait_port(name, port);
+    }
+
+    fn start_agent(&mut self, name: &str, options: &AgentOptions) {
+        let files = self.pki.client(Role::Agent, name);
+        let mut text = format!(
+            "host_interval_seconds = 1\nhostname = \"{name}.host\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             log_format = \"json\"\n\
+             [collector]\nendpoint = \"https://127.0.0.1:{port}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+             [outbox]\nbatch_interval_ms = 200\nmax_backoff_seconds = 1\n",
+            port = self.collector_port,
+            ca = files.ca.display(),
+            cert = files.cert.display(),
+            key = files.key.display(),
+        );
+        if let Some(capacity) = options.capacity {
+            text.push_str(&format!("capacity = {capacity}\n"));
+        }
+        if let Some(spool) = &options.spool {
+            text.push_str(&format!("spool_dir = \"{}\"\n", spool.display()));
+        }
+        for site in 0..SITES_PER_AGENT {
+            text.push_str(&format!(
+                "[[sites]]\nurl = \"http://127.0.0.1:{}/{name}/{site}\"\ninterval_seconds = 1\nregex = \"ok (\\\\w+)\"\n",
+                self.site_port
+            ));
+        }
+        let config = self.write_config(name, &text);
+        self.procs.spawn(
+            name,
+            self.logs.path(),
+            Command::new(binary("fleetmon-agent"))
+                .arg("--config")
+                .arg(config),
+        );
+        if !self.agents.iter().any(|a| a == name) {
+            self.agents.push(name.to_owned());
+        }
+    }
+
+    /// Collector, one writer and `agents` agents, and rows arriving.
+    async fn start_all(&mut self, agents: &[&str], options: &AgentOptions) {
+        self.start_collector();
+        self.start_writer("writer");
+        for agent in agents {
+            self.start_agent(agent, options);
+        }
+        self.rows_arrive().await;
+    }
+
+    /// Waits until more rows than now are stored (the pipeline is flowing).
+    async fn rows_arrive(&self) {
+        let sql = "SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)";
+        let now = common::scalar(&self.schema, sql).await;
+        eventually(&self.schema, sql, "rows arrive", |n| n > now).await;
+    }
+
+    /// Stops every agent gracefully (they drain their outbox first).
+    fn stop_agents(&mut self) {
+        for agent in self.agents.clone() {
+            self.procs.stop(&agent);
+        }
+    }
+
+    /// Checks what the module documentation promises and returns the table line.
+    async fn verify(&self, scenario: &str) -> Tally {
+        let mut expected: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        let mut dropped: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        let mut tally = Tally::default();
+        for agent in &self.agents {
+            let report = AgentReport::read(&Processes::log(self.logs.path(), agent));
+            for (stream, last_seq) in &report.last_seq {
+                let key = (agent.clone(), stream.clone());
+                let drops = report.dropped.get(stream).cloned().unwrap_or_default();
+                tally.sent += last_seq;
+                tally.dropped += drops.len() as u64;
+                expected.insert(
+                    key.clone(),
+                    (1..=*last_seq).filter(|s| !drops.contains(s)).collect(),
+                );
+                dropped.insert(key, drops);
+            }
+        }
+        let want: usize = expected.values().map(BTreeSet::len).sum();
+        let stored = self.stored_when_settled(want).await;
+        for (key, seqs) in &stored {
+            let wanted = expected.get(key);
+            assert!(
+                wanted.is_some(),
+                "{scenario}: rows of an unknown stream {key:?}"
+            );
+            for (seq, count) in seqs {
+                if *count > 1 {
+                    tally.duplicates += count - 1;
+                }
+                let known = wanted.is_some_and(|w| w.contains(seq))
+                    || dropped.get(key).is_some_and(|d| d.contains(seq));
+                assert!(known, "{scenario}: {key:?} seq {seq} stored but never sent");
+                tally.stored += count;
+            }
+        }
+        let mut lost = Vec::new();
+        for (key, seqs) in &expected {
+            let have = stored.get(key);
+            for seq in seqs {
+                if !have.is_some_and(|h| h.contains_key(seq)) {
+                    lost.push((key.clone(), *seq));
+                }
+            }
+        }
+        tally.lost = lost.len() as u64;
+        tally.delivered_despite_drop = tally.stored as i64 - want as i64 - tally.duplicates as i64;
+        let rollups = self.rollup_mismatches().await;
+        println!("{}", tally.line(scenario));
+        assert!(lost.is_empty(), "{scenario}: lost {lost:?}");
+        assert_eq!(tally.duplicates, 0, "{scenario}: duplicate rows");
+        assert!(
+            rollups.is_empty(),
+            "{scenario}: rollups ≠ raw rows: {rollups:?}"
+        );
+        assert!(tally.sent > 0);
+        tally
+    }
+
+    /// Stored `(agent, stream) → seq → rows`, once at least `want` rows are there and
+    /// nothing changed for two seconds (or 90 s passed).
+    async fn stored_when_settled(
+        &self,
+        want: usize,
+    ) -> BTreeMap<(String, String), BTreeMap<u64, u64>> {
+        let db = self.schema.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = usize::MAX;
+        let mut stable_since = Instant::now();
+        loop {
+            let rows = db
+                .query(
+                    "SELECT agent_id, stream_id, seq, count(*) FROM ( \
+                       SELECT agent_id, stream_id, seq FROM host_samples \
+                       UNION ALL SELECT agent_id, stream_id, seq FROM site_checks) s \
+                     GROUP BY 1, 2, 3",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let total: usize = rows.iter().map(|r| r.get::<_, i64>(3) as usize).sum();
+            if total != last {
+                last = total;
+                stable_since = Instant::now();
+            }
+            let settled = total >= want && stable_since.elapsed() >= Duration::from_secs(2);
+            if settled || Instant::now() > deadline {
+                let mut stored: BTreeMap<(String, String), BTreeMap<u64, u64>> = BTreeMap::new();
+                for row in rows {
+                    stored
+                        .entry((row.get(0), row.get(1)))
+                        .or_default()
+                        .insert(row.get::<_, i64>(2) as u64, row.get::<_, i64>(3) as u64);
+                }
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// URLs whose rollup counts differ from their raw rows, per resolution.
+    async fn rollup_mismatches(&self) -> Vec<(String, String, i64, i64)> {
+        let db = self.schema.connect().await;
+        db.query(
+            "SELECT r.resolution, c.url, c.checks, coalesce(r.checks, 0)::bigint \
+             FROM (SELECT url, count(*) AS checks FROM site_checks GROUP BY url) c \
+             CROSS JOIN (VALUES ('minute'), ('hour')) v(resolution) \
+             LEFT JOIN (SELECT url, resolution, sum(checks) AS checks FROM site_check_rollups GROUP BY 1, 2) r \
+               ON r.url = c.url AND r.resolution = v.resolution \
+             WHERE coalesce(r.checks, 0) <> c.checks",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+    }
+}
+
+/// What an agent's JSON log says about its streams.
+#[derive(Debug, Default)]
+struct AgentReport {
+    /// Stream id → last seq given (from `outbox closed`).
+    last_seq: BTreeMap<String, u64>,
+    /// Stream id → seqs reported dropped.
+    dropped: BTreeMap<String, BTreeSet<u64>>,
+}
+
+impl AgentReport {
+    fn read(log: &Path) -> AgentReport {
+        let text = std::fs::read_to_string(log).unwrap();
+        let mut report = AgentReport::default();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let stream = event["stream_id"].as_str().unwrap_or_default().to_owned();
+            match event["message"].as_str() {
+                Some("outbox closed") => {
+                    assert_eq!(
+                        event["unacknowledged"], 0,
+                        "an agent stopped with unacknowledged samples: {line}"
+                    );
+                    let last = event["last_seq"].as_u64().unwrap();
+                    let entry = report.last_seq.entry(stream).or_default();
+                    *entry = (*entry).max(last);
+                }
+                Some("samples dropped: the outbox was full") => {
+                    let first = event["first_seq"].as_u64().unwrap();
+                    let last = event["last_seq"].as_u64().unwrap();
+                    report
+                        .dropped
+                        .entry(stream)
+                        .or_default()
+                        .extend(first..=last);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            !report.last_seq.is_empty(),
+            "{} has no `outbox closed` line:\n{text}",
+            log.display()
+        );
+        report
+    }
+}
+
+/// One line of the reliability table.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    dropped: u64,
+    stored: u64,
+    lost: u64,
+    duplicates: u64,
+    /// Reported dropped, yet stored: in flight when the link was cut.
+    delivered_despite_drop: i64,
+}
+
+impl Tally {
+    fn line(&self, scenario: &str) -> String {
+        format!(
+            "| {scenario} | sent {} | dropped (reported) {} | stored {} | lost {} | duplicates {} | dropped yet delivered {} |",
+            self.sent,
+            self.dropped,
+            self.stored,
+            self.lost,
+            self.duplicates,
+            self.delivered_despite_drop
+        )
+    }
+}
+
+/// The sites the agents check: every path answers `ok <path>`.
+async fn local_site() -> u16 {
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        format!("ok {}", uri.path().replace('/', "_"))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn pause(seconds: u64) {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
+const AGENTS: [&str; 2] = ["fault-a1", "fault-a2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_killed_mid_stream_and_restarted() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    rig.procs.kill("writer");
+    // Restarted once the dead member's session (6 s) has expired. (Restarted sooner,
+    // tansu 0.6.0 gave the new member an empty assignment and never rebalanced again
+    // within 90 s; see docs/RELIABILITY.md.)
+    pause(8).await;
+    rig.start_writer("writer");
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    rig.verify("writer SIGKILL, restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_while_agents_stream() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    rig.procs.kill("collector");
+    pause(3).await;
+    rig.start_collector();
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    rig.verify("collector SIGKILL, restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_paused_longer_than_linger_and_batch_interval() {
+    // A broker of its own: freezing the suite's broker would stall every other test.
+    let broker = TansuBroker::start();
+    let mut rig = Rig::new(broker.bootstrap(), &fleetmon::testkit::pg_url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    // Frozen 4 s: far longer than the producer's linger (20 ms) and the agents' batch
+    // interval (200 ms), shorter than the writers' session timeout (6 s). (Longer, the
+    // writer's session expired and tansu 0.6.0 never gave it partitions again; see
+    // docs/RELIABILITY.md.)
+    broker.pause();
+    pause(4).await;
+    broker.resume();
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    rig.verify("broker SIGSTOP 4 s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_terminated_and_server_crashed() {
+    // A server of its own: crashing the shared one would fail every other test.
+    let cluster = PgCluster::start();
+    let mut rig = Rig::new(&kafka_bootstrap(), &cluster.url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    let admin = rig.schema.connect().await;
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated > 0, "the writer had connections to terminate");
+    drop(admin);
+    rig.rows_arrive().await;
+    cluster.crash_and_restart();
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    rig.verify("Postgres connections terminated, then server crash + restart")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_longer_than_its_queue_holds_reports_exactly_what_it_dropped() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    let small = AgentOptions {
+        capacity: Some(10),
+        spool: None,
+    };
+    rig.start_all(&["fault-small"], &small).await;
+    pause(2).await;
+    rig.procs.kill("collector");
+    // 5 samples a second for 6 s against room for 10.
+    pause(6).await;
+    rig.start_collector();
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("agent cut off 6 s with room for 10 samples")
+        .await;
+    assert!(tally.dropped >= 10, "the outbox overflowed: {tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    let spool = rig.logs.path().join("spool");
+    let spooled = AgentOptions {
+        capacity: None,
+        spool: Some(spool),
+    };
+    rig.start_all(&["fault-spooled"], &spooled).await;
+    pause(1).await;
+    rig.procs.kill("collector");
+    pause(3).await;
+    rig.procs.kill("fault-spooled");
+    rig.start_agent("fault-spooled", &spooled);
+    pause(2).await;
+    rig.start_collector();
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("spooled agent SIGKILL while the collector is down")
+        .await;
+    let report = AgentReport::read(&Processes::log(rig.logs.path(), "fault-spooled"));
+    assert_eq!(
+        report.last_seq.len(),
+        1,
+        "the restarted agent continued its stream"
+    );
+    assert_eq!(tally.dropped, 0);
+}
+
+/// Ignored by default: tansu 0.6.0 keeps an expired member in the group, so after the
+/// rebalance the survivor gets only its own partitions back and the dead member's stay
+/// unconsumed (seen in the writers' logs; docs/RELIABILITY.md). Run it against Apache
+/// Kafka or Redpanda: `FLEETMON_TEST_KAFKA=host:port scripts/test --run-ignored all -E 'binary(faults)'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6.0 leaves an expired member's partitions unassigned; needs a real Kafka broker"]
+async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(1).await;
+    // The second member's join starts a rebalance; the first dies in the middle of it.
+    rig.start_writer("writer-2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.procs.kill("writer");
+    rig.rows_arrive().await;
+    pause(8).await;
+    rig.rows_arrive().await;
+    rig.stop_agents();
+    rig.verify("two writers, one SIGKILL during the rebalance")
+        .await;
+}
