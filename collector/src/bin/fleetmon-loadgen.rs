@@ -1,0 +1,296 @@
+//! `fleetmon-loadgen`: simulates many agents streaming host samples to a collector.
+//!
+//! Every simulated agent has a certificate of its own (`spiffe://fleetmon/agent/PREFIX-N`,
+//! issued at start from the CA in `--certs`, which needs `ca.pem` and `ca-key.pem`), its
+//! own TLS connection and its own ingest stream, so the collector sees as many agents,
+//! connections and Kafka keys as it would in a fleet. Each sends `--rate` samples per
+//! second, batched every `--batch-interval-ms`, for `--seconds`, then waits (30 s at
+//! most) for the last acknowledgements. The summary gives samples sent, acknowledged
+//! and rejected, connection errors, and ack latency percentiles (batch sent → ack
+//! covering it received).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleetmon::identity::Role;
+use fleetmon::pb::ingest_client::IngestClient;
+use fleetmon::pb::sample::Kind;
+use fleetmon::pb::{HostSample, IngestBatch, Sample};
+use fleetmon::pki::{CertificateAuthority, LeafSpec};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// How long the simulated agents wait for their last acknowledgements.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Simulates N agents streaming host samples over mutual TLS and reports ack latency.
+#[derive(Debug, Parser)]
+#[command(name = "fleetmon-loadgen", version)]
+struct Cli {
+    /// The collector.
+    #[arg(long, default_value = "https://127.0.0.1:7400")]
+    collector: String,
+    /// Directory with the CA (`ca.pem`, `ca-key.pem`) that issues the agents' certificates.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// Name to verify the collector's certificate against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 100)]
+    agents: usize,
+    /// Samples per second per agent.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// A batch goes out every this many milliseconds (as `outbox.batch_interval_ms`).
+    #[arg(long, default_value_t = 1000)]
+    batch_interval_ms: u64,
+    /// Agent names are PREFIX-0, PREFIX-1, …; stream ids start with PREFIX-N-.
+    #[arg(long, default_value = "loadgen")]
+    prefix: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one simulated agent saw.
+#[derive(Debug, Default)]
+struct AgentRun {
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+    error: Option<String>,
+    /// Ack latencies, microseconds, one per sample.
+    latencies: Vec<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(
+        cli.rate > 0.0 && cli.agents > 0,
+        "--rate and --agents must be positive"
+    );
+    fleetmon::tls::install_crypto_provider();
+    let ca = CertificateAuthority::load(&cli.certs)
+        .with_context(|| format!("loading the CA from {}", cli.certs.display()))?;
+    let mut endpoints = Vec::with_capacity(cli.agents);
+    for n in 0..cli.agents {
+        let issued = ca.issue(&LeafSpec::client(
+            Role::Agent,
+            &format!("{}-{n}", cli.prefix),
+        ))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+            .identity(Identity::from_pem(issued.cert_pem, issued.key_pem))
+            .domain_name(cli.server_name.clone());
+        endpoints.push(
+            Endpoint::from_shared(cli.collector.clone())?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(10)),
+        );
+    }
+    let start = Instant::now();
+    let send_until = start + Duration::from_secs(cli.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, endpoint) in endpoints.into_iter().enumerate() {
+        let stream_id = format!("{}-{n}-{}", cli.prefix, uuid::Uuid::new_v4());
+        let interval = Duration::from_millis(cli.batch_interval_ms.max(1));
+        // Spread the agents' batch ticks over one interval, as a real fleet is.
+        let offset = interval.mul_f64(n as f64 / cli.agents as f64);
+        tasks.spawn(simulate(
+            endpoint,
+            stream_id,
+            cli.rate,
+            interval,
+            start + offset,
+            send_until,
+        ));
+    }
+    let mut runs = Vec::with_capacity(cli.agents);
+    while let Some(run) = tasks.join_next().await {
+        runs.push(run.expect("agent task does not panic"));
+    }
+    let elapsed = start.elapsed();
+    report(&cli, &runs, elapsed);
+    let failed = runs.iter().filter(|r| r.error.is_some()).count();
+    anyhow::ensure!(failed == 0, "{failed} simulated agents failed");
+    Ok(())
+}
+
+async fn simulate(
+    endpoint: Endpoint,
+    stream_id: String,
+    rate: f64,
+    interval: Duration,
+    first_tick: Instant,
+    send_until: Instant,
+) -> AgentRun {
+    let mut run = AgentRun::default();
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => {
+            run.error = Some(format!("connect: {error}"));
+            return run;
+        }
+    };
+    let (tx, rx) = mpsc::channel::<IngestBatch>(16);
+    let mut acks = match IngestClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            run.error = Some(format!("stream: {status}"));
+            return run;
+        }
+    };
+    let per_sample = Duration::from_secs_f64(1.0 / rate);
+    let mut next_sample = first_tick;
+    let mut ticks = tokio::time::interval_at(first_tick.into(), interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (last seq of a batch, when it was sent), oldest first.
+    let mut in_flight: VecDeque<(u64, u64, Instant)> = VecDeque::new();
+    let mut sender = Some(tx);
+    let drain_until = send_until + DRAIN_TIMEOUT;
+    loop {
+        tokio::select! {
+            _ = ticks.tick(), if sender.is_some() => {
+                let now = Instant::now();
+                let first = run.sent + 1;
+                let mut samples = Vec::new();
+                while next_sample <= now && next_sample < send_until {
+                    run.sent += 1;
+                    samples.push(sample(&stream_id, run.sent));
+                    next_sample += per_sample;
+                }
+                if !samples.is_empty() {
+                    in_flight.push_back((first, run.sent, now));
+                    let batch = IngestBatch { samples };
+                    if sender.as_ref().expect("checked").send(batch).await.is_err() {
+                        run.error = Some("stream closed while sending".to_owned());
+                        return run;
+                    }
+                }
+                if now >= send_until {
+                    // Everything is sent: close our side, keep reading acks.
+                    sender = None;
+                }
+            }
+            ack = acks.message() => match ack {
+                Ok(Some(ack)) => {
+                    run.rejected += ack.rejected.len() as u64;
+                    let through = ack.streams.iter().map(|s| s.acked_through_seq).max().unwrap_or(0);
+                    let now = Instant::now();
+                    while let Some(&(first, last, sent)) = in_flight.front() {
+                        if last > through {
+                            break;
+                        }
+                        in_flight.pop_front();
+                        let micros = now.duration_since(sent).as_micros() as u64;
+                        run.latencies.extend(std::iter::repeat_n(micros, (last - first + 1) as usize));
+                    }
+                    run.acked = through.max(run.acked);
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    run.error = Some(format!("stream ended: {status}"));
+                    break;
+                }
+            },
+            () = tokio::time::sleep_until(drain_until.into()) => {
+                run.error = Some(format!("{} samples unacknowledged after the drain timeout", run.sent - run.acked));
+                break;
+            }
+        }
+        if sender.is_none() && in_flight.is_empty() {
+            break;
+        }
+    }
+    run
+}
+
+fn sample(stream_id: &str, seq: u64) -> Sample {
+    Sample {
+        kind: Some(Kind::Host(HostSample {
+            stream_id: stream_id.to_owned(),
+            seq,
+            sampled_at: Some(SystemTime::now().into()),
+            hostname: "loadgen".to_owned(),
+            os_name: "Linux".to_owned(),
+            os_version: "loadgen".to_owned(),
+            kernel_version: "6".to_owned(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cpu_usage_percent: 12.5,
+            load_average_1m: 0.5,
+            load_average_5m: 0.4,
+            load_average_15m: 0.3,
+            memory_total_bytes: 8 << 30,
+            memory_used_bytes: 3 << 30,
+            memory_available_bytes: 5 << 30,
+            process_count: 200,
+            uptime_seconds: 86_400,
+            ..Default::default()
+        })),
+    }
+}
+
+fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
+    let sent: u64 = runs.iter().map(|r| r.sent).sum();
+    let acked: u64 = runs.iter().map(|r| r.acked).sum();
+    let rejected: u64 = runs.iter().map(|r| r.rejected).sum();
+    let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
+    let mut latencies: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.latencies.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let at = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[at] as f64 / 1000.0
+    };
+    let (p50, p95, p99, max) = (pct(0.50), pct(0.95), pct(0.99), pct(1.0));
+    let rate = acked as f64 / elapsed.as_secs_f64();
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "agents": cli.agents,
+                "rate_per_agent": cli.rate,
+                "seconds": cli.seconds,
+                "batch_interval_ms": cli.batch_interval_ms,
+                "sent": sent,
+                "acked": acked,
+                "rejected": rejected,
+                "errors": errors.len(),
+                "first_error": errors.first(),
+                "elapsed_seconds": elapsed.as_secs_f64(),
+                "acked_per_second": rate,
+                "ack_latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": max},
+            })
+        );
+    } else {
+        println!(
+            "agents {}  rate {}/s each  {} s  batch every {} ms",
+            cli.agents, cli.rate, cli.seconds, cli.batch_interval_ms
+        );
+        println!(
+            "sent {sent}  acked {acked}  rejected {rejected}  errors {}  acked/s {rate:.0}",
+            errors.len()
+        );
+        println!("ack latency ms: p50 {p50:.1}  p95 {p95:.1}  p99 {p99:.1}  max {max:.1}");
+        if let Some(first) = errors.first() {
+            println!("first error: {first}");
+        }
+    }
+}

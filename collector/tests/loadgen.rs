@@ -1,0 +1,75 @@
+//! `fleetmon-loadgen` against a real collector and broker: every simulated agent has
+//! its own certificate, and every sample it reports acknowledged is in Kafka.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use fleetmon::pb::HostSample;
+use fleetmon::testkit::{kafka_bootstrap, read_all};
+use prost::Message as _;
+use rdkafka::Message as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let out = tokio::task::spawn_blocking({
+        let url = collector.url();
+        let certs = collector.pki.dir().to_owned();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"))
+                .args(["--collector", &url, "--certs"])
+                .arg(certs)
+                .args(["--agents", "20", "--rate", "5", "--seconds", "3"])
+                .args(["--batch-interval-ms", "200", "--prefix", "lg", "--json"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = summary["sent"].as_u64().unwrap();
+    assert!(sent >= 20 * 5 * 2, "{summary}");
+    assert_eq!(summary["acked"], sent, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["rejected"], 0, "{summary}");
+    assert!(summary["ack_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    let records = read_all(
+        &kafka_bootstrap(),
+        &collector.config.kafka.host_samples_topic,
+        sent as usize,
+        Duration::from_secs(2),
+    )
+    .await;
+    let mut agents = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for record in &records {
+        let key = String::from_utf8(record.key().unwrap().to_vec()).unwrap();
+        let sample = HostSample::decode(record.payload().unwrap()).unwrap();
+        assert!(
+            sample.stream_id.starts_with(&format!("{key}-")),
+            "{key} {}",
+            sample.stream_id
+        );
+        agents.insert(key);
+        seen.insert((sample.stream_id, sample.seq));
+    }
+    assert_eq!(agents.len(), 20, "one Kafka key per simulated agent");
+    assert_eq!(
+        seen.len() as u64,
+        sent,
+        "every acknowledged sample is in Kafka"
+    );
+    collector.shutdown.cancel();
+}
