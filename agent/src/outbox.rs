@@ -3,8 +3,10 @@
 //!
 //! It is bounded: when full it drops the oldest sample and counts it. While it drops,
 //! it logs at most once a minute; when a run of drops ends (the next acknowledgement,
-//! or the agent stops) it logs exactly which seqs went: `first_seq..=last_seq`. With a spool directory it also lives on disk, so unacknowledged
-//! samples (and the stream id and next seq) survive a restart:
+//! or the agent stops) it logs exactly which seqs went: `first_seq..=last_seq`.
+//!
+//! With a spool directory it also lives on disk, so unacknowledged samples (and the
+//! stream id and next seq) survive a restart:
 //!
 //! - `stream`: the stream id;
 //! - `settled`: the highest seq that is acknowledged or dropped (nothing at or below
@@ -324,11 +326,6 @@ impl Outbox {
     /// Samples dropped because the outbox was full, since start.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
-    }
-
-    /// The last seq given to a sample (0 before the first).
-    pub fn last_seq(&self) -> u64 {
-        self.lock().next_seq - 1
     }
 
     /// Logs what was dropped and not yet reported, then where the stream stands:

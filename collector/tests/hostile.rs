@@ -45,10 +45,6 @@ impl std::io::Write for LogSink {
     }
 }
 
-fn client_from(collector: &TestCollector, stem: &str, spec: &LeafSpec) -> ClientTlsFiles {
-    collector.pki.client_from(stem, spec)
-}
-
 async fn push_ok(collector: &TestCollector, files: &ClientTlsFiles, stream: &str) {
     let ack = IngestClient::new(collector.channel(files))
         .push(hosts(stream, 1..=1))
@@ -90,11 +86,11 @@ async fn expired_not_yet_valid_and_revoked_certificates_are_refused() {
     let mut expired = LeafSpec::client(Role::Agent, "expired");
     expired.not_before = now - time::Duration::days(10);
     expired.not_after = now - time::Duration::days(1);
-    let expired = client_from(&collector, "expired", &expired);
+    let expired = collector.pki.client_from("expired", &expired);
     let mut early = LeafSpec::client(Role::Agent, "early");
     early.not_before = now + time::Duration::days(1);
     early.not_after = now + time::Duration::days(10);
-    let early = client_from(&collector, "early", &early);
+    let early = collector.pki.client_from("early", &early);
     let revoked_cert = collector
         .pki
         .ca()

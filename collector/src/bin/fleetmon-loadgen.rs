@@ -99,10 +99,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let start = Instant::now();
     let send_until = start + Duration::from_secs(cli.seconds);
+    let interval = Duration::from_millis(cli.batch_interval_ms.max(1));
     let mut tasks = tokio::task::JoinSet::new();
     for (n, endpoint) in endpoints.into_iter().enumerate() {
         let stream_id = format!("{}-{n}-{}", cli.prefix, uuid::Uuid::new_v4());
-        let interval = Duration::from_millis(cli.batch_interval_ms.max(1));
         // Spread the agents' batch ticks over one interval, as a real fleet is.
         let offset = interval.mul_f64(n as f64 / cli.agents as f64);
         tasks.spawn(simulate(
@@ -156,7 +156,7 @@ async fn simulate(
     let mut next_sample = first_tick;
     let mut ticks = tokio::time::interval_at(first_tick.into(), interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // (last seq of a batch, when it was sent), oldest first.
+    // (first seq, last seq, when sent) of each unacknowledged batch, oldest first.
     let mut in_flight: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut sender = Some(tx);
     let drain_until = send_until + DRAIN_TIMEOUT;
