@@ -15,6 +15,8 @@ use fleetmon::telemetry::LogFormat;
 use fleetmon::tls::ClientTlsFiles;
 use serde::Deserialize;
 
+use crate::pattern::{Pattern, Patterns};
+
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "FLEETMON_AGENT";
 
@@ -306,9 +308,9 @@ pub struct Site {
     /// Accepted status ranges.
     pub expected_status: Vec<RangeInclusive<u16>>,
     /// Must match.
-    pub regex: Option<regex::Regex>,
+    pub regex: Option<Pattern>,
     /// Must not match.
-    pub regex_absent: Option<regex::Regex>,
+    pub regex_absent: Option<Pattern>,
     /// Request timeout.
     pub timeout: Duration,
     /// Time between checks.
@@ -358,6 +360,16 @@ impl Site {
         site: &SiteConfig,
         defaults: &ProbeDefaults,
     ) -> Result<Site, ConfigError> {
+        Site::from_config_sharing(index, site, defaults, &mut Patterns::default())
+    }
+
+    /// As [`Site::from_config`], taking patterns already compiled from `patterns`.
+    pub fn from_config_sharing(
+        index: usize,
+        site: &SiteConfig,
+        defaults: &ProbeDefaults,
+        patterns: &mut Patterns,
+    ) -> Result<Site, ConfigError> {
         let field = |name: &str| format!("sites[{index}].{name}");
         let url = reqwest::Url::parse(&site.url)
             .ok()
@@ -402,18 +414,13 @@ impl Site {
                 .map(|spec| parse_status(&field("expected_status"), spec))
                 .collect::<Result<_, _>>()?
         };
-        let compile = |name: &str, pattern: &Option<String>| {
+        let mut compile = |name: &str, pattern: &Option<String>| {
             pattern
                 .as_deref()
                 .map(|p| {
-                    regex::RegexBuilder::new(p)
-                        // Bounds what a pathological pattern may cost.
-                        .size_limit(1 << 20)
-                        .dfa_size_limit(1 << 20)
-                        .build()
-                        .map_err(|e| {
-                            ConfigError::field(&field(name), format!("is not a valid regex: {e}"))
-                        })
+                    patterns.get(p).map_err(|e| {
+                        ConfigError::field(&field(name), format!("is not a valid regex: {e}"))
+                    })
                 })
                 .transpose()
         };
@@ -505,7 +512,7 @@ pub fn parse_sites_file(path: &Path, text: &str) -> Result<Vec<SiteConfig>, Site
             .filter(|r| !r.is_empty())
             .map(str::to_owned);
         if let Some(pattern) = &regex
-            && let Err(e) = regex::Regex::new(pattern)
+            && let Err(e) = Pattern::new(pattern)
         {
             return Err(error(format!("regex `{pattern}` is invalid: {e}")));
         }
@@ -561,12 +568,13 @@ impl AgentConfig {
         Ok(self)
     }
 
-    /// The sites, parsed and defaulted.
+    /// The sites, parsed and defaulted; identical patterns are compiled once and shared.
     pub fn sites(&self) -> Result<Vec<Site>, ConfigError> {
+        let mut patterns = Patterns::default();
         self.sites
             .iter()
             .enumerate()
-            .map(|(i, site)| Site::from_config(i, site, &self.probes))
+            .map(|(i, site)| Site::from_config_sharing(i, site, &self.probes, &mut patterns))
             .collect()
     }
 
@@ -650,7 +658,14 @@ mod tests {
             error.starts_with("invalid config: `sites[2].regex` is not a valid regex: "),
             "{error}"
         );
-        assert!(error.contains("exceeds size limit"), "{error}");
+        assert!(
+            error.ends_with(
+                "compiled regex exceeds size limit of 1048576 bytes: use a simpler pattern \
+                 (fewer repetitions of large classes; `(?-u)` makes \\w, \\d and \\s ASCII \
+                 only and much smaller)"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

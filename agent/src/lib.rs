@@ -8,6 +8,7 @@ pub mod config;
 pub mod host_sampler;
 pub mod metrics;
 pub mod outbox;
+pub mod pattern;
 pub mod sender;
 pub mod site_prober;
 

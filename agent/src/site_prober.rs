@@ -13,6 +13,7 @@ use fleetmon::pb::{CheckFailure, SiteCheck};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::Site;
+use crate::pattern::Pattern;
 
 /// Why the prober could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +135,7 @@ impl SiteProber {
             match regex.find(&text) {
                 Some(found) => {
                     check.regex_matched = Some(true);
-                    check.matched_text = found
-                        .as_str()
-                        .chars()
-                        .take(site.max_matched_chars)
-                        .collect();
+                    check.matched_text = found.chars().take(site.max_matched_chars).collect();
                 }
                 None => check.regex_matched = Some(false),
             }
@@ -169,11 +166,7 @@ impl SiteProber {
             ));
         }
         if failure.is_none() && check.regex_matched == Some(false) {
-            let pattern = site
-                .regex
-                .as_ref()
-                .map(regex::Regex::as_str)
-                .unwrap_or_default();
+            let pattern = site.regex.as_ref().map(Pattern::as_str).unwrap_or_default();
             failure = Some((
                 CheckFailure::RegexMismatch,
                 format!("body does not match regex `{pattern}`"),
@@ -183,11 +176,7 @@ impl SiteProber {
             && let Some(absent) = &site.regex_absent
             && let Some(found) = absent.find(&text)
         {
-            let shown: String = found
-                .as_str()
-                .chars()
-                .take(site.max_matched_chars)
-                .collect();
+            let shown: String = found.chars().take(site.max_matched_chars).collect();
             failure = Some((
                 CheckFailure::RegexPresent,
                 format!("body matches regex_absent `{}`: `{shown}`", absent.as_str()),

@@ -8,94 +8,17 @@
 //! Run: `cargo bench -p fleetmon-writer --bench writer_throughput` (rows:
 //! `FLEETMON_BENCH_ROWS`, default 200000; Kafka: `FLEETMON_TEST_KAFKA` or a tansu started here).
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+mod common;
 
-use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{count, produce, samples, scrape, writer_config};
 use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
-use fleetmon_writer::WriterConfig;
 use fleetmon_writer::postgres_sink::{PostgresSink, copy_hosts_into, day_of};
 use fleetmon_writer::row_batch::{HostRow, decode_host};
 use prost::Message as _;
-use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-
-fn samples(n: usize) -> Vec<HostSample> {
-    let start = SystemTime::now() - Duration::from_secs(3600);
-    (0..n)
-        .map(|i| HostSample {
-            agent_id: format!("agent-{:03}", i % 100),
-            stream_id: format!("stream-{:03}", i % 100),
-            seq: (i / 100 + 1) as u64,
-            sampled_at: Some(prost_types::Timestamp::from(
-                start + Duration::from_millis(i as u64 * 10),
-            )),
-            hostname: format!("host-{:03}.example", i % 100),
-            os_name: "Debian GNU/Linux".into(),
-            os_version: "12".into(),
-            kernel_version: "6.1.0".into(),
-            agent_version: "0.1.0".into(),
-            cpu_usage_percent: (i % 100) as f64,
-            cpu_core_usage_percent: vec![1.0, 2.0],
-            memory_total_bytes: 8 << 30,
-            memory_used_bytes: 3 << 30,
-            disks: vec![fleetmon::pb::DiskUsage {
-                mount_point: "/".into(),
-                device: "/dev/vda1".into(),
-                file_system: "ext4".into(),
-                total_bytes: 100 << 30,
-                used_bytes: 40 << 30,
-            }],
-            process_count: 150,
-            uptime_seconds: 1000,
-            ..Default::default()
-        })
-        .collect()
-}
-
-fn writer_config(pki: &TestPki, schema: &PgSchema, topic: &str) -> WriterConfig {
-    let mut config = WriterConfig::new(pki.server("writer"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.bootstrap_servers = kafka_bootstrap();
-    config.kafka.group_id = unique_name("fleetmon-bench");
-    config.kafka.host_samples_topic = topic.to_owned();
-    config.kafka.site_checks_topic = format!("{topic}-sites");
-    config.kafka.dead_letter_topic = format!("{topic}-dlq");
-    config.postgres.url = schema.url().to_owned();
-    config.postgres.schema = schema.name.clone();
-    config
-}
-
-/// A counter from a Prometheus endpoint (0 when absent).
-fn scrape(addr: SocketAddr, metric: &str) -> u64 {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find_map(|line| line.strip_prefix(metric)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
-async fn count(schema: &PgSchema) -> i64 {
-    schema
-        .connect()
-        .await
-        .query_one("SELECT count(*) FROM host_samples", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -134,43 +57,7 @@ async fn main() {
     let bootstrap = kafka_bootstrap();
     let topic = unique_name("fleetmon-bench-host");
     create_topic(&bootstrap, &topic, 4).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
-    let mut deliveries = Vec::with_capacity(n);
-    for (sample, payload) in samples.iter().zip(&payloads) {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(HOST_SAMPLE_CONTENT_TYPE),
-        });
-        let mut record = FutureRecord::to(&topic)
-            .key(&sample.agent_id)
-            .payload(payload)
-            .headers(headers);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    for d in deliveries.drain(..) {
-                        d.await.unwrap().unwrap();
-                    }
-                }
-                Err((error, _)) => panic!("produce: {error}"),
-            }
-        }
-    }
-    for d in deliveries {
-        d.await.unwrap().unwrap();
-    }
+    produce(&bootstrap, &topic, &samples).await;
     for suffix in ["-sites", "-dlq"] {
         create_topic(&bootstrap, &format!("{topic}{suffix}"), 1).await;
     }

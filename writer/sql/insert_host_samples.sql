@@ -1,5 +1,6 @@
 -- Staged host samples (distinct within the batch) -> host_samples (rows already
--- stored are skipped), then agents.last_seen. Returns the rows inserted.
+-- stored are skipped). Returns the rows inserted. Used when a batch holds rows that
+-- are already stored (a redelivery); fresh batches are copied straight in.
 WITH inserted AS (
     INSERT INTO host_samples (
         agent_id, stream_id, seq, ts, hostname, os_name, os_version, kernel_version, agent_version,
@@ -19,17 +20,5 @@ WITH inserted AS (
     FROM staging_host_samples
     ON CONFLICT DO NOTHING
     RETURNING 1
-), seen AS (
-    INSERT INTO agents AS a (agent_id, hostname, os_name, os_version, agent_version, first_seen, last_seen)
-    SELECT DISTINCT ON (agent_id) agent_id, hostname, os_name, os_version, agent_version, ts, ts
-    FROM staging_host_samples
-    ORDER BY agent_id, ts DESC
-    ON CONFLICT (agent_id) DO UPDATE SET
-        hostname      = CASE WHEN EXCLUDED.last_seen >= a.last_seen THEN EXCLUDED.hostname ELSE a.hostname END,
-        os_name       = CASE WHEN EXCLUDED.last_seen >= a.last_seen THEN EXCLUDED.os_name ELSE a.os_name END,
-        os_version    = CASE WHEN EXCLUDED.last_seen >= a.last_seen THEN EXCLUDED.os_version ELSE a.os_version END,
-        agent_version = CASE WHEN EXCLUDED.last_seen >= a.last_seen THEN EXCLUDED.agent_version ELSE a.agent_version END,
-        first_seen    = LEAST(a.first_seen, EXCLUDED.first_seen),
-        last_seen     = GREATEST(a.last_seen, EXCLUDED.last_seen)
 )
 SELECT count(*) FROM inserted

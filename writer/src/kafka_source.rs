@@ -27,6 +27,20 @@ pub struct WriterContext {
     metrics: Arc<WriterMetrics>,
 }
 
+impl WriterContext {
+    fn mark_assigned(&self, partitions: &[PartitionKey], value: i64) {
+        for (topic, partition) in partitions {
+            self.metrics
+                .assigned_partitions
+                .get_or_create(&PartitionLabel {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .set(value);
+        }
+    }
+}
+
 impl ClientContext for WriterContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
@@ -56,6 +70,7 @@ impl ConsumerContext for WriterContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?keys, "partitions revoked");
+                self.mark_assigned(&keys, 0);
                 self.revoked
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -68,6 +83,7 @@ impl ConsumerContext for WriterContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?keys, "partitions assigned");
+                self.mark_assigned(&keys, 1);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -106,6 +122,10 @@ pub fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
+        // A broker may hold a fetch for this long even with records waiting (tansu
+        // does): it bounds what the fetch adds to end-to-end latency. Kafka answers as
+        // soon as there is data; when idle this costs ten small fetches a second.
+        .set("fetch.wait.max.ms", "100")
         // Bounds what librdkafka prefetches while Postgres is slow or down.
         .set("queued.max.messages.kbytes", "16384");
     for (key, value) in &config.options {

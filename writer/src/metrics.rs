@@ -40,6 +40,8 @@ pub struct WriterMetrics {
     pub flush_seconds: Histogram,
     /// Messages behind the end of each partition, from librdkafka statistics.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// 1 for each partition this writer holds in its consumer group, 0 once revoked.
+    pub assigned_partitions: Family<PartitionLabel, Gauge>,
 }
 
 impl WriterMetrics {
@@ -53,6 +55,7 @@ impl WriterMetrics {
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             consumer_lag: Family::default(),
+            assigned_partitions: Family::default(),
         };
         for table in ["host_samples", "site_checks"] {
             let _ = metrics.rows_inserted.get_or_create(&TableLabel { table });
@@ -92,6 +95,11 @@ impl WriterMetrics {
             "consumer_lag",
             "Messages behind the partition end",
             metrics.consumer_lag.clone(),
+        );
+        r.register(
+            "assigned_partitions",
+            "1 for each partition this writer is assigned in its consumer group",
+            metrics.assigned_partitions.clone(),
         );
         metrics
     }

@@ -1,10 +1,13 @@
 //! PostgreSQL: the pool, migrations, daily partitions and the batch insert path.
 //!
-//! One transaction per batch: binary COPY into per-connection staging tables, then
-//! `INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING` into the partitioned
-//! tables, rollups from the rows actually inserted, `agents.last_seen`, COMMIT.
+//! One transaction per batch. Host samples are copied (binary COPY) straight into
+//! `host_samples` under a savepoint; only when that meets a row already stored (a
+//! redelivery) is it rolled back to the savepoint and done the careful way: COPY into
+//! a per-connection staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`.
+//! Site checks always take the staging path, since their rollups count the rows
+//! actually inserted. Then `agents` (one row per agent of the batch), COMMIT.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -13,10 +16,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::PostgresConfig;
 use crate::row_batch::RowBatch;
+use fleetmon::pb::HostSample;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -27,6 +32,7 @@ const COPY_HOST_SAMPLES: &str = include_str!("../sql/copy_host_samples.sql");
 const COPY_SITE_CHECKS: &str = include_str!("../sql/copy_site_checks.sql");
 const INSERT_HOST_SAMPLES: &str = include_str!("../sql/insert_host_samples.sql");
 const INSERT_SITE_CHECKS: &str = include_str!("../sql/insert_site_checks.sql");
+const UPSERT_AGENTS: &str = include_str!("../sql/upsert_agents.sql");
 
 /// The partitioned tables, by day on `ts`.
 pub const PARTITIONED_TABLES: [&str; 2] = ["host_samples", "site_checks"];
@@ -331,11 +337,11 @@ impl PostgresSink {
                 r.ts,
             )
         });
-        let host_count = if hosts.is_empty() {
-            0
-        } else {
-            copy_hosts_into(&tx, "staging_host_samples", hosts.iter().copied()).await?
-        };
+        let mut stats = WriteStats::default();
+        if !hosts.is_empty() {
+            stats.host_rows = insert_hosts(&tx, &hosts).await?;
+            upsert_agents(&tx, &hosts).await?;
+        }
 
         let mut check_count = 0u64;
         if !checks.is_empty() {
@@ -373,11 +379,6 @@ impl PostgresSink {
             writer.finish().await?;
         }
 
-        let mut stats = WriteStats::default();
-        if host_count > 0 {
-            let inserted: i64 = tx.query_one(INSERT_HOST_SAMPLES, &[]).await?.get(0);
-            stats.host_rows = inserted as u64;
-        }
         if check_count > 0 {
             let inserted: i64 = tx.query_one(INSERT_SITE_CHECKS, &[]).await?.get(0);
             stats.check_rows = inserted as u64;
@@ -386,6 +387,84 @@ impl PostgresSink {
         stats.duplicates = batch.rows() as u64 - stats.host_rows - stats.check_rows;
         Ok(stats)
     }
+}
+
+/// Stores distinct host rows, skipping those already stored; returns the rows
+/// inserted. The common case, a batch of new rows, is one COPY into `host_samples`;
+/// a batch that meets a stored row is rolled back to the savepoint and goes through
+/// the staging table.
+async fn insert_hosts(
+    tx: &tokio_postgres::Transaction<'_>,
+    hosts: &[&crate::row_batch::HostRow],
+) -> Result<u64, SinkError> {
+    tx.batch_execute("SAVEPOINT direct_copy").await?;
+    match copy_hosts_into(tx, "host_samples", hosts.iter().copied()).await {
+        Ok(copied) => {
+            tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+            return Ok(copied);
+        }
+        Err(SinkError::Query(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                .await?;
+        }
+        Err(error) => return Err(error),
+    }
+    copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
+    let inserted: i64 = tx.query_one(INSERT_HOST_SAMPLES, &[]).await?.get(0);
+    Ok(inserted as u64)
+}
+
+/// What a batch says about one agent.
+struct AgentSeen<'a> {
+    first: SystemTime,
+    latest: &'a crate::row_batch::HostRow,
+}
+
+/// Upserts one `agents` row per agent in the batch: first and last sample time, and
+/// the descriptive columns of its latest sample.
+async fn upsert_agents(
+    tx: &tokio_postgres::Transaction<'_>,
+    hosts: &[&crate::row_batch::HostRow],
+) -> Result<(), SinkError> {
+    let mut agents: HashMap<&str, AgentSeen<'_>> = HashMap::new();
+    for &row in hosts {
+        agents
+            .entry(row.sample.agent_id.as_str())
+            .and_modify(|seen| {
+                seen.first = seen.first.min(row.ts);
+                if row.ts >= seen.latest.ts {
+                    seen.latest = row;
+                }
+            })
+            .or_insert(AgentSeen {
+                first: row.ts,
+                latest: row,
+            });
+    }
+    let column = |f: fn(&HostSample) -> &str| -> Vec<&str> {
+        agents.values().map(|seen| f(&seen.latest.sample)).collect()
+    };
+    let ids = column(|s| s.agent_id.as_str());
+    let hostnames = column(|s| s.hostname.as_str());
+    let os_names = column(|s| s.os_name.as_str());
+    let os_versions = column(|s| s.os_version.as_str());
+    let agent_versions = column(|s| s.agent_version.as_str());
+    let first: Vec<SystemTime> = agents.values().map(|seen| seen.first).collect();
+    let last: Vec<SystemTime> = agents.values().map(|seen| seen.latest.ts).collect();
+    tx.execute(
+        UPSERT_AGENTS,
+        &[
+            &ids,
+            &hostnames,
+            &os_names,
+            &os_versions,
+            &agent_versions,
+            &first,
+            &last,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Binary COPY of host rows into `table` (the staging table, or for benchmarks the

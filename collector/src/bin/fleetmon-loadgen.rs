@@ -7,10 +7,15 @@
 //! second, batched every `--batch-interval-ms`, for `--seconds`, then waits (30 s at
 //! most) for the last acknowledgements. The summary gives samples sent, acknowledged
 //! and rejected, connection errors, and ack latency percentiles (batch sent → ack
-//! covering it received).
+//! covering it received). Each sample is stamped with the time it fell due, on a
+//! sampling clock of the agent's own, so its wait for the next batch is counted in
+//! end-to-end latency as an agent's would be. `--idle` opens the streams and holds them
+//! without sending, to price idle connections.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -20,7 +25,7 @@ use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{HostSample, IngestBatch, Sample};
 use fleetmon::pki::{CertificateAuthority, LeafSpec};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -55,6 +60,13 @@ struct Cli {
     /// Agent names are PREFIX-0, PREFIX-1, …; stream ids start with PREFIX-N-.
     #[arg(long, default_value = "loadgen")]
     prefix: String,
+    /// Hold the streams open without sending anything for `--seconds` (to measure
+    /// what idle connections cost the collector); logs when all are open.
+    #[arg(long)]
+    idle: bool,
+    /// At most this many TLS handshakes and stream openings at once.
+    #[arg(long, default_value_t = 200)]
+    max_connecting: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -63,6 +75,8 @@ struct Cli {
 /// What one simulated agent saw.
 #[derive(Debug, Default)]
 struct AgentRun {
+    /// The ingest stream was opened.
+    opened: bool,
     sent: u64,
     acked: u64,
     rejected: u64,
@@ -98,21 +112,31 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let start = Instant::now();
+    let wall_start = SystemTime::now();
     let send_until = start + Duration::from_secs(cli.seconds);
     let interval = Duration::from_millis(cli.batch_interval_ms.max(1));
+    let opening = Opening {
+        permits: Arc::new(Semaphore::new(cli.max_connecting.max(1))),
+        open: Arc::new(AtomicUsize::new(0)),
+        agents: cli.agents,
+        idle: cli.idle,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for (n, endpoint) in endpoints.into_iter().enumerate() {
         let stream_id = format!("{}-{n}-{}", cli.prefix, uuid::Uuid::new_v4());
         // Spread the agents' batch ticks over one interval, as a real fleet is.
         let offset = interval.mul_f64(n as f64 / cli.agents as f64);
-        tasks.spawn(simulate(
-            endpoint,
-            stream_id,
-            cli.rate,
+        // and their sampling clocks independently of those ticks (golden-ratio spread).
+        let phase = (n as f64 * 0.618_033_988_75).fract();
+        let schedule = Schedule {
+            rate: cli.rate,
             interval,
-            start + offset,
+            first_tick: start + offset,
+            wall_first_tick: wall_start + offset,
+            phase,
             send_until,
-        ));
+        };
+        tasks.spawn(simulate(opening.clone(), endpoint, stream_id, schedule));
     }
     let mut runs = Vec::with_capacity(cli.agents);
     while let Some(run) = tasks.join_next().await {
@@ -125,15 +149,57 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Shared by the simulated agents while they connect.
+#[derive(Clone)]
+struct Opening {
+    /// Bounds concurrent handshakes.
+    permits: Arc<Semaphore>,
+    /// Streams opened so far.
+    open: Arc<AtomicUsize>,
+    agents: usize,
+    idle: bool,
+}
+
+impl Opening {
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        if open == self.agents {
+            eprintln!("all {open} streams open");
+        }
+    }
+}
+
+/// When one simulated agent samples and sends.
+struct Schedule {
+    /// Samples per second.
+    rate: f64,
+    /// Between batches.
+    interval: Duration,
+    /// The first batch tick, and the wall-clock time it stands for.
+    first_tick: Instant,
+    wall_first_tick: SystemTime,
+    /// Samples fall due this fraction of a sample period after a batch tick.
+    phase: f64,
+    /// No sample falls due after this.
+    send_until: Instant,
+}
+
 async fn simulate(
+    opening: Opening,
     endpoint: Endpoint,
     stream_id: String,
-    rate: f64,
-    interval: Duration,
-    first_tick: Instant,
-    send_until: Instant,
+    schedule: Schedule,
 ) -> AgentRun {
+    let Schedule {
+        rate,
+        interval,
+        first_tick,
+        wall_first_tick,
+        phase,
+        send_until,
+    } = schedule;
     let mut run = AgentRun::default();
+    let permit = opening.permits.acquire().await.expect("never closed");
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
         Err(error) => {
@@ -152,8 +218,22 @@ async fn simulate(
             return run;
         }
     };
+    drop(permit);
+    run.opened = true;
+    opening.opened();
+    if opening.idle {
+        tokio::select! {
+            () = tokio::time::sleep_until(send_until.into()) => {}
+            ended = acks.message() => {
+                run.error = Some(format!("idle stream ended early: {ended:?}"));
+            }
+        }
+        return run;
+    }
     let per_sample = Duration::from_secs_f64(1.0 / rate);
-    let mut next_sample = first_tick;
+    // Samples fall due `phase` of a sample period after the first batch tick, so each
+    // waits for its batch as long as an agent's would.
+    let mut next_sample = first_tick + per_sample.mul_f64(phase);
     let mut ticks = tokio::time::interval_at(first_tick.into(), interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // (first seq, last seq, when sent) of each unacknowledged batch, oldest first.
@@ -168,7 +248,10 @@ async fn simulate(
                 let mut samples = Vec::new();
                 while next_sample <= now && next_sample < send_until {
                     run.sent += 1;
-                    samples.push(sample(&stream_id, run.sent));
+                    // Stamped with when it was due, as an agent stamps a sample when it
+                    // takes it, not when its batch leaves.
+                    let sampled_at = wall_first_tick + next_sample.duration_since(first_tick);
+                    samples.push(sample(&stream_id, run.sent, sampled_at));
                     next_sample += per_sample;
                 }
                 if !samples.is_empty() {
@@ -217,12 +300,12 @@ async fn simulate(
     run
 }
 
-fn sample(stream_id: &str, seq: u64) -> Sample {
+fn sample(stream_id: &str, seq: u64, sampled_at: SystemTime) -> Sample {
     Sample {
         kind: Some(Kind::Host(HostSample {
             stream_id: stream_id.to_owned(),
             seq,
-            sampled_at: Some(SystemTime::now().into()),
+            sampled_at: Some(sampled_at.into()),
             hostname: "loadgen".to_owned(),
             os_name: "Linux".to_owned(),
             os_version: "loadgen".to_owned(),
@@ -246,6 +329,7 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
     let sent: u64 = runs.iter().map(|r| r.sent).sum();
     let acked: u64 = runs.iter().map(|r| r.acked).sum();
     let rejected: u64 = runs.iter().map(|r| r.rejected).sum();
+    let opened = runs.iter().filter(|r| r.opened).count();
     let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
     let mut latencies: Vec<u64> = runs
         .iter()
@@ -269,6 +353,8 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
                 "rate_per_agent": cli.rate,
                 "seconds": cli.seconds,
                 "batch_interval_ms": cli.batch_interval_ms,
+                "idle": cli.idle,
+                "streams_opened": opened,
                 "sent": sent,
                 "acked": acked,
                 "rejected": rejected,
@@ -283,6 +369,10 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
         println!(
             "agents {}  rate {}/s each  {} s  batch every {} ms",
             cli.agents, cli.rate, cli.seconds, cli.batch_interval_ms
+        );
+        println!(
+            "streams opened {opened}{}",
+            if cli.idle { " (idle)" } else { "" }
         );
         println!(
             "sent {sent}  acked {acked}  rejected {rejected}  errors {}  acked/s {rate:.0}",

@@ -1,0 +1,140 @@
+//! Shared by the writer benchmarks: sample rows, the writer's configuration, a
+//! producer that loads a topic, and readings from Postgres and `/metrics`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
+use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, unique_name};
+use fleetmon_writer::WriterConfig;
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// N host samples from 100 agents (one stream each), 10 ms apart, an hour ago.
+pub fn samples(n: usize) -> Vec<HostSample> {
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    (0..n)
+        .map(|i| HostSample {
+            agent_id: format!("agent-{:03}", i % 100),
+            stream_id: format!("stream-{:03}", i % 100),
+            seq: (i / 100 + 1) as u64,
+            sampled_at: Some(prost_types::Timestamp::from(
+                start + Duration::from_millis(i as u64 * 10),
+            )),
+            hostname: format!("host-{:03}.example", i % 100),
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            kernel_version: "6.1.0".into(),
+            agent_version: "0.1.0".into(),
+            cpu_usage_percent: (i % 100) as f64,
+            cpu_core_usage_percent: vec![1.0, 2.0],
+            memory_total_bytes: 8 << 30,
+            memory_used_bytes: 3 << 30,
+            disks: vec![fleetmon::pb::DiskUsage {
+                mount_point: "/".into(),
+                device: "/dev/vda1".into(),
+                file_system: "ext4".into(),
+                total_bytes: 100 << 30,
+                used_bytes: 40 << 30,
+            }],
+            process_count: 150,
+            uptime_seconds: 1000,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A writer on ephemeral ports reading `topic` into `schema` in a group of its own.
+pub fn writer_config(pki: &TestPki, schema: &PgSchema, topic: &str) -> WriterConfig {
+    let mut config = WriterConfig::new(pki.server("writer"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.bootstrap_servers = kafka_bootstrap();
+    config.kafka.group_id = unique_name("fleetmon-bench");
+    config.kafka.host_samples_topic = topic.to_owned();
+    config.kafka.site_checks_topic = format!("{topic}-sites");
+    config.kafka.dead_letter_topic = format!("{topic}-dlq");
+    config.postgres.url = schema.url().to_owned();
+    config.postgres.schema = schema.name.clone();
+    config
+}
+
+/// The text of a Prometheus endpoint.
+pub fn metrics_body(addr: SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// A counter from a Prometheus endpoint (0 when absent); `metric` may include labels.
+pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
+    metrics_body(addr)
+        .lines()
+        .find_map(|line| line.strip_prefix(metric)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Rows in `host_samples`.
+pub async fn count(schema: &PgSchema) -> i64 {
+    schema
+        .connect()
+        .await
+        .query_one("SELECT count(*) FROM host_samples", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Produces every sample (keyed by agent id, with the content-type header) and
+/// waits until the broker has confirmed all of them.
+pub async fn produce(bootstrap: &str, topic: &str, samples: &[HostSample]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
+    let mut deliveries = Vec::with_capacity(samples.len());
+    for (sample, payload) in samples.iter().zip(&payloads) {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(HOST_SAMPLE_CONTENT_TYPE),
+        });
+        let mut record = FutureRecord::to(topic)
+            .key(&sample.agent_id)
+            .payload(payload)
+            .headers(headers);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    for d in deliveries.drain(..) {
+                        d.await.unwrap().unwrap();
+                    }
+                }
+                Err((error, _)) => panic!("produce: {error}"),
+            }
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,165 @@
+//! Writer scaling: 1, 2 and 4 writers in one consumer group draining the same N host
+//! samples from an 8-partition topic into a fresh schema each, in the same run.
+//! Prints rows/s (from the first stored row to the last, so the group join is left
+//! out), the ratio against one writer, and for each writer the partitions it was
+//! assigned and the rows it stored.
+//!
+//! Run: `cargo bench -p fleetmon-writer --bench writer_scaling` (rows:
+//! `FLEETMON_BENCH_ROWS`, default 200000; writer counts: `FLEETMON_BENCH_WRITERS`,
+//! default `1,2,4`; Kafka: `FLEETMON_TEST_KAFKA` or a tansu started here).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{count, metrics_body, produce, samples, writer_config};
+use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 8;
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// What one writer of a run did.
+struct Member {
+    partitions: Vec<i32>,
+    rows: u64,
+}
+
+/// One run: how long from the first stored row to the last, and each writer's share.
+struct Run {
+    writers: usize,
+    stored: usize,
+    steady: Duration,
+    members: Vec<Member>,
+}
+
+/// Partitions of `topic` with `fleetmon_writer_assigned_partitions … 1`, and rows stored.
+fn member(body: &str, topic: &str) -> Member {
+    let mut partitions = Vec::new();
+    let mut rows = 0;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("fleetmon_writer_assigned_partitions{")
+            && rest.contains(&format!("topic=\"{topic}\""))
+            && rest.ends_with("} 1")
+            && let Some(p) = rest
+                .split("partition=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next())
+        {
+            partitions.push(p.parse().unwrap());
+        }
+        if let Some(v) =
+            line.strip_prefix("fleetmon_writer_rows_inserted_total{table=\"host_samples\"} ")
+        {
+            rows = v.parse::<f64>().unwrap() as u64;
+        }
+    }
+    partitions.sort_unstable();
+    Member { partitions, rows }
+}
+
+async fn run(pki: &TestPki, topic: &str, n: usize, writers: usize) -> Run {
+    let schema = PgSchema::create().await;
+    let group = unique_name("fleetmon-scaling");
+    let stop = CancellationToken::new();
+    let mut running = Vec::new();
+    for _ in 0..writers {
+        let mut config = writer_config(pki, &schema, topic);
+        config.kafka.group_id = group.clone();
+        running.push(fleetmon_writer::start(config, stop.clone()).await.unwrap());
+    }
+    let started = Instant::now();
+    let mut first_row: Option<(Instant, usize)> = None;
+    let stored = loop {
+        let stored = count(&schema).await as usize;
+        if stored > 0 && first_row.is_none() {
+            first_row = Some((Instant::now(), stored));
+        }
+        if stored >= n || started.elapsed() > DEADLINE {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let steady = match first_row {
+        Some((at, first)) => at
+            .elapsed()
+            .mul_f64(stored as f64 / (stored - first).max(1) as f64),
+        None => DEADLINE,
+    };
+    let members = running
+        .iter()
+        .map(|w| member(&metrics_body(w.metrics_addr), topic))
+        .collect();
+    stop.cancel();
+    for w in running {
+        w.task.await.unwrap().unwrap();
+    }
+    Run {
+        writers,
+        stored,
+        steady,
+        members,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    fleetmon::tls::install_crypto_provider();
+    let n: usize = std::env::var("FLEETMON_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let counts: Vec<usize> = std::env::var("FLEETMON_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,2,4".to_owned())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("FLEETMON_BENCH_WRITERS: counts like 1,2,4")
+        })
+        .collect();
+    let pki = TestPki::new();
+    let bootstrap = kafka_bootstrap();
+    let topic = unique_name("fleetmon-scaling-host");
+    create_topic(&bootstrap, &topic, PARTITIONS).await;
+    for suffix in ["-sites", "-dlq"] {
+        create_topic(&bootstrap, &format!("{topic}{suffix}"), 1).await;
+    }
+    eprintln!("producing {n} records into {PARTITIONS} partitions");
+    produce(&bootstrap, &topic, &samples(n)).await;
+
+    let mut runs = Vec::new();
+    for writers in counts {
+        eprintln!("{writers} writer(s) in one group");
+        runs.push(run(&pki, &topic, n, writers).await);
+    }
+
+    println!(
+        "writer scaling, {n} host rows over {PARTITIONS} partitions, same run (Postgres {}, Kafka {bootstrap})",
+        fleetmon::testkit::pg_url()
+    );
+    println!(
+        "{:>7} {:>10} {:>12} {:>8}  per writer: partitions (rows stored)",
+        "writers", "stored", "rows/s", "ratio"
+    );
+    let base = runs[0].stored as f64 / runs[0].steady.as_secs_f64();
+    for r in &runs {
+        let rate = r.stored as f64 / r.steady.as_secs_f64();
+        let shares: Vec<String> = r
+            .members
+            .iter()
+            .map(|m| format!("{:?} ({})", m.partitions, m.rows))
+            .collect();
+        println!(
+            "{:>7} {:>10} {:>12.0} {:>8.2}  {}",
+            r.writers,
+            r.stored,
+            rate,
+            rate / base,
+            shares.join("  ")
+        );
+        if r.stored < n {
+            println!("        only {} of {n} rows within {DEADLINE:?}", r.stored);
+        }
+    }
+}
