@@ -434,6 +434,31 @@ impl PgSchema {
             .expect("set search_path");
         client
     }
+
+    /// The one value `sql` returns (a bigint), on a fresh connection to this schema.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.connect()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+}
+
+/// The text a Prometheus endpoint at `addr` serves on `GET /metrics`.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("connect to the metrics endpoint {addr}: {e}"));
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Processes, binary, eventually, scalar};
+use common::{Processes, binary, eventually};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
@@ -154,11 +154,9 @@ async fn three_agents_through_the_real_binaries() {
         |n| n == 3,
     )
     .await;
-    let seen_before: i64 = scalar(
-        &schema,
-        "SELECT extract(epoch FROM max(last_seen))::bigint FROM agents",
-    )
-    .await;
+    let seen_before: i64 = schema
+        .scalar("SELECT extract(epoch FROM max(last_seen))::bigint FROM agents")
+        .await;
     eventually(
         &schema,
         "SELECT extract(epoch FROM max(last_seen))::bigint FROM agents",
@@ -211,7 +209,7 @@ async fn three_agents_through_the_real_binaries() {
     let mut last = -1;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = scalar(&schema, "SELECT count(*) FROM site_checks").await;
+        let now = schema.scalar("SELECT count(*) FROM site_checks").await;
         if now == last {
             break;
         }
@@ -303,11 +301,9 @@ async fn three_agents_through_the_real_binaries() {
     let listed = fleetmon(&["agents"]);
     assert_eq!(listed.as_array().unwrap().len(), 3);
     let series = fleetmon(&["series", "e2e-a1", "--since", "10m", "--step", "1m"]);
-    let stored: i64 = scalar(
-        &schema,
-        "SELECT count(*) FROM host_samples WHERE agent_id = 'e2e-a1'",
-    )
-    .await;
+    let stored: i64 = schema
+        .scalar("SELECT count(*) FROM host_samples WHERE agent_id = 'e2e-a1'")
+        .await;
     let counted: i64 = series["points"]
         .as_array()
         .unwrap()

@@ -210,7 +210,7 @@ impl Rig {
     /// Waits until more rows than now are stored (the pipeline is flowing).
     async fn rows_arrive(&self) {
         let sql = "SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)";
-        let now = common::scalar(&self.schema, sql).await;
+        let now = self.schema.scalar(sql).await;
         eventually(&self.schema, sql, "rows arrive", |n| n > now).await;
     }
 

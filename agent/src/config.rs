@@ -477,6 +477,8 @@ pub struct SitesFileError {
 /// of the line (it may contain spaces).
 pub fn parse_sites_file(path: &Path, text: &str) -> Result<Vec<SiteConfig>, SitesFileError> {
     let mut sites = Vec::new();
+    // Checks each distinct pattern once, however many lines repeat it.
+    let mut patterns = Patterns::default();
     for (index, raw) in text.lines().enumerate() {
         let error = |message: String| SitesFileError {
             path: path.display().to_string(),
@@ -512,7 +514,7 @@ pub fn parse_sites_file(path: &Path, text: &str) -> Result<Vec<SiteConfig>, Site
             .filter(|r| !r.is_empty())
             .map(str::to_owned);
         if let Some(pattern) = &regex
-            && let Err(e) = Pattern::new(pattern)
+            && let Err(e) = patterns.get(pattern)
         {
             return Err(error(format!("regex `{pattern}` is invalid: {e}")));
         }

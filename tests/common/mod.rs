@@ -116,21 +116,11 @@ impl Drop for Processes {
     }
 }
 
-pub async fn scalar(schema: &PgSchema, sql: &str) -> i64 {
-    schema
-        .connect()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Polls `sql` until `ok` holds of its value (90 s at most).
 pub async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i64) -> bool) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let value = scalar(schema, sql).await;
+        let value = schema.scalar(sql).await;
         if ok(value) {
             return value;
         }

@@ -12,8 +12,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{count, metrics_body, produce, samples, writer_config};
-use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
+use common::{bench_rows, count, produce, samples, writer_config};
+use fleetmon::testkit::{
+    PgSchema, TestPki, create_topic, kafka_bootstrap, metrics_text, unique_name,
+};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 8;
@@ -88,7 +90,7 @@ async fn run(pki: &TestPki, topic: &str, n: usize, writers: usize) -> Run {
     };
     let members = running
         .iter()
-        .map(|w| member(&metrics_body(w.metrics_addr), topic))
+        .map(|w| member(&metrics_text(w.metrics_addr), topic))
         .collect();
     stop.cancel();
     for w in running {
@@ -105,10 +107,7 @@ async fn run(pki: &TestPki, topic: &str, n: usize, writers: usize) -> Run {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
-    let n: usize = std::env::var("FLEETMON_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let n = bench_rows();
     let counts: Vec<usize> = std::env::var("FLEETMON_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,2,4".to_owned())
         .split(',')

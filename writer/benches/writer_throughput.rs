@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{count, produce, samples, scrape, writer_config};
+use common::{bench_rows, count, produce, samples, scrape, writer_config};
 use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
 use fleetmon_writer::postgres_sink::{PostgresSink, copy_hosts_into, day_of};
 use fleetmon_writer::row_batch::{HostRow, decode_host};
@@ -23,10 +23,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
-    let n: usize = std::env::var("FLEETMON_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let n = bench_rows();
     let samples = samples(n);
     let rows: Vec<HostRow> = samples
         .iter()

@@ -3,12 +3,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
-use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, unique_name};
+use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, metrics_text, unique_name};
 use fleetmon_writer::WriterConfig;
 use prost::Message as _;
 use rdkafka::ClientConfig;
@@ -65,22 +64,9 @@ pub fn writer_config(pki: &TestPki, schema: &PgSchema, topic: &str) -> WriterCon
     config
 }
 
-/// The text of a Prometheus endpoint.
-pub fn metrics_body(addr: SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// A counter from a Prometheus endpoint (0 when absent); `metric` may include labels.
 pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
-    metrics_body(addr)
+    metrics_text(addr)
         .lines()
         .find_map(|line| line.strip_prefix(metric)?.trim().parse::<f64>().ok())
         .unwrap_or(0.0) as u64
@@ -88,13 +74,15 @@ pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
 
 /// Rows in `host_samples`.
 pub async fn count(schema: &PgSchema) -> i64 {
-    schema
-        .connect()
-        .await
-        .query_one("SELECT count(*) FROM host_samples", &[])
-        .await
-        .unwrap()
-        .get(0)
+    schema.scalar("SELECT count(*) FROM host_samples").await
+}
+
+/// Rows to load: `FLEETMON_BENCH_ROWS`, default 200 000.
+pub fn bench_rows() -> usize {
+    std::env::var("FLEETMON_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
 }
 
 /// Produces every sample (keyed by agent id, with the content-type header) and

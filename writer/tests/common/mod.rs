@@ -144,13 +144,7 @@ impl Setup {
 
     /// One scalar from the test schema.
     pub async fn scalar(&self, sql: &str) -> i64 {
-        self.schema
-            .connect()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap()
-            .get(0)
+        self.schema.scalar(sql).await
     }
 
     /// Waits until `sql` returns `expected`, or panics after 60 s with the last value.
