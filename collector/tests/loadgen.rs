@@ -73,3 +73,31 @@ async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
     );
     collector.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_agents_hold_their_streams_open_without_sending() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let out = tokio::task::spawn_blocking({
+        let url = collector.url();
+        let certs = collector.pki.dir().to_owned();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"))
+                .args(["--collector", &url, "--certs"])
+                .arg(certs)
+                .args(["--agents", "10", "--idle", "--seconds", "2"])
+                .args(["--max-connecting", "3", "--prefix", "idle", "--json"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("all 10 streams open"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["streams_opened"], 10, "{summary}");
+    assert_eq!(summary["sent"], 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    collector.shutdown.cancel();
+}

@@ -141,18 +141,33 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)
     );
 
-    let (hostname, last_seen): (String, SystemTime) = {
+    let (hostname, first_seen, last_seen): (String, SystemTime, SystemTime) = {
         let row = db
             .query_one(
-                "SELECT hostname, last_seen FROM agents WHERE agent_id = 'a1'",
+                "SELECT hostname, first_seen, last_seen FROM agents WHERE agent_id = 'a1'",
                 &[],
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1))
+        (row.get(0), row.get(1), row.get(2))
     };
     assert_eq!(hostname, "a1.example");
+    assert_eq!(first_seen, t0 + Duration::from_secs(1));
     assert_eq!(last_seen, t0 + Duration::from_secs(200));
+
+    // The writer is the group's only member: it holds every partition of both topics.
+    let metrics = fleetmon::testkit::metrics_text(writer.running.metrics_addr);
+    for topic in [
+        &setup.config.kafka.host_samples_topic,
+        &setup.config.kafka.site_checks_topic,
+    ] {
+        for partition in 0..3 {
+            let line = format!(
+                "fleetmon_writer_assigned_partitions{{topic=\"{topic}\",partition=\"{partition}\"}} 1"
+            );
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+    }
     writer.stop().await;
 }
 
