@@ -9,6 +9,8 @@ pub mod check_failure;
 pub mod config;
 pub mod grpc;
 pub mod identity;
+#[cfg(feature = "kafka")]
+pub mod kafka_topics;
 pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;

@@ -1,9 +1,10 @@
 //! Test harness shared by the tests of every fleetmon crate (feature `testkit`).
 //!
 //! - Kafka: [`kafka_bootstrap`] returns `FLEETMON_TEST_KAFKA` when set (what
-//!   `scripts/test` exports after starting one tansu broker for the whole run, or any
-//!   other Kafka-protocol broker); otherwise it starts one tansu broker for this test
-//!   process. Tests that must pause or stop a broker start their own [`TansuBroker`].
+//!   `scripts/test` exports after starting one Apache Kafka broker for the whole run, or
+//!   any other Kafka broker); otherwise it starts one Apache Kafka node for this test
+//!   process. Tests that kill, freeze or restart brokers start a [`KafkaCluster`] of
+//!   their own; [`TansuBroker`] runs the quickstart's light broker.
 //! - Postgres: [`PgSchema`] is a fresh schema in the database of `FLEETMON_TEST_PG_URL`
 //!   (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards.
 //! - Certificates: [`TestPki`] is a fresh CA with server and client certificates in a
@@ -56,28 +57,162 @@ pub fn kafka_bootstrap() -> String {
     BOOTSTRAP
         .get_or_init(|| match std::env::var(KAFKA_ENV) {
             Ok(servers) if !servers.trim().is_empty() => servers,
-            _ => start_process_broker(),
+            _ => {
+                // Lives as long as the process; `--owner` stops it when the process exits.
+                let cluster = KafkaCluster::start(1);
+                let bootstrap = cluster.bootstrap().to_owned();
+                std::mem::forget(cluster);
+                bootstrap
+            }
         })
         .clone()
 }
 
-/// Starts this process's broker from a thread that lives as long as the process, so
-/// `PR_SET_PDEATHSIG` kills the broker when the test process exits, however it exits.
-fn start_process_broker() -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("tansu-keeper".into())
-        .spawn(move || {
-            let broker = TansuBroker::spawn(true);
-            tx.send(broker.bootstrap.clone())
-                .expect("test waits for the broker");
-            // Keep the owning thread (and with it the broker) alive until the process ends.
-            loop {
-                std::thread::park();
-            }
-        })
-        .expect("spawn the tansu keeper thread");
-    rx.recv().expect("tansu keeper thread started the broker")
+/// `scripts/kafka`, which installs and runs Apache Kafka for tests, benches and users.
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+}
+
+/// An Apache Kafka cluster of its own for one test: 1 node, or 3 nodes whose topics
+/// default to replication factor 3 and `min.insync.replicas=2` (`scripts/kafka`).
+/// Every node is a combined KRaft controller and broker. Stopped on drop, and also when
+/// the test process exits however it exits. Data and logs live in a directory under
+/// the target directory, kept when the test fails.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    dir: PathBuf,
+    bootstrap: String,
+    nodes: usize,
+}
+
+impl KafkaCluster {
+    /// Starts `nodes` (1 or 3) nodes on free ports and waits until each one serves.
+    pub fn start(nodes: usize) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/kafka/tests")
+            .join(unique_name("cluster"));
+        let output = Command::new(kafka_script())
+            .arg("start")
+            .args(["--brokers", &nodes.to_string()])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--owner", &std::process::id().to_string()])
+            .args(["--heap", "384m"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka start");
+        assert!(
+            output.status.success(),
+            "scripts/kafka start --brokers {nodes} failed (see {})",
+            dir.display()
+        );
+        let bootstrap = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(
+            !bootstrap.is_empty(),
+            "scripts/kafka printed no bootstrap address"
+        );
+        KafkaCluster {
+            dir,
+            bootstrap,
+            nodes,
+        }
+    }
+
+    /// `host:port,...` to give librdkafka as `bootstrap.servers`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// Node `node`'s (1-based) process id.
+    pub fn pid(&self, node: usize) -> u32 {
+        let path = self.dir.join(format!("node-{node}/pid"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("pid file holds a number")
+    }
+
+    /// Kills node `node` at once (SIGKILL): no clean shutdown, its data stays on disk.
+    pub fn kill(&self, node: usize) {
+        signal(self.pid(node), libc::SIGKILL);
+        let pid = libc::pid_t::try_from(self.pid(node)).expect("pid fits pid_t");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: kill(pid, 0) only asks whether the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes node `node` (SIGSTOP): its connections stay open and nothing is answered.
+    pub fn pause(&self, node: usize) {
+        signal(self.pid(node), libc::SIGSTOP);
+    }
+
+    /// Thaws a frozen node (SIGCONT).
+    pub fn resume(&self, node: usize) {
+        signal(self.pid(node), libc::SIGCONT);
+    }
+
+    /// Starts a killed node again with the data it had, and waits until it serves.
+    pub fn restart(&self, node: usize) {
+        let status = Command::new(kafka_script())
+            .args(["start-node", &node.to_string(), "--dir"])
+            .arg(&self.dir)
+            .args(["--owner", &std::process::id().to_string()])
+            .args(["--heap", "384m"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/kafka start-node");
+        assert!(status.success(), "scripts/kafka start-node {node} failed");
+    }
+
+    /// The node (1-based id) leading `partition` of `topic` now.
+    pub fn leader(&self, topic: &str, partition: i32) -> usize {
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("create Kafka metadata client");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+        let leader = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .find(|p| p.id() == partition)
+            .unwrap_or_else(|| panic!("{topic} has no partition {partition}"))
+            .leader();
+        usize::try_from(leader).unwrap_or_else(|_| panic!("{topic}/{partition} has no leader"))
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(kafka_script())
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: plain kill(2) on a process this test started.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
 }
 
 /// Path of the tansu binary: `$FLEETMON_TANSU`, `tansu` on PATH, or `~/.cargo/bin/tansu`.
@@ -97,14 +232,12 @@ pub fn tansu_binary() -> PathBuf {
             cargo.is_file().then_some(cargo)
         })
         .unwrap_or_else(|| {
-            panic!(
-                "tansu not found: run scripts/test (it installs tansu), set {TANSU_ENV}, \
-                 or point {KAFKA_ENV} at a running Kafka broker"
-            )
+            panic!("tansu not found: run scripts/test (it installs tansu) or set {TANSU_ENV}")
         })
 }
 
-/// A tansu broker process with in-memory storage, owned by a test. Killed on drop.
+/// A tansu broker process with in-memory storage (the quickstart's light broker), owned
+/// by a test. Killed on drop.
 #[derive(Debug)]
 pub struct TansuBroker {
     child: Child,
@@ -114,79 +247,35 @@ pub struct TansuBroker {
 impl TansuBroker {
     /// Starts a broker on a free port of 127.0.0.1 and waits until it accepts connections.
     pub fn start() -> Self {
-        Self::spawn(false)
-    }
-
-    fn spawn(die_with_thread: bool) -> Self {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new(tansu_binary());
-        command
+        let child = Command::new(tansu_binary())
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if die_with_thread {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = command
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu_binary().display()));
         let broker = TansuBroker {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
         };
-        broker.wait_ready(Duration::from_secs(30));
-        broker
-    }
-
-    fn wait_ready(&self, within: Duration) {
-        let addr: SocketAddr = self.bootstrap.parse().expect("bootstrap is an address");
-        let deadline = Instant::now() + within;
+        let addr: SocketAddr = broker.bootstrap.parse().expect("bootstrap is an address");
+        let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu on {addr} not ready within {within:?}"
+                "tansu on {addr} not ready within 30 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        broker
     }
 
     /// `host:port` to give librdkafka as `bootstrap.servers`.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
-    }
-
-    /// The broker's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered, no data is lost.
-    pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// Thaws a paused broker (SIGCONT).
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: plain kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{Processes, binary, eventually};
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
-    PgCluster, PgSchema, TansuBroker, TestPki, free_port, kafka_bootstrap, unique_name,
+    KafkaCluster, PgCluster, PgSchema, TestPki, free_port, kafka_bootstrap, unique_name,
 };
 
 /// Sites each agent checks every second (plus one host sample a second).
@@ -440,10 +440,9 @@ async fn writer_killed_mid_stream_and_restarted() {
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
     pause(2).await;
     rig.procs.kill("writer");
-    // Restarted once the dead member's session (6 s) has expired. (Restarted sooner,
-    // tansu 0.6.0 gave the new member an empty assignment and never rebalanced again
-    // within 90 s; see docs/RELIABILITY.md.)
-    pause(8).await;
+    // Restarted within the dead member's session (6 s), as a supervisor would: the
+    // new member's join rebalances the group and it gets every partition.
+    pause(1).await;
     rig.start_writer("writer");
     rig.rows_arrive().await;
     pause(2).await;
@@ -468,21 +467,19 @@ async fn collector_killed_while_agents_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_paused_longer_than_linger_and_batch_interval() {
     // A broker of its own: freezing the suite's broker would stall every other test.
-    let broker = TansuBroker::start();
+    let broker = KafkaCluster::start(1);
     let mut rig = Rig::new(broker.bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
     pause(2).await;
-    // Frozen 4 s: far longer than the producer's linger (20 ms) and the agents' batch
-    // interval (200 ms), shorter than the writers' session timeout (6 s). (Longer, the
-    // writer's session expired and tansu 0.6.0 never gave it partitions again; see
-    // docs/RELIABILITY.md.)
-    broker.pause();
-    pause(4).await;
-    broker.resume();
+    // Frozen 8 s: far longer than the producer's linger (20 ms), the agents' batch
+    // interval (200 ms) and the writer's session timeout (6 s).
+    broker.pause(1);
+    pause(8).await;
+    broker.resume(1);
     rig.rows_arrive().await;
     pause(2).await;
     rig.stop_agents();
-    rig.verify("broker SIGSTOP 4 s").await;
+    rig.verify("broker SIGSTOP 8 s").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,12 +563,9 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
     assert_eq!(tally.dropped, 0);
 }
 
-/// Ignored by default: tansu 0.6.0 keeps an expired member in the group, so after the
-/// rebalance the survivor gets only its own partitions back and the dead member's stay
-/// unconsumed (seen in the writers' logs; docs/RELIABILITY.md). Run it against Apache
-/// Kafka or Redpanda: `FLEETMON_TEST_KAFKA=host:port scripts/test --run-ignored all -E 'binary(faults)'`.
+/// The survivor must take the dead member's partitions once its session expires (6 s).
+/// (tansu 0.6.0 never hands them over: docs/RELIABILITY.md.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6.0 leaves an expired member's partitions unassigned; needs a real Kafka broker"]
 async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;

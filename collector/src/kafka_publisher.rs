@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use prost::Message as _;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
+use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing};
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
 
 /// Why Kafka could not be used.
@@ -37,15 +36,8 @@ pub enum PublishError {
         source: KafkaError,
     },
     /// A topic could not be created.
-    #[error("cannot create Kafka topic {topic} on {bootstrap}: {reason}")]
-    CreateTopic {
-        /// The topic.
-        topic: String,
-        /// The bootstrap servers.
-        bootstrap: String,
-        /// The broker's answer.
-        reason: String,
-    },
+    #[error(transparent)]
+    CreateTopic(#[from] CreateTopicError),
     /// A record could not be queued or was not delivered.
     #[error("kafka delivery failed: {0}")]
     Delivery(KafkaError),
@@ -190,44 +182,17 @@ async fn wait_reachable(
 }
 
 async fn create_topics(config: &KafkaConfig) -> Result<(), PublishError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(&config.bootstrap_servers, &config.options)
-            .create()
-            .map_err(PublishError::Config)?;
-    let topics: Vec<NewTopic<'_>> = [&config.host_samples_topic, &config.site_checks_topic]
-        .into_iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            )
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(config.connect_timeout()));
-    let results =
-        admin
-            .create_topics(&topics, &options)
-            .await
-            .map_err(|e| PublishError::CreateTopic {
-                topic: config.host_samples_topic.clone(),
-                bootstrap: config.bootstrap_servers.clone(),
-                reason: e.to_string(),
-            })?;
-    for result in results {
-        match result {
-            Ok(topic) => {
-                tracing::info!(%topic, partitions = config.partitions, "created kafka topic")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(PublishError::CreateTopic {
-                    topic,
-                    bootstrap: config.bootstrap_servers.clone(),
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
+    let spec = TopicSpec {
+        names: &[&config.host_samples_topic, &config.site_checks_topic],
+        partitions: config.partitions,
+        replication_factor: config.replication_factor,
+    };
+    create_missing(
+        &config.bootstrap_servers,
+        &config.options,
+        spec,
+        config.connect_timeout(),
+    )
+    .await?;
     Ok(())
 }

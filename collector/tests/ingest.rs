@@ -10,7 +10,7 @@ use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, StreamAck};
-use fleetmon::testkit::{TansuBroker, kafka_bootstrap, tls_alert};
+use fleetmon::testkit::{KafkaCluster, kafka_bootstrap, tls_alert};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -260,20 +260,20 @@ async fn stream_acks_follow_kafka_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
-    let broker = TansuBroker::start();
+    let broker = KafkaCluster::start(1);
     let collector = TestCollector::start(broker.bootstrap(), |_| {}).await;
     let (tx, mut acks) = open_stream(&collector).await;
     tx.send(hosts("s1", 1..=50)).await.unwrap();
     let through = wait_acked(&mut acks, 0, 50).await;
 
-    broker.pause();
+    broker.pause(1);
     tx.send(hosts("s1", 51..=100)).await.unwrap();
     let during = tokio::time::timeout(Duration::from_secs(3), acks.next()).await;
     assert!(
         during.is_err(),
         "no ack while the broker is stopped: {during:?}"
     );
-    broker.resume();
+    broker.resume(1);
 
     wait_acked(&mut acks, through, 100).await;
     assert_eq!(

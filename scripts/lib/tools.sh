@@ -29,13 +29,60 @@ ensure_grpcurl() {
   export FLEETMON_GRPCURL
 }
 
-# Starts the local PostgreSQL server if it is not answering on 127.0.0.1:5432.
+# Debian packages, installed once (apt-get update first, quietly).
+apt_install() {
+  step "installing $* (apt-get)"
+  if [ -z "${FLEETMON_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    export FLEETMON_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# Debian's PostgreSQL server on 127.0.0.1:5432, where user postgres connects without a
+# password (trust on loopback only: the tests' and the quickstart's default URL).
+# Installs the server if it is missing, sets the loopback rule, starts the cluster.
 ensure_postgres() {
-  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-    step "starting PostgreSQL"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
-    for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
-    pg_isready -h 127.0.0.1 -p 5432
+  if psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 </dev/null; then
+    return 0
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    apt_install postgresql
+  fi
+  local version hba
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ -z "$version" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    step "creating PostgreSQL cluster $version main"
+    pg_createcluster "$version" main >&2
+  fi
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  if ! grep -q '^# fleetmon: loopback trust' "$hba"; then
+    step "PostgreSQL: trusting user postgres on 127.0.0.1 and ::1 ($hba)"
+    local rules
+    rules=$(printf '%s\n' '# fleetmon: loopback trust for tests and the quickstart (scripts/lib/tools.sh)' \
+      'host all postgres 127.0.0.1/32 trust' 'host all postgres ::1/128 trust')
+    printf '%s\n%s\n' "$rules" "$(cat "$hba")" >"$hba"
+  fi
+  if pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload >&2
+  else
+    step "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2
+  fi
+  for _ in $(seq 1 60); do
+    psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 </dev/null && return 0
+    sleep 0.5
+  done
+  echo "error: PostgreSQL $version does not accept user postgres on 127.0.0.1:5432; see /var/log/postgresql/" >&2
+  return 1
+}
+
+# cargo-nextest, the test runner (installed with cargo the first time, about 4 minutes).
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    step "installing cargo-nextest (cargo install, once)"
+    cargo install cargo-nextest --locked --quiet
   fi
 }
 

@@ -63,6 +63,9 @@ pub struct KafkaConfig {
     /// Where records that cannot be decoded or stored go, with an `error` header.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// Replicas of the dead-letter topic when the writer creates it at start.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
     /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning).
     #[serde(default, deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
@@ -130,6 +133,9 @@ fn default_site_topic() -> String {
 fn default_dead_letter_topic() -> String {
     "fleetmon.dead-letters".to_owned()
 }
+fn default_replication() -> i32 {
+    1
+}
 fn default_pg_url() -> String {
     "postgres://postgres@127.0.0.1:5432/fleetmon".to_owned()
 }
@@ -160,6 +166,7 @@ impl Default for KafkaConfig {
             host_samples_topic: default_host_topic(),
             site_checks_topic: default_site_topic(),
             dead_letter_topic: default_dead_letter_topic(),
+            replication_factor: default_replication(),
             options: BTreeMap::new(),
         }
     }
@@ -247,6 +254,12 @@ impl WriterConfig {
         }
         if self.batch.max_rows == 0 {
             return Err(ConfigError::field("batch.max_rows", "must be at least 1"));
+        }
+        if self.kafka.replication_factor < 1 {
+            return Err(ConfigError::field(
+                "kafka.replication_factor",
+                "must be at least 1 (the number of brokers that keep each dead letter)",
+            ));
         }
         if self.kafka.group_id.trim().is_empty() {
             return Err(ConfigError::field(

@@ -149,6 +149,9 @@ impl Pipeline {
                 // while paused, so the group keeps this member during an outage.
                 message = self.consumer.recv(), if !full || paused.is_some() => match message {
                     Ok(message) => {
+                        // A rebalance inside this recv (revoke, then the same
+                        // partitions assigned again) must not drop the record it returns.
+                        self.drop_revoked(&mut batch);
                         self.take(&message, &mut batch, &shutdown).await;
                         if deadline.is_none() && !batch.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + self.batch_config.linger());

@@ -26,6 +26,9 @@ use crate::postgres_sink::{PostgresSink, SinkError};
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How long the writer waits at start for Kafka to create (or confirm) its dead-letter topic.
+pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the writer could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -35,6 +38,9 @@ pub enum WriterError {
     /// Postgres at start-up.
     #[error(transparent)]
     Postgres(#[from] SinkError),
+    /// The dead-letter topic could not be created or verified.
+    #[error(transparent)]
+    Topic(#[from] fleetmon::kafka_topics::CreateTopicError),
     /// Kafka client creation.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -89,6 +95,18 @@ pub async fn start(
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WriterMetrics::new(&mut registry));
+    // Without it, the first record that cannot be stored would stop the writer for good.
+    fleetmon::kafka_topics::create_missing(
+        &config.kafka.bootstrap_servers,
+        &config.kafka.options,
+        fleetmon::kafka_topics::TopicSpec {
+            names: &[&config.kafka.dead_letter_topic],
+            partitions: 1,
+            replication_factor: config.kafka.replication_factor,
+        },
+        DEAD_LETTER_TOPIC_TIMEOUT,
+    )
+    .await?;
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
     let dead_letters = DeadLetters::new(&config.kafka)?;
     let pipeline = Pipeline::new(

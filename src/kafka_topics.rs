@@ -1,0 +1,88 @@
+//! Creating the Kafka topics fleetmon produces to (feature `kafka`): the collector's
+//! sample topics and the writer's dead-letter topic. Partitions and the replication
+//! factor come from each binary's config.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+/// A topic could not be created (or verified to exist).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create Kafka topic {topic} on {bootstrap}: {reason}")]
+pub struct CreateTopicError {
+    /// The topic.
+    pub topic: String,
+    /// The bootstrap servers.
+    pub bootstrap: String,
+    /// The broker's (or client's) answer.
+    pub reason: String,
+}
+
+/// Topics to create when missing, all with the same shape.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSpec<'a> {
+    /// Topic names.
+    pub names: &'a [&'a str],
+    /// Partitions of each.
+    pub partitions: i32,
+    /// Replicas of each partition.
+    pub replication_factor: i32,
+}
+
+/// Creates whichever of `spec.names` do not exist yet and returns the names created.
+/// An existing topic is left as it is, whatever its shape. `options` are the binary's
+/// librdkafka pass-through options (TLS, SASL).
+pub async fn create_missing(
+    bootstrap: &str,
+    options: &BTreeMap<String, String>,
+    spec: TopicSpec<'_>,
+    timeout: Duration,
+) -> Result<Vec<String>, CreateTopicError> {
+    let error = |topic: &str, reason: String| CreateTopicError {
+        topic: topic.to_owned(),
+        bootstrap: bootstrap.to_owned(),
+        reason,
+    };
+    let first = spec.names.first().copied().unwrap_or_default();
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| error(first, e.to_string()))?;
+    let topics: Vec<NewTopic<'_>> = spec
+        .names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication_factor),
+            )
+        })
+        .collect();
+    let admin_options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(&topics, &admin_options)
+        .await
+        .map_err(|e| error(first, e.to_string()))?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(topic) => {
+                tracing::info!(%topic, partitions = spec.partitions, replication_factor = spec.replication_factor, "created kafka topic");
+                created.push(topic);
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(error(&topic, code.to_string())),
+        }
+    }
+    Ok(created)
+}
