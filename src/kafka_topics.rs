@@ -31,6 +31,8 @@ pub struct TopicSpec<'a> {
     pub partitions: i32,
     /// Replicas of each partition.
     pub replication_factor: i32,
+    /// The topics' `min.insync.replicas` (`None`: the broker's default).
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// Creates whichever of `spec.names` do not exist yet and returns the names created.
@@ -55,15 +57,20 @@ pub async fn create_missing(
     }
     let admin: AdminClient<DefaultClientContext> =
         client.create().map_err(|e| error(first, e.to_string()))?;
+    let min_isr = spec.min_insync_replicas.map(|n| n.to_string());
     let topics: Vec<NewTopic<'_>> = spec
         .names
         .iter()
         .map(|name| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 spec.partitions,
                 TopicReplication::Fixed(spec.replication_factor),
-            )
+            );
+            match &min_isr {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let admin_options = AdminOptions::new()

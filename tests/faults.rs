@@ -33,6 +33,8 @@ struct Rig {
     logs: LogDir,
     schema: PgSchema,
     kafka: String,
+    /// Replicas of every topic the collector and writer create (3 on a cluster).
+    replicas: i32,
     collector_port: u16,
     host_topic: String,
     site_topic: String,
@@ -80,6 +82,7 @@ impl Rig {
             logs: LogDir::new(),
             schema: PgSchema::create_in(pg_url).await,
             kafka: kafka.to_owned(),
+            replicas: 1,
             collector_port: free_port(),
             host_topic: unique_name("faults-host"),
             site_topic: unique_name("faults-site"),
@@ -89,6 +92,14 @@ impl Rig {
             procs: Processes::default(),
             agents: Vec::new(),
         }
+    }
+
+    /// A rig on `cluster`: with 3 nodes, topics get 3 replicas and
+    /// `min.insync.replicas=2`, so a sample is acknowledged only once two brokers have it.
+    async fn on_cluster(cluster: &KafkaCluster) -> Rig {
+        let mut rig = Rig::new(cluster.bootstrap(), &fleetmon::testkit::pg_url()).await;
+        rig.replicas = if cluster.nodes() >= 3 { 3 } else { 1 };
+        rig
     }
 
     fn write_config(&self, name: &str, text: &str) -> PathBuf {
@@ -105,8 +116,10 @@ impl Rig {
                 "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
                  [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
                  [kafka]\nbootstrap_servers = \"{kafka}\"\nhost_samples_topic = \"{host}\"\n\
-                 site_checks_topic = \"{site}\"\npartitions = 4\n",
+                 site_checks_topic = \"{site}\"\npartitions = 4\nreplication_factor = {replicas}\n{min_isr}",
                 port = self.collector_port,
+                replicas = self.replicas,
+                min_isr = if self.replicas >= 3 { "min_insync_replicas = 2\n" } else { "" },
                 cert = certs.join("collector.pem").display(),
                 key = certs.join("collector-key.pem").display(),
                 ca = certs.join("ca.pem").display(),
@@ -134,7 +147,7 @@ impl Rig {
                 "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
                  [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
                  [kafka]\nbootstrap_servers = \"{kafka}\"\ngroup_id = \"{group}\"\n\
-                 host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\n\
+                 host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\nreplication_factor = {replicas}\n\
                  [kafka.options]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n\
                  [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\n\
                  [batch]\nmax_rows = 500\nlinger_ms = 100\n",
@@ -146,6 +159,7 @@ impl Rig {
                 host = self.host_topic,
                 site = self.site_topic,
                 dlq = self.dead_letter_topic,
+                replicas = self.replicas,
                 pg = self.schema.url(),
                 schema = self.schema.name,
             ),
@@ -468,7 +482,7 @@ async fn collector_killed_while_agents_stream() {
 async fn broker_paused_longer_than_linger_and_batch_interval() {
     // A broker of its own: freezing the suite's broker would stall every other test.
     let broker = KafkaCluster::start(1);
-    let mut rig = Rig::new(broker.bootstrap(), &fleetmon::testkit::pg_url()).await;
+    let mut rig = Rig::on_cluster(&broker).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
     pause(2).await;
     // Frozen 8 s: far longer than the producer's linger (20 ms), the agents' batch
@@ -580,4 +594,84 @@ async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
     rig.stop_agents();
     rig.verify("two writers, one SIGKILL during the rebalance")
         .await;
+}
+
+/// Rows stored now (host samples and site checks).
+async fn stored_rows(rig: &Rig) -> i64 {
+    rig.schema
+        .scalar("SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)")
+        .await
+}
+
+// On a 3-node cluster: every topic has 3 replicas and min.insync.replicas=2. One node
+// may fail at any time; two down stop acknowledgements (agents buffer) until one returns.
+// These tests run one at a time (.config/nextest.toml): three JVMs each.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_partition_leader_killed_while_agents_stream_then_restarted() {
+    let cluster = KafkaCluster::start(3);
+    let mut rig = Rig::on_cluster(&cluster).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    let leader = cluster.leader(&rig.host_topic, 0);
+    cluster.kill(leader);
+    // Two of three serve: leadership moves and samples keep flowing meanwhile.
+    pause(2).await;
+    rig.rows_arrive().await;
+    cluster.restart(leader);
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("3 brokers: partition leader SIGKILL, restarted")
+        .await;
+    assert_eq!(tally.dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_partition_leader_frozen_past_the_session_timeout() {
+    let cluster = KafkaCluster::start(3);
+    let mut rig = Rig::on_cluster(&cluster).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    let leader = cluster.leader(&rig.host_topic, 0);
+    // Longer than the writer's session (6 s) and the brokers' own session with the
+    // controller (9 s): the node is fenced and its partitions move.
+    cluster.pause(leader);
+    pause(12).await;
+    cluster.resume(leader);
+    rig.rows_arrive().await;
+    pause(3).await;
+    rig.stop_agents();
+    let tally = rig.verify("3 brokers: partition leader SIGSTOP 12 s").await;
+    assert_eq!(tally.dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
+    let cluster = KafkaCluster::start(3);
+    let mut rig = Rig::on_cluster(&cluster).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    cluster.kill(1);
+    cluster.kill(2);
+    // Nothing can reach two replicas: nothing is acknowledged, so nothing new is
+    // stored; the agents keep what they sample.
+    pause(5).await;
+    let during = stored_rows(&rig).await;
+    pause(5).await;
+    assert_eq!(
+        stored_rows(&rig).await,
+        during,
+        "rows stored while two of three brokers were down"
+    );
+    cluster.restart(1);
+    rig.rows_arrive().await;
+    cluster.restart(2);
+    pause(2).await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("3 brokers: two SIGKILL for 10 s, then back one by one")
+        .await;
+    assert_eq!(tally.dropped, 0, "the agents buffered the outage");
 }

@@ -59,6 +59,10 @@ pub struct KafkaConfig {
     /// Replication factor of topics the collector creates.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// `min.insync.replicas` of topics the collector creates (default: the broker's):
+    /// with `acks=all`, a sample is acknowledged only once this many replicas have it.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
     /// How long to wait for the broker at start-up before giving up, in seconds.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
@@ -168,6 +172,7 @@ impl Default for KafkaConfig {
             site_checks_topic: default_site_topic(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
+            min_insync_replicas: None,
             connect_timeout_seconds: default_connect_timeout(),
             linger_ms: default_linger_ms(),
             options: BTreeMap::new(),
@@ -249,6 +254,17 @@ impl CollectorConfig {
             return Err(ConfigError::field(
                 "kafka.partitions",
                 "and kafka.replication_factor must be at least 1",
+            ));
+        }
+        if let Some(min_isr) = kafka.min_insync_replicas
+            && !(1..=kafka.replication_factor).contains(&min_isr)
+        {
+            return Err(ConfigError::field(
+                "kafka.min_insync_replicas",
+                format!(
+                    "is {min_isr}: use 1 to kafka.replication_factor ({}), or leave it out for the broker's default",
+                    kafka.replication_factor
+                ),
             ));
         }
         for key in ["enable.idempotence", "acks", "bootstrap.servers"] {

@@ -186,6 +186,7 @@ async fn create_topics(config: &KafkaConfig) -> Result<(), PublishError> {
         names: &[&config.host_samples_topic, &config.site_checks_topic],
         partitions: config.partitions,
         replication_factor: config.replication_factor,
+        min_insync_replicas: config.min_insync_replicas,
     };
     create_missing(
         &config.bootstrap_servers,

@@ -103,6 +103,7 @@ pub async fn start(
             names: &[&config.kafka.dead_letter_topic],
             partitions: 1,
             replication_factor: config.kafka.replication_factor,
+            min_insync_replicas: None,
         },
         DEAD_LETTER_TOPIC_TIMEOUT,
     )
