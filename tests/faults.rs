@@ -36,6 +36,8 @@ struct Rig {
     /// Replicas of every topic the collector and writer create (3 on a cluster).
     replicas: i32,
     collector_port: u16,
+    /// Every collector the agents are given (the first is `collector_port`).
+    collector_ports: Vec<u16>,
     host_topic: String,
     site_topic: String,
     dead_letter_topic: String,
@@ -77,13 +79,15 @@ struct AgentOptions {
 
 impl Rig {
     async fn new(kafka: &str, pg_url: &str) -> Rig {
+        let collector_port = free_port();
         Rig {
             pki: TestPki::new(),
             logs: LogDir::new(),
             schema: PgSchema::create_in(pg_url).await,
             kafka: kafka.to_owned(),
             replicas: 1,
-            collector_port: free_port(),
+            collector_port,
+            collector_ports: vec![collector_port],
             host_topic: unique_name("faults-host"),
             site_topic: unique_name("faults-site"),
             dead_letter_topic: unique_name("faults-dlq"),
@@ -109,15 +113,18 @@ impl Rig {
     }
 
     fn start_collector(&mut self) {
+        self.start_collector_as("collector", self.collector_port);
+    }
+
+    fn start_collector_as(&mut self, name: &str, port: u16) {
         let certs = self.pki.dir();
         let config = self.write_config(
-            "collector",
+            name,
             &format!(
                 "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
                  [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
                  [kafka]\nbootstrap_servers = \"{kafka}\"\nhost_samples_topic = \"{host}\"\n\
                  site_checks_topic = \"{site}\"\npartitions = 4\nreplication_factor = {replicas}\n{min_isr}",
-                port = self.collector_port,
                 replicas = self.replicas,
                 min_isr = if self.replicas >= 3 { "min_insync_replicas = 2\n" } else { "" },
                 cert = certs.join("collector.pem").display(),
@@ -129,13 +136,13 @@ impl Rig {
             ),
         );
         self.procs.spawn(
-            "collector",
+            name,
             self.logs.path(),
             Command::new(binary("fleetmon-collector"))
                 .arg("--config")
                 .arg(config),
         );
-        self.procs.wait_port("collector", self.collector_port);
+        self.procs.wait_port(name, port);
     }
 
     fn start_writer(&mut self, name: &str) {
@@ -179,9 +186,14 @@ impl Rig {
         let mut text = format!(
             "host_interval_seconds = 1\nhostname = \"{name}.host\"\nmetrics_listen = \"127.0.0.1:0\"\n\
              log_format = \"json\"\n\
-             [collector]\nendpoint = \"https://127.0.0.1:{port}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+             [collector]\nendpoints = [{endpoints}]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
              [outbox]\nbatch_interval_ms = 200\nmax_backoff_seconds = 1\n",
-            port = self.collector_port,
+            endpoints = self
+                .collector_ports
+                .iter()
+                .map(|port| format!("\"https://127.0.0.1:{port}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             ca = files.ca.display(),
             cert = files.cert.display(),
             key = files.key.display(),
@@ -674,4 +686,72 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
         .verify("3 brokers: two SIGKILL for 10 s, then back one by one")
         .await;
     assert_eq!(tally.dropped, 0, "the agents buffered the outage");
+}
+
+/// When `writer`'s log last said it was assigned every one of `partitions`, if it did.
+fn assigned_everything_at(log: &Path, partitions: usize) -> Option<time::OffsetDateTime> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["message"] == "partitions assigned")
+        .filter(|entry| {
+            entry["partitions"]
+                .as_str()
+                .is_some_and(|p| p.matches("faults-").count() == partitions)
+        })
+        .filter_map(|entry| {
+            let at = entry["timestamp"].as_str()?;
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .next_back()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
+    let cluster = KafkaCluster::start(3);
+    let mut rig = Rig::on_cluster(&cluster).await;
+    let second = free_port();
+    rig.collector_ports.push(second);
+    rig.start_collector();
+    rig.start_collector_as("collector-2", second);
+    rig.start_writer("writer");
+    rig.start_writer("writer-2");
+    for agent in AGENTS {
+        rig.start_agent(agent, &AgentOptions::default());
+    }
+    rig.rows_arrive().await;
+    pause(2).await;
+
+    // The agents streaming to the first collector fail over to the second.
+    rig.procs.kill("collector");
+    pause(2).await;
+    rig.rows_arrive().await;
+
+    // The surviving writer is assigned all 8 partitions once the dead one's session
+    // (6 s) expires.
+    let killed = time::OffsetDateTime::now_utc();
+    rig.procs.kill("writer");
+    let log = Processes::log(rig.logs.path(), "writer-2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let took_over = loop {
+        if let Some(at) = assigned_everything_at(&log, 8).filter(|at| *at > killed) {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writer-2 was not assigned every partition within 60 s of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "writer-2 took over all 8 partitions {:.1} s after writer was killed",
+        (took_over - killed).as_seconds_f64()
+    );
+    rig.rows_arrive().await;
+    pause(2).await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("3 brokers, 2 collectors, 2 writers: one collector, then one writer SIGKILL")
+        .await;
+    assert_eq!(tally.dropped, 0);
 }

@@ -60,6 +60,10 @@ pub struct CollectorConfig {
     /// `https://host:port` of the collector.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// Several collectors instead of `endpoint`: the agent streams to one and, when it
+    /// cannot reach it, fails over to the next (with backoff once all failed in a row).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     /// CA bundle the collector's certificate must chain to.
     #[serde(default = "default_ca")]
     pub ca: PathBuf,
@@ -75,6 +79,15 @@ pub struct CollectorConfig {
 }
 
 impl CollectorConfig {
+    /// The collectors to stream to, in order of preference.
+    pub fn urls(&self) -> Vec<&str> {
+        if self.endpoints.is_empty() {
+            vec![self.endpoint.as_str()]
+        } else {
+            self.endpoints.iter().map(String::as_str).collect()
+        }
+    }
+
     /// The TLS files as the shared TLS code wants them.
     pub fn tls(&self) -> ClientTlsFiles {
         ClientTlsFiles {
@@ -241,6 +254,7 @@ impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
             endpoint: default_endpoint(),
+            endpoints: Vec::new(),
             ca: default_ca(),
             cert: default_cert(),
             key: default_key(),
@@ -545,13 +559,26 @@ impl AgentConfig {
                 "must be at least 1",
             ));
         }
-        if !self.collector.endpoint.starts_with("https://") {
+        if !self.collector.endpoints.is_empty() && self.collector.endpoint != default_endpoint() {
             return Err(ConfigError::field(
-                "collector.endpoint",
-                format!(
-                    "`{}` must be an https:// URL (the collector only speaks mutual TLS)",
-                    self.collector.endpoint
-                ),
+                "collector.endpoints",
+                "and collector.endpoint are both set: list every collector in collector.endpoints and drop endpoint",
+            ));
+        }
+        let field = if self.collector.endpoints.is_empty() {
+            "collector.endpoint"
+        } else {
+            "collector.endpoints"
+        };
+        if let Some(url) = self
+            .collector
+            .urls()
+            .into_iter()
+            .find(|url| !url.starts_with("https://"))
+        {
+            return Err(ConfigError::field(
+                field,
+                format!("`{url}` must be an https:// URL (the collector only speaks mutual TLS)"),
             ));
         }
         if self.outbox.capacity == 0 || self.outbox.batch_size == 0 {
@@ -706,5 +733,28 @@ mod tests {
         let config = AgentConfig::load(Some(&path), Vec::new()).unwrap();
         assert!(!config.sites.is_empty());
         assert_eq!(config.host_interval_seconds, 10);
+    }
+
+    #[test]
+    fn several_collectors_are_listed_in_endpoints_only() {
+        let load = |collector: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("agent.toml");
+            std::fs::write(&path, format!("[collector]\n{collector}\n")).unwrap();
+            AgentConfig::load(Some(&path), Vec::new()).map_err(|e| e.to_string())
+        };
+        let config = load(r#"endpoints = ["https://c1:7400", "https://c2:7400"]"#).unwrap();
+        assert_eq!(
+            config.collector.urls(),
+            ["https://c1:7400", "https://c2:7400"]
+        );
+        assert_eq!(
+            load(r#"endpoints = ["https://c1:7400", "http://c2:7400"]"#).unwrap_err(),
+            "invalid config: `collector.endpoints` `http://c2:7400` must be an https:// URL (the collector only speaks mutual TLS)"
+        );
+        assert_eq!(
+            load("endpoint = \"https://c0:7400\"\nendpoints = [\"https://c1:7400\"]").unwrap_err(),
+            "invalid config: `collector.endpoints` and collector.endpoint are both set: list every collector in collector.endpoints and drop endpoint"
+        );
     }
 }

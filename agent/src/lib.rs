@@ -79,7 +79,13 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
     let sites = config.sites()?;
-    let (url, files) = (config.collector.endpoint.clone(), config.collector.tls());
+    let urls: Vec<String> = config
+        .collector
+        .urls()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let files = config.collector.tls();
     let watched = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
     // A renewed certificate (or CA) is picked up without a restart: the sender
     // reconnects with it; a broken replacement is logged and the old one kept.
@@ -88,10 +94,14 @@ pub async fn start(
         watched,
         fleetmon::tls::DEFAULT_RELOAD_INTERVAL,
         move || {
-            Ok(fleetmon::tls::endpoint(&url, &files)?
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true))
+            urls.iter()
+                .map(|url| {
+                    Ok(fleetmon::tls::endpoint(url, &files)?
+                        .http2_keep_alive_interval(Duration::from_secs(30))
+                        .keep_alive_timeout(Duration::from_secs(20))
+                        .keep_alive_while_idle(true))
+                })
+                .collect()
         },
     )?;
     let outbox = Arc::new(Outbox::open(
@@ -107,7 +117,7 @@ pub async fn start(
     let sampler = HostSampler::new(config.hostname.clone())?;
     let prober = SiteProber::new(&sites)?;
     tracing::info!(
-        collector = %config.collector.endpoint,
+        collector = %config.collector.urls().join(","),
         hostname = sampler.hostname(),
         sites = sites.len(),
         stream_id = %outbox.stream_id(),
@@ -116,7 +126,7 @@ pub async fn start(
     );
 
     let sender_config = sender::SenderConfig {
-        endpoint,
+        endpoints: endpoint,
         batch_size: config.outbox.batch_size,
         batch_interval: Duration::from_millis(config.outbox.batch_interval_ms),
         max_backoff: Duration::from_secs(config.outbox.max_backoff_seconds),

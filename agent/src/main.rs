@@ -19,7 +19,8 @@ struct Cli {
     /// Extra sites in the plain format `URL INTERVAL_SECONDS [REGEX]`, one per line.
     #[arg(long, env = "FLEETMON_AGENT_SITES_FILE")]
     sites_file: Option<PathBuf>,
-    /// Collector endpoint, e.g. https://collector.internal:7400 (overrides `collector.endpoint`).
+    /// Collector endpoint, e.g. https://collector.internal:7400, or several separated by
+    /// commas to fail over between (overrides `collector.endpoint` and `collector.endpoints`).
     #[arg(long, env = "FLEETMON_COLLECTOR")]
     collector: Option<String>,
     /// This agent's client certificate (overrides `collector.cert`).
@@ -64,8 +65,14 @@ async fn agent_main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot read sites file {}", path.display()))?;
         config.sites.extend(parse_sites_file(path, &text)?);
     }
-    if let Some(endpoint) = cli.collector {
-        config.collector.endpoint = endpoint;
+    if let Some(list) = cli.collector {
+        let mut urls: Vec<String> = list.split(',').map(|u| u.trim().to_owned()).collect();
+        if urls.len() == 1 {
+            config.collector.endpoint = urls.remove(0);
+            config.collector.endpoints.clear();
+        } else {
+            config.collector.endpoints = urls;
+        }
     }
     if let Some(cert) = cli.cert {
         config.collector.cert = cert;

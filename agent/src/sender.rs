@@ -28,9 +28,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sender settings.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    /// The collector, with mutual TLS configured; a new value (renewed certificate)
-    /// makes the sender reconnect with it.
-    pub endpoint: Reloading<Endpoint>,
+    /// The collectors in order of preference, with mutual TLS configured; a new value
+    /// (renewed certificate) makes the sender reconnect with it.
+    pub endpoints: Reloading<Vec<Endpoint>>,
     /// Samples per batch at most.
     pub batch_size: usize,
     /// Longest wait before a non-full batch goes out.
@@ -56,12 +56,17 @@ pub async fn run(
 ) {
     let mut failures: u32 = 0;
     let mut connected_before = false;
-    let mut endpoints = config.endpoint.clone();
+    let mut endpoints = config.endpoints.clone();
+    // Which collector to try: the next one after each failure.
+    let mut current = 0usize;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let endpoint = endpoints.borrow_and_update().clone();
+        let (endpoint, count) = {
+            let list = endpoints.borrow_and_update();
+            (list[current % list.len()].clone(), list.len())
+        };
         let channel = tokio::select! {
             channel = endpoint.connect() => channel,
             () = shutdown.cancelled() => return,
@@ -92,8 +97,11 @@ pub async fn run(
             }
             Ended::Disconnected(reason) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures, config.max_backoff);
-                tracing::warn!(%reason, retry_in = ?delay, queued = outbox.len(), "collector unavailable");
+                current = (current + 1) % count;
+                // The backoff grows with each round in which every collector failed.
+                let rounds = failures.div_ceil(u32::try_from(count).unwrap_or(u32::MAX));
+                let delay = backoff(rounds, config.max_backoff);
+                tracing::warn!(collector = %endpoint.uri(), %reason, retry_in = ?delay, queued = outbox.len(), "collector unavailable");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return,
@@ -118,7 +126,7 @@ async fn stream(
     metrics: &AgentMetrics,
     shutdown: &CancellationToken,
     failures: &mut u32,
-    endpoints: &mut Reloading<Endpoint>,
+    endpoints: &mut Reloading<Vec<Endpoint>>,
 ) -> Ended {
     let (tx, rx) = mpsc::channel::<IngestBatch>(4);
     let mut acks = match client.stream(ReceiverStream::new(rx)).await {

@@ -61,7 +61,7 @@ fn start_sender(
     let files = pki.client(Role::Agent, "a1");
     let endpoint = fleetmon::tls::endpoint(&format!("https://{addr}"), &files).unwrap();
     let config = SenderConfig {
-        endpoint: tokio::sync::watch::channel(endpoint).1,
+        endpoints: tokio::sync::watch::channel(vec![endpoint]).1,
         batch_size: 40,
         batch_interval: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
