@@ -1,6 +1,12 @@
 //! Services every fleetmon gRPC server carries besides its own: health and
 //! reflection (v1 and v1alpha), so grpcurl works without .proto files.
 
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tonic_reflection::server::{v1, v1alpha};
 
@@ -49,4 +55,48 @@ pub async fn health_service() -> (
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     (reporter, service)
+}
+
+/// How often a server checks what it depends on (Kafka, Postgres) for its health status.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps the health of the server (`""`) and of `services` in step with `probe`, run
+/// every [`HEALTH_INTERVAL`] until `shutdown`: SERVING while it returns `Ok`,
+/// NOT_SERVING while it returns `Err(why)`. Each change is logged once, with the reason.
+pub fn watch_health<F, Fut>(
+    reporter: HealthReporter,
+    services: &'static [&'static str],
+    mut probe: F,
+    shutdown: CancellationToken,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            let result = tokio::select! {
+                result = probe() => result,
+                () = shutdown.cancelled() => return,
+            };
+            let status = match &result {
+                Ok(()) => ServingStatus::Serving,
+                Err(_) => ServingStatus::NotServing,
+            };
+            match (&result, serving) {
+                (Err(why), true) => tracing::warn!(%why, "health: NOT_SERVING"),
+                (Ok(()), false) => tracing::info!("health: SERVING again"),
+                _ => {}
+            }
+            serving = result.is_ok();
+            for name in std::iter::once(&"").chain(services.iter()) {
+                reporter.set_service_status(*name, status).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    })
 }

@@ -475,6 +475,43 @@ pub async fn server_certificate(
     session.peer_certificates().expect("server certificate")[0].clone()
 }
 
+pub use tonic_health::ServingStatus;
+
+/// Asks `grpc.health.v1.Health/Check` for `service` (`""`: the whole server) at `url`
+/// every 200 ms until the answer is `want`; panics with the last answer after `within`.
+pub async fn wait_for_health(
+    url: &str,
+    files: &ClientTlsFiles,
+    service: &str,
+    want: tonic_health::ServingStatus,
+    within: Duration,
+) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = crate::tls::endpoint(url, files)
+        .expect("health client endpoint")
+        .connect_lazy();
+    let mut client = HealthClient::new(channel);
+    let want = tonic_health::pb::health_check_response::ServingStatus::from(want) as i32;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let answer = client
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if answer.as_ref().is_ok_and(|status| *status == want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health of {url} `{service}` is not {want} after {within:?}: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The Postgres URL every test uses.
 pub fn pg_url() -> String {
     std::env::var(PG_ENV)
@@ -654,7 +691,17 @@ impl PgCluster {
     /// Crashes the server (immediate shutdown: every connection cut, no checkpoint)
     /// and starts it again on the same port; returns once it accepts connections.
     pub fn crash_and_restart(&self) {
+        self.crash();
+        self.restart();
+    }
+
+    /// Stops the server at once (immediate shutdown) and leaves it down.
+    pub fn crash(&self) {
         self.pg_ctl("stop", &["-m", "immediate"]);
+    }
+
+    /// Starts a stopped server again on the same port, with its data.
+    pub fn restart(&self) {
         self.pg_ctl("start", &[]);
     }
 

@@ -174,6 +174,7 @@ async fn collector_plaintext(samples: &[HostSample]) -> Duration {
         metrics: CollectorMetrics::new(&mut registry),
         limits: Limits::default(),
         shutdown: CancellationToken::new(),
+        abandon: CancellationToken::new(),
     });
     let identity = PeerIdentity {
         role: Role::Agent,

@@ -28,6 +28,10 @@ pub struct CollectorConfig {
     /// Log format: `text` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// At shutdown, how long open streams may wait for Kafka to acknowledge what they
+    /// sent before they are closed (agents resend what was not acknowledged).
+    #[serde(default = "default_shutdown_drain")]
+    pub shutdown_drain_seconds: u64,
     /// Server certificate, key, client CA and optional CRL
     /// (default: `certs/collector.pem`, `certs/collector-key.pem`, `certs/ca.pem`).
     #[serde(default = "default_tls")]
@@ -133,6 +137,9 @@ fn default_host_topic() -> String {
 fn default_site_topic() -> String {
     fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
 }
+fn default_shutdown_drain() -> u64 {
+    20
+}
 fn default_partitions() -> i32 {
     12
 }
@@ -208,6 +215,7 @@ impl CollectorConfig {
             listen: default_listen(),
             metrics_listen: default_metrics_listen(),
             log_format: LogFormat::default(),
+            shutdown_drain_seconds: default_shutdown_drain(),
             tls,
             kafka: KafkaConfig::default(),
             limits: Limits::default(),

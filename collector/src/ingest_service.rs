@@ -42,6 +42,9 @@ pub struct IngestContext {
     pub limits: Limits,
     /// Cancelled at shutdown: sessions stop reading, finish their acks and end.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown drain deadline passes: sessions still waiting for
+    /// Kafka end at once with UNAVAILABLE; their agents send the rest again.
+    pub abandon: CancellationToken,
 }
 
 /// The service; cheap to clone.
@@ -250,6 +253,9 @@ impl IngestService {
                 }
                 () = acks_out.closed() => break Ok(()),
                 () = self.ctx.shutdown.cancelled(), if reading => reading = false,
+                () = self.ctx.abandon.cancelled() => break Err(Status::unavailable(
+                    "collector shutting down: samples not yet acknowledged were not delivered; send them again",
+                )),
             }
         };
         if let Err(status) = ending {

@@ -75,6 +75,8 @@ pub struct KafkaPublisher {
     producer: FutureProducer,
     host_topic: String,
     site_topic: String,
+    /// To recreate the topics should the cluster lose them.
+    config: KafkaConfig,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -99,7 +101,42 @@ impl KafkaPublisher {
             producer,
             host_topic: config.host_samples_topic.clone(),
             site_topic: config.site_checks_topic.clone(),
+            config: config.clone(),
         })
+    }
+
+    /// For the health service: `Ok` when a broker answers within `timeout` and both
+    /// topics exist. Topics the cluster lost (a broker replaced by an empty one) are
+    /// created again; until that succeeds the answer says what is missing.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer.clone();
+        let topics = [self.host_topic.clone(), self.site_topic.clone()];
+        let missing = tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            for topic in &topics {
+                let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
+                if metadata.topics().iter().any(|t| t.error().is_some()) {
+                    missing.push(topic.clone());
+                }
+            }
+            Ok::<_, KafkaError>(missing)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            format!(
+                "Kafka at {} does not answer: {e}",
+                self.config.bootstrap_servers
+            )
+        })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(topics = ?missing, "kafka topics missing: creating them again");
+        create_topics(&self.config)
+            .await
+            .map_err(|e| format!("topics {missing:?} missing: {e}"))?;
+        Ok(())
     }
 
     /// Queues one sample; the returned future resolves when Kafka confirmed it.

@@ -25,6 +25,9 @@ use crate::kafka_publisher::{KafkaPublisher, PublishError};
 use crate::metrics::CollectorMetrics;
 use crate::status_codes::OversizeIsResourceExhausted;
 
+/// How long one health probe waits for Kafka to answer.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -109,18 +112,30 @@ pub async fn start(
     let fleet = FleetState::new();
     // Sessions stop reading at shutdown but keep acking what is in flight.
     let sessions_stop = shutdown.child_token();
+    let abandon = CancellationToken::new();
     let ctx = Arc::new(IngestContext {
         publisher,
         fleet: fleet.clone(),
         metrics,
         limits: config.limits.clone(),
         shutdown: sessions_stop,
+        abandon: abandon.clone(),
     });
     let max_message = config.limits.max_message_bytes;
     let ingest =
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
     let fleet_service = FleetServer::new(FleetService::new(fleet));
-    let (_health_reporter, health) = fleetmon::grpc::health_service().await;
+    let (health_reporter, health) = fleetmon::grpc::health_service().await;
+    let probe_ctx = ctx.clone();
+    let health_task = fleetmon::grpc::watch_health(
+        health_reporter,
+        &["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"],
+        move || {
+            let ctx = probe_ctx.clone();
+            async move { ctx.publisher.check(HEALTH_PROBE_TIMEOUT).await }
+        },
+        shutdown.clone(),
+    );
     let (reflection_v1, reflection_v1alpha) =
         fleetmon::grpc::reflection_services(&["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"]);
 
@@ -140,13 +155,28 @@ pub async fn start(
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, "collector listening");
 
     let metrics_shutdown = shutdown.clone();
+    let drain = Duration::from_secs(config.shutdown_drain_seconds);
     let task = tokio::spawn(async move {
         let metrics_task = tokio::spawn(metrics_server.serve(metrics_shutdown));
-        let served = router
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
+        let serve =
+            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        tokio::pin!(serve);
+        // Streams end once what they sent is acknowledged; with Kafka unreachable that
+        // never happens, so the drain has a deadline. Agents resend what was not acked.
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(drain).await;
+            } => {
+                tracing::warn!(seconds = drain.as_secs(), "drain deadline passed: ending the streams still waiting for Kafka");
+                abandon.cancel();
+                tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.unwrap_or(Ok(()))
+            }
+        };
         ctx.publisher.flush(SHUTDOWN_GRACE).await;
         let _ = metrics_task.await;
+        let _ = health_task.await;
         tracing::info!("collector stopped");
         served.map_err(CollectorError::from)
     });

@@ -10,7 +10,7 @@ use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, StreamAck};
-use fleetmon::testkit::{KafkaCluster, kafka_bootstrap, tls_alert};
+use fleetmon::testkit::{KafkaCluster, ServingStatus, kafka_bootstrap, tls_alert, wait_for_health};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -266,6 +266,18 @@ async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
     tx.send(hosts("s1", 1..=50)).await.unwrap();
     let through = wait_acked(&mut acks, 0, 50).await;
 
+    let (url, operator) = (collector.url(), collector.pki.client(Role::Operator, "ops"));
+    let health = |status| {
+        wait_for_health(
+            &url,
+            &operator,
+            "fleetmon.v1.Ingest",
+            status,
+            Duration::from_secs(20),
+        )
+    };
+    health(ServingStatus::Serving).await;
+
     broker.pause(1);
     tx.send(hosts("s1", 51..=100)).await.unwrap();
     let during = tokio::time::timeout(Duration::from_secs(3), acks.next()).await;
@@ -273,7 +285,10 @@ async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
         during.is_err(),
         "no ack while the broker is stopped: {during:?}"
     );
+    // Load balancers and `fleetmon status` see that this collector cannot deliver.
+    health(ServingStatus::NotServing).await;
     broker.resume(1);
+    health(ServingStatus::Serving).await;
 
     wait_acked(&mut acks, through, 100).await;
     assert_eq!(
@@ -281,6 +296,39 @@ async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
         (1..=100).collect::<Vec<_>>()
     );
     collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadline() {
+    let broker = KafkaCluster::start(1);
+    let collector = TestCollector::start(broker.bootstrap(), |config| {
+        config.shutdown_drain_seconds = 2;
+    })
+    .await;
+    let (tx, mut acks) = open_stream(&collector).await;
+    tx.send(hosts("s1", 1..=10)).await.unwrap();
+    wait_acked(&mut acks, 0, 10).await;
+    broker.pause(1);
+    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SIGTERM, as systemd sends it: the stream waits for acks that cannot come.
+    collector.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), collector.running.task).await;
+    broker.resume(1);
+    let result = stopped.expect("the collector stopped despite the stream waiting for Kafka");
+    result.unwrap().unwrap();
+    // The stream ended without acknowledging 11..=20, telling the agent why; the agent
+    // sends them again to a collector that is up.
+    let rest: Vec<_> = acks.collect().await;
+    let (last, before) = rest.split_last().expect("the stream ended with a status");
+    assert!(before.iter().all(|ack| ack.is_ok()), "{rest:?}");
+    let status = last.as_ref().expect_err("the stream ended with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "collector shutting down: samples not yet acknowledged were not delivered; send them again"
+    );
 }
 
 #[tokio::test]

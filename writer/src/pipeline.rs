@@ -43,7 +43,7 @@ pub struct Pipeline {
     consumer: Arc<WriterConsumer>,
     revoked: Revoked,
     sink: Arc<PostgresSink>,
-    dead_letters: DeadLetters,
+    dead_letters: Arc<DeadLetters>,
     metrics: Arc<WriterMetrics>,
     batch_config: BatchConfig,
     host_topic: String,
@@ -69,7 +69,7 @@ impl Pipeline {
         batch_config: BatchConfig,
         (consumer, revoked): (WriterConsumer, Revoked),
         sink: Arc<PostgresSink>,
-        dead_letters: DeadLetters,
+        dead_letters: Arc<DeadLetters>,
         metrics: Arc<WriterMetrics>,
     ) -> Self {
         Pipeline {

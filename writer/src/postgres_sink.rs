@@ -312,6 +312,21 @@ impl PostgresSink {
         Ok(dropped)
     }
 
+    /// For the health service: `Ok` when a pooled connection answers `SELECT 1`
+    /// within `timeout`.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let ping = async {
+            let client = self.pool.get().await?;
+            client.execute("SELECT 1", &[]).await?;
+            Ok::<_, SinkError>(())
+        };
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("PostgreSQL unavailable: {error}")),
+            Err(_) => Err(format!("PostgreSQL did not answer within {timeout:?}")),
+        }
+    }
+
     /// Stores a batch in one transaction; a row already stored is skipped, and the
     /// rollups count only rows this call inserted.
     pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {

@@ -26,6 +26,9 @@ use crate::postgres_sink::{PostgresSink, SinkError};
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How long one health probe waits for Kafka, then for Postgres.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long the writer waits at start for Kafka to create (or confirm) its dead-letter topic.
 pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,13 +112,13 @@ pub async fn start(
     )
     .await?;
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
-    let dead_letters = DeadLetters::new(&config.kafka)?;
+    let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let pipeline = Pipeline::new(
         &config.kafka,
         config.batch.clone(),
         consumer,
         sink.clone(),
-        dead_letters,
+        dead_letters.clone(),
         metrics,
     );
 
@@ -131,7 +134,20 @@ pub async fn start(
         .local_addr()
         .map_err(bind_error(config.metrics_listen))?;
 
-    let (_health_reporter, health) = fleetmon::grpc::health_service().await;
+    let (health_reporter, health) = fleetmon::grpc::health_service().await;
+    let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());
+    let health_task = fleetmon::grpc::watch_health(
+        health_reporter,
+        &["fleetmon.v1.History"],
+        move || {
+            let (sink, kafka) = (probe_sink.clone(), probe_kafka.clone());
+            async move {
+                kafka.check(HEALTH_PROBE_TIMEOUT).await?;
+                sink.ping(HEALTH_PROBE_TIMEOUT).await
+            }
+        },
+        shutdown.clone(),
+    );
     let (reflection_v1, reflection_v1alpha) =
         fleetmon::grpc::reflection_services(&["fleetmon.v1.History"]);
     let router = Server::builder()
@@ -158,6 +174,7 @@ pub async fn start(
         shutdown.cancel();
         let _ = maintenance.await;
         let _ = metrics_task.await;
+        let _ = health_task.await;
         let served = grpc_task.await.expect("grpc task does not panic");
         tracing::info!("writer stopped");
         pipeline_result?;

@@ -6,7 +6,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use fleetmon::testkit::read_topic;
+use fleetmon::identity::Role;
+use fleetmon::testkit::{
+    KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, wait_for_health,
+};
 use rdkafka::Message as _;
 use rdkafka::message::Headers as _;
 
@@ -526,5 +529,43 @@ async fn sql_looking_long_and_unusual_strings_are_stored_verbatim() {
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap();
     assert!(error.contains("NUL"), "{error}");
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_kafka_or_postgres_is_down() {
+    let broker = KafkaCluster::start(1);
+    let postgres = PgCluster::start();
+    let schema = PgSchema::create_in(&postgres.url()).await;
+    let setup = Setup::new().await;
+    let writer = setup
+        .start_writer_with(|c| {
+            c.kafka.bootstrap_servers = broker.bootstrap().to_owned();
+            c.postgres.url = schema.url().to_owned();
+            c.postgres.schema = schema.name.clone();
+        })
+        .await;
+    let url = format!("https://{}", writer.running.grpc_addr);
+    let operator = setup.pki.client(Role::Operator, "ops");
+    let health = |status| {
+        wait_for_health(
+            &url,
+            &operator,
+            "fleetmon.v1.History",
+            status,
+            Duration::from_secs(20),
+        )
+    };
+    health(ServingStatus::Serving).await;
+
+    broker.pause(1);
+    health(ServingStatus::NotServing).await;
+    broker.resume(1);
+    health(ServingStatus::Serving).await;
+
+    postgres.crash();
+    health(ServingStatus::NotServing).await;
+    postgres.restart();
+    health(ServingStatus::Serving).await;
     writer.stop().await;
 }
