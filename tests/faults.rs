@@ -688,22 +688,85 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
     assert_eq!(tally.dropped, 0, "the agents buffered the outage");
 }
 
-/// When `writer`'s log last said it was assigned every one of `partitions`, if it did.
-fn assigned_everything_at(log: &Path, partitions: usize) -> Option<time::OffsetDateTime> {
+/// The last assignment a writer's log reports after `after`: when, and how many
+/// partitions (the writer's whole assignment: the group rebalances eagerly).
+fn last_assignment(
+    log: &Path,
+    after: time::OffsetDateTime,
+) -> Option<(time::OffsetDateTime, usize)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|entry| entry["message"] == "partitions assigned")
-        .filter(|entry| {
-            entry["partitions"]
-                .as_str()
-                .is_some_and(|p| p.matches("faults-").count() == partitions)
-        })
         .filter_map(|entry| {
             let at = entry["timestamp"].as_str()?;
-            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+            let at =
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .ok()?;
+            let count = entry["partitions"].as_str()?.matches("faults-").count();
+            Some((at, count))
         })
+        .filter(|(at, _)| *at > after)
         .next_back()
+}
+
+/// Waits until `writer`'s log reports an assignment of `partitions` after `after`;
+/// returns the seconds from `after` to it.
+async fn assigned_all(
+    rig: &Rig,
+    writer: &str,
+    partitions: usize,
+    after: time::OffsetDateTime,
+) -> f64 {
+    let log = Processes::log(rig.logs.path(), writer);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((at, count)) = last_assignment(&log, after)
+            && count == partitions
+        {
+            return (at - after).as_seconds_f64();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{writer} was not assigned all {partitions} partitions within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stopped_cleanly_leaves_the_group_at_once() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    let joined = time::OffsetDateTime::now_utc();
+    rig.start_writer("writer-2");
+    let log = Processes::log(rig.logs.path(), "writer-2");
+    eventually_true("writer-2 gets partitions", || {
+        last_assignment(&log, joined).is_some_and(|(_, count)| count > 0)
+    })
+    .await;
+    let stopped = time::OffsetDateTime::now_utc();
+    rig.procs.stop("writer");
+    let took = assigned_all(&rig, "writer-2", 8, stopped).await;
+    println!("writer-2 took over all 8 partitions {took:.1} s after writer was stopped");
+    // Without a LeaveGroup the survivor would wait for the session timeout (6 s).
+    assert!(
+        took < 6.0,
+        "the stopped writer left the group at once: {took:.1} s"
+    );
+    rig.rows_arrive().await;
+    pause(1).await;
+    rig.stop_agents();
+    rig.verify("two writers, one stopped with SIGTERM").await;
+}
+
+/// Polls `condition` every 200 ms for up to 60 s.
+async fn eventually_true(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,22 +794,8 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
     // (6 s) expires.
     let killed = time::OffsetDateTime::now_utc();
     rig.procs.kill("writer");
-    let log = Processes::log(rig.logs.path(), "writer-2");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let took_over = loop {
-        if let Some(at) = assigned_everything_at(&log, 8).filter(|at| *at > killed) {
-            break at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writer-2 was not assigned every partition within 60 s of the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    println!(
-        "writer-2 took over all 8 partitions {:.1} s after writer was killed",
-        (took_over - killed).as_seconds_f64()
-    );
+    let took = assigned_all(&rig, "writer-2", 8, killed).await;
+    println!("writer-2 took over all 8 partitions {took:.1} s after writer was killed");
     rig.rows_arrive().await;
     pause(2).await;
     rig.stop_agents();
