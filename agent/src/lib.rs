@@ -155,16 +155,19 @@ pub async fn start(
     let sender_outbox_report = outbox.clone();
     let task = tokio::spawn(async move {
         let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
-        // The sender drains after `shutdown`; measuring stops at once.
+        // Measuring stops at once at `shutdown`; the sender drains only once no
+        // sample can be queued any more, so none lands after its last batch.
+        let sending = CancellationToken::new();
         let sender = tokio::spawn(sender::run(
             sender_config,
             sender_outbox,
             metrics,
-            shutdown.clone(),
+            sending.clone(),
         ));
         shutdown.cancelled().await;
         measuring.cancel();
         while tasks.join_next().await.is_some() {}
+        sending.cancel();
         let _ = sender.await;
         let _ = metrics_task.await;
         sender_outbox_report.report_on_stop();

@@ -86,6 +86,28 @@ ensure_nextest() {
   fi
 }
 
+# The broker a bench script runs against; sets `kafka` (host:port). FLEETMON_KAFKA if
+# set; else Apache Kafka from scripts/kafka (data in WORK/kafka, stopped when the
+# calling script exits; its pid joins `pids`), or tansu with FLEETMON_BENCH_BROKER=tansu (likewise).
+start_bench_kafka() {
+  local work=$1 port
+  if [ -n "${FLEETMON_KAFKA:-}" ]; then
+    kafka=$FLEETMON_KAFKA
+  elif [ "${FLEETMON_BENCH_BROKER:-kafka}" = tansu ]; then
+    ensure_tansu
+    port=$(free_port)
+    kafka="127.0.0.1:$port"
+    tansu broker --storage-engine memory://tansu/ --listener-url "tcp://$kafka" \
+      --advertised-listener-url "tcp://$kafka" >"$work/tansu.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port" "${pids[-1]}" 30
+  else
+    kafka=$("$(dirname "${BASH_SOURCE[0]}")/../kafka" start --dir "$work/kafka" --owner $$ --heap 1g)
+    pids+=($(cat "$work"/kafka/node-*/pid))
+  fi
+  step "Kafka: $kafka (${FLEETMON_KAFKA:+FLEETMON_KAFKA}${FLEETMON_KAFKA:-${FLEETMON_BENCH_BROKER:-kafka}})"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
