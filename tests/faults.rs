@@ -706,8 +706,7 @@ fn last_assignment(
             let count = entry["partitions"].as_str()?.matches("faults-").count();
             Some((at, count))
         })
-        .filter(|(at, _)| *at > after)
-        .next_back()
+        .rfind(|(at, _)| *at > after)
 }
 
 /// Waits until `writer`'s log reports an assignment of `partitions` after `after`;
