@@ -7,8 +7,8 @@
 //! 3. the same ingest service over plaintext gRPC, to price TLS.
 //!
 //! Run: `cargo bench -p fleetmon-collector --bench collector_throughput` (samples:
-//! `FLEETMON_BENCH_SAMPLES`, default 100000; Kafka: `FLEETMON_TEST_KAFKA` or a tansu
-//! started here).
+//! `FLEETMON_BENCH_SAMPLES`, default 100000; Kafka: `FLEETMON_TEST_KAFKA` or an Apache
+//! Kafka node started here).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,18 +1,20 @@
-//! Writer scaling: 1, 2 and 4 writers in one consumer group draining the same N host
-//! samples from an 8-partition topic into a fresh schema each, in the same run.
+//! Writer scaling: 1, 2 and 4 writers in one consumer group storing the same N host
+//! samples from an 8-partition topic into a fresh schema each, in the same run. Each
+//! run's group settles on an empty topic of its own before the records are produced.
 //! Prints rows/s (from the first stored row to the last, so the group join is left
 //! out), the ratio against one writer, and for each writer the partitions it was
-//! assigned and the rows it stored.
+//! assigned and the rows it stored; each run's time starts at its first stored row.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_scaling` (rows:
 //! `FLEETMON_BENCH_ROWS`, default 200000; writer counts: `FLEETMON_BENCH_WRITERS`,
-//! default `1,2,4`; Kafka: `FLEETMON_TEST_KAFKA` or a tansu started here).
+//! default `1,2,4`; Kafka: `FLEETMON_TEST_KAFKA` or an Apache Kafka node started here).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{bench_rows, count, produce, samples, writer_config};
+use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
     PgSchema, TestPki, create_topic, kafka_bootstrap, metrics_text, unique_name,
 };
@@ -60,7 +62,23 @@ fn member(body: &str, topic: &str) -> Member {
     Member { partitions, rows }
 }
 
-async fn run(pki: &TestPki, topic: &str, n: usize, writers: usize) -> Run {
+/// A topic of its own for one run (with the companion topics the writer config names).
+async fn fresh_topic(bootstrap: &str) -> String {
+    let topic = unique_name("fleetmon-scaling-host");
+    create_topic(bootstrap, &topic, PARTITIONS).await;
+    for suffix in ["-sites", "-dlq"] {
+        create_topic(bootstrap, &format!("{topic}{suffix}"), 1).await;
+    }
+    topic
+}
+
+/// Starts `writers` in one group on an empty topic, waits until the group has settled
+/// (every partition assigned, every writer holding some), and only then produces the
+/// records: otherwise the first writer to join stores everything before a rebalance
+/// hands partitions to the others.
+async fn run(pki: &TestPki, bootstrap: &str, samples: &[HostSample], writers: usize) -> Run {
+    let n = samples.len();
+    let topic = &fresh_topic(bootstrap).await;
     let schema = PgSchema::create().await;
     let group = unique_name("fleetmon-scaling");
     let stop = CancellationToken::new();
@@ -70,6 +88,24 @@ async fn run(pki: &TestPki, topic: &str, n: usize, writers: usize) -> Run {
         config.kafka.group_id = group.clone();
         running.push(fleetmon_writer::start(config, stop.clone()).await.unwrap());
     }
+    let settle_deadline = Instant::now() + DEADLINE;
+    loop {
+        let members: Vec<Member> = running
+            .iter()
+            .map(|w| member(&metrics_text(w.metrics_addr), topic))
+            .collect();
+        let assigned: usize = members.iter().map(|m| m.partitions.len()).sum();
+        let busy = members.iter().filter(|m| !m.partitions.is_empty()).count();
+        if assigned == PARTITIONS as usize && busy == writers.min(PARTITIONS as usize) {
+            break;
+        }
+        assert!(
+            Instant::now() < settle_deadline,
+            "the group of {writers} did not settle: {assigned} partitions assigned, {busy} writers busy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    produce(bootstrap, topic, samples).await;
     let started = Instant::now();
     let mut first_row: Option<(Instant, usize)> = None;
     let stored = loop {
@@ -119,18 +155,13 @@ async fn main() {
         .collect();
     let pki = TestPki::new();
     let bootstrap = kafka_bootstrap();
-    let topic = unique_name("fleetmon-scaling-host");
-    create_topic(&bootstrap, &topic, PARTITIONS).await;
-    for suffix in ["-sites", "-dlq"] {
-        create_topic(&bootstrap, &format!("{topic}{suffix}"), 1).await;
-    }
-    eprintln!("producing {n} records into {PARTITIONS} partitions");
-    produce(&bootstrap, &topic, &samples(n)).await;
-
+    let samples = samples(n);
     let mut runs = Vec::new();
     for writers in counts {
-        eprintln!("{writers} writer(s) in one group");
-        runs.push(run(&pki, &topic, n, writers).await);
+        eprintln!(
+            "{writers} writer(s) in one group: settling, then producing {n} records into {PARTITIONS} partitions"
+        );
+        runs.push(run(&pki, &bootstrap, &samples, writers).await);
     }
 
     println!(

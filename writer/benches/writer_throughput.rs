@@ -6,7 +6,7 @@
 //! 3. the writer replaying all N again (a new consumer group): every row a duplicate.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_throughput` (rows:
-//! `FLEETMON_BENCH_ROWS`, default 200000; Kafka: `FLEETMON_TEST_KAFKA` or a tansu started here).
+//! `FLEETMON_BENCH_ROWS`, default 200000; Kafka: `FLEETMON_TEST_KAFKA` or an Apache Kafka node started here).
 
 mod common;
 
