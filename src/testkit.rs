@@ -68,9 +68,18 @@ pub fn kafka_bootstrap() -> String {
         .clone()
 }
 
-/// `scripts/kafka`, which installs and runs Apache Kafka for tests, benches and users.
-fn kafka_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+/// `scripts/kafka COMMAND … --dir DIR`, which installs and runs Apache Kafka for tests,
+/// benches and users; nodes it starts stop when this process exits.
+fn kafka_script(args: &[&str], dir: &Path) -> Command {
+    let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka"));
+    command
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--owner", &std::process::id().to_string()])
+        .args(["--heap", "384m"])
+        .stdin(Stdio::null());
+    command
 }
 
 /// An Apache Kafka cluster of its own for one test: 1 node, or 3 nodes whose topics
@@ -91,14 +100,7 @@ impl KafkaCluster {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/kafka/tests")
             .join(unique_name("cluster"));
-        let output = Command::new(kafka_script())
-            .arg("start")
-            .args(["--brokers", &nodes.to_string()])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--owner", &std::process::id().to_string()])
-            .args(["--heap", "384m"])
-            .stdin(Stdio::null())
+        let output = kafka_script(&["start", "--brokers", &nodes.to_string()], &dir)
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/kafka start");
@@ -162,12 +164,7 @@ impl KafkaCluster {
 
     /// Starts a killed node again with the data it had, and waits until it serves.
     pub fn restart(&self, node: usize) {
-        let status = Command::new(kafka_script())
-            .args(["start-node", &node.to_string(), "--dir"])
-            .arg(&self.dir)
-            .args(["--owner", &std::process::id().to_string()])
-            .args(["--heap", "384m"])
-            .stdin(Stdio::null())
+        let status = kafka_script(&["start-node", &node.to_string()], &self.dir)
             .stdout(Stdio::null())
             .status()
             .expect("run scripts/kafka start-node");
@@ -195,11 +192,7 @@ impl KafkaCluster {
 
 impl Drop for KafkaCluster {
     fn drop(&mut self) {
-        let _ = Command::new(kafka_script())
-            .arg("stop")
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
+        let _ = kafka_script(&["stop"], &self.dir)
             .stdout(Stdio::null())
             .status();
         if !std::thread::panicking() {
