@@ -57,6 +57,9 @@ pub async fn health_service() -> (
     (reporter, service)
 }
 
+/// How long one probe waits for each dependency (Kafka, then Postgres) to answer.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How often a server checks what it depends on (Kafka, Postgres) for its health status.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
 
 /// A topic could not be created (or verified to exist).
 #[derive(Debug, thiserror::Error)]
@@ -92,4 +93,27 @@ pub async fn create_missing(
         }
     }
     Ok(created)
+}
+
+/// For health probes: which of `topics` the cluster does not know, asked through
+/// `producer`'s connections (one metadata request per topic, each within `timeout`).
+/// An error means no broker answered.
+pub async fn missing_topics(
+    producer: &FutureProducer,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut missing = Vec::new();
+        for topic in topics {
+            let metadata = producer.client().fetch_metadata(Some(&topic), timeout)?;
+            if metadata.topics().iter().any(|t| t.error().is_some()) {
+                missing.push(topic);
+            }
+        }
+        Ok(missing)
+    })
+    .await
+    .expect("metadata probe does not panic")
 }

@@ -16,7 +16,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
-use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing};
+use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
 
 /// Why Kafka could not be used.
@@ -109,26 +109,15 @@ impl KafkaPublisher {
     /// topics exist. Topics the cluster lost (a broker replaced by an empty one) are
     /// created again; until that succeeds the answer says what is missing.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
-        let producer = self.producer.clone();
-        let topics = [self.host_topic.clone(), self.site_topic.clone()];
-        let missing = tokio::task::spawn_blocking(move || {
-            let mut missing = Vec::new();
-            for topic in &topics {
-                let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
-                if metadata.topics().iter().any(|t| t.error().is_some()) {
-                    missing.push(topic.clone());
-                }
-            }
-            Ok::<_, KafkaError>(missing)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| {
-            format!(
-                "Kafka at {} does not answer: {e}",
-                self.config.bootstrap_servers
-            )
-        })?;
+        let topics = vec![self.host_topic.clone(), self.site_topic.clone()];
+        let missing = missing_topics(&self.producer, topics, timeout)
+            .await
+            .map_err(|e| {
+                format!(
+                    "Kafka at {} does not answer: {e}",
+                    self.config.bootstrap_servers
+                )
+            })?;
         if missing.is_empty() {
             return Ok(());
         }

@@ -25,9 +25,6 @@ use crate::kafka_publisher::{KafkaPublisher, PublishError};
 use crate::metrics::CollectorMetrics;
 use crate::status_codes::OversizeIsResourceExhausted;
 
-/// How long one health probe waits for Kafka to answer.
-pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -132,7 +129,11 @@ pub async fn start(
         &["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"],
         move || {
             let ctx = probe_ctx.clone();
-            async move { ctx.publisher.check(HEALTH_PROBE_TIMEOUT).await }
+            async move {
+                ctx.publisher
+                    .check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT)
+                    .await
+            }
         },
         shutdown.clone(),
     );

@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 
 use crate::config::KafkaConfig;
@@ -163,11 +163,8 @@ impl DeadLetters {
     /// For the health service: `Ok` when a broker answers for the dead-letter topic
     /// within `timeout`.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout))
+        fleetmon::kafka_topics::missing_topics(&self.producer, vec![self.topic.clone()], timeout)
             .await
-            .map_err(|e| e.to_string())?
             .map(|_| ())
             .map_err(|e| format!("Kafka does not answer: {e}"))
     }

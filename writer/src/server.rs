@@ -26,9 +26,6 @@ use crate::postgres_sink::{PostgresSink, SinkError};
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// How long one health probe waits for Kafka, then for Postgres.
-pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// How long the writer waits at start for Kafka to create (or confirm) its dead-letter topic.
 pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -142,8 +139,8 @@ pub async fn start(
         move || {
             let (sink, kafka) = (probe_sink.clone(), probe_kafka.clone());
             async move {
-                kafka.check(HEALTH_PROBE_TIMEOUT).await?;
-                sink.ping(HEALTH_PROBE_TIMEOUT).await
+                kafka.check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
+                sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await
             }
         },
         shutdown.clone(),
