@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/fleetmon/v1/ingest.proto",
         "proto/fleetmon/v1/fleet.proto",
         "proto/fleetmon/v1/history.proto",
+        "proto/fleetmon/v1/checks.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("fleetmon_descriptor.bin"))

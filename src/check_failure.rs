@@ -5,7 +5,7 @@
 use crate::pb::CheckFailure;
 
 /// Every failure kind and its name.
-pub const NAMES: [(CheckFailure, &str); 9] = [
+pub const NAMES: [(CheckFailure, &str); 11] = [
     (CheckFailure::StatusMismatch, "status_mismatch"),
     (CheckFailure::RegexMismatch, "regex_mismatch"),
     (CheckFailure::RegexPresent, "regex_present"),
@@ -15,6 +15,8 @@ pub const NAMES: [(CheckFailure, &str); 9] = [
     (CheckFailure::Tls, "tls"),
     (CheckFailure::BodyTooLarge, "body_too_large"),
     (CheckFailure::Other, "other"),
+    (CheckFailure::Slow, "slow"),
+    (CheckFailure::TlsExpiring, "tls_expiring"),
 ];
 
 /// The name of a failure kind; `None` for a check that passed (`Unspecified`).

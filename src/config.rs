@@ -16,6 +16,8 @@ pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
 pub const DEFAULT_HOST_SAMPLES_TOPIC: &str = "fleetmon.host-samples";
 /// Default topic of site checks.
 pub const DEFAULT_SITE_CHECKS_TOPIC: &str = "fleetmon.site-checks";
+/// Default compacted topic of check definitions.
+pub const DEFAULT_CHECKS_TOPIC: &str = "fleetmon.checks";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

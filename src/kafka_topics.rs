@@ -34,6 +34,9 @@ pub struct TopicSpec<'a> {
     pub replication_factor: i32,
     /// The topics' `min.insync.replicas` (`None`: the broker's default).
     pub min_insync_replicas: Option<i32>,
+    /// `cleanup.policy=compact`: Kafka keeps the last record of each key for ever
+    /// (the check configuration), instead of deleting by age.
+    pub compacted: bool,
 }
 
 /// Creates whichever of `spec.names` do not exist yet and returns the names created.
@@ -68,9 +71,14 @@ pub async fn create_missing(
                 spec.partitions,
                 TopicReplication::Fixed(spec.replication_factor),
             );
-            match &min_isr {
+            let topic = match &min_isr {
                 Some(n) => topic.set("min.insync.replicas", n),
                 None => topic,
+            };
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
             }
         })
         .collect();

@@ -11,3 +11,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("flee
 pub const HOST_SAMPLE_CONTENT_TYPE: &str = "application/x-protobuf; message=fleetmon.v1.HostSample";
 /// Value of the Kafka `content-type` header for a record holding a [`SiteCheck`].
 pub const SITE_CHECK_CONTENT_TYPE: &str = "application/x-protobuf; message=fleetmon.v1.SiteCheck";
+/// Value of the Kafka `content-type` header for a record holding a [`CheckDefinition`].
+pub const CHECK_DEFINITION_CONTENT_TYPE: &str =
+    "application/x-protobuf; message=fleetmon.v1.CheckDefinition";

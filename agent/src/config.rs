@@ -48,9 +48,40 @@ pub struct AgentConfig {
     /// Limits and defaults of the site prober.
     #[serde(default)]
     pub probes: ProbeDefaults,
-    /// Websites to check.
+    /// Websites to check, from this file (reported as local, beside central checks).
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// This agent's labels, e.g. `{ location = "eu-west", role = "edge" }`: sent to the
+    /// collector, shown by `fleetmon agents`, matched by central checks' label selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Central checks (the collector's `Checks` service).
+    #[serde(default)]
+    pub remote_checks: RemoteChecksConfig,
+}
+
+/// Checks configured centrally and sent by the collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteChecksConfig {
+    /// Run the checks the collector assigns to this agent; `false` refuses remote
+    /// configuration (only `sites` run, and the collector is told so).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the last applied set is kept, so an agent restarted while no collector
+    /// answers goes on checking (default: none, and a restarted agent waits for the
+    /// collector).
+    #[serde(default)]
+    pub cache_file: Option<PathBuf>,
+}
+
+impl Default for RemoteChecksConfig {
+    fn default() -> Self {
+        RemoteChecksConfig {
+            enabled: true,
+            cache_file: None,
+        }
+    }
 }
 
 /// The collector endpoint and this agent's TLS identity.
@@ -337,6 +368,22 @@ pub struct Site {
     pub max_body_bytes: u64,
     /// Longest matched text reported.
     pub max_matched_chars: usize,
+    /// A run slower than this fails (`slow`); central checks only.
+    pub max_response_time: Option<Duration>,
+    /// An https run whose certificate expires within this many days fails
+    /// (`tls_expiring`); central checks only.
+    pub min_tls_days_left: Option<u32>,
+    /// The central check this site is (`None`: from the agent's own config).
+    pub check: Option<CheckRef>,
+}
+
+/// Which central check (and which version of it) a site runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRef {
+    /// The check id.
+    pub id: String,
+    /// Its version.
+    pub version: u64,
 }
 
 fn parse_status(field: &str, spec: &StatusSpec) -> Result<RangeInclusive<u16>, ConfigError> {
@@ -374,17 +421,23 @@ impl Site {
         site: &SiteConfig,
         defaults: &ProbeDefaults,
     ) -> Result<Site, ConfigError> {
-        Site::from_config_sharing(index, site, defaults, &mut Patterns::default())
+        Site::from_config_sharing(
+            &format!("sites[{index}]"),
+            site,
+            defaults,
+            &mut Patterns::default(),
+        )
     }
 
-    /// As [`Site::from_config`], taking patterns already compiled from `patterns`.
+    /// As [`Site::from_config`], taking patterns already compiled from `patterns`;
+    /// errors name fields under `path` (`sites[3]`, `check.http`).
     pub fn from_config_sharing(
-        index: usize,
+        path: &str,
         site: &SiteConfig,
         defaults: &ProbeDefaults,
         patterns: &mut Patterns,
     ) -> Result<Site, ConfigError> {
-        let field = |name: &str| format!("sites[{index}].{name}");
+        let field = |name: &str| format!("{path}.{name}");
         let url = reqwest::Url::parse(&site.url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -470,6 +523,9 @@ impl Site {
             verify_tls: site.verify_tls,
             max_body_bytes: site.max_body_bytes.unwrap_or(defaults.max_body_bytes),
             max_matched_chars: defaults.max_matched_chars,
+            max_response_time: None,
+            min_tls_days_left: None,
+            check: None,
         })
     }
 }
@@ -603,7 +659,9 @@ impl AgentConfig {
         self.sites
             .iter()
             .enumerate()
-            .map(|(i, site)| Site::from_config_sharing(i, site, &self.probes, &mut patterns))
+            .map(|(i, site)| {
+                Site::from_config_sharing(&format!("sites[{i}]"), site, &self.probes, &mut patterns)
+            })
             .collect()
     }
 

@@ -1,10 +1,15 @@
 //! fleetmon agent: measures its host and probes websites, and streams both to the
 //! collector without ever silently losing a sample.
 //!
-//! [`host_sampler`] and [`site_prober`] measure; [`outbox`] numbers and keeps every
-//! sample until acknowledged; [`sender`] streams them over mutual TLS. [`run`] wires it.
+//! [`host_sampler`] and [`site_prober`] measure; [`check_scheduler`] runs each site on
+//! its schedule, the config's own and the central ones [`control`] receives from the
+//! collector; [`outbox`] numbers and keeps every sample until acknowledged; [`sender`]
+//! streams them over mutual TLS. [`run`] wires it.
 
+pub mod check_definition;
+pub mod check_scheduler;
 pub mod config;
+pub mod control;
 pub mod host_sampler;
 pub mod metrics;
 pub mod outbox;
@@ -17,18 +22,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmon::metrics_endpoint::MetricsServer;
-use fleetmon::pb::SiteCheck;
 use fleetmon::pb::sample::Kind;
 use prometheus_client::registry::Registry;
-use rand::Rng;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use check_scheduler::CheckScheduler;
 pub use config::AgentConfig;
-use config::Site;
 use host_sampler::HostSampler;
-use metrics::{AgentMetrics, KindLabel, OutcomeLabel};
+use metrics::{AgentMetrics, KindLabel};
 use outbox::Outbox;
 use site_prober::SiteProber;
 
@@ -140,17 +143,24 @@ pub async fn start(
         metrics.clone(),
         measuring.clone(),
     ));
-    let permits = Arc::new(Semaphore::new(config.probes.max_concurrent));
-    for site in sites {
-        tasks.spawn(probe_site(
-            site,
-            prober.clone(),
-            permits.clone(),
-            outbox.clone(),
-            metrics.clone(),
-            measuring.clone(),
-        ));
-    }
+    let checks = TaskTracker::new();
+    let mut scheduler = CheckScheduler::new(
+        prober,
+        config.probes.max_concurrent,
+        outbox.clone(),
+        metrics.clone(),
+        measuring.clone(),
+        checks.clone(),
+    );
+    scheduler.start_local(sites);
+    let control = control::Control {
+        endpoints: sender_config.endpoints.clone(),
+        labels: config.labels.clone(),
+        settings: config.remote_checks.clone(),
+        defaults: config.probes.clone(),
+        max_backoff: sender_config.max_backoff,
+    };
+    tasks.spawn(control::run(control, scheduler, measuring.clone()));
     let sender_outbox = outbox.clone();
     let sender_outbox_report = outbox.clone();
     let task = tokio::spawn(async move {
@@ -167,6 +177,8 @@ pub async fn start(
         shutdown.cancelled().await;
         measuring.cancel();
         while tasks.join_next().await.is_some() {}
+        checks.close();
+        checks.wait().await;
         sending.cancel();
         let _ = sender.await;
         let _ = metrics_task.await;
@@ -180,7 +192,7 @@ pub async fn start(
     })
 }
 
-fn queue(outbox: &Outbox, metrics: &AgentMetrics, kind: Kind) {
+pub(crate) fn queue(outbox: &Outbox, metrics: &AgentMetrics, kind: Kind) {
     let label = if matches!(kind, Kind::Host(_)) {
         "host"
     } else {
@@ -223,52 +235,5 @@ async fn sample_host(
         .expect("sampling does not panic");
         sampler = Some(returned);
         queue(&outbox, &metrics, Kind::Host(sample));
-    }
-}
-
-fn outcome(check: &SiteCheck) -> &'static str {
-    if check.ok {
-        "ok"
-    } else {
-        fleetmon::check_failure::name_of(check.failure).unwrap_or("other")
-    }
-}
-
-/// Checks one site forever on its own schedule: a random first delay within one
-/// interval spreads thousands of sites out; a check that overruns skips ticks of its
-/// own site only; `permits` bounds how many checks run at once.
-async fn probe_site(
-    site: Site,
-    prober: SiteProber,
-    permits: Arc<Semaphore>,
-    outbox: Arc<Outbox>,
-    metrics: Arc<AgentMetrics>,
-    stop: CancellationToken,
-) {
-    let jitter = site.interval.mul_f64(rand::rng().random_range(0.0..1.0));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + jitter, site.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        let scheduled = tokio::select! {
-            at = ticks.tick() => at,
-            () = stop.cancelled() => return,
-        };
-        let Ok(_permit) = permits.acquire().await else {
-            return;
-        };
-        metrics
-            .check_lateness_seconds
-            .observe(scheduled.elapsed().as_secs_f64());
-        let check = tokio::select! {
-            check = prober.check(&site) => check,
-            () = stop.cancelled() => return,
-        };
-        metrics
-            .checks
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome(&check),
-            })
-            .inc();
-        queue(&outbox, &metrics, Kind::Site(check));
     }
 }

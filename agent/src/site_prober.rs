@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleetmon::pb::{CheckFailure, SiteCheck};
@@ -20,10 +21,11 @@ use crate::pattern::Pattern;
 #[error("cannot build the HTTP client: {0}")]
 pub struct ProberError(#[from] reqwest::Error);
 
-/// HTTP clients for every combination of redirect and TLS settings the sites use.
+/// HTTP clients for every combination of redirect and TLS settings the sites use;
+/// a combination first seen in a central check gets its client then, kept for reuse.
 #[derive(Debug, Clone)]
 pub struct SiteProber {
-    clients: HashMap<(usize, bool), reqwest::Client>,
+    clients: Arc<Mutex<HashMap<(usize, bool), reqwest::Client>>>,
 }
 
 fn client(max_redirects: usize, verify_tls: bool) -> Result<reqwest::Client, reqwest::Error> {
@@ -53,25 +55,36 @@ impl SiteProber {
                 slot.insert(client(key.0, key.1)?);
             }
         }
-        Ok(SiteProber { clients })
+        Ok(SiteProber {
+            clients: Arc::new(Mutex::new(clients)),
+        })
+    }
+
+    /// The client for `site`'s settings, built the first time they are seen.
+    fn client_for(&self, site: &Site) -> Result<reqwest::Client, reqwest::Error> {
+        let key = (site.max_redirects, site.verify_tls);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let built = client(key.0, key.1)?;
+        clients.insert(key, built.clone());
+        Ok(built)
     }
 
     /// Checks `site` once.
     pub async fn check(&self, site: &Site) -> SiteCheck {
-        let client = match self.clients.get(&(site.max_redirects, site.verify_tls)) {
-            Some(client) => client.clone(),
-            None => match client(site.max_redirects, site.verify_tls) {
-                Ok(client) => client,
-                Err(error) => {
-                    return failed(
-                        site,
-                        SystemTime::now(),
-                        Duration::ZERO,
-                        CheckFailure::Other,
-                        error.to_string(),
-                    );
-                }
-            },
+        let client = match self.client_for(site) {
+            Ok(client) => client,
+            Err(error) => {
+                return failed(
+                    site,
+                    SystemTime::now(),
+                    Duration::ZERO,
+                    CheckFailure::Other,
+                    error.to_string(),
+                );
+            }
         };
         let checked_at = SystemTime::now();
         let started = Instant::now();
@@ -182,6 +195,9 @@ impl SiteProber {
                 format!("body matches regex_absent `{}`: `{shown}`", absent.as_str()),
             ));
         }
+        if failure.is_none() {
+            failure = assertion_failure(site, &check);
+        }
         match failure {
             Some((kind, message)) => {
                 check.ok = false;
@@ -192,6 +208,37 @@ impl SiteProber {
         }
         check
     }
+}
+
+/// The first of a central check's assertions that a passing response breaks.
+fn assertion_failure(site: &Site, check: &SiteCheck) -> Option<(CheckFailure, String)> {
+    if let Some(limit) = site.max_response_time
+        && check.response_time_ms > millis(limit)
+    {
+        return Some((
+            CheckFailure::Slow,
+            format!(
+                "response took {:.0} ms; the limit is {:.0} ms (assertions.max_response_time_ms)",
+                check.response_time_ms,
+                millis(limit)
+            ),
+        ));
+    }
+    if let (Some(days), Some(not_after)) = (site.min_tls_days_left, &check.tls_cert_not_after) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let left = (not_after.seconds - now).div_euclid(86_400);
+        if left < i64::from(days) {
+            return Some((
+                CheckFailure::TlsExpiring,
+                format!(
+                    "the certificate expires in {left} days; at least {days} are required (assertions.min_tls_days_left)"
+                ),
+            ));
+        }
+    }
+    None
 }
 
 fn millis(d: Duration) -> f64 {
@@ -219,6 +266,12 @@ fn failed(
             .as_ref()
             .map(|r| r.as_str().to_owned())
             .unwrap_or_default(),
+        check_id: site
+            .check
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
+        check_version: site.check.as_ref().map_or(0, |c| c.version),
         ..Default::default()
     }
 }

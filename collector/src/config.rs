@@ -57,6 +57,9 @@ pub struct KafkaConfig {
     /// Topic for site checks.
     #[serde(default = "default_site_topic")]
     pub site_checks_topic: String,
+    /// The compacted topic of check definitions (created with one partition).
+    #[serde(default = "default_checks_topic")]
+    pub checks_topic: String,
     /// Partitions of topics the collector creates (existing topics are left alone).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -106,6 +109,9 @@ pub struct Limits {
     /// (DEADLINE_EXCEEDED), so idle streams do not hold memory forever.
     #[serde(default = "default_idle_stream_seconds")]
     pub idle_stream_seconds: u64,
+    /// The shortest `interval_seconds` a central check may ask for.
+    #[serde(default = "default_min_check_interval")]
+    pub min_check_interval_seconds: u32,
 }
 
 impl Limits {
@@ -115,6 +121,9 @@ impl Limits {
     }
 }
 
+fn default_min_check_interval() -> u32 {
+    1
+}
 fn default_idle_stream_seconds() -> u64 {
     300
 }
@@ -136,6 +145,9 @@ fn default_host_topic() -> String {
 }
 fn default_site_topic() -> String {
     fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
+}
+fn default_checks_topic() -> String {
+    fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned()
 }
 fn default_shutdown_drain() -> u64 {
     20
@@ -177,6 +189,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: default_bootstrap(),
             host_samples_topic: default_host_topic(),
             site_checks_topic: default_site_topic(),
+            checks_topic: default_checks_topic(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
             min_insync_replicas: None,
@@ -197,6 +210,7 @@ impl Default for Limits {
             max_future_seconds: default_max_future_seconds(),
             max_in_flight_per_stream: default_max_in_flight(),
             idle_stream_seconds: default_idle_stream_seconds(),
+            min_check_interval_seconds: default_min_check_interval(),
         }
     }
 }
@@ -243,6 +257,7 @@ impl CollectorConfig {
         for (field, topic) in [
             ("kafka.host_samples_topic", &kafka.host_samples_topic),
             ("kafka.site_checks_topic", &kafka.site_checks_topic),
+            ("kafka.checks_topic", &kafka.checks_topic),
         ] {
             let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
             if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
@@ -256,6 +271,14 @@ impl CollectorConfig {
             return Err(ConfigError::field(
                 "kafka.site_checks_topic",
                 "must differ from kafka.host_samples_topic",
+            ));
+        }
+        if kafka.checks_topic == kafka.host_samples_topic
+            || kafka.checks_topic == kafka.site_checks_topic
+        {
+            return Err(ConfigError::field(
+                "kafka.checks_topic",
+                "must differ from both sample topics (it is compacted)",
             ));
         }
         if kafka.partitions < 1 || kafka.replication_factor < 1 {

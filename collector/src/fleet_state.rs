@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fleetmon::identity::PeerIdentity;
-use fleetmon::pb::{AgentInfo, AgentLatest, HostSample, SiteCheck, WatchEvent, watch_event};
+use fleetmon::pb::{
+    AgentCheckStatus, AgentInfo, AgentLatest, AgentReport, AppliedCheck, HostSample, SiteCheck,
+    WatchEvent, watch_event,
+};
 use tokio::sync::broadcast;
 
 use crate::validation::ValidSample;
@@ -28,7 +31,23 @@ struct AgentEntry {
     samples_received: u64,
     cert_not_after: Option<SystemTime>,
     latest_host: Option<HostSample>,
+    /// By check id, or by URL for a site of the agent's own config.
     latest_sites: BTreeMap<String, SiteCheck>,
+    /// From the agent's control stream.
+    labels: BTreeMap<String, String>,
+    control_streams: u32,
+    remote_disabled: bool,
+    /// What the agent last reported applying, by check id.
+    applied: HashMap<String, AppliedCheck>,
+}
+
+/// The key of a site result in `latest_sites`.
+fn site_key(site: &SiteCheck) -> String {
+    if site.check_id.is_empty() {
+        site.url.clone()
+    } else {
+        format!("check:{}", site.check_id)
+    }
 }
 
 /// Shared, cheap to clone.
@@ -41,6 +60,21 @@ pub struct FleetState {
 impl Default for FleetState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Marks an agent's control stream as open until dropped.
+#[derive(Debug)]
+pub struct ControlGuard {
+    state: FleetState,
+    agent_id: String,
+}
+
+impl Drop for ControlGuard {
+    fn drop(&mut self) {
+        if let Some(entry) = self.state.lock().get_mut(&self.agent_id) {
+            entry.control_streams = entry.control_streams.saturating_sub(1);
+        }
     }
 }
 
@@ -128,10 +162,11 @@ impl FleetState {
                 }
                 ValidSample::Site(site) => {
                     let entry = agents.entry(site.agent_id.clone()).or_default();
+                    let key = site_key(site);
                     if entry.latest_sites.len() < MAX_SITES_PER_AGENT
-                        || entry.latest_sites.contains_key(&site.url)
+                        || entry.latest_sites.contains_key(&key)
                     {
-                        entry.latest_sites.insert(site.url.clone(), site.clone());
+                        entry.latest_sites.insert(key, site.clone());
                     }
                     watch_event::Kind::Site(site.clone())
                 }
@@ -173,6 +208,65 @@ impl FleetState {
         }
     }
 
+    /// Records an agent's control stream until the guard is dropped.
+    pub fn control_connected(&self, peer: &PeerIdentity) -> ControlGuard {
+        let mut agents = self.lock();
+        let entry = agents.entry(peer.name.clone()).or_default();
+        entry.control_streams += 1;
+        entry.cert_not_after = Some(peer.not_after);
+        ControlGuard {
+            state: self.clone(),
+            agent_id: peer.name.clone(),
+        }
+    }
+
+    /// Takes in a report from an agent's control stream.
+    pub fn reported(&self, agent_id: &str, report: &AgentReport) {
+        let mut agents = self.lock();
+        let entry = agents.entry(agent_id.to_owned()).or_default();
+        entry.labels = report.labels.clone().into_iter().collect();
+        entry.remote_disabled = report.remote_disabled;
+        entry.applied = report
+            .checks
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+    }
+
+    /// The labels an agent reported.
+    pub fn labels(&self, agent_id: &str) -> BTreeMap<String, String> {
+        self.lock()
+            .get(agent_id)
+            .map(|e| e.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// How each agent that `selects` picks is doing with check `check_id`.
+    pub fn check_agents(
+        &self,
+        check_id: &str,
+        selects: impl Fn(&str, &BTreeMap<String, String>) -> bool,
+    ) -> Vec<AgentCheckStatus> {
+        let agents = self.lock();
+        let key = format!("check:{check_id}");
+        let mut list: Vec<AgentCheckStatus> = agents
+            .iter()
+            .filter(|(id, e)| !e.remote_disabled && selects(id, &e.labels))
+            .map(|(id, e)| {
+                let applied = e.applied.get(check_id);
+                AgentCheckStatus {
+                    agent_id: id.clone(),
+                    connected: e.control_streams > 0,
+                    applied_version: applied.map_or(0, |a| a.version),
+                    error: applied.map(|a| a.error.clone()).unwrap_or_default(),
+                    last_result: e.latest_sites.get(&key).cloned(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        list
+    }
+
     /// A receiver of every sample confirmed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
         self.events.subscribe()
@@ -189,5 +283,6 @@ fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
         last_sample_at: timestamp(e.last_sample_at),
         samples_received: e.samples_received,
         client_cert_not_after: timestamp(e.cert_not_after),
+        labels: e.labels.clone().into_iter().collect(),
     }
 }

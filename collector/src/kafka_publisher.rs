@@ -213,6 +213,7 @@ async fn create_topics(config: &KafkaConfig) -> Result<(), PublishError> {
         partitions: config.partitions,
         replication_factor: config.replication_factor,
         min_insync_replicas: config.min_insync_replicas,
+        compacted: false,
     };
     create_missing(
         &config.bootstrap_servers,

@@ -3,9 +3,14 @@
 //! Agents stream samples over mutual TLS ([`ingest_service`]); each is validated
 //! ([`validation`]), published to Kafka ([`kafka_publisher`]) and acknowledged only
 //! once Kafka confirmed it ([`stream_acks`]). Operators read the live fleet through
-//! [`fleet_service`] from [`fleet_state`]. [`server`] wires it all.
+//! [`fleet_service`] from [`fleet_state`]. Central checks live in [`check_catalog`]
+//! (the compacted checks topic); operators change them through [`checks_service`] and
+//! each agent receives its set over [`control_service`]. [`server`] wires it all.
 
+pub mod check_catalog;
+pub mod checks_service;
 pub mod config;
+pub mod control_service;
 pub mod fleet_service;
 pub mod fleet_state;
 pub mod ingest_service;

@@ -14,10 +14,15 @@ use tonic::transport::Server;
 
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::checks_server::ChecksServer;
+use fleetmon::pb::control_server::ControlServer;
 use fleetmon::pb::fleet_server::FleetServer;
 use fleetmon::pb::ingest_server::IngestServer;
 
+use crate::check_catalog::{CatalogError, CheckCatalog};
+use crate::checks_service::ChecksService;
 use crate::config::CollectorConfig;
+use crate::control_service::ControlService;
 use crate::fleet_service::FleetService;
 use crate::fleet_state::FleetState;
 use crate::ingest_service::{IngestContext, IngestService};
@@ -34,6 +39,9 @@ pub enum CollectorError {
     /// Kafka at start-up.
     #[error(transparent)]
     Kafka(#[from] PublishError),
+    /// The checks topic at start-up.
+    #[error(transparent)]
+    Checks(#[from] CatalogError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -46,6 +54,14 @@ pub enum CollectorError {
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
+
+/// The gRPC services the collector serves (health and reflection name them).
+const SERVICES: &[&str] = &[
+    "fleetmon.v1.Ingest",
+    "fleetmon.v1.Control",
+    "fleetmon.v1.Fleet",
+    "fleetmon.v1.Checks",
+];
 
 /// How long in-flight deliveries may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -77,6 +93,7 @@ pub async fn start(
 ) -> Result<RunningCollector, CollectorError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let publisher = KafkaPublisher::connect(&config.kafka).await?;
+    let catalog = CheckCatalog::open(&config.kafka, shutdown.clone()).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -121,12 +138,18 @@ pub async fn start(
     let max_message = config.limits.max_message_bytes;
     let ingest =
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
-    let fleet_service = FleetServer::new(FleetService::new(fleet));
+    let fleet_service = FleetServer::new(FleetService::new(fleet.clone()));
+    let checks_service = ChecksServer::new(ChecksService::new(
+        catalog.clone(),
+        fleet.clone(),
+        config.limits.min_check_interval_seconds,
+    ));
+    let control_service = ControlServer::new(ControlService::new(catalog, fleet));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let probe_ctx = ctx.clone();
     let health_task = fleetmon::grpc::watch_health(
         health_reporter,
-        &["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"],
+        SERVICES,
         move || {
             let ctx = probe_ctx.clone();
             async move {
@@ -137,8 +160,7 @@ pub async fn start(
         },
         shutdown.clone(),
     );
-    let (reflection_v1, reflection_v1alpha) =
-        fleetmon::grpc::reflection_services(&["fleetmon.v1.Ingest", "fleetmon.v1.Fleet"]);
+    let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
 
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -146,7 +168,15 @@ pub async fn start(
         .layer(OversizeIsResourceExhausted)
         .add_service(InterceptedService::new(ingest, RequireRole(Role::Agent)))
         .add_service(InterceptedService::new(
+            control_service,
+            RequireRole(Role::Agent),
+        ))
+        .add_service(InterceptedService::new(
             fleet_service,
+            RequireRole(Role::Operator),
+        ))
+        .add_service(InterceptedService::new(
+            checks_service,
             RequireRole(Role::Operator),
         ))
         .add_service(health)

@@ -5,12 +5,12 @@ WITH inserted AS (
     INSERT INTO site_checks (
         agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
         response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
-        final_url, tls_cert_not_after
+        final_url, tls_cert_not_after, check_id, check_version
     )
     SELECT
         agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
         response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
-        final_url, tls_cert_not_after
+        final_url, tls_cert_not_after, check_id, check_version
     FROM staging_site_checks
     ON CONFLICT DO NOTHING
     RETURNING url, ts, ok, response_time_ms, status_code

@@ -237,6 +237,8 @@ impl HistoryService {
                     body_bytes: row.get::<_, i64>(15) as u64,
                     final_url: row.get(16),
                     tls_cert_not_after: row.get::<_, Option<SystemTime>>(17).map(to_timestamp),
+                    check_id: row.get(18),
+                    check_version: row.get::<_, i64>(19) as u64,
                 }
             })
             .collect();

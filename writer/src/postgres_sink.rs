@@ -69,7 +69,7 @@ const HOST_TYPES: [Type; 29] = [
     Type::JSONB,
 ];
 
-const CHECK_TYPES: [Type; 18] = [
+const CHECK_TYPES: [Type; 20] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
@@ -88,6 +88,8 @@ const CHECK_TYPES: [Type; 18] = [
     Type::INT8,
     Type::TEXT,
     Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT8,
 ];
 
 /// Why Postgres could not be used.
@@ -368,7 +370,7 @@ impl PostgresSink {
                 let status: Option<i32> = c
                     .status_code
                     .map(|code| i32::try_from(code).unwrap_or(i32::MAX));
-                let values: [&(dyn ToSql + Sync); 18] = [
+                let values: [&(dyn ToSql + Sync); 20] = [
                     &c.agent_id,
                     &c.stream_id,
                     &row.seq,
@@ -387,6 +389,8 @@ impl PostgresSink {
                     &big(c.body_bytes),
                     &c.final_url,
                     &row.tls_cert_not_after,
+                    &c.check_id,
+                    &big(c.check_version),
                 ];
                 writer.as_mut().write(&values).await?;
                 check_count += 1;

@@ -242,6 +242,7 @@ pub fn decode_site(
             ("regex", &check.regex),
             ("matched_text", &check.matched_text),
             ("final_url", &check.final_url),
+            ("check_id", &check.check_id),
         ],
     )?;
     let failure = CheckFailure::try_from(check.failure).map_err(|_| {

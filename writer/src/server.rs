@@ -104,6 +104,7 @@ pub async fn start(
             partitions: 1,
             replication_factor: config.kafka.replication_factor,
             min_insync_replicas: None,
+            compacted: false,
         },
         DEAD_LETTER_TOPIC_TIMEOUT,
     )

@@ -150,6 +150,11 @@ async fn site_availability_matches_hand_computed_values() {
         recent[2].failure,
         fleetmon::pb::CheckFailure::StatusMismatch as i32
     );
+    assert_eq!(
+        (recent[0].check_id.as_str(), recent[0].check_version),
+        ("shop-home", 2),
+        "the central check's id and version are stored with each row"
+    );
 
     let missing_range = history
         .get_site_availability(SiteAvailabilityRequest {

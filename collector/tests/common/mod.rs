@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use fleetmon::identity::Role;
+use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::{HostSample, IngestBatch, Sample, SiteCheck, sample::Kind};
@@ -33,6 +34,7 @@ impl TestCollector {
         config.kafka.bootstrap_servers = bootstrap.to_owned();
         config.kafka.host_samples_topic = unique_name("fleetmon-test-host");
         config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
+        config.kafka.checks_topic = unique_name("fleetmon-test-checks");
         config.kafka.partitions = 3;
         config.kafka.connect_timeout_seconds = 20;
         config.kafka.linger_ms = 5;
@@ -65,6 +67,10 @@ impl TestCollector {
 
     pub fn operator(&self) -> FleetClient<Channel> {
         FleetClient::new(self.channel(&self.pki.client(Role::Operator, "ops")))
+    }
+
+    pub fn checks(&self) -> ChecksClient<Channel> {
+        ChecksClient::new(self.channel(&self.pki.client(Role::Operator, "ops")))
     }
 
     pub async fn host_records(&self, count: usize) -> Vec<(String, HostSample)> {

@@ -275,5 +275,7 @@ pub fn check(
         body_bytes: 1234,
         final_url: url.to_owned(),
         tls_cert_not_after: at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+        check_id: "shop-home".to_owned(),
+        check_version: 2,
     }
 }

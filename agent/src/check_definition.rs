@@ -1,0 +1,219 @@
+//! Central checks: a `CheckDefinition` from the `Checks` service turned into a [`Site`]
+//! the agent runs. The collector validates with the same function before it accepts a
+//! definition, so an operator hears about a bad regex from the API, not from the fleet.
+
+use std::collections::BTreeMap;
+
+use fleetmon::config::ConfigError;
+use fleetmon::pb::{CheckDefinition, check_definition};
+
+use crate::config::{CheckRef, ProbeDefaults, Site, SiteConfig, StatusSpec};
+use crate::pattern::Patterns;
+
+/// Seconds between runs when a definition leaves `interval_seconds` at 0.
+pub const DEFAULT_INTERVAL_SECONDS: u32 = 60;
+
+/// Longest check id.
+pub const MAX_ID_LEN: usize = 63;
+
+/// A definition that cannot run: names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {message}")]
+pub struct DefinitionError {
+    /// Dotted path of the field, from `check`.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl DefinitionError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        DefinitionError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks that `id` is a slug: lowercase letters, digits and `-`, starting with a letter.
+pub fn validate_id(id: &str) -> Result<(), DefinitionError> {
+    let slug = id.len() <= MAX_ID_LEN
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if slug {
+        Ok(())
+    } else {
+        Err(DefinitionError::new(
+            "check.id",
+            format!(
+                "`{id}` is not a slug: use 1 to {MAX_ID_LEN} lowercase letters, digits and `-`, starting with a letter (e.g. `shop-home`)"
+            ),
+        ))
+    }
+}
+
+/// The interval a definition asks for, with 0 meaning the default.
+pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
+    match definition.interval_seconds {
+        0 => DEFAULT_INTERVAL_SECONDS,
+        seconds => seconds,
+    }
+}
+
+/// The site that runs `definition`; identical patterns are shared through `patterns`.
+pub fn site_from_definition(
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+    patterns: &mut Patterns,
+) -> Result<Site, DefinitionError> {
+    validate_id(&definition.id)?;
+    let timeout = definition.timeout_seconds;
+    if !(timeout.is_finite() && (0.0..=3600.0).contains(&timeout)) {
+        return Err(DefinitionError::new(
+            "check.timeout_seconds",
+            "must be between 0 (the default, 10 s) and 3600",
+        ));
+    }
+    let http = match &definition.kind {
+        Some(check_definition::Kind::Http(http)) => http,
+        None => {
+            return Err(DefinitionError::new(
+                "check.kind",
+                "is missing: set `http` (an HTTP or HTTPS request)",
+            ));
+        }
+    };
+    let optional = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    let config = SiteConfig {
+        url: http.url.clone(),
+        method: if http.method.is_empty() {
+            "GET".to_owned()
+        } else {
+            http.method.clone()
+        },
+        headers: http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        body: http.body.clone(),
+        expected_status: http
+            .expected_status
+            .iter()
+            .map(|s| StatusSpec::Text(s.clone()))
+            .collect(),
+        regex: optional(&http.regex),
+        regex_absent: optional(&http.regex_absent),
+        timeout_seconds: (timeout > 0.0).then_some(timeout),
+        interval_seconds: Some(u64::from(interval_seconds(definition))),
+        follow_redirects: http.follow_redirects.unwrap_or(true),
+        max_redirects: http.max_redirects.map_or(10, |n| n as usize),
+        verify_tls: http.verify_tls.unwrap_or(true),
+        max_body_bytes: http.max_body_bytes,
+    };
+    let mut site =
+        Site::from_config_sharing("check.http", &config, defaults, patterns).map_err(|error| {
+            match error {
+                ConfigError::Field { field, message } => DefinitionError { field, message },
+                other => DefinitionError::new("check.http", other.to_string()),
+            }
+        })?;
+    if let Some(assertions) = &definition.assertions {
+        if let Some(ms) = assertions.max_response_time_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(DefinitionError::new(
+                    "check.assertions.max_response_time_ms",
+                    "must be a positive number of milliseconds",
+                ));
+            }
+            site.max_response_time = Some(std::time::Duration::from_secs_f64(ms / 1000.0));
+        }
+        site.min_tls_days_left = assertions.min_tls_days_left;
+    }
+    site.check = Some(CheckRef {
+        id: definition.id.clone(),
+        version: definition.version,
+    });
+    Ok(site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmon::pb::HttpCheck;
+
+    fn http(url: &str) -> CheckDefinition {
+        CheckDefinition {
+            id: "shop-home".into(),
+            version: 3,
+            kind: Some(check_definition::Kind::Http(HttpCheck {
+                url: url.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn error(definition: &CheckDefinition) -> String {
+        site_from_definition(
+            definition,
+            &ProbeDefaults::default(),
+            &mut Patterns::default(),
+        )
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn a_definition_becomes_a_site_that_names_its_check() {
+        let mut definition = http("https://shop.example/health");
+        definition.interval_seconds = 15;
+        let site = site_from_definition(
+            &definition,
+            &ProbeDefaults::default(),
+            &mut Patterns::default(),
+        )
+        .unwrap();
+        assert_eq!(site.url.as_str(), "https://shop.example/health");
+        assert_eq!(site.interval, std::time::Duration::from_secs(15));
+        assert_eq!(site.expected_status, vec![200..=299]);
+        assert_eq!(
+            site.check,
+            Some(CheckRef {
+                id: "shop-home".into(),
+                version: 3
+            })
+        );
+    }
+
+    #[test]
+    fn bad_definitions_name_the_field_and_the_fix() {
+        assert_eq!(
+            error(&http("ftp://x")),
+            "`check.http.url` `ftp://x` is not an http:// or https:// URL"
+        );
+        let mut no_kind = http("https://a.example/");
+        no_kind.kind = None;
+        assert_eq!(
+            error(&no_kind),
+            "`check.kind` is missing: set `http` (an HTTP or HTTPS request)"
+        );
+        let mut bad_id = http("https://a.example/");
+        bad_id.id = "Shop Home".into();
+        assert_eq!(
+            error(&bad_id),
+            "`check.id` `Shop Home` is not a slug: use 1 to 63 lowercase letters, digits and `-`, starting with a letter (e.g. `shop-home`)"
+        );
+        let mut bad_regex = http("https://a.example/");
+        if let Some(check_definition::Kind::Http(h)) = &mut bad_regex.kind {
+            h.regex = "(unclosed".into();
+        }
+        assert!(
+            error(&bad_regex).starts_with("`check.http.regex` is not a valid regex: "),
+            "{}",
+            error(&bad_regex)
+        );
+    }
+}

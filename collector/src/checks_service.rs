@@ -1,0 +1,215 @@
+//! The `Checks` gRPC service (operator certificates only): create, update, delete,
+//! pause, resume, get and list central checks. Every change is validated with the
+//! agent's own rules, written to the checks topic, and answered once read back; get and
+//! list add how each selected agent is doing with the check.
+
+use tonic::{Code, Request, Response, Status};
+use tracing::instrument;
+
+use fleetmon::pb::checks_server::Checks;
+use fleetmon::pb::{
+    CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
+    DeleteCheckResponse, ListChecksRequest, ListChecksResponse, UpdateCheckRequest,
+};
+use fleetmon_agent::check_definition::{DefinitionError, interval_seconds, site_from_definition};
+use fleetmon_agent::config::ProbeDefaults;
+use fleetmon_agent::pattern::Patterns;
+
+use crate::check_catalog::{CatalogError, CheckCatalog};
+use crate::control_service::selects;
+use crate::fleet_state::FleetState;
+
+/// Why a `Checks` call failed; the one place these become gRPC statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksError {
+    /// The request has no definition.
+    #[error("`check` is missing: send the check's definition")]
+    Missing,
+    /// A definition that cannot run.
+    #[error("invalid check: {0}")]
+    Invalid(#[from] DefinitionError),
+    /// The catalog refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<ChecksError> for Status {
+    fn from(error: ChecksError) -> Status {
+        let code = match &error {
+            ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
+            ChecksError::Catalog(CatalogError::NotFound(_)) => Code::NotFound,
+            ChecksError::Catalog(CatalogError::AlreadyExists { .. }) => Code::AlreadyExists,
+            ChecksError::Catalog(CatalogError::Stale { .. }) => Code::FailedPrecondition,
+            ChecksError::Catalog(CatalogError::Kafka { .. } | CatalogError::CreateTopic(_)) => {
+                Code::Unavailable
+            }
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+/// The service over the catalog and the fleet view.
+#[derive(Debug, Clone)]
+pub struct ChecksService {
+    catalog: CheckCatalog,
+    fleet: FleetState,
+    /// The shortest interval accepted (`limits.min_check_interval_seconds`).
+    min_interval_seconds: u32,
+}
+
+impl ChecksService {
+    /// A service over `catalog`, reporting agents from `fleet`.
+    pub fn new(catalog: CheckCatalog, fleet: FleetState, min_interval_seconds: u32) -> Self {
+        ChecksService {
+            catalog,
+            fleet,
+            min_interval_seconds,
+        }
+    }
+
+    /// Checks a definition with the agent's rules and the collector's limits.
+    fn validate(
+        &self,
+        definition: Option<CheckDefinition>,
+    ) -> Result<CheckDefinition, ChecksError> {
+        let definition = definition.ok_or(ChecksError::Missing)?;
+        site_from_definition(
+            &definition,
+            &ProbeDefaults::default(),
+            &mut Patterns::default(),
+        )?;
+        let interval = interval_seconds(&definition);
+        if interval < self.min_interval_seconds {
+            return Err(DefinitionError {
+                field: "check.interval_seconds".to_owned(),
+                message: format!(
+                    "is {interval}: the shortest interval this collector accepts is {} s (limits.min_check_interval_seconds)",
+                    self.min_interval_seconds
+                ),
+            }
+            .into());
+        }
+        Ok(definition)
+    }
+
+    async fn set_paused(
+        &self,
+        check: CheckRef,
+        paused: bool,
+    ) -> Result<Response<CheckStatus>, Status> {
+        let check = self
+            .catalog
+            .set_paused(&check.id, paused)
+            .await
+            .map_err(ChecksError::from)?;
+        tracing::info!(check_id = %check.id, version = check.version, paused, "check paused or resumed");
+        Ok(Response::new(self.status(check)))
+    }
+
+    /// A definition with the status of each agent it selects.
+    fn status(&self, check: CheckDefinition) -> CheckStatus {
+        let assignment = check.assignment.clone().unwrap_or_default();
+        let agents = self.fleet.check_agents(&check.id, |agent, labels| {
+            selects(&assignment, agent, labels)
+        });
+        let note = if agents.is_empty() {
+            "the assignment selects no agent known to this collector yet".to_owned()
+        } else {
+            String::new()
+        };
+        CheckStatus {
+            check: Some(check),
+            agents,
+            note,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Checks for ChecksService {
+    #[instrument(skip_all)]
+    async fn create_check(
+        &self,
+        request: Request<CreateCheckRequest>,
+    ) -> Result<Response<CheckStatus>, Status> {
+        let definition = self.validate(request.into_inner().check)?;
+        let created = self
+            .catalog
+            .create(definition)
+            .await
+            .map_err(ChecksError::from)?;
+        tracing::info!(check_id = %created.id, "check created");
+        Ok(Response::new(self.status(created)))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_check(
+        &self,
+        request: Request<UpdateCheckRequest>,
+    ) -> Result<Response<CheckStatus>, Status> {
+        let request = request.into_inner();
+        let definition = self.validate(request.check)?;
+        let updated = self
+            .catalog
+            .update(definition, request.expected_version)
+            .await
+            .map_err(ChecksError::from)?;
+        tracing::info!(check_id = %updated.id, version = updated.version, "check updated");
+        Ok(Response::new(self.status(updated)))
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_check(
+        &self,
+        request: Request<DeleteCheckRequest>,
+    ) -> Result<Response<DeleteCheckResponse>, Status> {
+        let request = request.into_inner();
+        self.catalog
+            .delete(&request.id, request.expected_version)
+            .await
+            .map_err(ChecksError::from)?;
+        tracing::info!(check_id = %request.id, "check deleted");
+        Ok(Response::new(DeleteCheckResponse { id: request.id }))
+    }
+
+    #[instrument(skip_all)]
+    async fn pause_check(
+        &self,
+        request: Request<CheckRef>,
+    ) -> Result<Response<CheckStatus>, Status> {
+        self.set_paused(request.into_inner(), true).await
+    }
+
+    #[instrument(skip_all)]
+    async fn resume_check(
+        &self,
+        request: Request<CheckRef>,
+    ) -> Result<Response<CheckStatus>, Status> {
+        self.set_paused(request.into_inner(), false).await
+    }
+
+    #[instrument(skip_all)]
+    async fn get_check(&self, request: Request<CheckRef>) -> Result<Response<CheckStatus>, Status> {
+        let id = request.into_inner().id;
+        let check = self
+            .catalog
+            .get(&id)
+            .ok_or_else(|| ChecksError::from(CatalogError::NotFound(id)))?;
+        Ok(Response::new(self.status(check)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_checks(
+        &self,
+        _request: Request<ListChecksRequest>,
+    ) -> Result<Response<ListChecksResponse>, Status> {
+        let view = self.catalog.view();
+        let checks = view
+            .checks
+            .values()
+            .cloned()
+            .map(|check| self.status(check))
+            .collect();
+        Ok(Response::new(ListChecksResponse { checks }))
+    }
+}

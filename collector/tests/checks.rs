@@ -1,0 +1,659 @@
+//! Central checks end to end: the `Checks` API on a real collector and Kafka, real
+//! agents in-process that receive their sets over the control stream, and a local
+//! HTTP site they check. Results are watched through `Fleet/WatchLatest` and read from
+//! the agents' outboxes.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::TestCollector;
+use fleetmon::identity::Role;
+use fleetmon::pb::checks_client::ChecksClient;
+use fleetmon::pb::sample::Kind;
+use fleetmon::pb::{
+    Assignment, CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
+    HttpCheck, ListChecksRequest, SiteCheck, UpdateCheckRequest, WatchLatestRequest,
+    check_definition, watch_event,
+};
+use fleetmon::testkit::{TestPki, kafka_bootstrap};
+use fleetmon_agent::RunningAgent;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A site answering `200 ok` to every request, until the test ends.
+async fn local_site() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/health")
+}
+
+struct Agent {
+    running: RunningAgent,
+    stop: CancellationToken,
+}
+
+impl Agent {
+    /// An agent named `name` with `labels` (TOML inline table body), sending to
+    /// `collectors`, keeping its central checks in `cache`.
+    async fn start(
+        pki: &TestPki,
+        name: &str,
+        labels: &str,
+        collectors: &[String],
+        cache: &Path,
+    ) -> Agent {
+        let files = pki.client(Role::Agent, name);
+        let endpoints: Vec<String> = collectors.iter().map(|c| format!("{c:?}")).collect();
+        let text = format!(
+            r#"
+host_interval_seconds = 3600
+metrics_listen = "127.0.0.1:0"
+labels = {{ {labels} }}
+
+[collector]
+endpoints = [{endpoints}]
+ca = {ca:?}
+cert = {cert:?}
+key = {key:?}
+server_name = "localhost"
+
+[outbox]
+batch_interval_ms = 100
+max_backoff_seconds = 1
+
+[remote_checks]
+cache_file = {cache:?}
+"#,
+            endpoints = endpoints.join(", "),
+            ca = files.ca,
+            cert = files.cert,
+            key = files.key,
+        );
+        let path = cache.with_extension("toml");
+        std::fs::write(&path, text).unwrap();
+        let config = fleetmon_agent::AgentConfig::load(Some(&path), Vec::new()).unwrap();
+        let stop = CancellationToken::new();
+        let running = fleetmon_agent::start(config, stop.clone()).await.unwrap();
+        Agent { running, stop }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running.task.await.unwrap();
+    }
+
+    /// The results of `check_id` waiting in the outbox.
+    fn queued(&self, check_id: &str) -> Vec<SiteCheck> {
+        self.running
+            .outbox
+            .after(0, usize::MAX)
+            .into_iter()
+            .filter_map(|sample| match sample.kind {
+                Some(Kind::Site(site)) if site.check_id == check_id => Some(site),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn http_check(id: &str, url: &str, interval: u32, assignment: Assignment) -> CheckDefinition {
+    CheckDefinition {
+        id: id.to_owned(),
+        interval_seconds: interval,
+        timeout_seconds: 2.0,
+        assignment: Some(assignment),
+        kind: Some(check_definition::Kind::Http(HttpCheck {
+            url: url.to_owned(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn by_label(key: &str, value: &str) -> Assignment {
+    Assignment {
+        labels: [(key.to_owned(), value.to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+async fn create(client: &mut ChecksClient<Channel>, check: CheckDefinition) -> CheckStatus {
+    client
+        .create_check(CreateCheckRequest { check: Some(check) })
+        .await
+        .expect("create check")
+        .into_inner()
+}
+
+/// Waits until `agent` has applied `version` of `check_id`, as the API reports it.
+async fn applied(client: &mut ChecksClient<Channel>, check_id: &str, agent: &str, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .get_check(CheckRef {
+                id: check_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status
+            .agents
+            .iter()
+            .any(|a| a.agent_id == agent && a.applied_version == version && a.error.is_empty())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{agent} never applied {check_id} v{version}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Results of `check_id` as the collector acknowledges them, with their agent.
+struct Results(tonic::Streaming<fleetmon::pb::WatchEvent>);
+
+impl Results {
+    async fn watch(collector: &TestCollector) -> Results {
+        let stream = collector
+            .operator()
+            .watch_latest(WatchLatestRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        Results(stream)
+    }
+
+    /// Asserts that `check_id` stops producing results: one already running may still
+    /// arrive within 2 s; after that none for 3 s.
+    async fn quiet(&mut self, check_id: &str, failure: &str) {
+        let settle = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Some(wait) = settle.checked_duration_since(tokio::time::Instant::now()) {
+            if self.next(check_id, wait).await.is_none() {
+                break;
+            }
+        }
+        assert!(
+            self.next(check_id, Duration::from_secs(3)).await.is_none(),
+            "{failure}"
+        );
+    }
+
+    /// The next result of `check_id` within `within`, if any.
+    async fn next(&mut self, check_id: &str, within: Duration) -> Option<SiteCheck> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.0.message())
+                .await
+                .ok()?;
+            if let Some(watch_event::Kind::Site(site)) = event.unwrap().and_then(|e| e.kind)
+                && site.check_id == check_id
+            {
+                return Some(site);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_added_through_the_api_runs_on_the_selected_agents_and_follows_every_change() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    let collectors = [collector.url()];
+    let edge = Agent::start(
+        &collector.pki,
+        "edge-1",
+        r#"location = "eu-west""#,
+        &collectors,
+        &dir.path().join("edge.pb"),
+    )
+    .await;
+    let core = Agent::start(
+        &collector.pki,
+        "core-1",
+        r#"location = "us-east""#,
+        &collectors,
+        &dir.path().join("core.pb"),
+    )
+    .await;
+    let mut api = collector.checks();
+    let mut results = Results::watch(&collector).await;
+
+    let created = create(
+        &mut api,
+        http_check("home", &url, 1, by_label("location", "eu-west")),
+    )
+    .await;
+    assert_eq!(created.check.as_ref().unwrap().version, 1);
+    applied(&mut api, "home", "edge-1", 1).await;
+    let first = results
+        .next("home", Duration::from_secs(10))
+        .await
+        .expect("the selected agent runs the new check");
+    assert_eq!(
+        (
+            first.agent_id.as_str(),
+            first.ok,
+            first.status_code,
+            first.check_version
+        ),
+        ("edge-1", true, Some(200), 1)
+    );
+    let status = api
+        .get_check(CheckRef { id: "home".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let agents: Vec<&str> = status.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(agents, ["edge-1"], "only the eu-west agent is assigned");
+    assert!(status.agents[0].connected);
+    assert_eq!(
+        status.agents[0]
+            .last_result
+            .as_ref()
+            .map(|r| r.check_id.as_str()),
+        Some("home")
+    );
+
+    // Paused: the agent reports it no longer runs it, and no new results come.
+    api.pause_check(CheckRef { id: "home".into() })
+        .await
+        .unwrap();
+    applied(&mut api, "home", "edge-1", 0).await;
+    results
+        .quiet("home", "a paused check produced a result")
+        .await;
+
+    // Resumed: results again.
+    let resumed = api
+        .resume_check(CheckRef { id: "home".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.check.as_ref().unwrap().version, 3);
+    assert!(
+        results
+            .next("home", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+
+    // Edited: every 3 s, followed by version 4.
+    let mut edited = http_check("home", &url, 3, by_label("location", "eu-west"));
+    edited.version = 99;
+    let updated = api
+        .update_check(UpdateCheckRequest {
+            check: Some(edited),
+            expected_version: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.check.as_ref().unwrap().version, 4);
+    let mut times = Vec::new();
+    while times.len() < 3 {
+        let result = results
+            .next("home", Duration::from_secs(10))
+            .await
+            .expect("the edited check runs");
+        if result.check_version == 4 {
+            times.push(result.checked_at.unwrap().seconds);
+        }
+    }
+    assert!(
+        times[2] - times[1] >= 2,
+        "the new 3 s interval is followed: {times:?}"
+    );
+
+    // Deleted: stops everywhere.
+    api.delete_check(DeleteCheckRequest {
+        id: "home".into(),
+        expected_version: 0,
+    })
+    .await
+    .unwrap();
+    results
+        .quiet("home", "a deleted check produced a result")
+        .await;
+    let error = api
+        .get_check(CheckRef { id: "home".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        (Code::NotFound, "check `home` does not exist")
+    );
+    assert!(
+        core.queued("home").is_empty(),
+        "the us-east agent never ran it"
+    );
+    edge.stop().await;
+    core.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_definitions_and_stale_versions_get_exact_statuses() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |c| {
+        c.limits.min_check_interval_seconds = 10;
+    })
+    .await;
+    let mut api = collector.checks();
+    let url = "https://shop.example/";
+    let everyone = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    let with_http = |edit: fn(&mut HttpCheck)| {
+        let mut check = http_check("shop", url, 30, everyone.clone());
+        if let Some(check_definition::Kind::Http(http)) = &mut check.kind {
+            edit(http);
+        }
+        check
+    };
+    let mut cases = vec![
+        (
+            with_http(|h| h.url = "not a url".into()),
+            "invalid check: `check.http.url` `not a url` is not an http:// or https:// URL",
+        ),
+        (
+            with_http(|h| h.regex = "(\\w{100}){100}".into()),
+            "invalid check: `check.http.regex` is not a valid regex: compiled regex exceeds size limit of 1048576 bytes: use a simpler pattern (fewer repetitions of large classes; `(?-u)` makes \\w, \\d and \\s ASCII only and much smaller)",
+        ),
+        (
+            with_http(|h| h.expected_status = vec!["2xx".into()]),
+            "invalid check: `check.http.expected_status` `2xx` is not a status code or range: write 200 or \"200-299\" (codes 100-999)",
+        ),
+    ];
+    let mut no_kind = http_check("shop", url, 30, everyone.clone());
+    no_kind.kind = None;
+    cases.push((
+        no_kind,
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request)",
+    ));
+    cases.push((
+        http_check("Shop!", url, 30, everyone.clone()),
+        "invalid check: `check.id` `Shop!` is not a slug: use 1 to 63 lowercase letters, digits and `-`, starting with a letter (e.g. `shop-home`)",
+    ));
+    cases.push((
+        http_check("shop", url, 5, everyone.clone()),
+        "invalid check: `check.interval_seconds` is 5: the shortest interval this collector accepts is 10 s (limits.min_check_interval_seconds)",
+    ));
+    for (check, message) in cases {
+        let error = api
+            .create_check(CreateCheckRequest { check: Some(check) })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (error.code(), error.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
+    let bad_regex = with_http(|h| h.regex = "(unclosed".into());
+    let error = api
+        .create_check(CreateCheckRequest {
+            check: Some(bad_regex),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().starts_with(
+            "invalid check: `check.http.regex` is not a valid regex: regex parse error:"
+        ),
+        "{}",
+        error.message()
+    );
+
+    // Nothing bad was stored; a good one is, and says that it selects nobody yet.
+    assert!(
+        api.list_checks(ListChecksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .checks
+            .is_empty()
+    );
+    let created = create(
+        &mut api,
+        http_check("shop", url, 30, by_label("location", "mars")),
+    )
+    .await;
+    assert_eq!(
+        created.note,
+        "the assignment selects no agent known to this collector yet"
+    );
+    let error = api
+        .create_check(CreateCheckRequest {
+            check: Some(http_check("shop", url, 60, everyone.clone())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        (
+            Code::AlreadyExists,
+            "check `shop` already exists (version 1): choose another id, or update it"
+        )
+    );
+    let update = |expected_version| UpdateCheckRequest {
+        check: Some(http_check("shop", url, 60, everyone.clone())),
+        expected_version,
+    };
+    api.update_check(update(1)).await.unwrap();
+    let error = api.update_check(update(1)).await.unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        (
+            Code::FailedPrecondition,
+            "check `shop` is at version 2, not 1: get it again, then retry the change"
+        )
+    );
+    let error = api
+        .pause_check(CheckRef { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        (Code::NotFound, "check `nope` does not exist")
+    );
+    // Agents may not change checks.
+    let mut as_agent =
+        ChecksClient::new(collector.channel(&collector.pki.client(Role::Agent, "sneaky")));
+    let error = as_agent
+        .list_checks(ListChecksRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_through_one_collector_reaches_an_agent_on_another() {
+    let first = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let topics = first.config.kafka.clone();
+    let second = TestCollector::start(&kafka_bootstrap(), |c| c.kafka = topics).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    // The agent's certificate must chain to the second collector's CA.
+    let agent = Agent::start(
+        &second.pki,
+        "far-1",
+        "",
+        &[second.url()],
+        &dir.path().join("far.pb"),
+    )
+    .await;
+    let mut results = Results::watch(&second).await;
+    let by_name = Assignment {
+        agents: vec!["far-1".into()],
+        ..Default::default()
+    };
+    create(&mut first.checks(), http_check("far", &url, 1, by_name)).await;
+    let result = results
+        .next("far", Duration::from_secs(15))
+        .await
+        .expect("the agent on the other collector runs the check");
+    assert_eq!(result.agent_id, "far-1");
+    applied(&mut second.checks(), "far", "far-1", 1).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_survive_a_collector_restart_and_a_restarted_agent_runs_its_cached_set() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    let cache = dir.path().join("cached.pb");
+    let collectors = [collector.url()];
+    let agent = Agent::start(&collector.pki, "cached-1", "", &collectors, &cache).await;
+    let mut api = collector.checks();
+    let everyone = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    create(&mut api, http_check("cached", &url, 1, everyone)).await;
+    applied(&mut api, "cached", "cached-1", 1).await;
+    let config = collector.config.clone();
+    collector.shutdown.cancel();
+    collector.running.task.await.unwrap().unwrap();
+
+    // With no collector, a restarted agent runs what it applied last.
+    agent.stop().await;
+    let agent = Agent::start(&collector.pki, "cached-1", "", &collectors, &cache).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.queued("cached").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted agent did not run its cached check"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The collector comes back on the same address with the definition from Kafka.
+    let mut config = config;
+    config.listen = collectors[0]
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = fleetmon_collector::start(config, shutdown.clone())
+        .await
+        .expect("collector starts again");
+    let mut api = ChecksClient::new(
+        fleetmon::tls::endpoint(&collectors[0], &collector.pki.client(Role::Operator, "ops"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let status = api
+        .get_check(CheckRef {
+            id: "cached".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.check.unwrap().version, 1, "the definition survived");
+    applied(&mut api, "cached", "cached-1", 1).await;
+    // Everything queued while the collector was down is delivered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent.queued("cached").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(agent.running.outbox.settled() > 0);
+    agent.stop().await;
+    shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_apply_one_check_reports_why_and_runs_the_rest() {
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    let agent = Agent::start(
+        &collector.pki,
+        "mixed-1",
+        "",
+        &[collector.url()],
+        &dir.path().join("mixed.pb"),
+    )
+    .await;
+    let everyone = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    let mut api = collector.checks();
+    create(&mut api, http_check("good", &url, 1, everyone.clone())).await;
+    // A definition the API would refuse, written to the topic by another tool.
+    let mut broken = http_check("broken", &url, 1, everyone);
+    broken.version = 1;
+    if let Some(check_definition::Kind::Http(http)) = &mut broken.kind {
+        http.regex = "(unclosed".into();
+    }
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&collector.config.kafka.checks_topic)
+                .key("broken")
+                .payload(&broken.encode_to_vec()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let status = api
+            .get_check(CheckRef {
+                id: "broken".into(),
+            })
+            .await
+            .map(|r| r.into_inner());
+        if let Ok(status) = status
+            && let Some(agent) = status.agents.iter().find(|a| !a.error.is_empty())
+        {
+            break agent.error.clone();
+        }
+        assert!(Instant::now() < deadline, "no error reported for `broken`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.starts_with("`check.http.regex` is not a valid regex: regex parse error:"),
+        "{error}"
+    );
+    applied(&mut api, "good", "mixed-1", 1).await;
+    let mut results = Results::watch(&collector).await;
+    assert!(
+        results
+            .next("good", Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the good check still runs"
+    );
+    agent.stop().await;
+}
