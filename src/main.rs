@@ -48,6 +48,9 @@ enum Command {
         #[arg(long, default_value = "")]
         url: String,
     },
+    /// Central checks: what the agents check, changed at runtime through the collector.
+    #[command(subcommand)]
+    Checks(cli::checks::ChecksCommand),
     /// Host metrics of one agent over time, averaged per step.
     Series {
         /// The agent id.
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
             since,
             step,
         } => Query::Series(connection, agent, since, step),
+        Command::Checks(command) => Query::Checks(command),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             Query::Series(c, agent, since, step) => {
                 cli::queries::series(&c, &agent, since, step).await
             }
+            Query::Checks(command) => cli::checks::run(command).await,
         }
     });
     match result {
@@ -150,6 +155,7 @@ enum Query {
     Agents(Connection),
     Sites(Connection, Duration, String),
     Series(Connection, String, Duration, Duration),
+    Checks(cli::checks::ChecksCommand),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {

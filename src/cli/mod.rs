@@ -1,6 +1,8 @@
-//! The operator commands: `status`, `agents`, `sites`, `series`, each over mutual
-//! TLS with an operator certificate, printing a table or (`--json`) JSON.
+//! The operator commands: `status`, `agents`, `sites`, `series` and `checks`, each over
+//! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
+pub(crate) mod check_spec;
+pub(crate) mod checks;
 pub(crate) mod queries;
 pub(crate) mod table;
 

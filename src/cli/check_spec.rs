@@ -1,0 +1,246 @@
+//! A central check as an operator writes it: the entries of a `checks.toml` for
+//! `fleetmon checks apply`, the flags of `checks add` and `checks edit`, and the JSON of
+//! `--json`. Converted to and from the wire `CheckDefinition`; the collector validates.
+
+use std::collections::BTreeMap;
+
+use fleetmon::pb::{Assertions, Assignment, CheckDefinition, HttpCheck, check_definition};
+use serde::{Deserialize, Serialize};
+
+/// A file of checks for `fleetmon checks apply -f`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChecksFile {
+    /// Every check the fleet should run.
+    #[serde(default)]
+    pub(crate) checks: Vec<CheckSpec>,
+}
+
+/// One check; every field but `id` and `url` may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckSpec {
+    /// A slug: lowercase letters, digits and `-`.
+    pub(crate) id: String,
+    /// `http` (the only kind so far).
+    #[serde(default = "http_kind")]
+    pub(crate) kind: String,
+    /// http:// or https:// URL.
+    pub(crate) url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) method: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) body: Option<String>,
+    /// `200`, `"200-299"`; default 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) expected_status: Vec<StatusText>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) regex: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) regex_absent: String,
+    /// Seconds between runs (default 60).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub(crate) interval_seconds: u32,
+    /// Seconds before a run is abandoned (default 10).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub(crate) timeout_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) follow_redirects: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_redirects: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) verify_tls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_response_time_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) min_tls_days_left: Option<u32>,
+    /// Run on every agent.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) all_agents: bool,
+    /// Run on these agents by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) agents: Vec<String>,
+    /// Run on the agents carrying every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) paused: bool,
+}
+
+/// A status code as a number or text (`"200-299"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum StatusText {
+    /// `200`.
+    Code(u16),
+    /// `"200-299"`.
+    Text(String),
+}
+
+impl StatusText {
+    fn text(&self) -> String {
+        match self {
+            StatusText::Code(code) => code.to_string(),
+            StatusText::Text(text) => text.clone(),
+        }
+    }
+}
+
+fn http_kind() -> String {
+    "http".to_owned()
+}
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl CheckSpec {
+    /// The wire definition (version 0: the collector assigns versions).
+    pub(crate) fn to_definition(&self) -> Result<CheckDefinition, String> {
+        if self.kind != "http" {
+            return Err(format!(
+                "check `{}`: kind `{}` is not supported: use `http`",
+                self.id, self.kind
+            ));
+        }
+        let assertions = (self.max_response_time_ms.is_some() || self.min_tls_days_left.is_some())
+            .then_some(Assertions {
+                max_response_time_ms: self.max_response_time_ms,
+                min_tls_days_left: self.min_tls_days_left,
+            });
+        Ok(CheckDefinition {
+            id: self.id.clone(),
+            version: 0,
+            paused: self.paused,
+            interval_seconds: self.interval_seconds,
+            timeout_seconds: self.timeout_seconds,
+            assignment: Some(Assignment {
+                all: self.all_agents,
+                agents: self.agents.clone(),
+                labels: self.labels.clone().into_iter().collect(),
+            }),
+            kind: Some(check_definition::Kind::Http(HttpCheck {
+                url: self.url.clone(),
+                method: self.method.clone(),
+                headers: self.headers.clone().into_iter().collect(),
+                body: self.body.clone(),
+                expected_status: self.expected_status.iter().map(StatusText::text).collect(),
+                regex: self.regex.clone(),
+                regex_absent: self.regex_absent.clone(),
+                follow_redirects: self.follow_redirects,
+                max_redirects: self.max_redirects,
+                verify_tls: self.verify_tls,
+                max_body_bytes: self.max_body_bytes,
+            })),
+            assertions,
+        })
+    }
+}
+
+impl From<&CheckDefinition> for CheckSpec {
+    fn from(definition: &CheckDefinition) -> Self {
+        let assignment = definition.assignment.clone().unwrap_or_default();
+        let assertions = definition.assertions.unwrap_or_default();
+        let mut spec = CheckSpec {
+            id: definition.id.clone(),
+            kind: http_kind(),
+            paused: definition.paused,
+            interval_seconds: definition.interval_seconds,
+            timeout_seconds: definition.timeout_seconds,
+            all_agents: assignment.all,
+            agents: assignment.agents,
+            labels: assignment.labels.into_iter().collect(),
+            max_response_time_ms: assertions.max_response_time_ms,
+            min_tls_days_left: assertions.min_tls_days_left,
+            ..CheckSpec::default()
+        };
+        match &definition.kind {
+            Some(check_definition::Kind::Http(http)) => {
+                spec.url = http.url.clone();
+                spec.method = http.method.clone();
+                spec.headers = http.headers.clone().into_iter().collect();
+                spec.body = http.body.clone();
+                spec.expected_status = http
+                    .expected_status
+                    .iter()
+                    .map(|s| StatusText::Text(s.clone()))
+                    .collect();
+                spec.regex = http.regex.clone();
+                spec.regex_absent = http.regex_absent.clone();
+                spec.follow_redirects = http.follow_redirects;
+                spec.max_redirects = http.max_redirects;
+                spec.verify_tls = http.verify_tls;
+                spec.max_body_bytes = http.max_body_bytes;
+            }
+            None => spec.kind = "unknown".to_owned(),
+        }
+        spec
+    }
+}
+
+/// `checks.toml`'s checks, refusing a repeated id.
+pub(crate) fn parse_file(path: &str, text: &str) -> Result<Vec<CheckSpec>, String> {
+    let file: ChecksFile = toml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for check in &file.checks {
+        if !seen.insert(check.id.as_str()) {
+            return Err(format!("{path}: check `{}` is listed twice", check.id));
+        }
+    }
+    Ok(file.checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_survives_the_round_trip_through_the_wire() {
+        let text = r#"
+[[checks]]
+id = "shop-home"
+url = "https://shop.example/"
+interval_seconds = 30
+expected_status = [200, "300-399"]
+regex = "Welcome"
+labels = { location = "eu-west" }
+max_response_time_ms = 800.0
+"#;
+        let specs = parse_file("checks.toml", text).unwrap();
+        let definition = specs[0].to_definition().unwrap();
+        let mut back = CheckSpec::from(&definition);
+        assert_eq!(
+            back.expected_status,
+            [
+                StatusText::Text("200".into()),
+                StatusText::Text("300-399".into())
+            ]
+        );
+        back.expected_status = specs[0].expected_status.clone();
+        assert_eq!(back, specs[0]);
+    }
+
+    #[test]
+    fn a_bad_file_names_the_problem() {
+        let twice = "[[checks]]\nid = \"a\"\nurl = \"https://a/\"\n[[checks]]\nid = \"a\"\nurl = \"https://b/\"\n";
+        assert_eq!(
+            parse_file("c.toml", twice).unwrap_err(),
+            "c.toml: check `a` is listed twice"
+        );
+        let unknown = "[[checks]]\nid = \"a\"\nurl = \"https://a/\"\nintervall = 5\n";
+        assert!(
+            parse_file("c.toml", unknown)
+                .unwrap_err()
+                .contains("unknown field `intervall`"),
+        );
+    }
+}

@@ -1,0 +1,595 @@
+//! `fleetmon checks`: list, show, add, edit, rm, pause, resume and apply central checks
+//! through the collector's `Checks` service.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use fleetmon::pb::checks_client::ChecksClient;
+use fleetmon::pb::{
+    CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
+    ListChecksRequest, UpdateCheckRequest,
+};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use super::Connection;
+use super::check_spec::{CheckSpec, StatusText, parse_file};
+use super::table::{ago, render};
+
+/// The `checks` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChecksCommand {
+    /// Every check with its state and how many selected agents applied it.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// One check: its definition and, per assigned agent, the version applied and the last result.
+    Show {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create a check.
+    Add {
+        /// The check id (lowercase letters, digits, `-`).
+        id: String,
+        #[command(flatten)]
+        fields: CheckFlags,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Change the given fields of a check; the others keep their values.
+    Edit {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        fields: CheckFlags,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete a check; every agent stops running it.
+    Rm {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stop running a check everywhere, keeping its definition.
+    Pause {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Run a paused check again.
+    Resume {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Make the checks what a file says: prints the changes, then makes them.
+    Apply {
+        /// A TOML file of `[[checks]]` entries.
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// Print the changes only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete the checks the file does not list.
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Fields of a check as flags (`add` needs `--url`).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct CheckFlags {
+    /// http:// or https:// URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// HTTP method (default GET).
+    #[arg(long)]
+    method: Option<String>,
+    /// Seconds between runs (default 60).
+    #[arg(long = "interval")]
+    interval_seconds: Option<u32>,
+    /// Seconds before a run is abandoned (default 10).
+    #[arg(long = "timeout")]
+    timeout_seconds: Option<f64>,
+    /// Accepted status codes, comma-separated: 200,300-399 (default 2xx).
+    #[arg(long = "expect-status", value_delimiter = ',')]
+    expected_status: Option<Vec<String>>,
+    /// A pattern the body must match.
+    #[arg(long)]
+    regex: Option<String>,
+    /// A pattern the body must not match.
+    #[arg(long)]
+    regex_absent: Option<String>,
+    /// Fail runs slower than this many milliseconds.
+    #[arg(long = "max-response-ms")]
+    max_response_time_ms: Option<f64>,
+    /// Fail https runs whose certificate expires within this many days.
+    #[arg(long = "min-tls-days")]
+    min_tls_days_left: Option<u32>,
+    /// Run on every agent.
+    #[arg(long = "all-agents")]
+    all_agents: bool,
+    /// Run on these agents, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    agents: Option<Vec<String>>,
+    /// Run on agents with these labels: location=eu-west,role=edge.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    labels: Option<Vec<(String, String)>>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not a label: write key=value"))
+}
+
+impl CheckFlags {
+    /// `spec` with every given flag applied.
+    fn apply_to(&self, mut spec: CheckSpec) -> CheckSpec {
+        if let Some(url) = &self.url {
+            spec.url = url.clone();
+        }
+        if let Some(method) = &self.method {
+            spec.method = method.clone();
+        }
+        if let Some(seconds) = self.interval_seconds {
+            spec.interval_seconds = seconds;
+        }
+        if let Some(seconds) = self.timeout_seconds {
+            spec.timeout_seconds = seconds;
+        }
+        if let Some(codes) = &self.expected_status {
+            spec.expected_status = codes.iter().cloned().map(StatusText::Text).collect();
+        }
+        if let Some(regex) = &self.regex {
+            spec.regex = regex.clone();
+        }
+        if let Some(regex) = &self.regex_absent {
+            spec.regex_absent = regex.clone();
+        }
+        if self.max_response_time_ms.is_some() {
+            spec.max_response_time_ms = self.max_response_time_ms;
+        }
+        if self.min_tls_days_left.is_some() {
+            spec.min_tls_days_left = self.min_tls_days_left;
+        }
+        if self.all_agents {
+            spec.all_agents = true;
+        }
+        if let Some(agents) = &self.agents {
+            spec.agents = agents.clone();
+        }
+        if let Some(labels) = &self.labels {
+            spec.labels = labels.iter().cloned().collect::<BTreeMap<_, _>>();
+        }
+        spec
+    }
+}
+
+async fn client(conn: &Connection) -> anyhow::Result<ChecksClient<Channel>> {
+    let channel = fleetmon::tls::connect(&conn.collector, &conn.tls()).await?;
+    Ok(ChecksClient::new(channel))
+}
+
+/// A failed call as `Checks/Method on URL: CODE: message`.
+fn call_error(method: &str, conn: &Connection, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Checks/{method} on {}: {:?}: {}",
+        conn.collector,
+        status.code(),
+        status.message()
+    )
+}
+
+/// Runs one `checks` subcommand.
+pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
+    match command {
+        ChecksCommand::List { connection } => list(&connection).await,
+        ChecksCommand::Show { id, connection } => {
+            let status = client(&connection)
+                .await?
+                .get_check(CheckRef { id })
+                .await
+                .map_err(|s| call_error("GetCheck", &connection, s))?
+                .into_inner();
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::Add {
+            id,
+            fields,
+            connection,
+        } => {
+            if fields.url.is_none() {
+                bail!("checks add needs --url (the http:// or https:// URL to check)");
+            }
+            let spec = fields.apply_to(CheckSpec {
+                id,
+                kind: "http".to_owned(),
+                ..CheckSpec::default()
+            });
+            let status = create(
+                &connection,
+                spec.to_definition().map_err(anyhow::Error::msg)?,
+            )
+            .await?;
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::Edit {
+            id,
+            fields,
+            connection,
+        } => {
+            let mut api = client(&connection).await?;
+            let current = api
+                .get_check(CheckRef { id })
+                .await
+                .map_err(|s| call_error("GetCheck", &connection, s))?
+                .into_inner()
+                .check
+                .context("the collector answered without a definition")?;
+            let spec = fields.apply_to(CheckSpec::from(&current));
+            let status = update(
+                &connection,
+                spec.to_definition().map_err(anyhow::Error::msg)?,
+                current.version,
+            )
+            .await?;
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::Rm { id, connection } => {
+            client(&connection)
+                .await?
+                .delete_check(DeleteCheckRequest {
+                    id: id.clone(),
+                    expected_version: 0,
+                })
+                .await
+                .map_err(|s| call_error("DeleteCheck", &connection, s))?;
+            if connection.json {
+                println!("{}", json!({ "deleted": id }));
+            } else {
+                println!("deleted {id}");
+            }
+            Ok(())
+        }
+        ChecksCommand::Pause { id, connection } => {
+            let status = client(&connection)
+                .await?
+                .pause_check(CheckRef { id })
+                .await
+                .map_err(|s| call_error("PauseCheck", &connection, s))?
+                .into_inner();
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::Resume { id, connection } => {
+            let status = client(&connection)
+                .await?
+                .resume_check(CheckRef { id })
+                .await
+                .map_err(|s| call_error("ResumeCheck", &connection, s))?
+                .into_inner();
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::Apply {
+            file,
+            dry_run,
+            prune,
+            connection,
+        } => apply(&connection, &file, dry_run, prune).await,
+    }
+}
+
+async fn create(conn: &Connection, check: CheckDefinition) -> anyhow::Result<CheckStatus> {
+    Ok(client(conn)
+        .await?
+        .create_check(CreateCheckRequest { check: Some(check) })
+        .await
+        .map_err(|s| call_error("CreateCheck", conn, s))?
+        .into_inner())
+}
+
+async fn update(
+    conn: &Connection,
+    check: CheckDefinition,
+    expected_version: u64,
+) -> anyhow::Result<CheckStatus> {
+    Ok(client(conn)
+        .await?
+        .update_check(UpdateCheckRequest {
+            check: Some(check),
+            expected_version,
+        })
+        .await
+        .map_err(|s| call_error("UpdateCheck", conn, s))?
+        .into_inner())
+}
+
+fn target(check: &CheckDefinition) -> String {
+    CheckSpec::from(check).url
+}
+
+fn assignment(check: &CheckDefinition) -> String {
+    let spec = CheckSpec::from(check);
+    let mut parts = Vec::new();
+    if spec.all_agents {
+        parts.push("all".to_owned());
+    }
+    parts.extend(spec.agents);
+    parts.extend(spec.labels.iter().map(|(k, v)| format!("{k}={v}")));
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+async fn list(conn: &Connection) -> anyhow::Result<()> {
+    let checks = client(conn)
+        .await?
+        .list_checks(ListChecksRequest {})
+        .await
+        .map_err(|s| call_error("ListChecks", conn, s))?
+        .into_inner()
+        .checks;
+    if conn.json {
+        let list: Vec<Value> = checks.iter().map(status_json).collect();
+        println!("{}", Value::Array(list));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .filter_map(|status| {
+            let check = status.check.as_ref()?;
+            let applied = status
+                .agents
+                .iter()
+                .filter(|a| a.applied_version == check.version && a.error.is_empty())
+                .count();
+            Some(vec![
+                check.id.clone(),
+                if check.paused { "paused" } else { "active" }.to_owned(),
+                check.version.to_string(),
+                format!("{} s", interval(check)),
+                target(check),
+                assignment(check),
+                format!("{applied}/{}", status.agents.len()),
+            ])
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[
+                "CHECK", "STATE", "VERSION", "EVERY", "TARGET", "ASSIGNED", "APPLIED"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn interval(check: &CheckDefinition) -> u32 {
+    if check.interval_seconds == 0 {
+        60
+    } else {
+        check.interval_seconds
+    }
+}
+
+fn status_json(status: &CheckStatus) -> Value {
+    let check = status.check.clone().unwrap_or_default();
+    json!({
+        "id": check.id,
+        "version": check.version,
+        "paused": check.paused,
+        "definition": serde_json::to_value(CheckSpec::from(&check)).unwrap_or_default(),
+        "note": status.note,
+        "agents": status.agents.iter().map(|a| json!({
+            "agent_id": a.agent_id,
+            "connected": a.connected,
+            "applied_version": a.applied_version,
+            "error": a.error,
+            "last_result": a.last_result.as_ref().map(|r| json!({
+                "ok": r.ok,
+                "status_code": r.status_code,
+                "response_time_ms": r.response_time_ms,
+                "error_message": r.error_message,
+                "checked_at": super::table::rfc3339(r.checked_at),
+                "check_version": r.check_version,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_status(conn: &Connection, status: &CheckStatus) {
+    if conn.json {
+        println!("{}", status_json(status));
+        return;
+    }
+    let Some(check) = &status.check else {
+        return;
+    };
+    println!(
+        "check {}  version {}  {}  every {} s",
+        check.id,
+        check.version,
+        if check.paused { "PAUSED" } else { "active" },
+        interval(check)
+    );
+    println!("  target    {}", target(check));
+    println!("  assigned  {}", assignment(check));
+    if !status.note.is_empty() {
+        println!("  note      {}", status.note);
+    }
+    let rows: Vec<Vec<String>> = status
+        .agents
+        .iter()
+        .map(|a| {
+            let (result, when) = match &a.last_result {
+                Some(r) if r.ok => (
+                    format!(
+                        "ok {} {:.0} ms",
+                        r.status_code.unwrap_or(0),
+                        r.response_time_ms
+                    ),
+                    ago(r.checked_at),
+                ),
+                Some(r) => (format!("FAIL {}", r.error_message), ago(r.checked_at)),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            vec![
+                a.agent_id.clone(),
+                if a.connected { "yes" } else { "no" }.to_owned(),
+                if a.applied_version == 0 {
+                    "-".to_owned()
+                } else {
+                    a.applied_version.to_string()
+                },
+                result,
+                when,
+                a.error.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!(
+            "{}",
+            render(
+                &[
+                    "AGENT",
+                    "CONNECTED",
+                    "APPLIED",
+                    "LAST RESULT",
+                    "WHEN",
+                    "ERROR"
+                ],
+                &rows
+            )
+        );
+    }
+}
+
+/// What `apply` will do to one check.
+#[derive(Debug, PartialEq)]
+enum Change {
+    Create(CheckDefinition),
+    Update(CheckDefinition, u64),
+    Delete(String),
+}
+
+async fn apply(
+    conn: &Connection,
+    file: &std::path::Path,
+    dry_run: bool,
+    prune: bool,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let wanted = parse_file(&file.display().to_string(), &text).map_err(anyhow::Error::msg)?;
+    let current: BTreeMap<String, CheckDefinition> = client(conn)
+        .await?
+        .list_checks(ListChecksRequest {})
+        .await
+        .map_err(|s| call_error("ListChecks", conn, s))?
+        .into_inner()
+        .checks
+        .into_iter()
+        .filter_map(|s| s.check)
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    let mut changes = Vec::new();
+    for spec in &wanted {
+        let definition = spec.to_definition().map_err(anyhow::Error::msg)?;
+        match current.get(&spec.id) {
+            None => changes.push(Change::Create(definition)),
+            Some(existing) => {
+                let normalized = CheckSpec::from(existing)
+                    .to_definition()
+                    .map_err(anyhow::Error::msg)?;
+                if normalized != definition {
+                    changes.push(Change::Update(definition, existing.version));
+                }
+            }
+        }
+    }
+    if prune {
+        for id in current.keys() {
+            if !wanted.iter().any(|w| &w.id == id) {
+                changes.push(Change::Delete(id.clone()));
+            }
+        }
+    }
+    let unchanged = wanted.len()
+        - changes
+            .iter()
+            .filter(|c| !matches!(c, Change::Delete(_)))
+            .count();
+    for change in &changes {
+        match change {
+            Change::Create(c) => println!("+ {} ({})", c.id, target(c)),
+            Change::Update(c, _) => println!("~ {} ({})", c.id, target(c)),
+            Change::Delete(id) => println!("- {id}"),
+        }
+    }
+    println!(
+        "{} to create, {} to update, {} to delete, {unchanged} unchanged{}",
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Create(_)))
+            .count(),
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Update(..)))
+            .count(),
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Delete(_)))
+            .count(),
+        if dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    );
+    if dry_run {
+        return Ok(());
+    }
+    for change in changes {
+        match change {
+            Change::Create(c) => {
+                create(conn, c).await?;
+            }
+            Change::Update(c, version) => {
+                update(conn, c, version).await?;
+            }
+            Change::Delete(id) => {
+                client(conn)
+                    .await?
+                    .delete_check(DeleteCheckRequest {
+                        id,
+                        expected_version: 0,
+                    })
+                    .await
+                    .map_err(|s| call_error("DeleteCheck", conn, s))?;
+            }
+        }
+    }
+    Ok(())
+}
