@@ -16,6 +16,8 @@ pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
 pub const DEFAULT_HOST_SAMPLES_TOPIC: &str = "fleetmon.host-samples";
 /// Default topic of site checks.
 pub const DEFAULT_SITE_CHECKS_TOPIC: &str = "fleetmon.site-checks";
+/// Seconds between runs of a central check that leaves `interval_seconds` at 0.
+pub const DEFAULT_CHECK_INTERVAL_SECONDS: u32 = 60;
 /// Default compacted topic of check definitions.
 pub const DEFAULT_CHECKS_TOPIC: &str = "fleetmon.checks";
 

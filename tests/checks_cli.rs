@@ -55,6 +55,7 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
     let (collector, writer) = (free_port(), free_port());
     let host_topic = unique_name("fleetmon-cc-host");
     let site_topic = unique_name("fleetmon-cc-site");
+    let checks_topic = unique_name("fleetmon-cc-checks");
     let mut procs = Processes::default();
     procs.spawn(
         "collector",
@@ -75,10 +76,7 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
             .env("FLEETMON_COLLECTOR__TLS__CLIENT_CA", certs.join("ca.pem"))
             .env("FLEETMON_COLLECTOR__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
             .env("FLEETMON_COLLECTOR__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
-            .env(
-                "FLEETMON_COLLECTOR__KAFKA__CHECKS_TOPIC",
-                unique_name("fleetmon-cc-checks"),
-            )
+            .env("FLEETMON_COLLECTOR__KAFKA__CHECKS_TOPIC", &checks_topic)
             .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2"),
     );
     procs.wait_port("collector", collector);
@@ -104,6 +102,7 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
             )
             .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
             .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+            .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
             .env(
                 "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
                 unique_name("fleetmon-cc-dlq"),
@@ -203,6 +202,18 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
         "a paused check stored rows"
     );
 
+    // The writer mirrors the definition, so history joins to what the check was.
+    eventually(
+        &schema,
+        &format!(
+            "SELECT count(*) FROM checks WHERE check_id = 'shop' AND version = 2 AND paused \
+             AND kind = 'http' AND target = '{url}' AND interval_seconds = 1 AND deleted_at IS NULL"
+        ),
+        "the mirrored definition",
+        |n| n == 1,
+    )
+    .await;
+
     // Bad input: the collector's message, and nothing changed.
     let (ok, _, stderr) = checks(&certs, collector, &["add", "Shop", "--url", &url]);
     assert!(!ok);
@@ -261,6 +272,13 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
         pruned,
         "- shop\n0 to create, 0 to update, 1 to delete, 1 unchanged\n"
     );
+    eventually(
+        &schema,
+        "SELECT count(*) FROM checks WHERE check_id = 'shop' AND deleted_at IS NOT NULL",
+        "the deleted check keeps its row, marked deleted",
+        |n| n == 1,
+    )
+    .await;
     let listed = checks_ok(&certs, collector, &["list"]);
     assert!(
         listed.contains("docs") && !listed.contains("shop"),

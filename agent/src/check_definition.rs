@@ -10,9 +10,6 @@ use fleetmon::pb::{CheckDefinition, check_definition};
 use crate::config::{CheckRef, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::pattern::Patterns;
 
-/// Seconds between runs when a definition leaves `interval_seconds` at 0.
-pub const DEFAULT_INTERVAL_SECONDS: u32 = 60;
-
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
 
@@ -57,7 +54,7 @@ pub fn validate_id(id: &str) -> Result<(), DefinitionError> {
 /// The interval a definition asks for, with 0 meaning the default.
 pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
     match definition.interval_seconds {
-        0 => DEFAULT_INTERVAL_SECONDS,
+        0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
         seconds => seconds,
     }
 }

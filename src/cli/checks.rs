@@ -387,7 +387,7 @@ async fn list(conn: &Connection) -> anyhow::Result<()> {
 
 fn interval(check: &CheckDefinition) -> u32 {
     if check.interval_seconds == 0 {
-        60
+        fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS
     } else {
         check.interval_seconds
     }

@@ -60,6 +60,9 @@ pub struct KafkaConfig {
     /// Topic of site checks.
     #[serde(default = "default_site_topic")]
     pub site_checks_topic: String,
+    /// The compacted topic of central check definitions, mirrored into the `checks` table.
+    #[serde(default = "default_checks_topic")]
+    pub checks_topic: String,
     /// Where records that cannot be decoded or stored go, with an `error` header.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
@@ -130,6 +133,9 @@ fn default_host_topic() -> String {
 fn default_site_topic() -> String {
     fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
 }
+fn default_checks_topic() -> String {
+    fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned()
+}
 fn default_dead_letter_topic() -> String {
     "fleetmon.dead-letters".to_owned()
 }
@@ -165,6 +171,7 @@ impl Default for KafkaConfig {
             group_id: default_group(),
             host_samples_topic: default_host_topic(),
             site_checks_topic: default_site_topic(),
+            checks_topic: default_checks_topic(),
             dead_letter_topic: default_dead_letter_topic(),
             replication_factor: default_replication(),
             options: BTreeMap::new(),

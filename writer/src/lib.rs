@@ -3,8 +3,10 @@
 //! [`kafka_source`] consumes in a group; [`row_batch`] decodes records into rows;
 //! [`pipeline`] batches them and stores each batch with [`postgres_sink`] in one
 //! transaction before storing the offsets; [`history_service`] answers operators'
-//! queries. [`server`] wires it all.
+//! queries; [`check_mirror`] keeps the `checks` table equal to the checks topic.
+//! [`server`] wires it all.
 
+pub mod check_mirror;
 pub mod config;
 pub mod history_service;
 pub mod kafka_source;

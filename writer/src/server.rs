@@ -16,6 +16,7 @@ use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::history_server::HistoryServer;
 
+use crate::check_mirror;
 use crate::config::WriterConfig;
 use crate::history_service::HistoryService;
 use crate::kafka_source::{self, DeadLetters};
@@ -110,6 +111,7 @@ pub async fn start(
     )
     .await?;
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
+    let checks_consumer = check_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let pipeline = Pipeline::new(
         &config.kafka,
@@ -162,6 +164,11 @@ pub async fn start(
     let retention = config.postgres.retention_days;
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
+        let mirror = tokio::spawn(check_mirror::run(
+            checks_consumer,
+            sink.clone(),
+            shutdown.clone(),
+        ));
         let maintenance = tokio::spawn(maintain(sink, retention, ahead, shutdown.clone()));
         let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
         let grpc_task = tokio::spawn(
@@ -171,6 +178,7 @@ pub async fn start(
         // A pipeline error stops everything else too.
         shutdown.cancel();
         let _ = maintenance.await;
+        let _ = mirror.await;
         let _ = metrics_task.await;
         let _ = health_task.await;
         let served = grpc_task.await.expect("grpc task does not panic");

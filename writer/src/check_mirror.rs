@@ -1,0 +1,119 @@
+//! Mirrors the compacted checks topic into the `checks` table, so stored rows can be
+//! joined by `check_id` to what the check was. Read from the beginning at every start
+//! (the topic holds one record per check) and followed; a newer version replaces a
+//! row, a tombstone marks it deleted. Apart from the sample pipeline: a failure here
+//! is logged and retried, and never holds back samples.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetmon::pb::{CheckDefinition, check_definition};
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::postgres_sink::{PostgresSink, describe};
+
+const UPSERT_CHECK: &str = include_str!("../sql/upsert_check.sql");
+const DELETE_CHECK: &str = include_str!("../sql/delete_check.sql");
+
+/// Pause after a failed read or write before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A consumer of partition 0 of the checks topic, from its first record.
+pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", format!("{}-checks-mirror", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    let consumer: StreamConsumer = client.create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&config.checks_topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// What a definition checks, for the `target` column.
+fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
+    match &definition.kind {
+        Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
+        None => ("unknown", String::new()),
+    }
+}
+
+/// Follows the topic until `shutdown`.
+pub async fn run(consumer: StreamConsumer, sink: Arc<PostgresSink>, shutdown: CancellationToken) {
+    loop {
+        let message = tokio::select! {
+            message = consumer.recv() => message,
+            () = shutdown.cancelled() => return,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(%error, "reading the checks topic failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let id = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        let definition = match message.payload().map(CheckDefinition::decode) {
+            None => None,
+            Some(Ok(definition)) if definition.id == id => Some(definition),
+            Some(_) => {
+                tracing::warn!(check_id = %id, offset = message.offset(), "record in the checks topic is not a definition of its key: not mirrored");
+                continue;
+            }
+        };
+        // A database outage delays the mirror; the record is retried until stored.
+        while let Err(error) = store(&sink, &id, definition.as_ref()).await {
+            tracing::warn!(check_id = %id, %error, "cannot mirror the check into Postgres; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn store(
+    sink: &PostgresSink,
+    id: &str,
+    definition: Option<&CheckDefinition>,
+) -> Result<(), String> {
+    let client = sink.pool().get().await.map_err(|e| e.to_string())?;
+    let result = match definition {
+        None => client.execute(DELETE_CHECK, &[&id]).await,
+        Some(definition) => {
+            let (kind, target) = kind_and_target(definition);
+            let version = i64::try_from(definition.version).unwrap_or(i64::MAX);
+            let seconds = match definition.interval_seconds {
+                0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
+                seconds => seconds,
+            };
+            let interval = i32::try_from(seconds).unwrap_or(i32::MAX);
+            client
+                .execute(
+                    UPSERT_CHECK,
+                    &[
+                        &id,
+                        &version,
+                        &definition.paused,
+                        &kind,
+                        &target,
+                        &interval,
+                        &definition.encode_to_vec(),
+                    ],
+                )
+                .await
+        }
+    };
+    result.map(|_| ()).map_err(|e| describe(&e))
+}
