@@ -5,7 +5,7 @@
 use crate::pb::CheckFailure;
 
 /// Every failure kind and its name.
-pub const NAMES: [(CheckFailure, &str); 11] = [
+pub const NAMES: [(CheckFailure, &str); 12] = [
     (CheckFailure::StatusMismatch, "status_mismatch"),
     (CheckFailure::RegexMismatch, "regex_mismatch"),
     (CheckFailure::RegexPresent, "regex_present"),
@@ -17,6 +17,7 @@ pub const NAMES: [(CheckFailure, &str); 11] = [
     (CheckFailure::Other, "other"),
     (CheckFailure::Slow, "slow"),
     (CheckFailure::TlsExpiring, "tls_expiring"),
+    (CheckFailure::AnswerMismatch, "answer_mismatch"),
 ];
 
 /// The name of a failure kind; `None` for a check that passed (`Unspecified`).

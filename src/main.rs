@@ -50,7 +50,7 @@ enum Command {
     },
     /// Central checks: what the agents check, changed at runtime through the collector.
     #[command(subcommand)]
-    Checks(cli::checks::ChecksCommand),
+    Checks(Box<cli::checks::ChecksCommand>),
     /// Host metrics of one agent over time, averaged per step.
     Series {
         /// The agent id.
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
             Query::Series(c, agent, since, step) => {
                 cli::queries::series(&c, &agent, since, step).await
             }
-            Query::Checks(command) => cli::checks::run(command).await,
+            Query::Checks(command) => cli::checks::run(*command).await,
         }
     });
     match result {
@@ -155,7 +155,7 @@ enum Query {
     Agents(Connection),
     Sites(Connection, Duration, String),
     Series(Connection, String, Duration, Duration),
-    Checks(cli::checks::ChecksCommand),
+    Checks(Box<cli::checks::ChecksCommand>),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {

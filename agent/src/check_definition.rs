@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use fleetmon::config::ConfigError;
-use fleetmon::pb::{CheckDefinition, check_definition};
+use std::time::Duration;
 
-use crate::config::{CheckRef, ProbeDefaults, Site, SiteConfig, StatusSpec};
+use fleetmon::pb::{CheckDefinition, DnsCheck, TcpCheck, check_definition};
+
+use crate::config::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::pattern::Patterns;
 
 /// Longest check id.
@@ -75,10 +77,18 @@ pub fn site_from_definition(
     }
     let http = match &definition.kind {
         Some(check_definition::Kind::Http(http)) => http,
+        Some(check_definition::Kind::Tcp(tcp)) => {
+            let site = tcp_site(tcp, definition, defaults, patterns)?;
+            return with_assertions(site, definition);
+        }
+        Some(check_definition::Kind::Dns(dns)) => {
+            let site = dns_site(dns, definition, defaults)?;
+            return with_assertions(site, definition);
+        }
         None => {
             return Err(DefinitionError::new(
                 "check.kind",
-                "is missing: set `http` (an HTTP or HTTPS request)",
+                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)",
             ));
         }
     };
@@ -110,13 +120,131 @@ pub fn site_from_definition(
         verify_tls: http.verify_tls.unwrap_or(true),
         max_body_bytes: http.max_body_bytes,
     };
-    let mut site =
+    let site =
         Site::from_config_sharing("check.http", &config, defaults, patterns).map_err(|error| {
             match error {
                 ConfigError::Field { field, message } => DefinitionError { field, message },
                 other => DefinitionError::new("check.http", other.to_string()),
             }
         })?;
+    with_assertions(site, definition)
+}
+
+/// A site of a probe other than HTTP: its URL names what it checks; the HTTP fields
+/// keep their defaults and go unused.
+fn plain_site(
+    probe: Probe,
+    url: &str,
+    method: &'static str,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+) -> Result<Site, DefinitionError> {
+    let url = reqwest::Url::parse(url).map_err(|e| {
+        DefinitionError::new("check.kind", format!("`{url}` does not form a URL: {e}"))
+    })?;
+    let timeout = if definition.timeout_seconds > 0.0 {
+        definition.timeout_seconds
+    } else {
+        defaults.timeout_seconds
+    };
+    Ok(Site {
+        probe,
+        url,
+        method: reqwest::Method::from_bytes(method.as_bytes()).expect("TCP and DNS are tokens"),
+        headers: reqwest::header::HeaderMap::new(),
+        body: None,
+        expected_status: Vec::new(),
+        regex: None,
+        regex_absent: None,
+        timeout: Duration::from_secs_f64(timeout),
+        interval: Duration::from_secs(u64::from(interval_seconds(definition))),
+        max_redirects: 0,
+        verify_tls: true,
+        max_body_bytes: defaults.max_body_bytes,
+        max_matched_chars: defaults.max_matched_chars,
+        max_response_time: None,
+        min_tls_days_left: None,
+        check: None,
+    })
+}
+
+fn tcp_site(
+    tcp: &TcpCheck,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+    patterns: &mut Patterns,
+) -> Result<Site, DefinitionError> {
+    let valid = tcp
+        .address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err(DefinitionError::new(
+            "check.tcp.address",
+            format!(
+                "`{}` is not host:port (e.g. db.example:5432 or [2001:db8::1]:22)",
+                tcp.address
+            ),
+        ));
+    }
+    let expect = (!tcp.expect.is_empty())
+        .then(|| {
+            patterns.get(&tcp.expect).map_err(|e| {
+                DefinitionError::new("check.tcp.expect", format!("is not a valid regex: {e}"))
+            })
+        })
+        .transpose()?;
+    let probe = Probe::Tcp {
+        address: tcp.address.clone(),
+        send: tcp.send.clone().into_bytes(),
+        expect,
+    };
+    let url = format!("tcp://{}", tcp.address);
+    plain_site(probe, &url, "TCP", definition, defaults)
+}
+
+fn dns_site(
+    dns: &DnsCheck,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+) -> Result<Site, DefinitionError> {
+    let name = dns.name.trim_end_matches('.');
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(DefinitionError::new(
+            "check.dns.name",
+            format!(
+                "`{}` is not a host name (letters, digits, `-` and dots)",
+                dns.name
+            ),
+        ));
+    }
+    let expected = dns
+        .expected_addresses
+        .iter()
+        .map(|text| {
+            text.parse::<std::net::IpAddr>().map_err(|_| {
+                DefinitionError::new(
+                    "check.dns.expected_addresses",
+                    format!("`{text}` is not an IPv4 or IPv6 address"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let probe = Probe::Dns {
+        name: name.to_owned(),
+        expected,
+    };
+    let url = format!("dns://{name}");
+    plain_site(probe, &url, "DNS", definition, defaults)
+}
+
+/// Adds the definition's assertions to `site` and names the check on it.
+fn with_assertions(mut site: Site, definition: &CheckDefinition) -> Result<Site, DefinitionError> {
     if let Some(assertions) = &definition.assertions {
         if let Some(ms) = assertions.max_response_time_ms {
             if !(ms.is_finite() && ms > 0.0) {
@@ -125,7 +253,7 @@ pub fn site_from_definition(
                     "must be a positive number of milliseconds",
                 ));
             }
-            site.max_response_time = Some(std::time::Duration::from_secs_f64(ms / 1000.0));
+            site.max_response_time = Some(Duration::from_secs_f64(ms / 1000.0));
         }
         site.min_tls_days_left = assertions.min_tls_days_left;
     }
@@ -195,7 +323,7 @@ mod tests {
         no_kind.kind = None;
         assert_eq!(
             error(&no_kind),
-            "`check.kind` is missing: set `http` (an HTTP or HTTPS request)"
+            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)"
         );
         let mut bad_id = http("https://a.example/");
         bad_id.id = "Shop Home".into();

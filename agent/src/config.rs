@@ -339,10 +339,36 @@ impl SiteConfig {
     }
 }
 
+/// What a site check does; HTTP for every site of the config file, TCP and DNS for
+/// central checks that ask for them.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// An HTTP request with the fields of [`Site`].
+    Http,
+    /// A TCP connection to `host:port`.
+    Tcp {
+        /// `host:port`.
+        address: String,
+        /// Bytes sent once connected.
+        send: Vec<u8>,
+        /// A pattern the first bytes received must match.
+        expect: Option<Pattern>,
+    },
+    /// A name resolved with the system's resolver.
+    Dns {
+        /// The name.
+        name: String,
+        /// Addresses the answer must include.
+        expected: Vec<std::net::IpAddr>,
+    },
+}
+
 /// A site check ready to run: everything parsed and defaulted.
 #[derive(Debug, Clone)]
 pub struct Site {
-    /// The URL.
+    /// What the check does (HTTP unless a central check says otherwise).
+    pub probe: Probe,
+    /// The URL (`tcp://host:port` or `dns://name` for those probes).
     pub url: reqwest::Url,
     /// The method.
     pub method: reqwest::Method,
@@ -506,6 +532,7 @@ impl Site {
             ));
         }
         Ok(Site {
+            probe: Probe::Http,
             url,
             method,
             headers,

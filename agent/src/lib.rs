@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod host_sampler;
 pub mod metrics;
+pub mod net_prober;
 pub mod outbox;
 pub mod pattern;
 pub mod sender;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use fleetmon::pb::{CheckFailure, SiteCheck};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::Site;
+use crate::config::{Probe, Site};
+use crate::net_prober;
 use crate::pattern::Pattern;
 
 /// Why the prober could not be built.
@@ -74,6 +75,26 @@ impl SiteProber {
 
     /// Checks `site` once.
     pub async fn check(&self, site: &Site) -> SiteCheck {
+        let mut check = match &site.probe {
+            Probe::Http => return self.check_http(site).await,
+            Probe::Tcp {
+                address,
+                send,
+                expect,
+            } => net_prober::tcp(site, address, send, expect.as_ref()).await,
+            Probe::Dns { name, expected } => net_prober::dns(site, name, expected).await,
+        };
+        if check.ok
+            && let Some((kind, message)) = assertion_failure(site, &check)
+        {
+            check.ok = false;
+            check.failure = kind as i32;
+            check.error_message = message;
+        }
+        check
+    }
+
+    async fn check_http(&self, site: &Site) -> SiteCheck {
         let client = match self.client_for(site) {
             Ok(client) => client,
             Err(error) => {
@@ -241,12 +262,12 @@ fn assertion_failure(site: &Site, check: &SiteCheck) -> Option<(CheckFailure, St
     None
 }
 
-fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// A check with no response (or, with `Unspecified`, the skeleton of one).
-fn failed(
+pub(crate) fn failed(
     site: &Site,
     checked_at: SystemTime,
     elapsed: Duration,

@@ -390,7 +390,7 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     no_kind.kind = None;
     cases.push((
         no_kind,
-        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request)",
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)",
     ));
     cases.push((
         http_check("Shop!", url, 30, everyone.clone()),
@@ -655,5 +655,61 @@ async fn an_agent_that_cannot_apply_one_check_reports_why_and_runs_the_rest() {
             .is_some(),
         "the good check still runs"
     );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
+    use fleetmon::pb::{DnsCheck, TcpCheck};
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(b"+OK fleetmon test server\r\n").await;
+        }
+    });
+    let agent = Agent::start(
+        &collector.pki,
+        "net-1",
+        "",
+        &[collector.url()],
+        &dir.path().join("net.pb"),
+    )
+    .await;
+    let mut api = collector.checks();
+    let mut results = Results::watch(&collector).await;
+    let on_agent = Assignment {
+        agents: vec!["net-1".into()],
+        ..Default::default()
+    };
+    let mut tcp = http_check("banner", "", 1, on_agent.clone());
+    tcp.kind = Some(check_definition::Kind::Tcp(TcpCheck {
+        address: address.clone(),
+        send: String::new(),
+        expect: "^\\+OK".into(),
+    }));
+    create(&mut api, tcp).await;
+    let mut dns = http_check("resolver", "", 1, on_agent);
+    dns.kind = Some(check_definition::Kind::Dns(DnsCheck {
+        name: "localhost".into(),
+        expected_addresses: vec!["127.0.0.1".into()],
+    }));
+    create(&mut api, dns).await;
+    let banner = results
+        .next("banner", Duration::from_secs(10))
+        .await
+        .expect("a tcp result");
+    assert_eq!(
+        (banner.ok, banner.url.as_str(), banner.matched_text.as_str()),
+        (true, format!("tcp://{address}").as_str(), "+OK")
+    );
+    let resolved = results
+        .next("resolver", Duration::from_secs(10))
+        .await
+        .expect("a dns result");
+    assert!(resolved.ok, "{}", resolved.error_message);
+    assert_eq!(resolved.url, "dns://localhost");
     agent.stop().await;
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use fleetmon::pb::{Assertions, Assignment, CheckDefinition, HttpCheck, check_definition};
+use fleetmon::pb::{
+    Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, TcpCheck, check_definition,
+};
 use serde::{Deserialize, Serialize};
 
 /// A file of checks for `fleetmon checks apply -f`.
@@ -16,17 +18,34 @@ pub(crate) struct ChecksFile {
     pub(crate) checks: Vec<CheckSpec>,
 }
 
-/// One check; every field but `id` and `url` may be left out.
+/// One check: `id`, and `url` (kind `http`, the default), `address` (kind `tcp`) or
+/// `name` (kind `dns`); every other field may be left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
     pub(crate) id: String,
-    /// `http` (the only kind so far).
+    /// `http`, `tcp` or `dns`.
     #[serde(default = "http_kind")]
     pub(crate) kind: String,
-    /// http:// or https:// URL.
+    /// http:// or https:// URL (kind `http`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) url: String,
+    /// host:port (kind `tcp`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) address: String,
+    /// Sent once connected (kind `tcp`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) send: String,
+    /// A pattern the first bytes received must match (kind `tcp`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) expect: String,
+    /// The name to resolve (kind `dns`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) name: String,
+    /// Addresses the answer must include (kind `dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) expected_addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) method: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -104,14 +123,48 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl CheckSpec {
+    /// What the check looks at, as it shows in results: the URL, `tcp://address` or
+    /// `dns://name`.
+    pub(crate) fn target(&self) -> String {
+        match self.kind.as_str() {
+            "tcp" => format!("tcp://{}", self.address),
+            "dns" => format!("dns://{}", self.name),
+            _ => self.url.clone(),
+        }
+    }
+
     /// The wire definition (version 0: the collector assigns versions).
     pub(crate) fn to_definition(&self) -> Result<CheckDefinition, String> {
-        if self.kind != "http" {
-            return Err(format!(
-                "check `{}`: kind `{}` is not supported: use `http`",
-                self.id, self.kind
-            ));
-        }
+        let kind = match self.kind.as_str() {
+            "http" => check_definition::Kind::Http(HttpCheck {
+                url: self.url.clone(),
+                method: self.method.clone(),
+                headers: self.headers.clone().into_iter().collect(),
+                body: self.body.clone(),
+                expected_status: self.expected_status.iter().map(StatusText::text).collect(),
+                regex: self.regex.clone(),
+                regex_absent: self.regex_absent.clone(),
+                follow_redirects: self.follow_redirects,
+                max_redirects: self.max_redirects,
+                verify_tls: self.verify_tls,
+                max_body_bytes: self.max_body_bytes,
+            }),
+            "tcp" => check_definition::Kind::Tcp(TcpCheck {
+                address: self.address.clone(),
+                send: self.send.clone(),
+                expect: self.expect.clone(),
+            }),
+            "dns" => check_definition::Kind::Dns(DnsCheck {
+                name: self.name.clone(),
+                expected_addresses: self.expected_addresses.clone(),
+            }),
+            other => {
+                return Err(format!(
+                    "check `{}`: kind `{other}` is not one of http, tcp, dns",
+                    self.id
+                ));
+            }
+        };
         let assertions = (self.max_response_time_ms.is_some() || self.min_tls_days_left.is_some())
             .then_some(Assertions {
                 max_response_time_ms: self.max_response_time_ms,
@@ -128,19 +181,7 @@ impl CheckSpec {
                 agents: self.agents.clone(),
                 labels: self.labels.clone().into_iter().collect(),
             }),
-            kind: Some(check_definition::Kind::Http(HttpCheck {
-                url: self.url.clone(),
-                method: self.method.clone(),
-                headers: self.headers.clone().into_iter().collect(),
-                body: self.body.clone(),
-                expected_status: self.expected_status.iter().map(StatusText::text).collect(),
-                regex: self.regex.clone(),
-                regex_absent: self.regex_absent.clone(),
-                follow_redirects: self.follow_redirects,
-                max_redirects: self.max_redirects,
-                verify_tls: self.verify_tls,
-                max_body_bytes: self.max_body_bytes,
-            })),
+            kind: Some(kind),
             assertions,
         })
     }
@@ -180,6 +221,17 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.max_redirects = http.max_redirects;
                 spec.verify_tls = http.verify_tls;
                 spec.max_body_bytes = http.max_body_bytes;
+            }
+            Some(check_definition::Kind::Tcp(tcp)) => {
+                spec.kind = "tcp".to_owned();
+                spec.address = tcp.address.clone();
+                spec.send = tcp.send.clone();
+                spec.expect = tcp.expect.clone();
+            }
+            Some(check_definition::Kind::Dns(dns)) => {
+                spec.kind = "dns".to_owned();
+                spec.name = dns.name.clone();
+                spec.expected_addresses = dns.expected_addresses.clone();
             }
             None => spec.kind = "unknown".to_owned(),
         }

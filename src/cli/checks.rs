@@ -87,12 +87,27 @@ pub(crate) enum ChecksCommand {
     },
 }
 
-/// Fields of a check as flags (`add` needs `--url`).
+/// Fields of a check as flags (`add` needs `--url`, `--address` or `--name`).
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CheckFlags {
-    /// http:// or https:// URL.
-    #[arg(long)]
+    /// http:// or https:// URL: an HTTP check.
+    #[arg(long, conflicts_with_all = ["address", "name"])]
     url: Option<String>,
+    /// host:port: a TCP check.
+    #[arg(long, conflicts_with = "name")]
+    address: Option<String>,
+    /// TCP: text sent once connected (escapes \r \n are understood).
+    #[arg(long)]
+    send: Option<String>,
+    /// TCP: a pattern the first bytes received must match.
+    #[arg(long)]
+    expect: Option<String>,
+    /// A host name to resolve: a DNS check.
+    #[arg(long)]
+    name: Option<String>,
+    /// DNS: addresses the answer must include, comma-separated.
+    #[arg(long = "expect-address", value_delimiter = ',')]
+    expected_addresses: Option<Vec<String>>,
     /// HTTP method (default GET).
     #[arg(long)]
     method: Option<String>,
@@ -139,7 +154,25 @@ impl CheckFlags {
     /// `spec` with every given flag applied.
     fn apply_to(&self, mut spec: CheckSpec) -> CheckSpec {
         if let Some(url) = &self.url {
+            spec.kind = "http".to_owned();
             spec.url = url.clone();
+        }
+        if let Some(address) = &self.address {
+            spec.kind = "tcp".to_owned();
+            spec.address = address.clone();
+        }
+        if let Some(send) = &self.send {
+            spec.send = send.replace("\\r", "\r").replace("\\n", "\n");
+        }
+        if let Some(expect) = &self.expect {
+            spec.expect = expect.clone();
+        }
+        if let Some(name) = &self.name {
+            spec.kind = "dns".to_owned();
+            spec.name = name.clone();
+        }
+        if let Some(addresses) = &self.expected_addresses {
+            spec.expected_addresses = addresses.clone();
         }
         if let Some(method) = &self.method {
             spec.method = method.clone();
@@ -212,8 +245,8 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             fields,
             connection,
         } => {
-            if fields.url.is_none() {
-                bail!("checks add needs --url (the http:// or https:// URL to check)");
+            if fields.url.is_none() && fields.address.is_none() && fields.name.is_none() {
+                bail!("checks add needs --url (an HTTP check), --address (TCP) or --name (DNS)");
             }
             let spec = fields.apply_to(CheckSpec {
                 id,
@@ -322,7 +355,7 @@ async fn update(
 }
 
 fn target(check: &CheckDefinition) -> String {
-    CheckSpec::from(check).url
+    CheckSpec::from(check).target()
 }
 
 fn assignment(check: &CheckDefinition) -> String {

@@ -44,6 +44,8 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::
 fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
     match &definition.kind {
         Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
+        Some(check_definition::Kind::Tcp(tcp)) => ("tcp", format!("tcp://{}", tcp.address)),
+        Some(check_definition::Kind::Dns(dns)) => ("dns", format!("dns://{}", dns.name)),
         None => ("unknown", String::new()),
     }
 }

@@ -1,0 +1,195 @@
+//! TCP and DNS checks (central checks of kind `tcp` and `dns`), turned into a
+//! `SiteCheck` like HTTP ones: `url` is `tcp://host:port` or `dns://name`, the method
+//! `TCP` or `DNS`, and every outcome, failures included, is a result.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use fleetmon::pb::{CheckFailure, SiteCheck};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Site;
+use crate::pattern::Pattern;
+use crate::site_prober::{failed, millis};
+
+/// Most bytes read while waiting for an expected banner.
+const MAX_BANNER_BYTES: usize = 4096;
+
+fn done(
+    mut check: SiteCheck,
+    started: Instant,
+    failure: Option<(CheckFailure, String)>,
+) -> SiteCheck {
+    check.response_time_ms = millis(started.elapsed());
+    match failure {
+        Some((kind, message)) => {
+            check.ok = false;
+            check.failure = kind as i32;
+            check.error_message = message;
+        }
+        None => check.ok = true,
+    }
+    check
+}
+
+/// Resolves `host:port`, connects, sends `send`, and reads until `expect` matches.
+pub(crate) async fn tcp(
+    site: &Site,
+    address: &str,
+    send: &[u8],
+    expect: Option<&Pattern>,
+) -> SiteCheck {
+    let started = Instant::now();
+    let mut check = failed(
+        site,
+        SystemTime::now(),
+        Default::default(),
+        CheckFailure::Unspecified,
+        String::new(),
+    );
+    check.regex = expect.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let mut received = Vec::new();
+    let run = async {
+        let addresses: Vec<_> = match tokio::net::lookup_host(address).await {
+            Ok(found) => found.collect(),
+            Err(error) => {
+                return Some((
+                    CheckFailure::Dns,
+                    format!("cannot resolve {address}: {error}"),
+                ));
+            }
+        };
+        let Some(target) = addresses.first() else {
+            return Some((
+                CheckFailure::Dns,
+                format!("{address} resolves to no address"),
+            ));
+        };
+        let mut stream = match tokio::net::TcpStream::connect(target).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                return Some((
+                    CheckFailure::Connect,
+                    format!("cannot connect to {target}: {error}"),
+                ));
+            }
+        };
+        check.time_to_first_byte_ms = Some(millis(started.elapsed()));
+        check.final_url = format!("tcp://{target}");
+        if !send.is_empty()
+            && let Err(error) = stream.write_all(send).await
+        {
+            return Some((
+                CheckFailure::Connect,
+                format!("cannot send to {target}: {error}"),
+            ));
+        }
+        let pattern = expect?;
+        let mut buffer = [0u8; 1024];
+        loop {
+            let read = match stream.read(&mut buffer).await {
+                Ok(read) => read,
+                Err(error) => {
+                    return Some((
+                        CheckFailure::Connect,
+                        format!("reading from {target} failed: {error}"),
+                    ));
+                }
+            };
+            received.extend_from_slice(&buffer[..read]);
+            check.body_bytes = received.len() as u64;
+            let text = String::from_utf8_lossy(&received);
+            if let Some(found) = pattern.find(&text) {
+                check.regex_matched = Some(true);
+                check.matched_text = found.chars().take(site.max_matched_chars).collect();
+                return None;
+            }
+            if read == 0 || received.len() >= MAX_BANNER_BYTES {
+                check.regex_matched = Some(false);
+                let shown: String = text.chars().take(site.max_matched_chars).collect();
+                return Some((
+                    CheckFailure::RegexMismatch,
+                    format!(
+                        "received `{}` does not match `{}`",
+                        shown.escape_debug(),
+                        pattern.as_str()
+                    ),
+                ));
+            }
+        }
+    };
+    let failure = match tokio::time::timeout(site.timeout, run).await {
+        Ok(failure) => failure,
+        Err(_) => match expect {
+            // What came within the timeout is the answer, and it did not match.
+            Some(pattern) if !received.is_empty() => {
+                check.regex_matched = Some(false);
+                check.body_bytes = received.len() as u64;
+                let shown: String = String::from_utf8_lossy(&received)
+                    .chars()
+                    .take(site.max_matched_chars)
+                    .collect();
+                Some((
+                    CheckFailure::RegexMismatch,
+                    format!(
+                        "received `{}` does not match `{}`",
+                        shown.escape_debug(),
+                        pattern.as_str()
+                    ),
+                ))
+            }
+            _ => Some((
+                CheckFailure::Timeout,
+                format!("no answer from {address} within {:?}", site.timeout),
+            )),
+        },
+    };
+    done(check, started, failure)
+}
+
+/// Resolves `name`; the answer must hold every one of `expected`.
+pub(crate) async fn dns(site: &Site, name: &str, expected: &[IpAddr]) -> SiteCheck {
+    let started = Instant::now();
+    let mut check = failed(
+        site,
+        SystemTime::now(),
+        Default::default(),
+        CheckFailure::Unspecified,
+        String::new(),
+    );
+    let lookup = tokio::net::lookup_host(format!("{name}:0"));
+    let failure = match tokio::time::timeout(site.timeout, lookup).await {
+        Err(_) => Some((
+            CheckFailure::Timeout,
+            format!("no answer for {name} within {:?}", site.timeout),
+        )),
+        Ok(Err(error)) => Some((CheckFailure::Dns, format!("cannot resolve {name}: {error}"))),
+        Ok(Ok(found)) => {
+            let mut addresses: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+            addresses.sort();
+            addresses.dedup();
+            let answer: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+            check.matched_text = answer.join(",");
+            let missing: Vec<String> = expected
+                .iter()
+                .filter(|ip| !addresses.contains(ip))
+                .map(IpAddr::to_string)
+                .collect();
+            (!missing.is_empty()).then(|| {
+                (
+                    CheckFailure::AnswerMismatch,
+                    format!(
+                        "{name} resolves to {} without {}",
+                        if answer.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            answer.join(", ")
+                        },
+                        missing.join(", ")
+                    ),
+                )
+            })
+        }
+    };
+    done(check, started, failure)
+}
