@@ -5,7 +5,7 @@
 use crate::pb::CheckFailure;
 
 /// Every failure kind and its name.
-pub const NAMES: [(CheckFailure, &str); 12] = [
+pub const NAMES: [(CheckFailure, &str); 13] = [
     (CheckFailure::StatusMismatch, "status_mismatch"),
     (CheckFailure::RegexMismatch, "regex_mismatch"),
     (CheckFailure::RegexPresent, "regex_present"),
@@ -18,6 +18,7 @@ pub const NAMES: [(CheckFailure, &str); 12] = [
     (CheckFailure::Slow, "slow"),
     (CheckFailure::TlsExpiring, "tls_expiring"),
     (CheckFailure::AnswerMismatch, "answer_mismatch"),
+    (CheckFailure::JsonMismatch, "json_mismatch"),
 ];
 
 /// The name of a failure kind; `None` for a check that passed (`Unspecified`).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use fleetmon::pb::{CheckDefinition, DnsCheck, TcpCheck, check_definition};
 
 use crate::config::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
+use crate::json_assertion::JsonRule;
 use crate::pattern::Patterns;
 
 /// Longest check id.
@@ -164,6 +165,7 @@ fn plain_site(
         max_matched_chars: defaults.max_matched_chars,
         max_response_time: None,
         min_tls_days_left: None,
+        json: Vec::new(),
         check: None,
     })
 }
@@ -256,6 +258,22 @@ fn with_assertions(mut site: Site, definition: &CheckDefinition) -> Result<Site,
             site.max_response_time = Some(Duration::from_secs_f64(ms / 1000.0));
         }
         site.min_tls_days_left = assertions.min_tls_days_left;
+        if !assertions.json.is_empty() && !matches!(site.probe, Probe::Http) {
+            return Err(DefinitionError::new(
+                "check.assertions.json",
+                "applies to http checks only (a tcp or dns check has no body)",
+            ));
+        }
+        site.json = assertions
+            .json
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                JsonRule::parse(rule).map_err(|message| {
+                    DefinitionError::new(&format!("check.assertions.json[{i}]"), message)
+                })
+            })
+            .collect::<Result<_, _>>()?;
     }
     site.check = Some(CheckRef {
         id: definition.id.clone(),

@@ -399,6 +399,9 @@ pub struct Site {
     /// An https run whose certificate expires within this many days fails
     /// (`tls_expiring`); central checks only.
     pub min_tls_days_left: Option<u32>,
+    /// Conditions on a JSON body, all of which must hold (`json_mismatch`); central
+    /// checks only.
+    pub json: Vec<crate::json_assertion::JsonRule>,
     /// The central check this site is (`None`: from the agent's own config).
     pub check: Option<CheckRef>,
 }
@@ -552,6 +555,7 @@ impl Site {
             max_matched_chars: defaults.max_matched_chars,
             max_response_time: None,
             min_tls_days_left: None,
+            json: Vec::new(),
             check: None,
         })
     }

@@ -11,6 +11,7 @@ pub mod check_scheduler;
 pub mod config;
 pub mod control;
 pub mod host_sampler;
+pub mod json_assertion;
 pub mod metrics;
 pub mod net_prober;
 pub mod outbox;

@@ -14,8 +14,8 @@ use fleetmon::pb::{CheckFailure, SiteCheck};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{Probe, Site};
-use crate::net_prober;
 use crate::pattern::Pattern;
+use crate::{json_assertion, net_prober};
 
 /// Why the prober could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +215,12 @@ impl SiteProber {
                 CheckFailure::RegexPresent,
                 format!("body matches regex_absent `{}`: `{shown}`", absent.as_str()),
             ));
+        }
+        if failure.is_none()
+            && !site.json.is_empty()
+            && let Some(broken) = json_assertion::first_broken(&site.json, &body)
+        {
+            failure = Some((CheckFailure::JsonMismatch, broken));
         }
         if failure.is_none() {
             failure = assertion_failure(site, &check);

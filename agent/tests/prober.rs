@@ -35,6 +35,15 @@ fn app() -> Router {
         )
         .route("/big", get(|| async { "x".repeat(64 * 1024) }))
         .route(
+            "/health.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"status":"ok","queue":{"depth":42},"checks":[{"state":"up"},{"state":"down"}]}"#,
+                )
+            }),
+        )
+        .route(
             "/redirect",
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/ok")]) }),
         )
@@ -308,4 +317,70 @@ async fn post_with_body_and_headers_reaches_the_server() {
     let check = probe(config).await;
     assert!(check.ok, "{check:?}");
     assert_eq!(check.method, "POST");
+}
+
+#[tokio::test]
+async fn json_assertions_on_a_central_check_pass_or_name_the_value_found() {
+    use fleetmon::pb::{Assertions, CheckDefinition, HttpCheck, JsonAssertion, check_definition};
+    let addr = http_server().await;
+    let run = |rules: Vec<(&str, &str, &str)>, path: &str| {
+        let definition = CheckDefinition {
+            id: "api".into(),
+            version: 1,
+            kind: Some(check_definition::Kind::Http(HttpCheck {
+                url: format!("http://{addr}{path}"),
+                ..Default::default()
+            })),
+            assertions: Some(Assertions {
+                json: rules
+                    .into_iter()
+                    .map(|(path, op, value)| JsonAssertion {
+                        path: path.into(),
+                        op: op.into(),
+                        value: value.into(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        fleetmon_agent::check_definition::site_from_definition(
+            &definition,
+            &ProbeDefaults::default(),
+            &mut fleetmon_agent::pattern::Patterns::default(),
+        )
+        .unwrap()
+    };
+    let prober = SiteProber::new(&[]).unwrap();
+    let good = prober
+        .check(&run(
+            vec![("status", "==", "ok"), ("queue.depth", "<", "100")],
+            "/health.json",
+        ))
+        .await;
+    assert!(good.ok, "{}", good.error_message);
+    let bad = prober
+        .check(&run(vec![("checks[1].state", "==", "up")], "/health.json"))
+        .await;
+    assert_eq!(
+        (
+            bad.ok,
+            bad.failure,
+            bad.error_message.as_str(),
+            bad.status_code
+        ),
+        (
+            false,
+            CheckFailure::JsonMismatch as i32,
+            r#"checks[1].state == "up": found "down""#,
+            Some(200)
+        )
+    );
+    let html = prober.check(&run(vec![("status", "", "ok")], "/ok")).await;
+    assert_eq!(html.failure, CheckFailure::JsonMismatch as i32);
+    assert!(
+        html.error_message.starts_with("body is not JSON: "),
+        "{}",
+        html.error_message
+    );
 }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use fleetmon::pb::{
-    Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, TcpCheck, check_definition,
+    Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, JsonAssertion, TcpCheck,
+    check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,9 @@ pub(crate) struct CheckSpec {
     pub(crate) max_response_time_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) min_tls_days_left: Option<u32>,
+    /// Conditions on a JSON body: `{ path = "status", op = "==", value = "ok" }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) json: Vec<JsonSpec>,
     /// Run on every agent.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) all_agents: bool,
@@ -88,6 +92,47 @@ pub(crate) struct CheckSpec {
     pub(crate) labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) paused: bool,
+}
+
+/// One JSON body assertion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonSpec {
+    /// `status`, `checks[0].state`.
+    pub(crate) path: String,
+    /// `==` (default), `!=`, `<`, `<=`, `>`, `>=`, `exists`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) op: String,
+    /// JSON text (`200`, `"ok"`, `true`); a bare word is a string.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) value: String,
+}
+
+impl JsonSpec {
+    /// Parses `PATH OP VALUE` as typed on the command line: `status == ok`,
+    /// `queue.depth<100`, `checks[0] exists`.
+    pub(crate) fn parse(text: &str) -> Result<JsonSpec, String> {
+        let text = text.trim();
+        if let Some(path) = text.strip_suffix("exists") {
+            return Ok(JsonSpec {
+                path: path.trim().to_owned(),
+                op: "exists".to_owned(),
+                value: String::new(),
+            });
+        }
+        ["==", "!=", "<=", ">=", "<", ">"]
+            .iter()
+            .find_map(|op| {
+                text.split_once(op).map(|(path, value)| JsonSpec {
+                    path: path.trim().to_owned(),
+                    op: (*op).to_owned(),
+                    value: value.trim().to_owned(),
+                })
+            })
+            .ok_or_else(|| {
+                format!("`{text}` is not PATH OP VALUE: write e.g. 'status == ok' or 'queue.depth < 100'")
+            })
+    }
 }
 
 /// A status code as a number or text (`"200-299"`).
@@ -165,11 +210,22 @@ impl CheckSpec {
                 ));
             }
         };
-        let assertions = (self.max_response_time_ms.is_some() || self.min_tls_days_left.is_some())
-            .then_some(Assertions {
-                max_response_time_ms: self.max_response_time_ms,
-                min_tls_days_left: self.min_tls_days_left,
-            });
+        let assertions = (self.max_response_time_ms.is_some()
+            || self.min_tls_days_left.is_some()
+            || !self.json.is_empty())
+        .then(|| Assertions {
+            max_response_time_ms: self.max_response_time_ms,
+            min_tls_days_left: self.min_tls_days_left,
+            json: self
+                .json
+                .iter()
+                .map(|j| JsonAssertion {
+                    path: j.path.clone(),
+                    op: j.op.clone(),
+                    value: j.value.clone(),
+                })
+                .collect(),
+        });
         Ok(CheckDefinition {
             id: self.id.clone(),
             version: 0,
@@ -190,7 +246,7 @@ impl CheckSpec {
 impl From<&CheckDefinition> for CheckSpec {
     fn from(definition: &CheckDefinition) -> Self {
         let assignment = definition.assignment.clone().unwrap_or_default();
-        let assertions = definition.assertions.unwrap_or_default();
+        let assertions = definition.assertions.clone().unwrap_or_default();
         let mut spec = CheckSpec {
             id: definition.id.clone(),
             kind: http_kind(),
@@ -202,6 +258,15 @@ impl From<&CheckDefinition> for CheckSpec {
             labels: assignment.labels.into_iter().collect(),
             max_response_time_ms: assertions.max_response_time_ms,
             min_tls_days_left: assertions.min_tls_days_left,
+            json: assertions
+                .json
+                .into_iter()
+                .map(|j| JsonSpec {
+                    path: j.path,
+                    op: j.op,
+                    value: j.value,
+                })
+                .collect(),
             ..CheckSpec::default()
         };
         match &definition.kind {

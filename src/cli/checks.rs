@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::Connection;
-use super::check_spec::{CheckSpec, StatusText, parse_file};
+use super::check_spec::{CheckSpec, JsonSpec, StatusText, parse_file};
 use super::table::{ago, render};
 
 /// The `checks` subcommands.
@@ -129,6 +129,9 @@ pub(crate) struct CheckFlags {
     /// Fail runs slower than this many milliseconds.
     #[arg(long = "max-response-ms")]
     max_response_time_ms: Option<f64>,
+    /// A condition on a JSON body, repeatable: 'status == ok', 'queue.depth < 100'.
+    #[arg(long = "assert-json", value_parser = JsonSpec::parse)]
+    json: Vec<JsonSpec>,
     /// Fail https runs whose certificate expires within this many days.
     #[arg(long = "min-tls-days")]
     min_tls_days_left: Option<u32>,
@@ -197,6 +200,9 @@ impl CheckFlags {
         }
         if self.min_tls_days_left.is_some() {
             spec.min_tls_days_left = self.min_tls_days_left;
+        }
+        if !self.json.is_empty() {
+            spec.json = self.json.clone();
         }
         if self.all_agents {
             spec.all_agents = true;
