@@ -179,6 +179,19 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
     };
     assert!(shown.contains(&format!("  target    {url}\n")), "{shown}");
     assert!(shown.contains("  assigned  location=eu-west\n"), "{shown}");
+    let agents = Command::new(binary("fleetmon"))
+        .args([
+            "agents",
+            "--json",
+            "--collector",
+            &format!("https://127.0.0.1:{collector}"),
+        ])
+        .arg("--certs")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    let agents: serde_json::Value = serde_json::from_slice(&agents.stdout).unwrap();
+    assert_eq!(agents[0]["labels"]["location"], "eu-west", "{agents}");
     let json: serde_json::Value =
         serde_json::from_str(&checks_ok(&certs, collector, &["list", "--json"])).unwrap();
     assert_eq!(json[0]["id"], "shop");

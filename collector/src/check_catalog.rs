@@ -10,7 +10,7 @@
 //! writer whose record lost writes the winner again, so the survivor is the winner.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fleetmon::pb::{CHECK_DEFINITION_CONTENT_TYPE, CheckDefinition};
@@ -22,6 +22,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::assignment::AssignmentIndex;
 use crate::config::KafkaConfig;
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing};
 
@@ -71,12 +72,32 @@ pub enum CatalogError {
 }
 
 /// The definitions as of some point of the topic.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct CatalogView {
-    /// Every check by id.
-    pub checks: BTreeMap<String, CheckDefinition>,
+    /// Every check by id; shared, so that publishing a new view after each record
+    /// copies pointers, not definitions.
+    pub checks: BTreeMap<String, Arc<CheckDefinition>>,
     /// The next offset to read: records before it are applied.
     pub next_offset: i64,
+    /// Built by the first reader that needs it.
+    index: OnceLock<AssignmentIndex>,
+}
+
+impl CatalogView {
+    /// The active checks indexed by what selects agents.
+    pub fn index(&self) -> &AssignmentIndex {
+        self.index
+            .get_or_init(|| AssignmentIndex::new(&self.checks))
+    }
+
+    /// A view of the same definitions with no index yet (for the next change).
+    fn successor(&self) -> CatalogView {
+        CatalogView {
+            checks: self.checks.clone(),
+            next_offset: self.next_offset,
+            index: OnceLock::new(),
+        }
+    }
 }
 
 /// What happened to one of this collector's writes.
@@ -230,7 +251,7 @@ impl CheckCatalog {
 
     /// One check now.
     pub fn get(&self, id: &str) -> Option<CheckDefinition> {
-        self.view.borrow().checks.get(id).cloned()
+        self.view.borrow().checks.get(id).map(|c| (**c).clone())
     }
 
     /// Writes `value` (a definition, or `None` to delete) for `id` and waits until the
@@ -433,20 +454,20 @@ impl Follower {
                     .insert(write_id, Outcome { accepted });
             }
             view.next_offset = message.offset() + 1;
-            self.view.send_replace(Arc::new(view.clone()));
+            self.view.send_replace(Arc::new(view.successor()));
         }
     }
 }
 
 /// The version rule: one above the current version replaces it, equal to it repeats
 /// it (a rewrite after a lost race), anything else is refused.
-fn apply(checks: &mut BTreeMap<String, CheckDefinition>, definition: CheckDefinition) -> bool {
+fn apply(checks: &mut BTreeMap<String, Arc<CheckDefinition>>, definition: CheckDefinition) -> bool {
     let current = checks.get(&definition.id);
     if definition.version == current.map_or(0, |c| c.version) + 1 {
-        checks.insert(definition.id.clone(), definition);
+        checks.insert(definition.id.clone(), Arc::new(definition));
         true
     } else {
-        current == Some(&definition)
+        current.is_some_and(|c| **c == definition)
     }
 }
 

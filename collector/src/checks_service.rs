@@ -15,8 +15,8 @@ use fleetmon_agent::check_definition::{DefinitionError, interval_seconds, site_f
 use fleetmon_agent::config::ProbeDefaults;
 use fleetmon_agent::pattern::Patterns;
 
+use crate::assignment::selects;
 use crate::check_catalog::{CatalogError, CheckCatalog};
-use crate::control_service::selects;
 use crate::fleet_state::FleetState;
 
 /// Why a `Checks` call failed; the one place these become gRPC statuses.
@@ -207,8 +207,7 @@ impl Checks for ChecksService {
         let checks = view
             .checks
             .values()
-            .cloned()
-            .map(|check| self.status(check))
+            .map(|check| self.status((**check).clone()))
             .collect();
         Ok(Response::new(ListChecksResponse { checks }))
     }

@@ -5,8 +5,10 @@
 //! once Kafka confirmed it ([`stream_acks`]). Operators read the live fleet through
 //! [`fleet_service`] from [`fleet_state`]. Central checks live in [`check_catalog`]
 //! (the compacted checks topic); operators change them through [`checks_service`] and
-//! each agent receives its set over [`control_service`]. [`server`] wires it all.
+//! each agent receives its set, worked out by [`assignment`], over [`control_service`].
+//! [`server`] wires it all.
 
+pub mod assignment;
 pub mod check_catalog;
 pub mod checks_service;
 pub mod config;

@@ -62,6 +62,18 @@ impl Agent {
         collectors: &[String],
         cache: &Path,
     ) -> Agent {
+        Agent::start_with(pki, name, labels, collectors, cache, true).await
+    }
+
+    /// As [`Agent::start`]; `remote` false refuses central checks.
+    async fn start_with(
+        pki: &TestPki,
+        name: &str,
+        labels: &str,
+        collectors: &[String],
+        cache: &Path,
+        remote: bool,
+    ) -> Agent {
         let files = pki.client(Role::Agent, name);
         let endpoints: Vec<String> = collectors.iter().map(|c| format!("{c:?}")).collect();
         let text = format!(
@@ -82,6 +94,7 @@ batch_interval_ms = 100
 max_backoff_seconds = 1
 
 [remote_checks]
+enabled = {remote}
 cache_file = {cache:?}
 "#,
             endpoints = endpoints.join(", "),
@@ -712,4 +725,56 @@ async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
     assert!(resolved.ok, "{}", resolved.error_message);
     assert_eq!(resolved.url, "dns://localhost");
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_refuses_remote_configuration_runs_only_its_own_sites() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    let collectors = [collector.url()];
+    let refusing = Agent::start_with(
+        &collector.pki,
+        "local-only",
+        "",
+        &collectors,
+        &dir.path().join("refusing.pb"),
+        false,
+    )
+    .await;
+    let willing = Agent::start(
+        &collector.pki,
+        "willing",
+        "",
+        &collectors,
+        &dir.path().join("willing.pb"),
+    )
+    .await;
+    let mut api = collector.checks();
+    let everyone = Assignment {
+        all: true,
+        ..Default::default()
+    };
+    create(&mut api, http_check("everywhere", &url, 1, everyone)).await;
+    applied(&mut api, "everywhere", "willing", 1).await;
+    let status = api
+        .get_check(CheckRef {
+            id: "everywhere".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let agents: Vec<&str> = status.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(
+        agents,
+        ["willing"],
+        "the refusing agent is not counted as assigned"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        refusing.queued("everywhere").is_empty(),
+        "it ran a central check"
+    );
+    refusing.stop().await;
+    willing.stop().await;
 }

@@ -347,6 +347,18 @@ max_response_time_ms = 800.0
     }
 
     #[test]
+    fn the_example_file_parses_and_converts() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/checks.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let specs = parse_file(path, &text).unwrap();
+        assert_eq!(specs.len(), 4);
+        for spec in &specs {
+            spec.to_definition().unwrap();
+        }
+        assert_eq!(specs[2].target(), "tcp://bastion.example:22");
+    }
+
+    #[test]
     fn a_bad_file_names_the_problem() {
         let twice = "[[checks]]\nid = \"a\"\nurl = \"https://a/\"\n[[checks]]\nid = \"a\"\nurl = \"https://b/\"\n";
         assert_eq!(

@@ -131,7 +131,7 @@ pub(crate) struct CheckFlags {
     max_response_time_ms: Option<f64>,
     /// A condition on a JSON body, repeatable: 'status == ok', 'queue.depth < 100'.
     #[arg(long = "assert-json", value_parser = JsonSpec::parse)]
-    json: Vec<JsonSpec>,
+    json_assertions: Vec<JsonSpec>,
     /// Fail https runs whose certificate expires within this many days.
     #[arg(long = "min-tls-days")]
     min_tls_days_left: Option<u32>,
@@ -201,8 +201,8 @@ impl CheckFlags {
         if self.min_tls_days_left.is_some() {
             spec.min_tls_days_left = self.min_tls_days_left;
         }
-        if !self.json.is_empty() {
-            spec.json = self.json.clone();
+        if !self.json_assertions.is_empty() {
+            spec.json = self.json_assertions.clone();
         }
         if self.all_agents {
             spec.all_agents = true;

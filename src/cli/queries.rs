@@ -218,6 +218,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                     "connected": a.connected, "connected_since": rfc3339(a.connected_since),
                     "last_sample_at": rfc3339(a.last_sample_at), "samples_received": a.samples_received,
                     "client_cert_not_after": rfc3339(a.client_cert_not_after),
+                    "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 })
             })
             .collect();
@@ -235,6 +236,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 a.samples_received.to_string(),
                 ago(a.last_sample_at),
                 rfc3339(a.client_cert_not_after),
+                labels(&a.labels),
             ]
         })
         .collect();
@@ -248,12 +250,23 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 "CONNECTED",
                 "SAMPLES",
                 "LAST SAMPLE",
-                "CERT EXPIRES"
+                "CERT EXPIRES",
+                "LABELS"
             ],
             &rows
         )
     );
     Ok(())
+}
+
+/// `location=eu-west,role=edge`, sorted; `-` when there are none.
+fn labels(labels: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if pairs.is_empty() {
+        return "-".to_owned();
+    }
+    pairs.sort();
+    pairs.join(",")
 }
 
 /// `fleetmon sites --since 1h [--url URL]`.
