@@ -69,8 +69,8 @@ pub struct RemoteChecksConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Where the last applied set is kept, so an agent restarted while no collector
-    /// answers goes on checking (default: none, and a restarted agent waits for the
-    /// collector).
+    /// answers goes on checking (default: `central-checks.pb` in `outbox.spool_dir`
+    /// when that is set; otherwise none, and a restarted agent waits for a collector).
     #[serde(default)]
     pub cache_file: Option<PathBuf>,
 }
@@ -696,6 +696,17 @@ impl AgentConfig {
             .collect()
     }
 
+    /// Where the applied central checks are kept: `remote_checks.cache_file`, else
+    /// `central-checks.pb` in the spool directory, else nowhere.
+    pub fn checks_cache(&self) -> Option<PathBuf> {
+        self.remote_checks.cache_file.clone().or_else(|| {
+            self.outbox
+                .spool_dir
+                .as_ref()
+                .map(|dir| dir.join("central-checks.pb"))
+        })
+    }
+
     /// Time between host samples.
     pub fn host_interval(&self) -> Duration {
         Duration::from_secs(self.host_interval_seconds)
@@ -822,6 +833,19 @@ mod tests {
         let config = AgentConfig::load(Some(&path), Vec::new()).unwrap();
         assert!(!config.sites.is_empty());
         assert_eq!(config.host_interval_seconds, 10);
+    }
+
+    #[test]
+    fn the_checks_cache_defaults_to_the_spool_directory() {
+        let mut config = AgentConfig::load(None, Vec::new()).unwrap();
+        assert_eq!(config.checks_cache(), None);
+        config.outbox.spool_dir = Some(PathBuf::from("/var/lib/fleetmon-agent"));
+        assert_eq!(
+            config.checks_cache(),
+            Some(PathBuf::from("/var/lib/fleetmon-agent/central-checks.pb"))
+        );
+        config.remote_checks.cache_file = Some(PathBuf::from("/etc/checks.pb"));
+        assert_eq!(config.checks_cache(), Some(PathBuf::from("/etc/checks.pb")));
     }
 
     #[test]

@@ -158,7 +158,10 @@ pub async fn start(
     let control = control::Control {
         endpoints: sender_config.endpoints.clone(),
         labels: config.labels.clone(),
-        settings: config.remote_checks.clone(),
+        settings: config::RemoteChecksConfig {
+            cache_file: config.checks_cache(),
+            ..config.remote_checks.clone()
+        },
         defaults: config.probes.clone(),
         max_backoff: sender_config.max_backoff,
     };

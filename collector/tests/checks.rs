@@ -551,7 +551,16 @@ async fn checks_survive_a_collector_restart_and_a_restarted_agent_runs_its_cache
     collector.shutdown.cancel();
     collector.running.task.await.unwrap().unwrap();
 
-    // With no collector, a restarted agent runs what it applied last.
+    // With no collector, the agent goes on checking...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.queued("cached").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent stopped checking when its collector went away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and, restarted, runs what it applied last.
     agent.stop().await;
     let agent = Agent::start(&collector.pki, "cached-1", "", &collectors, &cache).await;
     let deadline = Instant::now() + Duration::from_secs(10);
