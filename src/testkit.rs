@@ -171,6 +171,36 @@ impl KafkaCluster {
         assert!(status.success(), "scripts/kafka start-node {node} failed");
     }
 
+    /// Replaces a one-node cluster with an empty one on the same address, as when a
+    /// broker comes back without its disk: every topic, record and group offset is gone.
+    pub fn replace_with_empty(&self) {
+        assert_eq!(self.nodes, 1, "only a one-node cluster can be replaced");
+        let port = self
+            .bootstrap
+            .rsplit(':')
+            .next()
+            .expect("bootstrap is host:port")
+            .to_owned();
+        let wiped = kafka_script(&["wipe"], &self.dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/kafka wipe");
+        assert!(wiped.success(), "scripts/kafka wipe failed");
+        let output = kafka_script(&["start", "--brokers", "1", "--port", &port], &self.dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka start");
+        assert!(
+            output.status.success(),
+            "scripts/kafka start --port {port} failed"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            self.bootstrap,
+            "the empty broker listens where the old one did"
+        );
+    }
+
     /// The node (1-based id) leading `partition` of `topic` now.
     pub fn leader(&self, topic: &str, partition: i32) -> usize {
         let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()

@@ -803,3 +803,53 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
         .await;
     assert_eq!(tally.dropped, 0);
 }
+
+/// Waits until the stored row count has not changed for `quiet`.
+async fn rows_settle(rig: &Rig, quiet: Duration) -> i64 {
+    let mut last = stored_rows(rig).await;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = stored_rows(rig).await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "rows never settled");
+    }
+}
+
+// Fails today: after the replacement the collector creates its topics again and
+// replaces its producer (fatal `OutOfOrderSequenceNumber`, then a fresh producer id),
+// but no row is stored afterwards; see docs/RELIABILITY.md. Run it with
+// `scripts/test --run-ignored all -E 'test(cluster_a_broker_replaced)'`.
+#[ignore = "no row is stored after the broker is replaced (docs/RELIABILITY.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged() {
+    let cluster = KafkaCluster::start(1);
+    let mut rig = Rig::on_cluster(&cluster).await;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    pause(2).await;
+    // Frozen agents keep what is not acknowledged; everything acknowledged gets stored
+    // before the broker loses it.
+    for agent in AGENTS {
+        rig.procs.signal(agent, libc::SIGSTOP);
+    }
+    rows_settle(&rig, Duration::from_secs(3)).await;
+    cluster.replace_with_empty();
+    for agent in AGENTS {
+        rig.procs.signal(agent, libc::SIGCONT);
+    }
+    // The collector creates its topics again and its producer delivers to the new broker;
+    // the writer follows the new topics from their start.
+    rig.rows_arrive().await;
+    pause(3).await;
+    rig.rows_arrive().await;
+    rig.stop_agents();
+    let tally = rig
+        .verify("1 broker replaced by an empty one (agents frozen meanwhile)")
+        .await;
+    assert_eq!(tally.dropped, 0);
+}

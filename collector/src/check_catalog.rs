@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assignment::AssignmentIndex;
 use crate::config::KafkaConfig;
-use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing};
+use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
 
 /// How long a change may take to be written and read back.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -111,6 +111,8 @@ struct Outcome {
 pub struct CheckCatalog {
     producer: FutureProducer,
     topic: String,
+    /// To create the topic again should the cluster lose it.
+    config: KafkaConfig,
     /// Identifies this collector's writes in the record header.
     instance: String,
     view: watch::Receiver<Arc<CatalogView>>,
@@ -141,19 +143,7 @@ impl CheckCatalog {
         shutdown: CancellationToken,
     ) -> Result<Self, CatalogError> {
         let topic = config.checks_topic.clone();
-        create_missing(
-            &config.bootstrap_servers,
-            &config.options,
-            TopicSpec {
-                names: &[&topic],
-                partitions: 1,
-                replication_factor: config.replication_factor,
-                min_insync_replicas: config.min_insync_replicas,
-                compacted: true,
-            },
-            config.connect_timeout(),
-        )
-        .await?;
+        create_topic(config).await?;
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.bootstrap_servers);
         for (key, value) in &config.options {
@@ -172,6 +162,8 @@ impl CheckCatalog {
                 format!("fleetmon-collector-checks-{}", uuid::Uuid::new_v4()),
             )
             .set("enable.auto.commit", "false")
+            // A topic created again starts at offset 0 again: read it from there.
+            .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "50")
             .create()
@@ -211,6 +203,7 @@ impl CheckCatalog {
         let catalog = CheckCatalog {
             producer,
             topic: topic.clone(),
+            config: config.clone(),
             instance: uuid::Uuid::new_v4().to_string(),
             view: view_rx,
             outcomes: Arc::default(),
@@ -308,6 +301,32 @@ impl CheckCatalog {
         }
     }
 
+    /// For the health service: a checks topic the cluster lost (a broker replaced by an
+    /// empty one) is created again and every definition this collector holds is written
+    /// to it, so the configuration outlives the loss.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let missing = missing_topics(&self.producer, vec![self.topic.clone()], timeout)
+            .await
+            .map_err(|e| format!("Kafka does not answer: {e}"))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let view = self.view();
+        tracing::warn!(topic = %self.topic, checks = view.checks.len(), "checks topic missing: creating it again with the definitions held here");
+        create_topic(&self.config)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, definition) in &view.checks {
+            let payload = definition.encode_to_vec();
+            let record = FutureRecord::to(&self.topic).key(id).payload(&payload);
+            self.producer
+                .send(record, WRITE_TIMEOUT)
+                .await
+                .map_err(|(error, _)| format!("cannot write check `{id}` again: {error}"))?;
+        }
+        Ok(())
+    }
+
     /// Adds a new check at version 1.
     pub async fn create(
         &self,
@@ -399,6 +418,24 @@ impl CheckCatalog {
     }
 }
 
+/// Creates the checks topic (compacted, one partition) unless it exists.
+async fn create_topic(config: &KafkaConfig) -> Result<(), CreateTopicError> {
+    create_missing(
+        &config.bootstrap_servers,
+        &config.options,
+        TopicSpec {
+            names: &[&config.checks_topic],
+            partitions: 1,
+            replication_factor: config.replication_factor,
+            min_insync_replicas: config.min_insync_replicas,
+            compacted: true,
+        },
+        config.connect_timeout(),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Reads the topic in order and applies each record by the version rule.
 struct Follower {
     consumer: StreamConsumer,
@@ -460,10 +497,14 @@ impl Follower {
 }
 
 /// The version rule: one above the current version replaces it, equal to it repeats
-/// it (a rewrite after a lost race), anything else is refused.
+/// it (a rewrite after a lost race), anything else is refused. The first record of an
+/// id is taken whatever its version: a topic written again after its loss starts with
+/// the versions the definitions had.
 fn apply(checks: &mut BTreeMap<String, Arc<CheckDefinition>>, definition: CheckDefinition) -> bool {
     let current = checks.get(&definition.id);
-    if definition.version == current.map_or(0, |c| c.version) + 1 {
+    if definition.version >= 1 && current.is_none()
+        || definition.version == current.map_or(0, |c| c.version) + 1
+    {
         checks.insert(definition.id.clone(), Arc::new(definition));
         true
     } else {
@@ -485,10 +526,19 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_written_again_keeps_the_versions() {
+        let mut checks = BTreeMap::new();
+        assert!(apply(&mut checks, def("a", 7, 5)));
+        assert!(apply(&mut checks, def("a", 8, 5)));
+        assert!(!apply(&mut checks, def("a", 8, 6)));
+    }
+
+    #[test]
     fn only_the_next_version_replaces_a_check() {
         let mut checks = BTreeMap::new();
-        assert!(!apply(&mut checks, def("a", 2, 5)), "a new id starts at 1");
+        assert!(!apply(&mut checks, def("a", 0, 5)), "versions start at 1");
         assert!(apply(&mut checks, def("a", 1, 5)));
+        assert!(!apply(&mut checks, def("a", 3, 5)), "no version skipped");
         // Two writers both saw version 1: the first in the log wins.
         assert!(apply(&mut checks, def("a", 2, 10)));
         assert!(!apply(&mut checks, def("a", 2, 20)), "the second one lost");

@@ -6,13 +6,16 @@
 //! wait, which stops the ingest session from reading more (backpressure).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+
+use tokio::sync::RwLock;
 
 use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
@@ -46,6 +49,9 @@ pub enum PublishError {
     Canceled,
 }
 
+/// Longest wait for a replaced producer to drop what it still holds.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The librdkafka settings of the collector's producer (`options` pass through).
 pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = base_config(&config.bootstrap_servers, &config.options);
@@ -72,7 +78,12 @@ fn base_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientCon
 
 /// The collector's Kafka producer and its two topics.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    /// Replaced by [`KafkaPublisher::rebuild`] when it can no longer deliver; while
+    /// that happens, publishers wait.
+    /// Shared by `Arc` so that the last holder of a replaced producer is known: its
+    /// destruction blocks for as long as librdkafka needs and must not run on an
+    /// async worker.
+    producer: RwLock<Arc<FutureProducer>>,
     host_topic: String,
     site_topic: String,
     /// To recreate the topics should the cluster lose them.
@@ -98,19 +109,31 @@ impl KafkaPublisher {
         wait_reachable(&producer, config).await?;
         create_topics(config).await?;
         Ok(KafkaPublisher {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
             host_topic: config.host_samples_topic.clone(),
             site_topic: config.site_checks_topic.clone(),
             config: config.clone(),
         })
     }
 
+    /// The producer now (a cheap handle).
+    async fn producer(&self) -> Arc<FutureProducer> {
+        self.producer.read().await.clone()
+    }
+
     /// For the health service: `Ok` when a broker answers within `timeout` and both
     /// topics exist. Topics the cluster lost (a broker replaced by an empty one) are
-    /// created again; until that succeeds the answer says what is missing.
+    /// created again; until that succeeds the answer says what is missing. A producer
+    /// that can no longer deliver (a fatal error, or a cluster that lost its state and
+    /// with it the producer's id) is replaced.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let fatal = self.producer().await.client().fatal_error();
+        if let Some((code, reason)) = fatal {
+            self.rebuild(&format!("fatal producer error {code:?}: {reason}"))
+                .await?;
+        }
         let topics = vec![self.host_topic.clone(), self.site_topic.clone()];
-        let missing = missing_topics(&self.producer, topics, timeout)
+        let missing = missing_topics(&*self.producer().await, topics, timeout)
             .await
             .map_err(|e| {
                 format!(
@@ -125,6 +148,48 @@ impl KafkaPublisher {
         create_topics(&self.config)
             .await
             .map_err(|e| format!("topics {missing:?} missing: {e}"))?;
+        // The cluster lost its state: it no longer knows this producer, whose queued
+        // records would wait for ever.
+        self.rebuild("the cluster lost its topics (a broker replaced by an empty one?)")
+            .await
+    }
+
+    /// Replaces the producer. Records still queued in the old one fail back to their
+    /// ingest streams, which end with UNAVAILABLE; agents send them again.
+    pub async fn rebuild(&self, why: &str) -> Result<(), String> {
+        let mut current = self.producer.write().await;
+        // The old producer is emptied before the new one exists: a fresh cluster hands
+        // out producer ids from 0 again, and records of the old producer under an id the
+        // new one gets would break both. Every record it held fails back to its stream
+        // (a producer in a fatal state would otherwise hold them until destroyed, which
+        // can take for ever), so the agents resend them to the new one.
+        let old = Arc::clone(&current);
+        let fatal = old.client().fatal_error().is_some();
+        let purge = tokio::task::spawn_blocking(move || {
+            let config = PurgeConfig::default().queue().inflight();
+            old.purge(if fatal { config.non_blocking() } else { config });
+        });
+        if tokio::time::timeout(PURGE_TIMEOUT, purge).await.is_err() {
+            tracing::warn!("purging the old kafka producer did not finish in time");
+        }
+        let fresh: FutureProducer = producer_config(&self.config)
+            .create()
+            .map_err(|e| format!("cannot create a new Kafka producer: {e}"))?;
+        let old = std::mem::replace(&mut *current, Arc::new(fresh));
+        drop(current);
+        tracing::warn!(reason = why, "kafka producer replaced");
+        // Destroying it waits for its broker threads (for long, in a fatal state): on a
+        // blocking thread, once every session has let go of it, and not waited for.
+        tokio::task::spawn_blocking(move || {
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(producer) => return drop(producer),
+                    Err(shared) => old = shared,
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
         Ok(())
     }
 
@@ -153,8 +218,9 @@ impl KafkaPublisher {
             .key(key.as_str())
             .payload(&payload)
             .headers(headers);
+        let producer = self.producer().await;
         loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
@@ -167,7 +233,7 @@ impl KafkaPublisher {
 
     /// Waits for every queued record to be delivered (or `timeout`), at shutdown.
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
+        let producer = self.producer().await;
         let result = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         if let Ok(Err(error)) = result {
             tracing::warn!(%error, "kafka flush at shutdown incomplete");

@@ -144,18 +144,18 @@ pub async fn start(
         fleet.clone(),
         config.limits.min_check_interval_seconds,
     ));
-    let control_service = ControlServer::new(ControlService::new(catalog, fleet));
+    let control_service = ControlServer::new(ControlService::new(catalog.clone(), fleet));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
-    let probe_ctx = ctx.clone();
+    let (probe_ctx, probe_catalog) = (ctx.clone(), catalog.clone());
     let health_task = fleetmon::grpc::watch_health(
         health_reporter,
         SERVICES,
         move || {
-            let ctx = probe_ctx.clone();
+            let (ctx, catalog) = (probe_ctx.clone(), probe_catalog.clone());
             async move {
-                ctx.publisher
-                    .check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT)
-                    .await
+                let timeout = fleetmon::grpc::HEALTH_PROBE_TIMEOUT;
+                ctx.publisher.check(timeout).await?;
+                catalog.check(timeout).await
             }
         },
         shutdown.clone(),
