@@ -1,15 +1,23 @@
-//! Collector throughput against baselines measured in the same run:
+//! Collector throughput against a baseline measured in the same run:
 //!
 //! 1. a bare rdkafka producer with the collector's settings sending the same records
-//!    to the same broker (the ceiling);
+//!    to the same broker: warm, and waiting on its oldest delivery when the queue is
+//!    full (the tightest loop we can write; the ceiling);
 //! 2. samples streamed to the collector over mutual TLS, counted when acknowledged
 //!    (that is, when Kafka confirmed them);
 //! 3. the same ingest service over plaintext gRPC, to price TLS.
 //!
-//! Run: `cargo bench -p fleetmon-collector --bench collector_throughput` (samples:
-//! `FLEETMON_BENCH_SAMPLES`, default 100000; Kafka: `FLEETMON_TEST_KAFKA` or an Apache
-//! Kafka node started here).
+//! Every path is set up and warmed once, then the three run interleaved (1 2 3 1 2 3 …)
+//! `FLEETMON_BENCH_REPEATS` times (default 5). Each run is printed; ratios are of
+//! medians, with the spread (min–max) beside them. A collector faster than the bare
+//! producer it wraps means the baseline is loose: the bench says so instead of
+//! printing it as a result.
+//!
+//! Run: `cargo bench -p fleetmon-collector --bench collector_throughput` (samples per
+//! run: `FLEETMON_BENCH_SAMPLES`, default 100000; Kafka: `FLEETMON_TEST_KAFKA` or an
+//! Apache Kafka node started here).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,19 +35,21 @@ use fleetmon_collector::metrics::CollectorMetrics;
 use prost::Message as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Server};
 
 const BATCH: usize = 500;
 
+/// `n` samples of a stream of their own (each run is a new stream, seq from 1).
 fn samples(n: usize) -> Vec<HostSample> {
     let now = prost_types::Timestamp::from(SystemTime::now());
+    let stream_id = uuid::Uuid::new_v4().to_string();
     (1..=n)
         .map(|seq| HostSample {
             agent_id: "bench".into(),
-            stream_id: "bench-stream".into(),
+            stream_id: stream_id.clone(),
             seq: seq as u64,
             sampled_at: Some(now),
             hostname: "bench-host.example".into(),
@@ -66,41 +76,61 @@ fn kafka(topic: &str) -> KafkaConfig {
     }
 }
 
-async fn bare_producer(samples: &[HostSample]) -> Duration {
-    let config = kafka(&unique_name("fleetmon-bench-bare"));
-    // Same topics and settings as the collector's.
-    drop(KafkaPublisher::connect(&config).await.unwrap());
-    let producer: FutureProducer = producer_config(&config).create().unwrap();
-    let payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
-    let started = Instant::now();
-    let mut deliveries = Vec::new();
-    for (sample, payload) in samples.iter().zip(&payloads) {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(HOST_SAMPLE_CONTENT_TYPE),
-        });
-        let mut record = FutureRecord::to(&config.host_samples_topic)
-            .key(&sample.agent_id)
-            .payload(payload)
-            .headers(headers);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
+/// The baseline: a warm producer with the collector's settings and topics.
+struct BareProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl BareProducer {
+    async fn new() -> Self {
+        let config = kafka(&unique_name("fleetmon-bench-bare"));
+        // Same topics and settings as the collector's.
+        drop(KafkaPublisher::connect(&config).await.unwrap());
+        let producer: FutureProducer = producer_config(&config).create().unwrap();
+        let bare = BareProducer {
+            producer,
+            topic: config.host_samples_topic,
+        };
+        bare.run(&samples(1_000)).await;
+        bare
+    }
+
+    /// Produces every sample; on a full queue it waits for the oldest delivery, never
+    /// sleeps. Returns when the last delivery is confirmed.
+    async fn run(&self, samples: &[HostSample]) -> Duration {
+        let payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
+        let started = Instant::now();
+        let mut deliveries: VecDeque<DeliveryFuture> = VecDeque::new();
+        for (sample, payload) in samples.iter().zip(&payloads) {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(HOST_SAMPLE_CONTENT_TYPE),
+            });
+            let mut record = FutureRecord::to(&self.topic)
+                .key(&sample.agent_id)
+                .payload(payload)
+                .headers(headers);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push_back(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        let oldest = deliveries.pop_front().expect("a full queue holds records");
+                        oldest.await.unwrap().unwrap();
+                    }
+                    Err((error, _)) => panic!("produce: {error}"),
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => panic!("produce: {error}"),
             }
         }
+        for delivery in deliveries {
+            delivery.await.unwrap().unwrap();
+        }
+        started.elapsed()
     }
-    for delivery in deliveries {
-        delivery.await.unwrap().unwrap();
-    }
-    started.elapsed()
 }
 
 /// Streams every sample in batches and waits until the last is acknowledged.
@@ -143,11 +173,13 @@ async fn stream_all(channel: Channel, samples: &[HostSample]) -> Duration {
     started.elapsed()
 }
 
-async fn collector_mtls(pki: &TestPki, samples: &[HostSample]) -> Duration {
+/// A collector over mutual TLS, started once; the channel of an agent connected to it.
+async fn collector_mtls(pki: &TestPki) -> (Channel, CancellationToken) {
     let mut config = CollectorConfig::new(pki.server("collector"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.kafka = kafka(&unique_name("fleetmon-bench-mtls"));
+    config.kafka.checks_topic = unique_name("fleetmon-bench-checks");
     let stop = CancellationToken::new();
     let running = fleetmon_collector::start(config, stop.clone())
         .await
@@ -158,13 +190,12 @@ async fn collector_mtls(pki: &TestPki, samples: &[HostSample]) -> Duration {
         .connect()
         .await
         .unwrap();
-    let elapsed = stream_all(channel, samples).await;
-    stop.cancel();
-    elapsed
+    (channel, stop)
 }
 
-/// The same service over plaintext; the identity a certificate would give is injected.
-async fn collector_plaintext(samples: &[HostSample]) -> Duration {
+/// The same ingest service over plaintext; the identity a certificate would give is
+/// injected.
+async fn collector_plaintext() -> Channel {
     let mut registry = prometheus_client::registry::Registry::default();
     let ctx = Arc::new(IngestContext {
         publisher: KafkaPublisher::connect(&kafka(&unique_name("fleetmon-bench-plain")))
@@ -195,55 +226,115 @@ async fn collector_plaintext(samples: &[HostSample]) -> Duration {
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    stream_all(channel, samples).await
+        .unwrap()
+}
+
+/// Samples per second of each run, and their median, min and max.
+struct Runs(Vec<f64>);
+
+impl Runs {
+    fn sorted(&self) -> Vec<f64> {
+        let mut sorted = self.0.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+    fn median(&self) -> f64 {
+        let sorted = self.sorted();
+        let mid = sorted.len() / 2;
+        if sorted.len() % 2 == 0 {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        } else {
+            sorted[mid]
+        }
+    }
+    fn spread(&self) -> String {
+        let sorted = self.sorted();
+        format!("{:.0}–{:.0}", sorted[0], sorted[sorted.len() - 1])
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
-    let n: usize = std::env::var("FLEETMON_BENCH_SAMPLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let samples = samples(n);
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("FLEETMON_BENCH_SAMPLES", 100_000);
+    let repeats = env("FLEETMON_BENCH_REPEATS", 5).max(1);
     let pki = TestPki::new();
-    let bare = bare_producer(&samples).await;
-    let mtls = collector_mtls(&pki, &samples).await;
-    let plain = collector_plaintext(&samples).await;
+    let bare = BareProducer::new().await;
+    let (mtls, stop) = collector_mtls(&pki).await;
+    let plain = collector_plaintext().await;
+    // Warm both collector paths (connections, producer, TLS session) like the baseline.
+    stream_all(mtls.clone(), &samples(1_000)).await;
+    stream_all(plain.clone(), &samples(1_000)).await;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let (mut bare_runs, mut mtls_runs, mut plain_runs) =
+        (Runs(Vec::new()), Runs(Vec::new()), Runs(Vec::new()));
     println!(
-        "collector throughput, {n} host samples of {} bytes, batches of {BATCH}, same run (Kafka {})",
-        samples[0].encoded_len(),
+        "collector throughput, {n} host samples of {} bytes per run, batches of {BATCH}, {repeats} interleaved runs (Kafka {})",
+        samples(1)[0].encoded_len(),
         kafka_bootstrap()
     );
-    println!("{:<48} {:>12} {:>16}", "path", "samples/s", "ratio");
+    for run in 1..=repeats {
+        let b = rate(bare.run(&samples(n)).await);
+        let m = rate(stream_all(mtls.clone(), &samples(n)).await);
+        let p = rate(stream_all(plain.clone(), &samples(n)).await);
+        println!("run {run}: bare {b:.0}/s, collector mTLS {m:.0}/s, collector plaintext {p:.0}/s");
+        bare_runs.0.push(b);
+        mtls_runs.0.push(m);
+        plain_runs.0.push(p);
+    }
     println!(
-        "{:<48} {:>12.0} {:>16}",
+        "{:<48} {:>12} {:>16} {:>8}",
+        "path", "median /s", "min–max /s", "ratio"
+    );
+    let line = |name: &str, runs: &Runs, ratio: String| {
+        println!(
+            "{:<48} {:>12.0} {:>16} {:>8}",
+            name,
+            runs.median(),
+            runs.spread(),
+            ratio
+        );
+    };
+    line(
         "bare rdkafka producer, same settings (baseline)",
-        rate(bare),
-        "1.00"
+        &bare_runs,
+        "1.00".into(),
     );
-    println!(
-        "{:<48} {:>12.0} {:>16.2}",
+    let vs_bare = |runs: &Runs| runs.median() / bare_runs.median();
+    line(
         "collector over mTLS, acked",
-        rate(mtls),
-        rate(mtls) / rate(bare)
+        &mtls_runs,
+        format!("{:.2}", vs_bare(&mtls_runs)),
     );
-    println!(
-        "{:<48} {:>12.0} {:>16.2}",
+    line(
         "collector over plaintext, acked",
-        rate(plain),
-        rate(plain) / rate(bare)
+        &plain_runs,
+        format!("{:.2}", vs_bare(&plain_runs)),
     );
     println!(
-        "{:<48} {:>12} {:>16.2}",
+        "{:<48} {:>12} {:>16} {:>8.2}",
         "mTLS vs plaintext",
         "",
-        rate(mtls) / rate(plain)
+        "",
+        mtls_runs.median() / plain_runs.median()
     );
+    for (name, runs) in [("mTLS", &mtls_runs), ("plaintext", &plain_runs)] {
+        if vs_bare(runs) > 1.0 {
+            println!(
+                "BENCH BUG: the collector over {name} beat the bare producer it wraps ({:.2}): the baseline is loose, this is not a result",
+                vs_bare(runs)
+            );
+        }
+    }
+    stop.cancel();
 }
