@@ -245,7 +245,7 @@ impl Runs {
     fn median(&self) -> f64 {
         let sorted = self.sorted();
         let mid = sorted.len() / 2;
-        if sorted.len() % 2 == 0 {
+        if sorted.len().is_multiple_of(2) {
             (sorted[mid - 1] + sorted[mid]) / 2.0
         } else {
             sorted[mid]
