@@ -25,7 +25,7 @@ use fleetmon::identity::{PeerIdentity, Role};
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::ingest_server::IngestServer;
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, IngestBatch, Sample, sample::Kind};
-use fleetmon::testkit::{TestPki, kafka_bootstrap, unique_name};
+use fleetmon::testkit::{Runs, TestPki, bench_repeats, kafka_bootstrap, unique_name};
 use fleetmon_collector::CollectorConfig;
 use fleetmon_collector::config::{KafkaConfig, Limits};
 use fleetmon_collector::fleet_state::FleetState;
@@ -233,30 +233,6 @@ async fn collector_plaintext() -> Channel {
         .unwrap()
 }
 
-/// Samples per second of each run, and their median, min and max.
-struct Runs(Vec<f64>);
-
-impl Runs {
-    fn sorted(&self) -> Vec<f64> {
-        let mut sorted = self.0.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted
-    }
-    fn median(&self) -> f64 {
-        let sorted = self.sorted();
-        let mid = sorted.len() / 2;
-        if sorted.len().is_multiple_of(2) {
-            (sorted[mid - 1] + sorted[mid]) / 2.0
-        } else {
-            sorted[mid]
-        }
-    }
-    fn spread(&self) -> String {
-        let sorted = self.sorted();
-        format!("{:.0}–{:.0}", sorted[0], sorted[sorted.len() - 1])
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
@@ -267,7 +243,7 @@ async fn main() {
             .unwrap_or(default)
     };
     let n = env("FLEETMON_BENCH_SAMPLES", 100_000);
-    let repeats = env("FLEETMON_BENCH_REPEATS", 5).max(1);
+    let repeats = bench_repeats();
     let pki = TestPki::new();
     let bare = BareProducer::new().await;
     let (mtls, stop) = collector_mtls(&pki).await;
