@@ -3,14 +3,14 @@
 //! `TCP` or `DNS`, and every outcome, failures included, is a result.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use fleetmon::pb::{CheckFailure, SiteCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Site;
 use crate::pattern::Pattern;
-use crate::site_prober::{failed, millis};
+use crate::site_prober::{millis, settle, skeleton};
 
 /// Most bytes read while waiting for an expected banner.
 const MAX_BANNER_BYTES: usize = 4096;
@@ -21,14 +21,7 @@ fn done(
     failure: Option<(CheckFailure, String)>,
 ) -> SiteCheck {
     check.response_time_ms = millis(started.elapsed());
-    match failure {
-        Some((kind, message)) => {
-            check.ok = false;
-            check.failure = kind as i32;
-            check.error_message = message;
-        }
-        None => check.ok = true,
-    }
+    settle(&mut check, failure);
     check
 }
 
@@ -40,13 +33,7 @@ pub(crate) async fn tcp(
     expect: Option<&Pattern>,
 ) -> SiteCheck {
     let started = Instant::now();
-    let mut check = failed(
-        site,
-        SystemTime::now(),
-        Default::default(),
-        CheckFailure::Unspecified,
-        String::new(),
-    );
+    let mut check = skeleton(site);
     check.regex = expect.map(|p| p.as_str().to_owned()).unwrap_or_default();
     let mut received = Vec::new();
     let run = async {
@@ -150,13 +137,7 @@ pub(crate) async fn tcp(
 /// Resolves `name`; the answer must hold every one of `expected`.
 pub(crate) async fn dns(site: &Site, name: &str, expected: &[IpAddr]) -> SiteCheck {
     let started = Instant::now();
-    let mut check = failed(
-        site,
-        SystemTime::now(),
-        Default::default(),
-        CheckFailure::Unspecified,
-        String::new(),
-    );
+    let mut check = skeleton(site);
     let lookup = tokio::net::lookup_host(format!("{name}:0"));
     let failure = match tokio::time::timeout(site.timeout, lookup).await {
         Err(_) => Some((

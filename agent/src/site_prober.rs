@@ -225,16 +225,32 @@ impl SiteProber {
         if failure.is_none() {
             failure = assertion_failure(site, &check);
         }
-        match failure {
-            Some((kind, message)) => {
-                check.ok = false;
-                check.failure = kind as i32;
-                check.error_message = message;
-            }
-            None => check.ok = true,
-        }
+        settle(&mut check, failure);
         check
     }
+}
+
+/// Marks `check` passed, or failed with the kind and message of `failure`.
+pub(crate) fn settle(check: &mut SiteCheck, failure: Option<(CheckFailure, String)>) {
+    match failure {
+        Some((kind, message)) => {
+            check.ok = false;
+            check.failure = kind as i32;
+            check.error_message = message;
+        }
+        None => check.ok = true,
+    }
+}
+
+/// The skeleton of a result of `site` started now, to be filled in and settled.
+pub(crate) fn skeleton(site: &Site) -> SiteCheck {
+    failed(
+        site,
+        SystemTime::now(),
+        Duration::ZERO,
+        CheckFailure::Unspecified,
+        String::new(),
+    )
 }
 
 /// The first of a central check's assertions that a passing response breaks.
