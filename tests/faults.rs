@@ -821,9 +821,9 @@ async fn rows_settle(rig: &Rig, quiet: Duration) -> i64 {
     }
 }
 
-// Fails today: after the replacement the collector creates its topics again and
-// replaces its producer (fatal `OutOfOrderSequenceNumber`, then a fresh producer id),
-// but no row is stored afterwards; see docs/RELIABILITY.md. Run it with
+// Fails today: after the replacement the collector creates its topics again, replaces
+// its producer and delivers to the new topics, but the writer stores no row afterwards;
+// see docs/RELIABILITY.md. Run it with
 // `scripts/test --run-ignored all -E 'test(cluster_a_broker_replaced)'`.
 #[ignore = "no row is stored after the broker is replaced (docs/RELIABILITY.md)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
