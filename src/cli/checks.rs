@@ -237,12 +237,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
     match command {
         ChecksCommand::List { connection } => list(&connection).await,
         ChecksCommand::Show { id, connection } => {
-            let status = client(&connection)
-                .await?
-                .get_check(CheckRef { id })
-                .await
-                .map_err(|s| call_error("GetCheck", &connection, s))?
-                .into_inner();
+            let status = get(&connection, id).await?;
             print_status(&connection, &status);
             Ok(())
         }
@@ -272,12 +267,8 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             fields,
             connection,
         } => {
-            let mut api = client(&connection).await?;
-            let current = api
-                .get_check(CheckRef { id })
-                .await
-                .map_err(|s| call_error("GetCheck", &connection, s))?
-                .into_inner()
+            let current = get(&connection, id)
+                .await?
                 .check
                 .context("the collector answered without a definition")?;
             let spec = fields.apply_to(CheckSpec::from(&current));
@@ -291,14 +282,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ChecksCommand::Rm { id, connection } => {
-            client(&connection)
-                .await?
-                .delete_check(DeleteCheckRequest {
-                    id: id.clone(),
-                    expected_version: 0,
-                })
-                .await
-                .map_err(|s| call_error("DeleteCheck", &connection, s))?;
+            delete(&connection, id.clone()).await?;
             if connection.json {
                 println!("{}", json!({ "deleted": id }));
             } else {
@@ -333,6 +317,27 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             connection,
         } => apply(&connection, &file, dry_run, prune).await,
     }
+}
+
+async fn get(conn: &Connection, id: String) -> anyhow::Result<CheckStatus> {
+    Ok(client(conn)
+        .await?
+        .get_check(CheckRef { id })
+        .await
+        .map_err(|s| call_error("GetCheck", conn, s))?
+        .into_inner())
+}
+
+async fn delete(conn: &Connection, id: String) -> anyhow::Result<()> {
+    client(conn)
+        .await?
+        .delete_check(DeleteCheckRequest {
+            id,
+            expected_version: 0,
+        })
+        .await
+        .map_err(|s| call_error("DeleteCheck", conn, s))?;
+    Ok(())
 }
 
 async fn create(conn: &Connection, check: CheckDefinition) -> anyhow::Result<CheckStatus> {
@@ -618,16 +623,7 @@ async fn apply(
             Change::Update(c, version) => {
                 update(conn, c, version).await?;
             }
-            Change::Delete(id) => {
-                client(conn)
-                    .await?
-                    .delete_check(DeleteCheckRequest {
-                        id,
-                        expected_version: 0,
-                    })
-                    .await
-                    .map_err(|s| call_error("DeleteCheck", conn, s))?;
-            }
+            Change::Delete(id) => delete(conn, id).await?,
         }
     }
     Ok(())
