@@ -51,6 +51,19 @@ enum Command {
     /// Central checks: what the agents check, changed at runtime through the collector.
     #[command(subcommand)]
     Checks(Box<cli::checks::ChecksCommand>),
+    /// Alerts decided by the writers, newest first; `show ID` for one with its timeline.
+    Alerts {
+        #[command(flatten)]
+        connection: cli::Connection,
+        /// Only the open ones.
+        #[arg(long)]
+        open: bool,
+        #[command(subcommand)]
+        show: Option<AlertsCommand>,
+    },
+    /// Silences: hold back the notifications of matching alerts until they end.
+    #[command(subcommand)]
+    Silence(cli::alerts::SilenceCommand),
     /// Host metrics of one agent over time, averaged per step.
     Series {
         /// The agent id.
@@ -63,6 +76,15 @@ enum Command {
         /// Bucket size.
         #[arg(long, default_value = "1m", value_parser = parse_duration)]
         step: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// One alert with its timeline and notifications.
+    Show {
+        /// The alert id.
+        id: u64,
     },
 }
 
@@ -124,6 +146,12 @@ fn main() -> ExitCode {
             step,
         } => Query::Series(connection, agent, since, step),
         Command::Checks(command) => Query::Checks(command),
+        Command::Alerts {
+            connection,
+            open,
+            show,
+        } => Query::Alerts(connection, open, show.map(|AlertsCommand::Show { id }| id)),
+        Command::Silence(command) => Query::Silence(command),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -139,6 +167,8 @@ fn main() -> ExitCode {
                 cli::queries::series(&c, &agent, since, step).await
             }
             Query::Checks(command) => cli::checks::run(*command).await,
+            Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
+            Query::Silence(command) => cli::alerts::silence(command).await,
         }
     });
     match result {
@@ -156,6 +186,8 @@ enum Query {
     Sites(Connection, Duration, String),
     Series(Connection, String, Duration, Duration),
     Checks(Box<cli::checks::ChecksCommand>),
+    Alerts(Connection, bool, Option<u64>),
+    Silence(cli::alerts::SilenceCommand),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {

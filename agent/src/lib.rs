@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::HostSample;
 use fleetmon::pb::sample::Kind;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
@@ -239,6 +240,10 @@ async fn sample_host(
         .await
         .expect("sampling does not panic");
         sampler = Some(returned);
+        let sample = HostSample {
+            interval_seconds: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
+            ..sample
+        };
         queue(&outbox, &metrics, Kind::Host(sample));
     }
 }

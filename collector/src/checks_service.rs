@@ -48,6 +48,46 @@ impl From<ChecksError> for Status {
     }
 }
 
+/// Most runs in a row a threshold may ask for.
+pub const MAX_THRESHOLD: u32 = 100;
+
+/// Thresholds in range; a quorum no larger than the agents an assignment by name
+/// selects (an assignment by label or `all` selects agents not known here yet).
+fn validate_alerting(definition: &CheckDefinition) -> Result<(), DefinitionError> {
+    let Some(alerting) = &definition.alerting else {
+        return Ok(());
+    };
+    for (field, value) in [
+        ("failure_threshold", alerting.failure_threshold),
+        ("success_threshold", alerting.success_threshold),
+    ] {
+        if value > MAX_THRESHOLD {
+            return Err(DefinitionError {
+                field: format!("check.alerting.{field}"),
+                message: format!(
+                    "is {value}: use 1 to {MAX_THRESHOLD} runs in a row (0 for the default)"
+                ),
+            });
+        }
+    }
+    let assignment = definition.assignment.clone().unwrap_or_default();
+    let by_name_only = !assignment.all && assignment.labels.is_empty();
+    let named: std::collections::BTreeSet<&str> =
+        assignment.agents.iter().map(String::as_str).collect();
+    if by_name_only && alerting.quorum as usize > named.len() {
+        return Err(DefinitionError {
+            field: "check.alerting.quorum".to_owned(),
+            message: format!(
+                "is {}: the check runs on {} agent(s), so that many can never agree; use at most {} (0 for a majority)",
+                alerting.quorum,
+                named.len(),
+                named.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The service over the catalog and the fleet view.
 #[derive(Debug, Clone)]
 pub struct ChecksService {
@@ -89,6 +129,7 @@ impl ChecksService {
             }
             .into());
         }
+        validate_alerting(&definition)?;
         Ok(definition)
     }
 

@@ -1,5 +1,6 @@
-//! Publishing validated samples to Kafka: one record per sample, key = agent_id,
-//! value = the protobuf message, header `content-type` naming it.
+//! Publishing validated samples to Kafka: one record per sample (host samples keyed by
+//! agent id, site checks by check id or URL), value = the protobuf message, header
+//! `content-type` naming it.
 //!
 //! The producer is idempotent with `acks=all`; a sample counts as durable only when
 //! its delivery report says so. A full producer queue makes [`KafkaPublisher::publish`]
@@ -203,9 +204,16 @@ impl KafkaPublisher {
                 s.encode_to_vec(),
                 HOST_SAMPLE_CONTENT_TYPE,
             ),
+            // Every location's result for one check lands in one partition, so one
+            // writer owns its rollups and alert state; sites of an agent's own config
+            // by their URL.
             ValidSample::Site(s) => (
                 &self.site_topic,
-                &s.agent_id,
+                if s.check_id.is_empty() {
+                    &s.url
+                } else {
+                    &s.check_id
+                },
                 s.encode_to_vec(),
                 SITE_CHECK_CONTENT_TYPE,
             ),

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use fleetmon::pb::{
-    Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, JsonAssertion, TcpCheck,
-    check_definition,
+    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, JsonAssertion,
+    TcpCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,15 @@ pub(crate) struct CheckSpec {
     pub(crate) labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) paused: bool,
+    /// Failed runs in a row that make one location DOWN (default 3).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub(crate) failure_threshold: u32,
+    /// Passed runs in a row that make a DOWN location UP again (default 2).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub(crate) success_threshold: u32,
+    /// DOWN locations that make the check DOWN (default: a majority).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub(crate) quorum: u32,
 }
 
 /// One JSON body assertion.
@@ -239,6 +248,12 @@ impl CheckSpec {
             }),
             kind: Some(kind),
             assertions,
+            alerting: (self.failure_threshold > 0 || self.success_threshold > 0 || self.quorum > 0)
+                .then_some(Alerting {
+                    failure_threshold: self.failure_threshold,
+                    success_threshold: self.success_threshold,
+                    quorum: self.quorum,
+                }),
         })
     }
 }
@@ -247,7 +262,11 @@ impl From<&CheckDefinition> for CheckSpec {
     fn from(definition: &CheckDefinition) -> Self {
         let assignment = definition.assignment.clone().unwrap_or_default();
         let assertions = definition.assertions.clone().unwrap_or_default();
+        let alerting = definition.alerting.unwrap_or_default();
         let mut spec = CheckSpec {
+            failure_threshold: alerting.failure_threshold,
+            success_threshold: alerting.success_threshold,
+            quorum: alerting.quorum,
             id: definition.id.clone(),
             kind: http_kind(),
             paused: definition.paused,

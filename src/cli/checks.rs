@@ -135,6 +135,15 @@ pub(crate) struct CheckFlags {
     /// Fail https runs whose certificate expires within this many days.
     #[arg(long = "min-tls-days")]
     min_tls_days_left: Option<u32>,
+    /// Failed runs in a row that make one location DOWN (default 3).
+    #[arg(long)]
+    failure_threshold: Option<u32>,
+    /// Passed runs in a row that make a DOWN location UP again (default 2).
+    #[arg(long)]
+    success_threshold: Option<u32>,
+    /// DOWN locations that make the check DOWN (default: a majority of them).
+    #[arg(long)]
+    quorum: Option<u32>,
     /// Run on every agent.
     #[arg(long = "all-agents")]
     all_agents: bool,
@@ -203,6 +212,15 @@ impl CheckFlags {
         }
         if !self.json_assertions.is_empty() {
             spec.json = self.json_assertions.clone();
+        }
+        if let Some(threshold) = self.failure_threshold {
+            spec.failure_threshold = threshold;
+        }
+        if let Some(threshold) = self.success_threshold {
+            spec.success_threshold = threshold;
+        }
+        if let Some(quorum) = self.quorum {
+            spec.quorum = quorum;
         }
         if self.all_agents {
             spec.all_agents = true;

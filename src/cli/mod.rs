@@ -1,6 +1,8 @@
-//! The operator commands: `status`, `agents`, `sites`, `series` and `checks`, each over
+//! The operator commands: `status`, `agents`, `sites`, `series`, `checks`, `alerts`
+//! and `silence`, each over
 //! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
+pub(crate) mod alerts;
 pub(crate) mod check_spec;
 pub(crate) mod checks;
 pub(crate) mod queries;

@@ -1,6 +1,7 @@
 -- Staged site checks -> site_checks, then the minute and hour rollups from the rows
 -- actually inserted (a replayed batch inserts nothing and adds nothing), then
--- agents.last_seen. Returns the rows inserted.
+-- agents.last_seen; the inserted rows of central checks are kept in
+-- staging_check_results for the alert rules. Returns the rows inserted.
 WITH inserted AS (
     INSERT INTO site_checks (
         agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
@@ -13,7 +14,13 @@ WITH inserted AS (
         final_url, tls_cert_not_after, check_id, check_version
     FROM staging_site_checks
     ON CONFLICT DO NOTHING
-    RETURNING url, ts, ok, response_time_ms, status_code
+    RETURNING url, ts, ok, response_time_ms, status_code, check_id, agent_id, failure,
+              error_message, tls_cert_not_after
+), results AS (
+    INSERT INTO staging_check_results
+    SELECT check_id, agent_id, ts, ok, failure, error_message, tls_cert_not_after
+    FROM inserted
+    WHERE check_id <> ''
 ), buckets AS (
     SELECT url, 'minute' AS resolution, date_trunc('minute', ts) AS bucket_start,
            ok, response_time_ms, coalesce(status_code::text, 'none') AS code

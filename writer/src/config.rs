@@ -42,6 +42,9 @@ pub struct WriterConfig {
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Alert rules and where notifications go.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// Kafka settings.
@@ -110,6 +113,205 @@ pub struct BatchConfig {
     /// How long the first row of a batch may wait for more, in milliseconds.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+}
+
+/// Alerts: host rules, reminders and notification channels. Check rules (thresholds,
+/// quorum) are part of each check's definition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Seconds between two evaluations of the rules decided by time (agent silent,
+    /// host resources, certificates) and of reminders.
+    #[serde(default = "default_evaluate_interval")]
+    pub evaluate_interval_seconds: u64,
+    /// Minutes between reminders while an alert stays open; 0: no reminders.
+    #[serde(default = "default_reminder_minutes")]
+    pub reminder_interval_minutes: u64,
+    /// How long the notifier waits for more notifications before sending, in
+    /// milliseconds, so a burst becomes one grouped delivery.
+    #[serde(default = "default_group_wait_ms")]
+    pub group_wait_ms: u64,
+    /// Thresholds of the host rules.
+    #[serde(default)]
+    pub rules: HostRules,
+    /// Where notifications are sent.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The rules about hosts and certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRules {
+    /// An agent is silent after this many of its sampling intervals without data.
+    #[serde(default = "default_silent_intervals")]
+    pub agent_silent_intervals: u32,
+    /// Disk use (all disks) above this percentage alerts.
+    #[serde(default = "default_full_percent")]
+    pub disk_percent: f64,
+    /// Memory use above this percentage alerts.
+    #[serde(default = "default_full_percent")]
+    pub memory_percent: f64,
+    /// CPU use above this percentage ...
+    #[serde(default = "default_cpu_percent")]
+    pub cpu_percent: f64,
+    /// ... in every sample for this many minutes alerts.
+    #[serde(default = "default_cpu_minutes")]
+    pub cpu_minutes: u32,
+    /// A checked site's certificate expiring within this many days alerts.
+    #[serde(default = "default_tls_days")]
+    pub tls_days: u32,
+}
+
+/// One webhook channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The channel's name, unique, as stored with its notifications.
+    pub name: String,
+    /// `http://` or `https://` address the notifications are POSTed to.
+    pub url: String,
+    /// `json` (fleetmon's own payload) or `slack` (an incoming-webhook `text`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Also tell when an alert resolves.
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Extra request headers (e.g. an `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The body of a webhook request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// `{"idempotency_key", "notifications": [...]}`.
+    #[default]
+    Json,
+    /// `{"text": ...}` for Slack-compatible incoming webhooks.
+    Slack,
+}
+
+fn default_evaluate_interval() -> u64 {
+    5
+}
+fn default_reminder_minutes() -> u64 {
+    60
+}
+fn default_group_wait_ms() -> u64 {
+    100
+}
+fn default_silent_intervals() -> u32 {
+    3
+}
+fn default_full_percent() -> f64 {
+    90.0
+}
+fn default_cpu_percent() -> f64 {
+    95.0
+}
+fn default_cpu_minutes() -> u32 {
+    5
+}
+fn default_tls_days() -> u32 {
+    14
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            evaluate_interval_seconds: default_evaluate_interval(),
+            reminder_interval_minutes: default_reminder_minutes(),
+            group_wait_ms: default_group_wait_ms(),
+            rules: HostRules::default(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl Default for HostRules {
+    fn default() -> Self {
+        HostRules {
+            agent_silent_intervals: default_silent_intervals(),
+            disk_percent: default_full_percent(),
+            memory_percent: default_full_percent(),
+            cpu_percent: default_cpu_percent(),
+            cpu_minutes: default_cpu_minutes(),
+            tls_days: default_tls_days(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The channels, as the alert store needs them.
+    pub fn channels(&self) -> crate::alert_store::Channels {
+        crate::alert_store::Channels {
+            all: self.webhooks.iter().map(|w| w.name.clone()).collect(),
+            on_resolve: self
+                .webhooks
+                .iter()
+                .filter(|w| w.send_resolved)
+                .map(|w| w.name.clone())
+                .collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.evaluate_interval_seconds == 0 {
+            return Err(ConfigError::field(
+                "alerts.evaluate_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.rules.agent_silent_intervals == 0 {
+            return Err(ConfigError::field(
+                "alerts.rules.agent_silent_intervals",
+                "must be at least 1",
+            ));
+        }
+        for (field, value) in [
+            ("disk_percent", self.rules.disk_percent),
+            ("memory_percent", self.rules.memory_percent),
+            ("cpu_percent", self.rules.cpu_percent),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                return Err(ConfigError::field(
+                    &format!("alerts.rules.{field}"),
+                    format!("{value} is not a percentage: use 0 to 100"),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, webhook) in self.webhooks.iter().enumerate() {
+            let field = |name: &str| format!("alerts.webhooks[{i}].{name}");
+            if webhook.name.trim().is_empty() {
+                return Err(ConfigError::field(
+                    &field("name"),
+                    "is empty: name the channel",
+                ));
+            }
+            if !names.insert(webhook.name.as_str()) {
+                return Err(ConfigError::field(
+                    &field("name"),
+                    format!(
+                        "`{}` is used by another webhook: names must be unique",
+                        webhook.name
+                    ),
+                ));
+            }
+            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+                return Err(ConfigError::field(
+                    &field("url"),
+                    format!("`{}` is not an http:// or https:// address", webhook.url),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -219,6 +421,7 @@ impl WriterConfig {
             kafka: KafkaConfig::default(),
             postgres: PostgresConfig::default(),
             batch: BatchConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 
@@ -274,6 +477,7 @@ impl WriterConfig {
                 "is empty: set a consumer group name",
             ));
         }
+        self.alerts.validate()?;
         for key in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
             if self.kafka.options.contains_key(key) {
                 return Err(ConfigError::field(

@@ -41,13 +41,13 @@ pub struct HistoryService {
     sink: Arc<PostgresSink>,
 }
 
-fn db_error(error: tokio_postgres::Error) -> Status {
+pub(crate) fn db_error(error: tokio_postgres::Error) -> Status {
     let error = describe(&error);
     tracing::warn!(%error, "history query failed");
     Status::unavailable(format!("database query failed: {error}"))
 }
 
-fn pool_error(error: deadpool_postgres::PoolError) -> Status {
+pub(crate) fn pool_error(error: deadpool_postgres::PoolError) -> Status {
     tracing::warn!(%error, "no database connection for a history query");
     Status::unavailable(format!("no database connection: {error}"))
 }

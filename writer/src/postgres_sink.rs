@@ -124,6 +124,18 @@ pub struct WriteStats {
     pub check_rows: u64,
     /// Rows of the batch that were already stored (or repeated within it).
     pub duplicates: u64,
+    /// Alerts the batch opened and resolved.
+    pub alerts: crate::alert_store::Transitions,
+}
+
+/// Alert evaluation with the rows: where notifications go, and whom to wake when
+/// a transition committed.
+#[derive(Debug, Default)]
+pub struct AlertHook {
+    /// The notification channels.
+    pub channels: crate::alert_store::Channels,
+    /// Woken after a commit that queued notifications.
+    pub committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The writer's PostgreSQL side.
@@ -133,6 +145,8 @@ pub struct PostgresSink {
     schema: String,
     /// Days whose partitions are known to exist (unix seconds of UTC midnight).
     known_days: Mutex<BTreeSet<i64>>,
+    /// Set when alerts are evaluated with every batch.
+    alerts: Option<AlertHook>,
 }
 
 /// The server's message for a database error (tokio-postgres only says "db error").
@@ -197,7 +211,16 @@ impl PostgresSink {
             pool,
             schema: config.schema.clone(),
             known_days: Mutex::default(),
+            alerts: None,
         })
+    }
+
+    /// Evaluates the check alert rules in every batch's transaction.
+    pub fn with_alerts(self, hook: AlertHook) -> Self {
+        PostgresSink {
+            alerts: Some(hook),
+            ..self
+        }
     }
 
     /// The pool, for queries (History service).
@@ -401,8 +424,17 @@ impl PostgresSink {
         if check_count > 0 {
             let inserted: i64 = tx.query_one(INSERT_SITE_CHECKS, &[]).await?.get(0);
             stats.check_rows = inserted as u64;
+            if let Some(hook) = &self.alerts {
+                stats.alerts =
+                    crate::alert_store::evaluate_check_results(&tx, &hook.channels).await?;
+            }
         }
         tx.commit().await?;
+        if let Some(hook) = &self.alerts
+            && stats.alerts != crate::alert_store::Transitions::default()
+        {
+            hook.committed.notify_one();
+        }
         stats.duplicates = batch.rows() as u64 - stats.host_rows - stats.check_rows;
         Ok(stats)
     }
@@ -470,6 +502,25 @@ async fn upsert_agents(
     let agent_versions = column(|s| s.agent_version.as_str());
     let first: Vec<SystemTime> = agents.values().map(|seen| seen.first).collect();
     let last: Vec<SystemTime> = agents.values().map(|seen| seen.latest.ts).collect();
+    let intervals: Vec<i32> = agents
+        .values()
+        .map(|seen| i32::try_from(seen.latest.sample.interval_seconds).unwrap_or(i32::MAX))
+        .collect();
+    let percent = |f: fn(&HostSample) -> (u64, u64)| -> Vec<Option<f64>> {
+        agents
+            .values()
+            .map(|seen| {
+                let (used, total) = f(&seen.latest.sample);
+                (total > 0).then(|| used as f64 * 100.0 / total as f64)
+            })
+            .collect()
+    };
+    let cpu: Vec<Option<f64>> = agents
+        .values()
+        .map(|seen| Some(seen.latest.sample.cpu_usage_percent))
+        .collect();
+    let memory = percent(|s| (s.memory_used_bytes, s.memory_total_bytes));
+    let disk = percent(|s| (s.disk_used_bytes, s.disk_total_bytes));
     tx.execute(
         UPSERT_AGENTS,
         &[
@@ -480,6 +531,10 @@ async fn upsert_agents(
             &agent_versions,
             &first,
             &last,
+            &intervals,
+            &cpu,
+            &memory,
+            &disk,
         ],
     )
     .await?;

@@ -14,21 +14,28 @@ use tonic::transport::Server;
 
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
+use fleetmon::pb::alerts_server::AlertsServer;
 use fleetmon::pb::history_server::HistoryServer;
 
+use crate::alerts_service::AlertsService;
 use crate::check_mirror;
 use crate::config::WriterConfig;
 use crate::history_service::HistoryService;
 use crate::kafka_source::{self, DeadLetters};
 use crate::metrics::WriterMetrics;
+use crate::notifier::Notifier;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::postgres_sink::{PostgresSink, SinkError};
+use crate::postgres_sink::{AlertHook, PostgresSink, SinkError};
+use crate::timed_rules;
 
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How long the writer waits at start for Kafka to create (or confirm) its dead-letter topic.
 pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gRPC services the writer serves (health and reflection name them).
+pub const SERVICES: &[&str] = &["fleetmon.v1.History", "fleetmon.v1.Alerts"];
 
 /// Why the writer could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,9 @@ pub enum WriterError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The webhook client could not be built.
+    #[error("{0}")]
+    Notifier(String),
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -85,7 +95,11 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningWriter, WriterError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
-    let sink = Arc::new(PostgresSink::new(&config.postgres)?);
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let sink = Arc::new(PostgresSink::new(&config.postgres)?.with_alerts(AlertHook {
+        channels: config.alerts.channels(),
+        committed: committed.clone(),
+    }));
     sink.migrate().await?;
     sink.maintain_partitions(
         config.postgres.retention_days,
@@ -113,6 +127,8 @@ pub async fn start(
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
     let checks_consumer = check_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
+    let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())
+        .map_err(WriterError::Notifier)?;
     let pipeline = Pipeline::new(
         &config.kafka,
         config.batch.clone(),
@@ -138,7 +154,7 @@ pub async fn start(
     let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());
     let health_task = fleetmon::grpc::watch_health(
         health_reporter,
-        &["fleetmon.v1.History"],
+        SERVICES,
         move || {
             let (sink, kafka) = (probe_sink.clone(), probe_kafka.clone());
             async move {
@@ -148,11 +164,14 @@ pub async fn start(
         },
         shutdown.clone(),
     );
-    let (reflection_v1, reflection_v1alpha) =
-        fleetmon::grpc::reflection_services(&["fleetmon.v1.History"]);
+    let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
     let router = Server::builder()
         .add_service(InterceptedService::new(
             HistoryServer::new(HistoryService::new(sink.clone())),
+            RequireRole(Role::Operator),
+        ))
+        .add_service(InterceptedService::new(
+            AlertsServer::new(AlertsService::new(sink.clone())),
             RequireRole(Role::Operator),
         ))
         .add_service(health)
@@ -161,6 +180,7 @@ pub async fn start(
     let incoming = fleetmon::tls::tls_incoming(listener, tls);
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, schema = %config.postgres.schema, "writer running");
 
+    let alerts = config.alerts.clone();
     let retention = config.postgres.retention_days;
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
@@ -169,6 +189,13 @@ pub async fn start(
             sink.clone(),
             shutdown.clone(),
         ));
+        let rules = tokio::spawn(timed_rules::run(
+            sink.clone(),
+            alerts,
+            committed,
+            shutdown.clone(),
+        ));
+        let notifications = tokio::spawn(notifier.run(shutdown.clone()));
         let maintenance = tokio::spawn(maintain(sink, retention, ahead, shutdown.clone()));
         let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
         let grpc_task = tokio::spawn(
@@ -178,6 +205,8 @@ pub async fn start(
         // A pipeline error stops everything else too.
         shutdown.cancel();
         let _ = maintenance.await;
+        let _ = rules.await;
+        let _ = notifications.await;
         let _ = mirror.await;
         let _ = metrics_task.await;
         let _ = health_task.await;

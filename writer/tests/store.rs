@@ -334,8 +334,8 @@ async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
         setup
             .scalar("SELECT count(*) FROM refinery_schema_history")
             .await,
-        2,
-        "V1 and V2, each once"
+        3,
+        "V1, V2 and V3, each once"
     );
 
     // A sample ten days ahead (no partition made in advance) and one from last week.

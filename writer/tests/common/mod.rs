@@ -51,6 +51,7 @@ impl Setup {
         config.kafka.host_samples_topic = unique_name("fleetmon-test-host");
         config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
         config.kafka.dead_letter_topic = unique_name("fleetmon-test-dlq");
+        config.kafka.checks_topic = unique_name("fleetmon-test-checks");
         config.postgres.url = schema.url().to_owned();
         config.postgres.schema = schema.name.clone();
         config.batch.linger_ms = 50;
@@ -68,6 +69,7 @@ impl Setup {
         ] {
             create_topic(&bootstrap, topic, 3).await;
         }
+        create_topic(&bootstrap, &config.kafka.checks_topic, 1).await;
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("enable.idempotence", "true")
@@ -116,6 +118,17 @@ impl Setup {
             .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
     }
 
+    /// Writes a central check definition to the checks topic, as the collector does.
+    pub async fn produce_definition(&self, definition: &fleetmon::pb::CheckDefinition) {
+        self.produce_raw(
+            &self.config.kafka.checks_topic,
+            &definition.id,
+            &definition.encode_to_vec(),
+            None,
+        )
+        .await;
+    }
+
     pub async fn produce_hosts(&self, samples: &[HostSample]) {
         for sample in samples {
             let topic = &self.config.kafka.host_samples_topic;
@@ -129,17 +142,25 @@ impl Setup {
         }
     }
 
+    /// Sends every check at once (in order within a partition) and waits for all.
     pub async fn produce_checks(&self, checks: &[SiteCheck]) {
-        for check in checks {
-            let topic = &self.config.kafka.site_checks_topic;
-            self.produce_raw(
-                topic,
-                &check.agent_id,
-                &check.encode_to_vec(),
-                Some(SITE_CHECK_CONTENT_TYPE),
-            )
-            .await;
-        }
+        let topic = &self.config.kafka.site_checks_topic;
+        let records: Vec<(String, Vec<u8>)> = checks
+            .iter()
+            .map(|check| {
+                // Keyed as the collector keys them: by check id, else by URL.
+                let key = if check.check_id.is_empty() {
+                    &check.url
+                } else {
+                    &check.check_id
+                };
+                (key.clone(), check.encode_to_vec())
+            })
+            .collect();
+        let sends = records
+            .iter()
+            .map(|(key, value)| self.produce_raw(topic, key, value, Some(SITE_CHECK_CONTENT_TYPE)));
+        futures::future::join_all(sends).await;
     }
 
     /// One scalar from the test schema.
@@ -231,6 +252,7 @@ pub fn host(agent: &str, seq: u64, ts: SystemTime) -> HostSample {
         }],
         process_count: 123,
         uptime_seconds: 86_400,
+        interval_seconds: 0,
     }
 }
 

@@ -1,0 +1,280 @@
+//! `fleetmon alerts` and `fleetmon silence`: the writer's `Alerts` service.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use fleetmon::pb::alerts_client::AlertsClient;
+use fleetmon::pb::{
+    Alert, CreateSilenceRequest, ExpireSilenceRequest, GetAlertRequest, ListAlertsRequest,
+    ListSilencesRequest, Silence,
+};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use super::table::{ago, render, rfc3339};
+use super::{Connection, parse_duration};
+
+/// `fleetmon silence …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SilenceCommand {
+    /// Hold back notifications of alerts about a check and/or an agent for a while.
+    Add {
+        #[command(flatten)]
+        connection: Connection,
+        /// Alerts about this check id.
+        #[arg(long = "check", default_value = "")]
+        check_id: String,
+        /// Alerts about this agent (its host, or it as a location).
+        #[arg(long = "agent", default_value = "")]
+        agent_id: String,
+        /// How long (90s, 15m, 1h, 7d).
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Duration,
+        /// Why, for whoever reads the list.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// The silences that have not ended.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// End a silence now.
+    Rm {
+        /// The silence id (from `fleetmon silence list`).
+        id: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+async fn client(conn: &Connection) -> anyhow::Result<AlertsClient<Channel>> {
+    Ok(AlertsClient::new(
+        fleetmon::tls::connect(&conn.writer, &conn.tls()).await?,
+    ))
+}
+
+fn alert_json(alert: &Alert) -> Value {
+    json!({
+        "id": alert.id,
+        "kind": alert.kind,
+        "subject": alert.subject,
+        "agent_id": alert.agent_id,
+        "cause": alert.cause,
+        "locations": alert.locations,
+        "opened_at": rfc3339(alert.opened_at),
+        "resolved_at": alert.resolved_at.map(|t| rfc3339(Some(t))),
+        "last_notified_at": alert.last_notified_at.map(|t| rfc3339(Some(t))),
+        "silenced": alert.silenced,
+    })
+}
+
+fn silence_json(silence: &Silence) -> Value {
+    json!({
+        "id": silence.id,
+        "check_id": silence.check_id,
+        "agent_id": silence.agent_id,
+        "reason": silence.reason,
+        "created_by": silence.created_by,
+        "created_at": rfc3339(silence.created_at),
+        "ends_at": rfc3339(silence.ends_at),
+    })
+}
+
+/// `fleetmon alerts [--open]`, or `fleetmon alerts show ID`.
+pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> anyhow::Result<()> {
+    let mut alerts = client(conn).await?;
+    if let Some(id) = show {
+        let response = alerts
+            .get_alert(GetAlertRequest { id })
+            .await
+            .with_context(|| format!("Alerts/GetAlert on {}", conn.writer))?
+            .into_inner();
+        let alert = response.alert.unwrap_or_default();
+        if conn.json {
+            let timeline: Vec<Value> = response
+                .timeline
+                .iter()
+                .map(|e| json!({"at": rfc3339(e.at), "event": e.event, "detail": e.detail, "locations": e.locations}))
+                .collect();
+            let notifications: Vec<Value> = response
+                .notifications
+                .iter()
+                .map(|n| json!({
+                    "channel": n.channel, "event": n.event, "delivery_key": n.delivery_key,
+                    "attempts": n.attempts, "delivered_at": n.delivered_at.map(|t| rfc3339(Some(t))),
+                    "silenced_by": (n.silenced_by != 0).then_some(n.silenced_by),
+                    "last_error": n.last_error,
+                }))
+                .collect();
+            let mut value = alert_json(&alert);
+            value["timeline"] = Value::from(timeline);
+            value["notifications"] = Value::from(notifications);
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            return Ok(());
+        }
+        println!(
+            "alert {} · {} {} · {}",
+            alert.id,
+            alert.kind,
+            alert.subject,
+            state(&alert)
+        );
+        println!("{}", alert.cause);
+        let rows: Vec<Vec<String>> = response
+            .timeline
+            .iter()
+            .map(|e| vec![rfc3339(e.at), e.event.clone(), e.detail.clone()])
+            .collect();
+        print!("{}", render(&["AT", "EVENT", "DETAIL"], &rows));
+        let rows: Vec<Vec<String>> = response
+            .notifications
+            .iter()
+            .map(|n| {
+                let outcome = if n.silenced_by != 0 {
+                    format!("silenced by {}", n.silenced_by)
+                } else if n.delivered_at.is_some() {
+                    format!("delivered {}", ago(n.delivered_at))
+                } else if n.last_error.is_empty() {
+                    "pending".to_owned()
+                } else {
+                    format!("retrying: {}", n.last_error)
+                };
+                vec![
+                    n.channel.clone(),
+                    n.event.clone(),
+                    n.attempts.to_string(),
+                    outcome,
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print!(
+                "{}",
+                render(&["CHANNEL", "EVENT", "ATTEMPTS", "OUTCOME"], &rows)
+            );
+        }
+        return Ok(());
+    }
+    let list = alerts
+        .list_alerts(ListAlertsRequest {
+            open_only: open,
+            limit: 0,
+        })
+        .await
+        .with_context(|| format!("Alerts/ListAlerts on {}", conn.writer))?
+        .into_inner()
+        .alerts;
+    if conn.json {
+        let values: Vec<Value> = list.iter().map(alert_json).collect();
+        println!("{}", serde_json::to_string_pretty(&values)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("{}", if open { "no open alerts" } else { "no alerts" });
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                state(a),
+                a.kind.clone(),
+                a.subject.clone(),
+                ago(a.opened_at),
+                a.cause.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["ID", "STATE", "KIND", "SUBJECT", "OPENED", "CAUSE"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn state(alert: &Alert) -> String {
+    match (alert.resolved_at.is_some(), alert.silenced) {
+        (true, _) => "resolved".to_owned(),
+        (false, true) => "open (silenced)".to_owned(),
+        (false, false) => "open".to_owned(),
+    }
+}
+
+/// `fleetmon silence add|list|rm`.
+pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
+    match command {
+        SilenceCommand::Add {
+            connection,
+            check_id,
+            agent_id,
+            duration,
+            reason,
+        } => {
+            let created = client(&connection)
+                .await?
+                .create_silence(CreateSilenceRequest {
+                    check_id,
+                    agent_id,
+                    reason,
+                    duration_seconds: duration.as_secs(),
+                })
+                .await
+                .with_context(|| format!("Alerts/CreateSilence on {}", connection.writer))?
+                .into_inner();
+            if connection.json {
+                println!("{}", serde_json::to_string_pretty(&silence_json(&created))?);
+            } else {
+                println!("silence {} until {}", created.id, rfc3339(created.ends_at));
+            }
+        }
+        SilenceCommand::List { connection } => {
+            let list = client(&connection)
+                .await?
+                .list_silences(ListSilencesRequest {})
+                .await
+                .with_context(|| format!("Alerts/ListSilences on {}", connection.writer))?
+                .into_inner()
+                .silences;
+            if connection.json {
+                let values: Vec<Value> = list.iter().map(silence_json).collect();
+                println!("{}", serde_json::to_string_pretty(&values)?);
+            } else if list.is_empty() {
+                println!("no silences");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            s.check_id.clone(),
+                            s.agent_id.clone(),
+                            rfc3339(s.ends_at),
+                            s.created_by.clone(),
+                            s.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    render(&["ID", "CHECK", "AGENT", "ENDS", "BY", "REASON"], &rows)
+                );
+            }
+        }
+        SilenceCommand::Rm { id, connection } => {
+            let ended = client(&connection)
+                .await?
+                .expire_silence(ExpireSilenceRequest { id })
+                .await
+                .with_context(|| format!("Alerts/ExpireSilence on {}", connection.writer))?
+                .into_inner();
+            println!("silence {} ended", ended.id);
+        }
+    }
+    Ok(())
+}

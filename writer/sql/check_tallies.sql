@@ -1,0 +1,18 @@
+-- Per check of $1: the locations reporting it (newest run within three intervals,
+-- at least 10 s) and the DOWN ones among them, with their errors. A location under
+-- an open location_unreachable alert does not vote: its failures are its own.
+SELECT s.check_id,
+       count(*) AS reporting,
+       count(*) FILTER (WHERE s.down) AS down,
+       coalesce(array_agg(s.agent_id ORDER BY s.agent_id) FILTER (WHERE s.down), '{}') AS down_at,
+       coalesce(string_agg(s.agent_id || ': ' || s.last_error, '; ' ORDER BY s.agent_id)
+                FILTER (WHERE s.down), '') AS errors
+FROM check_state s
+LEFT JOIN checks c USING (check_id)
+WHERE s.check_id = ANY($1)
+  AND s.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60), 10))
+  AND NOT EXISTS (
+      SELECT 1 FROM alerts l
+      WHERE l.kind = 'location_unreachable' AND l.subject = s.agent_id AND l.resolved_at IS NULL
+  )
+GROUP BY s.check_id

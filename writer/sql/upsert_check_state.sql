@@ -1,0 +1,18 @@
+-- The check states a batch moved, one row per check and location.
+INSERT INTO check_state AS s (
+    check_id, agent_id, down, consecutive_failures, consecutive_successes, last_ts,
+    last_failure, last_error, tls_cert_not_after, changed_at
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::boolean[], $4::integer[], $5::integer[], $6::timestamptz[],
+    $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]
+)
+ON CONFLICT (check_id, agent_id) DO UPDATE SET
+    down                  = EXCLUDED.down,
+    consecutive_failures  = EXCLUDED.consecutive_failures,
+    consecutive_successes = EXCLUDED.consecutive_successes,
+    last_ts               = EXCLUDED.last_ts,
+    last_failure          = EXCLUDED.last_failure,
+    last_error            = EXCLUDED.last_error,
+    tls_cert_not_after    = EXCLUDED.tls_cert_not_after,
+    changed_at            = EXCLUDED.changed_at

@@ -1,0 +1,467 @@
+//! Alert state in PostgreSQL, changed inside the caller's transaction: the rows
+//! stored by a batch move `check_state`, and the verdicts that move open or resolve
+//! `alerts`, with an `alert_events` line and one `notifications` row per channel (the
+//! outbox). Committed with the rows that caused them, before the Kafka offsets are
+//! stored, so every transition happens exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use fleetmon::pb::CheckDefinition;
+use prost::Message as _;
+use tokio_postgres::Transaction;
+
+use crate::alert_rules::{CheckRun, LocationState, LocationTally, Tally, Thresholds};
+use crate::postgres_sink::SinkError;
+
+const CHECK_TALLIES: &str = include_str!("../sql/check_tallies.sql");
+const LOCATION_TALLIES: &str = include_str!("../sql/location_tallies.sql");
+const UPSERT_CHECK_STATE: &str = include_str!("../sql/upsert_check_state.sql");
+
+/// The kinds of alert, as stored in `alerts.kind`.
+pub mod kind {
+    /// A quorum of a check's locations call it DOWN.
+    pub const CHECK_DOWN: &str = "check_down";
+    /// One location fails checks that pass elsewhere.
+    pub const LOCATION_UNREACHABLE: &str = "location_unreachable";
+    /// No sample from an agent for three of its intervals.
+    pub const AGENT_SILENT: &str = "agent_silent";
+    /// A host's disks are nearly full.
+    pub const DISK_FULL: &str = "disk_full";
+    /// A host's memory is nearly used up.
+    pub const MEMORY_FULL: &str = "memory_full";
+    /// A host's CPU has been busy for minutes.
+    pub const CPU_BUSY: &str = "cpu_busy";
+    /// A checked site's certificate expires soon.
+    pub const TLS_EXPIRING: &str = "tls_expiring";
+}
+
+/// Where notifications go: every channel's name, and those that want resolutions.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    /// Every channel.
+    pub all: Vec<String>,
+    /// Channels told when an alert resolves.
+    pub on_resolve: Vec<String>,
+}
+
+/// An alert that should be open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// One of [`kind`].
+    pub kind: &'static str,
+    /// The check id or agent id.
+    pub subject: String,
+    /// The agent the alert is about, or empty.
+    pub agent_id: String,
+    /// Why, in words.
+    pub cause: String,
+    /// The locations involved.
+    pub locations: Vec<String>,
+}
+
+/// Transitions made by one call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transitions {
+    /// Alerts opened.
+    pub opened: u64,
+    /// Alerts resolved.
+    pub resolved: u64,
+}
+
+impl std::ops::AddAssign for Transitions {
+    fn add_assign(&mut self, other: Self) {
+        self.opened += other.opened;
+        self.resolved += other.resolved;
+    }
+}
+
+/// Adds an event line to an alert and, for each of `channels`, a notification.
+pub async fn record(
+    tx: &Transaction<'_>,
+    alert_id: i64,
+    event: &str,
+    detail: &str,
+    locations: &[String],
+    channels: &[String],
+) -> Result<(), SinkError> {
+    tx.execute(
+        "INSERT INTO alert_events (alert_id, event, detail, locations) VALUES ($1, $2, $3, $4)",
+        &[&alert_id, &event, &detail, &locations],
+    )
+    .await?;
+    if !channels.is_empty() {
+        tx.execute(
+            "INSERT INTO notifications (alert_id, channel, event) SELECT $1, unnest($2::text[]), $3",
+            &[&alert_id, &channels, &event],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Opens `candidate` unless an alert of its kind and subject is open; if one is and
+/// its locations or cause differ, updates them (an event, no notification). True
+/// when opened.
+pub async fn open(
+    tx: &Transaction<'_>,
+    candidate: &Candidate,
+    channels: &Channels,
+) -> Result<bool, SinkError> {
+    let opened = tx
+        .query_opt(
+            "INSERT INTO alerts (kind, subject, agent_id, cause, locations) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO NOTHING RETURNING alert_id",
+            &[
+                &candidate.kind,
+                &candidate.subject,
+                &candidate.agent_id,
+                &candidate.cause,
+                &candidate.locations,
+            ],
+        )
+        .await?;
+    if let Some(row) = opened {
+        let id: i64 = row.get(0);
+        record(
+            tx,
+            id,
+            "opened",
+            &candidate.cause,
+            &candidate.locations,
+            &channels.all,
+        )
+        .await?;
+        tracing::info!(alert_id = id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
+        return Ok(true);
+    }
+    let changed = tx
+        .query_opt(
+            "UPDATE alerts SET locations = $3, cause = $4 \
+             WHERE kind = $1 AND subject = $2 AND resolved_at IS NULL \
+               AND (locations <> $3 OR cause <> $4) \
+             RETURNING alert_id",
+            &[
+                &candidate.kind,
+                &candidate.subject,
+                &candidate.locations,
+                &candidate.cause,
+            ],
+        )
+        .await?;
+    if let Some(row) = changed {
+        record(
+            tx,
+            row.get(0),
+            "updated",
+            &candidate.cause,
+            &candidate.locations,
+            &[],
+        )
+        .await?;
+    }
+    Ok(false)
+}
+
+/// Resolves the open alert of `kind` and `subject`, if any. True when resolved.
+pub async fn resolve(
+    tx: &Transaction<'_>,
+    kind: &str,
+    subject: &str,
+    detail: &str,
+    channels: &Channels,
+) -> Result<bool, SinkError> {
+    let resolved = tx
+        .query_opt(
+            "UPDATE alerts SET resolved_at = clock_timestamp() \
+             WHERE kind = $1 AND subject = $2 AND resolved_at IS NULL RETURNING alert_id",
+            &[&kind, &subject],
+        )
+        .await?;
+    let Some(row) = resolved else {
+        return Ok(false);
+    };
+    let id: i64 = row.get(0);
+    record(tx, id, "resolved", detail, &[], &channels.on_resolve).await?;
+    tracing::info!(alert_id = id, kind, subject, "alert resolved");
+    Ok(true)
+}
+
+/// Makes the open alerts of `kind` exactly `candidates`: opens the missing ones and
+/// resolves the others.
+pub async fn reconcile(
+    tx: &Transaction<'_>,
+    kind: &'static str,
+    candidates: &[Candidate],
+    channels: &Channels,
+) -> Result<Transitions, SinkError> {
+    let open_now: Vec<String> = tx
+        .query(
+            "SELECT subject FROM alerts WHERE kind = $1 AND resolved_at IS NULL",
+            &[&kind],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let wanted: BTreeSet<&str> = candidates.iter().map(|c| c.subject.as_str()).collect();
+    let mut transitions = Transitions::default();
+    for candidate in candidates {
+        if open(tx, candidate, channels).await? {
+            transitions.opened += 1;
+        }
+    }
+    for subject in open_now.iter().filter(|s| !wanted.contains(s.as_str())) {
+        if resolve(tx, kind, subject, "the condition no longer holds", channels).await? {
+            transitions.resolved += 1;
+        }
+    }
+    Ok(transitions)
+}
+
+fn thresholds_of(rows: &[tokio_postgres::Row]) -> BTreeMap<String, Thresholds> {
+    rows.iter()
+        .map(|row| {
+            let definition = CheckDefinition::decode(row.get::<_, &[u8]>(1)).ok();
+            (row.get(0), Thresholds::of(definition.as_ref()))
+        })
+        .collect()
+}
+
+/// Moves the check states with the central-check rows this transaction inserted
+/// (`staging_check_results`), then re-decides the locations and checks whose states
+/// flipped.
+pub async fn evaluate_check_results(
+    tx: &Transaction<'_>,
+    channels: &Channels,
+) -> Result<Transitions, SinkError> {
+    let results = tx
+        .query(
+            "SELECT check_id, agent_id, ts, ok, failure, error_message, tls_cert_not_after \
+             FROM staging_check_results ORDER BY check_id, agent_id, ts",
+            &[],
+        )
+        .await?;
+    if results.is_empty() {
+        return Ok(Transitions::default());
+    }
+    let check_ids: Vec<String> = results
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ids: Vec<&str> = check_ids.iter().map(String::as_str).collect();
+    let thresholds = load_thresholds(tx, &ids).await?;
+    let pairs: BTreeSet<(String, String)> = results.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
+    let mut states: BTreeMap<(String, String), LocationState> = tx
+        .query(
+            "SELECT s.check_id, s.agent_id, s.down, s.consecutive_failures, s.consecutive_successes, \
+                    s.last_ts, s.last_failure, s.last_error, s.tls_cert_not_after, s.changed_at \
+             FROM check_state s JOIN unnest($1::text[], $2::text[]) AS k(check_id, agent_id) \
+                  USING (check_id, agent_id) \
+             ORDER BY s.check_id, s.agent_id FOR UPDATE OF s",
+            &[&pair_checks, &pair_agents],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let state = LocationState {
+                down: row.get(2),
+                consecutive_failures: row.get::<_, i32>(3).max(0) as u32,
+                consecutive_successes: row.get::<_, i32>(4).max(0) as u32,
+                last_ts: row.get(5),
+                last_failure: row.get(6),
+                last_error: row.get(7),
+                tls_cert_not_after: row.get(8),
+                changed_at: row.get(9),
+            };
+            ((row.get(0), row.get(1)), state)
+        })
+        .collect();
+
+    let mut flipped_checks = BTreeSet::new();
+    let mut flipped_agents = BTreeSet::new();
+    for row in &results {
+        let key: (String, String) = (row.get(0), row.get(1));
+        let run = CheckRun {
+            ts: row.get(2),
+            ok: row.get(3),
+            failure: row.get(4),
+            error_message: row.get(5),
+            tls_cert_not_after: row.get(6),
+        };
+        let rule = thresholds.get(&key.0).copied().unwrap_or_default();
+        let state = states
+            .entry(key.clone())
+            .or_insert_with(|| LocationState::new(run.ts));
+        if state.apply(&run, rule) {
+            flipped_checks.insert(key.0.clone());
+            flipped_agents.insert(key.1);
+        }
+    }
+    store_states(tx, &states).await?;
+    if flipped_checks.is_empty() {
+        return Ok(Transitions::default());
+    }
+
+    let mut transitions = Transitions::default();
+    let agents: Vec<&str> = flipped_agents.iter().map(String::as_str).collect();
+    for row in tx.query(LOCATION_TALLIES, &[&agents]).await? {
+        let agent: String = row.get(0);
+        let tally = LocationTally {
+            checks: row.get(1),
+            down: row.get(2),
+            down_but_up_elsewhere: row.get(3),
+        };
+        let down_checks: Vec<String> = row.get(4);
+        let changed = if tally.is_unreachable() {
+            let candidate = Candidate {
+                kind: kind::LOCATION_UNREACHABLE,
+                subject: agent.clone(),
+                agent_id: agent.clone(),
+                cause: format!(
+                    "location {agent} cannot reach its targets: {} of its {} checks fail there and pass elsewhere ({})",
+                    tally.down,
+                    tally.checks,
+                    down_checks.join(", ")
+                ),
+                locations: vec![agent.clone()],
+            };
+            let opened = open(tx, &candidate, channels).await?;
+            transitions.opened += u64::from(opened);
+            opened
+        } else {
+            let resolved = resolve(
+                tx,
+                kind::LOCATION_UNREACHABLE,
+                &agent,
+                "its checks pass again, or fail elsewhere too",
+                channels,
+            )
+            .await?;
+            transitions.resolved += u64::from(resolved);
+            resolved
+        };
+        if changed {
+            // The location's votes on its other checks count again, or no longer.
+            flipped_checks.extend(down_checks);
+        }
+    }
+
+    transitions += decide_checks(tx, &flipped_checks, channels).await?;
+    Ok(transitions)
+}
+
+async fn load_thresholds(
+    tx: &Transaction<'_>,
+    checks: &[&str],
+) -> Result<BTreeMap<String, Thresholds>, SinkError> {
+    Ok(thresholds_of(
+        &tx.query(
+            "SELECT check_id, definition FROM checks WHERE check_id = ANY($1)",
+            &[&checks],
+        )
+        .await?,
+    ))
+}
+
+/// Opens or resolves the `check_down` alert of each of `checks` from how its
+/// locations stand now.
+pub async fn decide_checks(
+    tx: &Transaction<'_>,
+    checks: &BTreeSet<String>,
+    channels: &Channels,
+) -> Result<Transitions, SinkError> {
+    let ids: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let thresholds = load_thresholds(tx, &ids).await?;
+    let tallies: BTreeMap<String, (Tally, Vec<String>, String)> = tx
+        .query(CHECK_TALLIES, &[&ids])
+        .await?
+        .iter()
+        .map(|row| {
+            let tally = Tally {
+                reporting: row.get::<_, i64>(1) as usize,
+                down: row.get::<_, i64>(2) as usize,
+            };
+            (row.get(0), (tally, row.get(3), row.get(4)))
+        })
+        .collect();
+    let mut transitions = Transitions::default();
+    for check in checks {
+        let rule = thresholds.get(check).copied().unwrap_or_default();
+        let (tally, down_at, errors) = tallies.get(check).cloned().unwrap_or((
+            Tally {
+                reporting: 0,
+                down: 0,
+            },
+            Vec::new(),
+            String::new(),
+        ));
+        let quorum = rule.quorum_of(tally.reporting);
+        if tally.is_down(rule) {
+            let candidate = Candidate {
+                kind: kind::CHECK_DOWN,
+                subject: check.clone(),
+                agent_id: String::new(),
+                cause: format!(
+                    "check {check} is down at {} of {} locations (quorum {quorum}): {errors}",
+                    tally.down, tally.reporting
+                ),
+                locations: down_at,
+            };
+            transitions.opened += u64::from(open(tx, &candidate, channels).await?);
+        } else {
+            let detail = format!(
+                "check {check} is down at {} of {} locations, below the quorum of {quorum}",
+                tally.down, tally.reporting
+            );
+            let resolved = resolve(tx, kind::CHECK_DOWN, check, &detail, channels).await?;
+            transitions.resolved += u64::from(resolved);
+        }
+    }
+    Ok(transitions)
+}
+
+async fn store_states(
+    tx: &Transaction<'_>,
+    states: &BTreeMap<(String, String), LocationState>,
+) -> Result<(), SinkError> {
+    let count = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let checks: Vec<&str> = states.keys().map(|(c, _)| c.as_str()).collect();
+    let agents: Vec<&str> = states.keys().map(|(_, a)| a.as_str()).collect();
+    let down: Vec<bool> = states.values().map(|s| s.down).collect();
+    let failures: Vec<i32> = states
+        .values()
+        .map(|s| count(s.consecutive_failures))
+        .collect();
+    let successes: Vec<i32> = states
+        .values()
+        .map(|s| count(s.consecutive_successes))
+        .collect();
+    let last_ts: Vec<SystemTime> = states.values().map(|s| s.last_ts).collect();
+    let last_failure: Vec<Option<&str>> =
+        states.values().map(|s| s.last_failure.as_deref()).collect();
+    let last_error: Vec<&str> = states.values().map(|s| s.last_error.as_str()).collect();
+    let tls: Vec<Option<SystemTime>> = states.values().map(|s| s.tls_cert_not_after).collect();
+    let changed: Vec<SystemTime> = states.values().map(|s| s.changed_at).collect();
+    tx.execute(
+        UPSERT_CHECK_STATE,
+        &[
+            &checks,
+            &agents,
+            &down,
+            &failures,
+            &successes,
+            &last_ts,
+            &last_failure,
+            &last_error,
+            &tls,
+            &changed,
+        ],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The `Alerts` gRPC service: operators read alerts and their timelines, and manage
+//! silences. Alerts themselves change only where rows are written.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tonic::{Request, Response, Status};
+
+use fleetmon::pb::alerts_server::Alerts;
+use fleetmon::pb::{
+    Alert, AlertEvent, CreateSilenceRequest, ExpireSilenceRequest, GetAlertRequest,
+    GetAlertResponse, ListAlertsRequest, ListAlertsResponse, ListSilencesRequest,
+    ListSilencesResponse, Notification, Silence,
+};
+
+use crate::history_service::{db_error, pool_error};
+use crate::postgres_sink::PostgresSink;
+
+/// Alerts `ListAlerts` returns when the request names no limit.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Most alerts `ListAlerts` returns.
+pub const MAX_LIMIT: u32 = 1000;
+/// Longest silence.
+pub const MAX_SILENCE: Duration = Duration::from_secs(31 * 24 * 3600);
+
+const ALERT_COLUMNS: &str = "a.alert_id, a.kind, a.subject, a.agent_id, a.cause, a.locations, \
+     a.opened_at, a.resolved_at, a.last_notified_at, \
+     EXISTS (SELECT 1 FROM silences s WHERE s.ends_at > now() \
+             AND (s.check_id = '' OR (a.agent_id = '' AND s.check_id = a.subject)) \
+             AND (s.agent_id = '' OR s.agent_id = a.agent_id))";
+const SILENCE_COLUMNS: &str =
+    "silence_id, check_id, agent_id, reason, created_by, created_at, ends_at";
+
+/// The service over the writer's pool.
+#[derive(Debug, Clone)]
+pub struct AlertsService {
+    sink: Arc<PostgresSink>,
+}
+
+impl AlertsService {
+    /// Serves from `sink`'s pool.
+    pub fn new(sink: Arc<PostgresSink>) -> Self {
+        AlertsService { sink }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
+        self.sink.pool().get().await.map_err(pool_error)
+    }
+}
+
+fn timestamp(t: Option<SystemTime>) -> Option<prost_types::Timestamp> {
+    t.map(prost_types::Timestamp::from)
+}
+
+fn id(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+fn alert(row: &tokio_postgres::Row) -> Alert {
+    Alert {
+        id: id(row.get(0)),
+        kind: row.get(1),
+        subject: row.get(2),
+        agent_id: row.get(3),
+        cause: row.get(4),
+        locations: row.get(5),
+        opened_at: timestamp(Some(row.get(6))),
+        resolved_at: timestamp(row.get(7)),
+        last_notified_at: timestamp(row.get(8)),
+        silenced: row.get(9),
+    }
+}
+
+fn silence(row: &tokio_postgres::Row) -> Silence {
+    Silence {
+        id: id(row.get(0)),
+        check_id: row.get(1),
+        agent_id: row.get(2),
+        reason: row.get(3),
+        created_by: row.get(4),
+        created_at: timestamp(Some(row.get(5))),
+        ends_at: timestamp(Some(row.get(6))),
+    }
+}
+
+fn db_id(value: u64, what: &str) -> Result<i64, Status> {
+    i64::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive id")))
+}
+
+#[tonic::async_trait]
+impl Alerts for AlertsService {
+    async fn list_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_LIMIT,
+            n if n > MAX_LIMIT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is above {MAX_LIMIT}"
+                )));
+            }
+            n => n,
+        };
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE NOT $1 OR a.resolved_at IS NULL \
+             ORDER BY a.opened_at DESC, a.alert_id DESC LIMIT $2"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&request.open_only, &i64::from(limit)])
+            .await
+            .map_err(db_error)?;
+        Ok(Response::new(ListAlertsResponse {
+            alerts: rows.iter().map(alert).collect(),
+        }))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<GetAlertRequest>,
+    ) -> Result<Response<GetAlertResponse>, Status> {
+        let alert_id = db_id(request.into_inner().id, "id")?;
+        let client = self.client().await?;
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.alert_id = $1");
+        let Some(row) = client
+            .query_opt(&sql, &[&alert_id])
+            .await
+            .map_err(db_error)?
+        else {
+            return Err(Status::not_found(format!("no alert {alert_id}")));
+        };
+        let timeline = client
+            .query(
+                "SELECT at, event, detail, locations FROM alert_events WHERE alert_id = $1 ORDER BY at",
+                &[&alert_id],
+            )
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| AlertEvent {
+                at: timestamp(Some(row.get(0))),
+                event: row.get(1),
+                detail: row.get(2),
+                locations: row.get(3),
+            })
+            .collect();
+        let notifications = client
+            .query(
+                "SELECT channel, event, created_at, coalesce(delivery_key, ''), attempts, \
+                        delivered_at, coalesce(silenced_by, 0), last_error \
+                 FROM notifications WHERE alert_id = $1 ORDER BY notification_id",
+                &[&alert_id],
+            )
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| Notification {
+                channel: row.get(0),
+                event: row.get(1),
+                created_at: timestamp(Some(row.get(2))),
+                delivery_key: row.get(3),
+                attempts: u32::try_from(row.get::<_, i32>(4)).unwrap_or_default(),
+                delivered_at: timestamp(row.get(5)),
+                silenced_by: id(row.get(6)),
+                last_error: row.get(7),
+            })
+            .collect();
+        Ok(Response::new(GetAlertResponse {
+            alert: Some(alert(&row)),
+            timeline,
+            notifications,
+        }))
+    }
+
+    async fn create_silence(
+        &self,
+        request: Request<CreateSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        let operator = fleetmon::identity::peer_identity(&request)?.name;
+        let request = request.into_inner();
+        let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
+        if check_id.is_empty() && agent_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "check_id or agent_id is required: a silence must match something",
+            ));
+        }
+        if request.duration_seconds == 0 || request.duration_seconds > MAX_SILENCE.as_secs() {
+            return Err(Status::invalid_argument(format!(
+                "duration_seconds must be from 1 to {} (31 days)",
+                MAX_SILENCE.as_secs()
+            )));
+        }
+        let client = self.client().await?;
+        if !check_id.is_empty() {
+            let known = client
+                .query_opt(
+                    "SELECT 1 FROM checks WHERE check_id = $1 AND deleted_at IS NULL",
+                    &[&check_id],
+                )
+                .await
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Err(Status::not_found(format!(
+                    "check_id: no check `{check_id}` (see `fleetmon checks list`)"
+                )));
+            }
+        }
+        if !agent_id.is_empty() {
+            let known = client
+                .query_opt("SELECT 1 FROM agents WHERE agent_id = $1", &[&agent_id])
+                .await
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Err(Status::not_found(format!(
+                    "agent_id: no agent `{agent_id}` has sent data"
+                )));
+            }
+        }
+        let sql = format!(
+            "INSERT INTO silences (check_id, agent_id, reason, created_by, ends_at) \
+             VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5)) \
+             RETURNING {SILENCE_COLUMNS}"
+        );
+        let seconds = request.duration_seconds as f64;
+        let row = client
+            .query_one(
+                &sql,
+                &[&check_id, &agent_id, &request.reason, &operator, &seconds],
+            )
+            .await
+            .map_err(db_error)?;
+        tracing::info!(%operator, check_id, agent_id, seconds, "silence created");
+        Ok(Response::new(silence(&row)))
+    }
+
+    async fn list_silences(
+        &self,
+        _request: Request<ListSilencesRequest>,
+    ) -> Result<Response<ListSilencesResponse>, Status> {
+        let sql = format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends_at > clock_timestamp() ORDER BY silence_id"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[])
+            .await
+            .map_err(db_error)?;
+        Ok(Response::new(ListSilencesResponse {
+            silences: rows.iter().map(silence).collect(),
+        }))
+    }
+
+    async fn expire_silence(
+        &self,
+        request: Request<ExpireSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        let silence_id = db_id(request.into_inner().id, "id")?;
+        let sql = format!(
+            "UPDATE silences SET ends_at = least(ends_at, clock_timestamp()) WHERE silence_id = $1 \
+             RETURNING {SILENCE_COLUMNS}"
+        );
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&silence_id])
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Status::not_found(format!("no silence {silence_id}")))?;
+        Ok(Response::new(silence(&row)))
+    }
+}

@@ -1,0 +1,352 @@
+//! Delivers the notification outbox to webhooks, at least once.
+//!
+//! Per channel: pending rows are taken under `FOR UPDATE SKIP LOCKED` (so writers
+//! share the work), grouped into one delivery whose key is stored with them and
+//! leased for [`LEASE`]; the delivery is POSTed with that key as `Idempotency-Key`,
+//! then marked delivered, or retried with backoff. A writer that dies mid-delivery
+//! leaves the rows keyed and leased: whoever takes them after the lease sends the
+//! same key again. Rows of alerts under an active silence are marked delivered
+//! without a request, naming the silence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AlertsConfig, WebhookConfig, WebhookFormat};
+use crate::postgres_sink::SinkError;
+
+/// How long one webhook request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a delivery in progress is left alone by other writers.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// Longest wait between two attempts at a failing delivery.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Most notifications in one delivery.
+pub const MAX_GROUP: i64 = 500;
+/// How often the outbox is read when nothing woke the notifier (rows written by
+/// other writers, retries coming due).
+const POLL: Duration = Duration::from_secs(1);
+/// Lines of a Slack message before "… and N more".
+const SLACK_LINES: usize = 20;
+
+/// The outbox's deliverer.
+#[derive(Debug)]
+pub struct Notifier {
+    pool: Pool,
+    webhooks: Vec<WebhookConfig>,
+    group_wait: Duration,
+    http: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+/// One delivery: its key and the notifications in it.
+struct Delivery {
+    key: String,
+    ids: Vec<i64>,
+    attempts: i32,
+}
+
+impl Notifier {
+    /// A notifier for `config.webhooks`, woken by `wake` when rows are committed.
+    pub fn new(pool: Pool, config: &AlertsConfig, wake: Arc<Notify>) -> Result<Self, String> {
+        fleetmon::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("fleetmon-writer/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+        Ok(Notifier {
+            pool,
+            webhooks: config.webhooks.clone(),
+            group_wait: Duration::from_millis(config.group_wait_ms),
+            http,
+            wake,
+        })
+    }
+
+    /// Delivers until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.webhooks.is_empty() {
+            return;
+        }
+        loop {
+            let mut busy = false;
+            for webhook in &self.webhooks {
+                match self.deliver_next(webhook).await {
+                    Ok(delivered) => busy |= delivered,
+                    Err(error) => {
+                        tracing::warn!(channel = %webhook.name, %error, "notification delivery failed");
+                    }
+                }
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {
+                    // Whatever else commits meanwhile goes out in the same delivery.
+                    tokio::select! {
+                        () = tokio::time::sleep(self.group_wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                () = tokio::time::sleep(POLL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Takes, sends and settles one delivery of `webhook`; false when nothing was due.
+    async fn deliver_next(&self, webhook: &WebhookConfig) -> Result<bool, SinkError> {
+        let Some(delivery) = self.claim(webhook).await? else {
+            return Ok(false);
+        };
+        if delivery.ids.is_empty() {
+            // Everything claimed was silenced.
+            return Ok(true);
+        }
+        let body = self.body(webhook, &delivery).await?;
+        let client = self.pool.get().await?;
+        match self.send(webhook, &delivery.key, &body).await {
+            Ok(()) => {
+                client
+                    .execute(
+                        "UPDATE notifications SET delivered_at = clock_timestamp(), last_error = '' \
+                         WHERE notification_id = ANY($1)",
+                        &[&delivery.ids],
+                    )
+                    .await?;
+                client
+                    .execute(
+                        "UPDATE alerts SET last_notified_at = clock_timestamp() WHERE alert_id IN \
+                         (SELECT alert_id FROM notifications WHERE notification_id = ANY($1))",
+                        &[&delivery.ids],
+                    )
+                    .await?;
+                tracing::info!(channel = %webhook.name, key = %delivery.key, notifications = delivery.ids.len(), "notifications delivered");
+            }
+            Err(error) => {
+                let backoff = backoff(delivery.attempts);
+                client
+                    .execute(
+                        "UPDATE notifications SET last_error = $2, \
+                         next_attempt_at = clock_timestamp() + make_interval(secs => $3) \
+                         WHERE notification_id = ANY($1)",
+                        &[&delivery.ids, &error, &backoff.as_secs_f64()],
+                    )
+                    .await?;
+                tracing::warn!(channel = %webhook.name, key = %delivery.key, %error, retry_in = ?backoff, "webhook delivery failed");
+            }
+        }
+        Ok(true)
+    }
+
+    /// In one transaction: the next due delivery of `webhook` (a keyed one being
+    /// retried, else the pending rows grouped under a new key), silenced rows settled,
+    /// the rest leased.
+    async fn claim(&self, webhook: &WebhookConfig) -> Result<Option<Delivery>, SinkError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let due = tx
+            .query(
+                "SELECT notification_id, delivery_key, attempts FROM notifications \
+                 WHERE channel = $1 AND delivered_at IS NULL AND next_attempt_at <= clock_timestamp() \
+                 ORDER BY notification_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&webhook.name, &MAX_GROUP],
+            )
+            .await?;
+        let Some(first) = due.first() else {
+            return Ok(None);
+        };
+        let key: Option<String> = first.get(1);
+        let (key, ids, attempts) = match key {
+            // A delivery begun before: the same rows, the same key.
+            Some(key) => {
+                let ids = due
+                    .iter()
+                    .filter(|row| row.get::<_, Option<&str>>(1) == Some(key.as_str()))
+                    .map(|row| row.get::<_, i64>(0))
+                    .collect::<Vec<_>>();
+                (key, ids, first.get::<_, i32>(2))
+            }
+            None => {
+                let ids: Vec<i64> = due
+                    .iter()
+                    .filter(|row| row.get::<_, Option<&str>>(1).is_none())
+                    .map(|row| row.get(0))
+                    .collect();
+                let key = format!("fleetmon-{}-{}", webhook.name, ids[0]);
+                (key, ids, 0)
+            }
+        };
+        let silenced: Vec<(i64, i64)> = tx
+            .query(
+                "SELECT DISTINCT ON (n.notification_id) n.notification_id, s.silence_id \
+                 FROM notifications n JOIN alerts a USING (alert_id) \
+                 JOIN silences s ON s.ends_at > clock_timestamp() \
+                      AND (s.check_id = '' OR (a.agent_id = '' AND s.check_id = a.subject)) \
+                      AND (s.agent_id = '' OR s.agent_id = a.agent_id) \
+                 WHERE n.notification_id = ANY($1) ORDER BY n.notification_id, s.silence_id",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        for (id, silence) in &silenced {
+            tx.execute(
+                "UPDATE notifications SET delivered_at = clock_timestamp(), silenced_by = $2, \
+                 delivery_key = $3 WHERE notification_id = $1",
+                &[id, silence, &key],
+            )
+            .await?;
+        }
+        let ids: Vec<i64> = ids
+            .into_iter()
+            .filter(|id| !silenced.iter().any(|(s, _)| s == id))
+            .collect();
+        tx.execute(
+            "UPDATE notifications SET delivery_key = $2, attempts = attempts + 1, \
+             next_attempt_at = clock_timestamp() + make_interval(secs => $3) \
+             WHERE notification_id = ANY($1)",
+            &[&ids, &key, &LEASE.as_secs_f64()],
+        )
+        .await?;
+        tx.commit().await?;
+        if !silenced.is_empty() {
+            tracing::info!(channel = %webhook.name, notifications = silenced.len(), "notifications held back by silences");
+        }
+        Ok(Some(Delivery {
+            key,
+            ids,
+            attempts: attempts + 1,
+        }))
+    }
+
+    /// The request body of `delivery` in the channel's format.
+    async fn body(
+        &self,
+        webhook: &WebhookConfig,
+        delivery: &Delivery,
+    ) -> Result<serde_json::Value, SinkError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT jsonb_build_object( \
+                    'notification_id', n.notification_id, 'event', n.event, \
+                    'alert', jsonb_build_object('id', a.alert_id, 'kind', a.kind, \
+                        'subject', a.subject, 'agent_id', a.agent_id, 'cause', a.cause, \
+                        'locations', a.locations, 'opened_at', a.opened_at, \
+                        'resolved_at', a.resolved_at))::text \
+                 FROM notifications n JOIN alerts a USING (alert_id) \
+                 WHERE n.notification_id = ANY($1) ORDER BY n.notification_id",
+                &[&delivery.ids],
+            )
+            .await?;
+        let notifications: Vec<serde_json::Value> = rows
+            .iter()
+            .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+            .collect();
+        Ok(match webhook.format {
+            WebhookFormat::Json => json!({
+                "idempotency_key": delivery.key,
+                "channel": webhook.name,
+                "notifications": notifications,
+            }),
+            WebhookFormat::Slack => json!({ "text": slack_text(&notifications) }),
+        })
+    }
+
+    async fn send(
+        &self,
+        webhook: &WebhookConfig,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), String> {
+        let mut request = self
+            .http
+            .post(&webhook.url)
+            .header("Idempotency-Key", key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        for (name, value) in &webhook.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            message
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{} answered {status}", webhook.url))
+        }
+    }
+}
+
+/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+fn backoff(attempts: i32) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+/// One line per notification, at most [`SLACK_LINES`].
+fn slack_text(notifications: &[serde_json::Value]) -> String {
+    let line = |n: &serde_json::Value| {
+        let alert = &n["alert"];
+        format!(
+            "• [{}] {} {}: {}",
+            n["event"].as_str().unwrap_or_default(),
+            alert["kind"].as_str().unwrap_or_default(),
+            alert["subject"].as_str().unwrap_or_default(),
+            alert["cause"].as_str().unwrap_or_default()
+        )
+    };
+    let mut lines: Vec<String> = vec![match notifications.len() {
+        1 => "fleetmon: 1 notification".to_owned(),
+        n => format!("fleetmon: {n} notifications"),
+    }];
+    lines.extend(notifications.iter().take(SLACK_LINES).map(line));
+    if notifications.len() > SLACK_LINES {
+        lines.push(format!("… and {} more", notifications.len() - SLACK_LINES));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_burst_is_one_slack_message() {
+        let notifications: Vec<serde_json::Value> = (0..25)
+            .map(|i| {
+                json!({"event": "opened", "alert": {"kind": "check_down", "subject": format!("c{i}"), "cause": "down"}})
+            })
+            .collect();
+        let text = slack_text(&notifications);
+        assert!(text.starts_with("fleetmon: 25 notifications\n• [opened] check_down c0: down"));
+        assert!(text.ends_with("… and 5 more"));
+        assert_eq!(text.lines().count(), 22);
+    }
+}

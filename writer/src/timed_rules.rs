@@ -1,0 +1,272 @@
+//! The alert rules decided by time rather than by an arriving row: an agent gone
+//! silent, host resources, certificates about to expire, check alerts whose
+//! locations stopped reporting, and reminders. Every `evaluate_interval_seconds`,
+//! one writer at a time (a transaction-scoped advisory lock; the others skip that
+//! round), in one transaction.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert_store::{self, Candidate, Channels, Transitions, kind};
+use crate::config::{AlertsConfig, HostRules};
+use crate::postgres_sink::{PostgresSink, SinkError};
+
+/// With the schema's hash, the advisory lock taken by the writer evaluating a round
+/// (writers of other schemas in the same database evaluate their own).
+const LOCK: i32 = 0x666c_6d6e; // "flmn"
+
+/// Runs the rules until `shutdown`.
+pub async fn run(
+    sink: Arc<PostgresSink>,
+    config: AlertsConfig,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let channels = config.channels();
+    let every = Duration::from_secs(config.evaluate_interval_seconds);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match evaluate(&sink, &config, &channels).await {
+            Ok(Some(transitions)) if transitions != Transitions::default() => wake.notify_one(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "alert rules not evaluated; retrying"),
+        }
+    }
+}
+
+/// One round; `None` when another writer holds the round.
+pub async fn evaluate(
+    sink: &PostgresSink,
+    config: &AlertsConfig,
+    channels: &Channels,
+) -> Result<Option<Transitions>, SinkError> {
+    let mut client = sink.pool().get().await?;
+    let tx = client.transaction().await?;
+    let mine: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
+            &[&LOCK],
+        )
+        .await?
+        .get(0);
+    if !mine {
+        return Ok(None);
+    }
+    let rules = &config.rules;
+    let mut transitions = Transitions::default();
+    for (kind, candidates) in [
+        (kind::AGENT_SILENT, silent_agents(&tx, rules).await?),
+        (
+            kind::DISK_FULL,
+            full(&tx, "disk", rules.disk_percent).await?,
+        ),
+        (
+            kind::MEMORY_FULL,
+            full(&tx, "memory", rules.memory_percent).await?,
+        ),
+        (kind::CPU_BUSY, busy_cpus(&tx, rules).await?),
+        (kind::TLS_EXPIRING, expiring_certificates(&tx, rules).await?),
+    ] {
+        transitions += alert_store::reconcile(&tx, kind, &candidates, channels).await?;
+    }
+    // Check alerts whose locations stopped reporting (agents gone, check paused or
+    // deleted) are decided again without waiting for a row that will not come.
+    let open_checks: BTreeSet<String> = tx
+        .query(
+            "SELECT subject FROM alerts WHERE kind = $1 AND resolved_at IS NULL",
+            &[&kind::CHECK_DOWN],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !open_checks.is_empty() {
+        transitions += alert_store::decide_checks(&tx, &open_checks, channels).await?;
+    }
+    remind(&tx, config.reminder_interval_minutes, channels).await?;
+    tx.commit().await?;
+    Ok(Some(transitions))
+}
+
+async fn silent_agents(
+    tx: &tokio_postgres::Transaction<'_>,
+    rules: &HostRules,
+) -> Result<Vec<Candidate>, SinkError> {
+    let intervals = f64::from(rules.agent_silent_intervals);
+    let rows = tx
+        .query(
+            "SELECT agent_id, extract(epoch FROM now() - last_seen)::float8, interval_seconds \
+             FROM agents WHERE interval_seconds > 0 \
+             AND last_seen < now() - make_interval(secs => $1::float8 * interval_seconds) ORDER BY agent_id",
+            &[&intervals],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let agent: String = row.get(0);
+            let silent: f64 = row.get(1);
+            let interval: i32 = row.get(2);
+            Candidate {
+                kind: kind::AGENT_SILENT,
+                subject: agent.clone(),
+                agent_id: agent.clone(),
+                cause: format!(
+                    "agent {agent} has sent nothing for {silent:.0} s (it samples every {interval} s)"
+                ),
+                locations: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// Agents whose latest sample shows `resource` (`disk` or `memory`) above `percent`.
+async fn full(
+    tx: &tokio_postgres::Transaction<'_>,
+    resource: &'static str,
+    percent: f64,
+) -> Result<Vec<Candidate>, SinkError> {
+    let (sql, kind) = match resource {
+        "disk" => (
+            "SELECT agent_id, disk_percent FROM agents WHERE disk_percent > $1 ORDER BY agent_id",
+            kind::DISK_FULL,
+        ),
+        _ => (
+            "SELECT agent_id, memory_percent FROM agents WHERE memory_percent > $1 ORDER BY agent_id",
+            kind::MEMORY_FULL,
+        ),
+    };
+    let rows = tx.query(sql, &[&percent]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let agent: String = row.get(0);
+            let used: f64 = row.get(1);
+            Candidate {
+                kind,
+                subject: agent.clone(),
+                agent_id: agent.clone(),
+                cause: format!(
+                    "{resource} of {agent} is {used:.1} % used (the limit is {percent} %)"
+                ),
+                locations: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// Agents whose every sample of the last `cpu_minutes` is above `cpu_percent`.
+/// Only agents whose latest sample is above it are read back.
+async fn busy_cpus(
+    tx: &tokio_postgres::Transaction<'_>,
+    rules: &HostRules,
+) -> Result<Vec<Candidate>, SinkError> {
+    let minutes = i32::try_from(rules.cpu_minutes).unwrap_or(i32::MAX);
+    let rows = tx
+        .query(
+            "SELECT a.agent_id, min(h.cpu_usage_percent) FROM agents a \
+             JOIN host_samples h ON h.agent_id = a.agent_id \
+                  AND h.ts > now() - make_interval(mins => $1) \
+             WHERE a.cpu_percent > $2 \
+             GROUP BY a.agent_id \
+             HAVING min(h.cpu_usage_percent) > $2 \
+                AND min(h.ts) <= now() - make_interval(mins => $1) \
+                   + make_interval(secs => greatest(2 * max(a.interval_seconds), 10)) \
+             ORDER BY a.agent_id",
+            &[&minutes, &rules.cpu_percent],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let agent: String = row.get(0);
+            let least: f64 = row.get(1);
+            Candidate {
+                kind: kind::CPU_BUSY,
+                subject: agent.clone(),
+                agent_id: agent.clone(),
+                cause: format!(
+                    "CPU of {agent} has stayed above {} % for {} minutes (lowest {least:.1} %)",
+                    rules.cpu_percent, rules.cpu_minutes
+                ),
+                locations: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// Central checks whose certificate, as seen by any location in the last day,
+/// expires within `tls_days`.
+async fn expiring_certificates(
+    tx: &tokio_postgres::Transaction<'_>,
+    rules: &HostRules,
+) -> Result<Vec<Candidate>, SinkError> {
+    let days = i32::try_from(rules.tls_days).unwrap_or(i32::MAX);
+    let rows = tx
+        .query(
+            "SELECT check_id, \
+                    extract(epoch FROM min(tls_cert_not_after) - now())::float8 / 86400, \
+                    array_agg(agent_id ORDER BY agent_id) \
+             FROM check_state \
+             WHERE tls_cert_not_after < now() + make_interval(days => $1) \
+               AND last_ts > now() - interval '1 day' \
+             GROUP BY check_id ORDER BY check_id",
+            &[&days],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let check: String = row.get(0);
+            let days_left: f64 = row.get(1);
+            Candidate {
+                kind: kind::TLS_EXPIRING,
+                subject: check.clone(),
+                agent_id: String::new(),
+                cause: if days_left < 0.0 {
+                    format!("the certificate of check {check} has expired")
+                } else {
+                    format!(
+                        "the certificate of check {check} expires in {days_left:.1} days (the limit is {} days)",
+                        rules.tls_days
+                    )
+                },
+                locations: row.get(2),
+            }
+        })
+        .collect())
+}
+
+/// A reminder for every alert open longer than `minutes` since it opened or was last
+/// reminded of.
+async fn remind(
+    tx: &tokio_postgres::Transaction<'_>,
+    minutes: u64,
+    channels: &Channels,
+) -> Result<(), SinkError> {
+    if minutes == 0 || channels.all.is_empty() {
+        return Ok(());
+    }
+    let minutes = i32::try_from(minutes).unwrap_or(i32::MAX);
+    let due = tx
+        .query(
+            "UPDATE alerts SET last_reminded_at = clock_timestamp() \
+             WHERE resolved_at IS NULL \
+               AND coalesce(last_reminded_at, opened_at) < now() - make_interval(mins => $1) \
+             RETURNING alert_id, cause",
+            &[&minutes],
+        )
+        .await?;
+    for row in &due {
+        let cause: String = row.get(1);
+        alert_store::record(tx, row.get(0), "reminder", &cause, &[], &channels.all).await?;
+    }
+    Ok(())
+}

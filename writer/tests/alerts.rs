@@ -1,0 +1,626 @@
+//! Alerts end to end through the writer: check results on Kafka from several
+//! locations, state and alerts in Postgres, notifications at a real HTTP receiver.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use fleetmon::identity::Role;
+use fleetmon::pb::alerts_client::AlertsClient;
+use fleetmon::pb::{
+    Alerting, Assignment, CheckDefinition, CreateSilenceRequest, GetAlertRequest, HttpCheck,
+    ListAlertsRequest, SiteCheck, check_definition,
+};
+use fleetmon::testkit::WebhookReceiver;
+use fleetmon_writer::config::WebhookConfig;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Seqs unique within the test process (one stream per agent).
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// One run of `check_id` at `agent`, `secs` seconds after `base`.
+fn run(check_id: &str, agent: &str, base: SystemTime, secs: u64, ok: bool) -> SiteCheck {
+    let url = format!("https://{check_id}.example/");
+    let mut row = check(
+        agent,
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        base + Duration::from_secs(secs),
+        &url,
+        Some(if ok { 200 } else { 503 }),
+        ok,
+        20.0,
+    );
+    row.check_id = check_id.to_owned();
+    row.check_version = 1;
+    row
+}
+
+/// An https check of `id` run by the agent `eu`.
+fn definition(id: &str, alerting: Option<Alerting>) -> CheckDefinition {
+    CheckDefinition {
+        id: id.to_owned(),
+        version: 1,
+        assignment: Some(Assignment {
+            agents: vec!["eu".to_owned()],
+            ..Default::default()
+        }),
+        kind: Some(check_definition::Kind::Http(HttpCheck {
+            url: format!("https://{id}.example/"),
+            ..Default::default()
+        })),
+        alerting,
+        ..Default::default()
+    }
+}
+
+fn webhook(receiver: &WebhookReceiver) -> WebhookConfig {
+    WebhookConfig {
+        name: "ops".to_owned(),
+        url: receiver.url(),
+        format: Default::default(),
+        send_resolved: true,
+        headers: Default::default(),
+    }
+}
+
+async fn writer_with_webhook(setup: &Setup, receiver: &WebhookReceiver) -> TestWriter {
+    let hook = webhook(receiver);
+    setup
+        .start_writer_with(move |config| {
+            config.alerts.webhooks = vec![hook];
+            config.alerts.evaluate_interval_seconds = 1;
+        })
+        .await
+}
+
+fn alerts_client(setup: &Setup, writer: &TestWriter) -> AlertsClient<Channel> {
+    let files = setup.pki.client(Role::Operator, "ops");
+    let url = format!("https://{}", writer.running.grpc_addr);
+    AlertsClient::new(
+        fleetmon::tls::endpoint(&url, &files)
+            .unwrap()
+            .connect_lazy(),
+    )
+}
+
+/// `(event, kind, subject)` of every delivered notification.
+fn delivered(receiver: &WebhookReceiver) -> Vec<(String, String, String)> {
+    receiver
+        .delivered()
+        .into_iter()
+        .map(|(_, event, kind, subject)| (event, kind, subject))
+        .collect()
+}
+
+fn note(event: &str, kind: &str, subject: &str) -> (String, String, String) {
+    (event.to_owned(), kind.to_owned(), subject.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_locations_quorum_two_one_alert_opened_and_resolved_once() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let base = seconds_ago(60);
+    let locations = ["eu", "us", "ap"];
+    setup
+        .produce_checks(&locations.map(|agent| run("shop", agent, base, 0, true)))
+        .await;
+    // One location failing three times is DOWN there, and raises nothing.
+    let eu_fails: Vec<_> = (1..=3).map(|s| run("shop", "eu", base, s, false)).collect();
+    setup.produce_checks(&eu_fails).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM check_state WHERE check_id = 'shop' AND agent_id = 'eu' AND down",
+            1,
+        )
+        .await;
+    assert_eq!(setup.scalar("SELECT count(*) FROM alerts").await, 0);
+
+    // A second one makes the quorum: one alert.
+    let us_fails: Vec<_> = (1..=3).map(|s| run("shop", "us", base, s, false)).collect();
+    setup.produce_checks(&us_fails).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'check_down' AND subject = 'shop' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    receiver
+        .wait_until("the opened notification", |r| !r.is_empty())
+        .await;
+
+    // One success each is below the success threshold (2): still open.
+    setup
+        .produce_checks(&[
+            run("shop", "eu", base, 4, true),
+            run("shop", "us", base, 4, true),
+        ])
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM check_state WHERE check_id = 'shop' AND agent_id <> 'ap' AND consecutive_successes = 1",
+            2,
+        )
+        .await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE resolved_at IS NULL")
+            .await,
+        1
+    );
+    // The second success at one location leaves one DOWN of three: resolved.
+    setup
+        .produce_checks(&[run("shop", "eu", base, 5, true)])
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    receiver
+        .wait_until("the resolved notification", |r| {
+            r.iter().filter(|r| r.answered == 200).count() >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        delivered(&receiver),
+        [
+            note("opened", "check_down", "shop"),
+            note("resolved", "check_down", "shop")
+        ]
+    );
+    let alert = &alerts_client(&setup, &writer)
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts[0];
+    assert_eq!(alert.locations, ["eu", "us"]);
+    assert!(
+        alert.cause.starts_with(
+            "check shop is down at 2 of 3 locations (quorum 2): eu: unexpected status"
+        ),
+        "{}",
+        alert.cause
+    );
+    let timeline = alerts_client(&setup, &writer)
+        .get_alert(GetAlertRequest { id: alert.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let events: Vec<&str> = timeline.timeline.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["opened", "resolved"]);
+    assert!(
+        timeline
+            .notifications
+            .iter()
+            .all(|n| n.delivered_at.is_some() && n.delivery_key.starts_with("fleetmon-ops-"))
+    );
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_that_cannot_reach_its_targets_is_one_location_alert_and_no_site_alert() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let base = seconds_ago(60);
+    let checks = ["api", "www", "cdn"];
+    let mut ok_elsewhere = Vec::new();
+    for check in checks {
+        for agent in ["us", "ap"] {
+            ok_elsewhere.extend((0..=3).map(|s| run(check, agent, base, s, true)));
+        }
+    }
+    setup.produce_checks(&ok_elsewhere).await;
+    setup.wait_for("SELECT count(*) FROM check_state", 6).await;
+    let cut: Vec<_> = checks
+        .iter()
+        .flat_map(|check| (1..=3).map(move |s| run(check, "eu", base, s, false)))
+        .collect();
+    setup.produce_checks(&cut).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'location_unreachable' AND subject = 'eu'",
+            1,
+        )
+        .await;
+    receiver
+        .wait_until("the location notification", |r| !r.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE kind <> 'location_unreachable'")
+            .await,
+        0
+    );
+    assert_eq!(
+        delivered(&receiver),
+        [note("opened", "location_unreachable", "eu")]
+    );
+    let cause: String = setup
+        .schema
+        .connect()
+        .await
+        .query_one("SELECT cause FROM alerts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cause,
+        "location eu cannot reach its targets: 3 of its 3 checks fail there and pass elsewhere (api, cdn, www)"
+    );
+    // Its network back: two passes on every check resolve it.
+    let back: Vec<_> = checks
+        .iter()
+        .flat_map(|check| (4..=5).map(move |s| run(check, "eu", base, s, true)))
+        .collect();
+    setup.produce_checks(&back).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_holds_notifications_back_and_a_burst_is_grouped() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    setup.produce_definition(&definition("quiet", None)).await;
+    setup
+        .wait_for("SELECT count(*) FROM checks WHERE check_id = 'quiet'", 1)
+        .await;
+    let mut alerts = alerts_client(&setup, &writer);
+    let silence = alerts
+        .create_silence(CreateSilenceRequest {
+            check_id: "quiet".to_owned(),
+            agent_id: String::new(),
+            reason: "maintenance".to_owned(),
+            duration_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(silence.created_by, "ops");
+
+    let base = seconds_ago(60);
+    let quiet: Vec<_> = (1..=3)
+        .map(|s| run("quiet", "eu", base, s, false))
+        .collect();
+    setup.produce_checks(&quiet).await;
+    setup
+        .wait_for(
+            &format!(
+                "SELECT count(*) FROM notifications WHERE silenced_by = {}",
+                silence.id
+            ),
+            1,
+        )
+        .await;
+    let listed = alerts
+        .list_alerts(ListAlertsRequest {
+            open_only: true,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].silenced,
+        "the alert is recorded, and shown silenced"
+    );
+
+    // 60 checks failing at once: a few grouped deliveries, not 60.
+    let burst: Vec<_> = (0..60)
+        .flat_map(|i| (1..=3).map(move |s| run(&format!("burst-{i}"), "eu", base, s, false)))
+        .collect();
+    setup.produce_checks(&burst).await;
+    receiver
+        .wait_until("every burst notification", |_| {
+            receiver.delivered().len() == 60
+        })
+        .await;
+    let requests = receiver.requests();
+    assert!(
+        requests.len() <= 6,
+        "60 notifications took {} requests",
+        requests.len()
+    );
+    assert!(
+        receiver
+            .delivered()
+            .iter()
+            .all(|(_, event, kind, subject)| event == "opened"
+                && kind == "check_down"
+                && subject.starts_with("burst-")),
+        "nothing of the silenced check was sent"
+    );
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_silences_are_refused_with_the_field_named() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let mut alerts = alerts_client(&setup, &writer);
+    let cases = [
+        (
+            CreateSilenceRequest {
+                duration_seconds: 60,
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "check_id or agent_id is required: a silence must match something",
+        ),
+        (
+            CreateSilenceRequest {
+                check_id: "nope".to_owned(),
+                duration_seconds: 60,
+                ..Default::default()
+            },
+            Code::NotFound,
+            "check_id: no check `nope` (see `fleetmon checks list`)",
+        ),
+        (
+            CreateSilenceRequest {
+                agent_id: "eu".to_owned(),
+                duration_seconds: 0,
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "duration_seconds must be from 1 to 2678400 (31 days)",
+        ),
+    ];
+    for (request, code, message) in cases {
+        let status = alerts.create_silence(request).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    let status = alerts
+        .get_alert(GetAlertRequest { id: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "id must be a positive id");
+    let mut as_agent = AlertsClient::new(
+        fleetmon::tls::endpoint(
+            &format!("https://{}", writer.running.grpc_addr),
+            &setup.pki.client(Role::Agent, "eu"),
+        )
+        .unwrap()
+        .connect_lazy(),
+    );
+    let status = as_agent
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_silent_for_three_intervals_alerts_and_resolves_when_it_returns() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let sample = |seq| {
+        HostSampleAt {
+            seq,
+            ts: SystemTime::now(),
+        }
+        .sample("edge-1")
+    };
+    setup.produce_hosts(&[sample(1)]).await;
+    setup
+        .wait_for("SELECT count(*) FROM agents WHERE interval_seconds = 1", 1)
+        .await;
+    // Nothing more: after three seconds, by time alone, it is silent.
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'agent_silent' AND subject = 'edge-1' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    setup.produce_hosts(&[sample(2)]).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'agent_silent' AND resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    receiver
+        .wait_until("opened and resolved", |_| receiver.delivered().len() == 2)
+        .await;
+    assert_eq!(
+        delivered(&receiver),
+        [
+            note("opened", "agent_silent", "edge-1"),
+            note("resolved", "agent_silent", "edge-1")
+        ]
+    );
+    writer.stop().await;
+}
+
+/// A host sample of one agent that samples every second.
+struct HostSampleAt {
+    seq: u64,
+    ts: SystemTime,
+}
+
+impl HostSampleAt {
+    fn sample(&self, agent: &str) -> fleetmon::pb::HostSample {
+        fleetmon::pb::HostSample {
+            interval_seconds: 1,
+            ..host(agent, self.seq, self.ts)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_hand_over_an_open_incident_without_a_second_alert() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    setup
+        .produce_definition(&definition(
+            "pay",
+            Some(Alerting {
+                failure_threshold: 2,
+                success_threshold: 3,
+                quorum: 1,
+            }),
+        ))
+        .await;
+    let first = writer_with_webhook(&setup, &receiver).await;
+    setup
+        .wait_for("SELECT count(*) FROM checks WHERE check_id = 'pay'", 1)
+        .await;
+    let base = seconds_ago(60);
+    setup
+        .produce_checks(&[
+            run("pay", "eu", base, 1, false),
+            run("pay", "eu", base, 2, false),
+        ])
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM alerts WHERE resolved_at IS NULL", 1)
+        .await;
+    // A second writer joins; the first leaves mid-incident.
+    let second = writer_with_webhook(&setup, &receiver).await;
+    first.stop().await;
+    let more: Vec<_> = (3..=5)
+        .map(|s| run("pay", "eu", base, s, false))
+        .chain((6..=7).map(|s| run("pay", "eu", base, s, true)))
+        .collect();
+    setup.produce_checks(&more).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM check_state WHERE consecutive_successes = 2",
+            1,
+        )
+        .await;
+    assert_eq!(
+        setup.scalar("SELECT count(*) FROM alerts").await,
+        1,
+        "the failures after the hand-over open nothing new"
+    );
+    // The third success in a row resolves it, under the second writer.
+    setup
+        .produce_checks(&[run("pay", "eu", base, 8, true)])
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    receiver
+        .wait_until("opened and resolved", |_| receiver.delivered().len() == 2)
+        .await;
+    assert_eq!(
+        delivered(&receiver),
+        [
+            note("opened", "check_down", "pay"),
+            note("resolved", "check_down", "pay")
+        ]
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_before_delivering_sends_the_same_key_after_restart() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer_with(503);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("writer.toml");
+    let c = &setup.config;
+    let certs = setup.pki.dir();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
+             [kafka]\nbootstrap_servers = \"{kafka}\"\ngroup_id = \"{group}\"\n\
+             host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\n\
+             checks_topic = \"{checks}\"\ndead_letter_topic = \"{dlq}\"\n\
+             [kafka.options]\n\"session.timeout.ms\" = 6000\n\
+             [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\n\
+             [batch]\nlinger_ms = 50\n\
+             [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{hook}\"\n",
+            cert = certs.join("writer.pem").display(),
+            key = certs.join("writer-key.pem").display(),
+            ca = certs.join("ca.pem").display(),
+            kafka = c.kafka.bootstrap_servers,
+            group = c.kafka.group_id,
+            host = c.kafka.host_samples_topic,
+            site = c.kafka.site_checks_topic,
+            checks = c.kafka.checks_topic,
+            dlq = c.kafka.dead_letter_topic,
+            pg = c.postgres.url,
+            schema = c.postgres.schema,
+            hook = receiver.url(),
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_fleetmon-writer"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fleetmon-writer")
+    };
+    let mut writer = spawn();
+    let base = seconds_ago(60);
+    let fails: Vec<_> = (1..=3).map(|s| run("cart", "eu", base, s, false)).collect();
+    setup.produce_checks(&fails).await;
+    receiver
+        .wait_until("a first, refused delivery", |r| !r.is_empty())
+        .await;
+    // Killed between the committed transition and a delivery that succeeded.
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let refused_key = receiver.requests()[0].idempotency_key.clone();
+    assert!(!refused_key.is_empty());
+    receiver.answer_with(200);
+    let mut restarted = spawn();
+    receiver
+        .wait_until("the delivery after the restart", |r| {
+            r.iter().any(|r| r.answered == 200)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].0, refused_key, "the same idempotency key");
+    assert_eq!(setup.scalar("SELECT count(*) FROM alerts").await, 1);
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alert_events WHERE event = 'opened'")
+            .await,
+        1,
+        "the transition was applied once"
+    );
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM notifications WHERE delivered_at IS NOT NULL")
+            .await,
+        1
+    );
+}
