@@ -85,6 +85,8 @@ enum AlertsCommand {
     Show {
         /// The alert id.
         id: u64,
+        #[command(flatten)]
+        connection: Connection,
     },
 }
 
@@ -150,7 +152,12 @@ fn main() -> ExitCode {
             connection,
             open,
             show,
-        } => Query::Alerts(connection, open, show.map(|AlertsCommand::Show { id }| id)),
+        } => match show {
+            Some(AlertsCommand::Show { id, connection }) => {
+                Query::Alerts(connection, open, Some(id))
+            }
+            None => Query::Alerts(connection, open, None),
+        },
         Command::Silence(command) => Query::Silence(command),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -13,9 +13,9 @@ use fleetmon::identity::Role;
 use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{
-    Assignment, CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
-    HttpCheck, ListChecksRequest, SiteCheck, UpdateCheckRequest, WatchLatestRequest,
-    check_definition, watch_event,
+    Alerting, Assignment, CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest,
+    DeleteCheckRequest, HttpCheck, ListChecksRequest, SiteCheck, UpdateCheckRequest,
+    WatchLatestRequest, check_definition, watch_event,
 };
 use fleetmon::testkit::{TestPki, kafka_bootstrap};
 use fleetmon_agent::RunningAgent;
@@ -412,6 +412,28 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     cases.push((
         http_check("shop", url, 5, everyone.clone()),
         "invalid check: `check.interval_seconds` is 5: the shortest interval this collector accepts is 10 s (limits.min_check_interval_seconds)",
+    ));
+    let two_agents = Assignment {
+        agents: vec!["eu".into(), "us".into()],
+        ..Default::default()
+    };
+    let mut quorum_too_high = http_check("shop", url, 30, two_agents);
+    quorum_too_high.alerting = Some(Alerting {
+        quorum: 3,
+        ..Default::default()
+    });
+    cases.push((
+        quorum_too_high,
+        "invalid check: `check.alerting.quorum` is 3: the check runs on 2 agent(s), so that many can never agree; use at most 2 (0 for a majority)",
+    ));
+    let mut threshold_too_high = http_check("shop", url, 30, everyone.clone());
+    threshold_too_high.alerting = Some(Alerting {
+        failure_threshold: 1000,
+        ..Default::default()
+    });
+    cases.push((
+        threshold_too_high,
+        "invalid check: `check.alerting.failure_threshold` is 1000: use 1 to 100 runs in a row (0 for the default)",
     ));
     for (check, message) in cases {
         let error = api

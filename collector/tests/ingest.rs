@@ -9,7 +9,7 @@ use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
-use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, StreamAck};
+use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, SiteCheck, StreamAck};
 use fleetmon::testkit::{KafkaCluster, ServingStatus, kafka_bootstrap, tls_alert, wait_for_health};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -34,11 +34,16 @@ async fn agent_id_comes_from_the_certificate_not_the_payload() {
         .push(batch([
             Kind::Host(host("s1", 1)),
             Kind::Site(site("s1", 2, "https://example.com/")),
+            Kind::Site(SiteCheck {
+                check_id: "shop".to_owned(),
+                check_version: 1,
+                ..site("s1", 3, "https://shop.example/")
+            }),
         ]))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(acked(&ack), [("s1".to_owned(), 2)]);
+    assert_eq!(acked(&ack), [("s1".to_owned(), 3)]);
     assert!(ack.rejected.is_empty());
 
     let records = collector.host_records(1).await;
@@ -47,9 +52,21 @@ async fn agent_id_comes_from_the_certificate_not_the_payload() {
     assert_eq!(sample.agent_id, "a1", "payload claimed `evil`");
     assert_eq!(sample.hostname, "web-1.example", "reported hostname kept");
     assert_eq!((sample.stream_id.as_str(), sample.seq), ("s1", 1));
-    let sites = collector.site_records(1).await;
-    assert_eq!(sites[0].0, "a1");
-    assert_eq!(sites[0].1.url, "https://example.com/");
+    // Keyed so that every location's result for one check shares a partition: a
+    // central check by its id, a site of the agent's own config by its URL.
+    let mut sites = collector.site_records(2).await;
+    sites.sort_by_key(|(_, site)| site.seq);
+    let keys: Vec<(&str, &str, &str)> = sites
+        .iter()
+        .map(|(key, site)| (key.as_str(), site.agent_id.as_str(), site.url.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("https://example.com/", "a1", "https://example.com/"),
+            ("shop", "a1", "https://shop.example/")
+        ]
+    );
     collector.shutdown.cancel();
 }
 

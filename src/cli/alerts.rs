@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use fleetmon::pb::alerts_client::AlertsClient;
 use fleetmon::pb::{
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::table::{ago, render, rfc3339};
-use super::{Connection, parse_duration};
+use super::{Connection, call_error, parse_duration};
 
 /// `fleetmon silence …`.
 #[derive(Debug, Subcommand)]
@@ -89,7 +88,7 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
         let response = alerts
             .get_alert(GetAlertRequest { id })
             .await
-            .with_context(|| format!("Alerts/GetAlert on {}", conn.writer))?
+            .map_err(|s| call_error("Alerts/GetAlert", &conn.writer, s))?
             .into_inner();
         let alert = response.alert.unwrap_or_default();
         if conn.json {
@@ -163,7 +162,7 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
             limit: 0,
         })
         .await
-        .with_context(|| format!("Alerts/ListAlerts on {}", conn.writer))?
+        .map_err(|s| call_error("Alerts/ListAlerts", &conn.writer, s))?
         .into_inner()
         .alerts;
     if conn.json {
@@ -225,7 +224,7 @@ pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                     duration_seconds: duration.as_secs(),
                 })
                 .await
-                .with_context(|| format!("Alerts/CreateSilence on {}", connection.writer))?
+                .map_err(|s| call_error("Alerts/CreateSilence", &connection.writer, s))?
                 .into_inner();
             if connection.json {
                 println!("{}", serde_json::to_string_pretty(&silence_json(&created))?);
@@ -238,7 +237,7 @@ pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                 .await?
                 .list_silences(ListSilencesRequest {})
                 .await
-                .with_context(|| format!("Alerts/ListSilences on {}", connection.writer))?
+                .map_err(|s| call_error("Alerts/ListSilences", &connection.writer, s))?
                 .into_inner()
                 .silences;
             if connection.json {
@@ -271,7 +270,7 @@ pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                 .await?
                 .expire_silence(ExpireSilenceRequest { id })
                 .await
-                .with_context(|| format!("Alerts/ExpireSilence on {}", connection.writer))?
+                .map_err(|s| call_error("Alerts/ExpireSilence", &connection.writer, s))?
                 .into_inner();
             println!("silence {} ended", ended.id);
         }

@@ -242,12 +242,7 @@ async fn client(conn: &Connection) -> anyhow::Result<ChecksClient<Channel>> {
 
 /// A failed call as `Checks/Method on URL: CODE: message`.
 fn call_error(method: &str, conn: &Connection, status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!(
-        "Checks/{method} on {}: {:?}: {}",
-        conn.collector,
-        status.code(),
-        status.message()
-    )
+    super::call_error(&format!("Checks/{method}"), &conn.collector, status)
 }
 
 /// Runs one `checks` subcommand.

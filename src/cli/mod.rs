@@ -66,6 +66,15 @@ impl Connection {
     }
 }
 
+/// A failed call as `Service/Method on URL: CODE: message`.
+pub(crate) fn call_error(call: &str, server: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{call} on {server}: {:?}: {}",
+        status.code(),
+        status.message()
+    )
+}
+
 /// Parses `90s`, `15m`, `1h`, `7d` (or plain seconds).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -132,3 +132,177 @@ pub async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i6
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A collector and a writer as processes with topics, group and schema of their own,
+/// for tests of central checks and alerts; agents join with [`CentralRig::agent`].
+pub struct CentralRig {
+    pub pki: fleetmon::testkit::TestPki,
+    pub logs: tempfile::TempDir,
+    pub schema: PgSchema,
+    pub collector: u16,
+    pub writer: u16,
+    pub procs: Processes,
+}
+
+impl CentralRig {
+    /// Starts both; `writer_toml` is the writer's config file (env and flags add the
+    /// rest), e.g. its `[[alerts.webhooks]]`.
+    pub async fn start(writer_toml: &str) -> Self {
+        use fleetmon::testkit::{free_port, kafka_bootstrap, unique_name};
+        let pki = fleetmon::testkit::TestPki::new();
+        let certs = pki.dir().to_owned();
+        let logs = tempfile::tempdir().unwrap();
+        let schema = PgSchema::create().await;
+        let (collector, writer) = (free_port(), free_port());
+        let host_topic = unique_name("fleetmon-cc-host");
+        let site_topic = unique_name("fleetmon-cc-site");
+        let checks_topic = unique_name("fleetmon-cc-checks");
+        let mut procs = Processes::default();
+        procs.spawn(
+            "collector",
+            logs.path(),
+            Command::new(binary("fleetmon-collector"))
+                .args(["--listen", &format!("127.0.0.1:{collector}")])
+                .args([
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                    "--kafka",
+                    &kafka_bootstrap(),
+                ])
+                .env("FLEETMON_COLLECTOR__TLS__CERT", certs.join("collector.pem"))
+                .env(
+                    "FLEETMON_COLLECTOR__TLS__KEY",
+                    certs.join("collector-key.pem"),
+                )
+                .env("FLEETMON_COLLECTOR__TLS__CLIENT_CA", certs.join("ca.pem"))
+                .env("FLEETMON_COLLECTOR__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+                .env("FLEETMON_COLLECTOR__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+                .env("FLEETMON_COLLECTOR__KAFKA__CHECKS_TOPIC", &checks_topic)
+                .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2"),
+        );
+        procs.wait_port("collector", collector);
+        let writer_config = logs.path().join("writer.toml");
+        std::fs::write(&writer_config, writer_toml).unwrap();
+        procs.spawn(
+            "writer",
+            logs.path(),
+            Command::new(binary("fleetmon-writer"))
+                .arg("--config")
+                .arg(&writer_config)
+                .args(["--listen", &format!("127.0.0.1:{writer}")])
+                .args([
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                    "--kafka",
+                    &kafka_bootstrap(),
+                ])
+                .args(["--pg-url", schema.url()])
+                .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
+                .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
+                .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
+                .env("FLEETMON_WRITER__POSTGRES__SCHEMA", &schema.name)
+                .env(
+                    "FLEETMON_WRITER__KAFKA__GROUP_ID",
+                    unique_name("fleetmon-cc-writer"),
+                )
+                .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+                .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+                .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
+                .env(
+                    "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
+                    unique_name("fleetmon-cc-dlq"),
+                )
+                .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100"),
+        );
+        procs.wait_port("writer", writer);
+        CentralRig {
+            pki,
+            logs,
+            schema,
+            collector,
+            writer,
+            procs,
+        }
+    }
+
+    /// The directory of the operator's certificates.
+    pub fn certs(&self) -> &Path {
+        self.pki.dir()
+    }
+
+    /// Starts agent `name` with `labels` (TOML inline-table body, e.g.
+    /// `location = "eu-west"`), running whatever checks the collector assigns it.
+    pub fn agent(&mut self, name: &str, labels: &str) {
+        let files = self.pki.client(fleetmon::identity::Role::Agent, name);
+        let config = self.logs.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "host_interval_seconds = 60\nmetrics_listen = \"127.0.0.1:0\"\n\
+                 labels = {{ {labels} }}\n\
+                 [collector]\nendpoint = \"https://127.0.0.1:{collector}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+                 [outbox]\nbatch_interval_ms = 200\n",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display(),
+                collector = self.collector,
+            ),
+        )
+        .unwrap();
+        self.procs.spawn(
+            name,
+            self.logs.path(),
+            Command::new(binary("fleetmon-agent"))
+                .arg("--config")
+                .arg(&config),
+        );
+    }
+
+    /// Runs `fleetmon ARGS` against this rig's servers; (exit ok, stdout, stderr).
+    pub fn fleetmon(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("fleetmon"))
+            .args(args)
+            .args([
+                "--collector",
+                &format!("https://127.0.0.1:{}", self.collector),
+            ])
+            .args(["--writer", &format!("https://127.0.0.1:{}", self.writer)])
+            .arg("--certs")
+            .arg(self.certs())
+            .output()
+            .expect("run fleetmon");
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    /// `fleetmon ARGS`, which must succeed; its stdout.
+    pub fn fleetmon_ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.fleetmon(args);
+        assert!(ok, "fleetmon {args:?} failed: {stderr}");
+        stdout
+    }
+}
+
+/// A site on 127.0.0.1 answering 200 "shop: open", or 503 while `down` is set.
+pub async fn switchable_site(down: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let down = down.clone();
+            async move {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                } else {
+                    (axum::http::StatusCode::OK, "shop: open")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}

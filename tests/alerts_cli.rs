@@ -1,0 +1,120 @@
+//! Alerts through the whole pipeline: three agents as processes run one central check
+//! against a site the test takes down and brings back; the writer decides, a real
+//! HTTP receiver gets the notifications, and `fleetmon alerts` / `fleetmon silence`
+//! show and change what an operator relies on.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{CentralRig, eventually, switchable_site};
+use fleetmon::testkit::WebhookReceiver;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_pipeline() {
+    let receiver = WebhookReceiver::start().await;
+    let mut rig = CentralRig::start(&format!(
+        "[alerts]\nevaluate_interval_seconds = 1\n\
+         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\n",
+        receiver.url()
+    ))
+    .await;
+    let down = Arc::new(AtomicBool::new(false));
+    let port = switchable_site(down.clone()).await;
+    for agent in ["eu-1", "us-1", "ap-1"] {
+        rig.agent(agent, "tier = \"edge\"");
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "shop",
+        "--url",
+        &url,
+        "--interval",
+        "1",
+        "--labels",
+        "tier=edge",
+        "--failure-threshold",
+        "2",
+    ]);
+    eventually(
+        &rig.schema,
+        "SELECT count(DISTINCT agent_id) FROM site_checks WHERE check_id = 'shop' AND ok",
+        "every location checks the site",
+        |n| n == 3,
+    )
+    .await;
+    assert_eq!(rig.fleetmon_ok(&["alerts", "--open"]), "no open alerts\n");
+
+    down.store(true, Ordering::SeqCst);
+    receiver
+        .wait_until("the opened notification", |_| {
+            receiver.delivered().iter().any(|n| n.1 == "opened")
+        })
+        .await;
+    let open: serde_json::Value =
+        serde_json::from_str(&rig.fleetmon_ok(&["alerts", "--open", "--json"])).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["kind"], "check_down");
+    assert_eq!(open[0]["subject"], "shop");
+    let cause = open[0]["cause"].as_str().unwrap();
+    assert!(
+        cause.starts_with("check shop is down at ") && cause.contains("status"),
+        "{cause}"
+    );
+
+    // A silence is listed, then ended; while it lasts nothing would be sent.
+    let added = rig.fleetmon_ok(&[
+        "silence", "add", "--check", "shop", "--for", "1h", "--reason", "deploy",
+    ]);
+    assert!(added.starts_with("silence 1 until "), "{added}");
+    let listed = rig.fleetmon_ok(&["silence", "list"]);
+    assert!(
+        listed.starts_with("ID  CHECK  AGENT  ENDS")
+            && listed.contains("  shop  ")
+            && listed.contains("deploy"),
+        "{listed}"
+    );
+    assert_eq!(
+        rig.fleetmon_ok(&["silence", "rm", "1"]),
+        "silence 1 ended\n"
+    );
+    assert_eq!(rig.fleetmon_ok(&["silence", "list"]), "no silences\n");
+    let (ok, _, stderr) = rig.fleetmon(&["silence", "add", "--check", "nope", "--for", "1h"]);
+    assert!(!ok);
+    assert!(
+        stderr.ends_with("NotFound: check_id: no check `nope` (see `fleetmon checks list`)\n"),
+        "{stderr}"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    receiver
+        .wait_until("the resolved notification", |_| {
+            receiver.delivered().iter().any(|n| n.1 == "resolved")
+        })
+        .await;
+    assert_eq!(rig.fleetmon_ok(&["alerts", "--open"]), "no open alerts\n");
+    let events: Vec<(String, String, String)> = receiver
+        .delivered()
+        .into_iter()
+        .map(|(_, event, kind, subject)| (event, kind, subject))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("opened".into(), "check_down".into(), "shop".into()),
+            ("resolved".into(), "check_down".into(), "shop".into())
+        ]
+    );
+    let shown = rig.fleetmon_ok(&["alerts", "show", open[0]["id"].to_string().as_str()]);
+    assert!(
+        shown.starts_with("alert 1 · check_down shop · resolved\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" opened ") && shown.contains(" resolved "),
+        "{shown}"
+    );
+}
