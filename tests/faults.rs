@@ -821,11 +821,6 @@ async fn rows_settle(rig: &Rig, quiet: Duration) -> i64 {
     }
 }
 
-// Fails today: after the replacement the collector creates its topics again, replaces
-// its producer and delivers to the new topics, but the writer stores no row afterwards;
-// see docs/RELIABILITY.md. Run it with
-// `scripts/test --run-ignored all -E 'test(cluster_a_broker_replaced)'`.
-#[ignore = "no row is stored after the broker is replaced (docs/RELIABILITY.md)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged() {
     let cluster = KafkaCluster::start(1);

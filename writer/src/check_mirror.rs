@@ -14,6 +14,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
+use crate::kafka_source::{ClusterId, cluster_changed};
 use crate::postgres_sink::{PostgresSink, describe};
 
 const UPSERT_CHECK: &str = include_str!("../sql/upsert_check.sql");
@@ -29,6 +30,8 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-checks-mirror", config.group_id))
         .set("enable.auto.commit", "false")
+        // A position past the end (the topic made again) restarts from its beginning.
+        .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100");
     for (key, value) in &config.options {
         client.set(key, value);
@@ -50,11 +53,34 @@ fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
     }
 }
 
-/// Follows the topic until `shutdown`.
-pub async fn run(consumer: StreamConsumer, sink: Arc<PostgresSink>, shutdown: CancellationToken) {
+/// Follows the topic until `shutdown`; from the beginning again with a new consumer
+/// when the cluster changes.
+pub async fn run(
+    mut consumer: StreamConsumer,
+    config: KafkaConfig,
+    mut cluster: ClusterId,
+    sink: Arc<PostgresSink>,
+    shutdown: CancellationToken,
+) {
+    let mut known = cluster.borrow_and_update().clone();
+    let mut watching = true;
     loop {
         let message = tokio::select! {
             message = consumer.recv() => message,
+            changed = cluster.changed(), if watching => {
+                match changed {
+                    Err(_) => watching = false,
+                    Ok(()) if cluster_changed(&mut cluster, &mut known) => match self::consumer(&config) {
+                        Ok(fresh) => {
+                            let old = std::mem::replace(&mut consumer, fresh);
+                            tokio::task::spawn_blocking(move || drop(old));
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot rebuild the checks consumer"),
+                    },
+                    Ok(()) => {}
+                }
+                continue;
+            }
             () = shutdown.cancelled() => return,
         };
         let message = match message {

@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 
 use crate::config::KafkaConfig;
@@ -135,9 +135,11 @@ pub fn consumer(
     Ok((consumer, revoked))
 }
 
-/// Producer of the dead-letter topic.
+/// Producer of the dead-letter topic; replaced when the cluster behind the
+/// bootstrap address changes (an idempotent producer's state is per cluster).
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: std::sync::RwLock<FutureProducer>,
+    config: KafkaConfig,
     topic: String,
 }
 
@@ -152,21 +154,53 @@ impl std::fmt::Debug for DeadLetters {
 impl DeadLetters {
     /// An idempotent producer for `config.dead_letter_topic`.
     pub fn new(config: &KafkaConfig) -> KafkaResult<Self> {
-        let mut client = client_config(&config.bootstrap_servers, &config.options);
-        client.set("enable.idempotence", "true").set("acks", "all");
         Ok(DeadLetters {
-            producer: client.create()?,
+            producer: std::sync::RwLock::new(Self::producer_for(config)?),
+            config: config.clone(),
             topic: config.dead_letter_topic.clone(),
         })
+    }
+
+    fn producer_for(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
+        let mut client = client_config(&config.bootstrap_servers, &config.options);
+        client.set("enable.idempotence", "true").set("acks", "all");
+        client.create()
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A new producer for a new cluster; the old one is dropped on a blocking thread.
+    pub fn rebuild(&self) -> KafkaResult<()> {
+        let fresh = Self::producer_for(&self.config)?;
+        let old = std::mem::replace(
+            &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
     }
 
     /// For the health service: `Ok` when a broker answers for the dead-letter topic
     /// within `timeout`.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
-        fleetmon::kafka_topics::missing_topics(&self.producer, vec![self.topic.clone()], timeout)
+        fleetmon::kafka_topics::missing_topics(&self.producer(), vec![self.topic.clone()], timeout)
             .await
             .map(|_| ())
             .map_err(|e| format!("Kafka does not answer: {e}"))
+    }
+
+    /// The id of the cluster behind the bootstrap address, if a broker answers.
+    pub async fn cluster_id(&self, timeout: Duration) -> Option<String> {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || producer.client().fetch_cluster_id(timeout))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Copies `message` (key, value, headers) to the dead-letter topic with an
@@ -208,7 +242,7 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.producer
+        self.producer()
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
@@ -224,4 +258,54 @@ pub fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
         .find(|h| h.key == "content-type")
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The id of the Kafka cluster, as last seen (`None` until a broker answered).
+pub type ClusterId = tokio::sync::watch::Receiver<Option<String>>;
+
+/// How often the cluster id is read.
+pub const CLUSTER_POLL: Duration = Duration::from_secs(5);
+
+/// Reads the cluster id every [`CLUSTER_POLL`] and publishes it; when it changes (the
+/// brokers were replaced by empty ones, or the bootstrap address now names another
+/// cluster) the dead-letter producer is rebuilt, and the consumers, watching the
+/// returned id, rebuild theirs.
+pub fn watch_cluster(
+    dead_letters: Arc<DeadLetters>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> ClusterId {
+    let (publish, watch) = tokio::sync::watch::channel(None::<String>);
+    tokio::spawn(async move {
+        loop {
+            if let Some(id) = dead_letters.cluster_id(CLUSTER_POLL).await {
+                let known = publish.borrow().clone();
+                if known.as_ref().is_some_and(|known| *known != id) {
+                    tracing::warn!(from = ?known, to = %id, "the Kafka cluster changed (brokers replaced by empty ones?): new Kafka clients read its topics from the start");
+                    if let Err(error) = dead_letters.rebuild() {
+                        tracing::warn!(%error, "cannot rebuild the dead-letter producer");
+                    }
+                }
+                publish.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&id);
+                    *current = Some(id);
+                    changed
+                });
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CLUSTER_POLL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+    watch
+}
+
+/// True once when `cluster` moved from one known id to another since `known`.
+pub fn cluster_changed(cluster: &mut ClusterId, known: &mut Option<String>) -> bool {
+    let now = cluster.borrow_and_update().clone();
+    let changed = known.is_some() && now.is_some() && now != *known;
+    if now.is_some() {
+        *known = now;
+    }
+    changed
 }

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BatchConfig, KafkaConfig};
-use crate::kafka_source::{DeadLetters, Revoked, WriterConsumer, content_type};
+use crate::kafka_source::{
+    self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
+};
 use crate::metrics::{TableLabel, WriterMetrics};
 use crate::postgres_sink::PostgresSink;
 use crate::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
@@ -50,6 +52,9 @@ pub struct Pipeline {
     site_topic: String,
     /// Set while the batch being written keeps failing (Postgres down).
     retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// To build a new consumer when the cluster changes.
+    kafka: KafkaConfig,
+    cluster: ClusterId,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -71,6 +76,7 @@ impl Pipeline {
         sink: Arc<PostgresSink>,
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<WriterMetrics>,
+        cluster: ClusterId,
     ) -> Self {
         Pipeline {
             consumer: Arc::new(consumer),
@@ -82,6 +88,8 @@ impl Pipeline {
             host_topic: kafka.host_samples_topic.clone(),
             site_topic: kafka.site_checks_topic.clone(),
             retrying: Arc::default(),
+            kafka: kafka.clone(),
+            cluster,
         }
     }
 
@@ -92,10 +100,17 @@ impl Pipeline {
     /// overlap. When the next batch is full before the write ends, reading waits for
     /// it; if the write is failing (Postgres down), the assigned partitions are paused
     /// and only polled. Memory stays at about two batches.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    ///
+    /// When the cluster changes (brokers replaced by empty ones), what is held is
+    /// stored without storing its offsets (they belong to the old topics) and a new
+    /// consumer reads the new topics from their start.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         self.consumer
             .subscribe(&[&self.host_topic, &self.site_topic])?;
         tracing::info!(topics = ?[&self.host_topic, &self.site_topic], "consuming");
+        let mut cluster = self.cluster.clone();
+        let mut known_cluster = cluster.borrow_and_update().clone();
+        let mut watching_cluster = true;
         // Writes get a grace period after shutdown to finish what they hold.
         let writes_stop = CancellationToken::new();
         let mut batch = RowBatch::default();
@@ -129,9 +144,14 @@ impl Pipeline {
                     None => std::future::pending().await,
                 }
             };
+            let mut rebuild = false;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                changed = cluster.changed(), if watching_cluster => match changed {
+                    Ok(()) => rebuild = cluster_changed(&mut cluster, &mut known_cluster),
+                    Err(_) => watching_cluster = false,
+                },
                 written = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
                     let (written, stored) = written.expect("write task does not panic");
@@ -159,6 +179,19 @@ impl Pipeline {
                     }
                     Err(error) => tracing::warn!(%error, "kafka consume error"),
                 },
+            }
+            if rebuild {
+                if let Some(write) = in_flight.take() {
+                    let _ = write.await;
+                }
+                self.drop_revoked(&mut batch);
+                if !batch.is_empty() {
+                    let _ = self
+                        .spawn_write(std::mem::take(&mut batch), writes_stop.clone())
+                        .await;
+                }
+                (deadline, paused) = (None, None);
+                self.replace_consumer()?;
             }
         }
         // If Postgres is down the offsets stay unstored and the next writer reads
@@ -189,6 +222,18 @@ impl Pipeline {
             tracing::debug!(%error, "final offset commit");
         }
         tracing::info!("writer pipeline stopped");
+        Ok(())
+    }
+
+    /// A new consumer (no positions, no stored offsets) subscribed to the topics; the
+    /// old one is closed on a blocking thread.
+    fn replace_consumer(&mut self) -> Result<(), PipelineError> {
+        let (consumer, revoked) = kafka_source::consumer(&self.kafka, self.metrics.clone())?;
+        consumer.subscribe(&[&self.host_topic, &self.site_topic])?;
+        let old = std::mem::replace(&mut self.consumer, Arc::new(consumer));
+        self.revoked = revoked;
+        tokio::task::spawn_blocking(move || drop(old));
+        tracing::info!("consumer replaced: reading the new cluster's topics from the start");
         Ok(())
     }
 

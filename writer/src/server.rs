@@ -127,6 +127,7 @@ pub async fn start(
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
     let checks_consumer = check_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
+    let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
     let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())
         .map_err(WriterError::Notifier)?;
     let pipeline = Pipeline::new(
@@ -136,6 +137,7 @@ pub async fn start(
         sink.clone(),
         dead_letters.clone(),
         metrics,
+        cluster.clone(),
     );
 
     let bind_error = |addr| move |source| WriterError::Bind { addr, source };
@@ -181,11 +183,14 @@ pub async fn start(
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, schema = %config.postgres.schema, "writer running");
 
     let alerts = config.alerts.clone();
+    let checks_kafka = config.kafka.clone();
     let retention = config.postgres.retention_days;
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
         let mirror = tokio::spawn(check_mirror::run(
             checks_consumer,
+            checks_kafka,
+            cluster,
             sink.clone(),
             shutdown.clone(),
         ));
