@@ -61,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         show: Option<AlertsCommand>,
     },
+    /// Serve the web dashboard (live fleet, charts, checks, alerts) on 127.0.0.1:8080.
+    Dashboard(Box<cli::dashboard::DashboardArgs>),
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
@@ -159,6 +161,7 @@ fn main() -> ExitCode {
             None => Query::Alerts(connection, open, None),
         },
         Command::Silence(command) => Query::Silence(command),
+        Command::Dashboard(args) => Query::Dashboard(args),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
             Query::Checks(command) => cli::checks::run(*command).await,
             Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
             Query::Silence(command) => cli::alerts::silence(command).await,
+            Query::Dashboard(args) => cli::dashboard::run(*args).await,
         }
     });
     match result {
@@ -195,6 +199,7 @@ enum Query {
     Checks(Box<cli::checks::ChecksCommand>),
     Alerts(Connection, bool, Option<u64>),
     Silence(cli::alerts::SilenceCommand),
+    Dashboard(Box<cli::dashboard::DashboardArgs>),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {

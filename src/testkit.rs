@@ -937,6 +937,8 @@ pub struct WebhookRequest {
     pub body: serde_json::Value,
     /// The status it was answered with.
     pub answered: u16,
+    /// When it arrived.
+    pub received_at: std::time::SystemTime,
 }
 
 /// A real HTTP server on 127.0.0.1 that records every POST and answers with the
@@ -970,6 +972,7 @@ impl WebhookReceiver {
                             .to_owned(),
                         body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
                         answered: code,
+                        received_at: std::time::SystemTime::now(),
                     });
                     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
                 }

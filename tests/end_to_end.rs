@@ -373,6 +373,7 @@ async fn quickstart(broker: &str) {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_fleetmon")).parent().unwrap();
     binary("fleetmon-agent");
     let output = work.path().join("demo.out");
+    let dashboard_port = free_port();
     let mut demo = Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
         .env_remove("FLEETMON_KAFKA")
@@ -389,6 +390,7 @@ async fn quickstart(broker: &str) {
             format!("{} {} {}", free_port(), free_port(), free_port()),
         )
         .env("FLEETMON_DEMO_HTTP_PORT", free_port().to_string())
+        .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&output).unwrap())
@@ -421,8 +423,17 @@ async fn quickstart(broker: &str) {
     }
     let members = group_members(pgid);
     assert!(
-        members.len() >= 6,
-        "script, site, collector, writer, agent, status: {members:?}"
+        members.len() >= 7,
+        "script, site, collector, writer, agent, dashboard, status: {members:?}"
+    );
+    // The quickstart ends on the dashboard: it names it, and serves the demo agent.
+    assert!(std::fs::read_to_string(&output).unwrap().contains(&format!(
+        "Open the dashboard: http://127.0.0.1:{dashboard_port}/"
+    )),);
+    let fleet = http_get(dashboard_port, "/api/fleet");
+    assert!(
+        fleet.contains("\"agent_id\":\"demo\""),
+        "the dashboard serves the demo agent: {fleet}"
     );
     // Apache Kafka runs in a session of its own, stopped by the script (or, should the
     // script die, when it notices its owner is gone).
@@ -480,4 +491,17 @@ async fn quickstart(broker: &str) {
     let _ = admin
         .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
         .await;
+}
+
+/// The body of `GET PATH` from 127.0.0.1:`port` (HTTP/1.0, whole response read).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or(response)
 }

@@ -124,3 +124,17 @@ wait_port() {
   done
   return 1
 }
+
+# Debian's Chromium and Playwright's driver library (playwright-core, from npm, locked in
+# tests/browser/package-lock.json) for the dashboard's browser test. Exports
+# FLEETMON_CHROMIUM.
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+  fi
+  export FLEETMON_CHROMIUM=/usr/bin/chromium
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    step "installing playwright-core for the browser test (npm ci in tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+}

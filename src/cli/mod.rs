@@ -1,10 +1,11 @@
-//! The operator commands: `status`, `agents`, `sites`, `series`, `checks`, `alerts`
-//! and `silence`, each over
+//! The operator commands: `status`, `agents`, `sites`, `series`, `checks`, `alerts`,
+//! `silence` and `dashboard`, each over
 //! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
 pub(crate) mod alerts;
 pub(crate) mod check_spec;
 pub(crate) mod checks;
+pub(crate) mod dashboard;
 pub(crate) mod queries;
 pub(crate) mod table;
 

@@ -238,7 +238,7 @@ impl CentralRig {
         std::fs::write(
             &config,
             format!(
-                "host_interval_seconds = 60\nmetrics_listen = \"127.0.0.1:0\"\n\
+                "host_interval_seconds = 1\nmetrics_listen = \"127.0.0.1:0\"\n\
                  labels = {{ {labels} }}\n\
                  [collector]\nendpoint = \"https://127.0.0.1:{collector}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
                  [outbox]\nbatch_interval_ms = 200\n",

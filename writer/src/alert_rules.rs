@@ -23,6 +23,8 @@ pub struct Thresholds {
     pub success: u32,
     /// DOWN locations for the check to be DOWN; `None`: a majority of those reporting.
     pub quorum: Option<u32>,
+    /// The check's interval, which says how fresh a stored state must be kept.
+    pub interval_seconds: u32,
 }
 
 impl Default for Thresholds {
@@ -31,6 +33,7 @@ impl Default for Thresholds {
             failure: DEFAULT_FAILURE_THRESHOLD,
             success: DEFAULT_SUCCESS_THRESHOLD,
             quorum: None,
+            interval_seconds: fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
         }
     }
 }
@@ -50,7 +53,19 @@ impl Thresholds {
                 DEFAULT_SUCCESS_THRESHOLD,
             ),
             quorum: alerting.map(|a| a.quorum).filter(|q| *q > 0),
+            interval_seconds: match definition.map_or(0, |d| d.interval_seconds) {
+                0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
+                seconds => seconds,
+            },
         }
+    }
+
+    /// How stale a stored state's newest-run time may get before it is written again
+    /// though nothing else changed: half the reporting window (three intervals), at
+    /// least 5 s.
+    pub fn refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.interval_seconds) * 1500)
+            .max(std::time::Duration::from_secs(5))
     }
 
     /// The DOWN locations needed when `reporting` locations report the check.
@@ -145,6 +160,30 @@ impl LocationState {
     }
 }
 
+/// Whether `after` (what the runs made of `before`, the stored state) must be written.
+/// A location that stays UP on passing runs changes only its newest-run time (and a
+/// success count that matters only while DOWN): that is written once it is `refresh`
+/// older than the newest run, so a steady check costs no write per run.
+pub fn needs_storing(
+    before: Option<&LocationState>,
+    after: &LocationState,
+    refresh: std::time::Duration,
+) -> bool {
+    let Some(before) = before else {
+        return true;
+    };
+    before.down != after.down
+        || before.consecutive_failures != after.consecutive_failures
+        || (after.down && before.consecutive_successes != after.consecutive_successes)
+        || before.last_failure != after.last_failure
+        || before.last_error != after.last_error
+        || before.tls_cert_not_after != after.tls_cert_not_after
+        || after
+            .last_ts
+            .duration_since(before.last_ts)
+            .is_ok_and(|moved| moved >= refresh)
+}
+
 /// How a check stands across its locations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
@@ -230,6 +269,24 @@ mod tests {
         assert!(!state.apply(&run(10, false), thresholds));
         assert!(!state.apply(&run(9, false), thresholds));
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_steady_up_location_is_written_only_when_its_time_grows_stale() {
+        let thresholds = Thresholds::default();
+        let refresh = thresholds.refresh();
+        assert_eq!(refresh, Duration::from_secs(90));
+        let mut state = LocationState::new(SystemTime::UNIX_EPOCH);
+        state.apply(&run(60, true), thresholds);
+        let stored = state.clone();
+        state.apply(&run(120, true), thresholds);
+        assert!(!needs_storing(Some(&stored), &state, refresh));
+        state.apply(&run(180, true), thresholds);
+        assert!(needs_storing(Some(&stored), &state, refresh), "120 s stale");
+        let mut failing = stored.clone();
+        failing.apply(&run(61, false), thresholds);
+        assert!(needs_storing(Some(&stored), &failing, refresh));
+        assert!(needs_storing(None, &stored, refresh));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use fleetmon::pb::CheckDefinition;
 use prost::Message as _;
 use tokio_postgres::Transaction;
 
-use crate::alert_rules::{CheckRun, LocationState, LocationTally, Tally, Thresholds};
+use crate::alert_rules::{
+    CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
+};
 use crate::postgres_sink::SinkError;
 
 const CHECK_TALLIES: &str = include_str!("../sql/check_tallies.sql");
@@ -282,6 +284,7 @@ pub async fn evaluate_check_results(
         })
         .collect();
 
+    let stored = states.clone();
     let mut flipped_checks = BTreeSet::new();
     let mut flipped_agents = BTreeSet::new();
     for row in &results {
@@ -302,6 +305,14 @@ pub async fn evaluate_check_results(
             flipped_agents.insert(key.1);
         }
     }
+    states.retain(|key, state| {
+        let refresh = thresholds
+            .get(&key.0)
+            .copied()
+            .unwrap_or_default()
+            .refresh();
+        needs_storing(stored.get(key), state, refresh)
+    });
     store_states(tx, &states).await?;
     if flipped_checks.is_empty() {
         return Ok(Transitions::default());
@@ -429,6 +440,9 @@ async fn store_states(
     tx: &Transaction<'_>,
     states: &BTreeMap<(String, String), LocationState>,
 ) -> Result<(), SinkError> {
+    if states.is_empty() {
+        return Ok(());
+    }
     let count = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     let checks: Vec<&str> = states.keys().map(|(c, _)| c.as_str()).collect();
     let agents: Vec<&str> = states.keys().map(|(_, a)| a.as_str()).collect();

@@ -120,6 +120,10 @@ pub struct BatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
+    /// Evaluate alert rules at all (every writer of a group must agree: each one
+    /// decides for the partitions it holds).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Seconds between two evaluations of the rules decided by time (agent silent,
     /// host resources, certificates) and of reminders.
     #[serde(default = "default_evaluate_interval")]
@@ -224,6 +228,7 @@ fn default_true() -> bool {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
+            enabled: true,
             evaluate_interval_seconds: default_evaluate_interval(),
             reminder_interval_minutes: default_reminder_minutes(),
             group_wait_ms: default_group_wait_ms(),

@@ -96,10 +96,14 @@ pub async fn start(
 ) -> Result<RunningWriter, WriterError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let sink = Arc::new(PostgresSink::new(&config.postgres)?.with_alerts(AlertHook {
-        channels: config.alerts.channels(),
-        committed: committed.clone(),
-    }));
+    let mut sink = PostgresSink::new(&config.postgres)?;
+    if config.alerts.enabled {
+        sink = sink.with_alerts(AlertHook {
+            channels: config.alerts.channels(),
+            committed: committed.clone(),
+        });
+    }
+    let sink = Arc::new(sink);
     sink.migrate().await?;
     sink.maintain_partitions(
         config.postgres.retention_days,
@@ -194,13 +198,19 @@ pub async fn start(
             sink.clone(),
             shutdown.clone(),
         ));
-        let rules = tokio::spawn(timed_rules::run(
-            sink.clone(),
-            alerts,
-            committed,
-            shutdown.clone(),
-        ));
-        let notifications = tokio::spawn(notifier.run(shutdown.clone()));
+        let (rules, notifications) = if alerts.enabled {
+            (
+                tokio::spawn(timed_rules::run(
+                    sink.clone(),
+                    alerts,
+                    committed,
+                    shutdown.clone(),
+                )),
+                tokio::spawn(notifier.run(shutdown.clone())),
+            )
+        } else {
+            (tokio::spawn(async {}), tokio::spawn(async {}))
+        };
         let maintenance = tokio::spawn(maintain(sink, retention, ahead, shutdown.clone()));
         let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
         let grpc_task = tokio::spawn(

@@ -1,0 +1,594 @@
+//! `fleetmon dashboard`: a web page of the fleet, its checks and alerts, served by the
+//! operator CLI. The CLI holds the operator certificate and speaks gRPC to the
+//! collector and the writer; the browser only ever talks to it (like `kubectl proxy`).
+//!
+//! The page (`dashboard/index.html`, `app.js`, `app.css`) and uPlot are compiled into
+//! the binary. Live values come from `Fleet/WatchLatest` as Server-Sent Events; history,
+//! availability, alerts and checks from JSON endpoints under `/api/`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use fleetmon::pb::alerts_client::AlertsClient;
+use fleetmon::pb::checks_client::ChecksClient;
+use fleetmon::pb::fleet_client::FleetClient;
+use fleetmon::pb::history_client::HistoryClient;
+use fleetmon::pb::{
+    CheckRef, GetLatestRequest, HostSample, HostSeriesRequest, ListAgentsRequest,
+    ListAlertsRequest, ListChecksRequest, SiteAvailabilityRequest, SiteCheck, TimeRange,
+    WatchLatestRequest, check_definition, watch_event,
+};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+use super::Connection;
+
+const INDEX: &str = include_str!("dashboard/index.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const APP_CSS: &str = include_str!("dashboard/app.css");
+const UPLOT_JS: &str = include_str!("dashboard/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("dashboard/vendor/uPlot.min.css");
+
+/// The cookie a browser keeps the access token in after opening `/?token=…`.
+const TOKEN_COOKIE: &str = "fleetmon_token";
+
+/// `fleetmon dashboard`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Where the page is served. Beyond loopback it needs --tls-cert, --tls-key and --token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Server certificate (PEM) for HTTPS.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// A secret every request must carry (open `/?token=SECRET` once; a cookie keeps it).
+    #[arg(long, env = "FLEETMON_DASHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+struct Servers {
+    fleet: FleetClient<Channel>,
+    history: HistoryClient<Channel>,
+    alerts: AlertsClient<Channel>,
+    checks: ChecksClient<Channel>,
+    token: Option<String>,
+}
+
+type Shared = Arc<Servers>;
+
+/// The refusal to listen beyond loopback without TLS and a token, or `None`.
+fn exposure_error(args: &DashboardArgs) -> Option<String> {
+    if args.listen.ip().is_loopback() {
+        return None;
+    }
+    let missing: Vec<&str> = [
+        (args.tls_cert.is_none(), "--tls-cert"),
+        (args.tls_key.is_none(), "--tls-key"),
+        (
+            args.token.is_none(),
+            "--token (or FLEETMON_DASHBOARD_TOKEN)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(absent, flag)| absent.then_some(flag))
+    .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "--listen {} is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs {}",
+            args.listen,
+            missing.join(", ")
+        )
+    })
+}
+
+/// Serves the dashboard until Ctrl-C.
+pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
+    if let Some(refusal) = exposure_error(&args) {
+        anyhow::bail!(refusal);
+    }
+    let files = args.connection.tls();
+    let collector = fleetmon::tls::endpoint(&args.connection.collector, &files)?.connect_lazy();
+    let writer = fleetmon::tls::endpoint(&args.connection.writer, &files)?.connect_lazy();
+    let servers = Arc::new(Servers {
+        fleet: FleetClient::new(collector.clone()),
+        history: HistoryClient::new(writer.clone()),
+        alerts: AlertsClient::new(writer),
+        checks: ChecksClient::new(collector),
+        token: args.token.clone(),
+    });
+    let app = Router::new()
+        .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
+        .route("/app.js", get(|| asset("text/javascript", APP_JS)))
+        .route("/app.css", get(|| asset("text/css", APP_CSS)))
+        .route(
+            "/vendor/uPlot.js",
+            get(|| asset("text/javascript", UPLOT_JS)),
+        )
+        .route("/vendor/uPlot.css", get(|| asset("text/css", UPLOT_CSS)))
+        .route("/api/fleet", get(fleet))
+        .route("/api/events", get(events))
+        .route("/api/series/{agent}", get(series))
+        .route("/api/sites", get(sites))
+        .route("/api/alerts", get(alerts))
+        .route("/api/checks", get(checks))
+        .route("/api/checks/{id}/{action}", post(pause_or_resume))
+        .layer(axum::middleware::from_fn_with_state(
+            servers.clone(),
+            require_token,
+        ))
+        .with_state(servers);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = https_config(cert, key)?;
+            println!("dashboard: https://{addr}/");
+            let incoming = TlsListener::new(listener, config);
+            axum::serve(incoming, app)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+        _ => {
+            println!("dashboard: http://{addr}/");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn https_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = fleetmon::tls::read_certs("dashboard certificate", cert)?;
+    let key = fleetmon::tls::read_key("dashboard key", key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(fleetmon::tls::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TCP connections with their TLS handshake done, for `axum::serve`.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => return (stream, peer),
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "dashboard tls handshake failed"),
+                Err(_) => tracing::debug!(%peer, "dashboard tls handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// With `--token`: the request carries it (`Authorization: Bearer`, the cookie, or
+/// `?token=`, which also sets the cookie), else 401.
+async fn require_token(
+    State(servers): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &servers.token else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = cookie(headers, TOKEN_COOKIE);
+    let query = query(request.uri()).remove("token");
+    let given = [bearer.map(str::to_owned), cookie, query.clone()];
+    if !given.iter().flatten().any(|t| t == token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this dashboard needs its access token: open /?token=…\n",
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    if query.is_some()
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "{TOKEN_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/"
+        ))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+}
+
+/// The query string as key → value (no percent-decoding beyond `+`; values here are
+/// ids, ranges and tokens).
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace('+', " ")))
+        .collect()
+}
+
+fn json_response(value: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn upstream(call: &str, status: tonic::Status) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("{call}: {:?}: {}\n", status.code(), status.message()),
+    )
+        .into_response()
+}
+
+fn millis(t: Option<prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+fn host_json(agent_id: &str, h: &HostSample) -> Value {
+    json!({
+        "agent_id": agent_id,
+        "sampled_at": millis(h.sampled_at),
+        "hostname": h.hostname,
+        "cpu_percent": h.cpu_usage_percent,
+        "memory_used_bytes": h.memory_used_bytes,
+        "memory_total_bytes": h.memory_total_bytes,
+        "disk_used_bytes": h.disk_used_bytes,
+        "disk_total_bytes": h.disk_total_bytes,
+        "load_1m": h.load_average_1m,
+        "load_5m": h.load_average_5m,
+        "load_15m": h.load_average_15m,
+        "rx_bytes_per_second": h.network_rx_bytes_per_second,
+        "tx_bytes_per_second": h.network_tx_bytes_per_second,
+        "interval_seconds": h.interval_seconds,
+    })
+}
+
+fn site_json(agent_id: &str, s: &SiteCheck) -> Value {
+    json!({
+        "agent_id": agent_id,
+        "checked_at": millis(s.checked_at),
+        "url": s.url,
+        "check_id": s.check_id,
+        "ok": s.ok,
+        "status_code": s.status_code,
+        "failure": fleetmon::check_failure::name_of(s.failure).unwrap_or_default(),
+        "error": s.error_message,
+        "response_time_ms": s.response_time_ms,
+        "tls_cert_not_after": millis(s.tls_cert_not_after),
+    })
+}
+
+/// Every agent with its labels and latest host sample and site results.
+async fn fleet(State(servers): State<Shared>) -> Response {
+    let mut fleet = servers.fleet.clone();
+    let agents = match fleet.list_agents(ListAgentsRequest {}).await {
+        Ok(response) => response.into_inner().agents,
+        Err(status) => return upstream("Fleet/ListAgents", status),
+    };
+    let latest = match fleet.get_latest(GetLatestRequest::default()).await {
+        Ok(response) => response.into_inner().agents,
+        Err(status) => return upstream("Fleet/GetLatest", status),
+    };
+    let latest: HashMap<&str, &fleetmon::pb::AgentLatest> =
+        latest.iter().map(|l| (l.agent_id.as_str(), l)).collect();
+    let agents: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            let latest = latest.get(a.agent_id.as_str());
+            json!({
+                "agent_id": a.agent_id,
+                "hostname": a.hostname,
+                "connected": a.connected,
+                "last_sample_at": millis(a.last_sample_at),
+                "labels": a.labels,
+                "host": latest.and_then(|l| l.host.as_ref()).map(|h| host_json(&a.agent_id, h)),
+                "sites": latest.map(|l| l.sites.iter().map(|s| site_json(&a.agent_id, s)).collect::<Vec<_>>()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    json_response(json!({ "now": millis(Some(SystemTime::now().into())), "agents": agents }))
+}
+
+/// Every acknowledged sample, as it arrives: `host` and `site` events.
+async fn events(State(servers): State<Shared>) -> Response {
+    let mut fleet = servers.fleet.clone();
+    let stream = match fleet.watch_latest(WatchLatestRequest::default()).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return upstream("Fleet/WatchLatest", status),
+    };
+    let events = stream.map_while(|event| {
+        let event = event.ok()?;
+        Some(Ok::<_, Infallible>(match event.kind {
+            Some(watch_event::Kind::Host(h)) => Event::default()
+                .event("host")
+                .data(host_json(&h.agent_id, &h).to_string()),
+            Some(watch_event::Kind::Site(s)) => Event::default()
+                .event("site")
+                .data(site_json(&s.agent_id, &s).to_string()),
+            None => Event::default().comment("empty"),
+        }))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `1h`, `24h`, `7d`, `30d` as a duration and a chart step.
+fn range_of(text: Option<&String>) -> (Duration, u32) {
+    match text.map(String::as_str) {
+        Some("24h") => (Duration::from_secs(86_400), 300),
+        Some("7d") => (Duration::from_secs(7 * 86_400), 3600),
+        Some("30d") => (Duration::from_secs(30 * 86_400), 3 * 3600),
+        _ => (Duration::from_secs(3600), 10),
+    }
+}
+
+fn since(ago: Duration) -> Option<TimeRange> {
+    Some(TimeRange {
+        start: Some((SystemTime::now() - ago).into()),
+        end: None,
+    })
+}
+
+/// One agent's host series: columns for the charts.
+async fn series(State(servers): State<Shared>, Path(agent): Path<String>, uri: Uri) -> Response {
+    let (ago, step) = range_of(query(&uri).get("range"));
+    let mut history = servers.history.clone();
+    let series = match history
+        .get_host_series(HostSeriesRequest {
+            agent_id: agent.clone(),
+            range: since(ago),
+            step_seconds: step,
+        })
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return upstream("History/GetHostSeries", status),
+    };
+    let column = |f: fn(&fleetmon::pb::HostSeriesPoint) -> f64| -> Vec<f64> {
+        series.points.iter().map(f).collect()
+    };
+    json_response(json!({
+        "agent_id": agent,
+        "step_seconds": series.step_seconds,
+        "t": series.points.iter().map(|p| p.bucket_start.map_or(0, |t| t.seconds)).collect::<Vec<_>>(),
+        "cpu_percent": column(|p| p.cpu_usage_percent),
+        "memory_used_bytes": column(|p| p.memory_used_bytes),
+        "disk_used_bytes": column(|p| p.disk_used_bytes),
+        "load_1m": column(|p| p.load_average_1m),
+        "rx_bytes_per_second": column(|p| p.network_rx_bytes_per_second),
+        "tx_bytes_per_second": column(|p| p.network_tx_bytes_per_second),
+    }))
+}
+
+/// Availability of every stored site over `?range=` (24h, 7d, 30d).
+async fn sites(State(servers): State<Shared>, uri: Uri) -> Response {
+    let range = query(&uri).get("range").cloned();
+    let (ago, _) = range_of(range.as_ref().or(Some(&"24h".to_owned())));
+    let mut history = servers.history.clone();
+    match history
+        .get_site_availability(SiteAvailabilityRequest {
+            url: String::new(),
+            range: since(ago),
+        })
+        .await
+    {
+        Ok(response) => json_response(Value::from(
+            response
+                .into_inner()
+                .sites
+                .iter()
+                .map(|s| {
+                    json!({
+                        "url": s.url,
+                        "checks": s.checks,
+                        "uptime_percent": s.uptime_percent,
+                        "p50_ms": s.response_time_p50_ms,
+                        "p95_ms": s.response_time_p95_ms,
+                        "avg_ms": s.response_time_avg_ms,
+                        "status_codes": s.status_codes,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Err(status) => upstream("History/GetSiteAvailability", status),
+    }
+}
+
+/// Open alerts, newest first.
+async fn alerts(State(servers): State<Shared>) -> Response {
+    let mut alerts = servers.alerts.clone();
+    match alerts
+        .list_alerts(ListAlertsRequest {
+            open_only: true,
+            limit: 0,
+        })
+        .await
+    {
+        Ok(response) => json_response(Value::from(
+            response
+                .into_inner()
+                .alerts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id, "kind": a.kind, "subject": a.subject, "cause": a.cause,
+                        "locations": a.locations, "opened_at": millis(a.opened_at),
+                        "silenced": a.silenced,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Err(status) => upstream("Alerts/ListAlerts", status),
+    }
+}
+
+/// The central checks with each agent's state.
+async fn checks(State(servers): State<Shared>) -> Response {
+    let mut checks = servers.checks.clone();
+    match checks.list_checks(ListChecksRequest {}).await {
+        Ok(response) => json_response(Value::from(
+            response
+                .into_inner()
+                .checks
+                .iter()
+                .map(|status| {
+                    let check = status.check.clone().unwrap_or_default();
+                    let target = match &check.kind {
+                        Some(check_definition::Kind::Http(h)) => h.url.clone(),
+                        Some(check_definition::Kind::Tcp(t)) => format!("tcp://{}", t.address),
+                        Some(check_definition::Kind::Dns(d)) => format!("dns://{}", d.name),
+                        None => String::new(),
+                    };
+                    json!({
+                        "id": check.id, "version": check.version, "paused": check.paused,
+                        "target": target,
+                        "agents": status.agents.iter().map(|a| json!({
+                            "agent_id": a.agent_id, "connected": a.connected,
+                            "applied_version": a.applied_version, "error": a.error,
+                            "last": a.last_result.as_ref().map(|r| site_json(&a.agent_id, r)),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Err(status) => upstream("Checks/ListChecks", status),
+    }
+}
+
+/// `POST /api/checks/{id}/pause` or `…/resume`.
+async fn pause_or_resume(
+    State(servers): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let mut checks = servers.checks.clone();
+    let result = match action.as_str() {
+        "pause" => checks.pause_check(CheckRef { id }).await,
+        "resume" => checks.resume_check(CheckRef { id }).await,
+        _ => return (StatusCode::NOT_FOUND, "pause or resume\n").into_response(),
+    };
+    match result {
+        Ok(status) => {
+            let check = status.into_inner().check.unwrap_or_default();
+            json_response(json!({"id": check.id, "version": check.version, "paused": check.paused}))
+        }
+        Err(status) => upstream("Checks/PauseCheck", status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DashboardArgs,
+    }
+
+    #[test]
+    fn beyond_loopback_it_needs_tls_and_a_token() {
+        let args = |line: &[&str]| {
+            Cli::try_parse_from([&["dashboard"], line].concat())
+                .unwrap()
+                .args
+        };
+        assert_eq!(exposure_error(&args(&[])), None);
+        assert_eq!(
+            exposure_error(&args(&["--listen", "0.0.0.0:8080"])).unwrap(),
+            "--listen 0.0.0.0:8080 is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs --tls-cert, --tls-key, --token (or FLEETMON_DASHBOARD_TOKEN)"
+        );
+        assert_eq!(
+            exposure_error(&args(&[
+                "--listen",
+                "0.0.0.0:8080",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--token",
+                "s"
+            ])),
+            None
+        );
+    }
+}

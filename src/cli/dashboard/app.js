@@ -1,0 +1,280 @@
+// fleetmon dashboard: the fleet live (Server-Sent Events from Fleet/WatchLatest),
+// history charts (uPlot), checks with pause/resume, availability and open alerts.
+"use strict";
+
+const agents = new Map(); // agent_id -> {info, host, sites: Map(url -> site)}
+let selected = null;
+let range = "1h";
+let charts = [];
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+};
+
+function bytes(v) {
+  if (v == null) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return u === 0 ? `${v.toFixed(0)} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+const pct = (v) => (v == null ? "-" : `${v.toFixed(1)} %`);
+function ago(ms) {
+  if (!ms) return "-";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+// An agent is stale when disconnected or silent for three of its intervals.
+function state(a) {
+  if (!a.info.connected) return "disconnected";
+  const last = a.host ? a.host.sampled_at : a.info.last_sample_at;
+  const interval = (a.host && a.host.interval_seconds) || 5;
+  if (!last || Date.now() - last > 3 * interval * 1000) return "stale";
+  return "live";
+}
+
+function fleetRow(id) {
+  const a = agents.get(id);
+  const h = a.host || {};
+  const st = state(a);
+  const labels = Object.entries(a.info.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+  const cells = [
+    ["agent", `${id}${a.info.hostname ? " (" + a.info.hostname + ")" : ""}`],
+    ["state", st === "live" ? "● live" : st === "stale" ? "◌ stale" : "○ disconnected"],
+    ["cpu", pct(h.cpu_percent)],
+    ["memory", h.memory_total_bytes ? `${bytes(h.memory_used_bytes)} / ${bytes(h.memory_total_bytes)}` : "-"],
+    ["disk", h.disk_total_bytes ? `${bytes(h.disk_used_bytes)} / ${bytes(h.disk_total_bytes)}` : "-"],
+    ["load", h.load_1m == null ? "-" : `${h.load_1m.toFixed(2)} ${h.load_5m.toFixed(2)} ${h.load_15m.toFixed(2)}`],
+    ["net", h.rx_bytes_per_second == null ? "-" : `${bytes(h.rx_bytes_per_second)}/s / ${bytes(h.tx_bytes_per_second)}/s`],
+    ["last", ago(h.sampled_at || a.info.last_sample_at)],
+    ["labels", labels],
+  ];
+  const tr = el("tr", { "data-agent": id, class: st === "live" ? "" : "stale", tabindex: "0" });
+  for (const [field, text] of cells) {
+    const td = el("td", { "data-field": field, text });
+    if (field === "state") td.className = st === "live" ? "state-ok" : "state-bad";
+    tr.append(td);
+  }
+  tr.addEventListener("click", () => select(id));
+  tr.addEventListener("keydown", (e) => { if (e.key === "Enter") select(id); });
+  return tr;
+}
+
+function renderFleet() {
+  const body = $("#fleet tbody");
+  body.replaceChildren(...[...agents.keys()].sort().map(fleetRow));
+  if (agents.size === 0) body.append(el("tr", {}, el("td", { colspan: "9", class: "muted", text: "no agent has connected yet" })));
+}
+
+async function getJson(path) {
+  const r = await fetch(path, { credentials: "same-origin" });
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+async function loadFleet() {
+  const fleet = await getJson("/api/fleet");
+  for (const a of fleet.agents) {
+    const known = agents.get(a.agent_id) || { sites: new Map() };
+    known.info = a;
+    if (a.host && (!known.host || a.host.sampled_at >= known.host.sampled_at)) known.host = a.host;
+    for (const s of a.sites) known.sites.set(s.url, s);
+    agents.set(a.agent_id, known);
+  }
+  renderFleet();
+}
+
+function live() {
+  const badge = $("#live");
+  const events = new EventSource("/api/events");
+  events.onopen = () => { badge.dataset.state = "live"; badge.textContent = "live"; };
+  events.onerror = () => { badge.dataset.state = "down"; badge.textContent = "reconnecting…"; };
+  events.addEventListener("host", (e) => {
+    const h = JSON.parse(e.data);
+    const a = agents.get(h.agent_id);
+    if (!a) { loadFleet().catch(show); return; }
+    a.host = h;
+    a.info.connected = true;
+    a.info.last_sample_at = h.sampled_at;
+    const row = document.querySelector(`#fleet tr[data-agent="${CSS.escape(h.agent_id)}"]`);
+    if (row) row.replaceWith(fleetRow(h.agent_id)); else renderFleet();
+    if (selected === h.agent_id && range === "1h") appendPoint(h);
+  });
+  events.addEventListener("site", (e) => {
+    const s = JSON.parse(e.data);
+    const a = agents.get(s.agent_id);
+    if (a) a.sites.set(s.url, s);
+    if (s.check_id) updateCheckLocation(s);
+  });
+}
+
+// --- charts ---------------------------------------------------------------
+const SERIES = [
+  ["cpu_percent", "CPU %", (v) => v],
+  ["memory_used_bytes", "Memory used (GiB)", (v) => v / 2 ** 30],
+  ["disk_used_bytes", "Disk used (GiB)", (v) => v / 2 ** 30],
+  ["load_1m", "Load (1 min)", (v) => v],
+  ["rx_bytes_per_second", "Network rx (KiB/s)", (v) => v / 1024],
+  ["tx_bytes_per_second", "Network tx (KiB/s)", (v) => v / 1024],
+];
+let chartData = null;
+
+async function select(id) {
+  selected = id;
+  $("#agent-panel").hidden = false;
+  $("#agent-title").textContent = `Agent ${id}`;
+  await drawCharts();
+}
+
+async function drawCharts() {
+  const data = await getJson(`/api/series/${encodeURIComponent(selected)}?range=${range}`);
+  chartData = data;
+  const box = $("#charts");
+  charts.forEach((c) => c.destroy());
+  charts = [];
+  box.replaceChildren();
+  const seconds = { "1h": 3600, "24h": 86400, "7d": 7 * 86400 }[range];
+  for (const [key, label, scale] of SERIES) {
+    const holder = el("div", { class: "chart", "data-series": key }, el("h3", { text: label }));
+    box.append(holder);
+    const opts = {
+      width: chartWidth(holder), height: 160,
+      // The whole requested range, whatever part of it has samples.
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - seconds, now]; } } },
+      series: [{}, { label, stroke: "#0a6cbd", width: 1.5, dash: key.startsWith("tx") ? [6, 3] : undefined }],
+      axes: [{}, { size: 50 }],
+      legend: { show: false },
+    };
+    charts.push(new uPlot(opts, [data.t, data[key].map(scale)], holder));
+  }
+  $("#charts").dataset.points = String(data.t.length);
+}
+
+function chartWidth(holder) {
+  return Math.max(200, Math.floor(holder.clientWidth || holder.parentElement.clientWidth) - 4);
+}
+
+window.addEventListener("resize", () => {
+  for (const c of charts) c.setSize({ width: chartWidth(c.root.parentElement), height: 160 });
+});
+
+function appendPoint(h) {
+  if (!chartData) return;
+  const t = Math.floor(h.sampled_at / 1000);
+  chartData.t.push(t);
+  for (const [key] of SERIES) chartData[key].push(h[key] ?? 0);
+  charts.forEach((c, i) => {
+    const [key, , scale] = SERIES[i];
+    c.setData([chartData.t, chartData[key].map(scale)]);
+  });
+  $("#charts").dataset.points = String(chartData.t.length);
+}
+
+// --- checks ----------------------------------------------------------------
+function locationText(last) {
+  if (!last) return "no result yet";
+  const status = last.status_code ? ` ${last.status_code}` : "";
+  return last.ok ? `✓ ok${status}` : `✗ ${last.failure || "failed"}${status}`;
+}
+
+function updateCheckLocation(s) {
+  const cell = document.querySelector(`#checks td[data-check="${CSS.escape(s.check_id)}"] [data-location="${CSS.escape(s.agent_id)}"]`);
+  if (cell) {
+    cell.textContent = `${s.agent_id}: ${locationText(s)}`;
+    cell.className = s.ok ? "state-ok" : "state-bad";
+  }
+}
+
+async function loadChecks() {
+  let checks;
+  try { checks = await getJson("/api/checks"); } catch (e) { return show(e); }
+  const body = $("#checks tbody");
+  if (checks.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "no central checks (fleetmon checks add)" })));
+    return;
+  }
+  body.replaceChildren(...checks.map((c) => {
+    const locations = el("td", { "data-check": c.id });
+    for (const a of c.agents) {
+      const span = el("span", { "data-location": a.agent_id, class: a.last ? (a.last.ok ? "state-ok" : "state-bad") : "muted", text: `${a.agent_id}: ${locationText(a.last)}` });
+      locations.append(span, el("br"));
+    }
+    const button = el("button", { class: "action", text: c.paused ? "Resume" : "Pause" });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      await fetch(`/api/checks/${encodeURIComponent(c.id)}/${c.paused ? "resume" : "pause"}`, { method: "POST", credentials: "same-origin" });
+      await loadChecks();
+    });
+    return el("tr", { "data-check-row": c.id },
+      el("td", { text: c.id }),
+      el("td", { text: c.target }),
+      el("td", { "data-field": "check-state", class: c.paused ? "state-bad" : "state-ok", text: c.paused ? "‖ paused" : "▶ active" }),
+      locations,
+      el("td", {}, button));
+  }));
+}
+
+// --- availability and alerts -------------------------------------------------
+async function loadSites() {
+  let day, week, month;
+  try {
+    [day, week, month] = await Promise.all(["24h", "7d", "30d"].map((r) => getJson(`/api/sites?range=${r}`)));
+  } catch (e) { return show(e); }
+  const up = (list, url) => { const s = list.find((x) => x.url === url); return s ? `${s.uptime_percent.toFixed(2)} %` : "-"; };
+  const body = $("#sites tbody");
+  body.replaceChildren(...day.map((s) => el("tr", { "data-site": s.url },
+    el("td", { text: s.url }),
+    el("td", { "data-field": "uptime-24h", text: up(day, s.url) }),
+    el("td", { text: up(week, s.url) }),
+    el("td", { text: up(month, s.url) }),
+    // Percentiles come from raw rows; beyond them the rollups give an average.
+    el("td", { text: s.p50_ms == null ? `avg ${s.avg_ms.toFixed(0)} ms` : `${s.p50_ms.toFixed(0)} / ${s.p95_ms.toFixed(0)} ms` }),
+    el("td", { text: Object.entries(s.status_codes).map(([k, v]) => `${k}: ${v}`).join(", ") }))));
+  if (day.length === 0) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "nothing stored in the last 24 h" })));
+}
+
+async function loadAlerts() {
+  let alerts;
+  try { alerts = await getJson("/api/alerts"); } catch (e) { return show(e); }
+  const list = $("#alerts");
+  if (alerts.length === 0) { list.replaceChildren(el("li", { class: "muted", text: "no open alerts" })); return; }
+  list.replaceChildren(...alerts.map((a) => el("li", { "data-alert": String(a.id) },
+    el("strong", { text: `⚠ ${a.kind} ${a.subject}` }),
+    ` ${a.silenced ? "(silenced) " : ""}— ${a.cause} — opened ${ago(a.opened_at)}`)));
+}
+
+function show(error) {
+  const badge = $("#live");
+  badge.dataset.state = "down";
+  badge.textContent = String(error.message || error).slice(0, 120);
+}
+
+for (const b of document.querySelectorAll(".ranges button")) {
+  b.addEventListener("click", async () => {
+    range = b.dataset.range;
+    for (const o of document.querySelectorAll(".ranges button")) o.setAttribute("aria-pressed", String(o === b));
+    if (selected) await drawCharts();
+  });
+}
+
+loadFleet().then(live).catch(show);
+loadChecks();
+loadSites();
+loadAlerts();
+setInterval(() => loadFleet().catch(show), 10000);
+setInterval(() => { loadChecks(); loadAlerts(); }, 5000);
+setInterval(loadSites, 30000);
+// Ages and staleness move with the clock, not only with samples.
+setInterval(renderFleet, 1000);

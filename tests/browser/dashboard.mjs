@@ -1,0 +1,73 @@
+// Drives Debian's Chromium (playwright-core, no bundled browser) against a running
+// `fleetmon dashboard`. Usage: node dashboard.mjs URL OUT_DIR AGENT CHECK
+// Prints one JSON object of what the page showed; tests/dashboard.rs compares it with
+// what the collector and Postgres hold. Screenshots go to OUT_DIR.
+import { chromium } from "playwright-core";
+
+const [url, out, agent, check] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.FLEETMON_CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+});
+const seen = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(url);
+  const row = page.locator(`#fleet tr[data-agent="${agent}"]`);
+  await row.waitFor({ timeout: 30000 });
+  await page.locator("#live[data-state=live]").waitFor({ timeout: 30000 });
+  const cell = (field) => row.locator(`td[data-field="${field}"]`).textContent();
+  seen.state = await cell("state");
+  seen.cpu = await cell("cpu");
+  seen.memory = await cell("memory");
+  seen.labels = await cell("labels");
+  // A new sample arrives without a reload: the CPU / last-sample cells change.
+  const before = await row.getAttribute("data-updated") ?? (await cell("last"));
+  const firstCpu = seen.cpu;
+  const deadline = Date.now() + 20000;
+  seen.live_update = false;
+  const sample = await page.evaluate(() => new Promise((resolve) => {
+    const events = new EventSource("/api/events");
+    events.addEventListener("host", (e) => { events.close(); resolve(JSON.parse(e.data)); });
+  }));
+  while (Date.now() < deadline) {
+    const cpu = await cell("cpu");
+    if (cpu === `${sample.cpu_percent.toFixed(1)} %`) { seen.live_update = true; seen.cpu_after = cpu; break; }
+    await page.waitForTimeout(100);
+  }
+  seen.first_cpu = firstCpu;
+  seen.before = before;
+  await page.screenshot({ path: `${out}/fleet.png`, fullPage: true });
+
+  // Charts of the agent's history.
+  await row.click();
+  await page.locator("#charts .chart canvas").first().waitFor({ timeout: 20000 });
+  seen.charts = await page.locator("#charts .chart").count();
+  seen.chart_points = Number(await page.locator("#charts").getAttribute("data-points"));
+  await page.screenshot({ path: `${out}/agent.png`, fullPage: true });
+
+  // The check, its location result, then paused from the page.
+  const checkRow = page.locator(`#checks tr[data-check-row="${check}"]`);
+  await checkRow.waitFor({ timeout: 20000 });
+  await checkRow.locator(`[data-location="${agent}"].state-ok`).waitFor({ timeout: 20000 });
+  seen.check_location = await checkRow.locator(`[data-location="${agent}"]`).textContent();
+  seen.check_state = await checkRow.locator('td[data-field="check-state"]').textContent();
+  await checkRow.locator("button").click();
+  await page.locator(`#checks tr[data-check-row="${check}"] td[data-field="check-state"]:has-text("paused")`).waitFor({ timeout: 20000 });
+  seen.check_state_after = await page.locator(`#checks tr[data-check-row="${check}"] td[data-field="check-state"]`).textContent();
+
+  // Availability and alerts.
+  await page.locator(`#sites tr[data-site]`).first().waitFor({ timeout: 40000 });
+  seen.site_uptime = await page.locator(`#sites tr[data-site] td[data-field="uptime-24h"]`).first().textContent();
+  seen.alerts = await page.locator("#alerts").textContent();
+  await page.screenshot({ path: `${out}/checks.png`, fullPage: true });
+
+  // Phone width: the fleet table scrolls inside its box, the page does not.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  seen.page_scrolls_sideways = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  await page.screenshot({ path: `${out}/phone.png`, fullPage: true });
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(seen));
