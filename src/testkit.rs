@@ -153,8 +153,19 @@ impl KafkaCluster {
     }
 
     /// Freezes node `node` (SIGSTOP): its connections stay open and nothing is answered.
+    /// Returns once every thread of it is stopped: kill(2) returns before the signal has
+    /// reached them all, and a busy JVM answers a request or two meanwhile.
     pub fn pause(&self, node: usize) {
-        signal(self.pid(node), libc::SIGSTOP);
+        let pid = self.pid(node);
+        signal(pid, libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "node {node} did not stop within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Thaws a frozen node (SIGCONT).
@@ -658,6 +669,62 @@ pub struct PgCluster {
 impl PgCluster {
     /// Creates and starts the server.
     pub fn start() -> Self {
+        let cluster = Self::init();
+        cluster.pg_ctl("start", &[]);
+        cluster
+    }
+
+    /// Creates and starts a server that accepts TCP connections only over TLS
+    /// (`ssl = on`, `hostssl` lines only in pg_hba.conf), with this certificate and key
+    /// (PEM). The Unix socket ([`PgCluster::socket_url`]) stays open, without TLS.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let cluster = Self::init();
+        let data = cluster.dir.path().join("data");
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("write server TLS file");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod server TLS file");
+            cluster.chown(&path);
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(&mut conf, b"\nssl = on\n").expect("write postgresql.conf");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        cluster.pg_ctl("start", &[]);
+        cluster
+    }
+
+    /// A URL over the server's Unix socket (never TLS), for checking what was stored.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
+    /// The port it listens on at 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn chown(&self, path: &Path) {
+        if let Some((uid, gid)) = self.owner() {
+            let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .expect("path without NUL");
+            // SAFETY: chown(2) on a path we created.
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), uid, gid) }, 0);
+        }
+    }
+
+    fn init() -> Self {
         let bin = std::env::var_os("FLEETMON_PG_BIN")
             .map(PathBuf::from)
             .or_else(|| {
@@ -683,12 +750,7 @@ impl PgCluster {
             port: free_port(),
             bin,
         };
-        if let Some((uid, gid)) = cluster.owner() {
-            // SAFETY: chown(2) on a path we just created.
-            let path = std::ffi::CString::new(cluster.dir.path().as_os_str().as_encoded_bytes())
-                .expect("path without NUL");
-            assert_eq!(unsafe { libc::chown(path.as_ptr(), uid, gid) }, 0);
-        }
+        cluster.chown(cluster.dir.path());
         let data = cluster.dir.path().join("data");
         cluster.run(
             "initdb",
@@ -702,7 +764,6 @@ impl PgCluster {
                 "--no-sync".as_ref(),
             ],
         );
-        cluster.pg_ctl("start", &[]);
         cluster
     }
 
@@ -926,6 +987,23 @@ pub fn bench_repeats() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1)
+}
+
+/// Every thread of `pid` is in state `T` (stopped), per /proc.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) S …`: the state follows the last `)`.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+            })
+            .is_some_and(|state| state == 'T' || state == 't')
+    })
 }
 
 /// One request a [`WebhookReceiver`] got.

@@ -90,11 +90,17 @@ pub struct PostgresConfig {
     /// Connections in the pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// CA bundle (PEM) to verify the server with when the URL asks for TLS
-    /// (`sslmode=require`); without it the platform's web PKI roots are not used,
-    /// so set it for any TLS connection.
+    /// CA bundle (PEM) that signed the server's certificate: required by
+    /// `sslmode=verify-ca` and `verify-full`; with `require` it turns on chain checks.
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (`clientcert=` in
+    /// pg_hba.conf); with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// Days of raw samples kept; older daily partitions are dropped.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
@@ -393,6 +399,8 @@ impl Default for PostgresConfig {
             schema: default_schema(),
             pool_size: default_pool_size(),
             ca: None,
+            cert: None,
+            key: None,
             retention_days: default_retention_days(),
             partitions_ahead_days: default_partitions_ahead_days(),
         }
@@ -453,6 +461,30 @@ impl WriterConfig {
                 format!(
                     "`{schema}` is not a plain identifier: use 1-63 of [a-z0-9_], not starting with a digit"
                 ),
+            ));
+        }
+        let (mode, _) = crate::postgres_tls::SslMode::of_url(&self.postgres.url);
+        if matches!(
+            mode,
+            crate::postgres_tls::SslMode::VerifyCa | crate::postgres_tls::SslMode::VerifyFull
+        ) && self.postgres.ca.is_none()
+        {
+            return Err(ConfigError::field(
+                "postgres.ca",
+                format!(
+                    "is required by sslmode={} in postgres.url: set it to the CA bundle that signed the server's certificate",
+                    mode.as_str()
+                ),
+            ));
+        }
+        if self.postgres.cert.is_some() != self.postgres.key.is_some() {
+            return Err(ConfigError::field(
+                if self.postgres.cert.is_some() {
+                    "postgres.key"
+                } else {
+                    "postgres.cert"
+                },
+                "is missing: a client certificate needs both postgres.cert and postgres.key",
             ));
         }
         if self.postgres.pool_size == 0 {

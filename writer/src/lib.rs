@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notifier;
 pub mod pipeline;
 pub mod postgres_sink;
+pub mod postgres_tls;
 pub mod row_batch;
 pub mod server;
 pub mod timed_rules;

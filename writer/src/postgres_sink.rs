@@ -8,7 +8,6 @@
 //! actually inserted. Then `agents` (one row per agent of the batch), COMMIT.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -113,6 +112,14 @@ pub enum SinkError {
     /// The pool could not be built.
     #[error("cannot build the PostgreSQL pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+    /// No connection at start, with what to change.
+    #[error("cannot connect to PostgreSQL: {reason}: {hint}")]
+    Connect {
+        /// The client's error.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+    },
 }
 
 /// What one batch did.
@@ -147,6 +154,8 @@ pub struct PostgresSink {
     known_days: Mutex<BTreeSet<i64>>,
     /// Set when alerts are evaluated with every batch.
     alerts: Option<AlertHook>,
+    /// The TLS mode of `postgres.url`, for connection hints.
+    mode: crate::postgres_tls::SslMode,
 }
 
 /// The server's message for a database error (tokio-postgres only says "db error").
@@ -162,31 +171,13 @@ fn big(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn tls_connector(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, SinkError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = ca {
-        for cert in fleetmon::tls::read_certs("postgres CA", ca)? {
-            roots.add(cert).map_err(|e| fleetmon::tls::TlsError::File {
-                what: "postgres CA",
-                path: ca.to_owned(),
-                reason: e.to_string(),
-            })?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(fleetmon::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(fleetmon::tls::TlsError::Rustls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
 impl PostgresSink {
     /// Builds the pool (connections are opened lazily) with `search_path` set to the
     /// schema. TLS (rustls, verified against `postgres.ca`) is used when the URL says
     /// `sslmode=require`; `prefer` (the default) is treated as `disable`.
     pub fn new(config: &PostgresConfig) -> Result<Self, SinkError> {
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(SinkError::Url)?;
+        let (mode, url) = crate::postgres_tls::SslMode::of_url(&config.url);
+        let mut pg: tokio_postgres::Config = url.parse().map_err(SinkError::Url)?;
         if pg.get_ssl_mode() == SslMode::Prefer {
             pg.ssl_mode(SslMode::Disable);
         }
@@ -196,7 +187,7 @@ impl PostgresSink {
         pg.connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
             pg,
-            tls_connector(config.ca.as_deref())?,
+            crate::postgres_tls::connector(mode, config)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -212,6 +203,7 @@ impl PostgresSink {
             schema: config.schema.clone(),
             known_days: Mutex::default(),
             alerts: None,
+            mode,
         })
     }
 
@@ -231,7 +223,24 @@ impl PostgresSink {
     /// Creates the schema if needed and runs pending migrations in one transaction,
     /// under an advisory lock so concurrent writers do not race. Idempotent.
     pub async fn migrate(&self) -> Result<(), SinkError> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.pool.get().await.map_err(|error| {
+            let reason = match &error {
+                deadpool_postgres::PoolError::Backend(e) => {
+                    let mut text = describe(e);
+                    let mut source = std::error::Error::source(e);
+                    while let Some(cause) = source {
+                        text = format!("{text}: {cause}");
+                        source = cause.source();
+                    }
+                    text
+                }
+                other => other.to_string(),
+            };
+            match crate::postgres_tls::hint(&reason, self.mode) {
+                Some(hint) => SinkError::Connect { reason, hint },
+                None => SinkError::Pool(error),
+            }
+        })?;
         // Any constant works; it only has to be the same for every writer.
         const LOCK: i64 = 0x666c_6565_746d_6f6e; // "fleetmon"
         client

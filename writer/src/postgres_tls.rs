@@ -1,0 +1,278 @@
+//! TLS to PostgreSQL with libpq's `sslmode` meanings, on rustls:
+//!
+//! - `disable`, `prefer` (the default; treated as `disable`): plaintext;
+//! - `require`: encrypted; with `postgres.ca` the chain is verified (as libpq does when
+//!   a root certificate is present), without it nothing is (logged as a warning);
+//! - `verify-ca`: encrypted, the chain verified against `postgres.ca`, any host name;
+//! - `verify-full`: encrypted, the chain and the host name verified.
+//!
+//! `postgres.cert` and `postgres.key` add a client certificate. tokio-postgres knows
+//! only `disable`, `prefer` and `require`, so `verify-*` reach it as `require` and the
+//! verification is this module's. Connection failures get a hint naming the setting.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use crate::config::PostgresConfig;
+
+/// What `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext (`disable`, `prefer`, or no `sslmode`).
+    Disable,
+    /// Encrypted; verified only when a CA is set.
+    Require,
+    /// Encrypted; the chain verified, not the host name.
+    VerifyCa,
+    /// Encrypted; the chain and the host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode `url` names, and the URL tokio-postgres can parse (`verify-*` as `require`).
+    pub fn of_url(url: &str) -> (SslMode, String) {
+        for (text, mode) in [
+            ("sslmode=verify-full", SslMode::VerifyFull),
+            ("sslmode=verify-ca", SslMode::VerifyCa),
+        ] {
+            if url.contains(text) {
+                return (mode, url.replace(text, "sslmode=require"));
+            }
+        }
+        let mode = if url.contains("sslmode=require") {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        };
+        (mode, url.to_owned())
+    }
+
+    /// As written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Accepts a chain that verifies but names another host (`verify-ca`).
+#[derive(Debug)]
+struct AnyHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+/// Accepts any certificate (`require` without a CA): encryption only.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, fleetmon::tls::TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in fleetmon::tls::read_certs("postgres CA (postgres.ca)", ca)? {
+        roots.add(cert).map_err(|e| fleetmon::tls::TlsError::File {
+            what: "postgres CA (postgres.ca)",
+            path: ca.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The connector for `mode` with `config`'s CA and client certificate.
+pub fn connector(
+    mode: SslMode,
+    config: &PostgresConfig,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, fleetmon::tls::TlsError> {
+    let provider = fleetmon::tls::crypto_provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(fleetmon::tls::TlsError::Rustls)?;
+    let builder = match (mode, config.ca.as_deref()) {
+        (SslMode::VerifyFull, Some(ca)) => builder.with_root_certificates(roots(ca)?),
+        (SslMode::VerifyCa | SslMode::Require, Some(ca)) => {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider,
+            )
+            .build()
+            .map_err(|e| fleetmon::tls::TlsError::File {
+                what: "postgres CA (postgres.ca)",
+                path: ca.to_owned(),
+                reason: e.to_string(),
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki)))
+        }
+        (SslMode::Require, None) => {
+            tracing::warn!(
+                "PostgreSQL TLS without verifying the server (sslmode=require and no postgres.ca): set postgres.ca and use sslmode=verify-full"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+        }
+        // Refused by the config's validation; plaintext never reaches the connector.
+        (_, None) => builder.with_root_certificates(rustls::RootCertStore::empty()),
+        (SslMode::Disable, Some(ca)) => builder.with_root_certificates(roots(ca)?),
+    };
+    let config = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                fleetmon::tls::read_certs("postgres client certificate (postgres.cert)", cert)?,
+                fleetmon::tls::read_key("postgres client key (postgres.key)", key)?,
+            )
+            .map_err(fleetmon::tls::TlsError::Rustls)?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// What to do about a failed connection, from its error text, or `None`.
+pub fn hint(error: &str, mode: SslMode) -> Option<String> {
+    let mode = mode.as_str();
+    if error.contains("UnknownIssuer") || error.contains("BadSignature") {
+        return Some(format!(
+            "the server's certificate is not signed by a CA in postgres.ca: set postgres.ca to the CA that issued it (sslmode={mode})"
+        ));
+    }
+    if error.contains("NotValidForName") || error.contains("not valid for name") {
+        return Some(
+            "the server's certificate does not name the host in postgres.url (sslmode=verify-full): connect by a name the certificate carries, or use sslmode=verify-ca".to_owned(),
+        );
+    }
+    if error.contains("server does not support TLS") {
+        return Some(format!(
+            "the server does not accept TLS but postgres.url says sslmode={mode}: turn on ssl at the server, or set sslmode=disable"
+        ));
+    }
+    if error.contains("no encryption") {
+        return Some(
+            "the server accepts only TLS connections: add sslmode=verify-full to postgres.url and set postgres.ca".to_owned(),
+        );
+    }
+    if error.contains("certificate required") || error.contains("CertificateRequired") {
+        return Some(
+            "the server asks for a client certificate: set postgres.cert and postgres.key"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_modes_reach_tokio_postgres_as_require() {
+        assert_eq!(
+            SslMode::of_url("postgres://u@db:5432/f?sslmode=verify-full"),
+            (
+                SslMode::VerifyFull,
+                "postgres://u@db:5432/f?sslmode=require".to_owned()
+            )
+        );
+        assert_eq!(
+            SslMode::of_url("host=db sslmode=verify-ca").0,
+            SslMode::VerifyCa
+        );
+        assert_eq!(
+            SslMode::of_url("postgres://u@db/f?sslmode=require").0,
+            SslMode::Require
+        );
+        assert_eq!(SslMode::of_url("postgres://u@db/f").0, SslMode::Disable);
+    }
+}
