@@ -245,3 +245,131 @@ mod tests {
         );
     }
 }
+
+/// `[kafka.tls]` of the collector and the writer: TLS to the brokers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    /// CA bundle (PEM) that signed the brokers' certificates.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for listeners that require one.
+    pub cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// `[kafka.sasl]` of the collector and the writer: SASL (over TLS) to the brokers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// `SCRAM-SHA-512` (default), `SCRAM-SHA-256` or `PLAIN`.
+    #[serde(default = "default_sasl_mechanism")]
+    pub mechanism: String,
+    /// The user.
+    pub username: String,
+    /// The password (or `password_file`; or the environment override of this key).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_sasl_mechanism() -> String {
+    "SCRAM-SHA-512".to_owned()
+}
+
+/// The librdkafka properties for `tls` and `sasl` (none when both are absent), checked:
+/// each error names the field. `options` may not also set what these set.
+pub fn kafka_security(
+    tls: Option<&KafkaTls>,
+    sasl: Option<&KafkaSasl>,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    if tls.is_none() && sasl.is_none() {
+        return Ok(Vec::new());
+    }
+    let protocol = if sasl.is_some() { "SASL_SSL" } else { "SSL" };
+    // Validation may run twice (file, then flags): the protocol this set is no conflict.
+    if options
+        .get("security.protocol")
+        .is_some_and(|set| set != protocol)
+    {
+        return Err(ConfigError::field(
+            "kafka.options.\"security.protocol\"",
+            "is set as well as kafka.tls / kafka.sasl: keep one of them",
+        ));
+    }
+    let mut set = vec![("security.protocol".to_owned(), protocol.to_owned())];
+    if let Some(tls) = tls {
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(ConfigError::field(
+                if tls.cert.is_some() {
+                    "kafka.tls.key"
+                } else {
+                    "kafka.tls.cert"
+                },
+                "is missing: a client certificate needs both kafka.tls.cert and kafka.tls.key",
+            ));
+        }
+        for (field, key, path) in [
+            ("kafka.tls.ca", "ssl.ca.location", &tls.ca),
+            ("kafka.tls.cert", "ssl.certificate.location", &tls.cert),
+            ("kafka.tls.key", "ssl.key.location", &tls.key),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(ConfigError::field(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+                set.push((key.to_owned(), path.display().to_string()));
+            }
+        }
+    }
+    if let Some(sasl) = sasl {
+        if !["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"].contains(&sasl.mechanism.as_str()) {
+            return Err(ConfigError::field(
+                "kafka.sasl.mechanism",
+                format!(
+                    "`{}` is not one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN",
+                    sasl.mechanism
+                ),
+            ));
+        }
+        if sasl.username.trim().is_empty() {
+            return Err(ConfigError::field("kafka.sasl.username", "is empty"));
+        }
+        let password = match (&sasl.password, &sasl.password_file) {
+            (Some(password), None) => password.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| {
+                    ConfigError::field(
+                        "kafka.sasl.password_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::field(
+                    "kafka.sasl.password",
+                    "and kafka.sasl.password_file are both set: keep one",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::field(
+                    "kafka.sasl.password",
+                    "is missing: set it, kafka.sasl.password_file, or its environment override",
+                ));
+            }
+        };
+        set.extend([
+            ("sasl.mechanisms".to_owned(), sasl.mechanism.clone()),
+            ("sasl.username".to_owned(), sasl.username.clone()),
+            ("sasl.password".to_owned(), password),
+        ]);
+    }
+    Ok(set)
+}

@@ -54,13 +54,9 @@ pub async fn create_missing(
         reason,
     };
     let first = spec.names.first().copied().unwrap_or_default();
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", bootstrap);
-    for (key, value) in options {
-        client.set(key, value);
-    }
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| error(first, e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, options)
+        .create()
+        .map_err(|e| error(first, e.to_string()))?;
     let min_isr = spec.min_insync_replicas.map(|n| n.to_string());
     let topics: Vec<NewTopic<'_>> = spec
         .names
@@ -124,4 +120,19 @@ pub async fn missing_topics(
     })
     .await
     .expect("metadata probe does not panic")
+}
+
+/// A librdkafka client config for `bootstrap` with every one of `options` (TLS, SASL,
+/// tuning): the start of every Kafka client the collector and the writer make, so no
+/// client misses the security settings.
+pub fn client_config(
+    bootstrap: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    client
 }

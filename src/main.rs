@@ -117,6 +117,20 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Issue a server certificate (a Kafka broker, a PostgreSQL server): DIR/NAME.pem and NAME-key.pem.
+    IssueServer {
+        /// File name: letters, digits, '.', '_' and '-'.
+        name: String,
+        /// DNS name or IP address it serves (repeatable).
+        #[arg(long = "san", value_name = "NAME_OR_IP", required = true)]
+        sans: Vec<String>,
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Issue an operator client certificate: DIR/operators/NAME.pem and NAME-key.pem.
     IssueOperator {
         /// Operator name: letters, digits, '.', '_' and '-'.
@@ -211,6 +225,12 @@ fn certs_command(command: CertsCommand) -> ExitCode {
         CertsCommand::IssueOperator { name, dir, force } => {
             pki::issue_client(&dir, Role::Operator, &name, force)
         }
+        CertsCommand::IssueServer {
+            name,
+            sans,
+            dir,
+            force,
+        } => pki::issue_server(&dir, &name, &sans, force),
     };
     match written {
         Ok(paths) => {

@@ -306,6 +306,26 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
     Ok(written)
 }
 
+/// Issues a server certificate for `sans` (DNS names, IP addresses) as DIR/NAME.pem and
+/// DIR/NAME-key.pem, e.g. for a Kafka broker or PostgreSQL server of the dev setup.
+pub fn issue_server(
+    dir: &Path,
+    name: &str,
+    sans: &[String],
+    force: bool,
+) -> Result<Vec<PathBuf>, PkiError> {
+    validate_name(name).map_err(|source| PkiError::BadName {
+        role: Role::Operator,
+        source,
+    })?;
+    if !force {
+        refuse_existing(&[dir.join(format!("{name}.pem"))])?;
+    }
+    let ca = CertificateAuthority::load(dir)?;
+    let issued = ca.issue(&LeafSpec::server(name, sans.to_vec()))?;
+    write_pair(dir, name, &issued.cert_pem, &issued.key_pem)
+}
+
 /// Issues a client certificate signed by the CA in `dir`: agents go to
 /// `dir/agents/NAME.pem`, operators to `dir/operators/NAME.pem` (keys beside them).
 pub fn issue_client(

@@ -182,6 +182,50 @@ impl KafkaCluster {
         assert!(status.success(), "scripts/kafka start-node {node} failed");
     }
 
+    /// A one-node cluster that also listens with TLS: SSL requiring a client certificate
+    /// from `pki`, and SASL_SSL with the SCRAM-SHA-512 user `user`:`password`
+    /// (`scripts/kafka start --tls --scram`). The broker's certificate is issued by
+    /// `pki`'s CA for 127.0.0.1.
+    pub fn start_tls(pki: &TestPki, user: &str, password: &str) -> Self {
+        let issued = pki
+            .ca()
+            .issue(&LeafSpec::server(
+                "kafka-broker",
+                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            ))
+            .expect("issue the broker certificate");
+        pki::write_pair(pki.dir(), "kafka-broker", &issued.cert_pem, &issued.key_pem)
+            .expect("write the broker certificate");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/kafka/tests")
+            .join(unique_name("tls"));
+        let tls = pki.dir().display().to_string();
+        let scram = format!("{user}:{password}");
+        let output = kafka_script(
+            &["start", "--brokers", "1", "--tls", &tls, "--scram", &scram],
+            &dir,
+        )
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/kafka start --tls");
+        assert!(output.status.success(), "scripts/kafka start --tls failed");
+        KafkaCluster {
+            bootstrap: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            dir,
+            nodes: 1,
+        }
+    }
+
+    /// The SSL listener (client certificate required) of a [`KafkaCluster::start_tls`] cluster.
+    pub fn ssl_bootstrap(&self) -> String {
+        std::fs::read_to_string(self.dir.join("bootstrap-ssl")).expect("a TLS cluster")
+    }
+
+    /// Its SASL_SSL listener (SCRAM-SHA-512).
+    pub fn sasl_ssl_bootstrap(&self) -> String {
+        std::fs::read_to_string(self.dir.join("bootstrap-sasl-ssl")).expect("a TLS cluster")
+    }
+
     /// Replaces a one-node cluster with an empty one on the same address, as when a
     /// broker comes back without its disk: every topic, record and group offset is gone.
     pub fn replace_with_empty(&self) {

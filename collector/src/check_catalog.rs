@@ -18,7 +18,7 @@ use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -144,11 +144,8 @@ impl CheckCatalog {
     ) -> Result<Self, CatalogError> {
         let topic = config.checks_topic.clone();
         create_topic(config).await?;
-        let mut client = ClientConfig::new();
-        client.set("bootstrap.servers", &config.bootstrap_servers);
-        for (key, value) in &config.options {
-            client.set(key, value);
-        }
+        let mut client =
+            fleetmon::kafka_topics::client_config(&config.bootstrap_servers, &config.options);
         let producer: FutureProducer = client
             .clone()
             .set("enable.idempotence", "true")
@@ -178,10 +175,10 @@ impl CheckCatalog {
         let end = {
             let consumer_topic = topic.clone();
             let timeout = config.connect_timeout();
-            let probe: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &config.bootstrap_servers)
-                .create()
-                .map_err(|e| kafka_error(&topic, e))?;
+            let probe: StreamConsumer =
+                fleetmon::kafka_topics::client_config(&config.bootstrap_servers, &config.options)
+                    .create()
+                    .map_err(|e| kafka_error(&topic, e))?;
             // A topic just created may take a moment to be known to every broker.
             tokio::task::spawn_blocking(move || {
                 let deadline = std::time::Instant::now() + timeout;

@@ -76,8 +76,14 @@ pub struct KafkaConfig {
     /// Producer `linger.ms`: a little waiting buys much larger, compressed batches.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
-    /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning):
-    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`.
+    /// TLS to the brokers (`security.protocol=SSL`, or `SASL_SSL` with `sasl`).
+    #[serde(default)]
+    pub tls: Option<fleetmon::config::KafkaTls>,
+    /// SASL (over TLS) to the brokers.
+    #[serde(default)]
+    pub sasl: Option<fleetmon::config::KafkaSasl>,
+    /// Any other librdkafka property, passed through verbatim (tuning, or what `tls` and
+    /// `sasl` do not cover).
     #[serde(default, deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
@@ -196,6 +202,8 @@ impl Default for KafkaConfig {
             connect_timeout_seconds: default_connect_timeout(),
             linger_ms: default_linger_ms(),
             options: BTreeMap::new(),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -246,7 +254,13 @@ impl CollectorConfig {
     }
 
     /// Checks ranges and consistency; each error names the field and the fix.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let security = fleetmon::config::kafka_security(
+            self.kafka.tls.as_ref(),
+            self.kafka.sasl.as_ref(),
+            &self.kafka.options,
+        )?;
+        self.kafka.options.extend(security);
         let kafka = &self.kafka;
         if kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::field(

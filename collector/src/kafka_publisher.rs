@@ -69,12 +69,7 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 fn base_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", bootstrap);
-    for (key, value) in options {
-        client.set(key, value);
-    }
-    client
+    fleetmon::kafka_topics::client_config(bootstrap, options)
 }
 
 /// The collector's Kafka producer and its two topics.

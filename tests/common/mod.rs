@@ -144,12 +144,39 @@ pub struct CentralRig {
     pub procs: Processes,
 }
 
+/// How a [`CentralRig`] differs from the plain one.
+#[derive(Default)]
+pub struct RigOptions {
+    /// The writer's config file (env and flags add the rest).
+    pub writer_toml: String,
+    /// The PKI (default: a fresh one).
+    pub pki: Option<fleetmon::testkit::TestPki>,
+    /// Bootstrap addresses for the collector and the writer (default: the suite's broker).
+    pub collector_kafka: Option<String>,
+    pub writer_kafka: Option<String>,
+    /// Extra environment of each.
+    pub collector_env: Vec<(String, String)>,
+    pub writer_env: Vec<(String, String)>,
+    /// The writer's `postgres.url` (default: the test schema's database).
+    pub pg_url: Option<String>,
+}
+
 impl CentralRig {
     /// Starts both; `writer_toml` is the writer's config file (env and flags add the
     /// rest), e.g. its `[[alerts.webhooks]]`.
     pub async fn start(writer_toml: &str) -> Self {
+        Self::start_with(RigOptions {
+            writer_toml: writer_toml.to_owned(),
+            ..RigOptions::default()
+        })
+        .await
+    }
+
+    /// Starts both as `options` say.
+    pub async fn start_with(options: RigOptions) -> Self {
         use fleetmon::testkit::{free_port, kafka_bootstrap, unique_name};
-        let pki = fleetmon::testkit::TestPki::new();
+        let writer_toml = options.writer_toml.as_str();
+        let pki = options.pki.unwrap_or_default();
         let certs = pki.dir().to_owned();
         let logs = tempfile::tempdir().unwrap();
         let schema = PgSchema::create().await;
@@ -167,8 +194,9 @@ impl CentralRig {
                     "--metrics-listen",
                     "127.0.0.1:0",
                     "--kafka",
-                    &kafka_bootstrap(),
+                    &options.collector_kafka.unwrap_or_else(kafka_bootstrap),
                 ])
+                .envs(options.collector_env)
                 .env("FLEETMON_COLLECTOR__TLS__CERT", certs.join("collector.pem"))
                 .env(
                     "FLEETMON_COLLECTOR__TLS__KEY",
@@ -194,9 +222,13 @@ impl CentralRig {
                     "--metrics-listen",
                     "127.0.0.1:0",
                     "--kafka",
-                    &kafka_bootstrap(),
+                    &options.writer_kafka.unwrap_or_else(kafka_bootstrap),
                 ])
-                .args(["--pg-url", schema.url()])
+                .args([
+                    "--pg-url",
+                    options.pg_url.as_deref().unwrap_or(schema.url()),
+                ])
+                .envs(options.writer_env)
                 .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
                 .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
                 .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))

@@ -72,7 +72,14 @@ pub struct KafkaConfig {
     /// Replicas of the dead-letter topic when the writer creates it at start.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
-    /// Any other librdkafka property, passed through verbatim (TLS, SASL, tuning).
+    /// TLS to the brokers (`security.protocol=SSL`, or `SASL_SSL` with `sasl`).
+    #[serde(default)]
+    pub tls: Option<fleetmon::config::KafkaTls>,
+    /// SASL (over TLS) to the brokers.
+    #[serde(default)]
+    pub sasl: Option<fleetmon::config::KafkaSasl>,
+    /// Any other librdkafka property, passed through verbatim (tuning, or what `tls` and
+    /// `sasl` do not cover).
     #[serde(default, deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
@@ -388,6 +395,8 @@ impl Default for KafkaConfig {
             dead_letter_topic: default_dead_letter_topic(),
             replication_factor: default_replication(),
             options: BTreeMap::new(),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -448,7 +457,13 @@ impl WriterConfig {
     }
 
     /// Checks ranges and consistency; each error names the field and the fix.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let security = fleetmon::config::kafka_security(
+            self.kafka.tls.as_ref(),
+            self.kafka.sasl.as_ref(),
+            &self.kafka.options,
+        )?;
+        self.kafka.options.extend(security);
         let schema = &self.postgres.schema;
         let legal = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
         if schema.is_empty()

@@ -1,7 +1,6 @@
 //! The Kafka side of the writer: the consumer (group member with hand-stored
 //! offsets), its rebalance and statistics callbacks, and the dead-letter producer.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,15 +92,6 @@ impl ConsumerContext for WriterContext {
 /// The writer's consumer.
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
-fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", bootstrap);
-    for (key, value) in options {
-        client.set(key, value);
-    }
-    client
-}
-
 /// Creates the group consumer: auto-commit of *stored* offsets only, and offsets are
 /// stored by the writer after the Postgres commit.
 pub fn consumer(
@@ -162,7 +152,8 @@ impl DeadLetters {
     }
 
     fn producer_for(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
-        let mut client = client_config(&config.bootstrap_servers, &config.options);
+        let mut client =
+            fleetmon::kafka_topics::client_config(&config.bootstrap_servers, &config.options);
         client.set("enable.idempotence", "true").set("acks", "all");
         client.create()
     }

@@ -1,0 +1,106 @@
+//! TLS on every hop, against servers that demand it: agent → collector (mutual TLS) →
+//! Kafka over its SSL listener with a client certificate → writer over SASL_SSL with
+//! SCRAM-SHA-512 → PostgreSQL that accepts only TLS, under verify-full. Then what a
+//! misconfigured part gets: a wrong SCRAM password, an untrusted broker certificate, and
+//! a plaintext client on the TLS listener.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CentralRig, RigOptions, switchable_site};
+use fleetmon::identity::Role;
+use fleetmon::pki::LeafSpec;
+use fleetmon::testkit::{KafkaCluster, PgCluster, TestPki};
+
+const USER: &str = "fleetmon";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_land_with_tls_on_every_hop() {
+    let pki = TestPki::new();
+    let kafka = KafkaCluster::start_tls(&pki, USER, PASSWORD);
+    let pg_cert = pki
+        .ca()
+        .issue(&LeafSpec::server("postgres", vec!["localhost".to_owned()]))
+        .unwrap();
+    let pg = PgCluster::start_tls(&pg_cert.cert_pem, &pg_cert.key_pem);
+    let ca = pki.dir().join("ca.pem").display().to_string();
+    let client = pki.client(Role::Operator, "kafka-collector");
+    let mut rig = CentralRig::start_with(RigOptions {
+        collector_kafka: Some(kafka.ssl_bootstrap()),
+        collector_env: env(&[
+            ("FLEETMON_COLLECTOR__KAFKA__TLS__CA", ca.clone()),
+            (
+                "FLEETMON_COLLECTOR__KAFKA__TLS__CERT",
+                client.cert.display().to_string(),
+            ),
+            (
+                "FLEETMON_COLLECTOR__KAFKA__TLS__KEY",
+                client.key.display().to_string(),
+            ),
+        ]),
+        writer_kafka: Some(kafka.sasl_ssl_bootstrap()),
+        writer_env: env(&[
+            ("FLEETMON_WRITER__KAFKA__TLS__CA", ca.clone()),
+            ("FLEETMON_WRITER__KAFKA__SASL__USERNAME", USER.to_owned()),
+            (
+                "FLEETMON_WRITER__KAFKA__SASL__PASSWORD",
+                PASSWORD.to_owned(),
+            ),
+            ("FLEETMON_WRITER__POSTGRES__CA", ca.clone()),
+        ]),
+        pg_url: Some(format!(
+            "postgres://postgres@localhost:{}/postgres?sslmode=verify-full",
+            pg.port()
+        )),
+        pki: Some(pki),
+        ..RigOptions::default()
+    })
+    .await;
+    let site = switchable_site(Default::default()).await;
+    rig.agent("tls-1", "hop = \"all\"");
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "shop",
+        "--url",
+        &format!("http://127.0.0.1:{site}/"),
+        "--interval",
+        "1",
+        "--all-agents",
+    ]);
+    // The writer's schema lives on the TLS-only server; read it over its socket.
+    let (local, connection) = tokio_postgres::connect(&pg.socket_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM {s}.host_samples WHERE agent_id = 'tls-1') * \
+                (SELECT count(*) FROM {s}.site_checks WHERE check_id = 'shop' AND ok)",
+        s = rig.schema.name
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let both: i64 = local
+            .query_one(&sql, &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if both > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no host and check rows through TLS within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
