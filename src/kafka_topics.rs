@@ -81,10 +81,16 @@ pub async fn create_missing(
     let admin_options = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
-    let results = admin
-        .create_topics(&topics, &admin_options)
-        .await
-        .map_err(|e| error(first, e.to_string()))?;
+    let results = match admin.create_topics(&topics, &admin_options).await {
+        Ok(results) => results,
+        Err(e) => {
+            let mut reason = e.to_string();
+            if let Some(cause) = diagnose(bootstrap, options, Duration::from_secs(5)).await {
+                reason = format!("{reason}; {cause}");
+            }
+            return Err(error(first, reason));
+        }
+    };
     let mut created = Vec::new();
     for result in results {
         match result {
@@ -135,4 +141,70 @@ pub fn client_config(
         client.set(key, value);
     }
     client
+}
+
+/// Records what librdkafka reports while a probe connects.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::client::ClientContext for Recorder {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{error}: {reason}"));
+    }
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, log: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log.to_owned());
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Recorder {}
+
+/// Why no broker at `bootstrap` answers with these `options`, in words naming the
+/// setting to change, when the cause is one of the usual TLS or SASL mistakes.
+pub async fn diagnose(
+    bootstrap: &str,
+    options: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Option<String> {
+    let probe: rdkafka::consumer::BaseConsumer<Recorder> = client_config(bootstrap, options)
+        .create_with_context(Recorder::default())
+        .ok()?;
+    let tls = options
+        .get("security.protocol")
+        .is_some_and(|p| p.contains("SSL"));
+    tokio::task::spawn_blocking(move || {
+        let fetched = rdkafka::consumer::Consumer::client(&probe).fetch_metadata(None, timeout);
+        // Errors and logs reach the context when the client is polled.
+        for _ in 0..5 {
+            let _ = probe.poll(Duration::from_millis(20));
+        }
+        let seen = rdkafka::consumer::Consumer::context(&probe).0.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        if fetched.is_ok() {
+            return None;
+        }
+        let hint = if seen.contains("SASL authentication") || seen.contains("Authentication failed") {
+            "the brokers refused the SASL credentials: check kafka.sasl.username and kafka.sasl.password"
+        } else if seen.contains("certificate verify failed") {
+            "the brokers' certificate is not signed by kafka.tls.ca: set kafka.tls.ca to the CA that issued it"
+        } else if tls && (seen.contains("certificate required") || seen.contains("alert bad certificate")) {
+            "the brokers ask for a client certificate they trust: set kafka.tls.cert and kafka.tls.key"
+        } else if !tls && (seen.contains("ApiVersion") || seen.contains("closed by peer") || seen.contains("Disconnected")) {
+            "the brokers do not speak plaintext on this address (a TLS listener?): set kafka.tls (and kafka.sasl for SASL_SSL)"
+        } else {
+            // Whatever librdkafka said about TLS or SASL, word for word.
+            return seen
+                .lines()
+                .find(|line| line.contains("SSL") || line.contains("SASL"))
+                .map(|line| format!("the brokers' connection failed: {line}"));
+        };
+        Some(hint.to_owned())
+    })
+    .await
+    .ok()
+    .flatten()
 }

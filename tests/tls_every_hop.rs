@@ -104,3 +104,96 @@ async fn rows_land_with_tls_on_every_hop() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Runs the writer binary (certificates from `certs`) with `env` against `kafka` until it
+/// exits; the line under `Caused by:`.
+fn writer_refusal(certs: &std::path::Path, kafka: &str, env: &[(&str, String)]) -> String {
+    let schema_url = fleetmon::testkit::pg_url();
+    let out = std::process::Command::new(common::binary("fleetmon-writer"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--kafka", kafka, "--pg-url", &schema_url])
+        .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
+        .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
+        .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
+        .env(
+            "FLEETMON_WRITER__POSTGRES__SCHEMA",
+            fleetmon::testkit::unique_name("tls_refused").replace('-', "_"),
+        )
+        .env(
+            "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
+            fleetmon::testkit::unique_name("tls-dlq"),
+        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run fleetmon-writer");
+    assert!(!out.status.success(), "the writer started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("Caused by:"))
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_an_untrusted_broker_and_plaintext_are_refused_naming_the_setting() {
+    let pki = TestPki::new();
+    let kafka = KafkaCluster::start_tls(&pki, USER, PASSWORD);
+    let other = TestPki::new();
+    let ca = pki.dir().join("ca.pem").display().to_string();
+    let sasl = kafka.sasl_ssl_bootstrap();
+    let ssl = kafka.ssl_bootstrap();
+    let cases = [
+        (
+            sasl.clone(),
+            vec![
+                ("FLEETMON_WRITER__KAFKA__TLS__CA", ca.clone()),
+                ("FLEETMON_WRITER__KAFKA__SASL__USERNAME", USER.to_owned()),
+                ("FLEETMON_WRITER__KAFKA__SASL__PASSWORD", "wrong".to_owned()),
+            ],
+            "the brokers refused the SASL credentials: check kafka.sasl.username and kafka.sasl.password",
+        ),
+        (
+            sasl,
+            vec![
+                (
+                    "FLEETMON_WRITER__KAFKA__TLS__CA",
+                    other.dir().join("ca.pem").display().to_string(),
+                ),
+                ("FLEETMON_WRITER__KAFKA__SASL__USERNAME", USER.to_owned()),
+                (
+                    "FLEETMON_WRITER__KAFKA__SASL__PASSWORD",
+                    PASSWORD.to_owned(),
+                ),
+            ],
+            "the brokers' certificate is not signed by kafka.tls.ca: set kafka.tls.ca to the CA that issued it",
+        ),
+        (
+            ssl.clone(),
+            vec![("FLEETMON_WRITER__KAFKA__TLS__CA", ca.clone())],
+            "the brokers ask for a client certificate they trust: set kafka.tls.cert and kafka.tls.key",
+        ),
+        (
+            ssl,
+            vec![],
+            "the brokers do not speak plaintext on this address (a TLS listener?): set kafka.tls (and kafka.sasl for SASL_SSL)",
+        ),
+    ];
+    // Each waits for the topic-creation timeout: run them side by side.
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(bootstrap, env, hint)| {
+            let pki_dir = pki.dir().to_owned();
+            std::thread::spawn(move || (writer_refusal(&pki_dir, &bootstrap, &env), hint))
+        })
+        .collect();
+    for run in runs {
+        let (error, hint) = run.join().unwrap();
+        assert!(
+            error.starts_with("cannot create Kafka topic") && error.ends_with(hint),
+            "{error}"
+        );
+    }
+}
