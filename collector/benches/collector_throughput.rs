@@ -5,7 +5,11 @@
 //!    full (the tightest loop we can write; the ceiling);
 //! 2. samples streamed to the collector over mutual TLS, counted when acknowledged
 //!    (that is, when Kafka confirmed them);
-//! 3. the same ingest service over plaintext gRPC, to price TLS.
+//! 3. the same ingest service over plaintext gRPC, to price TLS;
+//! 4. with `FLEETMON_BENCH_KAFKA_TLS=1`: the collector over mTLS whose Kafka client
+//!    speaks TLS with a client certificate to the SSL listener of the same broker (a
+//!    node started here with `scripts/kafka --tls`; every other path uses its
+//!    plaintext listener), to price TLS to Kafka.
 //!
 //! Every path is set up and warmed once, then the three run interleaved (1 2 3 1 2 3 …)
 //! `FLEETMON_BENCH_REPEATS` times (default 5). Each run is printed; ratios are of
@@ -25,7 +29,7 @@ use fleetmon::identity::{PeerIdentity, Role};
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::ingest_server::IngestServer;
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, IngestBatch, Sample, sample::Kind};
-use fleetmon::testkit::{Runs, TestPki, bench_repeats, kafka_bootstrap, unique_name};
+use fleetmon::testkit::{KafkaCluster, Runs, TestPki, bench_repeats, kafka_bootstrap, unique_name};
 use fleetmon_collector::CollectorConfig;
 use fleetmon_collector::config::{KafkaConfig, Limits};
 use fleetmon_collector::fleet_state::FleetState;
@@ -66,9 +70,12 @@ fn samples(n: usize) -> Vec<HostSample> {
         .collect()
 }
 
+/// The broker's plaintext address for every path but 4.
+static BOOTSTRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn kafka(topic: &str) -> KafkaConfig {
     KafkaConfig {
-        bootstrap_servers: kafka_bootstrap(),
+        bootstrap_servers: BOOTSTRAP.get_or_init(kafka_bootstrap).clone(),
         host_samples_topic: topic.to_owned(),
         site_checks_topic: format!("{topic}-sites"),
         partitions: 4,
@@ -174,12 +181,25 @@ async fn stream_all(channel: Channel, samples: &[HostSample]) -> Duration {
 }
 
 /// A collector over mutual TLS, started once; the channel of an agent connected to it.
-async fn collector_mtls(pki: &TestPki) -> (Channel, CancellationToken) {
+async fn collector_mtls(
+    pki: &TestPki,
+    kafka_tls: Option<&KafkaCluster>,
+) -> (Channel, CancellationToken) {
     let mut config = CollectorConfig::new(pki.server("collector"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.kafka = kafka(&unique_name("fleetmon-bench-mtls"));
     config.kafka.checks_topic = unique_name("fleetmon-bench-checks");
+    if let Some(cluster) = kafka_tls {
+        let client = pki.client(Role::Operator, "kafka-bench");
+        config.kafka.bootstrap_servers = cluster.ssl_bootstrap();
+        config.kafka.tls = Some(fleetmon::config::KafkaTls {
+            ca: Some(pki.dir().join("ca.pem")),
+            cert: Some(client.cert),
+            key: Some(client.key),
+        });
+        config = config.validate().expect("a valid TLS config");
+    }
     let stop = CancellationToken::new();
     let running = fleetmon_collector::start(config, stop.clone())
         .await
@@ -245,25 +265,44 @@ async fn main() {
     let n = env("FLEETMON_BENCH_SAMPLES", 100_000);
     let repeats = bench_repeats();
     let pki = TestPki::new();
+    let tls_cluster = std::env::var("FLEETMON_BENCH_KAFKA_TLS")
+        .is_ok_and(|v| v == "1")
+        .then(|| KafkaCluster::start_tls(&pki, "bench", "bench-password"));
+    if let Some(cluster) = &tls_cluster {
+        BOOTSTRAP.set(cluster.bootstrap().to_owned()).unwrap();
+    }
     let bare = BareProducer::new().await;
-    let (mtls, stop) = collector_mtls(&pki).await;
+    let (mtls, stop) = collector_mtls(&pki, None).await;
     let plain = collector_plaintext().await;
-    // Warm both collector paths (connections, producer, TLS session) like the baseline.
+    let kafka_tls = match &tls_cluster {
+        Some(cluster) => Some(collector_mtls(&pki, Some(cluster)).await),
+        None => None,
+    };
+    // Warm every collector path (connections, producer, TLS session) like the baseline.
     stream_all(mtls.clone(), &samples(1_000)).await;
     stream_all(plain.clone(), &samples(1_000)).await;
+    if let Some((channel, _)) = &kafka_tls {
+        stream_all(channel.clone(), &samples(1_000)).await;
+    }
+    let mut tls_runs = Runs(Vec::new());
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let (mut bare_runs, mut mtls_runs, mut plain_runs) =
         (Runs(Vec::new()), Runs(Vec::new()), Runs(Vec::new()));
     println!(
         "collector throughput, {n} host samples of {} bytes per run, batches of {BATCH}, {repeats} interleaved runs (Kafka {})",
         samples(1)[0].encoded_len(),
-        kafka_bootstrap()
+        BOOTSTRAP.get_or_init(kafka_bootstrap)
     );
     for run in 1..=repeats {
         let b = rate(bare.run(&samples(n)).await);
         let m = rate(stream_all(mtls.clone(), &samples(n)).await);
         let p = rate(stream_all(plain.clone(), &samples(n)).await);
         println!("run {run}: bare {b:.0}/s, collector mTLS {m:.0}/s, collector plaintext {p:.0}/s");
+        if let Some((channel, _)) = &kafka_tls {
+            let t = rate(stream_all(channel.clone(), &samples(n)).await);
+            println!("run {run}: collector mTLS, Kafka over TLS {t:.0}/s");
+            tls_runs.0.push(t);
+        }
         bare_runs.0.push(b);
         mtls_runs.0.push(m);
         plain_runs.0.push(p);
@@ -304,6 +343,20 @@ async fn main() {
         "",
         mtls_runs.median() / plain_runs.median()
     );
+    if !tls_runs.0.is_empty() {
+        line(
+            "collector over mTLS, Kafka over TLS, acked",
+            &tls_runs,
+            format!("{:.2}", vs_bare(&tls_runs)),
+        );
+        println!(
+            "{:<48} {:>12} {:>16} {:>8.2}  (goal >= 0.85)",
+            "Kafka over TLS vs plaintext (collector mTLS)",
+            "",
+            "",
+            tls_runs.median() / mtls_runs.median()
+        );
+    }
     for (name, runs) in [("mTLS", &mtls_runs), ("plaintext", &plain_runs)] {
         if vs_bare(runs) > 1.0 {
             println!(
@@ -313,4 +366,7 @@ async fn main() {
         }
     }
     stop.cancel();
+    if let Some((_, stop)) = kafka_tls {
+        stop.cancel();
+    }
 }
