@@ -3,7 +3,10 @@
 //! 1. raw binary COPY of N host rows straight into `host_samples` (same indexed,
 //!    partitioned table, same Postgres) — the ceiling;
 //! 2. the writer consuming the same N rows from Kafka into a fresh schema;
-//! 3. the writer replaying all N again (a new consumer group): every row a duplicate.
+//! 3. the writer replaying all N again (a new consumer group): every row a duplicate;
+//! 4. with `FLEETMON_BENCH_KAFKA_TLS=1`: the writer reading over SASL_SSL (SCRAM-SHA-512)
+//!    from the same broker (a node started here with `scripts/kafka --tls`; every other
+//!    path uses its plaintext listener), to price TLS to Kafka.
 //!
 //! 1 and 2 alternate `FLEETMON_BENCH_REPEATS` times (default 5), each run into a fresh
 //! schema; every run is printed and ratios are of medians, with the spread beside them.
@@ -18,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::{bench_rows, count, produce, samples, scrape, writer_config};
 use fleetmon::testkit::{
-    PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap, unique_name,
+    KafkaCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
+    unique_name,
 };
 use fleetmon_writer::postgres_sink::{PostgresSink, copy_hosts_into, day_of};
 use fleetmon_writer::row_batch::{HostRow, decode_host};
@@ -45,11 +49,17 @@ async fn raw_copy(pki: &TestPki, rows: &[HostRow], days: &BTreeSet<i64>) -> Dura
 
 /// A writer with a group of its own reading all `n` records of `topic` into a fresh
 /// schema: (steady-state time scaled to `n` rows, start to last row), and the schema.
-async fn writer_run(pki: &TestPki, topic: &str, n: usize) -> (Duration, Duration, PgSchema) {
+async fn writer_run(
+    pki: &TestPki,
+    topic: &str,
+    n: usize,
+    kafka: &(impl Fn(&mut fleetmon_writer::WriterConfig) + ?Sized),
+) -> (Duration, Duration, PgSchema) {
     let schema = PgSchema::create().await;
     let stop = CancellationToken::new();
     let mut config = writer_config(pki, &schema, topic);
     config.kafka.group_id = unique_name("fleetmon-bench-writer");
+    kafka(&mut config);
     let started = Instant::now();
     let writer = fleetmon_writer::start(config, stop.clone()).await.unwrap();
     // Steady state: rows stored after the first observation over the time they took
@@ -80,9 +90,15 @@ async fn writer_run(pki: &TestPki, topic: &str, n: usize) -> (Duration, Duration
 
 /// A new group replaying all `n` records into `schema`, where every row exists:
 /// steady-state time scaled to `n`.
-async fn replay_run(pki: &TestPki, schema: &PgSchema, topic: &str, n: usize) -> Duration {
+async fn replay_run(
+    pki: &TestPki,
+    schema: &PgSchema,
+    (bootstrap, topic): (&str, &str),
+    n: usize,
+) -> Duration {
     let stop = CancellationToken::new();
     let mut config = writer_config(pki, schema, topic);
+    config.kafka.bootstrap_servers = bootstrap.to_owned();
     config.kafka.group_id = unique_name("fleetmon-bench-replay");
     let started = Instant::now();
     let replay = fleetmon_writer::start(config, stop.clone()).await.unwrap();
@@ -125,9 +141,40 @@ async fn main() {
         .collect();
     let days: BTreeSet<i64> = rows.iter().map(|r| day_of(r.ts)).collect();
     let pki = TestPki::new();
+    let tls_cluster = std::env::var("FLEETMON_BENCH_KAFKA_TLS")
+        .is_ok_and(|v| v == "1")
+        .then(|| KafkaCluster::start_tls(&pki, "bench", "bench-password"));
 
     // The rows into Kafka once; every writer run reads them all with a group of its own.
-    let bootstrap = kafka_bootstrap();
+    let bootstrap = match &tls_cluster {
+        Some(cluster) => cluster.bootstrap().to_owned(),
+        None => kafka_bootstrap(),
+    };
+    let plaintext = |config: &mut fleetmon_writer::WriterConfig| {
+        config.kafka.bootstrap_servers = bootstrap.clone();
+    };
+    let over_tls = |config: &mut fleetmon_writer::WriterConfig| {
+        let cluster = tls_cluster.as_ref().expect("a TLS cluster");
+        config.kafka.bootstrap_servers = cluster.sasl_ssl_bootstrap();
+        config.kafka.tls = Some(fleetmon::config::KafkaTls {
+            ca: Some(pki.dir().join("ca.pem")),
+            ..Default::default()
+        });
+        config.kafka.sasl = Some(fleetmon::config::KafkaSasl {
+            mechanism: "SCRAM-SHA-512".into(),
+            username: "bench".into(),
+            password: Some("bench-password".into()),
+            password_file: None,
+        });
+        let security = fleetmon::config::kafka_security(
+            config.kafka.tls.as_ref(),
+            config.kafka.sasl.as_ref(),
+            &config.kafka.options,
+        )
+        .expect("a valid TLS config");
+        config.kafka.options.extend(security);
+    };
+    let mut tls_runs = Runs::default();
     let topic = unique_name("fleetmon-bench-host");
     create_topic(&bootstrap, &topic, 4).await;
     produce(&bootstrap, &topic, &samples).await;
@@ -146,18 +193,26 @@ async fn main() {
     );
     for run in 1..=repeats {
         let r = rate(raw_copy(&pki, &rows, &days).await);
-        let (s, t, schema) = writer_run(&pki, &topic, n).await;
+        let (s, t, schema) = writer_run(&pki, &topic, n, &plaintext).await;
         let (s, t) = (rate(s), rate(t));
         println!(
             "run {run}: raw COPY {r:.0} rows/s, writer steady {s:.0} rows/s, writer start-to-last {t:.0} rows/s"
         );
+        if tls_cluster.is_some() {
+            let (tls, _, _) = writer_run(&pki, &topic, n, &over_tls).await;
+            println!(
+                "run {run}: writer over SASL_SSL, steady {:.0} rows/s",
+                rate(tls)
+            );
+            tls_runs.0.push(rate(tls));
+        }
         raw.0.push(r);
         steady.0.push(s);
         total.0.push(t);
         last_schema = Some(schema);
     }
     let schema = last_schema.expect("at least one run");
-    let replay = rate(replay_run(&pki, &schema, &topic, n).await);
+    let replay = rate(replay_run(&pki, &schema, (&bootstrap, &topic), n).await);
 
     println!(
         "{:<46} {:>12} {:>18} {:>8}",
@@ -194,6 +249,20 @@ async fn main() {
     println!(
         "(replay ratio is against the fresh writer's median steady state: > 1 means a replay is cheaper)"
     );
+    if !tls_runs.0.is_empty() {
+        line(
+            "writer over SASL_SSL, steady state",
+            &tls_runs,
+            vs_raw(&tls_runs),
+        );
+        println!(
+            "{:<46} {:>12} {:>18} {:>8.2}  (goal >= 0.85)",
+            "Kafka over TLS vs plaintext (writer)",
+            "",
+            "",
+            tls_runs.median() / steady.median()
+        );
+    }
     if vs_raw(&steady) > 1.0 {
         println!(
             "BENCH BUG: the writer beat a raw COPY into the same table ({:.2}): the baseline does more work than it should, this is not a result",
