@@ -29,6 +29,13 @@ use crate::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
 /// Longest wait between two attempts at a failing batch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a writer that lost every partition waits to be given some again before it
+/// replaces its consumer (doubling after each replacement, up to [`MAX_UNASSIGNED`]).
+pub const UNASSIGNED_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The longest such wait.
+pub const MAX_UNASSIGNED: Duration = Duration::from_secs(600);
+
 /// How long a stopping writer keeps trying to store what it holds.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -111,6 +118,12 @@ impl Pipeline {
         let mut cluster = self.cluster.clone();
         let mut known_cluster = cluster.borrow_and_update().clone();
         let mut watching_cluster = true;
+        // librdkafka's consumer has been seen to revoke everything when its session
+        // timed out (a frozen broker) and never rejoin: a writer that held partitions
+        // and has none for a while replaces its consumer, less eagerly each time (a
+        // writer of a group with more members than partitions may rightly hold none).
+        let mut watchdog = tokio::time::interval(Duration::from_secs(5));
+        let (mut held, mut unassigned_since, mut patience) = (false, None, UNASSIGNED_PATIENCE);
         // Writes get a grace period after shutdown to finish what they hold.
         let writes_stop = CancellationToken::new();
         let mut batch = RowBatch::default();
@@ -151,6 +164,20 @@ impl Pipeline {
                 changed = cluster.changed(), if watching_cluster => match changed {
                     Ok(()) => rebuild = cluster_changed(&mut cluster, &mut known_cluster),
                     Err(_) => watching_cluster = false,
+                },
+                _ = watchdog.tick() => {
+                    let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                    if assigned > 0 {
+                        (held, unassigned_since) = (true, None);
+                    } else if held {
+                        let since = *unassigned_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= patience {
+                            tracing::warn!(waited = ?since.elapsed(), "no partitions since they were revoked: replacing the consumer");
+                            (held, unassigned_since) = (false, None);
+                            patience = (patience * 2).min(MAX_UNASSIGNED);
+                            rebuild = true;
+                        }
+                    }
                 },
                 written = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
