@@ -279,15 +279,16 @@ fn default_sasl_mechanism() -> String {
     "SCRAM-SHA-512".to_owned()
 }
 
-/// The librdkafka properties for `tls` and `sasl` (none when both are absent), checked:
-/// each error names the field. `options` may not also set what these set.
-pub fn kafka_security(
+/// Adds to `options` the librdkafka properties for `tls` and `sasl` (nothing when both
+/// are absent), checked: each error names the field. `options` may not also set a
+/// different `security.protocol`.
+pub fn add_kafka_security(
     tls: Option<&KafkaTls>,
     sasl: Option<&KafkaSasl>,
-    options: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, ConfigError> {
+    options: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
     if tls.is_none() && sasl.is_none() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let protocol = if sasl.is_some() { "SASL_SSL" } else { "SSL" };
     // Validation may run twice (file, then flags): the protocol this set is no conflict.
@@ -371,5 +372,6 @@ pub fn kafka_security(
             ("sasl.password".to_owned(), password),
         ]);
     }
-    Ok(set)
+    options.extend(set);
+    Ok(())
 }

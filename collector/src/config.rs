@@ -255,12 +255,11 @@ impl CollectorConfig {
 
     /// Checks ranges and consistency; each error names the field and the fix.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        let security = fleetmon::config::kafka_security(
+        fleetmon::config::add_kafka_security(
             self.kafka.tls.as_ref(),
             self.kafka.sasl.as_ref(),
-            &self.kafka.options,
+            &mut self.kafka.options,
         )?;
-        self.kafka.options.extend(security);
         let kafka = &self.kafka;
         if kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::field(

@@ -166,13 +166,12 @@ async fn main() {
             password: Some("bench-password".into()),
             password_file: None,
         });
-        let security = fleetmon::config::kafka_security(
+        fleetmon::config::add_kafka_security(
             config.kafka.tls.as_ref(),
             config.kafka.sasl.as_ref(),
-            &config.kafka.options,
+            &mut config.kafka.options,
         )
         .expect("a valid TLS config");
-        config.kafka.options.extend(security);
     };
     let mut tls_runs = Runs::default();
     let topic = unique_name("fleetmon-bench-host");

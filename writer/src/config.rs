@@ -458,12 +458,11 @@ impl WriterConfig {
 
     /// Checks ranges and consistency; each error names the field and the fix.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        let security = fleetmon::config::kafka_security(
+        fleetmon::config::add_kafka_security(
             self.kafka.tls.as_ref(),
             self.kafka.sasl.as_ref(),
-            &self.kafka.options,
+            &mut self.kafka.options,
         )?;
-        self.kafka.options.extend(security);
         let schema = &self.postgres.schema;
         let legal = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
         if schema.is_empty()

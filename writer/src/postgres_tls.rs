@@ -62,15 +62,17 @@ impl SslMode {
     }
 }
 
-/// Accepts a chain that verifies but names another host (`verify-ca`).
+/// A verifier less strict than verify-full: with `chain`, a chain that verifies but
+/// names another host is accepted (`verify-ca`, or `require` with a CA); without it,
+/// any certificate (`require` without a CA: encryption only). Handshake signatures are
+/// always checked.
 #[derive(Debug)]
-struct AnyHostName(Arc<rustls::client::WebPkiServerVerifier>);
+struct Relaxed {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-/// Accepts any certificate (`require` without a CA): encryption only.
-#[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyHostName {
+impl ServerCertVerifier for Relaxed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -79,10 +81,10 @@ impl ServerCertVerifier for AnyHostName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -96,46 +98,11 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -149,12 +116,14 @@ impl ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -184,7 +153,7 @@ pub fn connector(
         (SslMode::VerifyCa | SslMode::Require, Some(ca)) => {
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots(ca)?),
-                provider,
+                provider.clone(),
             )
             .build()
             .map_err(|e| fleetmon::tls::TlsError::File {
@@ -194,7 +163,10 @@ pub fn connector(
             })?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki)))
+                .with_custom_certificate_verifier(Arc::new(Relaxed {
+                    chain: Some(webpki),
+                    provider,
+                }))
         }
         (SslMode::Require, None) => {
             tracing::warn!(
@@ -202,7 +174,10 @@ pub fn connector(
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                .with_custom_certificate_verifier(Arc::new(Relaxed {
+                    chain: None,
+                    provider,
+                }))
         }
         // Refused by the config's validation; plaintext never reaches the connector.
         (_, None) => builder.with_root_certificates(rustls::RootCertStore::empty()),
