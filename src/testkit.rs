@@ -722,6 +722,16 @@ impl PgCluster {
     /// (`ssl = on`, `hostssl` lines only in pg_hba.conf), with this certificate and key
     /// (PEM). The Unix socket ([`PgCluster::socket_url`]) stays open, without TLS.
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with_tls(cert_pem, key_pem, "hostssl")
+    }
+
+    /// Like [`PgCluster::start_tls`], but plaintext TCP connections are accepted too
+    /// (`host` lines): the client's `sslmode` decides, as on most servers.
+    pub fn start_tls_or_plaintext(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with_tls(cert_pem, key_pem, "host")
+    }
+
+    fn start_with_tls(cert_pem: &str, key_pem: &str, tcp_rule: &str) -> Self {
         let cluster = Self::init();
         let data = cluster.dir.path().join("data");
         for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
@@ -738,7 +748,9 @@ impl PgCluster {
         std::io::Write::write_all(&mut conf, b"\nssl = on\n").expect("write postgresql.conf");
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            format!(
+                "local all all trust\n{tcp_rule} all all 127.0.0.1/32 trust\n{tcp_rule} all all ::1/128 trust\n"
+            ),
         )
         .expect("write pg_hba.conf");
         cluster.pg_ctl("start", &[]);

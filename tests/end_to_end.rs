@@ -12,7 +12,7 @@ use common::{Processes, binary, eventually};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
-    PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, unique_name,
+    PgCluster, PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, unique_name,
 };
 
 fn grpcurl(certs: &Path, args: &[&str]) -> String {
@@ -340,38 +340,76 @@ fn group_members(pgid: u32) -> Vec<u32> {
 /// The quickstart with its default broker: Apache Kafka, started by the script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_runs_stores_rows_and_stops_everything_on_ctrl_c() {
-    quickstart("kafka").await;
+    quickstart("kafka", false).await;
 }
 
 /// The quickstart with the light broker it offers instead: tansu, in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_on_tansu_stores_rows_and_stops_everything_on_ctrl_c() {
-    quickstart("tansu").await;
+    quickstart("tansu", false).await;
 }
 
-/// Runs `scripts/demo` with `broker` (`FLEETMON_DEMO_BROKER`) until rows land and the
-/// status table shows, then presses Ctrl-C and checks that every process stopped.
-async fn quickstart(broker: &str) {
+/// The quickstart with TLS on every hop (`FLEETMON_DEMO_TLS=1`), against a PostgreSQL
+/// that accepts TCP connections only over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_with_tls_on_every_hop_stores_rows_and_stops_everything_on_ctrl_c() {
+    quickstart("kafka", true).await;
+}
+
+/// Runs `scripts/demo` with `broker` (`FLEETMON_DEMO_BROKER`), and with
+/// `FLEETMON_DEMO_TLS` when `tls`, until rows land and the status table shows, then
+/// presses Ctrl-C and checks that every process stopped.
+async fn quickstart(broker: &str, tls: bool) {
     use std::os::unix::process::CommandExt;
     let work = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fleetmon")).parent().unwrap();
+    binary("fleetmon-agent");
     let database = unique_name("fleetmon_demo").replace('-', "_");
     let admin_url = fleetmon::testkit::pg_url();
     let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE DATABASE {database}"))
-        .await
-        .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_owned())
-        .unwrap();
-    let pg_url = format!("{base}/{database}");
-
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fleetmon")).parent().unwrap();
-    binary("fleetmon-agent");
+    // With TLS: the demo's own CA, made first so that it can sign a certificate for a
+    // PostgreSQL server that takes TCP connections only over TLS.
+    let tls_pg = tls.then(|| {
+        let certs = work.path().join("certs");
+        let fleetmon = |args: &[&str]| {
+            let status = Command::new(bin_dir.join("fleetmon"))
+                .args(args)
+                .arg("--dir")
+                .arg(&certs)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "fleetmon {args:?}");
+        };
+        fleetmon(&["certs", "init"]);
+        fleetmon(&["certs", "issue-server", "postgres", "--san", "localhost"]);
+        let read = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
+        PgCluster::start_tls(&read("postgres.pem"), &read("postgres-key.pem"))
+    });
+    let (pg_url, check_url) = match &tls_pg {
+        Some(pg) => (
+            format!(
+                "postgres://postgres@localhost:{}/postgres?sslmode=verify-full",
+                pg.port()
+            ),
+            pg.socket_url(),
+        ),
+        None => {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {database}"))
+                .await
+                .unwrap();
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(base, _)| base.to_owned())
+                .unwrap();
+            let url = format!("{base}/{database}");
+            (url.clone(), url)
+        }
+    };
     let output = work.path().join("demo.out");
     let dashboard_port = free_port();
     let mut demo = Command::new("bash")
@@ -392,6 +430,7 @@ async fn quickstart(broker: &str) {
         .env("FLEETMON_DEMO_HTTP_PORT", free_port().to_string())
         .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
+        .env("FLEETMON_DEMO_TLS", if tls { "1" } else { "" })
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&output).unwrap())
         .stderr(Stdio::from(
@@ -437,12 +476,27 @@ async fn quickstart(broker: &str) {
     );
     // Apache Kafka runs in a session of its own, stopped by the script (or, should the
     // script die, when it notices its owner is gone).
-    let kafka_pid_file = work.path().join("data/kafka/node-1/pid");
+    let kafka_dir = work
+        .path()
+        .join(if tls { "data/kafka-tls" } else { "data/kafka" });
+    let kafka_pid_file = kafka_dir.join("node-1/pid");
     let kafka_pid = std::fs::read_to_string(&kafka_pid_file)
         .ok()
         .map(|pid| pid.trim().parse::<i32>().unwrap());
     assert_eq!(kafka_pid.is_some(), broker == "kafka", "{kafka_pid_file:?}");
-    let (db, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
+    if tls {
+        // The collector holds a connection to the SSL listener and the writer to the
+        // SASL_SSL one (the PostgreSQL server has no plaintext TCP at all).
+        for listener in ["bootstrap-ssl", "bootstrap-sasl-ssl"] {
+            let address = std::fs::read_to_string(kafka_dir.join(listener)).unwrap();
+            let port: u16 = address.rsplit_once(':').unwrap().1.trim().parse().unwrap();
+            assert!(
+                established_to(port),
+                "no connection to the {listener} listener ({address})"
+            );
+        }
+    }
+    let (db, connection) = tokio_postgres::connect(&check_url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
@@ -488,9 +542,25 @@ async fn quickstart(broker: &str) {
         "the script says where the data is:\n{out}\n{err}"
     );
     drop(db);
-    let _ = admin
-        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .await;
+    if tls_pg.is_none() {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+            .await;
+    }
+}
+
+/// Whether an established IPv4 TCP connection on this machine has 127.0.0.1:`port` at
+/// its far end (`/proc/net/tcp`: state 01, addresses in hex).
+fn established_to(port: u16) -> bool {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
 }
 
 /// The body of `GET PATH` from 127.0.0.1:`port` (HTTP/1.0, whole response read).

@@ -78,6 +78,45 @@ ensure_postgres() {
   return 1
 }
 
+# ensure_postgres_tls CERT KEY CA: the local server (ensure_postgres) serves TLS with this
+# certificate and key (PEM), copied to /var/lib/postgresql/fleetmon-tls, and reloads;
+# returns once a verify-full connection against CA succeeds. Plaintext connections stay
+# allowed (pg_hba.conf is unchanged): the client's sslmode decides.
+ensure_postgres_tls() {
+  local cert=$1 key=$2 ca=$3 version store
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  store=/var/lib/postgresql/fleetmon-tls
+  install -d -o postgres -g postgres -m 0700 "$store"
+  install -o postgres -g postgres -m 0644 "$cert" "$store/server.pem"
+  install -o postgres -g postgres -m 0600 "$key" "$store/server-key.pem"
+  step "PostgreSQL $version: TLS with $cert (ssl_cert_file in $store)"
+  psql -h 127.0.0.1 -U postgres -d postgres -qAt >/dev/null <<SQL
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$store/server.pem';
+ALTER SYSTEM SET ssl_key_file = '$store/server-key.pem';
+SELECT pg_reload_conf();
+SQL
+  # The reload is asynchronous: wait until the new certificate is served.
+  for _ in $(seq 1 40); do
+    psql "host=127.0.0.1 user=postgres dbname=postgres sslmode=verify-full sslrootcert=$ca" \
+      -Atqc 'select 1' >/dev/null 2>&1 </dev/null && return 0
+    sleep 0.25
+  done
+  echo "error: PostgreSQL $version did not take the TLS certificate; see /var/log/postgresql/" >&2
+  return 1
+}
+
+# median_spread: numbers on stdin, one per line -> "MEDIAN MIN MAX COUNT" (the bench
+# scripts print every figure they repeat this way).
+median_spread() {
+  sort -g | awk '{ v[NR] = $1 }
+    END {
+      if (NR == 0) { print "0 0 0 0"; exit }
+      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      print m, v[1], v[NR], NR
+    }'
+}
+
 # cargo-nextest, the test runner (installed with cargo the first time, about 4 minutes).
 ensure_nextest() {
   if ! cargo nextest --version >/dev/null 2>&1; then

@@ -4,6 +4,8 @@
 //! Prints rows/s (from the first stored row to the last, so the group join is left
 //! out), the ratio against one writer, and for each writer the partitions it was
 //! assigned and the rows it stored; each run's time starts at its first stored row.
+//! The counts run interleaved (1 2 4 1 2 4 …) `FLEETMON_BENCH_REPEATS` times (default
+//! 5); the table gives medians with min–max, and ratios of medians.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_scaling` (rows:
 //! `FLEETMON_BENCH_ROWS`, default 200000; writer counts: `FLEETMON_BENCH_WRITERS`,
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 use common::{bench_rows, count, produce, samples, writer_config};
 use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
-    PgSchema, TestPki, create_topic, kafka_bootstrap, metrics_text, unique_name,
+    PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap, metrics_text,
+    unique_name,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +34,6 @@ struct Member {
 
 /// One run: how long from the first stored row to the last, and each writer's share.
 struct Run {
-    writers: usize,
     stored: usize,
     steady: Duration,
     members: Vec<Member>,
@@ -133,7 +135,6 @@ async fn run(pki: &TestPki, bootstrap: &str, samples: &[HostSample], writers: us
         w.task.await.unwrap().unwrap();
     }
     Run {
-        writers,
         stored,
         steady,
         members,
@@ -156,40 +157,47 @@ async fn main() {
     let pki = TestPki::new();
     let bootstrap = kafka_bootstrap();
     let samples = samples(n);
-    let mut runs = Vec::new();
-    for writers in counts {
-        eprintln!(
-            "{writers} writer(s) in one group: settling, then producing {n} records into {PARTITIONS} partitions"
-        );
-        runs.push(run(&pki, &bootstrap, &samples, writers).await);
-    }
-
+    let repeats = bench_repeats();
     println!(
-        "writer scaling, {n} host rows over {PARTITIONS} partitions, same run (Postgres {}, Kafka {bootstrap})",
+        "writer scaling, {n} host rows over {PARTITIONS} partitions, {repeats} interleaved rounds of {counts:?} writers (Postgres {}, Kafka {bootstrap})",
         fleetmon::testkit::pg_url()
     );
-    println!(
-        "{:>7} {:>10} {:>12} {:>8}  per writer: partitions (rows stored)",
-        "writers", "stored", "rows/s", "ratio"
-    );
-    let base = runs[0].stored as f64 / runs[0].steady.as_secs_f64();
-    for r in &runs {
-        let rate = r.stored as f64 / r.steady.as_secs_f64();
-        let shares: Vec<String> = r
-            .members
-            .iter()
-            .map(|m| format!("{:?} ({})", m.partitions, m.rows))
-            .collect();
-        println!(
-            "{:>7} {:>10} {:>12.0} {:>8.2}  {}",
-            r.writers,
-            r.stored,
-            rate,
-            rate / base,
-            shares.join("  ")
-        );
-        if r.stored < n {
-            println!("        only {} of {n} rows within {DEADLINE:?}", r.stored);
+    let mut rates: Vec<Runs> = counts.iter().map(|_| Runs::default()).collect();
+    for round in 1..=repeats {
+        for (&writers, rates) in counts.iter().zip(&mut rates) {
+            eprintln!(
+                "round {round}: {writers} writer(s) in one group: settling, then producing {n} records into {PARTITIONS} partitions"
+            );
+            let r = run(&pki, &bootstrap, &samples, writers).await;
+            let rate = r.stored as f64 / r.steady.as_secs_f64();
+            let shares: Vec<String> = r
+                .members
+                .iter()
+                .map(|m| format!("{:?} ({})", m.partitions, m.rows))
+                .collect();
+            println!(
+                "round {round}: {writers} writer(s) {rate:.0} rows/s; per writer: partitions (rows stored) {}",
+                shares.join("  ")
+            );
+            if r.stored < n {
+                println!("        only {} of {n} rows within {DEADLINE:?}", r.stored);
+            }
+            rates.0.push(rate);
         }
     }
+    println!(
+        "{:>7} {:>12} {:>18} {:>8}",
+        "writers", "median /s", "min–max /s", "ratio"
+    );
+    let base = rates[0].median();
+    for (writers, runs) in counts.iter().zip(&rates) {
+        println!(
+            "{:>7} {:>12.0} {:>18} {:>8.2}",
+            writers,
+            runs.median(),
+            runs.spread(),
+            runs.median() / base
+        );
+    }
+    println!("(ratios are of medians, against the first count)");
 }

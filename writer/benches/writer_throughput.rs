@@ -6,7 +6,10 @@
 //! 3. the writer replaying all N again (a new consumer group): every row a duplicate;
 //! 4. with `FLEETMON_BENCH_KAFKA_TLS=1`: the writer reading over SASL_SSL (SCRAM-SHA-512)
 //!    from the same broker (a node started here with `scripts/kafka --tls`; every other
-//!    path uses its plaintext listener), to price TLS to Kafka.
+//!    path uses its plaintext listener), to price TLS to Kafka;
+//! 5. with `FLEETMON_BENCH_PG_TLS=1`: the writer into a PostgreSQL server of its own
+//!    that takes both plaintext and TLS, once under `sslmode=disable` and once under
+//!    `verify-full`, alternating, to price TLS to Postgres.
 //!
 //! 1 and 2 alternate `FLEETMON_BENCH_REPEATS` times (default 5), each run into a fresh
 //! schema; every run is printed and ratios are of medians, with the spread beside them.
@@ -20,8 +23,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{bench_rows, count, produce, samples, scrape, writer_config};
+use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{
-    KafkaCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
+    KafkaCluster, PgCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
     unique_name,
 };
 use fleetmon_writer::postgres_sink::{PostgresSink, copy_hosts_into, day_of};
@@ -47,19 +51,19 @@ async fn raw_copy(pki: &TestPki, rows: &[HostRow], days: &BTreeSet<i64>) -> Dura
     started.elapsed()
 }
 
-/// A writer with a group of its own reading all `n` records of `topic` into a fresh
-/// schema: (steady-state time scaled to `n` rows, start to last row), and the schema.
+/// A writer with a group of its own reading all `n` records of `topic` into `schema`
+/// (new, empty), with `configure` applied last: (steady-state time scaled to `n` rows,
+/// start to last row), and the schema.
 async fn writer_run(
     pki: &TestPki,
-    topic: &str,
-    n: usize,
-    kafka: &(impl Fn(&mut fleetmon_writer::WriterConfig) + ?Sized),
+    (topic, n): (&str, usize),
+    schema: PgSchema,
+    configure: &(impl Fn(&mut fleetmon_writer::WriterConfig) + ?Sized),
 ) -> (Duration, Duration, PgSchema) {
-    let schema = PgSchema::create().await;
     let stop = CancellationToken::new();
     let mut config = writer_config(pki, &schema, topic);
     config.kafka.group_id = unique_name("fleetmon-bench-writer");
-    kafka(&mut config);
+    configure(&mut config);
     let started = Instant::now();
     let writer = fleetmon_writer::start(config, stop.clone()).await.unwrap();
     // Steady state: rows stored after the first observation over the time they took
@@ -174,6 +178,26 @@ async fn main() {
         .expect("a valid TLS config");
     };
     let mut tls_runs = Runs::default();
+    // A server of its own for the Postgres TLS comparison: both runs on it, one without TLS.
+    let pg_tls = std::env::var("FLEETMON_BENCH_PG_TLS")
+        .is_ok_and(|v| v == "1")
+        .then(|| {
+            let issued = pki
+                .ca()
+                .issue(&LeafSpec::server("postgres", vec!["localhost".to_owned()]))
+                .expect("issue the Postgres certificate");
+            PgCluster::start_tls_or_plaintext(&issued.cert_pem, &issued.key_pem)
+        });
+    let pg_tls_url = |mode: &str| {
+        let port = pg_tls.as_ref().expect("a TLS Postgres").port();
+        format!("postgres://postgres@localhost:{port}/postgres?sslmode={mode}")
+    };
+    let pg_over_tls = |config: &mut fleetmon_writer::WriterConfig| {
+        plaintext(config);
+        config.postgres.url = pg_tls_url("verify-full");
+        config.postgres.ca = Some(pki.dir().join("ca.pem"));
+    };
+    let (mut pg_plain_runs, mut pg_tls_runs) = (Runs::default(), Runs::default());
     let topic = unique_name("fleetmon-bench-host");
     create_topic(&bootstrap, &topic, 4).await;
     produce(&bootstrap, &topic, &samples).await;
@@ -192,18 +216,44 @@ async fn main() {
     );
     for run in 1..=repeats {
         let r = rate(raw_copy(&pki, &rows, &days).await);
-        let (s, t, schema) = writer_run(&pki, &topic, n, &plaintext).await;
+        let (s, t, schema) =
+            writer_run(&pki, (&topic, n), PgSchema::create().await, &plaintext).await;
         let (s, t) = (rate(s), rate(t));
         println!(
             "run {run}: raw COPY {r:.0} rows/s, writer steady {s:.0} rows/s, writer start-to-last {t:.0} rows/s"
         );
         if tls_cluster.is_some() {
-            let (tls, _, _) = writer_run(&pki, &topic, n, &over_tls).await;
+            let (tls, _, _) =
+                writer_run(&pki, (&topic, n), PgSchema::create().await, &over_tls).await;
             println!(
                 "run {run}: writer over SASL_SSL, steady {:.0} rows/s",
                 rate(tls)
             );
             tls_runs.0.push(rate(tls));
+        }
+        if pg_tls.is_some() {
+            let plain_url = pg_tls_url("disable");
+            let (plain, _, _) = writer_run(
+                &pki,
+                (&topic, n),
+                PgSchema::create_in(&plain_url).await,
+                &plaintext,
+            )
+            .await;
+            let (tls, _, _) = writer_run(
+                &pki,
+                (&topic, n),
+                PgSchema::create_in(&plain_url).await,
+                &pg_over_tls,
+            )
+            .await;
+            println!(
+                "run {run}: writer to its own Postgres, steady: plaintext {:.0} rows/s, verify-full {:.0} rows/s",
+                rate(plain),
+                rate(tls)
+            );
+            pg_plain_runs.0.push(rate(plain));
+            pg_tls_runs.0.push(rate(tls));
         }
         raw.0.push(r);
         steady.0.push(s);
@@ -260,6 +310,25 @@ async fn main() {
             "",
             "",
             tls_runs.median() / steady.median()
+        );
+    }
+    if !pg_tls_runs.0.is_empty() {
+        line(
+            "writer to own Postgres, plaintext, steady",
+            &pg_plain_runs,
+            vs_raw(&pg_plain_runs),
+        );
+        line(
+            "writer to own Postgres, verify-full, steady",
+            &pg_tls_runs,
+            vs_raw(&pg_tls_runs),
+        );
+        println!(
+            "{:<46} {:>12} {:>18} {:>8.2}  (goal >= 0.85)",
+            "Postgres over TLS vs plaintext (writer)",
+            "",
+            "",
+            pg_tls_runs.median() / pg_plain_runs.median()
         );
     }
     if vs_raw(&steady) > 1.0 {
