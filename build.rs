@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/fleetmon/v1/history.proto",
         "proto/fleetmon/v1/checks.proto",
         "proto/fleetmon/v1/alerts.proto",
+        "proto/fleetmon/v1/enrollment.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("fleetmon_descriptor.bin"))

@@ -52,6 +52,8 @@ pub struct PeerIdentity {
     pub name: String,
     /// When the presented certificate expires.
     pub not_after: SystemTime,
+    /// The presented certificate's serial number, lower-case hex.
+    pub serial: String,
 }
 
 /// Why no identity could be taken from a peer.
@@ -153,6 +155,7 @@ impl PeerIdentity {
             role,
             name,
             not_after,
+            serial: crate::pki::hex(cert.raw_serial()),
         })
     }
 

@@ -48,6 +48,9 @@ enum Command {
         #[arg(long, default_value = "")]
         url: String,
     },
+    /// Enrollment tokens: a new host enrolls with one (`fleetmon-agent enroll`).
+    #[command(subcommand)]
+    Tokens(cli::credentials::TokensCommand),
     /// Central checks: what the agents check, changed at runtime through the collector.
     #[command(subcommand)]
     Checks(Box<cli::checks::ChecksCommand>),
@@ -131,6 +134,24 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke an agent (by name) or a certificate (by serial) on every collector: its
+    /// streams close and its handshakes are refused.
+    Revoke {
+        /// The agent name.
+        #[arg(required_unless_present = "serial", conflicts_with = "serial")]
+        name: Option<String>,
+        /// A certificate serial (hex), instead of a name.
+        #[arg(long)]
+        serial: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print the SHA-256 fingerprint of DIR/ca.pem, for `fleetmon-agent enroll --ca-fingerprint`.
+    Fingerprint {
+        /// Directory holding ca.pem.
+        #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+        dir: PathBuf,
+    },
     /// Issue an operator client certificate: DIR/operators/NAME.pem and NAME-key.pem.
     IssueOperator {
         /// Operator name: letters, digits, '.', '_' and '-'.
@@ -147,7 +168,13 @@ enum CertsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let query = match cli.command {
+        Command::Certs(CertsCommand::Revoke {
+            name,
+            serial,
+            connection,
+        }) => Query::Revoke(connection, name, serial),
         Command::Certs(certs) => return certs_command(certs),
+        Command::Tokens(command) => Query::Tokens(command),
         Command::Status { connection, watch } => {
             Query::Status(connection, watch.map(Duration::from_secs))
         }
@@ -194,6 +221,8 @@ fn main() -> ExitCode {
             Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
             Query::Silence(command) => cli::alerts::silence(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
+            Query::Tokens(command) => cli::credentials::tokens(command).await,
+            Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
         }
     });
     match result {
@@ -214,6 +243,8 @@ enum Query {
     Alerts(Connection, bool, Option<u64>),
     Silence(cli::alerts::SilenceCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
+    Tokens(cli::credentials::TokensCommand),
+    Revoke(Connection, Option<String>, Option<String>),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {
@@ -231,6 +262,19 @@ fn certs_command(command: CertsCommand) -> ExitCode {
             dir,
             force,
         } => pki::issue_server(&dir, &name, &sans, force),
+        CertsCommand::Fingerprint { dir } => {
+            return match fleetmon::tls::read_certs("CA", &dir.join("ca.pem")) {
+                Ok(certs) => {
+                    println!("sha256:{}", pki::sha256_hex(certs[0].as_ref()));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        CertsCommand::Revoke { .. } => unreachable!("revoke is a query of the collector"),
     };
     match written {
         Ok(paths) => {

@@ -14,3 +14,6 @@ pub const SITE_CHECK_CONTENT_TYPE: &str = "application/x-protobuf; message=fleet
 /// Value of the Kafka `content-type` header for a record holding a [`CheckDefinition`].
 pub const CHECK_DEFINITION_CONTENT_TYPE: &str =
     "application/x-protobuf; message=fleetmon.v1.CheckDefinition";
+/// Value of the Kafka `content-type` header for a record holding a [`CredentialRecord`].
+pub const CREDENTIAL_RECORD_CONTENT_TYPE: &str =
+    "application/x-protobuf; message=fleetmon.v1.CredentialRecord";

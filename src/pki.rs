@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData as _, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -56,6 +56,9 @@ pub enum PkiError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A certificate request that cannot be parsed or whose signature does not verify.
+    #[error("the certificate request cannot be used: {0}")]
+    BadRequest(String),
     /// rcgen refused the parameters (for example a SAN that is not a DNS name or IP).
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -132,29 +135,30 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// A new self-signed CA, valid ten years.
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "fleetmon");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(3650);
-        params.serial_number = Some(random_serial());
+        let params = ca_params(common_name, Duration::days(3650));
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(CertificateAuthority {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// Loads a CA from its certificate and key files (PEM), e.g. the issuing CA.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, PkiError> {
+        let read = |path: &Path| {
+            fs::read_to_string(path).map_err(|source| PkiError::MissingCa {
+                path: path.to_owned(),
+                dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
+                source,
+            })
+        };
+        let ca = CertificateAuthority {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        };
+        ca.issuer()?;
+        Ok(ca)
     }
 
     /// Loads `ca.pem` and `ca-key.pem` from a certs directory.
@@ -192,48 +196,55 @@ impl CertificateAuthority {
 
     /// Signs a new leaf certificate with a fresh key.
     pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, PkiError> {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, spec.common_name.as_str());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "fleetmon");
-        for host in &spec.host_sans {
-            params.subject_alt_names.push(match host.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(host.clone().try_into()?),
-            });
-        }
-        for uri in &spec.uri_sans {
-            params
-                .subject_alt_names
-                .push(SanType::URI(uri.clone().try_into()?));
-        }
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if spec.server_auth {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        if spec.client_auth {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
-        }
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        params.use_authority_key_identifier_extension = true;
-        params.key_identifier_method = KeyIdMethod::Sha256;
-        let serial = random_serial();
-        params.serial_number = Some(serial.clone());
+        let (params, serial) = leaf_params(spec)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             serial: serial.to_bytes(),
+        })
+    }
+
+    /// A CA under this one that signs leaves only (path length 0), valid five years:
+    /// the issuing CA collectors hold to sign enrolled agents' requests.
+    pub fn issue_intermediate(&self, common_name: &str) -> Result<Self, PkiError> {
+        let mut params = ca_params(common_name, Duration::days(5 * 365));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        Ok(CertificateAuthority {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a PKCS#10 request (DER) as a client certificate for
+    /// `spiffe://fleetmon/<role>/<name>`, valid for `lifetime` from now. Only the
+    /// request's key is taken: its subject and extensions are not.
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        role: Role,
+        name: &str,
+        lifetime: Duration,
+    ) -> Result<SignedRequest, PkiError> {
+        let request = CertificateSigningRequestParams::from_der(&csr_der.into())
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let mut spec = LeafSpec::client(role, name);
+        let now = OffsetDateTime::now_utc();
+        // Backdated a little for clock skew, never by much of a short lifetime (renewal
+        // is due at two thirds of not_before..not_after).
+        spec.not_before = now - (lifetime / 10_i32).min(Duration::minutes(5));
+        spec.not_after = now + lifetime;
+        let (params, serial) = leaf_params(&spec)?;
+        let cert = params.signed_by(&request.public_key, &self.issuer()?)?;
+        Ok(SignedRequest {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            serial: hex(&serial.to_bytes()),
+            not_after: spec.not_after,
+            public_key_sha256: sha256_hex(&request.public_key.subject_public_key_info()),
         })
     }
 
@@ -260,6 +271,112 @@ impl CertificateAuthority {
     }
 }
 
+/// The parameters of a CA certificate valid for `validity` from five minutes ago.
+fn ca_params(common_name: &str, validity: Duration) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "fleetmon");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + validity;
+    params.serial_number = Some(random_serial());
+    params
+}
+
+/// The parameters of a leaf certificate as `spec` describes it, and its new serial.
+fn leaf_params(spec: &LeafSpec) -> Result<(CertificateParams, SerialNumber), PkiError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, spec.common_name.as_str());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "fleetmon");
+    for host in &spec.host_sans {
+        params.subject_alt_names.push(match host.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(host.clone().try_into()?),
+        });
+    }
+    for uri in &spec.uri_sans {
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.clone().try_into()?));
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if spec.server_auth {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    if spec.client_auth {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    params.not_before = spec.not_before;
+    params.not_after = spec.not_after;
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    let serial = random_serial();
+    params.serial_number = Some(serial.clone());
+    Ok((params, serial))
+}
+
+/// A certificate request signed by a CA ([`CertificateAuthority::sign_request`]).
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// The new certificate, then the signing CA's (PEM).
+    pub chain_pem: String,
+    /// Its serial number, lower-case hex.
+    pub serial: String,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// [`sha256_hex`] of the request's SubjectPublicKeyInfo.
+    pub public_key_sha256: String,
+}
+
+/// [`sha256_hex`] of the key in a PKCS#10 request (DER) whose signature verifies.
+pub fn request_key_sha256(csr_der: &[u8]) -> Result<String, PkiError> {
+    let request = CertificateSigningRequestParams::from_der(&csr_der.into())
+        .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+    Ok(sha256_hex(&request.public_key.subject_public_key_info()))
+}
+
+/// A PKCS#10 request for a new key: (request DER, the key PEM). The subject names
+/// `common_name`; the signer decides everything else.
+pub fn certificate_request(common_name: &str) -> Result<(Vec<u8>, String), PkiError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let key = KeyPair::generate()?;
+    let request = params.serialize_request(&key)?;
+    Ok((request.der().to_vec(), key.serialize_pem()))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower-case hex of the SHA-256 of `bytes` (certificate fingerprints, key and token hashes).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// A positive 16-byte serial number, unique with overwhelming probability.
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
@@ -269,10 +386,11 @@ fn random_serial() -> SerialNumber {
 }
 
 /// Writes the whole dev PKI into `dir`: the CA, `collector` and `writer` server
-/// certificates (SANs `localhost`, `127.0.0.1` and `extra_sans`) and the `operator`
-/// client certificate for `spiffe://fleetmon/operator/admin`. Returns the files written.
+/// certificates (SANs `localhost`, `127.0.0.1` and `extra_sans`), the `operator`
+/// client certificate for `spiffe://fleetmon/operator/admin`, and `issuing-ca`, the
+/// intermediate collectors sign enrolled agents with. Returns the files written.
 pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
-    let stems = ["ca", "collector", "writer", "operator"];
+    let stems = ["ca", "collector", "writer", "operator", "issuing-ca"];
     if !force {
         refuse_existing(&stems.map(|s| dir.to_owned().join(s)))?;
     }
@@ -282,6 +400,7 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
     let collector = ca.issue(&LeafSpec::server("fleetmon collector", sans.clone()))?;
     let writer = ca.issue(&LeafSpec::server("fleetmon writer", sans))?;
     let operator = ca.issue(&LeafSpec::client(Role::Operator, DEFAULT_OPERATOR))?;
+    let issuing = ca.issue_intermediate("fleetmon issuing CA")?;
 
     let mut written = Vec::new();
     written.extend(write_pair(dir, "ca", &ca.cert_pem, &ca.key_pem)?);
@@ -302,6 +421,12 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
         "operator",
         &operator.cert_pem,
         &operator.key_pem,
+    )?);
+    written.extend(write_pair(
+        dir,
+        "issuing-ca",
+        &issuing.cert_pem,
+        &issuing.key_pem,
     )?);
     Ok(written)
 }

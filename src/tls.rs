@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -21,6 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::identity::PeerIdentity;
 
 /// How long a client may take to finish the TLS handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +50,14 @@ pub enum TlsError {
     /// The client verifier could not be built (e.g. an empty CA bundle or a bad CRL).
     #[error("invalid client CA or CRL: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The CA could not be fetched by its fingerprint (enrollment).
+    #[error("cannot fetch the fleet's CA from {endpoint}: {reason}")]
+    Pinned {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The endpoint URL is malformed or the connection failed.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {
@@ -222,18 +234,63 @@ where
 pub fn reloading_server_config(
     files: &ServerTlsFiles,
 ) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
+    reloading_server_config_with(files, None)
+}
+
+/// Says whether a client certificate that chains to the CA is revoked all the same
+/// (beyond the CRL file): a live list the server follows.
+pub type RevocationCheck = Arc<dyn Fn(&PeerIdentity) -> bool + Send + Sync>;
+
+/// [`reloading_server_config`] whose handshakes also refuse what `revoked` names.
+pub fn reloading_server_config_with(
+    files: &ServerTlsFiles,
+    revoked: Option<RevocationCheck>,
+) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
     let owned = files.clone();
     reloading(
         "server",
         files.paths(),
         Duration::from_secs(files.reload_interval_seconds),
-        move || server_config(&owned),
+        move || server_config_with(&owned, revoked.clone()),
+    )
+}
+
+/// The same certificate without client authentication, for a listener where clients
+/// have no certificate yet (enrollment). The chain served ends with the CA of
+/// `files.client_ca`, so that a client holding only the CA's fingerprint can check it.
+pub fn reloading_enrollment_config(
+    files: &ServerTlsFiles,
+) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
+    let owned = files.clone();
+    reloading(
+        "enrollment",
+        files.paths(),
+        Duration::from_secs(files.reload_interval_seconds),
+        move || {
+            let mut chain = read_certs("server certificate", &owned.cert)?;
+            chain.extend(read_certs("client CA", &owned.client_ca)?);
+            let key = read_key("server key", &owned.key)?;
+            let mut config = ServerConfig::builder_with_provider(crypto_provider())
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Ok(Arc::new(config))
+        },
     )
 }
 
 /// A rustls server config that requires a client certificate issued by
 /// `files.client_ca` (and not revoked by `files.crl`), offering HTTP/2 only.
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(files, None)
+}
+
+/// [`server_config`] that also refuses client certificates `revoked` names.
+pub fn server_config_with(
+    files: &ServerTlsFiles,
+    revoked: Option<RevocationCheck>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let chain = read_certs("server certificate", &files.cert)?;
     let key = read_key("server key", &files.key)?;
@@ -250,12 +307,87 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
             .with_crls(read_crls(crl)?)
             .only_check_end_entity_revocation();
     }
+    let mut verifier = verifier.build()?;
+    if let Some(revoked) = revoked {
+        verifier = Arc::new(NotRevoked {
+            inner: verifier,
+            revoked,
+        });
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier.build()?)
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client verifier that refuses, after the CA's checks, certificates a
+/// [`RevocationCheck`] names.
+struct NotRevoked {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: RevocationCheck,
+}
+
+impl std::fmt::Debug for NotRevoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotRevoked").finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for NotRevoked {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Ok(identity) = PeerIdentity::from_der(end_entity)
+            && (self.revoked)(&identity)
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, yielding
@@ -362,4 +494,175 @@ pub async fn connect(url: &str, files: &ClientTlsFiles) -> Result<Channel, TlsEr
             endpoint: url.to_owned(),
             source,
         })
+}
+
+/// Fetches the fleet's root CA from a collector's enrollment listener, trusting only
+/// a CA whose SHA-256 (DER, hex, with or without `sha256:` and colons) is
+/// `fingerprint`: the listener's chain must contain it, and the collector's
+/// certificate must chain to it and name the host of `url`. What a host that has only
+/// a token and the fingerprint uses before it has a CA of its own.
+pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> Result<String, TlsError> {
+    let failed = |reason: String| TlsError::Pinned {
+        endpoint: url.to_owned(),
+        reason,
+    };
+    let wanted = fingerprint
+        .trim()
+        .trim_start_matches("sha256:")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    if wanted.len() != 64 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(failed(format!(
+            "`{fingerprint}` is not a SHA-256 fingerprint: write sha256: and 64 hex digits (`fleetmon certs fingerprint` prints it)"
+        )));
+    }
+    let uri: tonic::codegen::http::Uri =
+        url.parse().map_err(|e| failed(format!("not a URL: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| failed("the URL has no host".into()))?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| failed(format!("`{host}` is not a host name: {e}")))?;
+    let provider = crypto_provider();
+    let verifier = Arc::new(PinnedCa {
+        wanted,
+        provider: provider.clone(),
+        found: std::sync::Mutex::new(None),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| failed("no answer in time".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let ca = verifier
+        .found
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| failed("the handshake ended without a CA".into()))?;
+    Ok(pem_certificate(ca.as_ref()))
+}
+
+/// A certificate (DER) as PEM.
+pub fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Trusts the server's chain only through the one CA of the pinned fingerprint.
+#[derive(Debug)]
+struct PinnedCa {
+    wanted: String,
+    provider: Arc<CryptoProvider>,
+    found: std::sync::Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let fingerprints: Vec<String> = intermediates
+            .iter()
+            .map(|c| crate::pki::sha256_hex(c.as_ref()))
+            .collect();
+        let Some(position) = fingerprints.iter().position(|f| *f == self.wanted) else {
+            return Err(rustls::Error::General(format!(
+                "no CA the collector presented has fingerprint sha256:{} (it presented {}): check --ca-fingerprint (`fleetmon certs fingerprint` prints the fleet's)",
+                self.wanted,
+                if fingerprints.is_empty() {
+                    "none".to_owned()
+                } else {
+                    fingerprints
+                        .iter()
+                        .map(|f| format!("sha256:{f}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        };
+        let anchor = intermediates[position].clone().into_owned();
+        let mut roots = RootCertStore::empty();
+        roots.add(anchor.clone())?;
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?
+        .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(anchor);
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client with no certificate of its own that trusts `ca_pem` (enrollment).
+pub fn server_only_endpoint(url: &str, ca_pem: &str) -> Result<Endpoint, TlsError> {
+    install_crypto_provider();
+    let connect_error = |source| TlsError::Connect {
+        endpoint: url.to_owned(),
+        source,
+    };
+    Endpoint::from_shared(url.to_owned())
+        .map_err(connect_error)?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))
+        .map_err(connect_error)
+        .map(|e| e.connect_timeout(Duration::from_secs(10)))
 }

@@ -10,12 +10,14 @@ pub mod check_definition;
 pub mod check_scheduler;
 pub mod config;
 pub mod control;
+pub mod enroll;
 pub mod host_sampler;
 pub mod json_assertion;
 pub mod metrics;
 pub mod net_prober;
 pub mod outbox;
 pub mod pattern;
+pub mod renewal;
 pub mod sender;
 pub mod site_prober;
 
@@ -92,6 +94,7 @@ pub async fn start(
         .map(str::to_owned)
         .collect();
     let files = config.collector.tls();
+    let renewal_files = files.clone();
     let watched = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
     // A renewed certificate (or CA) is picked up without a restart: the sender
     // reconnects with it; a broken replacement is logged and the old one kept.
@@ -167,6 +170,12 @@ pub async fn start(
         max_backoff: sender_config.max_backoff,
     };
     tasks.spawn(control::run(control, scheduler, measuring.clone()));
+    tasks.spawn(renewal::run(
+        renewal_files,
+        sender_config.endpoints.clone(),
+        metrics.clone(),
+        measuring.clone(),
+    ));
     let sender_outbox = outbox.clone();
     let sender_outbox_report = outbox.clone();
     let task = tokio::spawn(async move {

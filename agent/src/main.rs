@@ -11,8 +11,14 @@ use fleetmon_agent::config::parse_sites_file;
 
 /// Samples this host and probes websites; streams both to the fleetmon collector.
 #[derive(Debug, Parser)]
-#[command(name = "fleetmon-agent", version)]
+#[command(
+    name = "fleetmon-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
     /// TOML config file (see agent/agent.example.toml).
     #[arg(long, env = "FLEETMON_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -46,6 +52,12 @@ struct Cli {
     log_format: Option<LogFormat>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Get a certificate of this host's own with an enrollment token, then exit.
+    Enroll(fleetmon_agent::enroll::EnrollArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     // The agent waits on timers and sockets: one thread does it, and a host stays
     // lighter with one thread (and one allocator arena) than with one per core.
@@ -59,6 +71,27 @@ fn main() -> anyhow::Result<()> {
 
 async fn agent_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(AgentCommand::Enroll(args)) = &cli.command {
+        fleetmon::tls::install_crypto_provider();
+        let (files, labels) = fleetmon_agent::enroll::enroll(args).await?;
+        println!(
+            "enrolled: wrote {}, {} and {}",
+            files.ca.display(),
+            files.cert.display(),
+            files.key.display()
+        );
+        let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+        labels.sort();
+        println!("in the agent config:");
+        if !labels.is_empty() {
+            println!("labels = {{ {} }}", labels.join(", "));
+        }
+        println!(
+            "[collector]\nca = {:?}\ncert = {:?}\nkey = {:?}",
+            files.ca, files.cert, files.key
+        );
+        return Ok(());
+    }
     let mut config = AgentConfig::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(path) = &cli.sites_file {
         let text = std::fs::read_to_string(path)

@@ -38,6 +38,12 @@ pub struct AgentMetrics {
     pub reconnects: Counter,
     /// How late checks start against their schedule.
     pub check_lateness_seconds: Histogram,
+    /// End of validity of the agent's certificate (Unix seconds).
+    pub certificate_not_after: Gauge,
+    /// 1 while the agent's certificate has expired (it needs a new token).
+    pub certificate_expired: Gauge,
+    /// Certificates renewed.
+    pub certificate_renewals: Counter,
 }
 
 impl AgentMetrics {
@@ -51,6 +57,9 @@ impl AgentMetrics {
             acked: Counter::default(),
             reconnects: Counter::default(),
             check_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            certificate_not_after: Gauge::default(),
+            certificate_expired: Gauge::default(),
+            certificate_renewals: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetmon_agent");
         r.register(
@@ -83,6 +92,21 @@ impl AgentMetrics {
             "check_lateness_seconds",
             "How late site checks start against their schedule",
             metrics.check_lateness_seconds.clone(),
+        );
+        r.register(
+            "certificate_not_after_seconds",
+            "End of validity of the agent's certificate (Unix seconds)",
+            metrics.certificate_not_after.clone(),
+        );
+        r.register(
+            "certificate_expired",
+            "1 while the agent's certificate has expired: enroll again with a new token",
+            metrics.certificate_expired.clone(),
+        );
+        r.register(
+            "certificate_renewals",
+            "Certificates renewed",
+            metrics.certificate_renewals.clone(),
         );
         metrics
     }

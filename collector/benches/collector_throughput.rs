@@ -226,11 +226,13 @@ async fn collector_plaintext() -> Channel {
         limits: Limits::default(),
         shutdown: CancellationToken::new(),
         abandon: CancellationToken::new(),
+        revocations: fleetmon_collector::credentials::Revocations::none(),
     });
     let identity = PeerIdentity {
         role: Role::Agent,
         name: "bench".into(),
         not_after: SystemTime::now() + Duration::from_secs(3600),
+        serial: "01".into(),
     };
     let service = IngestServer::with_interceptor(
         IngestService::new(ctx),

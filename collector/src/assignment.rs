@@ -191,11 +191,11 @@ mod tests {
             ..Default::default()
         };
         let mut view = CatalogView::default();
-        view.checks
+        view.records
             .insert("a".into(), check("a", 1, false, all.clone()));
-        view.checks
+        view.records
             .insert("b".into(), check("b", 1, true, all.clone()));
-        view.checks
+        view.records
             .insert("c".into(), check("c", 1, false, two_labels));
         let ids = |set: &CheckSet| set.checks.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
         let edge = labels(&[("location", "eu-west"), ("role", "edge")]);
@@ -208,8 +208,10 @@ mod tests {
         assert!(effective_set(&view, "x", &edge, &first.hash).is_none());
 
         let mut changed = CatalogView::default();
-        changed.checks = view.checks.clone();
-        changed.checks.insert("a".into(), check("a", 2, false, all));
+        changed.records = view.records.clone();
+        changed
+            .records
+            .insert("a".into(), check("a", 2, false, all));
         let second = effective_set(&changed, "x", &edge, &first.hash).unwrap();
         assert_ne!(first.hash, second.hash);
     }

@@ -37,7 +37,7 @@ impl From<ChecksError> for Status {
     fn from(error: ChecksError) -> Status {
         let code = match &error {
             ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
-            ChecksError::Catalog(CatalogError::NotFound(_)) => Code::NotFound,
+            ChecksError::Catalog(CatalogError::NotFound { .. }) => Code::NotFound,
             ChecksError::Catalog(CatalogError::AlreadyExists { .. }) => Code::AlreadyExists,
             ChecksError::Catalog(CatalogError::Stale { .. }) => Code::FailedPrecondition,
             ChecksError::Catalog(CatalogError::Kafka { .. } | CatalogError::CreateTopic(_)) => {
@@ -235,7 +235,7 @@ impl Checks for ChecksService {
         let check = self
             .catalog
             .get(&id)
-            .ok_or_else(|| ChecksError::from(CatalogError::NotFound(id)))?;
+            .ok_or_else(|| ChecksError::from(CatalogError::NotFound { kind: "check", id }))?;
         Ok(Response::new(self.status(check)))
     }
 
@@ -246,7 +246,7 @@ impl Checks for ChecksService {
     ) -> Result<Response<ListChecksResponse>, Status> {
         let view = self.catalog.view();
         let checks = view
-            .checks
+            .records
             .values()
             .map(|check| self.status((**check).clone()))
             .collect();

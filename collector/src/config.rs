@@ -42,6 +42,34 @@ pub struct CollectorConfig {
     /// Limits on what a client may send.
     #[serde(default)]
     pub limits: Limits,
+    /// Token enrollment of agents (off without this section).
+    #[serde(default)]
+    pub enrollment: Option<EnrollmentConfig>,
+}
+
+/// Token enrollment: agents send a certificate request with a token to a listener of
+/// its own (TLS without client certificates) and get a certificate signed by the
+/// issuing CA, an intermediate under the fleet's root (`tls.client_ca`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// The enrollment listener (Enrollment service only).
+    #[serde(default = "default_enroll_listen")]
+    pub listen: SocketAddr,
+    /// The issuing CA's certificate (PEM): signed by the root in `tls.client_ca`.
+    pub issuing_ca: std::path::PathBuf,
+    /// The issuing CA's private key (PEM). Every collector that enrolls holds a copy.
+    pub issuing_ca_key: std::path::PathBuf,
+    /// How long an agent certificate is valid; agents renew at two thirds of it.
+    #[serde(default = "default_certificate_lifetime")]
+    pub certificate_lifetime_seconds: u64,
+}
+
+fn default_enroll_listen() -> SocketAddr {
+    "0.0.0.0:7403".parse().expect("valid default")
+}
+fn default_certificate_lifetime() -> u64 {
+    30 * 24 * 3600
 }
 
 /// Kafka settings.
@@ -60,6 +88,10 @@ pub struct KafkaConfig {
     /// The compacted topic of check definitions (created with one partition).
     #[serde(default = "default_checks_topic")]
     pub checks_topic: String,
+    /// The compacted topic of enrollment tokens (hashes only) and agent credentials,
+    /// revocations among them (created with one partition).
+    #[serde(default = "default_credentials_topic")]
+    pub credentials_topic: String,
     /// Partitions of topics the collector creates (existing topics are left alone).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -155,6 +187,9 @@ fn default_site_topic() -> String {
 fn default_checks_topic() -> String {
     fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned()
 }
+fn default_credentials_topic() -> String {
+    fleetmon::config::DEFAULT_CREDENTIALS_TOPIC.to_owned()
+}
 fn default_shutdown_drain() -> u64 {
     20
 }
@@ -196,6 +231,7 @@ impl Default for KafkaConfig {
             host_samples_topic: default_host_topic(),
             site_checks_topic: default_site_topic(),
             checks_topic: default_checks_topic(),
+            credentials_topic: default_credentials_topic(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
             min_insync_replicas: None,
@@ -241,6 +277,7 @@ impl CollectorConfig {
             tls,
             kafka: KafkaConfig::default(),
             limits: Limits::default(),
+            enrollment: None,
         }
     }
 
@@ -271,6 +308,7 @@ impl CollectorConfig {
             ("kafka.host_samples_topic", &kafka.host_samples_topic),
             ("kafka.site_checks_topic", &kafka.site_checks_topic),
             ("kafka.checks_topic", &kafka.checks_topic),
+            ("kafka.credentials_topic", &kafka.credentials_topic),
         ] {
             let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
             if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
@@ -292,6 +330,18 @@ impl CollectorConfig {
             return Err(ConfigError::field(
                 "kafka.checks_topic",
                 "must differ from both sample topics (it is compacted)",
+            ));
+        }
+        if [
+            &kafka.host_samples_topic,
+            &kafka.site_checks_topic,
+            &kafka.checks_topic,
+        ]
+        .contains(&&kafka.credentials_topic)
+        {
+            return Err(ConfigError::field(
+                "kafka.credentials_topic",
+                "must differ from the other topics (it is compacted)",
             ));
         }
         if kafka.partitions < 1 || kafka.replication_factor < 1 {
@@ -316,6 +366,20 @@ impl CollectorConfig {
                 return Err(ConfigError::field(
                     &format!("kafka.options.\"{key}\""),
                     "is fixed by the collector (acks mean durable): remove it",
+                ));
+            }
+        }
+        if let Some(enrollment) = &self.enrollment {
+            if enrollment.certificate_lifetime_seconds < 10 {
+                return Err(ConfigError::field(
+                    "enrollment.certificate_lifetime_seconds",
+                    "must be at least 10 (agents renew at two thirds of it)",
+                ));
+            }
+            if enrollment.listen == self.listen {
+                return Err(ConfigError::field(
+                    "enrollment.listen",
+                    "must differ from listen (that one requires client certificates)",
                 ));
             }
         }

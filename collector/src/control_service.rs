@@ -17,6 +17,7 @@ use fleetmon::pb::{AgentReport, CheckSet};
 
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
+use crate::credentials::{CredentialStore, revoked_status};
 use crate::fleet_state::FleetState;
 
 /// How long a new control stream may take to send its first report.
@@ -27,12 +28,36 @@ const FIRST_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ControlService {
     catalog: CheckCatalog,
     fleet: FleetState,
+    credentials: CredentialStore,
 }
 
 impl ControlService {
-    /// A service sending from `catalog`, recording into `fleet`.
-    pub fn new(catalog: CheckCatalog, fleet: FleetState) -> Self {
-        ControlService { catalog, fleet }
+    /// A service sending from `catalog`, recording into `fleet`. An enrolled agent's
+    /// labels are its token's, overridden by those it reports; a stream whose agent
+    /// is revoked ends.
+    pub fn new(catalog: CheckCatalog, fleet: FleetState, credentials: CredentialStore) -> Self {
+        ControlService {
+            catalog,
+            fleet,
+            credentials,
+        }
+    }
+}
+
+/// `report` with the labels the agent enrolled with under the ones it reports.
+fn with_enrolled_labels(
+    credentials: &CredentialStore,
+    agent: &str,
+    report: &AgentReport,
+) -> AgentReport {
+    let Some((credential, _)) = credentials.agent(agent) else {
+        return report.clone();
+    };
+    let mut labels = credential.labels;
+    labels.extend(report.labels.clone());
+    AgentReport {
+        labels,
+        ..report.clone()
     }
 }
 
@@ -56,13 +81,20 @@ impl Control for ControlService {
             })??
             .ok_or_else(|| Status::cancelled("control stream closed before its first report"))?;
         let guard = self.fleet.control_connected(&peer);
-        self.fleet.reported(&peer.name, &first);
+        let credentials = self.credentials.clone();
+        self.fleet.reported(
+            &peer.name,
+            &with_enrolled_labels(&credentials, &peer.name, &first),
+        );
         let fleet = self.fleet.clone();
         let mut catalog = self.catalog.watch();
         let agent_id = peer.name.clone();
+        let revocations = credentials.revocations();
         let (tx, rx) = mpsc::channel::<Result<CheckSet, Status>>(4);
         tokio::spawn(async move {
             let _guard = guard;
+            let revoked = revocations.revoked(&peer);
+            tokio::pin!(revoked);
             let mut last_sent = String::new();
             let mut labels = fleet.labels(&agent_id);
             loop {
@@ -78,12 +110,16 @@ impl Control for ControlService {
                     changed = catalog.changed() => if changed.is_err() { return },
                     report = reports.message() => match report {
                         Ok(Some(report)) => {
-                            fleet.reported(&agent_id, &report);
+                            fleet.reported(&agent_id, &with_enrolled_labels(&credentials, &agent_id, &report));
                             labels = fleet.labels(&agent_id);
                         }
                         Ok(None) | Err(_) => return,
                     },
                     () = tx.closed() => return,
+                    () = &mut revoked => {
+                        let _ = tx.send(Err(revoked_status(&peer))).await;
+                        return;
+                    }
                 }
             }
         });

@@ -23,6 +23,7 @@ use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
 
 use crate::config::Limits;
+use crate::credentials::{Revocations, revoked_status};
 use crate::fleet_state::FleetState;
 use crate::kafka_publisher::{KafkaPublisher, PublishError, delivery_result};
 use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
@@ -45,6 +46,8 @@ pub struct IngestContext {
     /// Cancelled when the shutdown drain deadline passes: sessions still waiting for
     /// Kafka end at once with UNAVAILABLE; their agents send the rest again.
     pub abandon: CancellationToken,
+    /// A session whose agent is revoked ends at once.
+    pub revocations: Revocations,
 }
 
 /// The service; cheap to clone.
@@ -191,6 +194,9 @@ impl IngestService {
         let idle_limit = self.ctx.limits.idle_stream();
         let idle = tokio::time::sleep(idle_limit);
         tokio::pin!(idle);
+        let revocations = self.ctx.revocations.clone();
+        let revoked = revocations.revoked(&peer);
+        tokio::pin!(revoked);
         let ending: Result<(), Status> = loop {
             if !reading && in_flight.is_empty() {
                 break Ok(());
@@ -252,6 +258,7 @@ impl IngestService {
                     )));
                 }
                 () = acks_out.closed() => break Ok(()),
+                () = &mut revoked => break Err(revoked_status(&peer)),
                 () = self.ctx.shutdown.cancelled(), if reading => reading = false,
                 () = self.ctx.abandon.cancelled() => break Err(Status::unavailable(
                     "collector shutting down: samples not yet acknowledged were not delivered; send them again",

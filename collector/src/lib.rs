@@ -11,8 +11,11 @@
 pub mod assignment;
 pub mod check_catalog;
 pub mod checks_service;
+pub mod compacted_log;
 pub mod config;
 pub mod control_service;
+pub mod credentials;
+pub mod enrollment_service;
 pub mod fleet_service;
 pub mod fleet_state;
 pub mod ingest_service;

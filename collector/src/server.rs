@@ -16,13 +16,18 @@ use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::checks_server::ChecksServer;
 use fleetmon::pb::control_server::ControlServer;
+use fleetmon::pb::credentials_server::CredentialsServer;
+use fleetmon::pb::enrollment_server::EnrollmentServer;
 use fleetmon::pb::fleet_server::FleetServer;
 use fleetmon::pb::ingest_server::IngestServer;
+use fleetmon::pb::renewal_server::RenewalServer;
 
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::checks_service::ChecksService;
 use crate::config::CollectorConfig;
 use crate::control_service::ControlService;
+use crate::credentials::{CredentialStore, RequireAgent};
+use crate::enrollment_service::{EnrollmentService, Issuer};
 use crate::fleet_service::FleetService;
 use crate::fleet_state::FleetState;
 use crate::ingest_service::{IngestContext, IngestService};
@@ -39,9 +44,12 @@ pub enum CollectorError {
     /// Kafka at start-up.
     #[error(transparent)]
     Kafka(#[from] PublishError),
-    /// The checks topic at start-up.
+    /// The checks or credentials topic at start-up.
     #[error(transparent)]
     Checks(#[from] CatalogError),
+    /// The issuing CA of `[enrollment]`.
+    #[error("[enrollment] issuing CA: {0}")]
+    IssuingCa(#[from] fleetmon::pki::PkiError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,6 +69,8 @@ const SERVICES: &[&str] = &[
     "fleetmon.v1.Control",
     "fleetmon.v1.Fleet",
     "fleetmon.v1.Checks",
+    "fleetmon.v1.Renewal",
+    "fleetmon.v1.Credentials",
 ];
 
 /// How long in-flight deliveries may take to finish at shutdown.
@@ -73,6 +83,8 @@ pub struct RunningCollector {
     pub grpc_addr: SocketAddr,
     /// The metrics address actually bound.
     pub metrics_addr: SocketAddr,
+    /// The enrollment listener's address, with `[enrollment]`.
+    pub enroll_addr: Option<SocketAddr>,
     /// Resolves when the collector has stopped.
     pub task: JoinHandle<Result<(), CollectorError>>,
 }
@@ -91,22 +103,44 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
-    let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let publisher = KafkaPublisher::connect(&config.kafka).await?;
-    let catalog = CheckCatalog::open(&config.kafka, shutdown.clone()).await?;
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| CollectorError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-    let grpc_addr = listener
-        .local_addr()
-        .map_err(|source| CollectorError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let catalog = CheckCatalog::open_checks(&config.kafka, shutdown.clone()).await?;
+    let credentials = CredentialStore::open_credentials(&config.kafka, shutdown.clone()).await?;
+    let revocations = credentials.revocations();
+    let handshake_check = revocations.clone();
+    let tls = fleetmon::tls::reloading_server_config_with(
+        &config.tls,
+        Some(Arc::new(move |peer| handshake_check.is_revoked(peer))),
+    )?;
+    let issuer = match &config.enrollment {
+        Some(enrollment) => Some(Issuer {
+            ca: fleetmon::pki::CertificateAuthority::from_files(
+                &enrollment.issuing_ca,
+                &enrollment.issuing_ca_key,
+            )?,
+            root_pem: std::fs::read_to_string(&config.tls.client_ca).map_err(|source| {
+                fleetmon::pki::PkiError::MissingCa {
+                    path: config.tls.client_ca.clone(),
+                    dir: config
+                        .tls
+                        .client_ca
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .to_owned(),
+                    source,
+                }
+            })?,
+            lifetime: Duration::from_secs(enrollment.certificate_lifetime_seconds),
+        }),
+        None => None,
+    };
+    let enrollment = EnrollmentService::new(credentials.clone(), issuer);
+    let (listener, grpc_addr) = bind(config.listen).await?;
+    let enroll_listener = match &config.enrollment {
+        Some(e) => Some(bind(e.listen).await?),
+        None => None,
+    };
+    let enroll_addr = enroll_listener.as_ref().map(|(_, addr)| *addr);
 
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::new(&mut registry);
@@ -134,6 +168,7 @@ pub async fn start(
         limits: config.limits.clone(),
         shutdown: sessions_stop,
         abandon: abandon.clone(),
+        revocations: revocations.clone(),
     });
     let max_message = config.limits.max_message_bytes;
     let ingest =
@@ -144,18 +179,28 @@ pub async fn start(
         fleet.clone(),
         config.limits.min_check_interval_seconds,
     ));
-    let control_service = ControlServer::new(ControlService::new(catalog.clone(), fleet));
+    let control_service = ControlServer::new(ControlService::new(
+        catalog.clone(),
+        fleet,
+        credentials.clone(),
+    ));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
-    let (probe_ctx, probe_catalog) = (ctx.clone(), catalog.clone());
+    let (probe_ctx, probe_catalog, probe_credentials) =
+        (ctx.clone(), catalog.clone(), credentials.clone());
     let health_task = fleetmon::grpc::watch_health(
         health_reporter,
         SERVICES,
         move || {
-            let (ctx, catalog) = (probe_ctx.clone(), probe_catalog.clone());
+            let (ctx, catalog, credentials) = (
+                probe_ctx.clone(),
+                probe_catalog.clone(),
+                probe_credentials.clone(),
+            );
             async move {
                 let timeout = fleetmon::grpc::HEALTH_PROBE_TIMEOUT;
                 ctx.publisher.check(timeout).await?;
-                catalog.check(timeout).await
+                catalog.check(timeout).await?;
+                credentials.check(timeout).await
             }
         },
         shutdown.clone(),
@@ -166,10 +211,21 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(OversizeIsResourceExhausted)
-        .add_service(InterceptedService::new(ingest, RequireRole(Role::Agent)))
+        .add_service(InterceptedService::new(
+            ingest,
+            RequireAgent(revocations.clone()),
+        ))
         .add_service(InterceptedService::new(
             control_service,
-            RequireRole(Role::Agent),
+            RequireAgent(revocations.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            RenewalServer::new(enrollment.clone()),
+            RequireAgent(revocations.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            CredentialsServer::new(enrollment.clone()),
+            RequireRole(Role::Operator),
         ))
         .add_service(InterceptedService::new(
             fleet_service,
@@ -184,6 +240,20 @@ pub async fn start(
         .add_service(reflection_v1alpha);
     let incoming = fleetmon::tls::tls_incoming(listener, tls);
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, "collector listening");
+
+    // Enrollment: its own listener, server-authenticated TLS, the Enrollment service only.
+    let enroll_task = enroll_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "enrollment listening");
+        let incoming = fleetmon::tls::tls_incoming(
+            listener,
+            fleetmon::tls::reloading_enrollment_config(&config.tls)?,
+        );
+        let serve = Server::builder()
+            .add_service(EnrollmentServer::new(enrollment))
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        Ok::<_, CollectorError>(tokio::spawn(serve))
+    });
+    let enroll_task = enroll_task.transpose()?;
 
     let metrics_shutdown = shutdown.clone();
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
@@ -206,6 +276,9 @@ pub async fn start(
             }
         };
         ctx.publisher.flush(SHUTDOWN_GRACE).await;
+        if let Some(task) = enroll_task {
+            let _ = task.await;
+        }
         let _ = metrics_task.await;
         let _ = health_task.await;
         tracing::info!("collector stopped");
@@ -214,6 +287,15 @@ pub async fn start(
     Ok(RunningCollector {
         grpc_addr,
         metrics_addr,
+        enroll_addr,
         task,
     })
+}
+
+/// A listener on `addr` and the address it got.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CollectorError> {
+    let error = |source| CollectorError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }

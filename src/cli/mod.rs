@@ -5,6 +5,7 @@
 pub(crate) mod alerts;
 pub(crate) mod check_spec;
 pub(crate) mod checks;
+pub(crate) mod credentials;
 pub(crate) mod dashboard;
 pub(crate) mod queries;
 pub(crate) mod table;

@@ -208,7 +208,22 @@ pub(crate) async fn status(conn: &Connection, watch: Option<Duration>) -> anyhow
 /// `fleetmon agents`.
 pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
     let mut fleet = FleetClient::new(channel(&conn.collector, conn).await?);
-    let agents = list_agents(&mut fleet, conn).await?;
+    let mut agents = list_agents(&mut fleet, conn).await?;
+    // Revoked agents are shown as such, also those this collector never saw.
+    let revoked: std::collections::BTreeSet<String> = super::credentials::credentials(conn)
+        .await
+        .into_iter()
+        .filter(|c| c.revoked && !c.name.is_empty())
+        .map(|c| c.name)
+        .collect();
+    for name in &revoked {
+        if !agents.iter().any(|a| &a.agent_id == name) {
+            agents.push(fleetmon::pb::AgentInfo {
+                agent_id: name.clone(),
+                ..Default::default()
+            });
+        }
+    }
     if conn.json {
         let list: Vec<Value> = agents
             .iter()
@@ -219,6 +234,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                     "last_sample_at": rfc3339(a.last_sample_at), "samples_received": a.samples_received,
                     "client_cert_not_after": rfc3339(a.client_cert_not_after),
                     "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "revoked": revoked.contains(&a.agent_id),
                 })
             })
             .collect();
@@ -237,6 +253,12 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 ago(a.last_sample_at),
                 rfc3339(a.client_cert_not_after),
                 labels(&a.labels),
+                if revoked.contains(&a.agent_id) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -251,7 +273,8 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 "SAMPLES",
                 "LAST SAMPLE",
                 "CERT EXPIRES",
-                "LABELS"
+                "LABELS",
+                "REVOKED"
             ],
             &rows
         )
@@ -260,7 +283,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// `location=eu-west,role=edge`, sorted; `-` when there are none.
-fn labels(labels: &HashMap<String, String>) -> String {
+pub(crate) fn labels(labels: &HashMap<String, String>) -> String {
     let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if pairs.is_empty() {
         return "-".to_owned();

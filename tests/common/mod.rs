@@ -184,6 +184,7 @@ impl CentralRig {
         let host_topic = unique_name("fleetmon-cc-host");
         let site_topic = unique_name("fleetmon-cc-site");
         let checks_topic = unique_name("fleetmon-cc-checks");
+        let credentials_topic = unique_name("fleetmon-cc-credentials");
         let mut procs = Processes::default();
         procs.spawn(
             "collector",
@@ -206,6 +207,10 @@ impl CentralRig {
                 .env("FLEETMON_COLLECTOR__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
                 .env("FLEETMON_COLLECTOR__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
                 .env("FLEETMON_COLLECTOR__KAFKA__CHECKS_TOPIC", &checks_topic)
+                .env(
+                    "FLEETMON_COLLECTOR__KAFKA__CREDENTIALS_TOPIC",
+                    &credentials_topic,
+                )
                 .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2"),
         );
         procs.wait_port("collector", collector);
@@ -266,6 +271,11 @@ impl CentralRig {
     /// `location = "eu-west"`), running whatever checks the collector assigns it.
     pub fn agent(&mut self, name: &str, labels: &str) {
         let files = self.pki.client(fleetmon::identity::Role::Agent, name);
+        self.agent_with(name, labels, &files);
+    }
+
+    /// Starts agent process `name` with these TLS files (e.g. from enrollment).
+    pub fn agent_with(&mut self, name: &str, labels: &str, files: &fleetmon::tls::ClientTlsFiles) {
         let config = self.logs.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,

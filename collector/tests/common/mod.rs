@@ -35,6 +35,7 @@ impl TestCollector {
         config.kafka.host_samples_topic = unique_name("fleetmon-test-host");
         config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
         config.kafka.checks_topic = unique_name("fleetmon-test-checks");
+        config.kafka.credentials_topic = unique_name("fleetmon-test-credentials");
         config.kafka.partitions = 3;
         config.kafka.connect_timeout_seconds = 20;
         config.kafka.linger_ms = 5;

@@ -1,0 +1,239 @@
+//! Enrollment tokens and agent credentials: the compacted topic
+//! `fleetmon.credentials`, a [`CompactedLog`] every collector reads whole and follows.
+//!
+//! Keys: `token/ID` (an [`EnrollmentToken`]: only the SHA-256 of the token is kept),
+//! `agent/NAME` (an [`AgentCredential`]: the key an enrolled name belongs to, its
+//! newest certificate, and whether it was revoked) and `serial/HEX` (a certificate
+//! revoked by serial). [`Revocations`] is what the handshake and every agent stream
+//! check: a revocation written by one collector closes the agent's streams on all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use fleetmon::identity::{PeerIdentity, RequireRole, Role};
+use fleetmon::pb::{
+    AgentCredential, CREDENTIAL_RECORD_CONTENT_TYPE, CredentialRecord, EnrollmentToken,
+    credential_record::Record,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::compacted_log::{CompactedLog, LogError, LogRecord, LogView};
+use crate::config::KafkaConfig;
+
+/// The store of tokens and credentials.
+pub type CredentialStore = CompactedLog<CredentialRecord>;
+
+/// Names and serials revoked, as of one view of the topic.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    names: HashSet<String>,
+    serials: HashSet<String>,
+}
+
+impl Revoked {
+    /// Whether an agent certificate of `name` with `serial` (hex) is revoked.
+    pub fn contains(&self, name: &str, serial: &str) -> bool {
+        self.names.contains(name) || self.serials.contains(serial)
+    }
+}
+
+impl LogRecord for CredentialRecord {
+    const CONTENT_TYPE: &'static str = CREDENTIAL_RECORD_CONTENT_TYPE;
+    const KIND: &'static str = "credential";
+    type Index = Revoked;
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn index(records: &BTreeMap<String, Arc<Self>>) -> Revoked {
+        let mut revoked = Revoked::default();
+        for record in records.values() {
+            if let Some(Record::Agent(agent)) = &record.record
+                && agent.revoked
+            {
+                if record.key.starts_with(SERIAL_PREFIX) {
+                    revoked.serials.insert(agent.serial.clone());
+                } else {
+                    revoked.names.insert(agent.name.clone());
+                }
+            }
+        }
+        revoked
+    }
+}
+
+const TOKEN_PREFIX: &str = "token/";
+const AGENT_PREFIX: &str = "agent/";
+const SERIAL_PREFIX: &str = "serial/";
+
+/// The key of token `id`.
+pub fn token_key(id: &str) -> String {
+    format!("{TOKEN_PREFIX}{id}")
+}
+
+/// The key of agent `name`.
+pub fn agent_key(name: &str) -> String {
+    format!("{AGENT_PREFIX}{name}")
+}
+
+/// The key of a certificate revoked by its serial (hex).
+pub fn serial_key(serial: &str) -> String {
+    format!("{SERIAL_PREFIX}{serial}")
+}
+
+/// A record holding a token.
+pub fn token_record(token: EnrollmentToken) -> CredentialRecord {
+    CredentialRecord {
+        key: token_key(&token.id),
+        version: 0,
+        record: Some(Record::Token(token)),
+    }
+}
+
+/// A record holding an agent credential under `key`.
+pub fn agent_record(key: String, agent: AgentCredential) -> CredentialRecord {
+    CredentialRecord {
+        key,
+        version: 0,
+        record: Some(Record::Agent(agent)),
+    }
+}
+
+impl CompactedLog<CredentialRecord> {
+    /// Opens the credentials topic of `config` (created if missing) and follows it
+    /// until `shutdown`.
+    pub async fn open_credentials(
+        config: &KafkaConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, LogError> {
+        Self::open(config, &config.credentials_topic, shutdown).await
+    }
+
+    /// Token `id` and the version of its record.
+    pub fn token(&self, id: &str) -> Option<(EnrollmentToken, u64)> {
+        match self.get(&token_key(id))? {
+            CredentialRecord {
+                version,
+                record: Some(Record::Token(token)),
+                ..
+            } => Some((token, version)),
+            _ => None,
+        }
+    }
+
+    /// The credential of agent `name` and the version of its record.
+    pub fn agent(&self, name: &str) -> Option<(AgentCredential, u64)> {
+        match self.get(&agent_key(name))? {
+            CredentialRecord {
+                version,
+                record: Some(Record::Agent(agent)),
+                ..
+            } => Some((agent, version)),
+            _ => None,
+        }
+    }
+
+    /// Every token, by id.
+    pub fn tokens(&self) -> Vec<EnrollmentToken> {
+        self.view()
+            .records
+            .values()
+            .filter_map(|r| match &r.record {
+                Some(Record::Token(token)) => Some(token.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every agent credential and serial revocation, by key.
+    pub fn agents(&self) -> Vec<AgentCredential> {
+        self.view()
+            .records
+            .values()
+            .filter_map(|r| match &r.record {
+                Some(Record::Agent(agent)) => Some(agent.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What handshakes and agent streams check.
+    pub fn revocations(&self) -> Revocations {
+        Revocations { view: self.watch() }
+    }
+}
+
+/// The revoked names and serials, live. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Revocations {
+    view: watch::Receiver<Arc<LogView<CredentialRecord>>>,
+}
+
+impl Revocations {
+    /// Revocations that never revoke anything (for tests and benches without Kafka).
+    pub fn none() -> Self {
+        Revocations {
+            view: watch::channel(Arc::new(LogView::default())).1,
+        }
+    }
+
+    /// Whether `peer`'s certificate is revoked now.
+    pub fn is_revoked(&self, peer: &PeerIdentity) -> bool {
+        self.view
+            .borrow()
+            .index()
+            .contains(&peer.name, &peer.serial)
+    }
+
+    /// Resolves once `peer`'s certificate is revoked (never, if it is not).
+    pub async fn revoked(&self, peer: &PeerIdentity) {
+        let mut view = self.view.clone();
+        loop {
+            if view
+                .borrow_and_update()
+                .index()
+                .contains(&peer.name, &peer.serial)
+            {
+                return;
+            }
+            if view.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// The interceptor of the services agents call: an agent certificate
+/// ([`RequireRole`]) that is not revoked, for connections opened before the revocation.
+#[derive(Debug, Clone)]
+pub struct RequireAgent(pub Revocations);
+
+impl tonic::service::Interceptor for RequireAgent {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let request = RequireRole(Role::Agent).call(request)?;
+        let peer = fleetmon::identity::peer_identity(&request)?;
+        if self.0.is_revoked(&peer) {
+            return Err(revoked_status(&peer));
+        }
+        Ok(request)
+    }
+}
+
+/// What a revoked agent is told when its stream or call is refused.
+pub fn revoked_status(peer: &PeerIdentity) -> tonic::Status {
+    tonic::Status::permission_denied(format!(
+        "{} (certificate {}) was revoked: enroll again under another name",
+        peer.uri(),
+        peer.serial
+    ))
+}

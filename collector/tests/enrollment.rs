@@ -1,0 +1,503 @@
+//! Token enrollment, refusals and revocation on real collectors and Kafka: an agent
+//! enrolls with `fleetmon_agent::enroll` (its key made locally, the CA pinned by
+//! fingerprint) and streams under its name; every bad request gets its exact status
+//! and message and nothing is issued; a revocation on one collector closes the agent's
+//! streams on two and refuses its next handshake.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{TestCollector, hosts};
+use fleetmon::identity::Role;
+use fleetmon::pb::credentials_client::CredentialsClient;
+use fleetmon::pb::enrollment_client::EnrollmentClient;
+use fleetmon::pb::ingest_client::IngestClient;
+use fleetmon::pb::{
+    CreateTokenRequest, EnrollRequest, ListAgentCredentialsRequest, ListTokensRequest,
+    RevokeAgentRequest, RevokeTokenRequest,
+};
+use fleetmon::testkit::{kafka_bootstrap, tls_alert, unique_name};
+use fleetmon::tls::ClientTlsFiles;
+use fleetmon_agent::enroll::{EnrollArgs, enroll};
+use fleetmon_collector::config::EnrollmentConfig;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn enrolling_collector(credentials_topic: Option<&str>) -> TestCollector {
+    let topic = credentials_topic.map(str::to_owned);
+    TestCollector::start(&kafka_bootstrap(), |config| {
+        if let Some(topic) = topic {
+            config.kafka.credentials_topic = topic;
+        }
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        config.enrollment = Some(EnrollmentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            issuing_ca: dir.join("issuing-ca.pem"),
+            issuing_ca_key: dir.join("issuing-ca-key.pem"),
+            certificate_lifetime_seconds: 3600,
+        });
+    })
+    .await
+}
+
+fn enroll_url(collector: &TestCollector) -> String {
+    let addr = collector
+        .running
+        .enroll_addr
+        .expect("an enrollment listener");
+    format!("https://localhost:{}", addr.port())
+}
+
+fn fingerprint(collector: &TestCollector) -> String {
+    let ca = fleetmon::tls::read_certs("CA", &collector.pki.dir().join("ca.pem")).unwrap();
+    format!("sha256:{}", fleetmon::pki::sha256_hex(ca[0].as_ref()))
+}
+
+fn credentials(collector: &TestCollector) -> CredentialsClient<Channel> {
+    CredentialsClient::new(collector.channel(&collector.pki.client(Role::Operator, "ops")))
+}
+
+async fn token(collector: &TestCollector, request: CreateTokenRequest) -> String {
+    credentials(collector)
+        .create_token(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+fn args(collector: &TestCollector, token: &str, name: &str) -> EnrollArgs {
+    EnrollArgs {
+        collector: enroll_url(collector),
+        token: token.to_owned(),
+        ca_fingerprint: fingerprint(collector),
+        name: Some(name.to_owned()),
+        dir: tempfile::tempdir().unwrap().keep(),
+    }
+}
+
+/// An Enrollment client over server-authenticated TLS (the CA known), for requests
+/// the agent's own command would never send.
+async fn raw_enrollment(collector: &TestCollector) -> EnrollmentClient<Channel> {
+    let ca = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
+    EnrollmentClient::new(
+        fleetmon::tls::server_only_endpoint(&enroll_url(collector), &ca)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+fn enrolled_client(files: &fleetmon_agent::enroll::EnrolledFiles) -> ClientTlsFiles {
+    ClientTlsFiles {
+        ca: files.ca.clone(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        server_name: Some("localhost".to_owned()),
+    }
+}
+
+async fn issued_names(collector: &TestCollector) -> Vec<String> {
+    let mut names: Vec<String> = credentials(collector)
+        .list_agent_credentials(ListAgentCredentialsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents
+        .into_iter()
+        .filter(|a| !a.serial.is_empty() && !a.revoked)
+        .map(|a| a.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_agent_streams_under_its_name_with_the_tokens_labels() {
+    let collector = enrolling_collector(None).await;
+    let token = token(
+        &collector,
+        CreateTokenRequest {
+            max_uses: 1,
+            labels: HashMap::from([("location".to_owned(), "eu-west".to_owned())]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let args = args(&collector, &token, "web-17");
+    let (files, labels) = enroll(&args).await.unwrap();
+    assert_eq!(labels.get("location").map(String::as_str), Some("eu-west"));
+    // The key was made here and is readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&files.key).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // The certificate names the agent and chains through the issuing CA to the root.
+    let chain = fleetmon::tls::read_certs("chain", &files.cert).unwrap();
+    assert_eq!(
+        chain.len(),
+        2,
+        "the agent's certificate, then the issuing CA's"
+    );
+    let identity = fleetmon::identity::PeerIdentity::from_der(chain[0].as_ref()).unwrap();
+    assert_eq!(identity.uri(), "spiffe://fleetmon/agent/web-17");
+
+    let ack = IngestClient::new(collector.channel(&enrolled_client(&files)))
+        .push(hosts("enrolled", 1..=2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.streams[0].acked_through_seq, 2);
+    let records = collector.host_records(2).await;
+    assert!(
+        records
+            .iter()
+            .all(|(key, sample)| key == "web-17" && sample.agent_id == "web-17"),
+        "{records:?}"
+    );
+
+    // The token had one use: it is spent, and says so.
+    let tokens = credentials(&collector)
+        .list_tokens(ListTokensRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert_eq!((tokens[0].uses, tokens[0].max_uses), (1, 1));
+    let again = enroll(&EnrollArgs {
+        name: Some("web-18".into()),
+        ..args.clone()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!(
+            "enrollment refused by {}: PermissionDenied: enrollment token {} has been used 1 of 1 times: create a new one with `fleetmon tokens create`",
+            args.collector, tokens[0].id
+        )
+    );
+    assert!(tokens[0].secret_sha256.len() == 64 && !token.contains(&tokens[0].secret_sha256));
+    assert_eq!(issued_names(&collector).await, ["web-17"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_enrollment_gets_its_exact_status_and_message_and_nothing_is_issued() {
+    let collector = enrolling_collector(None).await;
+    let good = token(&collector, CreateTokenRequest::default()).await;
+    let (_, _) = enroll(&args(&collector, &good, "taken")).await.unwrap();
+
+    let raw = raw_enrollment(&collector).await;
+    let (csr, _key) = fleetmon::pki::certificate_request("x").unwrap();
+    let refused = |request: EnrollRequest| {
+        let mut raw = raw.clone();
+        async move { raw.enroll(request).await.unwrap_err() }
+    };
+    let request = |token: &str, name: &str, csr: &[u8]| EnrollRequest {
+        token: token.to_owned(),
+        agent_name: name.to_owned(),
+        csr_der: csr.to_vec(),
+    };
+
+    let revoked = token(&collector, CreateTokenRequest::default()).await;
+    let revoked_id = revoked.split_once('.').unwrap().0.to_owned();
+    credentials(&collector)
+        .revoke_token(RevokeTokenRequest {
+            id: revoked_id.clone(),
+        })
+        .await
+        .unwrap();
+    let (id, _) = good.split_once('.').unwrap();
+    let wrong_secret = format!("{id}.0000");
+    let unknown =
+        "enrollment token not recognised: check it, or create one with `fleetmon tokens create`";
+    let exact = [
+        (request("deadbeef.0000", "a1", &csr), Code::Unauthenticated, unknown.to_owned()),
+        (request(&wrong_secret, "a1", &csr), Code::Unauthenticated, unknown.to_owned()),
+        (
+            request(&revoked, "a1", &csr),
+            Code::PermissionDenied,
+            format!("enrollment token {revoked_id} was revoked: create a new one with `fleetmon tokens create`"),
+        ),
+        // Another key asking for a name that is enrolled.
+        (
+            request(&good, "taken", &csr),
+            Code::AlreadyExists,
+            "agent name `taken` belongs to another key: enroll under another name, or revoke it first (fleetmon certs revoke taken)".to_owned(),
+        ),
+        (
+            request(&good, "../etc", &csr),
+            Code::InvalidArgument,
+            "invalid agent name: name `../etc` may only contain ASCII letters, digits, '.', '_' and '-', and may not start with '.'".to_owned(),
+        ),
+        (
+            request("", "a1", &csr),
+            Code::InvalidArgument,
+            "malformed enrollment request: token is empty".to_owned(),
+        ),
+    ];
+    for (request, code, message) in exact {
+        let status = refused(request).await;
+        assert_eq!((status.code(), status.message()), (code, message.as_str()));
+    }
+
+    let expiring = token(
+        &collector,
+        CreateTokenRequest {
+            expires_in_seconds: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = refused(request(&expiring, "a1", &csr)).await;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().starts_with(&format!(
+            "enrollment token {} expired at 20",
+            expiring.split_once('.').unwrap().0
+        )) && status
+            .message()
+            .ends_with(": create a new one with `fleetmon tokens create`"),
+        "{}",
+        status.message()
+    );
+
+    let status = refused(request(&good, "a1", b"not a certificate request")).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("the certificate request cannot be used: "),
+        "{}",
+        status.message()
+    );
+
+    // A fingerprint that is not the fleet's: the token never leaves the host.
+    let mut wrong = args(&collector, &good, "a2");
+    wrong.ca_fingerprint = format!("sha256:{}", "ab".repeat(32));
+    let error = enroll(&wrong).await.unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!(
+            "cannot fetch the fleet's CA from {}: ",
+            wrong.collector
+        )) && error.contains(&format!(
+            "no CA the collector presented has fingerprint sha256:{} (it presented sha256:",
+            "ab".repeat(32)
+        )) && error
+            .ends_with("check --ca-fingerprint (`fleetmon certs fingerprint` prints the fleet's)"),
+        "{error}"
+    );
+    assert!(!wrong.dir.join("agent-key.pem").exists());
+
+    assert_eq!(issued_names(&collector).await, ["taken"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_closes_the_agents_streams_on_two_collectors_and_refuses_its_handshakes() {
+    let topic = unique_name("fleetmon-test-credentials");
+    let first = enrolling_collector(Some(&topic)).await;
+    // The second collector shares the credentials topic and the fleet's PKI.
+    let second = TestCollector::start(&kafka_bootstrap(), |config| {
+        config.kafka.credentials_topic = topic.clone();
+        config.tls = first.pki.server("collector");
+    })
+    .await;
+    let token = token(&first, CreateTokenRequest::default()).await;
+    let (files, _) = enroll(&args(&first, &token, "leaving")).await.unwrap();
+    let agent = enrolled_client(&files);
+
+    // One open ingest stream on each collector.
+    let mut streams = Vec::new();
+    for collector in [&first, &second] {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(hosts("s", 1..=1)).await.unwrap();
+        let mut acks = IngestClient::new(collector.channel(&agent))
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(ack.streams[0].acked_through_seq, 1);
+        streams.push((tx, acks));
+    }
+
+    let revoked = credentials(&first)
+        .revoke_agent(RevokeAgentRequest {
+            name: "leaving".into(),
+            serial: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked);
+    assert_eq!(revoked.revoked_by, "ops");
+
+    for (_tx, mut acks) in streams {
+        let status = tokio::time::timeout(Duration::from_secs(10), acks.message())
+            .await
+            .expect("the stream ends within seconds")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            format!(
+                "spiffe://fleetmon/agent/leaving (certificate {}) was revoked: enroll again under another name",
+                revoked.serial
+            )
+        );
+    }
+    for collector in [&first, &second] {
+        assert_eq!(
+            tls_alert(collector.running.grpc_addr, &first.pki, Some(&agent)).await,
+            "received fatal alert: CertificateRevoked"
+        );
+    }
+    // Its name cannot be enrolled again, with any token.
+    let fresh = self::token(&first, CreateTokenRequest::default()).await;
+    let error = enroll(&args(&first, &fresh, "leaving")).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("PermissionDenied: agent `leaving` was revoked: enroll under another name"),
+        "{error}"
+    );
+    // Other agents are not affected.
+    IngestClient::new(second.channel(&first.pki.client(Role::Agent, "staying")))
+        .push(hosts("t", 1..=1))
+        .await
+        .unwrap();
+}
+
+/// The serial (hex) of the first certificate in a PEM file.
+fn serial_of(path: &std::path::Path) -> String {
+    let chain = fleetmon::tls::read_certs("certificate", path).unwrap();
+    fleetmon::identity::PeerIdentity::from_der(chain[0].as_ref())
+        .unwrap()
+        .serial
+}
+
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_before_it_expires_with_no_gap_in_samples() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        config.enrollment = Some(EnrollmentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            issuing_ca: dir.join("issuing-ca.pem"),
+            issuing_ca_key: dir.join("issuing-ca-key.pem"),
+            certificate_lifetime_seconds: 15,
+        });
+    })
+    .await;
+    let token = token(&collector, CreateTokenRequest::default()).await;
+    let enroll_args = args(&collector, &token, "renewing");
+    let (files, _) = enroll(&enroll_args).await.unwrap();
+    let first_serial = serial_of(&files.cert);
+    let config_path = enroll_args.dir.join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+host_interval_seconds = 1
+metrics_listen = "127.0.0.1:0"
+
+[collector]
+endpoint = "{url}"
+ca = {ca:?}
+cert = {cert:?}
+key = {key:?}
+server_name = "localhost"
+
+[outbox]
+batch_interval_ms = 100
+max_backoff_seconds = 1
+
+[remote_checks]
+enabled = false
+"#,
+            url = collector.url(),
+            ca = files.ca,
+            cert = files.cert,
+            key = files.key,
+        ),
+    )
+    .unwrap();
+    let config = fleetmon_agent::AgentConfig::load(Some(&config_path), Vec::new()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let agent = fleetmon_agent::start(config, stop.clone()).await.unwrap();
+
+    // Due at two thirds of 15 s: well before the first certificate expires.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while serial_of(&files.cert) == first_serial {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not renewed within 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let renewed = counter(
+        &fleetmon::testkit::metrics_text(agent.metrics_addr),
+        "fleetmon_agent_certificate_renewals_total",
+    );
+    assert!(renewed >= 1);
+    // The agent reconnects with the new certificate and keeps sending: the collector
+    // sees a certificate that ends later than the first one.
+    let mut fleet = collector.operator();
+    let first_end = fleet
+        .list_agents(fleetmon::pb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents[0]
+        .client_cert_not_after;
+    let acked = || {
+        counter(
+            &fleetmon::testkit::metrics_text(agent.metrics_addr),
+            "fleetmon_agent_samples_acked_total",
+        )
+    };
+    let acked_at_renewal = acked();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now_end = fleet
+            .list_agents(fleetmon::pb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents[0]
+            .client_cert_not_after;
+        if now_end.map(|t| t.seconds) > first_end.map(|t| t.seconds)
+            && acked() >= acked_at_renewal + 3
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not go on with the renewed certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sent = acked() as usize;
+    stop.cancel();
+    agent.task.await.unwrap();
+    let mut seqs: Vec<u64> = collector
+        .host_records(sent)
+        .await
+        .into_iter()
+        .filter(|(key, _)| key == "renewing")
+        .map(|(_, sample)| sample.seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert!(seqs.len() >= sent.min(5));
+}
