@@ -58,6 +58,9 @@ pub struct AgentConfig {
     /// Central checks (the collector's `Checks` service).
     #[serde(default)]
     pub remote_checks: RemoteChecksConfig,
+    /// Token enrollment at start, when `collector.cert` does not exist yet.
+    #[serde(default)]
+    pub enroll: Option<crate::enroll::EnrollConfig>,
 }
 
 /// Checks configured centrally and sent by the collector.

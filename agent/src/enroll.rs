@@ -15,21 +15,37 @@ use anyhow::Context as _;
 use fleetmon::pb::EnrollRequest;
 use fleetmon::pb::enrollment_client::EnrollmentClient;
 
-/// What to enroll with.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EnrollArgs {
+/// What to enroll with: the `enroll` command's flags, or `[enroll]` in the agent's
+/// config (then the agent enrolls at start when its certificate file is missing).
+#[derive(Debug, Clone, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfig {
     /// The collector's enrollment listener, e.g. https://collector.internal:7403.
     #[arg(long, env = "FLEETMON_ENROLL_COLLECTOR")]
     pub collector: String,
-    /// The token from `fleetmon tokens create`.
+    /// The token from `fleetmon tokens create` (or `token_file`).
     #[arg(long, env = "FLEETMON_ENROLL_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token.
+    #[arg(long)]
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// SHA-256 of the fleet's root CA: `sha256:…` (`fleetmon certs fingerprint`).
     #[arg(long, env = "FLEETMON_ENROLL_CA_FINGERPRINT")]
     pub ca_fingerprint: String,
     /// The agent name (default: this host's name).
     #[arg(long)]
+    #[serde(default)]
     pub name: Option<String>,
+}
+
+/// The `enroll` command: what to enroll with and where to write.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnrollArgs {
+    /// What to enroll with.
+    #[command(flatten)]
+    pub settings: EnrollConfig,
     /// Where to write ca.pem, agent.pem and agent-key.pem.
     #[arg(long, default_value = "/var/lib/fleetmon-agent/tls")]
     pub dir: PathBuf,
@@ -83,25 +99,47 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
-/// Enrolls: returns the files written and the labels the token gave.
-pub async fn enroll(
-    args: &EnrollArgs,
-) -> anyhow::Result<(EnrolledFiles, std::collections::HashMap<String, String>)> {
-    let name = args.name.clone().unwrap_or_else(hostname);
-    fleetmon::identity::validate_name(&name).context("invalid agent name (--name)")?;
-    let ca_pem = fleetmon::tls::fetch_pinned_ca(&args.collector, &args.ca_fingerprint).await?;
+/// The labels a token gave.
+pub type Labels = std::collections::HashMap<String, String>;
+
+/// Enrolls into `dir` (the `enroll` command): the files written and the token's labels.
+pub async fn enroll(args: &EnrollArgs) -> anyhow::Result<(EnrolledFiles, Labels)> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let files = EnrolledFiles::in_dir(&args.dir);
+    let labels = enroll_into(&args.settings, &files).await?;
+    Ok((files, labels))
+}
+
+/// Enrolls, writing the CA, the key and the certificate to `files`.
+pub async fn enroll_into(settings: &EnrollConfig, files: &EnrolledFiles) -> anyhow::Result<Labels> {
+    let token = match (&settings.token, &settings.token_file) {
+        (Some(token), None) => token.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        _ => anyhow::bail!(
+            "give the enrollment token (--token or enroll.token) or a file holding it (--token-file or enroll.token_file), not both"
+        ),
+    };
+    let name = settings.name.clone().unwrap_or_else(hostname);
+    fleetmon::identity::validate_name(&name).context("invalid agent name (--name)")?;
+    let ca_pem =
+        fleetmon::tls::fetch_pinned_ca(&settings.collector, &settings.ca_fingerprint).await?;
     let (csr_der, key_pem) = fleetmon::pki::certificate_request(&name)?;
+    for path in [&files.key, &files.cert, &files.ca] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
     write_atomic(&files.key, &key_pem, 0o600)?;
-    let channel = fleetmon::tls::server_only_endpoint(&args.collector, &ca_pem)?
+    let channel = fleetmon::tls::server_only_endpoint(&settings.collector, &ca_pem)?
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", args.collector))?;
+        .with_context(|| format!("cannot connect to {}", settings.collector))?;
     let issued = EnrollmentClient::new(channel)
         .enroll(EnrollRequest {
-            token: args.token.trim().to_owned(),
+            token: token.trim().to_owned(),
             agent_name: name.clone(),
             csr_der,
         })
@@ -109,7 +147,7 @@ pub async fn enroll(
         .map_err(|status| {
             anyhow::anyhow!(
                 "enrollment refused by {}: {:?}: {}",
-                args.collector,
+                settings.collector,
                 status.code(),
                 status.message()
             )
@@ -117,5 +155,6 @@ pub async fn enroll(
         .into_inner();
     write_atomic(&files.ca, &ca_pem, 0o644)?;
     write_atomic(&files.cert, &issued.certificate_chain_pem, 0o644)?;
-    Ok((files, issued.labels))
+    tracing::info!(agent = %name, cert = %files.cert.display(), serial = %issued.serial, "enrolled");
+    Ok(issued.labels)
 }

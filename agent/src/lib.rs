@@ -61,6 +61,9 @@ pub enum AgentError {
     /// The metrics listener.
     #[error("{0}")]
     Metrics(std::io::Error),
+    /// Enrollment at start (`[enroll]`).
+    #[error("enrollment at start ([enroll]): {0:#}")]
+    Enroll(anyhow::Error),
 }
 
 /// A started agent.
@@ -86,6 +89,22 @@ pub async fn start(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
+    if let Some(settings) = &config.enroll
+        && !config.collector.cert.exists()
+    {
+        let files = enroll::EnrolledFiles {
+            ca: config.collector.ca.clone(),
+            cert: config.collector.cert.clone(),
+            key: config.collector.key.clone(),
+        };
+        let labels = enroll::enroll_into(settings, &files)
+            .await
+            .map_err(AgentError::Enroll)?;
+        tracing::info!(
+            ?labels,
+            "enrolled at start: the token's labels apply at the collector"
+        );
+    }
     let sites = config.sites()?;
     let urls: Vec<String> = config
         .collector

@@ -131,6 +131,7 @@ async fn agent_main() -> anyhow::Result<()> {
     let config = config.validate()?;
     init_tracing(config.log_format);
     fleetmon::tls::install_crypto_provider();
+
     let shutdown = fleetmon::shutdown::shutdown_token();
     fleetmon_agent::run(config, shutdown)
         .await

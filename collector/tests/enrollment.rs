@@ -20,7 +20,7 @@ use fleetmon::pb::{
 };
 use fleetmon::testkit::{kafka_bootstrap, tls_alert, unique_name};
 use fleetmon::tls::ClientTlsFiles;
-use fleetmon_agent::enroll::{EnrollArgs, enroll};
+use fleetmon_agent::enroll::{EnrollArgs, EnrollConfig, enroll};
 use fleetmon_collector::config::EnrollmentConfig;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -70,10 +70,13 @@ async fn token(collector: &TestCollector, request: CreateTokenRequest) -> String
 
 fn args(collector: &TestCollector, token: &str, name: &str) -> EnrollArgs {
     EnrollArgs {
-        collector: enroll_url(collector),
-        token: token.to_owned(),
-        ca_fingerprint: fingerprint(collector),
-        name: Some(name.to_owned()),
+        settings: EnrollConfig {
+            collector: enroll_url(collector),
+            token: Some(token.to_owned()),
+            token_file: None,
+            ca_fingerprint: fingerprint(collector),
+            name: Some(name.to_owned()),
+        },
         dir: tempfile::tempdir().unwrap().keep(),
     }
 }
@@ -167,17 +170,14 @@ async fn an_enrolled_agent_streams_under_its_name_with_the_tokens_labels() {
         .into_inner()
         .tokens;
     assert_eq!((tokens[0].uses, tokens[0].max_uses), (1, 1));
-    let again = enroll(&EnrollArgs {
-        name: Some("web-18".into()),
-        ..args.clone()
-    })
-    .await
-    .unwrap_err();
+    let mut second = args.clone();
+    second.settings.name = Some("web-18".into());
+    let again = enroll(&second).await.unwrap_err();
     assert_eq!(
         again.to_string(),
         format!(
             "enrollment refused by {}: PermissionDenied: enrollment token {} has been used 1 of 1 times: create a new one with `fleetmon tokens create`",
-            args.collector, tokens[0].id
+            args.settings.collector, tokens[0].id
         )
     );
     assert!(tokens[0].secret_sha256.len() == 64 && !token.contains(&tokens[0].secret_sha256));
@@ -278,12 +278,12 @@ async fn every_bad_enrollment_gets_its_exact_status_and_message_and_nothing_is_i
 
     // A fingerprint that is not the fleet's: the token never leaves the host.
     let mut wrong = args(&collector, &good, "a2");
-    wrong.ca_fingerprint = format!("sha256:{}", "ab".repeat(32));
+    wrong.settings.ca_fingerprint = format!("sha256:{}", "ab".repeat(32));
     let error = enroll(&wrong).await.unwrap_err().to_string();
     assert!(
         error.starts_with(&format!(
             "cannot fetch the fleet's CA from {}: ",
-            wrong.collector
+            wrong.settings.collector
         )) && error.contains(&format!(
             "no CA the collector presented has fingerprint sha256:{} (it presented sha256:",
             "ab".repeat(32)
@@ -398,11 +398,11 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires_with_no_gap_in_s
         });
     })
     .await;
+    // Enrolled by the agent itself at start ([enroll]): its certificate file is missing.
     let token = token(&collector, CreateTokenRequest::default()).await;
-    let enroll_args = args(&collector, &token, "renewing");
-    let (files, _) = enroll(&enroll_args).await.unwrap();
-    let first_serial = serial_of(&files.cert);
-    let config_path = enroll_args.dir.join("agent.toml");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let files = fleetmon_agent::enroll::EnrolledFiles::in_dir(&dir.join("tls"));
+    let config_path = dir.join("agent.toml");
     std::fs::write(
         &config_path,
         format!(
@@ -417,6 +417,12 @@ cert = {cert:?}
 key = {key:?}
 server_name = "localhost"
 
+[enroll]
+collector = "{enroll_url}"
+token = "{token}"
+ca_fingerprint = "{fingerprint}"
+name = "renewing"
+
 [outbox]
 batch_interval_ms = 100
 max_backoff_seconds = 1
@@ -425,6 +431,8 @@ max_backoff_seconds = 1
 enabled = false
 "#,
             url = collector.url(),
+            enroll_url = enroll_url(&collector),
+            fingerprint = fingerprint(&collector),
             ca = files.ca,
             cert = files.cert,
             key = files.key,
@@ -434,6 +442,7 @@ enabled = false
     let config = fleetmon_agent::AgentConfig::load(Some(&config_path), Vec::new()).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let agent = fleetmon_agent::start(config, stop.clone()).await.unwrap();
+    let first_serial = serial_of(&files.cert);
 
     // Due at two thirds of 15 s: well before the first certificate expires.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);

@@ -117,6 +117,12 @@ median_spread() {
     }'
 }
 
+# dpkg-deb and systemd-analyze, for building and checking the Debian packages.
+ensure_packaging() {
+  command -v dpkg-deb >/dev/null 2>&1 || apt_install dpkg-dev
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+}
+
 # cargo-nextest, the test runner (installed with cargo the first time, about 4 minutes).
 ensure_nextest() {
   if ! cargo nextest --version >/dev/null 2>&1; then
