@@ -240,6 +240,56 @@ impl Rig {
         eventually(&self.schema, sql, "rows arrive", |n| n > now).await;
     }
 
+    /// Waits (60 s at most) until every agent has no more unacknowledged samples than
+    /// two seconds' worth: after a fault the streams have caught up, so that a graceful
+    /// stop (5 s of draining) ends with nothing unacknowledged. Read from each agent's
+    /// `fleetmon_agent_queue_depth`, at the address its log names.
+    async fn agents_caught_up(&self) {
+        let backlog = 2 * (1 + SITES_PER_AGENT) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for agent in &self.agents {
+            let log = Processes::log(self.logs.path(), agent);
+            let Some(addr) = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|event| event["message"] == "agent running")
+                .filter_map(|event| {
+                    event["metrics_addr"]
+                        .as_str()?
+                        .parse::<std::net::SocketAddr>()
+                        .ok()
+                })
+                .next_back()
+            else {
+                continue;
+            };
+            loop {
+                let depth = std::net::TcpStream::connect(addr)
+                    .ok()
+                    .map(|_| fleetmon::testkit::metrics_text(addr))
+                    .and_then(|text| {
+                        text.lines().find_map(|l| {
+                            l.strip_prefix("fleetmon_agent_queue_depth ")?
+                                .trim()
+                                .parse::<i64>()
+                                .ok()
+                        })
+                    });
+                match depth {
+                    Some(depth) if depth > backlog && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Some(depth) if depth > backlog => {
+                        println!("{agent}: {depth} samples still unacknowledged after 60 s");
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
     /// Stops every agent gracefully (they drain their outbox first).
     fn stop_agents(&mut self) {
         for agent in self.agents.clone() {
@@ -472,6 +522,7 @@ async fn writer_killed_mid_stream_and_restarted() {
     rig.start_writer("writer");
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("writer SIGKILL, restarted").await;
 }
@@ -486,6 +537,7 @@ async fn collector_killed_while_agents_stream() {
     rig.start_collector();
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("collector SIGKILL, restarted").await;
 }
@@ -504,6 +556,7 @@ async fn broker_paused_longer_than_linger_and_batch_interval() {
     broker.resume(1);
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("broker SIGSTOP 8 s").await;
 }
@@ -531,6 +584,7 @@ async fn postgres_connections_terminated_and_server_crashed() {
     cluster.crash_and_restart();
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("Postgres connections terminated, then server crash + restart")
         .await;
@@ -551,6 +605,7 @@ async fn an_agent_cut_off_longer_than_its_queue_holds_reports_exactly_what_it_dr
     rig.start_collector();
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("agent cut off 6 s with room for 10 samples")
@@ -576,6 +631,7 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
     rig.start_collector();
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("spooled agent SIGKILL while the collector is down")
@@ -603,6 +659,7 @@ async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
     rig.rows_arrive().await;
     pause(8).await;
     rig.rows_arrive().await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("two writers, one SIGKILL during the rebalance")
         .await;
@@ -633,6 +690,7 @@ async fn cluster_the_partition_leader_killed_while_agents_stream_then_restarted(
     cluster.restart(leader);
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("3 brokers: partition leader SIGKILL, restarted")
@@ -654,6 +712,7 @@ async fn cluster_the_partition_leader_frozen_past_the_session_timeout() {
     cluster.resume(leader);
     rig.rows_arrive().await;
     pause(3).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig.verify("3 brokers: partition leader SIGSTOP 12 s").await;
     assert_eq!(tally.dropped, 0);
@@ -681,6 +740,7 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
     rig.rows_arrive().await;
     cluster.restart(2);
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("3 brokers: two SIGKILL for 10 s, then back one by one")
@@ -755,6 +815,7 @@ async fn a_writer_stopped_cleanly_leaves_the_group_at_once() {
     );
     rig.rows_arrive().await;
     pause(1).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("two writers, one stopped with SIGTERM").await;
 }
@@ -797,6 +858,7 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
     println!("writer-2 took over all 8 partitions {took:.1} s after writer was killed");
     rig.rows_arrive().await;
     pause(2).await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("3 brokers, 2 collectors, 2 writers: one collector, then one writer SIGKILL")
@@ -842,6 +904,7 @@ async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged(
     rig.rows_arrive().await;
     pause(3).await;
     rig.rows_arrive().await;
+    rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
         .verify("1 broker replaced by an empty one (agents frozen meanwhile)")
