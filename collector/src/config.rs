@@ -411,6 +411,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etc/collector.toml");
+        let packaged = CollectorConfig::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(
+            packaged.tls.client_ca,
+            std::path::Path::new("/etc/fleetmon/tls/ca.pem")
+        );
+    }
+
+    #[test]
     fn the_example_file_is_the_defaults() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("collector.example.toml");
         let example = CollectorConfig::load(Some(&path), Vec::new()).unwrap();

@@ -546,6 +546,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etc/writer.toml");
+        let packaged = WriterConfig::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(
+            packaged.tls.client_ca,
+            std::path::Path::new("/etc/fleetmon/tls/ca.pem")
+        );
+    }
+
+    #[test]
     fn the_example_file_is_the_defaults() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("writer.example.toml");
         let example = WriterConfig::load(Some(&path), Vec::new()).unwrap();
