@@ -665,6 +665,18 @@ pub fn metrics_text(addr: SocketAddr) -> String {
     text
 }
 
+/// The value of `metric` (its name, with labels if it has any) on the Prometheus
+/// endpoint at `addr`; `None` when the endpoint does not show it.
+pub fn metric_value(addr: SocketAddr, metric: &str) -> Option<f64> {
+    metrics_text(addr).lines().find_map(|line| {
+        line.strip_prefix(metric)
+            .filter(|rest| rest.starts_with(' '))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

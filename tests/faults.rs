@@ -265,17 +265,10 @@ impl Rig {
                 continue;
             };
             loop {
-                let depth = std::net::TcpStream::connect(addr)
-                    .ok()
-                    .map(|_| fleetmon::testkit::metrics_text(addr))
-                    .and_then(|text| {
-                        text.lines().find_map(|l| {
-                            l.strip_prefix("fleetmon_agent_queue_depth ")?
-                                .trim()
-                                .parse::<i64>()
-                                .ok()
-                        })
-                    });
+                let depth = std::net::TcpStream::connect(addr).ok().and_then(|_| {
+                    fleetmon::testkit::metric_value(addr, "fleetmon_agent_queue_depth")
+                        .map(|v| v as i64)
+                });
                 match depth {
                     Some(depth) if depth > backlog && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -380,10 +380,22 @@ fn serial_of(path: &std::path::Path) -> String {
         .serial
 }
 
-fn counter(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
+    fleetmon::testkit::metric_value(addr, name).unwrap_or(0.0) as u64
+}
+
+/// not_after of the certificate the collector's first agent connected with.
+async fn connected_cert_end(
+    fleet: &mut fleetmon::pb::fleet_client::FleetClient<Channel>,
+) -> Option<i64> {
+    fleet
+        .list_agents(fleetmon::pb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents[0]
+        .client_cert_not_after
+        .map(|t| t.seconds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,39 +466,19 @@ enabled = false
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let renewed = counter(
-        &fleetmon::testkit::metrics_text(agent.metrics_addr),
+        agent.metrics_addr,
         "fleetmon_agent_certificate_renewals_total",
     );
     assert!(renewed >= 1);
     // The agent reconnects with the new certificate and keeps sending: the collector
     // sees a certificate that ends later than the first one.
     let mut fleet = collector.operator();
-    let first_end = fleet
-        .list_agents(fleetmon::pb::ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents[0]
-        .client_cert_not_after;
-    let acked = || {
-        counter(
-            &fleetmon::testkit::metrics_text(agent.metrics_addr),
-            "fleetmon_agent_samples_acked_total",
-        )
-    };
+    let first_end = connected_cert_end(&mut fleet).await;
+    let acked = || counter(agent.metrics_addr, "fleetmon_agent_samples_acked_total");
     let acked_at_renewal = acked();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now_end = fleet
-            .list_agents(fleetmon::pb::ListAgentsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .agents[0]
-            .client_cert_not_after;
-        if now_end.map(|t| t.seconds) > first_end.map(|t| t.seconds)
-            && acked() >= acked_at_renewal + 3
-        {
+        if connected_cert_end(&mut fleet).await > first_end && acked() >= acked_at_renewal + 3 {
             break;
         }
         assert!(

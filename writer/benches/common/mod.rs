@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
-use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, metrics_text, unique_name};
+use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, unique_name};
 use fleetmon_writer::WriterConfig;
 use prost::Message as _;
 use rdkafka::ClientConfig;
@@ -66,10 +66,7 @@ pub fn writer_config(pki: &TestPki, schema: &PgSchema, topic: &str) -> WriterCon
 
 /// A counter from a Prometheus endpoint (0 when absent); `metric` may include labels.
 pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
-    metrics_text(addr)
-        .lines()
-        .find_map(|line| line.strip_prefix(metric)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    fleetmon::testkit::metric_value(addr, metric).unwrap_or(0.0) as u64
 }
 
 /// Rows in `host_samples`.
