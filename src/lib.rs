@@ -14,6 +14,7 @@ pub mod kafka_topics;
 pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;
+pub mod samples;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -313,6 +313,18 @@ async fn three_agents_through_the_real_binaries() {
     assert_eq!(counted, stored, "every host sample falls in one bucket");
     let status = fleetmon(&["status"]);
     assert_eq!(status["agents"].as_array().unwrap().len(), 3);
+    // This machine's disks, as df counts them: used + available never exceeds the size.
+    for agent in status["agents"].as_array().unwrap() {
+        let figure = |name: &str| {
+            agent[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name} in {agent}"))
+        };
+        let (used, available) = (figure("disk_used_bytes"), figure("disk_available_bytes"));
+        assert!(used + available <= figure("disk_total_bytes"), "{agent}");
+        let percent = agent["disk_used_percent"].as_f64().unwrap();
+        assert_eq!(percent, used as f64 * 100.0 / (used + available) as f64);
+    }
 }
 
 /// Pids of every live process in process group `pgid`.

@@ -46,6 +46,30 @@ const PSEUDO_FILESYSTEMS: &[&str] = &[
     "iso9660",
 ];
 
+/// A file system's space as `df` reports it, in bytes.
+struct Space {
+    total: u64,
+    used: u64,
+    available: u64,
+}
+
+impl Space {
+    /// `statvfs` of the mount point; `None` when it cannot be read (a mount that went
+    /// away, or one this user may not stat).
+    fn of(mount_point: &std::path::Path) -> Option<Space> {
+        let stat = rustix::fs::statvfs(mount_point).ok()?;
+        let block = stat.f_frsize;
+        Some(Space {
+            total: stat.f_blocks.saturating_mul(block),
+            used: stat
+                .f_blocks
+                .saturating_sub(stat.f_bfree)
+                .saturating_mul(block),
+            available: stat.f_bavail.saturating_mul(block),
+        })
+    }
+}
+
 /// Takes host samples; keeps the previous readings that rates need.
 #[derive(Debug)]
 pub struct HostSampler {
@@ -109,26 +133,31 @@ impl HostSampler {
 
         let mut disks = Vec::new();
         let mut counted_devices = HashSet::new();
-        let (mut disk_total, mut disk_used) = (0u64, 0u64);
+        let (mut disk_total, mut disk_used, mut disk_available) = (0u64, 0u64, 0u64);
         for disk in self.disks.iter() {
             let file_system = disk.file_system().to_string_lossy().into_owned();
             if PSEUDO_FILESYSTEMS.contains(&file_system.as_str()) || disk.total_space() == 0 {
                 continue;
             }
+            // sysinfo gives size and available space only; used is size - free, as df
+            // counts it, so blocks reserved for root are neither used nor available.
+            let Some(space) = Space::of(disk.mount_point()) else {
+                continue;
+            };
             let device = disk.name().to_string_lossy().into_owned();
-            let total = disk.total_space();
-            let used = total.saturating_sub(disk.available_space());
             // Bind mounts show one device several times: count its space once.
             if counted_devices.insert(device.clone()) {
-                disk_total += total;
-                disk_used += used;
+                disk_total += space.total;
+                disk_used += space.used;
+                disk_available += space.available;
             }
             disks.push(DiskUsage {
                 mount_point: disk.mount_point().to_string_lossy().into_owned(),
                 device,
                 file_system,
-                total_bytes: total,
-                used_bytes: used,
+                total_bytes: space.total,
+                used_bytes: space.used,
+                available_bytes: space.available,
             });
         }
         disks.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
@@ -178,6 +207,7 @@ impl HostSampler {
             swap_used_bytes: self.system.used_swap(),
             disk_total_bytes: disk_total,
             disk_used_bytes: disk_used,
+            disk_available_bytes: Some(disk_available),
             disks,
             network_rx_bytes: external().map(|i| i.rx_bytes).sum(),
             network_tx_bytes: external().map(|i| i.tx_bytes).sum(),

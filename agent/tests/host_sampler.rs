@@ -53,3 +53,66 @@ fn samples_of_this_machine_are_plausible() {
     let named = HostSampler::new(Some("web-42".into())).unwrap();
     assert_eq!(named.hostname(), "web-42");
 }
+
+/// Each disk's size, used and available agree with `df -B1`: used is size − free, so
+/// blocks reserved for root count as neither (a "disk above 90 %" alert must not fire
+/// on an almost empty disk with a large reserve).
+#[test]
+fn disk_figures_agree_with_df() {
+    let mut sampler = HostSampler::new(None).unwrap();
+    let sample = sampler.sample();
+    assert!(!sample.disks.is_empty(), "at least one mount");
+    for disk in &sample.disks {
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=size,used,avail"])
+            .arg(&disk.mount_point)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "df {}", disk.mount_point);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let figures: Vec<u64> = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let [size, used, avail] = figures[..] else {
+            panic!("df printed {text:?}");
+        };
+        // Other processes write between the two readings: allow 1 % of the size.
+        let slack = size / 100;
+        let near = |ours: u64, theirs: u64| ours.abs_diff(theirs) <= slack;
+        let at = &disk.mount_point;
+        assert_eq!(disk.total_bytes, size, "size of {at}");
+        assert!(
+            near(disk.used_bytes, used),
+            "used of {at}: {} against df {used}",
+            disk.used_bytes
+        );
+        assert!(
+            near(disk.available_bytes, avail),
+            "available of {at}: {} against df {avail}",
+            disk.available_bytes
+        );
+    }
+    // The totals count each device once (bind mounts repeat one).
+    let mut devices = std::collections::HashSet::new();
+    let once: Vec<_> = sample
+        .disks
+        .iter()
+        .filter(|d| devices.insert(&d.device))
+        .collect();
+    assert_eq!(
+        sample.disk_total_bytes,
+        once.iter().map(|d| d.total_bytes).sum::<u64>()
+    );
+    assert_eq!(
+        sample.disk_used_bytes,
+        once.iter().map(|d| d.used_bytes).sum::<u64>()
+    );
+    assert_eq!(
+        sample.disk_available_bytes,
+        Some(once.iter().map(|d| d.available_bytes).sum::<u64>())
+    );
+}

@@ -104,12 +104,22 @@ pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
                 )
             })
             .unwrap_or_else(|| "-".into());
+        let disk_percent = host.and_then(fleetmon::samples::disk_used_percent);
+        let disk = match (host, disk_percent) {
+            (Some(h), Some(percent)) => format!(
+                "{} / {} ({percent:.0}%)",
+                bytes(h.disk_used_bytes as f64),
+                bytes(h.disk_total_bytes as f64)
+            ),
+            _ => "-".into(),
+        };
         agent_rows.push(vec![
             agent.agent_id.clone(),
             agent.hostname.clone(),
             if agent.connected { "yes" } else { "no" }.to_owned(),
             cpu,
             memory,
+            disk,
             ago(agent.last_sample_at),
         ]);
         agent_json.push(json!({
@@ -119,6 +129,10 @@ pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
             "cpu_usage_percent": host.map(|h| h.cpu_usage_percent),
             "memory_used_bytes": host.map(|h| h.memory_used_bytes),
             "memory_total_bytes": host.map(|h| h.memory_total_bytes),
+            "disk_used_bytes": host.map(|h| h.disk_used_bytes),
+            "disk_available_bytes": host.and_then(|h| h.disk_available_bytes),
+            "disk_total_bytes": host.map(|h| h.disk_total_bytes),
+            "disk_used_percent": disk_percent,
             "last_sample_at": rfc3339(agent.last_sample_at),
         }));
     }
@@ -159,7 +173,15 @@ pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
         return Ok(json!({ "agents": agent_json, "sites": site_json }).to_string() + "\n");
     }
     let mut out = render(
-        &["AGENT", "HOST", "CONNECTED", "CPU", "MEMORY", "LAST SEEN"],
+        &[
+            "AGENT",
+            "HOST",
+            "CONNECTED",
+            "CPU",
+            "MEMORY",
+            "DISK",
+            "LAST SEEN",
+        ],
         &agent_rows,
     );
     out.push('\n');

@@ -2,17 +2,10 @@
 -- actually inserted (a replayed batch inserts nothing and adds nothing), then
 -- agents.last_seen; the inserted rows of central checks are kept in
 -- staging_check_results for the alert rules. Returns the rows inserted.
+-- `{columns}` is the COPY column list (postgres_sink/copy.rs).
 WITH inserted AS (
-    INSERT INTO site_checks (
-        agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
-        response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
-        final_url, tls_cert_not_after, check_id, check_version
-    )
-    SELECT
-        agent_id, stream_id, seq, ts, url, method, status_code, ok, failure, error_message,
-        response_time_ms, time_to_first_byte_ms, regex, regex_matched, matched_text, body_bytes,
-        final_url, tls_cert_not_after, check_id, check_version
-    FROM staging_site_checks
+    INSERT INTO site_checks ({columns})
+    SELECT {columns} FROM staging_site_checks
     ON CONFLICT DO NOTHING
     RETURNING url, ts, ok, response_time_ms, status_code, check_id, agent_id, failure,
               error_message, tls_cert_not_after

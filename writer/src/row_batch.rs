@@ -187,6 +187,7 @@ pub fn decode_host(
             json!({
                 "mount_point": d.mount_point, "device": d.device, "file_system": d.file_system,
                 "total_bytes": d.total_bytes, "used_bytes": d.used_bytes,
+                "available_bytes": d.available_bytes,
             })
         })
         .collect();

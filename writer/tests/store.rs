@@ -48,8 +48,8 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
              cpu_usage_percent, load_average_1m, load_average_5m, load_average_15m, memory_total_bytes, \
              memory_used_bytes, memory_available_bytes, swap_total_bytes, swap_used_bytes, disk_total_bytes, \
              disk_used_bytes, network_rx_bytes, network_tx_bytes, network_rx_bytes_per_second, \
-             network_tx_bytes_per_second, process_count, uptime_seconds, cpu_cores, disks, interfaces \
-             FROM host_samples WHERE seq = 7",
+             network_tx_bytes_per_second, process_count, uptime_seconds, cpu_cores, disks, interfaces, \
+             disk_available_bytes FROM host_samples WHERE seq = 7",
             &[],
         )
         .await
@@ -107,8 +107,10 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
     assert_eq!(
         row.get::<_, serde_json::Value>(27),
         serde_json::json!([{"mount_point": "/", "device": "/dev/vda1", "file_system": "ext4",
-                            "total_bytes": 100u64 << 30, "used_bytes": 40u64 << 30}])
+                            "total_bytes": 100u64 << 30, "used_bytes": 40u64 << 30,
+                            "available_bytes": 50u64 << 30}])
     );
+    assert_eq!(row.get::<_, Option<i64>>(29), Some(50 << 30));
     assert_eq!(
         row.get::<_, serde_json::Value>(28),
         serde_json::json!([{"name": "eth0", "rx_bytes": 1_000_000, "tx_bytes": 2_000_000,
@@ -144,17 +146,19 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)
     );
 
-    let (hostname, first_seen, last_seen): (String, SystemTime, SystemTime) = {
+    let (hostname, first_seen, last_seen, disk_percent): (String, SystemTime, SystemTime, f64) = {
         let row = db
             .query_one(
-                "SELECT hostname, first_seen, last_seen FROM agents WHERE agent_id = 'a1'",
+                "SELECT hostname, first_seen, last_seen, disk_percent FROM agents WHERE agent_id = 'a1'",
                 &[],
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1), row.get(2))
+        (row.get(0), row.get(1), row.get(2), row.get(3))
     };
     assert_eq!(hostname, "a1.example");
+    // As df's Use%: 40 GiB used of the 90 GiB not reserved for root.
+    assert_eq!(disk_percent, 40.0 * 100.0 / 90.0);
     assert_eq!(first_seen, t0 + Duration::from_secs(1));
     assert_eq!(last_seen, t0 + Duration::from_secs(200));
 
@@ -334,8 +338,8 @@ async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
         setup
             .scalar("SELECT count(*) FROM refinery_schema_history")
             .await,
-        3,
-        "V1, V2 and V3, each once"
+        4,
+        "V1 to V4, each once"
     );
 
     // A sample ten days ahead (no partition made in advance) and one from last week.

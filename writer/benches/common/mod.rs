@@ -41,6 +41,7 @@ pub fn samples(n: usize) -> Vec<HostSample> {
                 file_system: "ext4".into(),
                 total_bytes: 100 << 30,
                 used_bytes: 40 << 30,
+                available_bytes: 50 << 30,
             }],
             process_count: 150,
             uptime_seconds: 1000,

@@ -1,0 +1,207 @@
+//! Binary COPY of sample rows. Each table's columns are listed once, with their
+//! types and how a row fills them; the COPY statements and the staging
+//! `INSERT … SELECT` are built from that list.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::LazyLock;
+use std::time::SystemTime;
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::SinkError;
+use crate::row_batch::{CheckRow, HostRow};
+
+/// Declares a table's COPY columns in one list: `NAMES` and `TYPES` in column
+/// order, and `write`, which sends one row's values in that same order.
+macro_rules! copy_columns {
+    (
+        $names:ident, $types:ident,
+        fn $write:ident($row:ident: &$Row:ty) { let $s:ident = $init:expr; }
+        { $($column:ident: $ty:ident = $value:expr,)+ }
+    ) => {
+        const $names: &[&str] = &[$(stringify!($column)),+];
+        const $types: &[Type] = &[$(Type::$ty),+];
+
+        async fn $write(
+            writer: Pin<&mut BinaryCopyInWriter>,
+            $row: &$Row,
+        ) -> Result<(), tokio_postgres::Error> {
+            let $s = $init;
+            writer.write(&[$(&$value as &(dyn ToSql + Sync)),+]).await
+        }
+    };
+}
+
+copy_columns! {
+    HOST_COLUMNS, HOST_TYPES,
+    fn write_host(row: &HostRow) { let s = &row.sample; }
+    {
+        agent_id: TEXT = s.agent_id,
+        stream_id: TEXT = s.stream_id,
+        seq: INT8 = row.seq,
+        ts: TIMESTAMPTZ = row.ts,
+        hostname: TEXT = s.hostname,
+        os_name: TEXT = s.os_name,
+        os_version: TEXT = s.os_version,
+        kernel_version: TEXT = s.kernel_version,
+        agent_version: TEXT = s.agent_version,
+        cpu_usage_percent: FLOAT8 = s.cpu_usage_percent,
+        load_average_1m: FLOAT8 = s.load_average_1m,
+        load_average_5m: FLOAT8 = s.load_average_5m,
+        load_average_15m: FLOAT8 = s.load_average_15m,
+        memory_total_bytes: INT8 = big(s.memory_total_bytes),
+        memory_used_bytes: INT8 = big(s.memory_used_bytes),
+        memory_available_bytes: INT8 = big(s.memory_available_bytes),
+        swap_total_bytes: INT8 = big(s.swap_total_bytes),
+        swap_used_bytes: INT8 = big(s.swap_used_bytes),
+        disk_total_bytes: INT8 = big(s.disk_total_bytes),
+        disk_used_bytes: INT8 = big(s.disk_used_bytes),
+        disk_available_bytes: INT8 = s.disk_available_bytes.map(big),
+        network_rx_bytes: INT8 = big(s.network_rx_bytes),
+        network_tx_bytes: INT8 = big(s.network_tx_bytes),
+        network_rx_bytes_per_second: FLOAT8 = s.network_rx_bytes_per_second,
+        network_tx_bytes_per_second: FLOAT8 = s.network_tx_bytes_per_second,
+        process_count: INT4 = i32::try_from(s.process_count).unwrap_or(i32::MAX),
+        uptime_seconds: INT8 = big(s.uptime_seconds),
+        cpu_cores: JSONB = row.cpu_cores,
+        disks: JSONB = row.disks,
+        interfaces: JSONB = row.interfaces,
+    }
+}
+
+copy_columns! {
+    CHECK_COLUMNS, CHECK_TYPES,
+    fn write_check(row: &CheckRow) { let c = &row.check; }
+    {
+        agent_id: TEXT = c.agent_id,
+        stream_id: TEXT = c.stream_id,
+        seq: INT8 = row.seq,
+        ts: TIMESTAMPTZ = row.ts,
+        url: TEXT = c.url,
+        method: TEXT = c.method,
+        status_code: INT4 = c.status_code.map(|code| i32::try_from(code).unwrap_or(i32::MAX)),
+        ok: BOOL = c.ok,
+        failure: TEXT = row.failure,
+        error_message: TEXT = c.error_message,
+        response_time_ms: FLOAT8 = c.response_time_ms,
+        time_to_first_byte_ms: FLOAT8 = c.time_to_first_byte_ms,
+        regex: TEXT = c.regex,
+        regex_matched: BOOL = c.regex_matched,
+        matched_text: TEXT = c.matched_text,
+        body_bytes: INT8 = big(c.body_bytes),
+        final_url: TEXT = c.final_url,
+        tls_cert_not_after: TIMESTAMPTZ = row.tls_cert_not_after,
+        check_id: TEXT = c.check_id,
+        check_version: INT8 = big(c.check_version),
+    }
+}
+
+/// `{columns}` in a statement, replaced by a table's column list.
+fn with_columns(sql: &str, columns: &[&str]) -> String {
+    sql.replace("{columns}", &columns.join(", "))
+}
+
+static INSERT_HOST_SAMPLES: LazyLock<String> = LazyLock::new(|| {
+    with_columns(
+        include_str!("../../sql/insert_host_samples.sql"),
+        HOST_COLUMNS,
+    )
+});
+static INSERT_SITE_CHECKS: LazyLock<String> = LazyLock::new(|| {
+    with_columns(
+        include_str!("../../sql/insert_site_checks.sql"),
+        CHECK_COLUMNS,
+    )
+});
+
+/// Clamps an unsigned counter into a bigint.
+fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Binary COPY of host rows into `table` (the staging table, or for benchmarks the
+/// real one); returns the rows copied.
+pub async fn copy_hosts_into<'a>(
+    tx: &Transaction<'_>,
+    table: &str,
+    rows: impl Iterator<Item = &'a HostRow>,
+) -> Result<u64, SinkError> {
+    let sql = with_columns(
+        &format!("COPY {table} ({{columns}}) FROM STDIN BINARY"),
+        HOST_COLUMNS,
+    );
+    let copy = tx.prepare_cached(&sql).await?;
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, HOST_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    let mut count = 0;
+    for row in rows {
+        write_host(writer.as_mut(), row).await?;
+        count += 1;
+    }
+    writer.finish().await?;
+    Ok(count)
+}
+
+/// Stores distinct host rows, skipping those already stored; returns the rows
+/// inserted. The common case, a batch of new rows, is one COPY into `host_samples`;
+/// a batch that meets a stored row is rolled back to the savepoint and goes through
+/// the staging table.
+pub(super) async fn insert_hosts(
+    tx: &Transaction<'_>,
+    hosts: &[&HostRow],
+) -> Result<u64, SinkError> {
+    tx.batch_execute("SAVEPOINT direct_copy").await?;
+    match copy_hosts_into(tx, "host_samples", hosts.iter().copied()).await {
+        Ok(copied) => {
+            tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+            return Ok(copied);
+        }
+        Err(SinkError::Query(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                .await?;
+        }
+        Err(error) => return Err(error),
+    }
+    copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
+    let insert = tx.prepare_cached(&INSERT_HOST_SAMPLES).await?;
+    let inserted: i64 = tx.query_one(&insert, &[]).await?.get(0);
+    Ok(inserted as u64)
+}
+
+/// Stores distinct check rows through the staging table (their rollups count only
+/// the rows inserted, so a redelivered row adds nothing); returns the rows inserted.
+pub(super) async fn insert_checks(
+    tx: &Transaction<'_>,
+    checks: &[&CheckRow],
+) -> Result<u64, SinkError> {
+    let sql = with_columns(
+        "COPY staging_site_checks ({columns}) FROM STDIN BINARY",
+        CHECK_COLUMNS,
+    );
+    let copy = tx.prepare_cached(&sql).await?;
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, CHECK_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    for row in checks {
+        write_check(writer.as_mut(), row).await?;
+    }
+    writer.finish().await?;
+    let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
+    let inserted: i64 = tx.query_one(&insert, &[]).await?.get(0);
+    Ok(inserted as u64)
+}
+
+/// The unique key of a stored sample: `(agent_id, stream_id, seq, ts)`.
+type SampleKey<'a> = (&'a str, &'a str, i64, SystemTime);
+
+/// The rows whose key was not seen before, in order.
+pub(super) fn distinct<'a, R>(
+    rows: impl Iterator<Item = &'a R>,
+    key: impl Fn(&'a R) -> SampleKey<'a>,
+) -> Vec<&'a R> {
+    let mut seen = HashSet::new();
+    rows.filter(|row| seen.insert(key(row))).collect()
+}
