@@ -1,17 +1,18 @@
-//! Protobuf samples through a real Kafka-protocol broker with rdkafka: produced with
-//! the producer settings the collector uses, read back by a consumer group that
-//! stores offsets by hand, as the writer does.
+//! Protobuf samples through a real Kafka-protocol broker: published by the collector's
+//! own `KafkaPublisher` (its producer settings, key and header), read back by the
+//! writer's own group consumer, which stores offsets by hand.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
-use fleetmon::testkit::{create_topic, kafka_bootstrap, unique_name};
+use fleetmon::testkit::{kafka_bootstrap, unique_name};
+use fleetmon_collector::kafka_publisher::{KafkaPublisher, delivery_result};
+use fleetmon_collector::validation::ValidSample;
 use prost::Message as _;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
 
 fn sample(agent: &str, seq: u64) -> HostSample {
     HostSample {
@@ -34,46 +35,37 @@ fn sample(agent: &str, seq: u64) -> HostSample {
 async fn protobuf_records_round_trip_through_a_consumer_group() {
     let bootstrap = kafka_bootstrap();
     let topic = unique_name("fleetmon-test-roundtrip");
-    create_topic(&bootstrap, &topic, 3).await;
-
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
+    let collector = fleetmon_collector::config::KafkaConfig {
+        bootstrap_servers: bootstrap.clone(),
+        host_samples_topic: topic.clone(),
+        site_checks_topic: unique_name("fleetmon-test-roundtrip-sites"),
+        partitions: 3,
+        ..Default::default()
+    };
+    let publisher = KafkaPublisher::connect(&collector)
+        .await
+        .expect("publisher");
     let mut sent = BTreeMap::new();
     for seq in 1..=200u64 {
-        let agent = format!("agent-{}", seq % 4);
-        let value = sample(&agent, seq);
-        let payload = value.encode_to_vec();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(HOST_SAMPLE_CONTENT_TYPE),
-        });
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&agent)
-                    .payload(&payload)
-                    .headers(headers),
-                Duration::from_secs(30),
-            )
+        let value = sample(&format!("agent-{}", seq % 4), seq);
+        let delivery = publisher
+            .publish(&ValidSample::Host(value.clone()))
             .await
-            .unwrap_or_else(|(e, _)| panic!("delivery of seq {seq} failed: {e}"));
+            .expect("queued");
+        delivery_result(delivery.await)
+            .unwrap_or_else(|e| panic!("delivery of seq {seq} failed: {e}"));
         sent.insert(seq, value);
     }
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", unique_name("fleetmon-test-group"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .expect("consumer");
+    let writer = fleetmon_writer::config::KafkaConfig {
+        bootstrap_servers: bootstrap,
+        group_id: unique_name("fleetmon-test-group"),
+        ..Default::default()
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(fleetmon_writer::metrics::WriterMetrics::new(&mut registry));
+    let (consumer, _revoked) =
+        fleetmon_writer::kafka_source::consumer(&writer, metrics).expect("consumer");
     consumer.subscribe(&[&topic]).expect("subscribe");
 
     let mut received = BTreeMap::new();
