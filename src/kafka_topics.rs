@@ -125,7 +125,8 @@ pub async fn missing_topics(
         Ok(missing)
     })
     .await
-    .expect("metadata probe does not panic")
+    // The probe thread ended without an answer.
+    .unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// A librdkafka client config for `bootstrap` with every one of `options` (TLS, SASL,

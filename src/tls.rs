@@ -29,6 +29,10 @@ use crate::identity::PeerIdentity;
 /// How long a client may take to finish the TLS handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes a listener runs at once (established connections are not
+/// counted): a flood of slow clients cannot hold unbounded memory.
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// Why TLS material could not be loaded or a connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -396,12 +400,14 @@ impl ClientCertVerifier for NotRevoked {
 /// A failed or slow handshake (no client certificate, unknown CA, revoked, …) is
 /// logged with the peer address and dropped; it never delays other clients.
 /// Each handshake uses the configuration current when the connection arrived.
+/// At most [`MAX_HANDSHAKES`] are in progress at once.
 /// The stream ends when the listener fails or the consumer is dropped.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Reloading<Arc<ServerConfig>>,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -417,10 +423,18 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            // At most MAX_HANDSHAKES at once: past that, accepting waits and new
+            // connections queue in the kernel's backlog instead of in memory.
+            let permit = tokio::select! {
+                permit = handshakes.clone().acquire_owned() => permit,
+                () = tx.closed() => return,
+            };
+            let Ok(permit) = permit else { return };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

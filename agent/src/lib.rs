@@ -64,6 +64,9 @@ pub enum AgentError {
     /// Enrollment at start (`[enroll]`).
     #[error("enrollment at start ([enroll]): {0:#}")]
     Enroll(anyhow::Error),
+    /// A task of it panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A started agent.
@@ -80,7 +83,7 @@ pub struct RunningAgent {
 /// Runs the agent until `shutdown`.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let running = start(config, shutdown).await?;
-    running.task.await.expect("agent task does not panic");
+    running.task.await?;
     Ok(())
 }
 
@@ -253,6 +256,7 @@ async fn sample_host(
 ) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let hostname = sampler.hostname().to_owned();
     let mut sampler = Some(sampler);
     loop {
         tokio::select! {
@@ -261,12 +265,27 @@ async fn sample_host(
         }
         // Reading /proc takes milliseconds: keep it off the async workers.
         let mut owned = sampler.take().expect("sampler is returned after each use");
-        let (returned, sample) = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let sample = owned.sample();
             (owned, sample)
         })
-        .await
-        .expect("sampling does not panic");
+        .await;
+        let (returned, sample) = match reading {
+            Ok(reading) => reading,
+            Err(error) => {
+                // The reading took the sampler with it: start a new one, whose first
+                // reading is again not reported.
+                tracing::error!(%error, "host sampling failed; starting the sampler again");
+                match HostSampler::new(Some(hostname.clone())) {
+                    Ok(fresh) => sampler = Some(fresh),
+                    Err(error) => {
+                        tracing::error!(%error, "host sampling stops");
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
         sampler = Some(returned);
         let sample = HostSample {
             interval_seconds: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),

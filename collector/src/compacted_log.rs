@@ -248,7 +248,7 @@ impl<R: LogRecord> CompactedLog<R> {
                 }
             })
             .await
-            .expect("watermark probe does not panic")
+            .map_err(|e| kafka_error(&topic, e))?
             .map_err(|e| kafka_error(&topic, e))?
             .1
         };

@@ -266,7 +266,8 @@ async fn wait_reachable(
     let timeout = config.connect_timeout();
     let result = tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout))
         .await
-        .expect("metadata task does not panic");
+        // The probe thread ended without an answer.
+        .unwrap_or(Err(KafkaError::Canceled));
     result
         .map(|_| ())
         .map_err(|source| PublishError::Unreachable {

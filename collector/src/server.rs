@@ -61,6 +61,9 @@ pub enum CollectorError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A task of it panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The gRPC services the collector serves (health and reflection name them).
@@ -95,7 +98,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
     let running = start(config, shutdown).await?;
-    running.task.await.expect("collector task does not panic")
+    running.task.await?
 }
 
 /// Connects to Kafka, binds both listeners and starts serving in the background.

@@ -45,6 +45,9 @@ pub enum PipelineError {
     /// Kafka refused a call that has no retry (subscribe, …).
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A batch write task panicked; its batch was not stored, nor its offsets.
+    #[error("batch write task failed: {0}")]
+    Write(#[from] tokio::task::JoinError),
 }
 
 /// The consume-and-store loop.
@@ -130,6 +133,7 @@ impl Pipeline {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut in_flight: Option<JoinHandle<(RowBatch, bool)>> = None;
         let mut paused: Option<TopicPartitionList> = None;
+        let mut failed: Option<tokio::task::JoinError> = None;
         while !shutdown.is_cancelled() {
             self.drop_revoked(&mut batch);
             if batch.is_empty() {
@@ -181,9 +185,9 @@ impl Pipeline {
                 },
                 written = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
-                    let (written, stored) = written.expect("write task does not panic");
-                    if stored {
-                        self.store_offsets(&written);
+                    if let Err(error) = self.finished(written) {
+                        failed = Some(error);
+                        break;
                     }
                     if let Some(assignment) = paused.take()
                         && let Err(error) = self.consumer.resume(&assignment)
@@ -228,27 +232,40 @@ impl Pipeline {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
             grace.cancel();
         });
-        if let Some(write) = in_flight {
-            let (written, stored) = write.await.expect("write task does not panic");
-            if stored {
-                self.store_offsets(&written);
-            }
+        if let Some(write) = in_flight
+            && let Err(error) = self.finished(write.await)
+        {
+            failed.get_or_insert(error);
         }
         self.drop_revoked(&mut batch);
-        if !batch.is_empty() {
-            let (written, stored) = self
-                .spawn_write(batch, writes_stop)
-                .await
-                .expect("write task does not panic");
-            if stored {
-                self.store_offsets(&written);
-            }
+        if !batch.is_empty()
+            && failed.is_none()
+            && let Err(error) = self.finished(self.spawn_write(batch, writes_stop).await)
+        {
+            failed = Some(error);
         }
+        // What the finished writes stored is committed even when one of them failed.
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last auto-commit is also fine.
             tracing::debug!(%error, "final offset commit");
         }
         tracing::info!("writer pipeline stopped");
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores the offsets of a finished write (when it stored its batch); a write
+    /// task that panicked is returned as its error.
+    fn finished(
+        &self,
+        write: Result<(RowBatch, bool), tokio::task::JoinError>,
+    ) -> Result<(), tokio::task::JoinError> {
+        let (written, stored) = write?;
+        if stored {
+            self.store_offsets(&written);
+        }
         Ok(())
     }
 

@@ -69,6 +69,9 @@ pub enum WriterError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A task of it panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A started writer: its bound addresses and the task running it.
@@ -85,7 +88,7 @@ pub struct RunningWriter {
 /// Runs the writer until `shutdown` is cancelled.
 pub async fn run(config: WriterConfig, shutdown: CancellationToken) -> Result<(), WriterError> {
     let running = start(config, shutdown).await?;
-    running.task.await.expect("writer task does not panic")
+    running.task.await?
 }
 
 /// Migrates the schema, prepares partitions, binds the listeners and starts the
@@ -225,10 +228,10 @@ pub async fn start(
         let _ = mirror.await;
         let _ = metrics_task.await;
         let _ = health_task.await;
-        let served = grpc_task.await.expect("grpc task does not panic");
+        let served = grpc_task.await;
         tracing::info!("writer stopped");
         pipeline_result?;
-        served.map_err(WriterError::from)
+        Ok(served??)
     });
     Ok(RunningWriter {
         grpc_addr,
