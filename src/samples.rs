@@ -1,6 +1,265 @@
-//! Figures derived from samples that more than one binary shows or stores.
+//! What the collector and the writer both know about samples: the fields they
+//! share ([`Sample`]), the rules a sample must keep to be published and stored, with
+//! one [`Reason`] per rule, and figures derived from samples that more than one binary
+//! shows or stores.
 
-use crate::pb::HostSample;
+use crate::pb::{CheckFailure, HostSample, SiteCheck};
+
+/// Longest accepted `stream_id`.
+pub const MAX_STREAM_ID_BYTES: usize = 128;
+
+/// Why a sample is refused: a stable name, the `reason` of a rejection and a metrics
+/// label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The sample holds neither a host sample nor a site check.
+    MissingKind,
+    /// `stream_id` is empty.
+    MissingStreamId,
+    /// `stream_id` is longer than [`MAX_STREAM_ID_BYTES`].
+    StreamIdTooLong,
+    /// `seq` is 0.
+    MissingSeq,
+    /// The sample time is missing.
+    MissingTimestamp,
+    /// A timestamp is out of range.
+    InvalidTimestamp,
+    /// The sample time is too far ahead of the receiver's clock.
+    TimestampInFuture,
+    /// The sample time is before 2000.
+    TimestampTooOld,
+    /// A text field is longer than the limit.
+    StringTooLong,
+    /// A text field holds a NUL character, which PostgreSQL text cannot store.
+    StringHasNul,
+    /// A repeated field has too many entries.
+    ListTooLong,
+    /// A number is negative, not finite or above its bound.
+    InvalidNumber,
+    /// A site check without a URL.
+    MissingUrl,
+    /// A site check without a method.
+    MissingMethod,
+    /// A status code outside 100–999.
+    InvalidStatusCode,
+    /// A failure kind this version does not know.
+    InvalidFailureKind,
+}
+
+impl Reason {
+    /// Every reason, for pre-registering metric labels.
+    pub const ALL: [Reason; 16] = [
+        Reason::MissingKind,
+        Reason::MissingStreamId,
+        Reason::StreamIdTooLong,
+        Reason::MissingSeq,
+        Reason::MissingTimestamp,
+        Reason::InvalidTimestamp,
+        Reason::TimestampInFuture,
+        Reason::TimestampTooOld,
+        Reason::StringTooLong,
+        Reason::StringHasNul,
+        Reason::ListTooLong,
+        Reason::InvalidNumber,
+        Reason::MissingUrl,
+        Reason::MissingMethod,
+        Reason::InvalidStatusCode,
+        Reason::InvalidFailureKind,
+    ];
+
+    /// The stable name, in snake case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingKind => "missing_kind",
+            Reason::MissingStreamId => "missing_stream_id",
+            Reason::StreamIdTooLong => "stream_id_too_long",
+            Reason::MissingSeq => "missing_seq",
+            Reason::MissingTimestamp => "missing_timestamp",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::TimestampInFuture => "timestamp_in_future",
+            Reason::TimestampTooOld => "timestamp_too_old",
+            Reason::StringTooLong => "string_too_long",
+            Reason::StringHasNul => "string_has_nul",
+            Reason::ListTooLong => "list_too_long",
+            Reason::InvalidNumber => "invalid_number",
+            Reason::MissingUrl => "missing_url",
+            Reason::MissingMethod => "missing_method",
+            Reason::InvalidStatusCode => "invalid_status_code",
+            Reason::InvalidFailureKind => "invalid_failure_kind",
+        }
+    }
+}
+
+/// A broken rule: which one, and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Violation {
+    /// The rule.
+    pub reason: Reason,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Violation {
+    /// A violation of `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Violation {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What host samples and site checks share.
+pub trait Sample {
+    /// The fully qualified protobuf message name.
+    const MESSAGE: &'static str;
+    /// The agent the sample is from.
+    fn agent_id(&self) -> &str;
+    /// The stream the sample belongs to.
+    fn stream_id(&self) -> &str;
+    /// The sample's sequence number within its stream.
+    fn seq(&self) -> u64;
+    /// The name of the sample-time field (`sampled_at`, `checked_at`) and its value.
+    fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>);
+    /// Every text field, named as in the proto (`disks.device` for repeated ones).
+    fn text_fields(&self) -> Vec<(&'static str, &str)>;
+}
+
+impl Sample for HostSample {
+    const MESSAGE: &'static str = "fleetmon.v1.HostSample";
+
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>) {
+        ("sampled_at", self.sampled_at)
+    }
+
+    fn text_fields(&self) -> Vec<(&'static str, &str)> {
+        let mut fields = vec![
+            ("agent_id", self.agent_id.as_str()),
+            ("stream_id", &self.stream_id),
+            ("hostname", &self.hostname),
+            ("os_name", &self.os_name),
+            ("os_version", &self.os_version),
+            ("kernel_version", &self.kernel_version),
+            ("agent_version", &self.agent_version),
+        ];
+        for disk in &self.disks {
+            fields.extend([
+                ("disks.mount_point", disk.mount_point.as_str()),
+                ("disks.device", &disk.device),
+                ("disks.file_system", &disk.file_system),
+            ]);
+        }
+        fields.extend(
+            self.interfaces
+                .iter()
+                .map(|i| ("interfaces.name", i.name.as_str())),
+        );
+        fields
+    }
+}
+
+impl Sample for SiteCheck {
+    const MESSAGE: &'static str = "fleetmon.v1.SiteCheck";
+
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>) {
+        ("checked_at", self.checked_at)
+    }
+
+    fn text_fields(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("agent_id", self.agent_id.as_str()),
+            ("stream_id", &self.stream_id),
+            ("url", &self.url),
+            ("method", &self.method),
+            ("error_message", &self.error_message),
+            ("regex", &self.regex),
+            ("matched_text", &self.matched_text),
+            ("final_url", &self.final_url),
+            ("check_id", &self.check_id),
+        ]
+    }
+}
+
+/// The stream and sequence number are set: `stream_id` non-empty and at most
+/// [`MAX_STREAM_ID_BYTES`], `seq` from 1.
+pub fn check_identity(sample: &impl Sample) -> Result<(), Violation> {
+    let stream_id = sample.stream_id();
+    if stream_id.is_empty() {
+        return Err(Violation::new(
+            Reason::MissingStreamId,
+            "stream_id is empty",
+        ));
+    }
+    if stream_id.len() > MAX_STREAM_ID_BYTES {
+        return Err(Violation::new(
+            Reason::StreamIdTooLong,
+            format!("stream_id is longer than {MAX_STREAM_ID_BYTES} bytes"),
+        ));
+    }
+    if sample.seq() == 0 {
+        return Err(Violation::new(
+            Reason::MissingSeq,
+            "seq is 0 (sequence numbers start at 1)",
+        ));
+    }
+    Ok(())
+}
+
+/// Every text field holds no NUL and, with `max_bytes`, is at most that long.
+pub fn check_text(sample: &impl Sample, max_bytes: Option<usize>) -> Result<(), Violation> {
+    for (field, value) in sample.text_fields() {
+        if let Some(max) = max_bytes
+            && value.len() > max
+        {
+            return Err(Violation::new(
+                Reason::StringTooLong,
+                format!("{field} is longer than {max} bytes"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(Violation::new(
+                Reason::StringHasNul,
+                format!("{field} contains a NUL character, which PostgreSQL text cannot store"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The failure kind is one this version knows.
+pub fn check_failure_kind(code: i32) -> Result<CheckFailure, Violation> {
+    CheckFailure::try_from(code).map_err(|_| {
+        Violation::new(
+            Reason::InvalidFailureKind,
+            format!("failure {code} is not a known CheckFailure"),
+        )
+    })
+}
 
 /// Disk use in percent as `df`'s Use% counts it: used of the space an unprivileged
 /// process could fill (used + available), so blocks reserved for root do not make an

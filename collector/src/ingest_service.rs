@@ -103,10 +103,10 @@ impl IngestService {
                         .metrics
                         .samples_rejected
                         .get_or_create(&ReasonLabel {
-                            reason: rejection.reason,
+                            reason: rejection.reason.as_str(),
                         })
                         .inc();
-                    tracing::debug!(agent_id = %peer.name, seq = rejection.seq, reason = rejection.reason, "sample rejected");
+                    tracing::debug!(agent_id = %peer.name, seq = rejection.seq, reason = rejection.reason.as_str(), "sample rejected");
                     rejected.push(rejection);
                 }
             }

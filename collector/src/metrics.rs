@@ -7,8 +7,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::validation::REASONS;
-
 /// Label: which kind of sample.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -19,7 +17,7 @@ pub struct KindLabel {
 /// Label: why a sample was rejected.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// One of [`REASONS`].
+    /// One of [`fleetmon::samples::Reason`], by name.
     pub reason: &'static str,
 }
 
@@ -55,10 +53,10 @@ impl CollectorMetrics {
         for kind in ["host", "site"] {
             let _ = metrics.samples_received.get_or_create(&KindLabel { kind });
         }
-        for reason in REASONS {
-            let _ = metrics
-                .samples_rejected
-                .get_or_create(&ReasonLabel { reason });
+        for reason in fleetmon::samples::Reason::ALL {
+            let _ = metrics.samples_rejected.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
         let prefixed = registry.sub_registry_with_prefix("fleetmon_collector");
         prefixed.register(
@@ -92,5 +90,25 @@ impl CollectorMetrics {
             metrics.connected_agents.clone(),
         );
         metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_reason_is_exported_from_the_start() {
+        let mut registry = Registry::default();
+        let _metrics = CollectorMetrics::new(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for reason in fleetmon::samples::Reason::ALL {
+            let line = format!(
+                "fleetmon_collector_samples_rejected_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use fleetmon::pb::{self, CheckFailure, HostSample, SiteCheck, sample::Kind};
+use fleetmon::pb::{self, HostSample, SiteCheck, sample::Kind};
+use fleetmon::samples::{
+    Reason, Sample, Violation, check_failure_kind, check_identity, check_text,
+};
 
 use crate::config::Limits;
-
-/// Longest accepted `stream_id`.
-pub const MAX_STREAM_ID_BYTES: usize = 128;
 
 /// Earliest accepted sample time (2000-01-01T00:00:00Z): anything older is a broken clock.
 const EARLIEST_UNIX_SECONDS: i64 = 946_684_800;
@@ -29,26 +29,26 @@ impl ValidSample {
     /// The stream the sample belongs to.
     pub fn stream_id(&self) -> &str {
         match self {
-            ValidSample::Host(s) => &s.stream_id,
-            ValidSample::Site(s) => &s.stream_id,
+            ValidSample::Host(s) => s.stream_id(),
+            ValidSample::Site(s) => s.stream_id(),
         }
     }
 
     /// The sample's sequence number within its stream.
     pub fn seq(&self) -> u64 {
         match self {
-            ValidSample::Host(s) => s.seq,
-            ValidSample::Site(s) => s.seq,
+            ValidSample::Host(s) => s.seq(),
+            ValidSample::Site(s) => s.seq(),
         }
     }
 
     /// When the sample was taken.
     pub fn timestamp(&self) -> Option<SystemTime> {
-        let ts = match self {
-            ValidSample::Host(s) => s.sampled_at,
-            ValidSample::Site(s) => s.checked_at,
-        }?;
-        SystemTime::try_from(ts).ok()
+        let (_, ts) = match self {
+            ValidSample::Host(s) => s.taken_at(),
+            ValidSample::Site(s) => s.taken_at(),
+        };
+        SystemTime::try_from(ts?).ok()
     }
 }
 
@@ -59,8 +59,8 @@ pub struct Rejection {
     pub stream_id: String,
     /// The sample's `seq` (0 if it had none).
     pub seq: u64,
-    /// Stable, machine-readable reason (a metrics label).
-    pub reason: &'static str,
+    /// The rule it broke (a metrics label).
+    pub reason: Reason,
     /// Human-readable detail naming the field.
     pub message: String,
 }
@@ -70,30 +70,11 @@ impl From<Rejection> for pb::Rejection {
         pb::Rejection {
             stream_id: r.stream_id,
             seq: r.seq,
-            reason: r.reason.to_owned(),
+            reason: r.reason.as_str().to_owned(),
             message: r.message,
         }
     }
 }
-
-/// Every reason a sample can be rejected for (for pre-registering metric labels).
-pub const REASONS: &[&str] = &[
-    "missing_kind",
-    "missing_stream_id",
-    "stream_id_too_long",
-    "missing_seq",
-    "missing_timestamp",
-    "invalid_timestamp",
-    "timestamp_in_future",
-    "timestamp_too_old",
-    "string_too_long",
-    "list_too_long",
-    "invalid_number",
-    "missing_url",
-    "missing_method",
-    "invalid_status_code",
-    "invalid_failure_kind",
-];
 
 struct Check<'a> {
     limits: &'a Limits,
@@ -103,7 +84,16 @@ struct Check<'a> {
 }
 
 impl Check<'_> {
-    fn reject(&self, reason: &'static str, message: impl Into<String>) -> Rejection {
+    fn new<'a>(sample: &'a impl Sample, limits: &'a Limits, now: SystemTime) -> Check<'a> {
+        Check {
+            limits,
+            now,
+            stream_id: sample.stream_id(),
+            seq: sample.seq(),
+        }
+    }
+
+    fn reject(&self, reason: Reason, message: impl Into<String>) -> Rejection {
         Rejection {
             stream_id: self.stream_id.to_owned(),
             seq: self.seq,
@@ -112,43 +102,45 @@ impl Check<'_> {
         }
     }
 
-    fn header(&self) -> Result<(), Rejection> {
-        if self.stream_id.is_empty() {
-            return Err(self.reject("missing_stream_id", "stream_id is empty"));
-        }
-        if self.stream_id.len() > MAX_STREAM_ID_BYTES {
-            return Err(self.reject(
-                "stream_id_too_long",
-                format!("stream_id is longer than {MAX_STREAM_ID_BYTES} bytes"),
-            ));
-        }
-        if self.seq == 0 {
-            return Err(self.reject("missing_seq", "seq is 0 (sequence numbers start at 1)"));
-        }
-        Ok(())
+    /// A shared rule's violation as this sample's rejection.
+    fn broke(&self, violation: Violation) -> Rejection {
+        self.reject(violation.reason, violation.message)
+    }
+
+    /// Stream, sequence number and sample time.
+    fn identity(&self, sample: &impl Sample) -> Result<(), Rejection> {
+        check_identity(sample).map_err(|v| self.broke(v))?;
+        let (field, ts) = sample.taken_at();
+        self.timestamp(field, ts.as_ref())
+    }
+
+    /// Every text field: no NUL, at most `max_string_bytes`.
+    fn text(&self, sample: &impl Sample) -> Result<(), Rejection> {
+        check_text(sample, Some(self.limits.max_string_bytes)).map_err(|v| self.broke(v))
     }
 
     fn timestamp(&self, field: &str, ts: Option<&prost_types::Timestamp>) -> Result<(), Rejection> {
         let ts =
-            ts.ok_or_else(|| self.reject("missing_timestamp", format!("{field} is missing")))?;
+            ts.ok_or_else(|| self.reject(Reason::MissingTimestamp, format!("{field} is missing")))?;
         if !(0..1_000_000_000).contains(&ts.nanos) {
             return Err(self.reject(
-                "invalid_timestamp",
+                Reason::InvalidTimestamp,
                 format!("{field}.nanos is out of range"),
             ));
         }
         if ts.seconds < EARLIEST_UNIX_SECONDS {
             return Err(self.reject(
-                "timestamp_too_old",
+                Reason::TimestampTooOld,
                 format!("{field} is before 2000-01-01 (check the agent's clock)"),
             ));
         }
         let latest = self.now + Duration::from_secs(self.limits.max_future_seconds);
-        let at = SystemTime::try_from(*ts)
-            .map_err(|_| self.reject("invalid_timestamp", format!("{field} is out of range")))?;
+        let at = SystemTime::try_from(*ts).map_err(|_| {
+            self.reject(Reason::InvalidTimestamp, format!("{field} is out of range"))
+        })?;
         if at > latest {
             return Err(self.reject(
-                "timestamp_in_future",
+                Reason::TimestampInFuture,
                 format!(
                     "{field} is more than {} s in the future (check the agent's clock)",
                     self.limits.max_future_seconds
@@ -158,29 +150,10 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn string(&self, field: &str, value: &str) -> Result<(), Rejection> {
-        if value.len() > self.limits.max_string_bytes {
-            return Err(self.reject(
-                "string_too_long",
-                format!(
-                    "{field} is longer than {} bytes",
-                    self.limits.max_string_bytes
-                ),
-            ));
-        }
-        if value.contains('\0') {
-            return Err(self.reject(
-                "string_has_nul",
-                format!("{field} contains a NUL character, which cannot be stored"),
-            ));
-        }
-        Ok(())
-    }
-
     fn list(&self, field: &str, len: usize) -> Result<(), Rejection> {
         if len > self.limits.max_list_len {
             return Err(self.reject(
-                "list_too_long",
+                Reason::ListTooLong,
                 format!("{field} has more than {} entries", self.limits.max_list_len),
             ));
         }
@@ -190,7 +163,7 @@ impl Check<'_> {
     fn number(&self, field: &str, value: f64, max: f64) -> Result<(), Rejection> {
         if !value.is_finite() || value < 0.0 || value > max {
             return Err(self.reject(
-                "invalid_number",
+                Reason::InvalidNumber,
                 format!("{field} is {value}, expected a finite number from 0 to {max}"),
             ));
         }
@@ -205,44 +178,32 @@ pub fn validate(
     limits: &Limits,
     now: SystemTime,
 ) -> Result<ValidSample, Rejection> {
+    // The certificate's name replaces whatever the payload claimed, before any rule
+    // reads the sample.
     match sample.kind {
         None => Err(Rejection {
             stream_id: String::new(),
             seq: 0,
-            reason: "missing_kind",
+            reason: Reason::MissingKind,
             message: "sample holds neither a host sample nor a site check".to_owned(),
         }),
         Some(Kind::Host(mut host)) => {
-            validate_host(&host, limits, now)?;
             host.agent_id = agent_id.to_owned();
+            validate_host(&host, limits, now)?;
             Ok(ValidSample::Host(host))
         }
         Some(Kind::Site(mut site)) => {
-            validate_site(&site, limits, now)?;
             site.agent_id = agent_id.to_owned();
+            validate_site(&site, limits, now)?;
             Ok(ValidSample::Site(site))
         }
     }
 }
 
 fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(), Rejection> {
-    let c = Check {
-        limits,
-        now,
-        stream_id: &s.stream_id,
-        seq: s.seq,
-    };
-    c.header()?;
-    c.timestamp("sampled_at", s.sampled_at.as_ref())?;
-    for (field, value) in [
-        ("hostname", &s.hostname),
-        ("os_name", &s.os_name),
-        ("os_version", &s.os_version),
-        ("kernel_version", &s.kernel_version),
-        ("agent_version", &s.agent_version),
-    ] {
-        c.string(field, value)?;
-    }
+    let c = Check::new(s, limits, now);
+    c.identity(s)?;
+    c.text(s)?;
     c.list("cpu_core_usage_percent", s.cpu_core_usage_percent.len())?;
     c.list("disks", s.disks.len())?;
     c.list("interfaces", s.interfaces.len())?;
@@ -259,13 +220,7 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
     ] {
         c.number(field, value, f64::MAX)?;
     }
-    for disk in &s.disks {
-        c.string("disks.mount_point", &disk.mount_point)?;
-        c.string("disks.device", &disk.device)?;
-        c.string("disks.file_system", &disk.file_system)?;
-    }
     for iface in &s.interfaces {
-        c.string("interfaces.name", &iface.name)?;
         c.number(
             "interfaces.rx_bytes_per_second",
             iface.rx_bytes_per_second,
@@ -281,44 +236,24 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
 }
 
 fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), Rejection> {
-    let c = Check {
-        limits,
-        now,
-        stream_id: &s.stream_id,
-        seq: s.seq,
-    };
-    c.header()?;
-    c.timestamp("checked_at", s.checked_at.as_ref())?;
+    let c = Check::new(s, limits, now);
+    c.identity(s)?;
     if s.url.is_empty() {
-        return Err(c.reject("missing_url", "url is empty"));
+        return Err(c.reject(Reason::MissingUrl, "url is empty"));
     }
     if s.method.is_empty() {
-        return Err(c.reject("missing_method", "method is empty"));
+        return Err(c.reject(Reason::MissingMethod, "method is empty"));
     }
-    for (field, value) in [
-        ("url", &s.url),
-        ("method", &s.method),
-        ("error_message", &s.error_message),
-        ("regex", &s.regex),
-        ("matched_text", &s.matched_text),
-        ("final_url", &s.final_url),
-    ] {
-        c.string(field, value)?;
-    }
+    c.text(s)?;
     if let Some(code) = s.status_code
         && !(100..=999).contains(&code)
     {
         return Err(c.reject(
-            "invalid_status_code",
+            Reason::InvalidStatusCode,
             format!("status_code {code} is not an HTTP status (100-999)"),
         ));
     }
-    if CheckFailure::try_from(s.failure).is_err() {
-        return Err(c.reject(
-            "invalid_failure_kind",
-            format!("failure {} is not a known CheckFailure", s.failure),
-        ));
-    }
+    check_failure_kind(s.failure).map_err(|v| c.broke(v))?;
     c.number("response_time_ms", s.response_time_ms, f64::MAX)?;
     if let Some(ttfb) = s.time_to_first_byte_ms {
         c.number("time_to_first_byte_ms", ttfb, f64::MAX)?;
@@ -327,7 +262,7 @@ fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), 
         && !(0..1_000_000_000).contains(&ts.nanos)
     {
         return Err(c.reject(
-            "invalid_timestamp",
+            Reason::InvalidTimestamp,
             "tls_cert_not_after.nanos is out of range",
         ));
     }
@@ -426,6 +361,14 @@ mod tests {
             ),
             (
                 HostSample {
+                    os_name: "Debian\0".into(),
+                    ..host(1)
+                },
+                "string_has_nul",
+                "os_name contains a NUL character, which PostgreSQL text cannot store",
+            ),
+            (
+                HostSample {
                     cpu_core_usage_percent: vec![1.0; 2000],
                     ..host(1)
                 },
@@ -436,10 +379,9 @@ mod tests {
         for (sample, reason, message) in cases {
             let rejection = check(sample).unwrap_err();
             assert_eq!(
-                (rejection.reason, rejection.message.as_str()),
+                (rejection.reason.as_str(), rejection.message.as_str()),
                 (reason, message)
             );
-            assert!(REASONS.contains(&rejection.reason));
         }
         // Exactly at the limit is fine.
         check(HostSample {

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use fleetmon::pb::{
-    CheckFailure, HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck,
-};
+use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck};
+use fleetmon::samples::{Sample, check_failure_kind, check_identity, check_text};
 use prost::Message as _;
 use serde_json::{Value, json};
 
@@ -83,17 +82,6 @@ pub struct CheckRow {
     pub check: SiteCheck,
 }
 
-/// PostgreSQL `text` cannot hold NUL; such a record could never be stored.
-fn no_nul(message: &'static str, fields: &[(&str, &str)]) -> Result<(), DecodeError> {
-    match fields.iter().find(|(_, value)| value.contains('\0')) {
-        Some((field, _)) => Err(DecodeError::Invalid {
-            message,
-            reason: format!("{field} contains a NUL character, which PostgreSQL text cannot store"),
-        }),
-        None => Ok(()),
-    }
-}
-
 fn check_content_type(
     content_type: Option<&str>,
     expected: &'static str,
@@ -119,26 +107,24 @@ fn timestamp(
     SystemTime::try_from(ts).map_err(|e| invalid(format!("{field} is out of range: {e}")))
 }
 
-fn header(
-    message: &'static str,
-    agent_id: &str,
-    stream_id: &str,
-    seq: u64,
-) -> Result<i64, DecodeError> {
-    let invalid = |reason: &str| DecodeError::Invalid {
-        message,
-        reason: reason.to_owned(),
+/// The rules a record must keep to become a row, shared with the collector: an
+/// agent id (the collector stamps it), stream and sequence number, a sample time, and
+/// text that PostgreSQL can store. Returns `(seq, sample time)`.
+fn storable<S: Sample>(sample: &S) -> Result<(i64, SystemTime), DecodeError> {
+    let invalid = |reason: String| DecodeError::Invalid {
+        message: S::MESSAGE,
+        reason,
     };
-    if agent_id.is_empty() {
-        return Err(invalid("agent_id is empty"));
+    if sample.agent_id().is_empty() {
+        return Err(invalid("agent_id is empty".to_owned()));
     }
-    if stream_id.is_empty() {
-        return Err(invalid("stream_id is empty"));
-    }
-    if seq == 0 {
-        return Err(invalid("seq is 0"));
-    }
-    i64::try_from(seq).map_err(|_| invalid("seq does not fit a bigint"))
+    check_identity(sample).map_err(|v| invalid(v.message))?;
+    let seq =
+        i64::try_from(sample.seq()).map_err(|_| invalid("seq does not fit a bigint".into()))?;
+    let (field, ts) = sample.taken_at();
+    let ts = timestamp(S::MESSAGE, field, ts)?;
+    check_text(sample, None).map_err(|v| invalid(v.message))?;
+    Ok((seq, ts))
 }
 
 /// Decodes a record of the host-samples topic.
@@ -146,40 +132,14 @@ pub fn decode_host(
     payload: Option<&[u8]>,
     content_type: Option<&str>,
 ) -> Result<HostRow, DecodeError> {
-    const MESSAGE: &str = "fleetmon.v1.HostSample";
+    const MESSAGE: &str = HostSample::MESSAGE;
     check_content_type(content_type, HOST_SAMPLE_CONTENT_TYPE)?;
     let payload = payload.ok_or(DecodeError::Empty)?;
     let sample = HostSample::decode(payload).map_err(|e| DecodeError::NotProtobuf {
         message: MESSAGE,
         reason: e.to_string(),
     })?;
-    let seq = header(MESSAGE, &sample.agent_id, &sample.stream_id, sample.seq)?;
-    let ts = timestamp(MESSAGE, "sampled_at", sample.sampled_at)?;
-    no_nul(
-        MESSAGE,
-        &[
-            ("agent_id", &sample.agent_id),
-            ("stream_id", &sample.stream_id),
-            ("hostname", &sample.hostname),
-            ("os_name", &sample.os_name),
-            ("os_version", &sample.os_version),
-            ("kernel_version", &sample.kernel_version),
-            ("agent_version", &sample.agent_version),
-        ],
-    )?;
-    for disk in &sample.disks {
-        no_nul(
-            MESSAGE,
-            &[
-                ("disks.mount_point", &disk.mount_point),
-                ("disks.device", &disk.device),
-                ("disks.file_system", &disk.file_system),
-            ],
-        )?;
-    }
-    for iface in &sample.interfaces {
-        no_nul(MESSAGE, &[("interfaces.name", &iface.name)])?;
-    }
+    let (seq, ts) = storable(&sample)?;
     let disks = sample
         .disks
         .iter()
@@ -216,15 +176,14 @@ pub fn decode_site(
     payload: Option<&[u8]>,
     content_type: Option<&str>,
 ) -> Result<CheckRow, DecodeError> {
-    const MESSAGE: &str = "fleetmon.v1.SiteCheck";
+    const MESSAGE: &str = SiteCheck::MESSAGE;
     check_content_type(content_type, SITE_CHECK_CONTENT_TYPE)?;
     let payload = payload.ok_or(DecodeError::Empty)?;
     let check = SiteCheck::decode(payload).map_err(|e| DecodeError::NotProtobuf {
         message: MESSAGE,
         reason: e.to_string(),
     })?;
-    let seq = header(MESSAGE, &check.agent_id, &check.stream_id, check.seq)?;
-    let ts = timestamp(MESSAGE, "checked_at", check.checked_at)?;
+    let (seq, ts) = storable(&check)?;
     let invalid = |reason: String| DecodeError::Invalid {
         message: MESSAGE,
         reason,
@@ -232,26 +191,7 @@ pub fn decode_site(
     if check.url.is_empty() {
         return Err(invalid("url is empty".to_owned()));
     }
-    no_nul(
-        MESSAGE,
-        &[
-            ("agent_id", &check.agent_id),
-            ("stream_id", &check.stream_id),
-            ("url", &check.url),
-            ("method", &check.method),
-            ("error_message", &check.error_message),
-            ("regex", &check.regex),
-            ("matched_text", &check.matched_text),
-            ("final_url", &check.final_url),
-            ("check_id", &check.check_id),
-        ],
-    )?;
-    let failure = CheckFailure::try_from(check.failure).map_err(|_| {
-        invalid(format!(
-            "failure {} is not a known CheckFailure",
-            check.failure
-        ))
-    })?;
+    let failure = check_failure_kind(check.failure).map_err(|v| invalid(v.message))?;
     if check.status_code.is_some_and(|c| c > i32::MAX as u32) {
         return Err(invalid("status_code does not fit an integer".to_owned()));
     }
