@@ -13,8 +13,8 @@ use fleetmon::pb::{
     ListSilencesResponse, Notification, Silence,
 };
 
-use crate::history_service::{db_error, pool_error};
 use crate::postgres_sink::PostgresSink;
+use crate::service_error::ServiceError;
 
 /// Alerts `ListAlerts` returns when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -43,8 +43,8 @@ impl AlertsService {
         AlertsService { sink }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
-        self.sink.pool().get().await.map_err(pool_error)
+    async fn client(&self) -> Result<deadpool_postgres::Object, ServiceError> {
+        Ok(self.sink.pool().get().await?)
     }
 }
 
@@ -83,24 +83,23 @@ fn silence(row: &tokio_postgres::Row) -> Silence {
     }
 }
 
-fn db_id(value: u64, what: &str) -> Result<i64, Status> {
+fn db_id(value: u64, what: &str) -> Result<i64, ServiceError> {
     i64::try_from(value)
         .ok()
         .filter(|v| *v > 0)
-        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive id")))
+        .ok_or_else(|| ServiceError::invalid(format!("{what} must be a positive id")))
 }
 
-#[tonic::async_trait]
-impl Alerts for AlertsService {
-    async fn list_alerts(
+impl AlertsService {
+    async fn list_alerts_call(
         &self,
         request: Request<ListAlertsRequest>,
-    ) -> Result<Response<ListAlertsResponse>, Status> {
+    ) -> Result<Response<ListAlertsResponse>, ServiceError> {
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
             n if n > MAX_LIMIT => {
-                return Err(Status::invalid_argument(format!(
+                return Err(ServiceError::invalid(format!(
                     "limit {n} is above {MAX_LIMIT}"
                 )));
             }
@@ -114,34 +113,28 @@ impl Alerts for AlertsService {
             .client()
             .await?
             .query(&sql, &[&request.open_only, &i64::from(limit)])
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(Response::new(ListAlertsResponse {
             alerts: rows.iter().map(alert).collect(),
         }))
     }
 
-    async fn get_alert(
+    async fn get_alert_call(
         &self,
         request: Request<GetAlertRequest>,
-    ) -> Result<Response<GetAlertResponse>, Status> {
+    ) -> Result<Response<GetAlertResponse>, ServiceError> {
         let alert_id = db_id(request.into_inner().id, "id")?;
         let client = self.client().await?;
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.alert_id = $1");
-        let Some(row) = client
-            .query_opt(&sql, &[&alert_id])
-            .await
-            .map_err(db_error)?
-        else {
-            return Err(Status::not_found(format!("no alert {alert_id}")));
+        let Some(row) = client.query_opt(&sql, &[&alert_id]).await? else {
+            return Err(ServiceError::not_found(format!("no alert {alert_id}")));
         };
         let timeline = client
             .query(
                 "SELECT at, event, detail, locations FROM alert_events WHERE alert_id = $1 ORDER BY at",
                 &[&alert_id],
             )
-            .await
-            .map_err(db_error)?
+            .await?
             .iter()
             .map(|row| AlertEvent {
                 at: timestamp(Some(row.get(0))),
@@ -157,8 +150,7 @@ impl Alerts for AlertsService {
                  FROM notifications WHERE alert_id = $1 ORDER BY notification_id",
                 &[&alert_id],
             )
-            .await
-            .map_err(db_error)?
+            .await?
             .iter()
             .map(|row| Notification {
                 channel: row.get(0),
@@ -178,20 +170,19 @@ impl Alerts for AlertsService {
         }))
     }
 
-    async fn create_silence(
+    async fn create_silence_call(
         &self,
-        request: Request<CreateSilenceRequest>,
-    ) -> Result<Response<Silence>, Status> {
-        let operator = fleetmon::identity::peer_identity(&request)?.name;
-        let request = request.into_inner();
+        operator: String,
+        request: CreateSilenceRequest,
+    ) -> Result<Response<Silence>, ServiceError> {
         let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
         if check_id.is_empty() && agent_id.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(ServiceError::invalid(
                 "check_id or agent_id is required: a silence must match something",
             ));
         }
         if request.duration_seconds == 0 || request.duration_seconds > MAX_SILENCE.as_secs() {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid(format!(
                 "duration_seconds must be from 1 to {} (31 days)",
                 MAX_SILENCE.as_secs()
             )));
@@ -203,10 +194,9 @@ impl Alerts for AlertsService {
                     "SELECT 1 FROM checks WHERE check_id = $1 AND deleted_at IS NULL",
                     &[&check_id],
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if known.is_none() {
-                return Err(Status::not_found(format!(
+                return Err(ServiceError::not_found(format!(
                     "check_id: no check `{check_id}` (see `fleetmon checks list`)"
                 )));
             }
@@ -214,10 +204,9 @@ impl Alerts for AlertsService {
         if !agent_id.is_empty() {
             let known = client
                 .query_opt("SELECT 1 FROM agents WHERE agent_id = $1", &[&agent_id])
-                .await
-                .map_err(db_error)?;
+                .await?;
             if known.is_none() {
-                return Err(Status::not_found(format!(
+                return Err(ServiceError::not_found(format!(
                     "agent_id: no agent `{agent_id}` has sent data"
                 )));
             }
@@ -233,34 +222,28 @@ impl Alerts for AlertsService {
                 &sql,
                 &[&check_id, &agent_id, &request.reason, &operator, &seconds],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         tracing::info!(%operator, check_id, agent_id, seconds, "silence created");
         Ok(Response::new(silence(&row)))
     }
 
-    async fn list_silences(
+    async fn list_silences_call(
         &self,
         _request: Request<ListSilencesRequest>,
-    ) -> Result<Response<ListSilencesResponse>, Status> {
+    ) -> Result<Response<ListSilencesResponse>, ServiceError> {
         let sql = format!(
             "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends_at > clock_timestamp() ORDER BY silence_id"
         );
-        let rows = self
-            .client()
-            .await?
-            .query(&sql, &[])
-            .await
-            .map_err(db_error)?;
+        let rows = self.client().await?.query(&sql, &[]).await?;
         Ok(Response::new(ListSilencesResponse {
             silences: rows.iter().map(silence).collect(),
         }))
     }
 
-    async fn expire_silence(
+    async fn expire_silence_call(
         &self,
         request: Request<ExpireSilenceRequest>,
-    ) -> Result<Response<Silence>, Status> {
+    ) -> Result<Response<Silence>, ServiceError> {
         let silence_id = db_id(request.into_inner().id, "id")?;
         let sql = format!(
             "UPDATE silences SET ends_at = least(ends_at, clock_timestamp()) WHERE silence_id = $1 \
@@ -270,9 +253,50 @@ impl Alerts for AlertsService {
             .client()
             .await?
             .query_opt(&sql, &[&silence_id])
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Status::not_found(format!("no silence {silence_id}")))?;
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("no silence {silence_id}")))?;
         Ok(Response::new(silence(&row)))
+    }
+}
+
+/// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.
+#[tonic::async_trait]
+impl Alerts for AlertsService {
+    async fn list_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
+        Ok(self.list_alerts_call(request).await?)
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<GetAlertRequest>,
+    ) -> Result<Response<GetAlertResponse>, Status> {
+        Ok(self.get_alert_call(request).await?)
+    }
+
+    async fn create_silence(
+        &self,
+        request: Request<CreateSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        let operator = fleetmon::identity::peer_identity(&request)?.name;
+        Ok(self
+            .create_silence_call(operator, request.into_inner())
+            .await?)
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<ListSilencesRequest>,
+    ) -> Result<Response<ListSilencesResponse>, Status> {
+        Ok(self.list_silences_call(request).await?)
+    }
+
+    async fn expire_silence(
+        &self,
+        request: Request<ExpireSilenceRequest>,
+    ) -> Result<Response<Silence>, Status> {
+        Ok(self.expire_silence_call(request).await?)
     }
 }

@@ -18,7 +18,8 @@ use fleetmon::pb::{
     SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent, TimeRange,
 };
 
-use crate::postgres_sink::{PostgresSink, describe};
+use crate::postgres_sink::PostgresSink;
+use crate::service_error::ServiceError;
 
 const HOST_SERIES: &str = include_str!("../sql/host_series.sql");
 const AVAILABILITY_RAW: &str = include_str!("../sql/site_availability_raw.sql");
@@ -41,41 +42,28 @@ pub struct HistoryService {
     sink: Arc<PostgresSink>,
 }
 
-pub(crate) fn db_error(error: tokio_postgres::Error) -> Status {
-    let error = describe(&error);
-    tracing::warn!(%error, "history query failed");
-    Status::unavailable(format!("database query failed: {error}"))
-}
-
-pub(crate) fn pool_error(error: deadpool_postgres::PoolError) -> Status {
-    tracing::warn!(%error, "no database connection for a history query");
-    Status::unavailable(format!("no database connection: {error}"))
-}
-
 fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
 /// Validated `[start, end)` of a request.
-fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), Status> {
-    let range = range
-        .ok_or_else(|| Status::invalid_argument("range is required (range.start at least)"))?;
+fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), ServiceError> {
+    let range =
+        range.ok_or_else(|| ServiceError::invalid("range is required (range.start at least)"))?;
     let start = range
         .start
-        .ok_or_else(|| Status::invalid_argument("range.start is required"))
+        .ok_or_else(|| ServiceError::invalid("range.start is required"))
         .and_then(|t| {
             SystemTime::try_from(t)
-                .map_err(|_| Status::invalid_argument("range.start is out of range"))
+                .map_err(|_| ServiceError::invalid("range.start is out of range"))
         })?;
     let end = match range.end {
         Some(t) => SystemTime::try_from(t)
-            .map_err(|_| Status::invalid_argument("range.end is out of range"))?,
+            .map_err(|_| ServiceError::invalid("range.end is out of range"))?,
         None => SystemTime::now(),
     };
     if end <= start {
-        return Err(Status::invalid_argument(
-            "range.end must be after range.start",
-        ));
+        return Err(ServiceError::invalid("range.end must be after range.start"));
     }
     Ok((start, end))
 }
@@ -86,19 +74,19 @@ impl HistoryService {
         HistoryService { sink }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, Status> {
-        self.sink.pool().get().await.map_err(pool_error)
+    async fn client(&self) -> Result<deadpool_postgres::Object, ServiceError> {
+        Ok(self.sink.pool().get().await?)
     }
 
-    async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, Status> {
+    async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, ServiceError> {
         if request.agent_id.is_empty() {
-            return Err(Status::invalid_argument("agent_id is required"));
+            return Err(ServiceError::invalid("agent_id is required"));
         }
         let (start, end) = range(request.range)?;
         let step = request.step_seconds.max(1);
         let span = end.duration_since(start).unwrap_or_default().as_secs();
         if span / u64::from(step) > MAX_POINTS {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::invalid(format!(
                 "range / step_seconds gives more than {MAX_POINTS} points: use a larger step"
             )));
         }
@@ -109,8 +97,7 @@ impl HistoryService {
                 HOST_SERIES,
                 &[&request.agent_id, &start, &end, &f64::from(step)],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         let points = rows
             .iter()
             .map(|row| HostSeriesPoint {
@@ -136,15 +123,14 @@ impl HistoryService {
     async fn site_availability(
         &self,
         request: SiteAvailabilityRequest,
-    ) -> Result<SiteAvailabilityResponse, Status> {
+    ) -> Result<SiteAvailabilityResponse, ServiceError> {
         let (start, end) = range(request.range)?;
         let span = end.duration_since(start).unwrap_or_default();
         let client = self.client().await?;
         let sites = if span <= RAW_RANGE_LIMIT {
             let rows = client
                 .query(AVAILABILITY_RAW, &[&request.url, &start, &end])
-                .await
-                .map_err(db_error)?;
+                .await?;
             rows.iter()
                 .map(|row| {
                     let mut site = availability(
@@ -174,8 +160,7 @@ impl HistoryService {
                     AVAILABILITY_ROLLUP,
                     &[&request.url, &start, &end, &resolution],
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             rows.iter()
                 .map(|row| {
                     let avg: Option<f64> = row.get(5);
@@ -199,9 +184,9 @@ impl HistoryService {
     async fn recent_checks(
         &self,
         request: RecentChecksRequest,
-    ) -> Result<RecentChecksResponse, Status> {
+    ) -> Result<RecentChecksResponse, ServiceError> {
         if request.url.is_empty() {
-            return Err(Status::invalid_argument("url is required"));
+            return Err(ServiceError::invalid("url is required"));
         }
         let limit = i64::from(if request.limit == 0 {
             20
@@ -212,8 +197,7 @@ impl HistoryService {
             .client()
             .await?
             .query(RECENT_CHECKS, &[&request.url, &limit])
-            .await
-            .map_err(db_error)?;
+            .await?;
         let checks = rows
             .iter()
             .map(|row| {
@@ -245,13 +229,8 @@ impl HistoryService {
         Ok(RecentChecksResponse { checks })
     }
 
-    async fn stored_agents(&self) -> Result<ListStoredAgentsResponse, Status> {
-        let rows = self
-            .client()
-            .await?
-            .query(STORED_AGENTS, &[])
-            .await
-            .map_err(db_error)?;
+    async fn stored_agents(&self) -> Result<ListStoredAgentsResponse, ServiceError> {
+        let rows = self.client().await?.query(STORED_AGENTS, &[]).await?;
         let agents = rows
             .iter()
             .map(|row| StoredAgent {
@@ -297,6 +276,7 @@ fn availability(
     }
 }
 
+/// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.
 #[tonic::async_trait]
 impl History for HistoryService {
     #[instrument(skip_all)]
@@ -304,9 +284,7 @@ impl History for HistoryService {
         &self,
         request: Request<HostSeriesRequest>,
     ) -> Result<Response<HostSeries>, Status> {
-        self.host_series(request.into_inner())
-            .await
-            .map(Response::new)
+        Ok(Response::new(self.host_series(request.into_inner()).await?))
     }
 
     #[instrument(skip_all)]
@@ -314,9 +292,9 @@ impl History for HistoryService {
         &self,
         request: Request<SiteAvailabilityRequest>,
     ) -> Result<Response<SiteAvailabilityResponse>, Status> {
-        self.site_availability(request.into_inner())
-            .await
-            .map(Response::new)
+        Ok(Response::new(
+            self.site_availability(request.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all)]
@@ -324,9 +302,9 @@ impl History for HistoryService {
         &self,
         request: Request<RecentChecksRequest>,
     ) -> Result<Response<RecentChecksResponse>, Status> {
-        self.recent_checks(request.into_inner())
-            .await
-            .map(Response::new)
+        Ok(Response::new(
+            self.recent_checks(request.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all)]
@@ -334,6 +312,6 @@ impl History for HistoryService {
         &self,
         _request: Request<ListStoredAgentsRequest>,
     ) -> Result<Response<ListStoredAgentsResponse>, Status> {
-        self.stored_agents().await.map(Response::new)
+        Ok(Response::new(self.stored_agents().await?))
     }
 }

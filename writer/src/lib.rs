@@ -23,6 +23,7 @@ pub mod postgres_sink;
 pub mod postgres_tls;
 pub mod row_batch;
 pub mod server;
+pub mod service_error;
 pub mod timed_rules;
 
 pub use config::WriterConfig;
