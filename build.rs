@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/fleetmon/v1/enrollment.proto",
     ];
     tonic_prost_build::configure()
+        // Undecodable input is INVALID_ARGUMENT (src/grpc_codec.rs).
+        .codec_path("crate::grpc_codec::FleetmonCodec")
         .file_descriptor_set_path(out_dir.join("fleetmon_descriptor.bin"))
         .compile_protos(
             &protos,

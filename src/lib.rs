@@ -8,6 +8,7 @@
 pub mod check_failure;
 pub mod config;
 pub mod grpc;
+pub mod grpc_codec;
 pub mod identity;
 #[cfg(feature = "kafka")]
 pub mod kafka_topics;

@@ -59,6 +59,55 @@ pub struct IngestService {
 type Delivery =
     Pin<Box<dyn Future<Output = (ValidSample, Instant, Result<(), PublishError>)> + Send>>;
 
+/// Why a push or a stream session ended with an error; [`From`] gives its status.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    /// A batch above `limits.max_samples_per_batch`.
+    #[error("batch holds {got} samples; the limit is {limit} (limits.max_samples_per_batch)")]
+    BatchTooLarge { got: usize, limit: usize },
+    /// Kafka did not take a unary batch's sample: none of it is acknowledged.
+    #[error("{0}; nothing from this batch is acknowledged, resend it")]
+    BatchUndelivered(PublishError),
+    /// Kafka did not take a streamed sample: the stream ends and the agent resends.
+    #[error("{0}; resend unacknowledged samples")]
+    StreamUndelivered(PublishError),
+    /// No batch for `limits.idle_stream_seconds`.
+    #[error(
+        "no batch for {0} s (limits.idle_stream_seconds): stream closed; open a new one when there is something to send"
+    )]
+    Idle(u64),
+    /// The shutdown drain deadline passed with deliveries outstanding.
+    #[error(
+        "collector shutting down: samples not yet acknowledged were not delivered; send them again"
+    )]
+    ShuttingDown,
+    /// The agent's certificate was revoked.
+    #[error("{} (certificate {}) was revoked", .0.uri(), .0.serial)]
+    Revoked(PeerIdentity),
+    /// Reading the agent's stream failed (tonic's status).
+    #[error("{}", .0.message())]
+    Inbound(Status),
+}
+
+impl From<IngestError> for Status {
+    fn from(error: IngestError) -> Status {
+        match error {
+            IngestError::BatchTooLarge { .. } => Status::resource_exhausted(error.to_string()),
+            IngestError::BatchUndelivered(_)
+            | IngestError::StreamUndelivered(_)
+            | IngestError::ShuttingDown => Status::unavailable(error.to_string()),
+            IngestError::Idle(_) => Status::deadline_exceeded(error.to_string()),
+            IngestError::Revoked(peer) => revoked_status(&peer),
+            // A message above the size limit is a resource limit, whatever code the
+            // decoder chose (tonic says OUT_OF_RANGE only for that).
+            IngestError::Inbound(status) if status.code() == Code::OutOfRange => {
+                Status::resource_exhausted(status.message().to_owned())
+            }
+            IngestError::Inbound(status) => status,
+        }
+    }
+}
+
 impl IngestService {
     /// A service over the shared context.
     pub fn new(ctx: Arc<IngestContext>) -> Self {
@@ -70,14 +119,13 @@ impl IngestService {
         &self,
         peer: &PeerIdentity,
         batch: IngestBatch,
-    ) -> Result<(Vec<ValidSample>, Vec<Rejection>), Status> {
+    ) -> Result<(Vec<ValidSample>, Vec<Rejection>), IngestError> {
         let limits = &self.ctx.limits;
         if batch.samples.len() > limits.max_samples_per_batch {
-            return Err(Status::resource_exhausted(format!(
-                "batch holds {} samples; the limit is {} (limits.max_samples_per_batch)",
-                batch.samples.len(),
-                limits.max_samples_per_batch
-            )));
+            return Err(IngestError::BatchTooLarge {
+                got: batch.samples.len(),
+                limit: limits.max_samples_per_batch,
+            });
         }
         self.ctx.fleet.received(&peer.name, batch.samples.len());
         let now = SystemTime::now();
@@ -152,7 +200,7 @@ impl IngestService {
         peer: PeerIdentity,
         remote: Option<SocketAddr>,
         batch: IngestBatch,
-    ) -> Result<IngestAck, Status> {
+    ) -> Result<IngestAck, IngestError> {
         self.ctx.fleet.connected(&peer, remote, false);
         let (valid, rejected) = self.check_batch(&peer, batch)?;
         let mut acks = StreamAcks::default();
@@ -168,9 +216,7 @@ impl IngestService {
             self.record_delivery(&sample, started, &result);
             if let Err(error) = result {
                 tracing::warn!(agent_id = %peer.name, %error, "kafka delivery failed");
-                return Err(Status::unavailable(format!(
-                    "{error}; nothing from this batch is acknowledged, resend it"
-                )));
+                return Err(IngestError::BatchUndelivered(error));
             }
             acks.delivered(sample.stream_id(), sample.seq());
         }
@@ -197,7 +243,7 @@ impl IngestService {
         let revocations = self.ctx.revocations.clone();
         let revoked = revocations.revoked(&peer);
         tokio::pin!(revoked);
-        let ending: Result<(), Status> = loop {
+        let ending: Result<(), IngestError> = loop {
             if !reading && in_flight.is_empty() {
                 break Ok(());
             }
@@ -227,24 +273,24 @@ impl IngestService {
                             }
                         }
                     }
-                    Some(Err(status)) => break Err(inbound_error(status)),
+                    Some(Err(status)) => break Err(IngestError::Inbound(status)),
                     // The agent closed its side: finish what is in flight, then end.
                     None => reading = false,
                 },
                 Some((sample, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Err(status) = self.settle(&peer, &mut acks, sample, started, result) {
-                        break Err(status);
+                    if let Err(error) = self.settle(&peer, &mut acks, sample, started, result) {
+                        break Err(error);
                     }
                     // Settle everything else already reported, then send one ack.
                     let mut failed = None;
                     while let Some(Some((sample, started, result))) = in_flight.next().now_or_never() {
-                        if let Err(status) = self.settle(&peer, &mut acks, sample, started, result) {
-                            failed = Some(status);
+                        if let Err(error) = self.settle(&peer, &mut acks, sample, started, result) {
+                            failed = Some(error);
                             break;
                         }
                     }
-                    if let Some(status) = failed {
-                        break Err(status);
+                    if let Some(error) = failed {
+                        break Err(error);
                     }
                     let streams = acks.take_progress();
                     if !streams.is_empty() && acks_out.send(Ok(IngestAck { streams, rejected: Vec::new() })).await.is_err() {
@@ -252,20 +298,16 @@ impl IngestService {
                     }
                 }
                 () = &mut idle, if reading && in_flight.is_empty() => {
-                    break Err(Status::deadline_exceeded(format!(
-                        "no batch for {} s (limits.idle_stream_seconds): stream closed; open a new one when there is something to send",
-                        idle_limit.as_secs()
-                    )));
+                    break Err(IngestError::Idle(idle_limit.as_secs()));
                 }
                 () = acks_out.closed() => break Ok(()),
-                () = &mut revoked => break Err(revoked_status(&peer)),
+                () = &mut revoked => break Err(IngestError::Revoked(peer.clone())),
                 () = self.ctx.shutdown.cancelled(), if reading => reading = false,
-                () = self.ctx.abandon.cancelled() => break Err(Status::unavailable(
-                    "collector shutting down: samples not yet acknowledged were not delivered; send them again",
-                )),
+                () = self.ctx.abandon.cancelled() => break Err(IngestError::ShuttingDown),
             }
         };
-        if let Err(status) = ending {
+        if let Err(error) = ending {
+            let status = Status::from(error);
             tracing::info!(agent_id = %peer.name, code = ?status.code(), message = status.message(), "ingest stream ended with error");
             let _ = acks_out.send(Err(status)).await;
         }
@@ -278,7 +320,7 @@ impl IngestService {
         sample: ValidSample,
         started: Instant,
         result: Result<(), PublishError>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), IngestError> {
         self.record_delivery(&sample, started, &result);
         match result {
             Ok(()) => {
@@ -288,28 +330,9 @@ impl IngestService {
             Err(error) => {
                 tracing::warn!(agent_id = %peer.name, stream_id = sample.stream_id(), seq = sample.seq(), %error, "kafka delivery failed");
                 // End the stream: the agent reconnects and resends everything unacked.
-                Err(Status::unavailable(format!(
-                    "{error}; resend unacknowledged samples"
-                )))
+                Err(IngestError::StreamUndelivered(error))
             }
         }
-    }
-}
-
-/// Oversized messages are a resource limit (gRPC's RESOURCE_EXHAUSTED) and bytes
-/// that are not a batch are the client's fault (INVALID_ARGUMENT), whatever code
-/// the decoder chose.
-fn inbound_error(status: Status) -> Status {
-    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
-        Status::resource_exhausted(status.message().to_owned())
-    } else if status.code() == Code::Internal
-        && status
-            .message()
-            .starts_with("failed to decode Protobuf message")
-    {
-        Status::invalid_argument(status.message().to_owned())
-    } else {
-        status
     }
 }
 
@@ -346,8 +369,8 @@ impl Ingest for IngestService {
     async fn push(&self, request: Request<IngestBatch>) -> Result<Response<IngestAck>, Status> {
         let peer = peer_identity(&request)?;
         let remote = request.remote_addr();
-        self.push(peer, remote, request.into_inner())
-            .await
-            .map(Response::new)
+        Ok(Response::new(
+            self.push(peer, remote, request.into_inner()).await?,
+        ))
     }
 }

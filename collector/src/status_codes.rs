@@ -1,8 +1,8 @@
-//! Maps tonic's statuses for requests that fail before any handler runs to the codes
-//! gRPC specifies for them, for unary calls: an oversized message (tonic: OUT_OF_RANGE)
-//! is RESOURCE_EXHAUSTED; bytes that are not the expected protobuf message (tonic:
-//! INTERNAL) are the client's fault, INVALID_ARGUMENT. (Streams map both in the
-//! session, see `ingest_service`.)
+//! Maps tonic's status for a unary request that fails before any handler runs to
+//! the code gRPC specifies: an oversized message (tonic: OUT_OF_RANGE, which no
+//! fleetmon handler returns) is RESOURCE_EXHAUSTED. Streams map it in the session
+//! (`ingest_service`); undecodable bytes are INVALID_ARGUMENT at the codec
+//! (`fleetmon::grpc_codec`).
 
 use std::task::{Context, Poll};
 
@@ -29,11 +29,6 @@ pub struct MapOversize<S> {
 
 const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
-const INTERNAL: &str = "13";
-const INVALID_ARGUMENT: &str = "3";
-
-/// What tonic's decoder says about bytes that are not the message (percent-encoded).
-const UNDECODABLE: &str = "failed%20to%20decode%20Protobuf%20message";
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MapOversize<S>
 where
@@ -56,17 +51,11 @@ where
 
 fn rewrite<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
-    let status = headers.get("grpc-status").cloned();
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if status.as_ref().is_some_and(|v| v == OUT_OF_RANGE)
-        && message.contains("message%20length%20too%20large")
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v == OUT_OF_RANGE)
     {
         headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
-    } else if status.as_ref().is_some_and(|v| v == INTERNAL) && message.starts_with(UNDECODABLE) {
-        headers.insert("grpc-status", HeaderValue::from_static(INVALID_ARGUMENT));
     }
     response
 }
