@@ -631,18 +631,36 @@ pub fn parse_sites_file(path: &Path, text: &str) -> Result<Vec<SiteConfig>, Site
     Ok(sites)
 }
 
+/// An [`AgentConfig`] that passed [`AgentConfig::validate`], with its sites parsed and
+/// their patterns compiled: what the agent runs with.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The settings.
+    pub config: AgentConfig,
+    /// `config.sites`, parsed and defaulted; identical patterns compiled once.
+    pub sites: Vec<Site>,
+}
+
 impl AgentConfig {
-    /// Loads the file and environment overrides (validate with [`AgentConfig::sites`]).
-    pub fn load(
+    /// Reads the file and the environment overrides, without validating: flags may
+    /// still change values before [`AgentConfig::validate`].
+    pub fn parse(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let config: AgentConfig = fleetmon::config::load(path, ENV_PREFIX, env)?;
-        config.validate()
+        fleetmon::config::load(path, ENV_PREFIX, env)
     }
 
-    /// Checks ranges; each error names the field and the fix.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    /// [`AgentConfig::parse`], then [`AgentConfig::validate`].
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ValidConfig, ConfigError> {
+        Self::parse(path, env)?.validate()
+    }
+
+    /// Checks ranges and parses the sites; each error names the field and the fix.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         if self.host_interval_seconds == 0 {
             return Err(ConfigError::field(
                 "host_interval_seconds",
@@ -683,12 +701,15 @@ impl AgentConfig {
                 "must be at least 1",
             ));
         }
-        self.sites()?;
-        Ok(self)
+        let sites = self.sites()?;
+        Ok(ValidConfig {
+            config: self,
+            sites,
+        })
     }
 
     /// The sites, parsed and defaulted; identical patterns are compiled once and shared.
-    pub fn sites(&self) -> Result<Vec<Site>, ConfigError> {
+    fn sites(&self) -> Result<Vec<Site>, ConfigError> {
         let mut patterns = Patterns::default();
         self.sites
             .iter()
@@ -833,14 +854,15 @@ mod tests {
     #[test]
     fn the_example_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
-        let config = AgentConfig::load(Some(&path), Vec::new()).unwrap();
-        assert!(!config.sites.is_empty());
-        assert_eq!(config.host_interval_seconds, 10);
+        let valid = AgentConfig::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(valid.sites.len(), valid.config.sites.len());
+        assert!(!valid.sites.is_empty());
+        assert_eq!(valid.config.host_interval_seconds, 10);
     }
 
     #[test]
     fn the_checks_cache_defaults_to_the_spool_directory() {
-        let mut config = AgentConfig::load(None, Vec::new()).unwrap();
+        let mut config = AgentConfig::load(None, Vec::new()).unwrap().config;
         assert_eq!(config.checks_cache(), None);
         config.outbox.spool_dir = Some(PathBuf::from("/var/lib/fleetmon-agent"));
         assert_eq!(
@@ -857,7 +879,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("agent.toml");
             std::fs::write(&path, format!("[collector]\n{collector}\n")).unwrap();
-            AgentConfig::load(Some(&path), Vec::new()).map_err(|e| e.to_string())
+            AgentConfig::load(Some(&path), Vec::new())
+                .map(|valid| valid.config)
+                .map_err(|e| e.to_string())
         };
         let config = load(r#"endpoints = ["https://c1:7400", "https://c2:7400"]"#).unwrap();
         assert_eq!(

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use check_scheduler::CheckScheduler;
-pub use config::AgentConfig;
+pub use config::{AgentConfig, ValidConfig};
 use host_sampler::HostSampler;
 use metrics::{AgentMetrics, KindLabel};
 use outbox::Outbox;
@@ -81,7 +81,7 @@ pub struct RunningAgent {
 }
 
 /// Runs the agent until `shutdown`.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(config: ValidConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let running = start(config, shutdown).await?;
     running.task.await?;
     Ok(())
@@ -89,7 +89,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
 /// Starts sampling, probing and sending in the background.
 pub async fn start(
-    config: AgentConfig,
+    ValidConfig { config, sites }: ValidConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
     if let Some(settings) = &config.enroll
@@ -108,7 +108,6 @@ pub async fn start(
             "enrolled at start: the token's labels apply at the collector"
         );
     }
-    let sites = config.sites()?;
     let urls: Vec<String> = config
         .collector
         .urls()

@@ -92,7 +92,8 @@ async fn agent_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut config = AgentConfig::load(cli.config.as_deref(), std::env::vars())?;
+    // Parse, apply flags, then validate once: a flag can fix a bad file value.
+    let mut config = AgentConfig::parse(cli.config.as_deref(), std::env::vars())?;
     if let Some(path) = &cli.sites_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read sites file {}", path.display()))?;
@@ -129,7 +130,7 @@ async fn agent_main() -> anyhow::Result<()> {
         config.log_format = format;
     }
     let config = config.validate()?;
-    init_tracing(config.log_format);
+    init_tracing(config.config.log_format);
     fleetmon::tls::install_crypto_provider();
 
     let shutdown = fleetmon::shutdown::shutdown_token();

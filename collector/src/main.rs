@@ -32,7 +32,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = CollectorConfig::load(cli.config.as_deref(), std::env::vars())?;
+    // Parse, apply flags, then validate once: a flag can fix a bad file value.
+    let mut config = CollectorConfig::parse(cli.config.as_deref(), std::env::vars())?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }

@@ -447,13 +447,21 @@ impl WriterConfig {
         }
     }
 
-    /// Loads the file and environment overrides, then validates.
+    /// Reads the file and the environment overrides, without validating: flags may
+    /// still change values before [`WriterConfig::validate`].
+    pub fn parse(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        fleetmon::config::load(path, ENV_PREFIX, env)
+    }
+
+    /// [`WriterConfig::parse`], then [`WriterConfig::validate`].
     pub fn load(
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let config: WriterConfig = fleetmon::config::load(path, ENV_PREFIX, env)?;
-        config.validate()
+        Self::parse(path, env)?.validate()
     }
 
     /// Checks ranges and consistency; each error names the field and the fix.

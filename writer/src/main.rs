@@ -35,7 +35,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = WriterConfig::load(cli.config.as_deref(), std::env::vars())?;
+    // Parse, apply flags, then validate once: a flag can fix a bad file value.
+    let mut config = WriterConfig::parse(cli.config.as_deref(), std::env::vars())?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
