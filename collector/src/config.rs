@@ -74,81 +74,61 @@ fn default_certificate_lifetime() -> u64 {
 
 /// Kafka settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `bootstrap.servers` for librdkafka.
-    #[serde(default = "default_bootstrap")]
     pub bootstrap_servers: String,
     /// Topic for host samples.
-    #[serde(default = "default_host_topic")]
     pub host_samples_topic: String,
     /// Topic for site checks.
-    #[serde(default = "default_site_topic")]
     pub site_checks_topic: String,
     /// The compacted topic of check definitions (created with one partition).
-    #[serde(default = "default_checks_topic")]
     pub checks_topic: String,
     /// The compacted topic of enrollment tokens (hashes only) and agent credentials,
     /// revocations among them (created with one partition).
-    #[serde(default = "default_credentials_topic")]
     pub credentials_topic: String,
     /// Partitions of topics the collector creates (existing topics are left alone).
-    #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Replication factor of topics the collector creates.
-    #[serde(default = "default_replication")]
     pub replication_factor: i32,
     /// `min.insync.replicas` of topics the collector creates (default: the broker's):
     /// with `acks=all`, a sample is acknowledged only once this many replicas have it.
-    #[serde(default)]
     pub min_insync_replicas: Option<i32>,
     /// How long to wait for the broker at start-up before giving up, in seconds.
-    #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
     /// Producer `linger.ms`: a little waiting buys much larger, compressed batches.
-    #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
     /// TLS to the brokers (`security.protocol=SSL`, or `SASL_SSL` with `sasl`).
-    #[serde(default)]
     pub tls: Option<fleetmon::config::KafkaTls>,
     /// SASL (over TLS) to the brokers.
-    #[serde(default)]
     pub sasl: Option<fleetmon::config::KafkaSasl>,
     /// Any other librdkafka property, passed through verbatim (tuning, or what `tls` and
     /// `sasl` do not cover).
-    #[serde(default, deserialize_with = "fleetmon::config::string_map")]
+    #[serde(deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
 
 /// Limits on what a client may send.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted gRPC message, in bytes.
-    #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// Most samples accepted in one batch.
-    #[serde(default = "default_max_samples_per_batch")]
     pub max_samples_per_batch: usize,
     /// Longest accepted string field, in bytes (URLs, names, messages).
-    #[serde(default = "default_max_string_bytes")]
     pub max_string_bytes: usize,
     /// Most entries in a list field (disks, interfaces, cores).
-    #[serde(default = "default_max_list_len")]
     pub max_list_len: usize,
     /// How far in the future a sample's timestamp may be, in seconds.
-    #[serde(default = "default_max_future_seconds")]
     pub max_future_seconds: u64,
     /// Samples of one stream received but not yet confirmed by Kafka before the
     /// collector stops reading that stream (backpressure).
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight_per_stream: usize,
     /// An ingest stream that sends no batch for this many seconds is closed
     /// (DEADLINE_EXCEEDED), so idle streams do not hold memory forever.
-    #[serde(default = "default_idle_stream_seconds")]
     pub idle_stream_seconds: u64,
     /// The shortest `interval_seconds` a central check may ask for.
-    #[serde(default = "default_min_check_interval")]
     pub min_check_interval_seconds: u32,
 }
 
@@ -157,13 +137,6 @@ impl Limits {
     pub fn idle_stream(&self) -> Duration {
         Duration::from_secs(self.idle_stream_seconds)
     }
-}
-
-fn default_min_check_interval() -> u32 {
-    1
-}
-fn default_idle_stream_seconds() -> u64 {
-    300
 }
 
 fn default_listen() -> SocketAddr {
@@ -175,68 +148,23 @@ fn default_metrics_listen() -> SocketAddr {
 fn default_tls() -> ServerTlsFiles {
     ServerTlsFiles::from_certs_dir(std::path::Path::new("certs"), "collector")
 }
-fn default_bootstrap() -> String {
-    fleetmon::config::DEFAULT_KAFKA.to_owned()
-}
-fn default_host_topic() -> String {
-    fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned()
-}
-fn default_site_topic() -> String {
-    fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
-}
-fn default_checks_topic() -> String {
-    fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned()
-}
-fn default_credentials_topic() -> String {
-    fleetmon::config::DEFAULT_CREDENTIALS_TOPIC.to_owned()
-}
 fn default_shutdown_drain() -> u64 {
     20
-}
-fn default_partitions() -> i32 {
-    12
-}
-fn default_replication() -> i32 {
-    1
-}
-fn default_connect_timeout() -> u64 {
-    30
-}
-fn default_linger_ms() -> u32 {
-    20
-}
-fn default_max_message_bytes() -> usize {
-    4 * 1024 * 1024
-}
-fn default_max_samples_per_batch() -> usize {
-    10_000
-}
-fn default_max_string_bytes() -> usize {
-    4096
-}
-fn default_max_list_len() -> usize {
-    1024
-}
-fn default_max_future_seconds() -> u64 {
-    300
-}
-fn default_max_in_flight() -> usize {
-    20_000
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
-            bootstrap_servers: default_bootstrap(),
-            host_samples_topic: default_host_topic(),
-            site_checks_topic: default_site_topic(),
-            checks_topic: default_checks_topic(),
-            credentials_topic: default_credentials_topic(),
-            partitions: default_partitions(),
-            replication_factor: default_replication(),
+            bootstrap_servers: fleetmon::config::DEFAULT_KAFKA.to_owned(),
+            host_samples_topic: fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned(),
+            site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
+            checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
+            credentials_topic: fleetmon::config::DEFAULT_CREDENTIALS_TOPIC.to_owned(),
+            partitions: 12,
+            replication_factor: 1,
             min_insync_replicas: None,
-            connect_timeout_seconds: default_connect_timeout(),
-            linger_ms: default_linger_ms(),
+            connect_timeout_seconds: 30,
+            linger_ms: 20,
             options: BTreeMap::new(),
             tls: None,
             sasl: None,
@@ -247,14 +175,14 @@ impl Default for KafkaConfig {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: default_max_message_bytes(),
-            max_samples_per_batch: default_max_samples_per_batch(),
-            max_string_bytes: default_max_string_bytes(),
-            max_list_len: default_max_list_len(),
-            max_future_seconds: default_max_future_seconds(),
-            max_in_flight_per_stream: default_max_in_flight(),
-            idle_stream_seconds: default_idle_stream_seconds(),
-            min_check_interval_seconds: default_min_check_interval(),
+            max_message_bytes: 4 * 1024 * 1024,
+            max_samples_per_batch: 10_000,
+            max_string_bytes: 4096,
+            max_list_len: 1024,
+            max_future_seconds: 300,
+            max_in_flight_per_stream: 20_000,
+            idle_stream_seconds: 300,
+            min_check_interval_seconds: 1,
         }
     }
 }

@@ -49,134 +49,103 @@ pub struct WriterConfig {
 
 /// Kafka settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `bootstrap.servers` for librdkafka.
-    #[serde(default = "default_bootstrap")]
     pub bootstrap_servers: String,
     /// Consumer group; writers in one group split the partitions between them.
-    #[serde(default = "default_group")]
     pub group_id: String,
     /// Topic of host samples.
-    #[serde(default = "default_host_topic")]
     pub host_samples_topic: String,
     /// Topic of site checks.
-    #[serde(default = "default_site_topic")]
     pub site_checks_topic: String,
     /// The compacted topic of central check definitions, mirrored into the `checks` table.
-    #[serde(default = "default_checks_topic")]
     pub checks_topic: String,
     /// Where records that cannot be decoded or stored go, with an `error` header.
-    #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
     /// Replicas of the dead-letter topic when the writer creates it at start.
-    #[serde(default = "default_replication")]
     pub replication_factor: i32,
     /// TLS to the brokers (`security.protocol=SSL`, or `SASL_SSL` with `sasl`).
-    #[serde(default)]
     pub tls: Option<fleetmon::config::KafkaTls>,
     /// SASL (over TLS) to the brokers.
-    #[serde(default)]
     pub sasl: Option<fleetmon::config::KafkaSasl>,
     /// Any other librdkafka property, passed through verbatim (tuning, or what `tls` and
     /// `sasl` do not cover).
-    #[serde(default, deserialize_with = "fleetmon::config::string_map")]
+    #[serde(deserialize_with = "fleetmon::config::string_map")]
     pub options: BTreeMap<String, String>,
 }
 
 /// PostgreSQL settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connection URL, e.g. `postgres://fleetmon@db.internal:5432/fleetmon?sslmode=require`.
-    #[serde(default = "default_pg_url")]
     pub url: String,
     /// Schema that holds every fleetmon table (created if missing).
-    #[serde(default = "default_schema")]
     pub schema: String,
     /// Connections in the pool.
-    #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// CA bundle (PEM) that signed the server's certificate: required by
     /// `sslmode=verify-ca` and `verify-full`; with `require` it turns on chain checks.
-    #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for servers that ask for one (`clientcert=` in
     /// pg_hba.conf); with `key`.
-    #[serde(default)]
     pub cert: Option<PathBuf>,
     /// The client certificate's key (PEM).
-    #[serde(default)]
     pub key: Option<PathBuf>,
     /// Days of raw samples kept; older daily partitions are dropped.
-    #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// Daily partitions created ahead of today.
-    #[serde(default = "default_partitions_ahead_days")]
     pub partitions_ahead_days: u32,
 }
 
 /// Batching.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
     /// Rows per Postgres transaction at most.
-    #[serde(default = "default_max_rows")]
     pub max_rows: usize,
     /// How long the first row of a batch may wait for more, in milliseconds.
-    #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
 }
 
 /// Alerts: host rules, reminders and notification channels. Check rules (thresholds,
 /// quorum) are part of each check's definition.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Evaluate alert rules at all (every writer of a group must agree: each one
     /// decides for the partitions it holds).
-    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Seconds between two evaluations of the rules decided by time (agent silent,
     /// host resources, certificates) and of reminders.
-    #[serde(default = "default_evaluate_interval")]
     pub evaluate_interval_seconds: u64,
     /// Minutes between reminders while an alert stays open; 0: no reminders.
-    #[serde(default = "default_reminder_minutes")]
     pub reminder_interval_minutes: u64,
     /// How long the notifier waits for more notifications before sending, in
     /// milliseconds, so a burst becomes one grouped delivery.
-    #[serde(default = "default_group_wait_ms")]
     pub group_wait_ms: u64,
     /// Thresholds of the host rules.
-    #[serde(default)]
     pub rules: HostRules,
     /// Where notifications are sent.
-    #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
 }
 
 /// The rules about hosts and certificates.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostRules {
     /// An agent is silent after this many of its sampling intervals without data.
-    #[serde(default = "default_silent_intervals")]
     pub agent_silent_intervals: u32,
     /// Disk use (all disks) above this percentage alerts.
-    #[serde(default = "default_full_percent")]
     pub disk_percent: f64,
     /// Memory use above this percentage alerts.
-    #[serde(default = "default_full_percent")]
     pub memory_percent: f64,
     /// CPU use above this percentage ...
-    #[serde(default = "default_cpu_percent")]
     pub cpu_percent: f64,
     /// ... in every sample for this many minutes alerts.
-    #[serde(default = "default_cpu_minutes")]
     pub cpu_minutes: u32,
     /// A checked site's certificate expiring within this many days alerts.
-    #[serde(default = "default_tls_days")]
     pub tls_days: u32,
 }
 
@@ -210,30 +179,6 @@ pub enum WebhookFormat {
     Slack,
 }
 
-fn default_evaluate_interval() -> u64 {
-    5
-}
-fn default_reminder_minutes() -> u64 {
-    60
-}
-fn default_group_wait_ms() -> u64 {
-    100
-}
-fn default_silent_intervals() -> u32 {
-    3
-}
-fn default_full_percent() -> f64 {
-    90.0
-}
-fn default_cpu_percent() -> f64 {
-    95.0
-}
-fn default_cpu_minutes() -> u32 {
-    5
-}
-fn default_tls_days() -> u32 {
-    14
-}
 fn default_true() -> bool {
     true
 }
@@ -242,9 +187,9 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             enabled: true,
-            evaluate_interval_seconds: default_evaluate_interval(),
-            reminder_interval_minutes: default_reminder_minutes(),
-            group_wait_ms: default_group_wait_ms(),
+            evaluate_interval_seconds: 5,
+            reminder_interval_minutes: 60,
+            group_wait_ms: 100,
             rules: HostRules::default(),
             webhooks: Vec::new(),
         }
@@ -254,12 +199,12 @@ impl Default for AlertsConfig {
 impl Default for HostRules {
     fn default() -> Self {
         HostRules {
-            agent_silent_intervals: default_silent_intervals(),
-            disk_percent: default_full_percent(),
-            memory_percent: default_full_percent(),
-            cpu_percent: default_cpu_percent(),
-            cpu_minutes: default_cpu_minutes(),
-            tls_days: default_tls_days(),
+            agent_silent_intervals: 3,
+            disk_percent: 90.0,
+            memory_percent: 90.0,
+            cpu_percent: 95.0,
+            cpu_minutes: 5,
+            tls_days: 14,
         }
     }
 }
@@ -341,59 +286,17 @@ fn default_metrics_listen() -> SocketAddr {
 fn default_tls() -> ServerTlsFiles {
     ServerTlsFiles::from_certs_dir(std::path::Path::new("certs"), "writer")
 }
-fn default_bootstrap() -> String {
-    fleetmon::config::DEFAULT_KAFKA.to_owned()
-}
-fn default_group() -> String {
-    "fleetmon-writer".to_owned()
-}
-fn default_host_topic() -> String {
-    fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned()
-}
-fn default_site_topic() -> String {
-    fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned()
-}
-fn default_checks_topic() -> String {
-    fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned()
-}
-fn default_dead_letter_topic() -> String {
-    "fleetmon.dead-letters".to_owned()
-}
-fn default_replication() -> i32 {
-    1
-}
-fn default_pg_url() -> String {
-    "postgres://postgres@127.0.0.1:5432/fleetmon".to_owned()
-}
-fn default_schema() -> String {
-    "fleetmon".to_owned()
-}
-fn default_pool_size() -> usize {
-    4
-}
-fn default_retention_days() -> u32 {
-    30
-}
-fn default_partitions_ahead_days() -> u32 {
-    3
-}
-fn default_max_rows() -> usize {
-    10_000
-}
-fn default_linger_ms() -> u64 {
-    250
-}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
-            bootstrap_servers: default_bootstrap(),
-            group_id: default_group(),
-            host_samples_topic: default_host_topic(),
-            site_checks_topic: default_site_topic(),
-            checks_topic: default_checks_topic(),
-            dead_letter_topic: default_dead_letter_topic(),
-            replication_factor: default_replication(),
+            bootstrap_servers: fleetmon::config::DEFAULT_KAFKA.to_owned(),
+            group_id: "fleetmon-writer".to_owned(),
+            host_samples_topic: fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned(),
+            site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
+            checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
+            dead_letter_topic: "fleetmon.dead-letters".to_owned(),
+            replication_factor: 1,
             options: BTreeMap::new(),
             tls: None,
             sasl: None,
@@ -404,14 +307,14 @@ impl Default for KafkaConfig {
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
-            url: default_pg_url(),
-            schema: default_schema(),
-            pool_size: default_pool_size(),
+            url: "postgres://postgres@127.0.0.1:5432/fleetmon".to_owned(),
+            schema: "fleetmon".to_owned(),
+            pool_size: 4,
             ca: None,
             cert: None,
             key: None,
-            retention_days: default_retention_days(),
-            partitions_ahead_days: default_partitions_ahead_days(),
+            retention_days: 30,
+            partitions_ahead_days: 3,
         }
     }
 }
@@ -419,8 +322,8 @@ impl Default for PostgresConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_rows: default_max_rows(),
-            linger_ms: default_linger_ms(),
+            max_rows: 10_000,
+            linger_ms: 250,
         }
     }
 }
