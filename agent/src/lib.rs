@@ -218,6 +218,7 @@ pub async fn start(
         sending.cancel();
         let _ = sender.await;
         let _ = metrics_task.await;
+        sender_outbox_report.flush().await;
         sender_outbox_report.report_on_stop();
         tracing::info!("agent stopped");
     });

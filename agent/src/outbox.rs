@@ -13,12 +13,19 @@
 //!   it is ever sent again);
 //! - `samples.log`: every sample pushed, length-delimited protobuf, truncated when
 //!   everything in it is settled. A torn last record (killed mid-write) is ignored.
+//!
+//! The files are written by a thread of their own (`fleetmon-spool`), never on the
+//! async executor and never under the outbox's lock: the lock only queues what to
+//! write, in seq order. A sample is sent only once it is in the log, so a seq the
+//! collector has seen is never given to another sample after a kill.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fleetmon::pb::{Sample, sample::Kind};
@@ -59,7 +66,6 @@ pub fn seq_of(sample: &Sample) -> u64 {
 struct Spool {
     dir: PathBuf,
     log: File,
-    log_bytes: u64,
 }
 
 impl Spool {
@@ -70,32 +76,103 @@ impl Spool {
         fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 
-    fn append(&mut self, sample: &Sample) -> Result<(), SpoolError> {
-        let bytes = sample.encode_length_delimited_to_vec();
+    fn append(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         let path = self.dir.join("samples.log");
-        self.log.write_all(&bytes).map_err(io_error(&path))?;
-        self.log_bytes += bytes.len() as u64;
-        Ok(())
+        self.log.write_all(bytes).map_err(io_error(&path))
     }
 
-    /// Replaces the log with exactly `queue`.
-    fn rewrite(&mut self, queue: &VecDeque<Sample>) -> Result<(), SpoolError> {
+    /// Replaces the log with `bytes` (length-delimited samples).
+    fn rewrite(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         let path = self.dir.join("samples.log");
         let tmp = self.dir.join("samples.log.tmp");
-        let mut bytes = Vec::new();
-        for sample in queue {
-            sample
-                .encode_length_delimited(&mut bytes)
-                .expect("a Vec grows as needed");
-        }
-        fs::write(&tmp, &bytes).map_err(io_error(&tmp))?;
+        fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_error(&path))?;
         self.log = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        self.log_bytes = bytes.len() as u64;
         Ok(())
+    }
+}
+
+/// What the spool thread is asked to write, in the order the outbox decided it.
+#[derive(Debug)]
+enum SpoolWrite {
+    /// A pushed sample, length-delimited.
+    Append { seq: u64, bytes: Vec<u8> },
+    /// The new highest settled seq.
+    Settled(u64),
+    /// The whole log, replaced by what is still queued.
+    Rewrite(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Progress the spool thread reports back to the outbox.
+#[derive(Debug)]
+struct Written {
+    /// The highest seq in the log: samples above it are not sent yet.
+    through: AtomicU64,
+    /// Wakes the sender after a push (or, spooled, once the push is in the log).
+    pushed: tokio::sync::Notify,
+}
+
+/// Writes the spool's files, batching what queued while it wrote.
+fn write_spool(mut spool: Spool, writes: mpsc::Receiver<SpoolWrite>, written: Arc<Written>) {
+    while let Ok(first) = writes.recv() {
+        let mut appended = Vec::new();
+        let mut appended_through = None;
+        let mut settled = None;
+        let mut flushes = Vec::new();
+        for write in std::iter::once(first).chain(writes.try_iter()) {
+            match write {
+                SpoolWrite::Append { seq, bytes } => {
+                    appended.extend_from_slice(&bytes);
+                    appended_through = Some(seq);
+                }
+                SpoolWrite::Settled(seq) => settled = Some(seq),
+                SpoolWrite::Rewrite(bytes) => {
+                    // Appends queued before the rewrite are in `bytes` already.
+                    appended.clear();
+                    if let Err(error) = spool.rewrite(&bytes) {
+                        tracing::warn!(%error, "cannot compact the spool");
+                    }
+                }
+                SpoolWrite::Flush(done) => flushes.push(done),
+            }
+        }
+        if !appended.is_empty()
+            && let Err(error) = spool.append(&appended)
+        {
+            tracing::warn!(%error, "cannot spool samples; they are kept in memory only");
+        }
+        if let Some(seq) = settled
+            && let Err(error) = spool.write_settled(seq)
+        {
+            tracing::warn!(%error, "cannot record acknowledged samples in the spool");
+        }
+        if let Some(seq) = appended_through {
+            written.through.store(seq, Ordering::Release);
+            written.pushed.notify_one();
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The outbox's side of the spool: where to queue writes, and how big the log is.
+#[derive(Debug)]
+struct SpoolQueue {
+    writes: mpsc::Sender<SpoolWrite>,
+    /// Bytes in the log once every queued write is done.
+    log_bytes: u64,
+}
+
+impl SpoolQueue {
+    fn send(&self, write: SpoolWrite) {
+        // The thread only ends when the outbox drops this sender.
+        let _ = self.writes.send(write);
     }
 }
 
@@ -114,7 +191,7 @@ struct State {
     last_drop_log: Option<Instant>,
     /// Consecutive seqs dropped and not yet reported.
     drop_run: Option<DropRun>,
-    spool: Option<Spool>,
+    spool: Option<SpoolQueue>,
 }
 
 /// Consecutive dropped seqs, `first..=last`.
@@ -167,7 +244,8 @@ pub struct Pushed {
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
-    pushed: Notify,
+    written: Arc<Written>,
+    spool_thread: Option<JoinHandle<()>>,
 }
 
 impl Outbox {
@@ -186,13 +264,29 @@ impl Outbox {
             drop_run: None,
             spool: None,
         };
+        let written = Arc::new(Written {
+            through: AtomicU64::new(0),
+            pushed: Notify::new(),
+        });
+        let mut spool_thread = None;
         if let Some(dir) = spool_dir {
-            restore(&mut state, dir, capacity)?;
+            let (spool, log_bytes) = restore(&mut state, dir, capacity)?;
+            written.through.store(state.next_seq - 1, Ordering::Release);
+            let (writes, queued) = mpsc::channel();
+            let thread_written = written.clone();
+            spool_thread = Some(
+                std::thread::Builder::new()
+                    .name("fleetmon-spool".to_owned())
+                    .spawn(move || write_spool(spool, queued, thread_written))
+                    .map_err(io_error(dir))?,
+            );
+            state.spool = Some(SpoolQueue { writes, log_bytes });
         }
         Ok(Outbox {
             state: Mutex::new(state),
             capacity,
-            pushed: Notify::new(),
+            written,
+            spool_thread,
         })
     }
 
@@ -224,10 +318,10 @@ impl Outbox {
                 }
             }
             let sample = Sample { kind: Some(kind) };
-            if let Some(spool) = &mut state.spool
-                && let Err(error) = spool.append(&sample)
-            {
-                tracing::warn!(%error, "cannot spool sample; it is kept in memory only");
+            if let Some(spool) = &mut state.spool {
+                let bytes = sample.encode_length_delimited_to_vec();
+                spool.log_bytes += bytes.len() as u64;
+                spool.send(SpoolWrite::Append { seq, bytes });
             }
             state.queue_bytes += sample.encoded_len() as u64;
             state.queue.push_back(sample);
@@ -262,21 +356,36 @@ impl Outbox {
                 dropped_oldest,
             }
         };
-        self.pushed.notify_one();
+        if self.spool_thread.is_none() {
+            self.written.pushed.notify_one();
+        }
         pushed
+    }
+
+    /// The queued samples that may be sent, from the first with seq above `after`:
+    /// spooled, only those already in the log.
+    fn sendable<'a>(&self, state: &'a State, after: u64) -> impl Iterator<Item = &'a Sample> {
+        let through = match self.spool_thread {
+            Some(_) => self.written.through.load(Ordering::Acquire),
+            None => u64::MAX,
+        };
+        let start = state.queue.partition_point(|s| seq_of(s) <= after);
+        state
+            .queue
+            .range(start..)
+            .take_while(move |s| seq_of(s) <= through)
     }
 
     /// Up to `max` queued samples with seq above `after`, in seq order.
     pub fn after(&self, after: u64, max: usize) -> Vec<Sample> {
         let state = self.lock();
-        let start = state.queue.partition_point(|s| seq_of(s) <= after);
-        state.queue.range(start..).take(max).cloned().collect()
+        self.sendable(&state, after).take(max).cloned().collect()
     }
 
-    /// Queued samples with seq above `after`.
+    /// Queued samples with seq above `after` that may be sent.
     pub fn count_after(&self, after: u64) -> usize {
         let state = self.lock();
-        state.queue.len() - state.queue.partition_point(|s| seq_of(s) <= after)
+        self.sendable(&state, after).count()
     }
 
     /// The collector acknowledged every seq up to `through`: forget them. Returns
@@ -299,10 +408,10 @@ impl Outbox {
         persist_settled(state);
         if let Some(spool) = &mut state.spool {
             let stale = spool.log_bytes > state.queue_bytes.saturating_mul(2) + COMPACT_BYTES;
-            if ((state.queue.is_empty() && spool.log_bytes > 0) || stale)
-                && let Err(error) = spool.rewrite(&state.queue)
-            {
-                tracing::warn!(%error, "cannot compact the spool");
+            if (state.queue.is_empty() && spool.log_bytes > 0) || stale {
+                let bytes = encode_all(&state.queue);
+                spool.log_bytes = bytes.len() as u64;
+                spool.send(SpoolWrite::Rewrite(bytes));
             }
         }
         removed
@@ -343,21 +452,53 @@ impl Outbox {
         );
     }
 
-    /// Resolves after the next push.
+    /// Resolves after the next push (spooled: once it is in the log).
     pub async fn pushed(&self) {
-        self.pushed.notified().await;
+        self.written.pushed.notified().await;
+    }
+
+    /// Resolves once every spool write queued so far is done.
+    pub async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if let Some(spool) = &self.lock().spool {
+            spool.send(SpoolWrite::Flush(done));
+        } else {
+            return;
+        }
+        let _ = flushed.await;
+    }
+}
+
+impl Drop for Outbox {
+    /// Lets the spool thread write what is queued, then ends it.
+    fn drop(&mut self) {
+        self.lock().spool = None;
+        if let Some(thread) = self.spool_thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 fn persist_settled(state: &State) {
-    if let Some(spool) = &state.spool
-        && let Err(error) = spool.write_settled(state.settled)
-    {
-        tracing::warn!(%error, "cannot record acknowledged samples in the spool");
+    if let Some(spool) = &state.spool {
+        spool.send(SpoolWrite::Settled(state.settled));
     }
 }
 
-fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(), SpoolError> {
+/// Samples as the log holds them: length-delimited, one after another.
+fn encode_all<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for sample in samples {
+        sample
+            .encode_length_delimited(&mut bytes)
+            .expect("a Vec grows as needed");
+    }
+    bytes
+}
+
+/// Reads the spool into `state` and rewrites it to hold just that; returns the spool
+/// and the log's size.
+fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(Spool, u64), SpoolError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let stream_path = dir.join("stream");
     match fs::read_to_string(&stream_path) {
@@ -414,9 +555,9 @@ fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(), SpoolEr
             .append(true)
             .open(&log_path)
             .map_err(io_error(&log_path))?,
-        log_bytes: 0,
     };
-    spool.rewrite(&state.queue)?;
+    let bytes = encode_all(&state.queue);
+    spool.rewrite(&bytes)?;
     spool.write_settled(state.settled)?;
     if !state.queue.is_empty() {
         tracing::info!(
@@ -426,8 +567,7 @@ fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(), SpoolEr
             "restored unacknowledged samples from the spool"
         );
     }
-    state.spool = Some(spool);
-    Ok(())
+    Ok((spool, bytes.len() as u64))
 }
 
 #[cfg(test)]
@@ -495,6 +635,7 @@ mod tests {
         assert_eq!(outbox.push(host()).seq, 11);
         outbox.ack(&stream, 11);
         assert!(outbox.is_empty());
+        drop(outbox); // waits for the spool thread's last writes
         assert_eq!(
             fs::metadata(dir.path().join("samples.log")).unwrap().len(),
             0,
@@ -504,5 +645,35 @@ mod tests {
         let reopened = Outbox::open(100, Some(dir.path())).unwrap();
         assert!(reopened.is_empty());
         assert_eq!(reopened.push(host()).seq, 12);
+    }
+
+    #[tokio::test]
+    async fn a_spooled_sample_is_sent_once_it_is_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(10_000, Some(dir.path())).unwrap();
+        for _ in 0..1000 {
+            outbox.push(host());
+        }
+        outbox.flush().await;
+        assert_eq!(outbox.count_after(0), 1000);
+        let bytes = fs::read(dir.path().join("samples.log")).unwrap();
+        let mut buf = bytes.as_slice();
+        let mut logged = Vec::new();
+        while !buf.is_empty() {
+            logged.push(seq_of(&Sample::decode_length_delimited(&mut buf).unwrap()));
+        }
+        assert_eq!(logged, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(seqs(&outbox.after(998, 10)), [999, 1000]);
+
+        outbox.ack(&outbox.stream_id(), 1000);
+        outbox.flush().await;
+        assert_eq!(
+            fs::read_to_string(dir.path().join("settled")).unwrap(),
+            "1000"
+        );
+        assert_eq!(
+            fs::metadata(dir.path().join("samples.log")).unwrap().len(),
+            0
+        );
     }
 }
