@@ -1,7 +1,7 @@
 -- Staged site checks -> site_checks, then the minute and hour rollups from the rows
--- actually inserted (a replayed batch inserts nothing and adds nothing), then
--- agents.last_seen; the inserted rows of central checks are kept in
--- staging_check_results for the alert rules. Returns the rows inserted.
+-- actually inserted (a replayed batch inserts nothing and adds nothing); the inserted
+-- rows of central checks are kept in staging_check_results for the alert rules.
+-- Returns the rows inserted. (`agents` is upserted apart: postgres_sink/agents.rs.)
 -- `{columns}` is the COPY column list (postgres_sink/copy.rs).
 WITH inserted AS (
     INSERT INTO site_checks ({columns})
@@ -47,14 +47,5 @@ WITH inserted AS (
         response_time_sum_ms = r.response_time_sum_ms + EXCLUDED.response_time_sum_ms,
         status_codes         = jsonb_add_counts(r.status_codes, EXCLUDED.status_codes)
     RETURNING 1
-), seen AS (
-    INSERT INTO agents AS a (agent_id, hostname, os_name, os_version, agent_version, first_seen, last_seen)
-    SELECT agent_id, '', '', '', '', min(ts), max(ts)
-    FROM staging_site_checks
-    GROUP BY agent_id
-    ORDER BY agent_id
-    ON CONFLICT (agent_id) DO UPDATE SET
-        first_seen = LEAST(a.first_seen, EXCLUDED.first_seen),
-        last_seen  = GREATEST(a.last_seen, EXCLUDED.last_seen)
 )
 SELECT count(*) FROM inserted

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use fleetmon::identity::Role;
+use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, wait_for_health,
 };
@@ -271,6 +272,59 @@ async fn redelivery_and_replay_store_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_figures_follow_its_latest_host_sample_whatever_its_checks_say() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = seconds_ago(600);
+    let at = |secs| t0 + Duration::from_secs(secs);
+    let sample = |seq, secs, cpu| HostSample {
+        cpu_usage_percent: cpu,
+        ..host("a1", seq, at(secs))
+    };
+    let agent = || async {
+        let row = setup
+            .schema
+            .connect()
+            .await
+            .query_one(
+                "SELECT cpu_percent, first_seen, last_seen, host_seen FROM agents WHERE agent_id = 'a1'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let times: (SystemTime, SystemTime, SystemTime) = (row.get(1), row.get(2), row.get(3));
+        (row.get::<_, f64>(0), times)
+    };
+    setup.produce_hosts(&[sample(1, 100, 10.0)]).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 1).await;
+    // A check later than every host sample so far, stored before the next one.
+    setup
+        .produce_checks(&[check(
+            "a1",
+            2,
+            at(200),
+            "https://x.example/",
+            Some(200),
+            true,
+            1.0,
+        )])
+        .await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 1).await;
+    assert_eq!(agent().await, (10.0, (at(100), at(200), at(100))));
+
+    // The next host sample is earlier than that check: it is still the latest host sample.
+    setup.produce_hosts(&[sample(3, 150, 20.0)]).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 2).await;
+    assert_eq!(agent().await, (20.0, (at(100), at(200), at(150))));
+
+    // A late redelivery of an older one widens first_seen and changes nothing else.
+    setup.produce_hosts(&[sample(4, 50, 30.0)]).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 3).await;
+    assert_eq!(agent().await, (20.0, (at(50), at(200), at(150))));
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_goes_to_dead_letters_and_its_neighbours_are_stored() {
     let setup = Setup::new().await;
     let writer = setup.start_writer().await;
@@ -338,8 +392,8 @@ async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
         setup
             .scalar("SELECT count(*) FROM refinery_schema_history")
             .await,
-        4,
-        "V1 to V4, each once"
+        5,
+        "V1 to V5, each once"
     );
 
     // A sample ten days ahead (no partition made in advance) and one from last week.

@@ -1,4 +1,8 @@
-//! The `agents` table: one row per agent, from the host rows of a batch.
+//! The `agents` table: one row per agent, from every row of a batch. Host samples
+//! and site checks both move `first_seen` and `last_seen`; the descriptive columns
+//! come from the latest host sample, and only if it is later than the one they came
+//! from before (`host_seen`), so checks never hold them back and a late redelivery
+//! never rolls them back.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -7,53 +11,84 @@ use deadpool_postgres::Transaction;
 use fleetmon::pb::HostSample;
 
 use super::SinkError;
-use crate::row_batch::HostRow;
+use crate::row_batch::{CheckRow, HostRow};
 
 const UPSERT_AGENTS: &str = include_str!("../../sql/upsert_agents.sql");
 
 /// What a batch says about one agent.
 struct AgentSeen<'a> {
     first: SystemTime,
-    latest: &'a HostRow,
+    last: SystemTime,
+    /// Its latest host sample in the batch, if any.
+    latest_host: Option<&'a HostRow>,
 }
 
-/// Upserts one `agents` row per agent in the batch: first and last sample time, and
-/// the descriptive columns of its latest sample.
+impl AgentSeen<'_> {
+    fn widen(&mut self, ts: SystemTime) {
+        self.first = self.first.min(ts);
+        self.last = self.last.max(ts);
+    }
+}
+
+/// Upserts one `agents` row per agent in the batch.
 pub(super) async fn upsert_agents(
     tx: &Transaction<'_>,
     hosts: &[&HostRow],
+    checks: &[&CheckRow],
 ) -> Result<(), SinkError> {
     let mut agents: HashMap<&str, AgentSeen<'_>> = HashMap::new();
-    for &row in hosts {
-        agents
-            .entry(row.sample.agent_id.as_str())
-            .and_modify(|seen| {
-                seen.first = seen.first.min(row.ts);
-                if row.ts >= seen.latest.ts {
-                    seen.latest = row;
-                }
-            })
-            .or_insert(AgentSeen {
-                first: row.ts,
-                latest: row,
-            });
+    fn seen<'a, 'b>(
+        agents: &'b mut HashMap<&'a str, AgentSeen<'a>>,
+        agent_id: &'a str,
+        ts: SystemTime,
+    ) -> &'b mut AgentSeen<'a> {
+        let seen = agents.entry(agent_id).or_insert(AgentSeen {
+            first: ts,
+            last: ts,
+            latest_host: None,
+        });
+        seen.widen(ts);
+        seen
     }
-    let column = |f: fn(&HostSample) -> &str| -> Vec<&str> {
-        agents.values().map(|seen| f(&seen.latest.sample)).collect()
+    for &row in hosts {
+        let seen = seen(&mut agents, row.sample.agent_id.as_str(), row.ts);
+        if seen.latest_host.is_none_or(|latest| row.ts >= latest.ts) {
+            seen.latest_host = Some(row);
+        }
+    }
+    for &row in checks {
+        seen(&mut agents, row.check.agent_id.as_str(), row.ts);
+    }
+    let ids: Vec<&str> = agents.keys().copied().collect();
+    let host = |f: fn(&HostSample) -> &str| -> Vec<&str> {
+        agents
+            .values()
+            .map(|seen| seen.latest_host.map_or("", |row| f(&row.sample)))
+            .collect()
     };
-    let ids = column(|s| s.agent_id.as_str());
-    let hostnames = column(|s| s.hostname.as_str());
-    let os_names = column(|s| s.os_name.as_str());
-    let os_versions = column(|s| s.os_version.as_str());
-    let agent_versions = column(|s| s.agent_version.as_str());
+    let hostnames = host(|s| s.hostname.as_str());
+    let os_names = host(|s| s.os_name.as_str());
+    let os_versions = host(|s| s.os_version.as_str());
+    let agent_versions = host(|s| s.agent_version.as_str());
     let first: Vec<SystemTime> = agents.values().map(|seen| seen.first).collect();
-    let last: Vec<SystemTime> = agents.values().map(|seen| seen.latest.ts).collect();
+    let last: Vec<SystemTime> = agents.values().map(|seen| seen.last).collect();
+    let host_seen: Vec<Option<SystemTime>> = agents
+        .values()
+        .map(|seen| seen.latest_host.map(|row| row.ts))
+        .collect();
     let intervals: Vec<i32> = agents
         .values()
-        .map(|seen| i32::try_from(seen.latest.sample.interval_seconds).unwrap_or(i32::MAX))
+        .map(|seen| {
+            seen.latest_host.map_or(0, |row| {
+                i32::try_from(row.sample.interval_seconds).unwrap_or(i32::MAX)
+            })
+        })
         .collect();
     let latest = |f: fn(&HostSample) -> Option<f64>| -> Vec<Option<f64>> {
-        agents.values().map(|seen| f(&seen.latest.sample)).collect()
+        agents
+            .values()
+            .map(|seen| seen.latest_host.and_then(|row| f(&row.sample)))
+            .collect()
     };
     let cpu = latest(|s| Some(s.cpu_usage_percent));
     let memory = latest(|s| {
@@ -71,6 +106,7 @@ pub(super) async fn upsert_agents(
             &agent_versions,
             &first,
             &last,
+            &host_seen,
             &intervals,
             &cpu,
             &memory,

@@ -6,7 +6,7 @@
 //! redelivery) is it rolled back to the savepoint and done the careful way: COPY into
 //! a per-connection staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`.
 //! Site checks always take the staging path, since their rollups count the rows
-//! actually inserted. Then `agents` (one row per agent of the batch), COMMIT.
+//! actually inserted. `agents` gets one row per agent of the batch, COMMIT.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -244,7 +244,9 @@ impl PostgresSink {
         let mut stats = WriteStats::default();
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
-            agents::upsert_agents(&tx, &hosts).await?;
+        }
+        if !hosts.is_empty() || !checks.is_empty() {
+            agents::upsert_agents(&tx, &hosts, &checks).await?;
         }
         if !checks.is_empty() {
             stats.check_rows = copy::insert_checks(&tx, &checks).await?;
