@@ -1,5 +1,6 @@
 //! Host metrics with sysinfo: CPU, load, memory, swap, disks, network, processes,
-//! uptime and identity, as one `HostSample`.
+//! uptime and identity, as one `HostSample`. Each reading touches only what the
+//! sample reports: no per-process files, no disk I/O counters.
 //!
 //! CPU usage and network rates are differences between two refreshes, so
 //! [`HostSampler::new`] takes the first reading and [`HostSampler::sample`] must not
@@ -11,8 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use fleetmon::pb::{DiskUsage, HostSample, NetworkInterface};
 use sysinfo::{
-    CpuRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate,
-    RefreshKind, System,
+    CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System,
 };
 
 /// File systems that hold no user data (kernel interfaces, RAM, images, overlays).
@@ -96,7 +96,9 @@ impl HostSampler {
             .with_cpu(CpuRefreshKind::nothing().with_usage())
             .with_memory(MemoryRefreshKind::everything());
         let system = System::new_with_specifics(refresh).map_err(err)?;
-        let disks = Disks::new_with_refreshed_list().map_err(err)?;
+        // Only the list of mounts: their space is read with statvfs (`Space::of`).
+        let disks =
+            Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing()).map_err(err)?;
         let networks = Networks::new_with_refreshed_list().map_err(err)?;
         Ok(HostSampler {
             system,
@@ -121,12 +123,8 @@ impl HostSampler {
     pub fn sample(&mut self) -> HostSample {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing(),
-        );
-        self.disks.refresh(true);
+        self.disks
+            .refresh_specifics(true, DiskRefreshKind::nothing());
         self.networks.refresh(true);
         let elapsed = self.last_refresh.elapsed().as_secs_f64().max(1e-3);
         self.last_refresh = Instant::now();
@@ -136,12 +134,12 @@ impl HostSampler {
         let (mut disk_total, mut disk_used, mut disk_available) = (0u64, 0u64, 0u64);
         for disk in self.disks.iter() {
             let file_system = disk.file_system().to_string_lossy().into_owned();
-            if PSEUDO_FILESYSTEMS.contains(&file_system.as_str()) || disk.total_space() == 0 {
+            if PSEUDO_FILESYSTEMS.contains(&file_system.as_str()) {
                 continue;
             }
-            // sysinfo gives size and available space only; used is size - free, as df
-            // counts it, so blocks reserved for root are neither used nor available.
-            let Some(space) = Space::of(disk.mount_point()) else {
+            // Used is size - free, as df counts it, so blocks reserved for root are
+            // neither used nor available.
+            let Some(space) = Space::of(disk.mount_point()).filter(|space| space.total > 0) else {
                 continue;
             };
             let device = disk.name().to_string_lossy().into_owned();
@@ -214,9 +212,27 @@ impl HostSampler {
             network_rx_bytes_per_second: external().map(|i| i.rx_bytes_per_second).sum(),
             network_tx_bytes_per_second: external().map(|i| i.tx_bytes_per_second).sum(),
             interfaces,
-            process_count: u32::try_from(self.system.processes().len()).unwrap_or(u32::MAX),
+            process_count: process_count(),
             uptime_seconds: System::uptime().unwrap_or_default(),
             ..Default::default()
         }
     }
+}
+
+/// Processes running now, as `ps -e` counts them: the numbered entries of `/proc`
+/// (threads are not processes; their ids are not listed there). Reading the
+/// directory is enough, no process file is opened.
+fn process_count() -> u32 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let processes = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.as_encoded_bytes();
+            !name.is_empty() && name.iter().all(u8::is_ascii_digit)
+        })
+        .count();
+    u32::try_from(processes).unwrap_or(u32::MAX)
 }

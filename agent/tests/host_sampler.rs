@@ -54,6 +54,36 @@ fn samples_of_this_machine_are_plausible() {
     assert_eq!(named.hostname(), "web-42");
 }
 
+/// The process count is what `ps -e` counts: 50 extra threads of this test change it
+/// by nothing (a thread is not a process).
+#[test]
+fn the_process_count_agrees_with_ps_and_leaves_threads_out() {
+    let release = std::sync::Arc::new(std::sync::Barrier::new(51));
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let release = release.clone();
+            std::thread::spawn(move || release.wait())
+        })
+        .collect();
+    let mut sampler = HostSampler::new(None).unwrap();
+    std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+    let counted = i64::from(sampler.sample().process_count);
+    let ps = std::process::Command::new("ps")
+        .args(["-e", "--no-headers", "-o", "pid"])
+        .output()
+        .expect("ps runs");
+    // ps itself is one more process; others may start or end between the readings.
+    let listed = String::from_utf8_lossy(&ps.stdout).lines().count() as i64 - 1;
+    release.wait();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(
+        (counted - listed).abs() <= 10,
+        "the sampler counted {counted} processes, ps -e lists {listed}"
+    );
+}
+
 /// Each disk's size, used and available agree with `df -B1`: used is size − free, so
 /// blocks reserved for root count as neither (a "disk above 90 %" alert must not fire
 /// on an almost empty disk with a large reserve).
