@@ -3,15 +3,17 @@
 //! 1. raw binary COPY of N host rows straight into `host_samples` (same indexed,
 //!    partitioned table, same Postgres) — the ceiling;
 //! 2. the writer consuming the same N rows from Kafka into a fresh schema;
-//! 3. the writer replaying all N again (a new consumer group): every row a duplicate;
-//! 4. with `FLEETMON_BENCH_KAFKA_TLS=1`: the writer reading over SASL_SSL (SCRAM-SHA-512)
+//! 3. the same two for N site checks into `site_checks` (the writer also keeps
+//!    their minute and hour rollups and the agents' rows);
+//! 4. the writer replaying all N again (a new consumer group): every row a duplicate;
+//! 5. with `FLEETMON_BENCH_KAFKA_TLS=1`: the writer reading over SASL_SSL (SCRAM-SHA-512)
 //!    from the same broker (a node started here with `scripts/kafka --tls`; every other
 //!    path uses its plaintext listener), to price TLS to Kafka;
-//! 5. with `FLEETMON_BENCH_PG_TLS=1`: the writer into a PostgreSQL server of its own
+//! 6. with `FLEETMON_BENCH_PG_TLS=1`: the writer into a PostgreSQL server of its own
 //!    that takes both plaintext and TLS, once under `sslmode=disable` and once under
 //!    `verify-full`, alternating, to price TLS to Postgres.
 //!
-//! 1 and 2 alternate `FLEETMON_BENCH_REPEATS` times (default 5), each run into a fresh
+//! 1, 2 and 3 alternate `FLEETMON_BENCH_REPEATS` times (default 5), each run into a fresh
 //! schema; every run is printed and ratios are of medians, with the spread beside them.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_throughput` (rows:
@@ -22,19 +24,29 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{bench_rows, count, produce, samples, scrape, writer_config};
+use common::{
+    bench_rows, checks, count, count_in, produce, produce_checks, samples, scrape, writer_config,
+};
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
     unique_name,
 };
-use fleetmon_writer::postgres_sink::{PostgresSink, copy_hosts_into, day_of};
-use fleetmon_writer::row_batch::{HostRow, decode_host};
+use fleetmon_writer::postgres_sink::{PostgresSink, copy_checks_into, copy_hosts_into, day_of};
+use fleetmon_writer::row_batch::{CheckRow, HostRow, decode_host, decode_site};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-/// Raw binary COPY of `rows` into a fresh schema's `host_samples`, in one transaction.
-async fn raw_copy(pki: &TestPki, rows: &[HostRow], days: &BTreeSet<i64>) -> Duration {
+/// The rows a raw COPY stores: host samples or site checks.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Hosts(&'a [HostRow]),
+    Checks(&'a [CheckRow]),
+}
+
+/// Raw binary COPY of `rows` into a fresh schema's `host_samples` or `site_checks`,
+/// in one transaction.
+async fn raw_copy(pki: &TestPki, rows: Rows<'_>, days: &BTreeSet<i64>) -> Duration {
     let schema = PgSchema::create().await;
     let sink = PostgresSink::new(&writer_config(pki, &schema, "unused").postgres).unwrap();
     sink.migrate().await.unwrap();
@@ -42,21 +54,32 @@ async fn raw_copy(pki: &TestPki, rows: &[HostRow], days: &BTreeSet<i64>) -> Dura
     let mut client = sink.pool().get().await.unwrap();
     let started = Instant::now();
     let tx = client.transaction().await.unwrap();
-    for chunk in rows.chunks(10_000) {
-        copy_hosts_into(&tx, "host_samples", chunk.iter())
-            .await
-            .unwrap();
+    match rows {
+        Rows::Hosts(rows) => {
+            for chunk in rows.chunks(10_000) {
+                copy_hosts_into(&tx, "host_samples", chunk.iter())
+                    .await
+                    .unwrap();
+            }
+        }
+        Rows::Checks(rows) => {
+            for chunk in rows.chunks(10_000) {
+                copy_checks_into(&tx, "site_checks", chunk.iter())
+                    .await
+                    .unwrap();
+            }
+        }
     }
     tx.commit().await.unwrap();
     started.elapsed()
 }
 
-/// A writer with a group of its own reading all `n` records of `topic` into `schema`
-/// (new, empty), with `configure` applied last: (steady-state time scaled to `n` rows,
-/// start to last row), and the schema.
+/// A writer with a group of its own reading `topic` into `schema` (new, empty) until
+/// `table` holds `n` rows, with `configure` applied last: (steady-state time scaled to
+/// `n` rows, start to last row), and the schema.
 async fn writer_run(
     pki: &TestPki,
-    (topic, n): (&str, usize),
+    (topic, n, table): (&str, usize, &str),
     schema: PgSchema,
     configure: &(impl Fn(&mut fleetmon_writer::WriterConfig) + ?Sized),
 ) -> (Duration, Duration, PgSchema) {
@@ -70,7 +93,7 @@ async fn writer_run(
     // (leaves out the consumer group join and the first batch's linger).
     let mut first_row: Option<(Instant, usize)> = None;
     loop {
-        let stored = count(&schema).await as usize;
+        let stored = count_in(&schema, table).await as usize;
         if stored > 0 && first_row.is_none() {
             first_row = Some((Instant::now(), stored));
         }
@@ -143,7 +166,16 @@ async fn main() {
         .iter()
         .map(|s| decode_host(Some(&s.encode_to_vec()), None).unwrap())
         .collect();
-    let days: BTreeSet<i64> = rows.iter().map(|r| day_of(r.ts)).collect();
+    let checks = checks(n);
+    let check_rows: Vec<CheckRow> = checks
+        .iter()
+        .map(|c| decode_site(Some(&c.encode_to_vec()), None).unwrap())
+        .collect();
+    let days: BTreeSet<i64> = rows
+        .iter()
+        .map(|r| day_of(r.ts))
+        .chain(check_rows.iter().map(|r| day_of(r.ts)))
+        .collect();
     let pki = TestPki::new();
     let tls_cluster = std::env::var("FLEETMON_BENCH_KAFKA_TLS")
         .is_ok_and(|v| v == "1")
@@ -204,27 +236,57 @@ async fn main() {
     for suffix in ["-sites", "-dlq"] {
         create_topic(&bootstrap, &format!("{topic}{suffix}"), 1).await;
     }
+    // The checks on a topic set of their own (its host topic stays empty).
+    let check_topic = unique_name("fleetmon-bench-checks");
+    create_topic(&bootstrap, &check_topic, 1).await;
+    create_topic(&bootstrap, &format!("{check_topic}-sites"), 4).await;
+    create_topic(&bootstrap, &format!("{check_topic}-dlq"), 1).await;
+    produce_checks(&bootstrap, &format!("{check_topic}-sites"), &checks).await;
     // Warm both paths once (Postgres caches, the writer binary's first connections).
-    raw_copy(&pki, &rows[..rows.len().min(10_000)], &days).await;
+    raw_copy(&pki, Rows::Hosts(&rows[..rows.len().min(10_000)]), &days).await;
+    raw_copy(&pki, Rows::Checks(&check_rows[..n.min(10_000)]), &days).await;
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let (mut raw, mut steady, mut total) = (Runs::default(), Runs::default(), Runs::default());
+    let (mut raw_checks, mut steady_checks) = (Runs::default(), Runs::default());
     let mut last_schema = None;
     println!(
         "writer throughput, {n} host rows per run, {repeats} interleaved runs, each into a fresh schema (Postgres {}, Kafka {bootstrap})",
         fleetmon::testkit::pg_url()
     );
     for run in 1..=repeats {
-        let r = rate(raw_copy(&pki, &rows, &days).await);
-        let (s, t, schema) =
-            writer_run(&pki, (&topic, n), PgSchema::create().await, &plaintext).await;
+        let r = rate(raw_copy(&pki, Rows::Hosts(&rows), &days).await);
+        let (s, t, schema) = writer_run(
+            &pki,
+            (&topic, n, "host_samples"),
+            PgSchema::create().await,
+            &plaintext,
+        )
+        .await;
         let (s, t) = (rate(s), rate(t));
         println!(
             "run {run}: raw COPY {r:.0} rows/s, writer steady {s:.0} rows/s, writer start-to-last {t:.0} rows/s"
         );
+        let rc = rate(raw_copy(&pki, Rows::Checks(&check_rows), &days).await);
+        let (sc, _, _) = writer_run(
+            &pki,
+            (&check_topic, n, "site_checks"),
+            PgSchema::create().await,
+            &plaintext,
+        )
+        .await;
+        let sc = rate(sc);
+        println!("run {run}: site checks: raw COPY {rc:.0} rows/s, writer steady {sc:.0} rows/s");
+        raw_checks.0.push(rc);
+        steady_checks.0.push(sc);
         if tls_cluster.is_some() {
-            let (tls, _, _) =
-                writer_run(&pki, (&topic, n), PgSchema::create().await, &over_tls).await;
+            let (tls, _, _) = writer_run(
+                &pki,
+                (&topic, n, "host_samples"),
+                PgSchema::create().await,
+                &over_tls,
+            )
+            .await;
             println!(
                 "run {run}: writer over SASL_SSL, steady {:.0} rows/s",
                 rate(tls)
@@ -235,14 +297,14 @@ async fn main() {
             let plain_url = pg_tls_url("disable");
             let (plain, _, _) = writer_run(
                 &pki,
-                (&topic, n),
+                (&topic, n, "host_samples"),
                 PgSchema::create_in(&plain_url).await,
                 &plaintext,
             )
             .await;
             let (tls, _, _) = writer_run(
                 &pki,
-                (&topic, n),
+                (&topic, n, "host_samples"),
                 PgSchema::create_in(&plain_url).await,
                 &pg_over_tls,
             )
@@ -288,6 +350,16 @@ async fn main() {
         &total,
         vs_raw(&total),
     );
+    line(
+        "raw binary COPY into site_checks (baseline)",
+        &raw_checks,
+        1.0,
+    );
+    line(
+        "writer, site checks, steady state (goal >= 0.8)",
+        &steady_checks,
+        steady_checks.median() / raw_checks.median(),
+    );
     println!(
         "{:<46} {:>12.0} {:>18} {:>8.2}",
         "replay, all duplicates, steady state (1 run)",
@@ -329,6 +401,12 @@ async fn main() {
             "",
             "",
             pg_tls_runs.median() / pg_plain_runs.median()
+        );
+    }
+    if steady_checks.median() > raw_checks.median() {
+        println!(
+            "BENCH BUG: the writer beat a raw COPY into site_checks ({:.2}): the baseline does more work than it should, this is not a result",
+            steady_checks.median() / raw_checks.median()
         );
     }
     if vs_raw(&steady) > 1.0 {

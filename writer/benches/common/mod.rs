@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
+use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck};
+use fleetmon::samples::Sample;
 use fleetmon::testkit::{PgSchema, TestPki, kafka_bootstrap, unique_name};
 use fleetmon_writer::WriterConfig;
-use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -50,6 +50,34 @@ pub fn samples(n: usize) -> Vec<HostSample> {
         .collect()
 }
 
+/// N site checks from 100 agents of 10 sites each (one stream per agent), 10 ms
+/// apart, an hour ago; one in ten failed with a 503.
+pub fn checks(n: usize) -> Vec<SiteCheck> {
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    (0..n)
+        .map(|i| {
+            let ok = i % 10 != 0;
+            SiteCheck {
+                agent_id: format!("agent-{:03}", i % 100),
+                stream_id: format!("stream-{:03}", i % 100),
+                seq: (i / 100 + 1) as u64,
+                checked_at: Some(prost_types::Timestamp::from(
+                    start + Duration::from_millis(i as u64 * 10),
+                )),
+                url: format!("https://site-{}.example/", (i / 100) % 10),
+                method: "GET".into(),
+                status_code: Some(if ok { 200 } else { 503 }),
+                ok,
+                response_time_ms: (i % 500) as f64,
+                time_to_first_byte_ms: Some((i % 200) as f64),
+                body_bytes: 4096,
+                final_url: format!("https://site-{}.example/", (i / 100) % 10),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
 /// A writer on ephemeral ports reading `topic` into `schema` in a group of its own.
 pub fn writer_config(pki: &TestPki, schema: &PgSchema, topic: &str) -> WriterConfig {
     let mut config = WriterConfig::new(pki.server("writer"));
@@ -72,7 +100,14 @@ pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
 
 /// Rows in `host_samples`.
 pub async fn count(schema: &PgSchema) -> i64 {
-    schema.scalar("SELECT count(*) FROM host_samples").await
+    count_in(schema, "host_samples").await
+}
+
+/// Rows in `table`.
+pub async fn count_in(schema: &PgSchema, table: &str) -> i64 {
+    schema
+        .scalar(&format!("SELECT count(*) FROM {table}"))
+        .await
 }
 
 /// Rows to load: `FLEETMON_BENCH_ROWS`, default 200 000.
@@ -83,9 +118,23 @@ pub fn bench_rows() -> usize {
         .unwrap_or(200_000)
 }
 
-/// Produces every sample (keyed by agent id, with the content-type header) and
+/// Produces every host sample (keyed by agent id, with the content-type header) and
 /// waits until the broker has confirmed all of them.
 pub async fn produce(bootstrap: &str, topic: &str, samples: &[HostSample]) {
+    produce_as(bootstrap, topic, samples, HOST_SAMPLE_CONTENT_TYPE).await;
+}
+
+/// [`produce`] for site checks.
+pub async fn produce_checks(bootstrap: &str, topic: &str, checks: &[SiteCheck]) {
+    produce_as(bootstrap, topic, checks, SITE_CHECK_CONTENT_TYPE).await;
+}
+
+async fn produce_as<M: prost::Message + Sample>(
+    bootstrap: &str,
+    topic: &str,
+    samples: &[M],
+    content_type: &str,
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -98,10 +147,10 @@ pub async fn produce(bootstrap: &str, topic: &str, samples: &[HostSample]) {
     for (sample, payload) in samples.iter().zip(&payloads) {
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
-            value: Some(HOST_SAMPLE_CONTENT_TYPE),
+            value: Some(content_type),
         });
         let mut record = FutureRecord::to(topic)
-            .key(&sample.agent_id)
+            .key(sample.agent_id())
             .payload(payload)
             .headers(headers);
         loop {

@@ -3,7 +3,6 @@
 //! `INSERT … SELECT` are built from that list.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
@@ -15,30 +14,48 @@ use tokio_postgres::types::{ToSql, Type};
 use super::SinkError;
 use crate::row_batch::{CheckRow, HostRow};
 
-/// Declares a table's COPY columns in one list: `NAMES` and `TYPES` in column
-/// order, and `write`, which sends one row's values in that same order.
+/// Declares a table's COPY columns in one list: `NAMES` in column order, and
+/// `copy_into`, a binary COPY of rows into a table of that shape, which sends each
+/// row's values in that same order with their types.
 macro_rules! copy_columns {
     (
-        $names:ident, $types:ident,
-        fn $write:ident($row:ident: &$Row:ty) { let $s:ident = $init:expr; }
+        $names:ident,
+        $(#[$doc:meta])*
+        pub async fn $copy_into:ident($row:ident: &$Row:ty) { let $s:ident = $init:expr; }
         { $($column:ident: $ty:ident = $value:expr,)+ }
     ) => {
         const $names: &[&str] = &[$(stringify!($column)),+];
-        const $types: &[Type] = &[$(Type::$ty),+];
 
-        async fn $write(
-            writer: Pin<&mut BinaryCopyInWriter>,
-            $row: &$Row,
-        ) -> Result<(), tokio_postgres::Error> {
-            let $s = $init;
-            writer.write(&[$(&$value as &(dyn ToSql + Sync)),+]).await
+        $(#[$doc])*
+        pub async fn $copy_into<'a>(
+            tx: &Transaction<'_>,
+            table: &str,
+            rows: impl Iterator<Item = &'a $Row>,
+        ) -> Result<u64, SinkError> {
+            let sql = with_columns(&format!("COPY {table} ({{columns}}) FROM STDIN BINARY"), $names);
+            let copy = tx.prepare_cached(&sql).await?;
+            let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, &[$(Type::$ty),+]);
+            let mut writer = std::pin::pin!(writer);
+            let mut count = 0;
+            for $row in rows {
+                let $s = $init;
+                writer
+                    .as_mut()
+                    .write(&[$(&$value as &(dyn ToSql + Sync)),+])
+                    .await?;
+                count += 1;
+            }
+            writer.finish().await?;
+            Ok(count)
         }
     };
 }
 
 copy_columns! {
-    HOST_COLUMNS, HOST_TYPES,
-    fn write_host(row: &HostRow) { let s = &row.sample; }
+    HOST_COLUMNS,
+    /// Binary COPY of host rows into `table` (the staging table, `host_samples`, or
+    /// for benchmarks a table of that shape); returns the rows copied.
+    pub async fn copy_hosts_into(row: &HostRow) { let s = &row.sample; }
     {
         agent_id: TEXT = s.agent_id,
         stream_id: TEXT = s.stream_id,
@@ -74,8 +91,10 @@ copy_columns! {
 }
 
 copy_columns! {
-    CHECK_COLUMNS, CHECK_TYPES,
-    fn write_check(row: &CheckRow) { let c = &row.check; }
+    CHECK_COLUMNS,
+    /// Binary COPY of check rows into `table` (the staging table, or for benchmarks
+    /// `site_checks`); returns the rows copied.
+    pub async fn copy_checks_into(row: &CheckRow) { let c = &row.check; }
     {
         agent_id: TEXT = c.agent_id,
         stream_id: TEXT = c.stream_id,
@@ -83,7 +102,7 @@ copy_columns! {
         ts: TIMESTAMPTZ = row.ts,
         url: TEXT = c.url,
         method: TEXT = c.method,
-        status_code: INT4 = c.status_code.map(|code| i32::try_from(code).unwrap_or(i32::MAX)),
+        status_code: INT4 = status_code(c),
         ok: BOOL = c.ok,
         failure: TEXT = row.failure,
         error_message: TEXT = c.error_message,
@@ -111,6 +130,7 @@ static INSERT_HOST_SAMPLES: LazyLock<String> = LazyLock::new(|| {
         HOST_COLUMNS,
     )
 });
+const RECORD_CHECKS: &str = include_str!("../../sql/record_checks.sql");
 static INSERT_SITE_CHECKS: LazyLock<String> = LazyLock::new(|| {
     with_columns(
         include_str!("../../sql/insert_site_checks.sql"),
@@ -118,53 +138,54 @@ static INSERT_SITE_CHECKS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A check's HTTP status as an integer column.
+fn status_code(check: &fleetmon::pb::SiteCheck) -> Option<i32> {
+    check
+        .status_code
+        .map(|code| i32::try_from(code).unwrap_or(i32::MAX))
+}
+
 /// Clamps an unsigned counter into a bigint.
 fn big(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Binary COPY of host rows into `table` (the staging table, or for benchmarks the
-/// real one); returns the rows copied.
-pub async fn copy_hosts_into<'a>(
+/// Runs `copy`, a COPY straight into a sample table, under a savepoint: true when it
+/// stored every row; false when it met a row already stored (a redelivery) and was
+/// rolled back, so that the caller goes through the staging table.
+async fn copied_directly(
     tx: &Transaction<'_>,
-    table: &str,
-    rows: impl Iterator<Item = &'a HostRow>,
-) -> Result<u64, SinkError> {
-    let sql = with_columns(
-        &format!("COPY {table} ({{columns}}) FROM STDIN BINARY"),
-        HOST_COLUMNS,
-    );
-    let copy = tx.prepare_cached(&sql).await?;
-    let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, HOST_TYPES);
-    let mut writer = std::pin::pin!(writer);
-    let mut count = 0;
-    for row in rows {
-        write_host(writer.as_mut(), row).await?;
-        count += 1;
-    }
-    writer.finish().await?;
-    Ok(count)
-}
-
-/// Stores distinct host rows, skipping those already stored; returns the rows
-/// inserted. The common case, a batch of new rows, is one COPY into `host_samples`;
-/// a batch that meets a stored row is rolled back to the savepoint and goes through
-/// the staging table.
-pub(super) async fn insert_hosts(
-    tx: &Transaction<'_>,
-    hosts: &[&HostRow],
-) -> Result<u64, SinkError> {
+    copy: impl Future<Output = Result<u64, SinkError>>,
+) -> Result<bool, SinkError> {
     tx.batch_execute("SAVEPOINT direct_copy").await?;
-    match copy_hosts_into(tx, "host_samples", hosts.iter().copied()).await {
-        Ok(copied) => {
+    match copy.await {
+        Ok(_) => {
             tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
-            return Ok(copied);
+            Ok(true)
         }
         Err(SinkError::Query(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
                 .await?;
+            Ok(false)
         }
-        Err(error) => return Err(error),
+        Err(error) => Err(error),
+    }
+}
+
+/// Stores distinct host rows, skipping those already stored; returns the rows
+/// inserted. The common case, a batch of new rows, is one COPY into `host_samples`;
+/// a batch that meets a stored row goes through the staging table.
+pub(super) async fn insert_hosts(
+    tx: &Transaction<'_>,
+    hosts: &[&HostRow],
+) -> Result<u64, SinkError> {
+    if copied_directly(
+        tx,
+        copy_hosts_into(tx, "host_samples", hosts.iter().copied()),
+    )
+    .await?
+    {
+        return Ok(hosts.len() as u64);
     }
     copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
     let insert = tx.prepare_cached(&INSERT_HOST_SAMPLES).await?;
@@ -172,26 +193,82 @@ pub(super) async fn insert_hosts(
     Ok(inserted as u64)
 }
 
-/// Stores distinct check rows through the staging table (their rollups count only
-/// the rows inserted, so a redelivered row adds nothing); returns the rows inserted.
+/// Stores distinct check rows, skipping those already stored, as [`insert_hosts`]
+/// does, then what the inserted ones add up to (`record_checks.sql`: rollups and the
+/// alert rules' input), so a redelivered row adds nothing; returns the rows inserted.
 pub(super) async fn insert_checks(
     tx: &Transaction<'_>,
     checks: &[&CheckRow],
 ) -> Result<u64, SinkError> {
-    let sql = with_columns(
-        "COPY staging_site_checks ({columns}) FROM STDIN BINARY",
-        CHECK_COLUMNS,
-    );
-    let copy = tx.prepare_cached(&sql).await?;
-    let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, CHECK_TYPES);
-    let mut writer = std::pin::pin!(writer);
-    for row in checks {
-        write_check(writer.as_mut(), row).await?;
+    let inserted = if copied_directly(
+        tx,
+        copy_checks_into(tx, "site_checks", checks.iter().copied()),
+    )
+    .await?
+    {
+        checks.to_vec()
+    } else {
+        copy_checks_into(tx, "staging_site_checks", checks.iter().copied()).await?;
+        let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
+        let keys: HashSet<(String, String, i64, i64)> = tx
+            .query(&insert, &[])
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), micros(row.get(3))))
+            .collect();
+        checks
+            .iter()
+            .filter(|row| {
+                let key = (
+                    row.check.agent_id.clone(),
+                    row.check.stream_id.clone(),
+                    row.seq,
+                    micros(row.ts),
+                );
+                keys.contains(&key)
+            })
+            .copied()
+            .collect()
+    };
+    record_checks(tx, &inserted).await?;
+    Ok(inserted.len() as u64)
+}
+
+/// A time as Postgres stores it: whole microseconds since the epoch.
+fn micros(ts: SystemTime) -> i64 {
+    match ts.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
     }
-    writer.finish().await?;
-    let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
-    let inserted: i64 = tx.query_one(&insert, &[]).await?.get(0);
-    Ok(inserted as u64)
+}
+
+/// Rollups and alert-rule input for the check rows `inserted`.
+async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(), SinkError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&CheckRow) -> &str| -> Vec<&str> { inserted.iter().map(|r| f(r)).collect() };
+    let urls = text(|r| &r.check.url);
+    let ts: Vec<SystemTime> = inserted.iter().map(|r| r.ts).collect();
+    let ok: Vec<bool> = inserted.iter().map(|r| r.check.ok).collect();
+    let response: Vec<f64> = inserted.iter().map(|r| r.check.response_time_ms).collect();
+    let status: Vec<Option<i32>> = inserted.iter().map(|r| status_code(&r.check)).collect();
+    let check_ids = text(|r| &r.check.check_id);
+    let agent_ids = text(|r| &r.check.agent_id);
+    let failures: Vec<Option<&str>> = inserted.iter().map(|r| r.failure).collect();
+    let messages = text(|r| &r.check.error_message);
+    let not_after: Vec<Option<SystemTime>> =
+        inserted.iter().map(|r| r.tls_cert_not_after).collect();
+    let record = tx.prepare_cached(RECORD_CHECKS).await?;
+    tx.execute(
+        &record,
+        &[
+            &urls, &ts, &ok, &response, &status, &check_ids, &agent_ids, &failures, &messages,
+            &not_after,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The unique key of a stored sample: `(agent_id, stream_id, seq, ts)`.

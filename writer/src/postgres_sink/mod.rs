@@ -1,11 +1,11 @@
 //! PostgreSQL: the pool, migrations and the batch insert path; the COPY columns
 //! are in `copy`, the daily partitions in `partitions`, the `agents` rows in `agents`.
 //!
-//! One transaction per batch. Host samples are copied (binary COPY) straight into
-//! `host_samples` under a savepoint; only when that meets a row already stored (a
-//! redelivery) is it rolled back to the savepoint and done the careful way: COPY into
-//! a per-connection staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`.
-//! Site checks always take the staging path, since their rollups count the rows
+//! One transaction per batch. Host samples and site checks are each copied (binary
+//! COPY) straight into their table under a savepoint; only when that meets a row
+//! already stored (a redelivery) is it rolled back to the savepoint and done the
+//! careful way: COPY into a per-connection staging table, then `INSERT … SELECT …
+//! ON CONFLICT DO NOTHING`. The check rollups are then added up from the rows
 //! actually inserted. `agents` gets one row per agent of the batch, COMMIT.
 
 use std::collections::BTreeSet;
@@ -22,7 +22,7 @@ mod agents;
 mod copy;
 mod partitions;
 
-pub use copy::copy_hosts_into;
+pub use copy::{copy_checks_into, copy_hosts_into};
 pub use partitions::{PARTITIONED_TABLES, day_of, partition_day, partition_ddl};
 
 mod embedded {
