@@ -117,6 +117,26 @@ median_spread() {
     }'
 }
 
+# release_bins DIR_OVERRIDE: prints the directory of the release binaries. With a
+# directory given (FLEETMON_*_BIN_DIR), that one, built by whoever set it; else it
+# builds every binary with the release profile and the agent with the `agent` profile
+# (smaller and leaner, Cargo.toml says how), and links them side by side in target/bin.
+release_bins() {
+  if [ -n "${1:-}" ]; then
+    echo "$1"
+    return
+  fi
+  step "building release binaries (cargo build --release; the agent with --profile agent)"
+  cargo build --release --quiet --workspace --bins >&2
+  cargo build --profile agent --quiet -p fleetmon-agent >&2
+  mkdir -p target/bin
+  for binary in fleetmon fleetmon-collector fleetmon-writer fleetmon-loadgen; do
+    ln -f "target/release/$binary" "target/bin/$binary"
+  done
+  ln -f target/agent/fleetmon-agent target/bin/fleetmon-agent
+  echo target/bin
+}
+
 # dpkg-deb and systemd-analyze, for building and checking the Debian packages.
 ensure_packaging() {
   command -v dpkg-deb >/dev/null 2>&1 || apt_install dpkg-dev
