@@ -3,7 +3,7 @@
 //! agent's own rules, written to the checks topic, and answered once read back; get and
 //! list add how each selected agent is doing with the check.
 
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use fleetmon::pb::checks_server::Checks;
@@ -31,21 +31,6 @@ pub enum ChecksError {
     /// The catalog refused or failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-}
-
-impl From<ChecksError> for Status {
-    fn from(error: ChecksError) -> Status {
-        let code = match &error {
-            ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
-            ChecksError::Catalog(CatalogError::NotFound { .. }) => Code::NotFound,
-            ChecksError::Catalog(CatalogError::AlreadyExists { .. }) => Code::AlreadyExists,
-            ChecksError::Catalog(CatalogError::Stale { .. }) => Code::FailedPrecondition,
-            ChecksError::Catalog(CatalogError::Kafka { .. } | CatalogError::CreateTopic(_)) => {
-                Code::Unavailable
-            }
-        };
-        Status::new(code, error.to_string())
-    }
 }
 
 /// Most runs in a row a threshold may ask for.

@@ -17,8 +17,9 @@ use fleetmon::pb::{AgentReport, CheckSet};
 
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
-use crate::credentials::{CredentialStore, revoked_status};
+use crate::credentials::CredentialStore;
 use crate::fleet_state::FleetState;
+use crate::service_error::{RevokedPeer, ServiceError};
 
 /// How long a new control stream may take to send its first report.
 const FIRST_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,10 +77,8 @@ impl Control for ControlService {
         let mut reports = request.into_inner();
         let first = tokio::time::timeout(FIRST_REPORT_TIMEOUT, reports.message())
             .await
-            .map_err(|_| {
-                Status::deadline_exceeded("send an AgentReport first on the control stream")
-            })??
-            .ok_or_else(|| Status::cancelled("control stream closed before its first report"))?;
+            .map_err(|_| Status::from(ServiceError::NoFirstReport))??
+            .ok_or_else(|| Status::from(ServiceError::ClosedBeforeFirstReport))?;
         let guard = self.fleet.control_connected(&peer);
         let credentials = self.credentials.clone();
         self.fleet.reported(
@@ -117,7 +116,7 @@ impl Control for ControlService {
                     },
                     () = tx.closed() => return,
                     () = &mut revoked => {
-                        let _ = tx.send(Err(revoked_status(&peer))).await;
+                        let _ = tx.send(Err(RevokedPeer(peer.clone()).into())).await;
                         return;
                     }
                 }

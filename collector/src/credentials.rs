@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compacted_log::{CompactedLog, LogError, LogRecord, LogView};
 use crate::config::KafkaConfig;
+use crate::service_error::RevokedPeer;
 
 /// The store of tokens and credentials.
 pub type CredentialStore = CompactedLog<CredentialRecord>;
@@ -223,17 +224,8 @@ impl tonic::service::Interceptor for RequireAgent {
         let request = RequireRole(Role::Agent).call(request)?;
         let peer = fleetmon::identity::peer_identity(&request)?;
         if self.0.is_revoked(&peer) {
-            return Err(revoked_status(&peer));
+            return Err(RevokedPeer(peer).into());
         }
         Ok(request)
     }
-}
-
-/// What a revoked agent is told when its stream or call is refused.
-pub fn revoked_status(peer: &PeerIdentity) -> tonic::Status {
-    tonic::Status::permission_denied(format!(
-        "{} (certificate {}) was revoked: enroll again under another name",
-        peer.uri(),
-        peer.serial
-    ))
 }

@@ -23,7 +23,7 @@ use fleetmon::pb::{
 };
 use fleetmon::pki::{CertificateAuthority, PkiError, sha256_hex};
 use rand::RngCore as _;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::compacted_log::LogError;
 use crate::credentials::{CredentialStore, agent_key, agent_record, serial_key, token_record};
@@ -88,28 +88,9 @@ pub enum EnrollError {
     /// The credentials topic did not take the change.
     #[error(transparent)]
     Store(#[from] LogError),
-}
-
-impl From<EnrollError> for Status {
-    fn from(error: EnrollError) -> Status {
-        let code = match &error {
-            EnrollError::Malformed(_)
-            | EnrollError::BadName(_)
-            | EnrollError::Sign(PkiError::BadRequest(_)) => Code::InvalidArgument,
-            EnrollError::UnknownToken => Code::Unauthenticated,
-            EnrollError::TokenRevoked(_)
-            | EnrollError::TokenExpired { .. }
-            | EnrollError::TokenUsedUp { .. }
-            | EnrollError::AgentRevoked(_) => Code::PermissionDenied,
-            EnrollError::NameTaken(_) => Code::AlreadyExists,
-            EnrollError::NoSuchToken(_) => Code::NotFound,
-            EnrollError::NotEnabled => Code::Unimplemented,
-            EnrollError::Sign(_) => Code::Internal,
-            EnrollError::Store(LogError::NotFound { .. }) => Code::NotFound,
-            EnrollError::Store(_) => Code::Unavailable,
-        };
-        Status::new(code, error.to_string())
-    }
+    /// The key of an agent's credential holds something else.
+    #[error("{0} holds no agent credential")]
+    NotAnAgent(String),
 }
 
 /// The issuing side: the intermediate that signs agents, and the fleet's root.
@@ -482,7 +463,7 @@ impl Credentials for EnrollmentService {
                 tracing::warn!(agent = %agent.name, serial = %agent.serial, by = %operator.name, "agent revoked");
                 Ok(Response::new(agent))
             }
-            _ => Err(Status::internal(format!("{key} holds no agent credential"))),
+            _ => Err(EnrollError::NotAnAgent(key).into()),
         }
     }
 

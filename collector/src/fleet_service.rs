@@ -14,6 +14,7 @@ use fleetmon::pb::{
 };
 
 use crate::fleet_state::FleetState;
+use crate::service_error::ServiceError;
 
 /// The service over the shared fleet state.
 #[derive(Debug, Clone)]
@@ -26,12 +27,6 @@ impl FleetService {
     pub fn new(state: FleetState) -> Self {
         FleetService { state }
     }
-}
-
-fn unknown_agent(agent_id: &str) -> Status {
-    Status::not_found(format!(
-        "agent `{agent_id}` has not connected since the collector started"
-    ))
 }
 
 fn event_agent(event: &WatchEvent) -> &str {
@@ -67,7 +62,7 @@ impl Fleet for FleetService {
         self.state
             .get(&agent_id)
             .map(Response::new)
-            .ok_or_else(|| unknown_agent(&agent_id))
+            .ok_or_else(|| ServiceError::UnknownAgent(agent_id).into())
     }
 
     #[instrument(skip_all)]
@@ -79,7 +74,7 @@ impl Fleet for FleetService {
         self.state
             .latest(&agent_id)
             .map(|agents| Response::new(LatestSamples { agents }))
-            .ok_or_else(|| unknown_agent(&agent_id))
+            .ok_or_else(|| ServiceError::UnknownAgent(agent_id).into())
     }
 
     #[instrument(skip_all)]

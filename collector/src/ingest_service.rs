@@ -15,7 +15,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use fleetmon::identity::{PeerIdentity, peer_identity};
@@ -23,10 +23,11 @@ use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
 
 use crate::config::Limits;
-use crate::credentials::{Revocations, revoked_status};
+use crate::credentials::Revocations;
 use crate::fleet_state::FleetState;
 use crate::kafka_publisher::{KafkaPublisher, PublishError, delivery_result};
 use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
+use crate::service_error::RevokedPeer;
 use crate::stream_acks::StreamAcks;
 use crate::validation::{Rejection, ValidSample, validate};
 
@@ -59,12 +60,18 @@ pub struct IngestService {
 type Delivery =
     Pin<Box<dyn Future<Output = (ValidSample, Instant, Result<(), PublishError>)> + Send>>;
 
-/// Why a push or a stream session ended with an error; [`From`] gives its status.
+/// Why a push or a stream session ended with an error; its status comes from
+/// [`crate::service_error`].
 #[derive(Debug, thiserror::Error)]
-enum IngestError {
+pub enum IngestError {
     /// A batch above `limits.max_samples_per_batch`.
     #[error("batch holds {got} samples; the limit is {limit} (limits.max_samples_per_batch)")]
-    BatchTooLarge { got: usize, limit: usize },
+    BatchTooLarge {
+        /// Samples in the batch.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Kafka did not take a unary batch's sample: none of it is acknowledged.
     #[error("{0}; nothing from this batch is acknowledged, resend it")]
     BatchUndelivered(PublishError),
@@ -82,30 +89,11 @@ enum IngestError {
     )]
     ShuttingDown,
     /// The agent's certificate was revoked.
-    #[error("{} (certificate {}) was revoked", .0.uri(), .0.serial)]
-    Revoked(PeerIdentity),
+    #[error(transparent)]
+    Revoked(#[from] RevokedPeer),
     /// Reading the agent's stream failed (tonic's status).
     #[error("{}", .0.message())]
     Inbound(Status),
-}
-
-impl From<IngestError> for Status {
-    fn from(error: IngestError) -> Status {
-        match error {
-            IngestError::BatchTooLarge { .. } => Status::resource_exhausted(error.to_string()),
-            IngestError::BatchUndelivered(_)
-            | IngestError::StreamUndelivered(_)
-            | IngestError::ShuttingDown => Status::unavailable(error.to_string()),
-            IngestError::Idle(_) => Status::deadline_exceeded(error.to_string()),
-            IngestError::Revoked(peer) => revoked_status(&peer),
-            // A message above the size limit is a resource limit, whatever code the
-            // decoder chose (tonic says OUT_OF_RANGE only for that).
-            IngestError::Inbound(status) if status.code() == Code::OutOfRange => {
-                Status::resource_exhausted(status.message().to_owned())
-            }
-            IngestError::Inbound(status) => status,
-        }
-    }
 }
 
 impl IngestService {
@@ -301,7 +289,7 @@ impl IngestService {
                     break Err(IngestError::Idle(idle_limit.as_secs()));
                 }
                 () = acks_out.closed() => break Ok(()),
-                () = &mut revoked => break Err(IngestError::Revoked(peer.clone())),
+                () = &mut revoked => break Err(RevokedPeer(peer.clone()).into()),
                 () = self.ctx.shutdown.cancelled(), if reading => reading = false,
                 () = self.ctx.abandon.cancelled() => break Err(IngestError::ShuttingDown),
             }

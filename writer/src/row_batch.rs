@@ -82,6 +82,42 @@ pub struct CheckRow {
     pub check: SiteCheck,
 }
 
+/// The unique key of a stored sample, as PostgreSQL compares it:
+/// `(agent_id, stream_id, seq, ts)`, the time in whole microseconds.
+pub type SampleKey<'a> = (&'a str, &'a str, i64, i64);
+
+impl HostRow {
+    /// The row's [`SampleKey`].
+    pub fn key(&self) -> SampleKey<'_> {
+        (
+            &self.sample.agent_id,
+            &self.sample.stream_id,
+            self.seq,
+            micros(self.ts),
+        )
+    }
+}
+
+impl CheckRow {
+    /// The row's [`SampleKey`].
+    pub fn key(&self) -> SampleKey<'_> {
+        (
+            &self.check.agent_id,
+            &self.check.stream_id,
+            self.seq,
+            micros(self.ts),
+        )
+    }
+}
+
+/// A time as PostgreSQL stores it: whole microseconds since the epoch.
+pub fn micros(ts: SystemTime) -> i64 {
+    match ts.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
 fn check_content_type(
     content_type: Option<&str>,
     expected: &'static str,

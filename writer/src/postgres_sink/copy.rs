@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::SinkError;
-use crate::row_batch::{CheckRow, HostRow};
+use crate::row_batch::{CheckRow, HostRow, SampleKey, micros};
 
 /// Declares a table's COPY columns in one list: `NAMES` in column order, and
 /// `copy_into`, a binary COPY of rows into a table of that shape, which sends each
@@ -210,36 +210,19 @@ pub(super) async fn insert_checks(
     } else {
         copy_checks_into(tx, "staging_site_checks", checks.iter().copied()).await?;
         let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
-        let keys: HashSet<(String, String, i64, i64)> = tx
-            .query(&insert, &[])
-            .await?
+        let returned = tx.query(&insert, &[]).await?;
+        let keys: HashSet<SampleKey<'_>> = returned
             .iter()
             .map(|row| (row.get(0), row.get(1), row.get(2), micros(row.get(3))))
             .collect();
         checks
             .iter()
-            .filter(|row| {
-                let key = (
-                    row.check.agent_id.clone(),
-                    row.check.stream_id.clone(),
-                    row.seq,
-                    micros(row.ts),
-                );
-                keys.contains(&key)
-            })
+            .filter(|row| keys.contains(&row.key()))
             .copied()
             .collect()
     };
     record_checks(tx, &inserted).await?;
     Ok(inserted.len() as u64)
-}
-
-/// A time as Postgres stores it: whole microseconds since the epoch.
-fn micros(ts: SystemTime) -> i64 {
-    match ts.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
-    }
 }
 
 /// Rollups and alert-rule input for the check rows `inserted`.
@@ -271,10 +254,7 @@ async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(
     Ok(())
 }
 
-/// The unique key of a stored sample: `(agent_id, stream_id, seq, ts)`.
-type SampleKey<'a> = (&'a str, &'a str, i64, SystemTime);
-
-/// The rows whose key was not seen before, in order.
+/// The rows whose [`SampleKey`] was not seen before, in order.
 pub(super) fn distinct<'a, R>(
     rows: impl Iterator<Item = &'a R>,
     key: impl Fn(&'a R) -> SampleKey<'a>,

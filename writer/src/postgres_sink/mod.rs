@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::SslMode;
 
 use crate::config::PostgresConfig;
-use crate::row_batch::RowBatch;
+use crate::row_batch::{CheckRow, HostRow, RowBatch};
 
 mod agents;
 mod copy;
@@ -225,22 +225,8 @@ impl PostgresSink {
         tx.batch_execute(CREATE_STAGING).await?;
 
         // De-duplicate within the batch here, so only distinct rows are copied.
-        let hosts = copy::distinct(batch.hosts(), |r| {
-            (
-                r.sample.agent_id.as_str(),
-                r.sample.stream_id.as_str(),
-                r.seq,
-                r.ts,
-            )
-        });
-        let checks = copy::distinct(batch.checks(), |r| {
-            (
-                r.check.agent_id.as_str(),
-                r.check.stream_id.as_str(),
-                r.seq,
-                r.ts,
-            )
-        });
+        let hosts = copy::distinct(batch.hosts(), HostRow::key);
+        let checks = copy::distinct(batch.checks(), CheckRow::key);
         let mut stats = WriteStats::default();
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
