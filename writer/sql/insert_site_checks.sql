@@ -1,7 +1,8 @@
 -- Staged site checks (distinct within the batch) -> site_checks (rows already stored
--- are skipped). Returns the key of each row inserted, for their rollups
--- (record_checks.sql). Used when a batch holds rows that are already stored (a
--- redelivery); fresh batches are copied straight in.
+-- are skipped). Returns the key of each row inserted, for their rollups and the
+-- alert rules' input (postgres_sink/copy.rs, record_checks). Used when a batch
+-- holds rows that are already stored (a redelivery); fresh batches are copied
+-- straight in.
 -- `{columns}` is the COPY column list (postgres_sink/copy.rs).
 INSERT INTO site_checks ({columns})
 SELECT {columns} FROM staging_site_checks

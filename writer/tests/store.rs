@@ -271,6 +271,92 @@ async fn redelivery_and_replay_store_nothing_twice() {
     assert_eq!(counted, 15);
 }
 
+/// Each rollup row as text, in key order: what `site_check_rollups` holds, or what
+/// the stored checks add up to per UTC minute and hour, worked out here in SQL.
+const STORED_ROLLUPS: &str = "SELECT format('%s %s %s %s/%s %s..%s sum %s %s', url, resolution, \
+     bucket_start AT TIME ZONE 'UTC', checks, ok_checks, response_time_min_ms, \
+     response_time_max_ms, response_time_sum_ms, status_codes) \
+     FROM site_check_rollups ORDER BY url, resolution, bucket_start";
+const ROLLUPS_OF_THE_ROWS: &str = "WITH b AS ( \
+       SELECT url, r.resolution, date_trunc(r.resolution, ts, 'UTC') AS bucket_start, ok, \
+              response_time_ms, coalesce(status_code::text, 'none') AS code \
+       FROM site_checks CROSS JOIN (VALUES ('minute'), ('hour')) AS r(resolution)), \
+     codes AS (SELECT url, resolution, bucket_start, jsonb_object_agg(code, n) AS status_codes \
+       FROM (SELECT url, resolution, bucket_start, code, count(*) AS n FROM b GROUP BY 1, 2, 3, 4) c \
+       GROUP BY 1, 2, 3) \
+     SELECT format('%s %s %s %s/%s %s..%s sum %s %s', url, resolution, \
+       bucket_start AT TIME ZONE 'UTC', count(*), count(*) FILTER (WHERE ok), \
+       min(response_time_ms), max(response_time_ms), sum(response_time_ms), \
+       min(status_codes::text)::jsonb) \
+     FROM b JOIN codes USING (url, resolution, bucket_start) \
+     GROUP BY url, resolution, bucket_start ORDER BY url, resolution, bucket_start";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_hold_what_the_stored_checks_add_up_to_per_utc_minute_and_hour() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    // Two sites over 100 minutes, across an hour boundary, some without a response.
+    let hour = 3600;
+    let start = seconds_ago(3 * hour);
+    let start = start
+        - Duration::from_secs(
+            start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % hour,
+        )
+        + Duration::from_secs(hour - 50 * 60);
+    let checks: Vec<_> = (1..=400u64)
+        .map(|seq| {
+            let (status, ok) = match seq % 7 {
+                0 => (None, false),
+                1 => (Some(503), false),
+                _ => (Some(200), true),
+            };
+            let url = ["https://a.example/", "https://b.example/"][(seq % 2) as usize];
+            let ts = start + Duration::from_secs(seq * 15);
+            check("a1", seq, ts, url, status, ok, (seq % 37) as f64 + 0.5)
+        })
+        .collect();
+    // In two deliveries, so that buckets the first one started, the second adds to.
+    setup.produce_checks(&checks[..230]).await;
+    setup
+        .wait_for("SELECT count(*) FROM site_checks", 230)
+        .await;
+    setup.produce_checks(&checks[230..]).await;
+    setup
+        .wait_for("SELECT count(*) FROM site_checks", 400)
+        .await;
+    writer.stop().await;
+
+    let db = setup.schema.connect().await;
+    // Buckets are UTC whatever the session's zone.
+    db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
+        .await
+        .unwrap();
+    let lines = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let stored = lines(STORED_ROLLUPS).await;
+    assert_eq!(stored, lines(ROLLUPS_OF_THE_ROWS).await);
+    // Site a in 101 minutes, b in 100 (15 s earlier), both in 2 hours; codes counted
+    // apart, "none" included.
+    assert_eq!(stored.len(), 101 + 100 + 2 * 2, "{stored:#?}");
+    assert!(
+        stored.iter().any(|line| line.contains(r#""none": "#)),
+        "{stored:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_figures_follow_its_latest_host_sample_whatever_its_checks_say() {
     let setup = Setup::new().await;

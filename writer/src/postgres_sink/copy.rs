@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
-use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -21,13 +20,13 @@ macro_rules! copy_columns {
     (
         $names:ident,
         $(#[$doc:meta])*
-        pub async fn $copy_into:ident($row:ident: &$Row:ty) { let $s:ident = $init:expr; }
+        $vis:vis async fn $copy_into:ident($row:ident: &$Row:ty) { let $s:ident = $init:expr; }
         { $($column:ident: $ty:ident = $value:expr,)+ }
     ) => {
         const $names: &[&str] = &[$(stringify!($column)),+];
 
         $(#[$doc])*
-        pub async fn $copy_into<'a>(
+        $vis async fn $copy_into<'a>(
             tx: &Transaction<'_>,
             table: &str,
             rows: impl Iterator<Item = &'a $Row>,
@@ -119,6 +118,22 @@ copy_columns! {
     }
 }
 
+copy_columns! {
+    RESULT_COLUMNS,
+    /// Binary COPY of central-check rows into `table` (`staging_check_results`, the
+    /// alert rules' input); returns the rows copied.
+    async fn copy_results_into(row: &CheckRow) { let c = &row.check; }
+    {
+        check_id: TEXT = c.check_id,
+        agent_id: TEXT = c.agent_id,
+        ts: TIMESTAMPTZ = row.ts,
+        ok: BOOL = c.ok,
+        failure: TEXT = row.failure,
+        error_message: TEXT = c.error_message,
+        tls_cert_not_after: TIMESTAMPTZ = row.tls_cert_not_after,
+    }
+}
+
 /// `{columns}` in a statement, replaced by a table's column list.
 fn with_columns(sql: &str, columns: &[&str]) -> String {
     sql.replace("{columns}", &columns.join(", "))
@@ -130,7 +145,6 @@ static INSERT_HOST_SAMPLES: LazyLock<String> = LazyLock::new(|| {
         HOST_COLUMNS,
     )
 });
-const RECORD_CHECKS: &str = include_str!("../../sql/record_checks.sql");
 static INSERT_SITE_CHECKS: LazyLock<String> = LazyLock::new(|| {
     with_columns(
         include_str!("../../sql/insert_site_checks.sql"),
@@ -194,7 +208,7 @@ pub(super) async fn insert_hosts(
 }
 
 /// Stores distinct check rows, skipping those already stored, as [`insert_hosts`]
-/// does, then what the inserted ones add up to (`record_checks.sql`: rollups and the
+/// does, then what the inserted ones add up to ([`record_checks`]: rollups and the
 /// alert rules' input), so a redelivered row adds nothing; returns the rows inserted.
 pub(super) async fn insert_checks(
     tx: &Transaction<'_>,
@@ -225,33 +239,18 @@ pub(super) async fn insert_checks(
     Ok(inserted.len() as u64)
 }
 
-/// Rollups and alert-rule input for the check rows `inserted`.
+/// What the check rows `inserted` add up to: their rollups, and the central-check
+/// rows among them (`staging_check_results`) for the alert rules.
 async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(), SinkError> {
-    if inserted.is_empty() {
-        return Ok(());
+    let results: Vec<&CheckRow> = inserted
+        .iter()
+        .copied()
+        .filter(|row| !row.check.check_id.is_empty())
+        .collect();
+    if !results.is_empty() {
+        copy_results_into(tx, "staging_check_results", results.into_iter()).await?;
     }
-    let text = |f: fn(&CheckRow) -> &str| -> Vec<&str> { inserted.iter().map(|r| f(r)).collect() };
-    let urls = text(|r| &r.check.url);
-    let ts: Vec<SystemTime> = inserted.iter().map(|r| r.ts).collect();
-    let ok: Vec<bool> = inserted.iter().map(|r| r.check.ok).collect();
-    let response: Vec<f64> = inserted.iter().map(|r| r.check.response_time_ms).collect();
-    let status: Vec<Option<i32>> = inserted.iter().map(|r| status_code(&r.check)).collect();
-    let check_ids = text(|r| &r.check.check_id);
-    let agent_ids = text(|r| &r.check.agent_id);
-    let failures: Vec<Option<&str>> = inserted.iter().map(|r| r.failure).collect();
-    let messages = text(|r| &r.check.error_message);
-    let not_after: Vec<Option<SystemTime>> =
-        inserted.iter().map(|r| r.tls_cert_not_after).collect();
-    let record = tx.prepare_cached(RECORD_CHECKS).await?;
-    tx.execute(
-        &record,
-        &[
-            &urls, &ts, &ok, &response, &status, &check_ids, &agent_ids, &failures, &messages,
-            &not_after,
-        ],
-    )
-    .await?;
-    Ok(())
+    super::rollups::add_to_rollups(tx, inserted).await
 }
 
 /// The rows whose [`SampleKey`] was not seen before, in order.

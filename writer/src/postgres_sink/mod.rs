@@ -21,6 +21,7 @@ use crate::row_batch::{CheckRow, HostRow, RowBatch};
 mod agents;
 mod copy;
 mod partitions;
+mod rollups;
 
 pub use copy::{copy_checks_into, copy_hosts_into};
 pub use partitions::{PARTITIONED_TABLES, day_of, partition_day, partition_ddl};

@@ -1,0 +1,164 @@
+//! What the site checks a batch inserted add up to: their minute and hour rollups,
+//! added up here and upserted as one row per bucket, so a batch of ten thousand
+//! checks of ten sites sends a few dozen rows, not ten thousand. Buckets are UTC
+//! minutes and hours. Only inserted rows are counted, so a replayed batch, which
+//! inserts nothing, adds nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+
+use super::SinkError;
+use crate::row_batch::CheckRow;
+
+const UPSERT_ROLLUPS: &str = include_str!("../../sql/upsert_check_rollups.sql");
+
+/// The two resolutions kept, with their bucket length in seconds.
+const RESOLUTIONS: [(&str, u64); 2] = [("minute", 60), ("hour", 3600)];
+
+/// One bucket's figures, as a `site_check_rollups` row holds them.
+struct Bucket {
+    checks: i64,
+    ok_checks: i64,
+    min_ms: f64,
+    max_ms: f64,
+    sum_ms: f64,
+    /// Status code as text ("none" without a response) → checks.
+    status_codes: BTreeMap<String, i64>,
+}
+
+impl Bucket {
+    fn new(response_ms: f64) -> Self {
+        Bucket {
+            checks: 0,
+            ok_checks: 0,
+            min_ms: response_ms,
+            max_ms: response_ms,
+            sum_ms: 0.0,
+            status_codes: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, row: &CheckRow) {
+        let check = &row.check;
+        self.checks += 1;
+        self.ok_checks += i64::from(check.ok);
+        self.min_ms = self.min_ms.min(check.response_time_ms);
+        self.max_ms = self.max_ms.max(check.response_time_ms);
+        self.sum_ms += check.response_time_ms;
+        let code = check
+            .status_code
+            .map_or_else(|| "none".to_owned(), |code| code.to_string());
+        *self.status_codes.entry(code).or_default() += 1;
+    }
+}
+
+/// The start of the `seconds`-long UTC bucket holding `ts` (before the epoch too,
+/// as `date_trunc` floors).
+fn bucket_start(ts: SystemTime, seconds: u64) -> SystemTime {
+    match ts.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(after.as_secs() / seconds * seconds)
+        }
+        Err(before) => {
+            let before = before.duration();
+            let secs = before.as_secs() + u64::from(before.subsec_nanos() > 0);
+            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.div_ceil(seconds) * seconds)
+        }
+    }
+}
+
+/// Adds the check rows `inserted` to their minute and hour rollups.
+pub(super) async fn add_to_rollups(
+    tx: &Transaction<'_>,
+    inserted: &[&CheckRow],
+) -> Result<(), SinkError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    // In key order, so concurrent writers lock rollup rows in the same order.
+    let mut buckets: BTreeMap<(&str, &'static str, SystemTime), Bucket> = BTreeMap::new();
+    for &row in inserted {
+        for (resolution, seconds) in RESOLUTIONS {
+            let key = (
+                row.check.url.as_str(),
+                resolution,
+                bucket_start(row.ts, seconds),
+            );
+            buckets
+                .entry(key)
+                .or_insert_with(|| Bucket::new(row.check.response_time_ms))
+                .add(row);
+        }
+    }
+    let urls: Vec<&str> = buckets.keys().map(|(url, ..)| *url).collect();
+    let resolutions: Vec<&str> = buckets
+        .keys()
+        .map(|(_, resolution, _)| *resolution)
+        .collect();
+    let starts: Vec<SystemTime> = buckets.keys().map(|(.., start)| *start).collect();
+    let column = |f: fn(&Bucket) -> f64| -> Vec<f64> { buckets.values().map(f).collect() };
+    let (min, max, sum) = (
+        column(|b| b.min_ms),
+        column(|b| b.max_ms),
+        column(|b| b.sum_ms),
+    );
+    let checks: Vec<i64> = buckets.values().map(|b| b.checks).collect();
+    let ok_checks: Vec<i64> = buckets.values().map(|b| b.ok_checks).collect();
+    let codes: Vec<Value> = buckets
+        .values()
+        .map(|b| {
+            let counts = b.status_codes.iter();
+            Value::Object(
+                counts
+                    .map(|(code, n)| (code.clone(), Value::from(*n)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let upsert = tx.prepare_cached(UPSERT_ROLLUPS).await?;
+    tx.execute(
+        &upsert,
+        &[
+            &urls,
+            &resolutions,
+            &starts,
+            &checks,
+            &ok_checks,
+            &min,
+            &max,
+            &sum,
+            &codes,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64, nanos: u32) -> SystemTime {
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+                + Duration::from_nanos(u64::from(nanos))
+        }
+    }
+
+    #[test]
+    fn buckets_start_on_utc_minutes_and_hours_as_date_trunc_does() {
+        assert_eq!(bucket_start(at(3_725, 5), 60), at(3_720, 0));
+        assert_eq!(bucket_start(at(3_725, 5), 3600), at(3_600, 0));
+        assert_eq!(bucket_start(at(3_600, 0), 3600), at(3_600, 0));
+        // Before the epoch, a bucket still starts at or before the time.
+        assert_eq!(bucket_start(at(-30, 0), 60), at(-60, 0));
+        assert_eq!(bucket_start(at(-60, 0), 60), at(-60, 0));
+        assert_eq!(bucket_start(at(-60, 1), 60), at(-60, 0));
+        assert_eq!(bucket_start(at(-61, 0), 60), at(-120, 0));
+    }
+}
