@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck};
+use fleetmon::pb::{
+    DiskUsage, HOST_SAMPLE_CONTENT_TYPE, HostSample, NetworkInterface, SITE_CHECK_CONTENT_TYPE,
+    SiteCheck,
+};
 use fleetmon::samples::{Sample, check_failure_kind, check_identity, check_text};
 use prost::Message as _;
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
 
 /// Which of the writer's topics a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,14 +60,59 @@ pub struct HostRow {
     pub seq: i64,
     /// `sample.sampled_at`.
     pub ts: SystemTime,
-    /// The decoded sample.
+    /// The decoded sample; its per-core, per-disk and per-interface figures are
+    /// written as JSON straight from it ([`DisksJson`], [`InterfacesJson`]).
     pub sample: HostSample,
-    /// Per-core CPU usage, as JSON.
-    pub cpu_cores: Value,
-    /// Per-mount disk usage, as JSON.
-    pub disks: Value,
-    /// Per-interface traffic, as JSON.
-    pub interfaces: Value,
+}
+
+/// A sample's disks as the `disks` JSONB column holds them: one object per mount.
+#[derive(Debug)]
+pub struct DisksJson<'a>(pub &'a [DiskUsage]);
+
+impl Serialize for DisksJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Disk<'a> {
+            mount_point: &'a str,
+            device: &'a str,
+            file_system: &'a str,
+            total_bytes: u64,
+            used_bytes: u64,
+            available_bytes: u64,
+        }
+        serializer.collect_seq(self.0.iter().map(|d| Disk {
+            mount_point: &d.mount_point,
+            device: &d.device,
+            file_system: &d.file_system,
+            total_bytes: d.total_bytes,
+            used_bytes: d.used_bytes,
+            available_bytes: d.available_bytes,
+        }))
+    }
+}
+
+/// A sample's interfaces as the `interfaces` JSONB column holds them.
+#[derive(Debug)]
+pub struct InterfacesJson<'a>(pub &'a [NetworkInterface]);
+
+impl Serialize for InterfacesJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Interface<'a> {
+            name: &'a str,
+            rx_bytes: u64,
+            tx_bytes: u64,
+            rx_bytes_per_second: f64,
+            tx_bytes_per_second: f64,
+        }
+        serializer.collect_seq(self.0.iter().map(|i| Interface {
+            name: &i.name,
+            rx_bytes: i.rx_bytes,
+            tx_bytes: i.tx_bytes,
+            rx_bytes_per_second: i.rx_bytes_per_second,
+            tx_bytes_per_second: i.tx_bytes_per_second,
+        }))
+    }
 }
 
 /// A site check as stored in `site_checks`.
@@ -176,35 +224,7 @@ pub fn decode_host(
         reason: e.to_string(),
     })?;
     let (seq, ts) = storable(&sample)?;
-    let disks = sample
-        .disks
-        .iter()
-        .map(|d| {
-            json!({
-                "mount_point": d.mount_point, "device": d.device, "file_system": d.file_system,
-                "total_bytes": d.total_bytes, "used_bytes": d.used_bytes,
-                "available_bytes": d.available_bytes,
-            })
-        })
-        .collect();
-    let interfaces = sample
-        .interfaces
-        .iter()
-        .map(|i| {
-            json!({
-                "name": i.name, "rx_bytes": i.rx_bytes, "tx_bytes": i.tx_bytes,
-                "rx_bytes_per_second": i.rx_bytes_per_second, "tx_bytes_per_second": i.tx_bytes_per_second,
-            })
-        })
-        .collect();
-    Ok(HostRow {
-        seq,
-        ts,
-        cpu_cores: json!(sample.cpu_core_usage_percent),
-        disks: Value::Array(disks),
-        interfaces: Value::Array(interfaces),
-        sample,
-    })
+    Ok(HostRow { seq, ts, sample })
 }
 
 /// Decodes a record of the site-checks topic.

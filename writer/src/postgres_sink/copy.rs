@@ -8,10 +8,10 @@ use std::sync::LazyLock;
 use deadpool_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::SinkError;
-use crate::row_batch::{CheckRow, HostRow, SampleKey, micros};
+use crate::row_batch::{CheckRow, DisksJson, HostRow, InterfacesJson, SampleKey, micros};
 
 /// Declares a table's COPY columns in one list: `NAMES` in column order, and
 /// `copy_into`, a binary COPY of rows into a table of that shape, which sends each
@@ -83,9 +83,9 @@ copy_columns! {
         network_tx_bytes_per_second: FLOAT8 = s.network_tx_bytes_per_second,
         process_count: INT4 = i32::try_from(s.process_count).unwrap_or(i32::MAX),
         uptime_seconds: INT8 = big(s.uptime_seconds),
-        cpu_cores: JSONB = row.cpu_cores,
-        disks: JSONB = row.disks,
-        interfaces: JSONB = row.interfaces,
+        cpu_cores: JSONB = Json(&s.cpu_core_usage_percent),
+        disks: JSONB = Json(DisksJson(&s.disks)),
+        interfaces: JSONB = Json(InterfacesJson(&s.interfaces)),
     }
 }
 
