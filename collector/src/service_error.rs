@@ -5,13 +5,13 @@
 use tonic::{Code, Status};
 
 use fleetmon::identity::PeerIdentity;
+use fleetmon::pki::PkiError;
 
 use crate::check_catalog::CatalogError;
 use crate::checks_service::ChecksError;
 use crate::compacted_log::LogError;
 use crate::enrollment_service::EnrollError;
 use crate::ingest_service::IngestError;
-use fleetmon::pki::PkiError;
 
 /// Why a call on any of the collector's services failed.
 #[derive(Debug, thiserror::Error)]

@@ -25,8 +25,8 @@ struct Bucket {
     min_ms: f64,
     max_ms: f64,
     sum_ms: f64,
-    /// Status code as text ("none" without a response) → checks.
-    status_codes: BTreeMap<String, i64>,
+    /// Status code (`None` without a response) → checks.
+    status_codes: BTreeMap<Option<u32>, i64>,
 }
 
 impl Bucket {
@@ -48,10 +48,7 @@ impl Bucket {
         self.min_ms = self.min_ms.min(check.response_time_ms);
         self.max_ms = self.max_ms.max(check.response_time_ms);
         self.sum_ms += check.response_time_ms;
-        let code = check
-            .status_code
-            .map_or_else(|| "none".to_owned(), |code| code.to_string());
-        *self.status_codes.entry(code).or_default() += 1;
+        *self.status_codes.entry(check.status_code).or_default() += 1;
     }
 }
 
@@ -110,12 +107,12 @@ pub(super) async fn add_to_rollups(
     let codes: Vec<Value> = buckets
         .values()
         .map(|b| {
-            let counts = b.status_codes.iter();
-            Value::Object(
-                counts
-                    .map(|(code, n)| (code.clone(), Value::from(*n)))
-                    .collect(),
-            )
+            // As the column holds them: the code as text, "none" without a response.
+            let counts = b.status_codes.iter().map(|(code, n)| {
+                let code = code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+                (code, Value::from(*n))
+            });
+            Value::Object(counts.collect())
         })
         .collect();
     let upsert = tx.prepare_cached(UPSERT_ROLLUPS).await?;
