@@ -25,7 +25,7 @@ use fleetmon::pb::{
     AgentReport, AppliedCheck, Assignment, CheckDefinition, CreateCheckRequest, HttpCheck,
     UpdateCheckRequest, check_definition,
 };
-use fleetmon::testkit::{TestPki, kafka_bootstrap, unique_name};
+use fleetmon::testkit::{Runs, TestPki, kafka_bootstrap, unique_name};
 use fleetmon_collector::CollectorConfig;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -244,6 +244,16 @@ async fn main() {
         percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().unwrap().as_secs_f64() * 1000.0
+    );
+    // The same as a row `bench/agree` compares across runs: the median change, and
+    // the fastest and slowest of them.
+    let ms = Runs(latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect());
+    println!("{:<48}  {:>10}  {:>14}", "path", "median ms", "min–max ms");
+    println!(
+        "{:<48}  {:>10.0}  {:>14}",
+        "config change -> every assigned agent applied",
+        ms.median(),
+        ms.spread()
     );
 
     // 3. One real agent applying 1 000 checks at once.

@@ -35,7 +35,7 @@ pub use kafka::{
 };
 pub use metrics::{metric_value, metrics_text};
 pub use pki::TestPki;
-pub use postgres::{PgCluster, PgSchema, pg_url};
+pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
 pub use tls::{handshake_refusal, server_certificate, tls_alert};
 pub use webhook::{WebhookReceiver, WebhookRequest};
 

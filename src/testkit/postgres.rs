@@ -13,6 +13,16 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Writes every dirty page out (`CHECKPOINT`, as the server's superuser), so that a
+/// timed run that follows does not pay for the writes of the one before it.
+pub async fn pg_checkpoint(url: &str) {
+    connect(url)
+        .await
+        .batch_execute("CHECKPOINT")
+        .await
+        .unwrap_or_else(|e| panic!("CHECKPOINT at {url}: {e}"));
+}
+
 /// A schema of its own for one test, dropped (with everything in it) on drop.
 #[derive(Debug)]
 pub struct PgSchema {

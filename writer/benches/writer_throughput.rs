@@ -14,7 +14,8 @@
 //!    `verify-full`, alternating, to price TLS to Postgres.
 //!
 //! 1, 2 and 3 alternate `FLEETMON_BENCH_REPEATS` times (default 5), each run into a fresh
-//! schema; every run is printed and ratios are of medians, with the spread beside them.
+//! schema after a `CHECKPOINT` (so that no run pays for the page writes of the one
+//! before); every run is printed and ratios are of medians, with the spread beside them.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_throughput` (rows:
 //! `FLEETMON_BENCH_ROWS`, default 200000; Kafka: `FLEETMON_TEST_KAFKA` or an Apache Kafka node started here).
@@ -30,7 +31,7 @@ use common::{
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
-    unique_name,
+    pg_checkpoint, unique_name,
 };
 use fleetmon_writer::postgres_sink::{PostgresSink, copy_checks_into, copy_hosts_into, day_of};
 use fleetmon_writer::row_batch::{CheckRow, HostRow, decode_host, decode_site};
@@ -52,6 +53,7 @@ async fn raw_copy(pki: &TestPki, rows: Rows<'_>, days: &BTreeSet<i64>) -> Durati
     sink.migrate().await.unwrap();
     sink.ensure_partitions(days).await.unwrap();
     let mut client = sink.pool().get().await.unwrap();
+    pg_checkpoint(schema.url()).await;
     let started = Instant::now();
     let tx = client.transaction().await.unwrap();
     match rows {
@@ -87,6 +89,7 @@ async fn writer_run(
     let mut config = writer_config(pki, &schema, topic);
     config.kafka.group_id = unique_name("fleetmon-bench-writer");
     configure(&mut config);
+    pg_checkpoint(&config.postgres.url).await;
     let started = Instant::now();
     let writer = fleetmon_writer::start(config, stop.clone()).await.unwrap();
     // Steady state: rows stored after the first observation over the time they took

@@ -201,19 +201,30 @@ pub(super) async fn insert_hosts(
     {
         return Ok(hosts.len() as u64);
     }
+    tx.batch_execute(include_str!("../../sql/create_staging_host_samples.sql"))
+        .await?;
     copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
     let insert = tx.prepare_cached(&INSERT_HOST_SAMPLES).await?;
     let inserted: i64 = tx.query_one(&insert, &[]).await?.get(0);
     Ok(inserted as u64)
 }
 
+/// What [`insert_checks`] stored.
+pub(super) struct ChecksInserted {
+    /// Rows newly stored.
+    pub rows: u64,
+    /// Central-check rows among them, copied into `staging_check_results` for the
+    /// alert rules.
+    pub results: usize,
+}
+
 /// Stores distinct check rows, skipping those already stored, as [`insert_hosts`]
 /// does, then what the inserted ones add up to ([`record_checks`]: rollups and the
-/// alert rules' input), so a redelivered row adds nothing; returns the rows inserted.
+/// alert rules' input), so a redelivered row adds nothing.
 pub(super) async fn insert_checks(
     tx: &Transaction<'_>,
     checks: &[&CheckRow],
-) -> Result<u64, SinkError> {
+) -> Result<ChecksInserted, SinkError> {
     let inserted = if copied_directly(
         tx,
         copy_checks_into(tx, "site_checks", checks.iter().copied()),
@@ -222,6 +233,8 @@ pub(super) async fn insert_checks(
     {
         checks.to_vec()
     } else {
+        tx.batch_execute(include_str!("../../sql/create_staging_site_checks.sql"))
+            .await?;
         copy_checks_into(tx, "staging_site_checks", checks.iter().copied()).await?;
         let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
         let returned = tx.query(&insert, &[]).await?;
@@ -235,22 +248,29 @@ pub(super) async fn insert_checks(
             .copied()
             .collect()
     };
-    record_checks(tx, &inserted).await?;
-    Ok(inserted.len() as u64)
+    let results = record_checks(tx, &inserted).await?;
+    Ok(ChecksInserted {
+        rows: inserted.len() as u64,
+        results,
+    })
 }
 
 /// What the check rows `inserted` add up to: their rollups, and the central-check
-/// rows among them (`staging_check_results`) for the alert rules.
-async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(), SinkError> {
+/// rows among them (`staging_check_results`) for the alert rules; returns how many
+/// of those there were.
+async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<usize, SinkError> {
     let results: Vec<&CheckRow> = inserted
         .iter()
         .copied()
         .filter(|row| !row.check.check_id.is_empty())
         .collect();
     if !results.is_empty() {
-        copy_results_into(tx, "staging_check_results", results.into_iter()).await?;
+        tx.batch_execute(include_str!("../../sql/create_staging_check_results.sql"))
+            .await?;
+        copy_results_into(tx, "staging_check_results", results.iter().copied()).await?;
     }
-    super::rollups::add_to_rollups(tx, inserted).await
+    super::rollups::add_to_rollups(tx, inserted).await?;
+    Ok(results.len())
 }
 
 /// The rows whose [`SampleKey`] was not seen before, in order.

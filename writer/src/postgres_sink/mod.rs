@@ -30,8 +30,6 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-const CREATE_STAGING: &str = include_str!("../../sql/create_staging.sql");
-
 /// Why Postgres could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -222,8 +220,10 @@ impl PostgresSink {
     pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {
         self.ensure_partitions(&batch.days()).await?;
         let mut client = self.pool.get().await?;
+        // No temporary table is touched unless it is needed: the staging tables only
+        // for a redelivery, the alert rules' input only for central-check rows, so a
+        // plain batch's commit has no temporary tables to empty.
         let tx = client.transaction().await?;
-        tx.batch_execute(CREATE_STAGING).await?;
 
         // De-duplicate within the batch here, so only distinct rows are copied.
         let hosts = copy::distinct(batch.hosts(), HostRow::key);
@@ -236,8 +236,11 @@ impl PostgresSink {
             agents::upsert_agents(&tx, &hosts, &checks).await?;
         }
         if !checks.is_empty() {
-            stats.check_rows = copy::insert_checks(&tx, &checks).await?;
-            if let Some(hook) = &self.alerts {
+            let inserted = copy::insert_checks(&tx, &checks).await?;
+            stats.check_rows = inserted.rows;
+            if let Some(hook) = &self.alerts
+                && inserted.results > 0
+            {
                 stats.alerts =
                     crate::alert_store::evaluate_check_results(&tx, &hook.channels).await?;
             }
