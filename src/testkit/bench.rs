@@ -25,11 +25,41 @@ impl Runs {
 
     /// `min–max`, rounded.
     pub fn spread(&self) -> String {
+        self.spread_to(0)
+    }
+
+    /// `min–max` with `decimals` decimals.
+    pub fn spread_to(&self, decimals: usize) -> String {
         let sorted = self.sorted();
         match (sorted.first(), sorted.last()) {
-            (Some(min), Some(max)) => format!("{min:.0}–{max:.0}"),
+            (Some(min), Some(max)) => format!("{min:.decimals$}–{max:.decimals$}"),
             _ => "-".to_owned(),
         }
+    }
+
+    /// Each run divided by the `baseline` run of the same round. The paths of a
+    /// bench run interleaved, so the k-th run of each was taken side by side: a drift
+    /// of the whole machine between rounds moves both and leaves their ratio, which
+    /// is what the bench claims. The spread of these is the ratio's own.
+    pub fn paired_ratios(&self, baseline: &Runs) -> Runs {
+        assert_eq!(self.0.len(), baseline.0.len(), "one run of each per round");
+        Runs(
+            self.0
+                .iter()
+                .zip(&baseline.0)
+                .map(|(run, base)| run / base)
+                .collect(),
+        )
+    }
+
+    /// A table row of these as ratios: `NAME  MEDIAN  MIN–MAX`, two decimals, the
+    /// form `bench/agree` compares across runs.
+    pub fn ratio_row(&self, name: &str) -> String {
+        format!(
+            "{name:<52} {:>8.2} {:>12}",
+            self.median(),
+            self.spread_to(2)
+        )
     }
 }
 

@@ -200,4 +200,13 @@ async fn main() {
         );
     }
     println!("(ratios are of medians, against the first count)");
+    for (writers, runs) in counts.iter().zip(&rates).skip(1) {
+        println!(
+            "{}",
+            runs.paired_ratios(&rates[0]).ratio_row(&format!(
+                "ratio: {writers} writers / {}, paired by round",
+                counts[0]
+            ))
+        );
+    }
 }

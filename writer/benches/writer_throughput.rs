@@ -406,6 +406,35 @@ async fn main() {
             pg_tls_runs.median() / pg_plain_runs.median()
         );
     }
+    println!("paired ratios (each run against the baseline run of its round): median, min–max");
+    println!(
+        "{}",
+        steady
+            .paired_ratios(&raw)
+            .ratio_row("ratio: writer / raw COPY, host rows (goal >= 0.9)")
+    );
+    println!(
+        "{}",
+        steady_checks
+            .paired_ratios(&raw_checks)
+            .ratio_row("ratio: writer / raw COPY, site checks (goal >= 0.8)")
+    );
+    if !tls_runs.0.is_empty() {
+        println!(
+            "{}",
+            tls_runs
+                .paired_ratios(&steady)
+                .ratio_row("ratio: writer, Kafka SASL_SSL / plaintext")
+        );
+    }
+    if !pg_tls_runs.0.is_empty() {
+        println!(
+            "{}",
+            pg_tls_runs
+                .paired_ratios(&pg_plain_runs)
+                .ratio_row("ratio: writer, Postgres verify-full / plaintext")
+        );
+    }
     if steady_checks.median() > raw_checks.median() {
         println!(
             "BENCH BUG: the writer beat a raw COPY into site_checks ({:.2}): the baseline does more work than it should, this is not a result",
