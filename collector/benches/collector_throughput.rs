@@ -360,31 +360,14 @@ async fn main() {
         );
     }
     println!("paired ratios (each run against the baseline run of its round): median, min–max");
-    println!(
-        "{}",
-        mtls_runs
-            .paired_ratios(&bare_runs)
-            .ratio_row("ratio: collector mTLS / bare producer (goal >= 0.8)")
+    mtls_runs.print_paired_ratio(
+        &bare_runs,
+        "ratio: collector mTLS / bare producer (goal >= 0.8)",
     );
-    println!(
-        "{}",
-        plain_runs
-            .paired_ratios(&bare_runs)
-            .ratio_row("ratio: collector plaintext / bare producer")
-    );
-    println!(
-        "{}",
-        mtls_runs
-            .paired_ratios(&plain_runs)
-            .ratio_row("ratio: collector mTLS / plaintext")
-    );
+    plain_runs.print_paired_ratio(&bare_runs, "ratio: collector plaintext / bare producer");
+    mtls_runs.print_paired_ratio(&plain_runs, "ratio: collector mTLS / plaintext");
     if !tls_runs.0.is_empty() {
-        println!(
-            "{}",
-            tls_runs
-                .paired_ratios(&mtls_runs)
-                .ratio_row("ratio: collector, Kafka over TLS / plaintext")
-        );
+        tls_runs.print_paired_ratio(&mtls_runs, "ratio: collector, Kafka over TLS / plaintext");
     }
     for (name, runs) in [("mTLS", &mtls_runs), ("plaintext", &plain_runs)] {
         if vs_bare(runs) > 1.0 {

@@ -52,14 +52,16 @@ impl Runs {
         )
     }
 
-    /// A table row of these as ratios: `NAME  MEDIAN  MIN–MAX`, two decimals, the
-    /// form `bench/agree` compares across runs.
-    pub fn ratio_row(&self, name: &str) -> String {
-        format!(
+    /// Prints these runs' [`paired_ratios`](Self::paired_ratios) to `baseline` as a
+    /// table row `NAME  MEDIAN  MIN–MAX`, two decimals, the form `bench/agree`
+    /// compares across runs.
+    pub fn print_paired_ratio(&self, baseline: &Runs, name: &str) {
+        let ratios = self.paired_ratios(baseline);
+        println!(
             "{name:<52} {:>8.2} {:>12}",
-            self.median(),
-            self.spread_to(2)
-        )
+            ratios.median(),
+            ratios.spread_to(2)
+        );
     }
 }
 

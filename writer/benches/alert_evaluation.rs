@@ -308,10 +308,9 @@ async fn main() {
         off.spread()
     );
     println!("  alerts on:  {:.0} rows/s ({})", on.median(), on.spread());
-    println!(
-        "{}",
-        on.paired_ratios(&off)
-            .ratio_row("ratio: alerts on / off, paired by round (goal >= 0.9)")
+    on.print_paired_ratio(
+        &off,
+        "ratio: alerts on / off, paired by round (goal >= 0.9)",
     );
     let ratio = on.median() / off.median();
     println!(

@@ -201,12 +201,9 @@ async fn main() {
     }
     println!("(ratios are of medians, against the first count)");
     for (writers, runs) in counts.iter().zip(&rates).skip(1) {
-        println!(
-            "{}",
-            runs.paired_ratios(&rates[0]).ratio_row(&format!(
-                "ratio: {writers} writers / {}, paired by round",
-                counts[0]
-            ))
+        runs.print_paired_ratio(
+            &rates[0],
+            &format!("ratio: {writers} writers / {}, paired by round", counts[0]),
         );
     }
 }

@@ -407,32 +407,18 @@ async fn main() {
         );
     }
     println!("paired ratios (each run against the baseline run of its round): median, min–max");
-    println!(
-        "{}",
-        steady
-            .paired_ratios(&raw)
-            .ratio_row("ratio: writer / raw COPY, host rows (goal >= 0.9)")
-    );
-    println!(
-        "{}",
-        steady_checks
-            .paired_ratios(&raw_checks)
-            .ratio_row("ratio: writer / raw COPY, site checks (goal >= 0.8)")
+    steady.print_paired_ratio(&raw, "ratio: writer / raw COPY, host rows (goal >= 0.9)");
+    steady_checks.print_paired_ratio(
+        &raw_checks,
+        "ratio: writer / raw COPY, site checks (goal >= 0.8)",
     );
     if !tls_runs.0.is_empty() {
-        println!(
-            "{}",
-            tls_runs
-                .paired_ratios(&steady)
-                .ratio_row("ratio: writer, Kafka SASL_SSL / plaintext")
-        );
+        tls_runs.print_paired_ratio(&steady, "ratio: writer, Kafka SASL_SSL / plaintext");
     }
     if !pg_tls_runs.0.is_empty() {
-        println!(
-            "{}",
-            pg_tls_runs
-                .paired_ratios(&pg_plain_runs)
-                .ratio_row("ratio: writer, Postgres verify-full / plaintext")
+        pg_tls_runs.print_paired_ratio(
+            &pg_plain_runs,
+            "ratio: writer, Postgres verify-full / plaintext",
         );
     }
     if steady_checks.median() > raw_checks.median() {
