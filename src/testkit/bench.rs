@@ -56,11 +56,16 @@ impl Runs {
     /// table row `NAME  MEDIAN  MIN–MAX`, two decimals, the form `bench/agree`
     /// compares across runs.
     pub fn print_paired_ratio(&self, baseline: &Runs, name: &str) {
-        let ratios = self.paired_ratios(baseline);
+        self.paired_ratios(baseline).print_row(name, 2);
+    }
+
+    /// Prints these runs as a table row `NAME  MEDIAN  MIN–MAX` with `decimals`
+    /// decimals, the form `bench/agree` compares across runs.
+    pub fn print_row(&self, name: &str, decimals: usize) {
         println!(
-            "{name:<52} {:>8.2} {:>12}",
-            ratios.median(),
-            ratios.spread_to(2)
+            "{name:<52} {:>8.decimals$} {:>12}",
+            self.median(),
+            self.spread_to(decimals)
         );
     }
 }

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::writer_config;
+use common::{committed_rows, writer_config};
 use fleetmon::pb::{SITE_CHECK_CONTENT_TYPE, SiteCheck};
 use fleetmon::testkit::{
     PgSchema, Runs, TestPki, WebhookReceiver, bench_repeats, create_topic, kafka_bootstrap,
@@ -148,23 +148,28 @@ async fn throughput(pki: &TestPki, topic: &str, n: usize, alerts: bool) -> f64 {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first: Option<(Instant, i64)> = None;
+    let mut first: Option<(Instant, usize)> = None;
     loop {
-        let stored = schema.scalar("SELECT count(*) FROM site_checks").await;
+        let stored = committed_rows(&[writer.metrics_addr], "site_checks");
         if stored > 0 && first.is_none() {
             first = Some((Instant::now(), stored));
         }
-        if stored as usize >= n {
+        if stored >= n {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "only {stored} of {n} rows stored"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (at, count) = first.unwrap();
-    let rate = (n as i64 - count) as f64 / at.elapsed().as_secs_f64();
+    let rate = (n - count) as f64 / at.elapsed().as_secs_f64();
+    assert_eq!(
+        schema.scalar("SELECT count(*) FROM site_checks").await as usize,
+        n,
+        "rows in site_checks"
+    );
     if alerts {
         let down = schema
             .scalar("SELECT count(DISTINCT subject) FROM alerts WHERE kind = 'check_down'")

@@ -201,24 +201,21 @@ async fn main() {
         }
     }
     println!(
-        "a third writer joins two under {rate} samples/s over {PARTITIONS} partitions; samples sent from 1 s before the join to 5 s after; {repeats} alternating runs each, median (min–max), ms"
+        "a third writer joins two under {rate} samples/s over {PARTITIONS} partitions; samples sent from 1 s before the join to 5 s after; {repeats} alternating runs each"
     );
     println!(
-        "{:<20} {:>22} {:>22} {:>22} {:>22}",
-        "strategy", "sent→visible p50", "p99", "max", "longest no-row gap"
+        "{:<52} {:>8} {:>12}",
+        "strategy: figure, ms", "median", "min–max"
     );
+    let figures: [(&str, fn(&Measured) -> f64); 4] = [
+        ("sent→visible p50", |m| m.p50),
+        ("sent→visible p99", |m| m.p99),
+        ("sent→visible max", |m| m.max),
+        ("longest no-row gap", |m| m.stall),
+    ];
     for (strategy, runs) in STRATEGIES.iter().zip(&results) {
-        let column = |f: fn(&Measured) -> f64| {
-            let runs = Runs(runs.iter().map(f).collect());
-            format!("{:.0} ({})", runs.median(), runs.spread())
-        };
-        println!(
-            "{:<20} {:>22} {:>22} {:>22} {:>22}",
-            strategy,
-            column(|m| m.p50),
-            column(|m| m.p99),
-            column(|m| m.max),
-            column(|m| m.stall)
-        );
+        for (figure, value) in figures {
+            Runs(runs.iter().map(value).collect()).print_row(&format!("{strategy}: {figure}"), 0);
+        }
     }
 }

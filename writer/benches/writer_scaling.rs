@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bench_rows, count, produce, samples, writer_config};
+use common::{bench_rows, committed_rows, count, produce, samples, writer_config};
 use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
     PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap, metrics_text,
@@ -110,15 +110,16 @@ async fn run(pki: &TestPki, bootstrap: &str, samples: &[HostSample], writers: us
     produce(bootstrap, topic, samples).await;
     let started = Instant::now();
     let mut first_row: Option<(Instant, usize)> = None;
+    let metrics: Vec<_> = running.iter().map(|w| w.metrics_addr).collect();
     let stored = loop {
-        let stored = count(&schema).await as usize;
+        let stored = committed_rows(&metrics, "host_samples");
         if stored > 0 && first_row.is_none() {
             first_row = Some((Instant::now(), stored));
         }
         if stored >= n || started.elapsed() > DEADLINE {
             break stored;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let steady = match first_row {
         Some((at, first)) => at
@@ -134,6 +135,11 @@ async fn run(pki: &TestPki, bootstrap: &str, samples: &[HostSample], writers: us
     for w in running {
         w.task.await.unwrap().unwrap();
     }
+    assert_eq!(
+        count(&schema).await as usize,
+        stored,
+        "rows in host_samples"
+    );
     Run {
         stored,
         steady,

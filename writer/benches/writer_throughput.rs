@@ -26,7 +26,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    bench_rows, checks, count, count_in, produce, produce_checks, samples, scrape, writer_config,
+    bench_rows, checks, committed_rows, count, count_in, produce, produce_checks, samples, scrape,
+    writer_config,
 };
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{
@@ -96,7 +97,7 @@ async fn writer_run(
     // (leaves out the consumer group join and the first batch's linger).
     let mut first_row: Option<(Instant, usize)> = None;
     loop {
-        let stored = count_in(&schema, table).await as usize;
+        let stored = committed_rows(&[writer.metrics_addr], table);
         if stored > 0 && first_row.is_none() {
             first_row = Some((Instant::now(), stored));
         }
@@ -106,7 +107,7 @@ async fn writer_run(
         if started.elapsed() > Duration::from_secs(300) {
             panic!("writer stored only {stored} of {n} rows in 300 s");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
     let (first_at, first_count) = first_row.unwrap();
@@ -115,6 +116,11 @@ async fn writer_run(
         .mul_f64(n as f64 / (n - first_count).max(1) as f64);
     stop.cancel();
     writer.task.await.unwrap().unwrap();
+    assert_eq!(
+        count_in(&schema, table).await as usize,
+        n,
+        "rows in {table}"
+    );
     (steady, total, schema)
 }
 

@@ -98,6 +98,18 @@ pub fn scrape(addr: SocketAddr, metric: &str) -> u64 {
     fleetmon::testkit::metric_value(addr, metric).unwrap_or(0.0) as u64
 }
 
+/// Rows the writers serving `metrics` have committed into `table`, by their own
+/// counters (bumped after each commit). Cheap to poll while a writer runs, where
+/// `count(*)` on a fresh connection forks a backend and scans the table each time on
+/// the cores being measured.
+pub fn committed_rows(metrics: &[SocketAddr], table: &str) -> usize {
+    let counter = format!("fleetmon_writer_rows_inserted_total{{table=\"{table}\"}}");
+    metrics
+        .iter()
+        .map(|&addr| scrape(addr, &counter) as usize)
+        .sum()
+}
+
 /// Rows in `host_samples`.
 pub async fn count(schema: &PgSchema) -> i64 {
     count_in(schema, "host_samples").await
