@@ -183,6 +183,9 @@ async fn run(pki: &TestPki, bootstrap: &str, strategy: &str, rate: u64) -> Measu
     }
 }
 
+/// One figure of a run, by name in the printed rows.
+type Figure = fn(&Measured) -> f64;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
@@ -207,7 +210,7 @@ async fn main() {
         "{:<52} {:>8} {:>12}",
         "strategy: figure, ms", "median", "min–max"
     );
-    let figures: [(&str, fn(&Measured) -> f64); 4] = [
+    let figures: [(&str, Figure); 4] = [
         ("sent→visible p50", |m| m.p50),
         ("sent→visible p99", |m| m.p99),
         ("sent→visible max", |m| m.max),
