@@ -8,7 +8,7 @@
 //! 5); the table gives medians with min–max, and ratios of medians.
 //!
 //! Run: `cargo bench -p fleetmon-writer --bench writer_scaling` (rows:
-//! `FLEETMON_BENCH_ROWS`, default 200000; writer counts: `FLEETMON_BENCH_WRITERS`,
+//! `FLEETMON_BENCH_ROWS`, default 400000; writer counts: `FLEETMON_BENCH_WRITERS`,
 //! default `1,2,4`; Kafka: `FLEETMON_TEST_KAFKA` or an Apache Kafka node started here).
 
 mod common;
@@ -150,7 +150,9 @@ async fn run(pki: &TestPki, bootstrap: &str, samples: &[HostSample], writers: us
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
-    let n = bench_rows();
+    // 200 000 rows took 2–3 s with two or four writers: three runs of the bench then
+    // disagreed on the 2-writer ratio; 400 000 gives each count a steadier stretch.
+    let n = bench_rows(400_000);
     let counts: Vec<usize> = std::env::var("FLEETMON_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,2,4".to_owned())
         .split(',')

@@ -168,7 +168,7 @@ async fn replay_run(
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     fleetmon::tls::install_crypto_provider();
-    let n = bench_rows();
+    let n = bench_rows(200_000);
     let repeats = bench_repeats();
     let samples = samples(n);
     let rows: Vec<HostRow> = samples

@@ -122,12 +122,12 @@ pub async fn count_in(schema: &PgSchema, table: &str) -> i64 {
         .await
 }
 
-/// Rows to load: `FLEETMON_BENCH_ROWS`, default 200 000.
-pub fn bench_rows() -> usize {
+/// Rows to load: `FLEETMON_BENCH_ROWS`, else `default`.
+pub fn bench_rows(default: usize) -> usize {
     std::env::var("FLEETMON_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000)
+        .unwrap_or(default)
 }
 
 /// Produces every host sample (keyed by agent id, with the content-type header) and
