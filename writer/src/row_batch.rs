@@ -288,10 +288,18 @@ pub struct RowBatch {
 
 impl RowBatch {
     fn partition(&mut self, topic: &str, partition: i32, offset: i64) -> &mut PartitionRows {
+        // A batch holds a few partitions: finding one by a scan spares every record
+        // the allocation of an owned key.
+        let key = |(t, p): &PartitionKey| t == topic && *p == partition;
+        if !self.partitions.keys().any(key) {
+            self.partitions
+                .insert((topic.to_owned(), partition), PartitionRows::default());
+        }
         let rows = self
             .partitions
-            .entry((topic.to_owned(), partition))
-            .or_default();
+            .iter_mut()
+            .find_map(|(k, rows)| key(k).then_some(rows))
+            .expect("inserted above");
         rows.last_offset = rows.last_offset.max(offset);
         rows
     }

@@ -180,6 +180,54 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_repeated_within_a_batch_is_stored_and_counted_once() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let t0 = SystemTime::now() - Duration::from_secs(300);
+    let url = "https://y.example/";
+    let failed = check(
+        "a1",
+        2,
+        t0 + Duration::from_secs(2),
+        url,
+        Some(503),
+        false,
+        7.0,
+    );
+    // Sent together, well within one batch's linger: the repeats meet their first
+    // copy in the batch, not in the table.
+    setup
+        .produce_checks(&[
+            check(
+                "a1",
+                1,
+                t0 + Duration::from_secs(1),
+                url,
+                Some(200),
+                true,
+                5.0,
+            ),
+            failed.clone(),
+            failed,
+        ])
+        .await;
+    let sample = host("a2", 1, t0);
+    setup.produce_hosts(&[sample.clone(), sample]).await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 2).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 1).await;
+    writer.stop().await;
+    assert_eq!(setup.scalar("SELECT count(*) FROM site_checks").await, 2);
+    assert_eq!(setup.scalar("SELECT count(*) FROM host_samples").await, 1);
+    let hour = "SELECT (sum(checks) * 1000 + sum(ok_checks))::bigint FROM site_check_rollups \
+                WHERE resolution = 'hour'";
+    assert_eq!(
+        setup.scalar(hour).await,
+        2_001,
+        "rollups count each check once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_replay_store_nothing_twice() {
     let setup = Setup::new().await;
     let writer = setup.start_writer().await;

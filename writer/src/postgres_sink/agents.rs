@@ -4,11 +4,11 @@
 //! from before (`host_seen`), so checks never hold them back and a late redelivery
 //! never rolls them back.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use fleetmon::pb::HostSample;
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::SinkError;
 use crate::row_batch::{CheckRow, HostRow};
@@ -96,8 +96,9 @@ pub(super) async fn upsert_agents(
             .then(|| s.memory_used_bytes as f64 * 100.0 / s.memory_total_bytes as f64)
     });
     let disk = latest(fleetmon::samples::disk_used_percent);
+    let upsert = tx.prepare_cached(UPSERT_AGENTS).await?;
     tx.execute(
-        UPSERT_AGENTS,
+        &upsert,
         &[
             &ids,
             &hostnames,

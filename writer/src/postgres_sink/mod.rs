@@ -3,9 +3,9 @@
 //!
 //! One transaction per batch. Host samples and site checks are each copied (binary
 //! COPY) straight into their table under a savepoint; only when that meets a row
-//! already stored (a redelivery) is it rolled back to the savepoint and done the
-//! careful way: COPY into a per-connection staging table, then `INSERT … SELECT …
-//! ON CONFLICT DO NOTHING`. The check rollups are then added up from the rows
+//! already stored or repeated within the batch (a redelivery) is it rolled back to
+//! the savepoint and done the careful way: COPY into a per-connection staging table,
+//! then `INSERT … SELECT … ON CONFLICT DO NOTHING`. The check rollups are then added up from the rows
 //! actually inserted. `agents` gets one row per agent of the batch, COMMIT.
 
 use std::collections::BTreeSet;
@@ -45,6 +45,14 @@ pub enum SinkError {
     /// A statement failed.
     #[error("postgres: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// A value could not be encoded for a binary COPY.
+    #[error("cannot encode column {column} for COPY: {source}")]
+    Encode {
+        /// The column.
+        column: &'static str,
+        /// postgres-types' explanation.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Migrations failed.
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
@@ -225,9 +233,10 @@ impl PostgresSink {
         // plain batch's commit has no temporary tables to empty.
         let tx = client.transaction().await?;
 
-        // De-duplicate within the batch here, so only distinct rows are copied.
-        let hosts = copy::distinct(batch.hosts(), HostRow::key);
-        let checks = copy::distinct(batch.checks(), CheckRow::key);
+        // A record read twice within the batch fails the COPY straight into the table
+        // like one stored before: both go the careful way, which de-duplicates.
+        let hosts: Vec<&HostRow> = batch.hosts().collect();
+        let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;

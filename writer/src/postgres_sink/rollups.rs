@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Transaction;
+use foldhash::{HashMap, HashMapExt as _};
 use serde_json::Value;
 
 use super::SinkError;
@@ -75,8 +76,7 @@ pub(super) async fn add_to_rollups(
     if inserted.is_empty() {
         return Ok(());
     }
-    // In key order, so concurrent writers lock rollup rows in the same order.
-    let mut buckets: BTreeMap<(&str, &'static str, SystemTime), Bucket> = BTreeMap::new();
+    let mut buckets: HashMap<(&str, &'static str, SystemTime), Bucket> = HashMap::new();
     for &row in inserted {
         for (resolution, seconds) in RESOLUTIONS {
             let key = (
@@ -90,22 +90,23 @@ pub(super) async fn add_to_rollups(
                 .add(row);
         }
     }
-    let urls: Vec<&str> = buckets.keys().map(|(url, ..)| *url).collect();
-    let resolutions: Vec<&str> = buckets
-        .keys()
-        .map(|(_, resolution, _)| *resolution)
-        .collect();
-    let starts: Vec<SystemTime> = buckets.keys().map(|(.., start)| *start).collect();
-    let column = |f: fn(&Bucket) -> f64| -> Vec<f64> { buckets.values().map(f).collect() };
+    // In key order, so concurrent writers lock rollup rows in the same order.
+    let mut buckets: Vec<_> = buckets.into_iter().collect();
+    buckets.sort_unstable_by_key(|(key, _)| *key);
+    let (keys, buckets): (Vec<_>, Vec<Bucket>) = buckets.into_iter().unzip();
+    let urls: Vec<&str> = keys.iter().map(|(url, ..)| *url).collect();
+    let resolutions: Vec<&str> = keys.iter().map(|(_, resolution, _)| *resolution).collect();
+    let starts: Vec<SystemTime> = keys.iter().map(|(.., start)| *start).collect();
+    let column = |f: fn(&Bucket) -> f64| -> Vec<f64> { buckets.iter().map(f).collect() };
     let (min, max, sum) = (
         column(|b| b.min_ms),
         column(|b| b.max_ms),
         column(|b| b.sum_ms),
     );
-    let checks: Vec<i64> = buckets.values().map(|b| b.checks).collect();
-    let ok_checks: Vec<i64> = buckets.values().map(|b| b.ok_checks).collect();
+    let checks: Vec<i64> = buckets.iter().map(|b| b.checks).collect();
+    let ok_checks: Vec<i64> = buckets.iter().map(|b| b.ok_checks).collect();
     let codes: Vec<Value> = buckets
-        .values()
+        .iter()
         .map(|b| {
             // As the column holds them: the code as text, "none" without a response.
             let counts = b.status_codes.iter().map(|(code, n)| {
