@@ -5,8 +5,9 @@
 //! COPY) straight into their table under a savepoint; only when that meets a row
 //! already stored or repeated within the batch (a redelivery) is it rolled back to
 //! the savepoint and done the careful way: COPY into a per-connection staging table,
-//! then `INSERT … SELECT … ON CONFLICT DO NOTHING`. The check rollups are then added up from the rows
-//! actually inserted. `agents` gets one row per agent of the batch, COMMIT.
+//! then `INSERT … SELECT … ON CONFLICT DO NOTHING`. The check rollups are then added
+//! up from the rows actually inserted. `agents` gets one row per agent of the batch,
+//! COMMIT.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
