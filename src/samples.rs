@@ -8,6 +8,46 @@ use crate::pb::{CheckFailure, HostSample, SiteCheck};
 /// Longest accepted `stream_id`.
 pub const MAX_STREAM_ID_BYTES: usize = 128;
 
+/// The bounds of every number a sample carries, in one place: the collector refuses a
+/// sample outside them, naming the field, its value and the range. Each bound keeps
+/// the value storable and every sum and average the writer and the queries take of
+/// it finite (PostgreSQL fails a whole statement on a float overflow).
+pub mod bounds {
+    /// A percentage.
+    pub const PERCENT: (f64, f64) = (0.0, 100.0);
+    /// A load average (a run-queue length).
+    pub const LOAD_AVERAGE: (f64, f64) = (0.0, 1e6);
+    /// A network rate in bytes per second (a petabyte per second).
+    pub const BYTES_PER_SECOND: (f64, f64) = (0.0, 1e15);
+    /// A duration in milliseconds: a check's response time, time to first byte (a day).
+    pub const DURATION_MS: (f64, f64) = (0.0, 86_400_000.0);
+    /// `interval_seconds` of a host sample (0: unknown, older agents).
+    pub const INTERVAL_SECONDS: (u32, u32) = (1, 86_400);
+    /// How far a certificate's expiry may lie from now, in seconds (100 years).
+    pub const CERT_EXPIRY_SECONDS: i64 = 100 * 366 * 86_400;
+    /// The longest text a monitored target controls (`final_url`, `error_message`,
+    /// `matched_text`): the agent truncates to this, the collector's default
+    /// `limits.max_string_bytes`.
+    pub const TARGET_TEXT_BYTES: usize = 4096;
+}
+
+/// Marks a text the agent shortened to [`bounds::TARGET_TEXT_BYTES`].
+pub const TRUNCATED_MARK: &str = "…[truncated]";
+
+/// `text` cut to at most `max` bytes on a character boundary, ending with
+/// [`TRUNCATED_MARK`] when it was cut (`max` must exceed the mark's length).
+pub fn truncate_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(TRUNCATED_MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(TRUNCATED_MARK);
+}
+
 /// Why a sample is refused: a stable name, the `reason` of a rejection and a metrics
 /// label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,11 +84,17 @@ pub enum Reason {
     InvalidStatusCode,
     /// A failure kind this version does not know.
     InvalidFailureKind,
+    /// A result for a `check_id` that names no check.
+    UnknownCheck,
+    /// A result for a check not assigned to the agent that sent it.
+    UnassignedCheck,
+    /// A result for a check version the collector never sent.
+    UnknownCheckVersion,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 19] = [
         Reason::MissingKind,
         Reason::MissingStreamId,
         Reason::StreamIdTooLong,
@@ -65,6 +111,9 @@ impl Reason {
         Reason::MissingMethod,
         Reason::InvalidStatusCode,
         Reason::InvalidFailureKind,
+        Reason::UnknownCheck,
+        Reason::UnassignedCheck,
+        Reason::UnknownCheckVersion,
     ];
 
     /// The stable name, in snake case.
@@ -86,6 +135,9 @@ impl Reason {
             Reason::MissingMethod => "missing_method",
             Reason::InvalidStatusCode => "invalid_status_code",
             Reason::InvalidFailureKind => "invalid_failure_kind",
+            Reason::UnknownCheck => "unknown_check",
+            Reason::UnassignedCheck => "unassigned_check",
+            Reason::UnknownCheckVersion => "unknown_check_version",
         }
     }
 }
@@ -277,6 +329,22 @@ pub fn disk_used_percent(sample: &HostSample) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters_and_marks_the_cut() {
+        let mut short = "ok".to_owned();
+        truncate_text(&mut short, 20);
+        assert_eq!(short, "ok");
+        let mut long = "é".repeat(3000);
+        truncate_text(&mut long, bounds::TARGET_TEXT_BYTES);
+        assert!(long.len() <= bounds::TARGET_TEXT_BYTES, "{}", long.len());
+        assert!(long.ends_with(TRUNCATED_MARK));
+        assert!(
+            long.trim_end_matches(TRUNCATED_MARK)
+                .chars()
+                .all(|c| c == 'é')
+        );
+    }
 
     #[test]
     fn reserved_blocks_are_neither_used_nor_available() {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleetmon::pb::{CheckFailure, SiteCheck};
+use fleetmon::samples::{bounds, truncate_text};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{Probe, Site};
@@ -73,8 +74,21 @@ impl SiteProber {
         Ok(built)
     }
 
-    /// Checks `site` once.
+    /// Checks `site` once. The texts the target controls are cut to what the collector
+    /// accepts, so a hostile site still yields a result (and its outage a DOWN row).
     pub async fn check(&self, site: &Site) -> SiteCheck {
+        let mut check = self.run(site).await;
+        for text in [
+            &mut check.final_url,
+            &mut check.error_message,
+            &mut check.matched_text,
+        ] {
+            truncate_text(text, bounds::TARGET_TEXT_BYTES);
+        }
+        check
+    }
+
+    async fn run(&self, site: &Site) -> SiteCheck {
         let mut check = match &site.probe {
             Probe::Http => return self.check_http(site).await,
             Probe::Tcp {

@@ -48,6 +48,13 @@ fn app() -> Router {
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/ok")]) }),
         )
         .route(
+            "/long-redirect",
+            get(|| async {
+                let target = format!("/status/503?pad={}", "x".repeat(10 * 1024));
+                (StatusCode::FOUND, [(header::LOCATION, target)])
+            }),
+        )
+        .route(
             "/loop",
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
         )
@@ -147,6 +154,28 @@ async fn status_mismatch_keeps_the_real_code() {
     let check = probe(accepting).await;
     assert!(check.ok, "{check:?}");
     assert_eq!(check.status_code, Some(503));
+}
+
+#[tokio::test]
+async fn a_site_that_redirects_to_a_10_kb_url_and_fails_still_yields_a_result_the_collector_accepts()
+ {
+    let addr = http_server().await;
+    let check = probe(site(addr, "/long-redirect")).await;
+    assert!(!check.ok);
+    assert_eq!(failure(&check), CheckFailure::StatusMismatch);
+    assert_eq!(check.status_code, Some(503));
+    let limit = fleetmon::samples::bounds::TARGET_TEXT_BYTES;
+    assert!(check.final_url.len() <= limit, "{}", check.final_url.len());
+    assert!(
+        check
+            .final_url
+            .starts_with(&format!("http://{addr}/status/503?pad=xxx")),
+        "{}",
+        check.final_url
+    );
+    assert!(check.final_url.ends_with(fleetmon::samples::TRUNCATED_MARK));
+    // The collector's text rule at its default limit takes it.
+    fleetmon::samples::check_text(&check, Some(limit)).unwrap();
 }
 
 #[tokio::test]

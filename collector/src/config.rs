@@ -120,8 +120,15 @@ pub struct Limits {
     pub max_string_bytes: usize,
     /// Most entries in a list field (disks, interfaces, cores).
     pub max_list_len: usize,
-    /// How far in the future a sample's timestamp may be, in seconds.
-    pub max_future_seconds: u64,
+    /// How far ahead of the collector's clock a sample's time may be, in seconds: an
+    /// agent whose clock is further off is told so in the refusal. (`max_future_seconds`
+    /// is the older name.)
+    #[serde(alias = "max_future_seconds")]
+    pub max_clock_skew_seconds: u64,
+    /// How old a sample may be, in seconds: nothing is acknowledged that the writer
+    /// would delete at once. Keep it at most the writer's `postgres.retention_days`
+    /// (default 30 days, as that).
+    pub max_sample_age_seconds: u64,
     /// Samples of one stream received but not yet confirmed by Kafka before the
     /// collector stops reading that stream (backpressure).
     pub max_in_flight_per_stream: usize,
@@ -179,7 +186,8 @@ impl Default for Limits {
             max_samples_per_batch: 10_000,
             max_string_bytes: 4096,
             max_list_len: 1024,
-            max_future_seconds: 300,
+            max_clock_skew_seconds: 300,
+            max_sample_age_seconds: 30 * 86_400,
             max_in_flight_per_stream: 20_000,
             idle_stream_seconds: 300,
             min_check_interval_seconds: 1,

@@ -4,11 +4,11 @@
 //! ack with its `seq`, and its valid neighbours go through. Validation also stamps the
 //! verified `agent_id` over whatever the payload claimed.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fleetmon::pb::{self, HostSample, SiteCheck, sample::Kind};
 use fleetmon::samples::{
-    Reason, Sample, Violation, check_failure_kind, check_identity, check_text,
+    Reason, Sample, Violation, bounds, check_failure_kind, check_identity, check_text,
 };
 
 use crate::config::Limits;
@@ -119,31 +119,60 @@ impl Check<'_> {
         check_text(sample, Some(self.limits.max_string_bytes)).map_err(|v| self.broke(v))
     }
 
+    /// A sample time: set, within what PostgreSQL and the writer's retention hold
+    /// (`limits.max_sample_age_seconds`) and not ahead of this collector's clock by more
+    /// than `limits.max_clock_skew_seconds`; the refusal names the agent's offset.
     fn timestamp(&self, field: &str, ts: Option<&prost_types::Timestamp>) -> Result<(), Rejection> {
         let ts =
             ts.ok_or_else(|| self.reject(Reason::MissingTimestamp, format!("{field} is missing")))?;
-        if !(0..1_000_000_000).contains(&ts.nanos) {
-            return Err(self.reject(
-                Reason::InvalidTimestamp,
-                format!("{field}.nanos is out of range"),
-            ));
-        }
-        if ts.seconds < EARLIEST_UNIX_SECONDS {
-            return Err(self.reject(
-                Reason::TimestampTooOld,
-                format!("{field} is before 2000-01-01 (check the agent's clock)"),
-            ));
-        }
-        let latest = self.now + Duration::from_secs(self.limits.max_future_seconds);
-        let at = SystemTime::try_from(*ts).map_err(|_| {
-            self.reject(Reason::InvalidTimestamp, format!("{field} is out of range"))
-        })?;
-        if at > latest {
+        let at = self.instant(field, ts)?;
+        let now = unix_seconds(self.now);
+        let skew = self.limits.max_clock_skew_seconds;
+        let ahead = at.saturating_sub(now);
+        if ahead > skew as i64 {
             return Err(self.reject(
                 Reason::TimestampInFuture,
                 format!(
-                    "{field} is more than {} s in the future (check the agent's clock)",
-                    self.limits.max_future_seconds
+                    "{field} is {ahead} s ahead of the collector's clock; at most {skew} s is allowed (limits.max_clock_skew_seconds): fix the agent's clock"
+                ),
+            ));
+        }
+        let max_age = self.limits.max_sample_age_seconds;
+        let age = now.saturating_sub(at);
+        if at < EARLIEST_UNIX_SECONDS || age > max_age as i64 {
+            return Err(self.reject(
+                Reason::TimestampTooOld,
+                format!(
+                    "{field} is {age} s old; at most {max_age} s is kept (limits.max_sample_age_seconds): fix the agent's clock if the sample is new"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A timestamp's valid nanos and its unix seconds.
+    fn instant(&self, field: &str, ts: &prost_types::Timestamp) -> Result<i64, Rejection> {
+        if !(0..1_000_000_000).contains(&ts.nanos) {
+            return Err(self.reject(
+                Reason::InvalidTimestamp,
+                format!("{field}.nanos is {}, expected 0 to 999999999", ts.nanos),
+            ));
+        }
+        Ok(ts.seconds)
+    }
+
+    /// A certificate expiry: within [`bounds::CERT_EXPIRY_SECONDS`] of now.
+    fn expiry(&self, field: &str, ts: &prost_types::Timestamp) -> Result<(), Rejection> {
+        let at = self.instant(field, ts)?;
+        let now = unix_seconds(self.now);
+        let span = bounds::CERT_EXPIRY_SECONDS;
+        if at < now - span || at > now + span {
+            return Err(self.reject(
+                Reason::InvalidTimestamp,
+                format!(
+                    "{field} is {at} (unix seconds), expected within 100 years of now ({} to {})",
+                    now - span,
+                    now + span
                 ),
             ));
         }
@@ -160,14 +189,27 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn number(&self, field: &str, value: f64, max: f64) -> Result<(), Rejection> {
-        if !value.is_finite() || value < 0.0 || value > max {
+    /// A float within `(lowest, highest)`; NaN and infinity are refused.
+    fn number(
+        &self,
+        field: &str,
+        value: f64,
+        (lowest, highest): (f64, f64),
+    ) -> Result<(), Rejection> {
+        if !value.is_finite() || value < lowest || value > highest {
             return Err(self.reject(
                 Reason::InvalidNumber,
-                format!("{field} is {value}, expected a finite number from 0 to {max}"),
+                format!("{field} is {value}, expected a finite number from {lowest} to {highest}"),
             ));
         }
         Ok(())
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
 
@@ -207,30 +249,48 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
     c.list("cpu_core_usage_percent", s.cpu_core_usage_percent.len())?;
     c.list("disks", s.disks.len())?;
     c.list("interfaces", s.interfaces.len())?;
-    c.number("cpu_usage_percent", s.cpu_usage_percent, 100.0)?;
+    c.number("cpu_usage_percent", s.cpu_usage_percent, bounds::PERCENT)?;
     for core in &s.cpu_core_usage_percent {
-        c.number("cpu_core_usage_percent", *core, 100.0)?;
+        c.number("cpu_core_usage_percent", *core, bounds::PERCENT)?;
     }
-    for (field, value) in [
-        ("load_average_1m", s.load_average_1m),
-        ("load_average_5m", s.load_average_5m),
-        ("load_average_15m", s.load_average_15m),
-        ("network_rx_bytes_per_second", s.network_rx_bytes_per_second),
-        ("network_tx_bytes_per_second", s.network_tx_bytes_per_second),
+    for (field, value, range) in [
+        ("load_average_1m", s.load_average_1m, bounds::LOAD_AVERAGE),
+        ("load_average_5m", s.load_average_5m, bounds::LOAD_AVERAGE),
+        ("load_average_15m", s.load_average_15m, bounds::LOAD_AVERAGE),
+        (
+            "network_rx_bytes_per_second",
+            s.network_rx_bytes_per_second,
+            bounds::BYTES_PER_SECOND,
+        ),
+        (
+            "network_tx_bytes_per_second",
+            s.network_tx_bytes_per_second,
+            bounds::BYTES_PER_SECOND,
+        ),
     ] {
-        c.number(field, value, f64::MAX)?;
+        c.number(field, value, range)?;
     }
     for iface in &s.interfaces {
         c.number(
             "interfaces.rx_bytes_per_second",
             iface.rx_bytes_per_second,
-            f64::MAX,
+            bounds::BYTES_PER_SECOND,
         )?;
         c.number(
             "interfaces.tx_bytes_per_second",
             iface.tx_bytes_per_second,
-            f64::MAX,
+            bounds::BYTES_PER_SECOND,
         )?;
+    }
+    let (shortest, longest) = bounds::INTERVAL_SECONDS;
+    if s.interval_seconds != 0 && !(shortest..=longest).contains(&s.interval_seconds) {
+        return Err(c.reject(
+            Reason::InvalidNumber,
+            format!(
+                "interval_seconds is {}, expected {shortest} to {longest} (or 0: unknown)",
+                s.interval_seconds
+            ),
+        ));
     }
     Ok(())
 }
@@ -254,17 +314,12 @@ fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), 
         ));
     }
     check_failure_kind(s.failure).map_err(|v| c.broke(v))?;
-    c.number("response_time_ms", s.response_time_ms, f64::MAX)?;
+    c.number("response_time_ms", s.response_time_ms, bounds::DURATION_MS)?;
     if let Some(ttfb) = s.time_to_first_byte_ms {
-        c.number("time_to_first_byte_ms", ttfb, f64::MAX)?;
+        c.number("time_to_first_byte_ms", ttfb, bounds::DURATION_MS)?;
     }
-    if let Some(ts) = &s.tls_cert_not_after
-        && !(0..1_000_000_000).contains(&ts.nanos)
-    {
-        return Err(c.reject(
-            Reason::InvalidTimestamp,
-            "tls_cert_not_after.nanos is out of range",
-        ));
+    if let Some(ts) = &s.tls_cert_not_after {
+        c.expiry("tls_cert_not_after", ts)?;
     }
     Ok(())
 }
@@ -272,6 +327,7 @@ fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -341,7 +397,7 @@ mod tests {
                     ..host(1)
                 },
                 "timestamp_in_future",
-                "sampled_at is more than 300 s in the future (check the agent's clock)",
+                "sampled_at is 301 s ahead of the collector's clock; at most 300 s is allowed (limits.max_clock_skew_seconds): fix the agent's clock",
             ),
             (
                 HostSample {
@@ -389,5 +445,103 @@ mod tests {
             ..host(1)
         })
         .unwrap();
+    }
+
+    fn site(sample: SiteCheck) -> Result<ValidSample, Rejection> {
+        validate(
+            pb::Sample {
+                kind: Some(Kind::Site(sample)),
+            },
+            "a1",
+            &Limits::default(),
+            now(),
+        )
+    }
+
+    #[test]
+    fn values_the_database_or_the_retention_cannot_hold_are_refused_by_name() {
+        let refused = |r: Result<ValidSample, Rejection>| {
+            let r = r.unwrap_err();
+            (r.reason.as_str(), r.message)
+        };
+        // 2001-03-04: older than the 30 days kept.
+        assert_eq!(
+            refused(check(HostSample {
+                sampled_at: ts(983_664_000),
+                ..host(1)
+            })),
+            (
+                "timestamp_too_old",
+                "sampled_at is 816336000 s old; at most 2592000 s is kept (limits.max_sample_age_seconds): fix the agent's clock if the sample is new".to_owned()
+            )
+        );
+        assert_eq!(
+            refused(check(HostSample {
+                interval_seconds: u32::MAX,
+                ..host(1)
+            })),
+            (
+                "invalid_number",
+                "interval_seconds is 4294967295, expected 1 to 86400 (or 0: unknown)".to_owned()
+            )
+        );
+        assert_eq!(
+            refused(check(HostSample {
+                load_average_5m: f64::INFINITY,
+                ..host(1)
+            })),
+            (
+                "invalid_number",
+                "load_average_5m is inf, expected a finite number from 0 to 1000000".to_owned()
+            )
+        );
+        let good = SiteCheck {
+            stream_id: "s1".into(),
+            seq: 1,
+            checked_at: ts(1_800_000_000),
+            url: "https://example.com/".into(),
+            method: "GET".into(),
+            ..Default::default()
+        };
+        site(good.clone()).unwrap();
+        assert_eq!(
+            refused(site(SiteCheck {
+                tls_cert_not_after: ts(i64::MAX / 2),
+                ..good.clone()
+            })),
+            (
+                "invalid_timestamp",
+                format!(
+                    "tls_cert_not_after is {} (unix seconds), expected within 100 years of now (-1362240000 to 4962240000)",
+                    i64::MAX / 2
+                )
+            )
+        );
+        assert_eq!(
+            refused(site(SiteCheck {
+                response_time_ms: f64::MAX,
+                ..good.clone()
+            })),
+            (
+                "invalid_number",
+                format!(
+                    "response_time_ms is {}, expected a finite number from 0 to 86400000",
+                    f64::MAX
+                )
+            )
+        );
+        assert_eq!(
+            refused(site(SiteCheck {
+                checked_at: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: -1
+                }),
+                ..good
+            })),
+            (
+                "invalid_timestamp",
+                "checked_at.nanos is -1, expected 0 to 999999999".to_owned()
+            )
+        );
     }
 }

@@ -10,7 +10,7 @@ SELECT s.check_id,
 FROM check_state s
 LEFT JOIN checks c USING (check_id)
 WHERE s.check_id = ANY($1)
-  AND s.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60), 10))
+  AND s.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60)::bigint, 10))
   AND NOT EXISTS (
       SELECT 1 FROM alerts l
       WHERE l.kind = 'location_unreachable' AND l.subject = s.agent_id AND l.resolved_at IS NULL

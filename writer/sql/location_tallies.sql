@@ -7,11 +7,11 @@ SELECT s.agent_id,
        count(*) FILTER (WHERE s.down AND EXISTS (
            SELECT 1 FROM check_state o
            WHERE o.check_id = s.check_id AND o.agent_id <> s.agent_id AND NOT o.down
-             AND o.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60), 10))
+             AND o.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60)::bigint, 10))
        )) AS down_but_up_elsewhere,
        coalesce(array_agg(s.check_id ORDER BY s.check_id) FILTER (WHERE s.down), '{}') AS down_checks
 FROM check_state s
 LEFT JOIN checks c USING (check_id)
 WHERE s.agent_id = ANY($1)
-  AND s.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60), 10))
+  AND s.last_ts > now() - make_interval(secs => greatest(3 * coalesce(c.interval_seconds, 60)::bigint, 10))
 GROUP BY s.agent_id

@@ -241,6 +241,46 @@ impl DeadLetters {
     }
 }
 
+impl DeadLetters {
+    /// Sends a record PostgreSQL refused (or one outside the kept window) to the
+    /// dead-letter topic: its key and sample, with headers naming why (`sqlstate`,
+    /// `error`), where it was read and whose it is (`agent-id`, `stream-id`, `seq`);
+    /// resolves once Kafka confirmed it.
+    pub async fn send_refused(
+        &self,
+        refused: &crate::quarantine::Refused,
+    ) -> Result<(), KafkaError> {
+        let partition = refused.source.1.to_string();
+        let seq = refused.seq.to_string();
+        let headers = [
+            ("content-type", refused.content_type),
+            ("error", refused.message.as_str()),
+            ("sqlstate", refused.sqlstate.as_str()),
+            ("source-topic", refused.source.0.as_str()),
+            ("source-partition", partition.as_str()),
+            ("agent-id", refused.agent_id.as_str()),
+            ("stream-id", refused.stream_id.as_str()),
+            ("seq", seq.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        let record = FutureRecord::to(&self.topic)
+            .headers(headers)
+            .key(refused.key.as_bytes())
+            .payload(refused.payload.as_slice());
+        self.producer()
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
 /// The `content-type` header of a message, if any.
 pub fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
     message

@@ -2,7 +2,8 @@
 //!
 //! [`kafka_source`] consumes in a group; [`row_batch`] decodes records into rows;
 //! [`pipeline`] batches them and stores each batch with [`postgres_sink`] in one
-//! transaction before storing the offsets; [`history_service`] answers operators'
+//! transaction before storing the offsets, isolating with [`quarantine`] the records
+//! PostgreSQL refuses; [`history_service`] answers operators'
 //! queries; [`check_mirror`] keeps the `checks` table equal to the checks topic.
 //! Alerts: [`alert_rules`] decides, [`alert_store`] moves the state inside each
 //! batch's transaction, [`timed_rules`] decides what time alone can tell,
@@ -21,6 +22,7 @@ pub mod notifier;
 pub mod pipeline;
 pub mod postgres_sink;
 pub mod postgres_tls;
+pub mod quarantine;
 pub mod row_batch;
 pub mod server;
 pub mod service_error;

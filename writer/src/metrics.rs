@@ -23,6 +23,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label: why a record was quarantined (a SQLSTATE, `encode`, or `outside_window`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
+}
+
 /// Every metric the writer exports.
 #[derive(Debug)]
 pub struct WriterMetrics {
@@ -34,6 +41,11 @@ pub struct WriterMetrics {
     pub dead_letters: Counter,
     /// Batches that failed and were retried.
     pub flush_failures: Counter,
+    /// Records decoded fine but not storable (PostgreSQL refused them on data, or
+    /// dated outside the window the writer keeps), sent to the dead-letter topic.
+    pub records_quarantined: Family<ReasonLabel, Counter>,
+    /// Batches whose alert rules failed on their data and were skipped.
+    pub alert_evaluations_skipped: Counter,
     /// Rows per committed batch.
     pub batch_rows: Histogram,
     /// Time to store one batch.
@@ -52,6 +64,8 @@ impl WriterMetrics {
             duplicates_skipped: Counter::default(),
             dead_letters: Counter::default(),
             flush_failures: Counter::default(),
+            records_quarantined: Family::default(),
+            alert_evaluations_skipped: Counter::default(),
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             consumer_lag: Family::default(),
@@ -80,6 +94,16 @@ impl WriterMetrics {
             "flush_failures",
             "Batches that failed and were retried",
             metrics.flush_failures.clone(),
+        );
+        r.register(
+            "records_quarantined",
+            "Records PostgreSQL refused on data or dated outside the kept window, dead-lettered",
+            metrics.records_quarantined.clone(),
+        );
+        r.register(
+            "alert_evaluations_skipped",
+            "Batches whose alert rules failed on their data and were skipped",
+            metrics.alert_evaluations_skipped.clone(),
         );
         r.register(
             "batch_rows",

@@ -1,6 +1,11 @@
 //! The writer's main loop: consume → decode → batch (rows or linger) → one Postgres
 //! transaction → only then store the Kafka offsets.
 //!
+//! A batch PostgreSQL refuses on data (a value it cannot hold) is bisected until the
+//! refused records stand alone; they go to the dead-letter topic with their SQLSTATE
+//! and everything else is stored (`quarantine`). So is a record dated outside the
+//! days the writer keeps, before any partition is made for it.
+//!
 //! While Postgres is failing the batch is retried with backoff and no offsets are
 //! stored; once the next batch is full the assigned partitions are paused (no new
 //! data piles up) while the consumer is still polled (the group keeps the member);
@@ -8,7 +13,7 @@
 //! losing nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt as _;
 use rdkafka::Message;
@@ -23,8 +28,9 @@ use crate::config::{BatchConfig, KafkaConfig};
 use crate::kafka_source::{
     self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
 };
-use crate::metrics::{TableLabel, WriterMetrics};
-use crate::postgres_sink::PostgresSink;
+use crate::metrics::{ReasonLabel, TableLabel, WriterMetrics};
+use crate::postgres_sink::{PostgresSink, WriteStats};
+use crate::quarantine::{Failure, Isolated, Refused, store_isolating};
 use crate::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
 
 /// Longest wait between two attempts at a failing batch.
@@ -40,6 +46,10 @@ pub const MAX_UNASSIGNED: Duration = Duration::from_secs(600);
 /// How long a stopping writer keeps trying to store what it holds.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How far ahead of the writer's clock a row may be dated (the collector refuses more
+/// than its clock-skew limit; this only bounds the partitions made ahead).
+pub const MAX_AHEAD: Duration = Duration::from_secs(2 * 86_400);
+
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -49,6 +59,81 @@ pub enum PipelineError {
     /// A batch write task panicked; its batch was not stored, nor its offsets.
     #[error("batch write task failed: {0}")]
     Write(#[from] tokio::task::JoinError),
+}
+
+/// How the error of a record dated outside the writer's window begins.
+const OUTSIDE_WINDOW: &str = "outside the days this writer keeps";
+
+/// An error naming `field` when `ts` is outside `window`: such a row would need a
+/// partition made for it and then be dropped by retention.
+fn outside(
+    window: &std::ops::RangeInclusive<SystemTime>,
+    field: &str,
+    ts: SystemTime,
+) -> Result<(), String> {
+    if window.contains(&ts) {
+        return Ok(());
+    }
+    let seconds = |t: SystemTime| crate::row_batch::micros(t) / 1_000_000;
+    Err(format!(
+        "{OUTSIDE_WINDOW}: {field} is {} (unix seconds), expected {} to {} (postgres.retention_days)",
+        seconds(ts),
+        seconds(*window.start()),
+        seconds(*window.end())
+    ))
+}
+
+/// Counts a stored batch.
+fn record_stored(metrics: &WriterMetrics, batch: &RowBatch, stats: &WriteStats, started: Instant) {
+    metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_rows.observe(batch.rows() as f64);
+    for (table, rows) in [
+        ("host_samples", stats.host_rows),
+        ("site_checks", stats.check_rows),
+    ] {
+        metrics
+            .rows_inserted
+            .get_or_create(&TableLabel { table })
+            .inc_by(rows);
+    }
+    metrics.duplicates_skipped.inc_by(stats.duplicates);
+    if stats.alerts_skipped {
+        metrics.alert_evaluations_skipped.inc();
+    }
+    tracing::debug!(rows = batch.rows(), ?stats, "batch stored");
+}
+
+/// Sends each refused record to the dead-letter topic (retrying until Kafka takes it),
+/// logged once with its identity and counted by SQLSTATE. False if `stop` came first:
+/// the batch's offsets are then not stored and it is read again.
+async fn quarantine(
+    dead_letters: &DeadLetters,
+    metrics: &WriterMetrics,
+    refused: &[Refused],
+    stop: &CancellationToken,
+) -> bool {
+    for record in refused {
+        tracing::warn!(agent_id = %record.agent_id, stream_id = %record.stream_id, seq = record.seq, topic = %record.source.0, partition = record.source.1, sqlstate = %record.sqlstate, message = %record.message, "record refused by PostgreSQL: sent to the dead-letter topic");
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = dead_letters.send_refused(record).await {
+            tracing::warn!(%error, "dead-letter topic unavailable, retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        metrics.dead_letters.inc();
+        metrics
+            .records_quarantined
+            .get_or_create(&ReasonLabel {
+                reason: record.sqlstate.clone(),
+            })
+            .inc();
+    }
+    true
 }
 
 /// The consume-and-store loop.
@@ -63,6 +148,8 @@ pub struct Pipeline {
     site_topic: String,
     /// Set while the batch being written keeps failing (Postgres down).
     retrying: Arc<std::sync::atomic::AtomicBool>,
+    /// How old a row may be: older ones would land in a partition retention drops.
+    retention: Duration,
     /// To build a new consumer when the cluster changes.
     kafka: KafkaConfig,
     cluster: ClusterId,
@@ -99,9 +186,25 @@ impl Pipeline {
             host_topic: kafka.host_samples_topic.clone(),
             site_topic: kafka.site_checks_topic.clone(),
             retrying: Arc::default(),
+            retention: Duration::from_secs(30 * 86_400),
             kafka: kafka.clone(),
             cluster,
         }
+    }
+
+    /// Keeps rows of the last `retention_days` (`postgres.retention_days`, 30 unless
+    /// set): older ones are dead-lettered instead of stored into a partition that
+    /// retention drops.
+    pub fn keeping(self, retention_days: u32) -> Self {
+        Pipeline {
+            retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+            ..self
+        }
+    }
+
+    /// Set while batches fail for want of PostgreSQL (for the health service).
+    pub fn failing(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.retrying.clone()
     }
 
     /// Runs until `shutdown`; then finishes the batch being written and writes the
@@ -284,56 +387,59 @@ impl Pipeline {
     }
 
     /// Writes a batch in the background, retrying with backoff until it is stored
-    /// (true) or `stop` (false). Returns the batch for its offsets.
+    /// (true) or `stop` (false); a batch refused on data is stored without the records
+    /// PostgreSQL refuses, which go to the dead-letter topic. Returns the batch for its
+    /// offsets.
     fn spawn_write(
         &self,
         batch: RowBatch,
         stop: CancellationToken,
     ) -> JoinHandle<(RowBatch, bool)> {
         let sink = self.sink.clone();
+        let dead_letters = self.dead_letters.clone();
         let metrics = self.metrics.clone();
         let retrying = self.retrying.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
+            let mut isolating = false;
             loop {
                 let started = Instant::now();
-                match sink.write(&batch).await {
-                    Ok(stats) => {
-                        metrics
-                            .flush_seconds
-                            .observe(started.elapsed().as_secs_f64());
-                        metrics.batch_rows.observe(batch.rows() as f64);
-                        metrics
-                            .rows_inserted
-                            .get_or_create(&TableLabel {
-                                table: "host_samples",
-                            })
-                            .inc_by(stats.host_rows);
-                        metrics
-                            .rows_inserted
-                            .get_or_create(&TableLabel {
-                                table: "site_checks",
-                            })
-                            .inc_by(stats.check_rows);
-                        metrics.duplicates_skipped.inc_by(stats.duplicates);
-                        tracing::debug!(rows = batch.rows(), ?stats, "batch stored");
+                let written = if isolating {
+                    store_isolating(&sink, &batch).await
+                } else {
+                    sink.write(&batch).await.map(|stats| Isolated {
+                        stats,
+                        refused: Vec::new(),
+                    })
+                };
+                let error = match written {
+                    Ok(isolated) => {
+                        if !quarantine(&dead_letters, &metrics, &isolated.refused, &stop).await {
+                            return (batch, false);
+                        }
+                        record_stored(&metrics, &batch, &isolated.stats, started);
                         retrying.store(false, std::sync::atomic::Ordering::Relaxed);
                         return (batch, true);
                     }
-                    Err(error) => {
-                        metrics.flush_failures.inc();
-                        retrying.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = stop.cancelled() => {
-                                tracing::warn!(rows = batch.rows(), "stopping with an unstored batch; its records will be read again");
-                                return (batch, false);
-                            }
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    Err(error) => error,
+                };
+                if let Failure::Data { sqlstate, message } = Failure::of(&error) {
+                    // Not retried: the same rows fail the same way. Find the refused.
+                    tracing::warn!(%sqlstate, %message, rows = batch.rows(), "batch refused on data: isolating the records PostgreSQL refuses");
+                    isolating = true;
+                    continue;
+                }
+                metrics.flush_failures.inc();
+                retrying.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => {
+                        tracing::warn!(rows = batch.rows(), "stopping with an unstored batch; its records will be read again");
+                        return (batch, false);
                     }
                 }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         })
     }
@@ -365,18 +471,34 @@ impl Pipeline {
             SampleKind::Site
         };
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let window = self.window();
         let decoded = match kind {
-            SampleKind::Host => decode_host(message.payload(), content_type(message)).map(|row| {
-                batch.push_host(topic, partition, offset, row);
-            }),
-            SampleKind::Site => decode_site(message.payload(), content_type(message)).map(|row| {
-                batch.push_check(topic, partition, offset, row);
-            }),
+            SampleKind::Host => decode_host(message.payload(), content_type(message))
+                .map_err(|e| e.to_string())
+                .and_then(|row| {
+                    outside(&window, "sampled_at", row.ts)?;
+                    batch.push_host(topic, partition, offset, row);
+                    Ok(())
+                }),
+            SampleKind::Site => decode_site(message.payload(), content_type(message))
+                .map_err(|e| e.to_string())
+                .and_then(|row| {
+                    outside(&window, "checked_at", row.ts)?;
+                    batch.push_check(topic, partition, offset, row);
+                    Ok(())
+                }),
         };
         let Err(error) = decoded else {
             return;
         };
-        let error = error.to_string();
+        if error.starts_with(OUTSIDE_WINDOW) {
+            self.metrics
+                .records_quarantined
+                .get_or_create(&ReasonLabel {
+                    reason: "outside_window".to_owned(),
+                })
+                .inc();
+        }
         tracing::warn!(topic, partition, offset, %error, "record sent to dead-letter topic");
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -422,6 +544,13 @@ impl Pipeline {
                 None => return,
             }
         }
+    }
+
+    /// The sample times a row may have now: within the retention, at most
+    /// [`MAX_AHEAD`] ahead.
+    fn window(&self) -> std::ops::RangeInclusive<SystemTime> {
+        let now = SystemTime::now();
+        (now - self.retention)..=(now + MAX_AHEAD)
     }
 
     fn drop_revoked(&self, batch: &mut RowBatch) {

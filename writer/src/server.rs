@@ -145,7 +145,8 @@ pub async fn start(
         dead_letters.clone(),
         metrics,
         cluster.clone(),
-    );
+    )
+    .keeping(config.postgres.retention_days);
 
     let bind_error = |addr| move |source| WriterError::Bind { addr, source };
     let listener = TcpListener::bind(config.listen)
@@ -161,14 +162,20 @@ pub async fn start(
 
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());
+    let failing = pipeline.failing();
     let health_task = fleetmon::grpc::watch_health(
         health_reporter,
         SERVICES,
         move || {
             let (sink, kafka) = (probe_sink.clone(), probe_kafka.clone());
+            let failing = failing.load(std::sync::atomic::Ordering::Relaxed);
             async move {
                 kafka.check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
-                sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await
+                sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
+                if failing {
+                    return Err("batches are not being stored (PostgreSQL refuses them for want of a resource or connection); retrying".to_owned());
+                }
+                Ok(())
             }
         },
         shutdown.clone(),

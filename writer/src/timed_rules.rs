@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert_store::{self, Candidate, Channels, Transitions, kind};
 use crate::config::{AlertsConfig, HostRules};
 use crate::postgres_sink::{PostgresSink, SinkError};
+use crate::quarantine::Failure;
 
 /// With the schema's hash, the advisory lock taken by the writer evaluating a round
 /// (writers of other schemas in the same database evaluate their own).
@@ -61,20 +62,40 @@ pub async fn evaluate(
     }
     let rules = &config.rules;
     let mut transitions = Transitions::default();
-    for (kind, candidates) in [
-        (kind::AGENT_SILENT, silent_agents(&tx, rules).await?),
-        (
-            kind::DISK_FULL,
-            full(&tx, "disk", rules.disk_percent).await?,
-        ),
-        (
-            kind::MEMORY_FULL,
-            full(&tx, "memory", rules.memory_percent).await?,
-        ),
-        (kind::CPU_BUSY, busy_cpus(&tx, rules).await?),
-        (kind::TLS_EXPIRING, expiring_certificates(&tx, rules).await?),
+    for kind in [
+        kind::AGENT_SILENT,
+        kind::DISK_FULL,
+        kind::MEMORY_FULL,
+        kind::CPU_BUSY,
+        kind::TLS_EXPIRING,
     ] {
-        transitions += alert_store::reconcile(&tx, kind, &candidates, channels).await?;
+        // Each rule under a savepoint: one that fails on the data (a value no
+        // arithmetic of it can hold) is skipped this round, the others still decide.
+        tx.batch_execute("SAVEPOINT timed_rule").await?;
+        let decided = async {
+            let candidates = match kind {
+                kind::AGENT_SILENT => silent_agents(&tx, rules).await?,
+                kind::DISK_FULL => full(&tx, "disk", rules.disk_percent).await?,
+                kind::MEMORY_FULL => full(&tx, "memory", rules.memory_percent).await?,
+                kind::CPU_BUSY => busy_cpus(&tx, rules).await?,
+                _ => expiring_certificates(&tx, rules).await?,
+            };
+            alert_store::reconcile(&tx, kind, &candidates, channels).await
+        }
+        .await;
+        match decided {
+            Ok(made) => {
+                tx.batch_execute("RELEASE SAVEPOINT timed_rule").await?;
+                transitions += made;
+            }
+            Err(error) => match Failure::of(&error) {
+                Failure::Data { sqlstate, message } => {
+                    tracing::warn!(rule = kind, %sqlstate, %message, "alert rule failed on the data: skipped this round");
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT timed_rule").await?;
+                }
+                Failure::Availability => return Err(error),
+            },
+        }
     }
     // Check alerts whose locations stopped reporting (agents gone, check paused or
     // deleted) are decided again without waiting for a row that will not come.
@@ -178,7 +199,7 @@ async fn busy_cpus(
              GROUP BY a.agent_id \
              HAVING min(h.cpu_usage_percent) > $2 \
                 AND min(h.ts) <= now() - make_interval(mins => $1) \
-                   + make_interval(secs => greatest(2 * max(a.interval_seconds), 10)) \
+                   + make_interval(secs => greatest(2 * max(a.interval_seconds)::bigint, 10)) \
              ORDER BY a.agent_id",
             &[&minutes, &rules.cpu_percent],
         )

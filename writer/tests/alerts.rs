@@ -463,6 +463,35 @@ async fn an_agent_silent_for_three_intervals_alerts_and_resolves_when_it_returns
     writer.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_claiming_an_absurd_interval_switches_off_no_time_rule() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    // Straight onto the topic, past the collector's bounds: the largest interval a
+    // sample can claim, on a busy CPU (so the CPU rule's arithmetic reads it).
+    let hostile = fleetmon::pb::HostSample {
+        interval_seconds: u32::MAX,
+        cpu_usage_percent: 99.0,
+        ..host("hostile", 1, SystemTime::now())
+    };
+    let edge = HostSampleAt {
+        seq: 1,
+        ts: SystemTime::now(),
+    }
+    .sample("edge-1");
+    setup.produce_hosts(&[hostile, edge]).await;
+    setup.wait_for("SELECT count(*) FROM agents", 2).await;
+    // The silent rule still decides for everyone else.
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'agent_silent' AND subject = 'edge-1' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    writer.stop().await;
+}
+
 /// A host sample of one agent that samples every second.
 struct HostSampleAt {
     seq: u64,

@@ -11,8 +11,8 @@ use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, wait_for_health,
 };
+use prost::Message as _;
 use rdkafka::Message as _;
-use rdkafka::message::Headers as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_becomes_exactly_one_row_with_every_field() {
@@ -491,14 +491,7 @@ async fn a_poison_record_goes_to_dead_letters_and_its_neighbours_are_stored() {
         record.payload(),
         Some(&b"\x08\x96\x01 this is not protobuf \xff"[..])
     );
-    let headers = record.headers().expect("headers");
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| header(record, name);
     let error = header("error").expect("error header");
     assert!(
         error.starts_with("value is not a valid fleetmon.v1.HostSample: "),
@@ -509,7 +502,7 @@ async fn a_poison_record_goes_to_dead_letters_and_its_neighbours_are_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
+async fn migrations_are_idempotent_and_every_kept_day_gets_a_partition_and_no_other() {
     let setup = Setup::new().await;
     let tables =
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()";
@@ -530,17 +523,38 @@ async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
         "V1 to V5, each once"
     );
 
-    // A sample ten days ahead (no partition made in advance) and one from last week.
+    // One from last week gets its partition. One ten days ahead and one for each of
+    // 40 days of 2001 (a broken clock) would each need a partition that retention
+    // drops at once: they go to the dead-letter topic and make none.
     let day = Duration::from_secs(86_400);
-    setup
-        .produce_hosts(&[
-            host("a1", 1, SystemTime::now() + 10 * day),
-            host("a1", 2, SystemTime::now() - 7 * day),
-        ])
-        .await;
-    setup.wait_for("SELECT count(*) FROM host_samples", 2).await;
+    let year_2001 = SystemTime::UNIX_EPOCH + Duration::from_secs(978_307_200);
+    let mut samples = vec![
+        host("a1", 1, SystemTime::now() + 10 * day),
+        host("a1", 2, SystemTime::now() - 7 * day),
+    ];
+    samples.extend((0..40).map(|d| host("a1", 3 + d, year_2001 + (d as u32) * day)));
+    setup.produce_hosts(&samples).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 1).await;
+    let dead = read_topic(
+        &setup.config.kafka.bootstrap_servers,
+        &setup.config.kafka.dead_letter_topic,
+        41,
+        Duration::from_secs(60),
+    )
+    .await;
+    let errors: Vec<String> = dead
+        .iter()
+        .map(|record| header(record, "error").expect("error header"))
+        .collect();
+    for error in &errors {
+        assert!(
+            error.starts_with("outside the days this writer keeps: sampled_at is ")
+                && error.ends_with(" (postgres.retention_days)"),
+            "{error}"
+        );
+    }
     second.stop().await;
-    // Yesterday .. 3 days ahead, plus the two days used: per partitioned table.
+    // Yesterday .. 3 days ahead, plus last week's: per partitioned table.
     let partitions = setup
         .scalar(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
@@ -548,7 +562,8 @@ async fn migrations_are_idempotent_and_every_day_gets_a_partition() {
              WHERE n.nspname = current_schema() AND p.relname = 'host_samples'",
         )
         .await;
-    assert_eq!(partitions, 5 + 2);
+    assert_eq!(partitions, 5 + 1);
+    assert_eq!(setup.scalar("SELECT count(*) FROM host_samples").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,14 +728,7 @@ async fn sql_looking_long_and_unusual_strings_are_stored_verbatim() {
         Duration::from_secs(30),
     )
     .await;
-    let error = dead[0]
-        .headers()
-        .expect("headers")
-        .iter()
-        .find(|h| h.key == "error")
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap();
+    let error = header(&dead[0], "error").unwrap();
     assert!(error.contains("NUL"), "{error}");
     writer.stop().await;
 }
@@ -760,5 +768,120 @@ async fn health_is_not_serving_while_kafka_or_postgres_is_down() {
     health(ServingStatus::NotServing).await;
     postgres.restart();
     health(ServingStatus::Serving).await;
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_postgresql_refuses_are_quarantined_with_their_sqlstate_and_the_rest_is_stored() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    // A rule of this database refuses one host name (SQLSTATE class 23), and a
+    // certificate expiry past the year 294276 is beyond what timestamptz holds (22).
+    setup
+        .schema
+        .connect()
+        .await
+        .batch_execute(
+            "ALTER TABLE host_samples ADD CONSTRAINT no_poison CHECK (hostname <> 'poison.example')",
+        )
+        .await
+        .unwrap();
+    let t0 = seconds_ago(60);
+    let mut hosts: Vec<HostSample> = (1..=5)
+        .map(|seq| host("a1", seq, t0 + Duration::from_secs(seq)))
+        .collect();
+    hosts[2].hostname = "poison.example".to_owned();
+    let mut checks: Vec<_> = (1..=3)
+        .map(|seq| {
+            check(
+                "a2",
+                seq,
+                t0 + Duration::from_secs(seq),
+                "https://shop.example/",
+                Some(200),
+                true,
+                12.0,
+            )
+        })
+        .collect();
+    checks[1].tls_cert_not_after = Some(prost_types::Timestamp {
+        seconds: 9_224_318_102_400,
+        nanos: 0,
+    });
+    setup.produce_hosts(&hosts).await;
+    setup.produce_checks(&checks).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 4).await;
+    setup.wait_for("SELECT count(*) FROM site_checks", 2).await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM host_samples WHERE seq = 3")
+            .await,
+        0
+    );
+
+    let dead = read_topic(
+        &setup.config.kafka.bootstrap_servers,
+        &setup.config.kafka.dead_letter_topic,
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut quarantined: Vec<[String; 5]> = dead
+        .iter()
+        .map(|record| {
+            let header =
+                |name: &str| header(record, name).unwrap_or_else(|| panic!("no {name} header"));
+            [
+                header("sqlstate"),
+                header("agent-id"),
+                header("seq"),
+                header("source-topic"),
+                header("error"),
+            ]
+        })
+        .collect();
+    quarantined.sort();
+    assert_eq!(
+        quarantined,
+        [
+            [
+                "22008".to_owned(),
+                "a2".to_owned(),
+                "2".to_owned(),
+                setup.config.kafka.site_checks_topic.clone(),
+                "timestamp out of range".to_owned(),
+            ],
+            [
+                "23514".to_owned(),
+                "a1".to_owned(),
+                "3".to_owned(),
+                setup.config.kafka.host_samples_topic.clone(),
+                "new row for relation \"host_samples_p".to_owned()
+                    + &quarantined[1][4]["new row for relation \"host_samples_p".len()..],
+            ],
+        ]
+    );
+    assert!(
+        quarantined[1][4].ends_with("violates check constraint \"no_poison\""),
+        "{}",
+        quarantined[1][4]
+    );
+    // The quarantined record is the sample itself, to replay once the cause is fixed.
+    let poison = dead
+        .iter()
+        .find_map(|r| HostSample::decode(r.payload()?).ok().filter(|s| s.seq == 3))
+        .expect("the host sample in the dead-letter topic");
+    assert_eq!(poison, hosts[2]);
+
+    let metrics = fleetmon::testkit::metrics_text(writer.running.metrics_addr);
+    for reason in ["22008", "23514"] {
+        let line = format!("fleetmon_writer_records_quarantined_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    // Storage goes on.
+    setup
+        .produce_hosts(&[host("a1", 6, t0 + Duration::from_secs(6))])
+        .await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 5).await;
     writer.stop().await;
 }

@@ -81,6 +81,20 @@ pub struct WriteStats {
     pub duplicates: u64,
     /// Alerts the batch opened and resolved.
     pub alerts: crate::alert_store::Transitions,
+    /// Set when the alert rules failed on this batch's data and were skipped (its
+    /// rows are stored all the same).
+    pub alerts_skipped: bool,
+}
+
+impl WriteStats {
+    /// Adds up the stats of another transaction.
+    pub fn add(&mut self, other: &WriteStats) {
+        self.host_rows += other.host_rows;
+        self.check_rows += other.check_rows;
+        self.duplicates += other.duplicates;
+        self.alerts += other.alerts;
+        self.alerts_skipped |= other.alerts_skipped;
+    }
 }
 
 /// Alert evaluation with the rows: where notifications go, and whom to wake when
@@ -251,8 +265,24 @@ impl PostgresSink {
             if let Some(hook) = &self.alerts
                 && inserted.results > 0
             {
-                stats.alerts =
-                    crate::alert_store::evaluate_check_results(&tx, &hook.channels).await?;
+                // Under a savepoint: rules that fail on this batch's data are skipped
+                // (and counted) instead of failing its rows.
+                tx.batch_execute("SAVEPOINT alert_rules").await?;
+                match crate::alert_store::evaluate_check_results(&tx, &hook.channels).await {
+                    Ok(transitions) => {
+                        tx.batch_execute("RELEASE SAVEPOINT alert_rules").await?;
+                        stats.alerts = transitions;
+                    }
+                    Err(error) => match crate::quarantine::Failure::of(&error) {
+                        crate::quarantine::Failure::Data { sqlstate, message } => {
+                            tracing::warn!(%sqlstate, %message, "alert rules failed on this batch's data: skipped, its rows are stored");
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT alert_rules")
+                                .await?;
+                            stats.alerts_skipped = true;
+                        }
+                        crate::quarantine::Failure::Availability => return Err(error),
+                    },
+                }
             }
         }
         tx.commit().await?;

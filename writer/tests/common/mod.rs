@@ -195,6 +195,17 @@ impl Setup {
     }
 }
 
+/// A header of a record read back from a topic, as text.
+pub fn header(record: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers as _, Message as _};
+    record
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// `secs` seconds ago, on a whole second (Postgres keeps microseconds only).
 pub fn seconds_ago(secs: u64) -> SystemTime {
     let now = SystemTime::now()
