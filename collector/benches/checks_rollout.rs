@@ -83,6 +83,8 @@ async fn main() {
     let changes = env("FLEETMON_BENCH_CHANGES", 50);
     let pki = TestPki::new();
     let mut config = CollectorConfig::new(pki.server("collector"));
+    // The simulated agents have hand-issued certificates: their labels select them.
+    config.assignment.trust_agent_labels = true;
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.kafka.bootstrap_servers = kafka_bootstrap();

@@ -42,9 +42,25 @@ pub struct CollectorConfig {
     /// Limits on what a client may send.
     #[serde(default)]
     pub limits: Limits,
+    /// Which labels select an agent into label-assigned checks.
+    #[serde(default)]
+    pub assignment: AssignmentConfig,
     /// Token enrollment of agents (off without this section).
     #[serde(default)]
     pub enrollment: Option<EnrollmentConfig>,
+}
+
+/// Which labels select an agent into label-assigned checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssignmentConfig {
+    /// Whether the labels an agent reports about itself (`labels` in its config) select
+    /// it into checks. Off: only the labels of the token it enrolled with do, so a
+    /// compromised agent cannot label itself into checks meant for others (and receive
+    /// their headers). On: reported labels are added to (and override) the token's,
+    /// which is what agents with hand-issued certificates (no token) need to be
+    /// selected by label at all.
+    pub trust_agent_labels: bool,
 }
 
 /// Token enrollment: agents send a certificate request with a token to a listener of
@@ -213,6 +229,7 @@ impl CollectorConfig {
             tls,
             kafka: KafkaConfig::default(),
             limits: Limits::default(),
+            assignment: AssignmentConfig::default(),
             enrollment: None,
         }
     }

@@ -2,8 +2,9 @@
 //! effective check set, sent when the stream opens and again whenever the catalog or the
 //! agent's labels change it; the agent's reports of what it applied come back up.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use crate::check_catalog::CheckCatalog;
 use crate::credentials::CredentialStore;
 use crate::fleet_state::FleetState;
 use crate::service_error::{RevokedPeer, ServiceError};
+use crate::vote_gate::MAX_RESULT_GRACE;
 
 /// How long a new control stream may take to send its first report.
 const FIRST_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,36 +32,45 @@ pub struct ControlService {
     catalog: CheckCatalog,
     fleet: FleetState,
     credentials: CredentialStore,
+    trust_agent_labels: bool,
 }
 
 impl ControlService {
-    /// A service sending from `catalog`, recording into `fleet`. An enrolled agent's
-    /// labels are its token's, overridden by those it reports; a stream whose agent
-    /// is revoked ends.
-    pub fn new(catalog: CheckCatalog, fleet: FleetState, credentials: CredentialStore) -> Self {
+    /// A service sending from `catalog`, recording into `fleet`. An agent's labels are
+    /// its token's, and its own only with `trust_agent_labels` ([`assignment_labels`]);
+    /// a stream whose agent is revoked ends.
+    pub fn new(
+        catalog: CheckCatalog,
+        fleet: FleetState,
+        credentials: CredentialStore,
+        trust_agent_labels: bool,
+    ) -> Self {
         ControlService {
             catalog,
             fleet,
             credentials,
+            trust_agent_labels,
         }
     }
 }
 
-/// `report` with the labels the agent enrolled with under the ones it reports.
-fn with_enrolled_labels(
+/// The labels that select `agent` into checks: its enrollment token's, and, only when
+/// `trust_agent_labels`, those it reports (which then override the token's). An agent
+/// without a token (a hand-issued certificate) is selected by label only when trusted.
+pub fn assignment_labels(
     credentials: &CredentialStore,
     agent: &str,
     report: &AgentReport,
-) -> AgentReport {
-    let Some((credential, _)) = credentials.agent(agent) else {
-        return report.clone();
-    };
-    let mut labels = credential.labels;
-    labels.extend(report.labels.clone());
-    AgentReport {
-        labels,
-        ..report.clone()
+    trust_agent_labels: bool,
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = credentials
+        .agent(agent)
+        .map(|(credential, _)| credential.labels.into_iter().collect())
+        .unwrap_or_default();
+    if trust_agent_labels {
+        labels.extend(report.labels.clone());
     }
+    labels
 }
 
 type SetStream = Pin<Box<dyn Stream<Item = Result<CheckSet, Status>> + Send>>;
@@ -81,9 +92,11 @@ impl Control for ControlService {
             .ok_or_else(|| Status::from(ServiceError::ClosedBeforeFirstReport))?;
         let guard = self.fleet.control_connected(&peer);
         let credentials = self.credentials.clone();
+        let trust = self.trust_agent_labels;
         self.fleet.reported(
             &peer.name,
-            &with_enrolled_labels(&credentials, &peer.name, &first),
+            &first,
+            assignment_labels(&credentials, &peer.name, &first, trust),
         );
         let fleet = self.fleet.clone();
         let mut catalog = self.catalog.watch();
@@ -100,6 +113,12 @@ impl Control for ControlService {
                 let view = catalog.borrow_and_update().clone();
                 if let Some(set) = effective_set(&view, &agent_id, &labels, &last_sent) {
                     last_sent = set.hash.clone();
+                    fleet.sent_set(
+                        &agent_id,
+                        set.checks.iter().map(|c| c.id.as_str()),
+                        Instant::now(),
+                        MAX_RESULT_GRACE,
+                    );
                     tracing::debug!(%agent_id, checks = set.checks.len(), hash = %set.hash, "check set sent");
                     if tx.send(Ok(set)).await.is_err() {
                         return;
@@ -109,7 +128,8 @@ impl Control for ControlService {
                     changed = catalog.changed() => if changed.is_err() { return },
                     report = reports.message() => match report {
                         Ok(Some(report)) => {
-                            fleet.reported(&agent_id, &with_enrolled_labels(&credentials, &agent_id, &report));
+                            let assigned = assignment_labels(&credentials, &agent_id, &report, trust);
+                            fleet.reported(&agent_id, &report, assigned);
                             labels = fleet.labels(&agent_id);
                         }
                         Ok(None) | Err(_) => return,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use fleetmon::identity::PeerIdentity;
 use fleetmon::pb::{
@@ -33,8 +33,14 @@ struct AgentEntry {
     latest_host: Option<HostSample>,
     /// By check id, or by URL for a site of the agent's own config.
     latest_sites: BTreeMap<String, SiteCheck>,
-    /// From the agent's control stream.
+    /// The labels that select the agent into checks: its token's, and with
+    /// `assignment.trust_agent_labels` those it reports.
     labels: BTreeMap<String, String>,
+    /// The labels the agent reports on its control stream (shown, not trusted).
+    reported_labels: BTreeMap<String, String>,
+    /// The checks of the last set sent to the agent (`None`), and those dropped from
+    /// it since, with when (results still in flight for them count for a grace time).
+    assigned: HashMap<String, Option<Instant>>,
     control_streams: u32,
     remote_disabled: bool,
     /// What the agent last reported applying, by check id.
@@ -220,11 +226,13 @@ impl FleetState {
         }
     }
 
-    /// Takes in a report from an agent's control stream.
-    pub fn reported(&self, agent_id: &str, report: &AgentReport) {
+    /// Takes in a report from an agent's control stream; `labels` are those that
+    /// select it into checks.
+    pub fn reported(&self, agent_id: &str, report: &AgentReport, labels: BTreeMap<String, String>) {
         let mut agents = self.lock();
         let entry = agents.entry(agent_id.to_owned()).or_default();
-        entry.labels = report.labels.clone().into_iter().collect();
+        entry.labels = labels;
+        entry.reported_labels = report.labels.clone().into_iter().collect();
         entry.remote_disabled = report.remote_disabled;
         entry.applied = report
             .checks
@@ -233,7 +241,50 @@ impl FleetState {
             .collect();
     }
 
-    /// The labels an agent reported.
+    /// Records the check ids of the set just sent to an agent; those of the previous
+    /// set that it lacks are marked dropped `now`, and drops older than `forget` go.
+    pub fn sent_set<'a>(
+        &self,
+        agent_id: &str,
+        check_ids: impl Iterator<Item = &'a str>,
+        now: Instant,
+        forget: Duration,
+    ) {
+        let mut agents = self.lock();
+        let entry = agents.entry(agent_id.to_owned()).or_default();
+        for dropped in entry.assigned.values_mut() {
+            dropped.get_or_insert(now);
+        }
+        for id in check_ids {
+            entry.assigned.insert(id.to_owned(), None);
+        }
+        entry
+            .assigned
+            .retain(|_, dropped| dropped.is_none_or(|at| now.duration_since(at) < forget));
+    }
+
+    /// Whether check `check_id` was in the set last sent to the agent, or dropped from
+    /// it less than `grace` ago; `None` when no set was sent to it here.
+    pub fn assigned_within(
+        &self,
+        agent_id: &str,
+        check_id: &str,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<bool> {
+        let agents = self.lock();
+        let entry = agents.get(agent_id)?;
+        if entry.control_streams == 0 && entry.assigned.is_empty() {
+            return None;
+        }
+        Some(match entry.assigned.get(check_id) {
+            Some(None) => true,
+            Some(Some(dropped)) => now.duration_since(*dropped) < grace,
+            None => false,
+        })
+    }
+
+    /// The labels that select an agent into checks.
     pub fn labels(&self, agent_id: &str) -> BTreeMap<String, String> {
         self.lock()
             .get(agent_id)
@@ -284,5 +335,6 @@ fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
         samples_received: e.samples_received,
         client_cert_not_after: timestamp(e.cert_not_after),
         labels: e.labels.clone().into_iter().collect(),
+        reported_labels: e.reported_labels.clone().into_iter().collect(),
     }
 }

@@ -22,6 +22,7 @@ use fleetmon::identity::{PeerIdentity, peer_identity};
 use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
 
+use crate::check_catalog::CatalogView;
 use crate::config::Limits;
 use crate::credentials::Revocations;
 use crate::fleet_state::FleetState;
@@ -30,6 +31,7 @@ use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
 use crate::service_error::RevokedPeer;
 use crate::stream_acks::StreamAcks;
 use crate::validation::{Rejection, ValidSample, validate};
+use crate::vote_gate;
 
 /// Everything a session needs, shared by all connections.
 #[derive(Debug)]
@@ -49,6 +51,9 @@ pub struct IngestContext {
     pub abandon: CancellationToken,
     /// A session whose agent is revoked ends at once.
     pub revocations: Revocations,
+    /// The check catalog as it stands: a result counts only for a check assigned to
+    /// its agent ([`crate::vote_gate`]).
+    pub checks: tokio::sync::watch::Receiver<Arc<CatalogView>>,
 }
 
 /// The service; cheap to clone.
@@ -117,10 +122,25 @@ impl IngestService {
         }
         self.ctx.fleet.received(&peer.name, batch.samples.len());
         let now = SystemTime::now();
+        let checks = self.ctx.checks.borrow().clone();
+        let admitted = |sample: ValidSample| {
+            if let ValidSample::Site(site) = &sample
+                && let Err(v) =
+                    vote_gate::admit(&checks, &self.ctx.fleet, &peer.name, site, Instant::now())
+            {
+                return Err(Rejection {
+                    stream_id: site.stream_id.clone(),
+                    seq: site.seq,
+                    reason: v.reason,
+                    message: v.message,
+                });
+            }
+            Ok(sample)
+        };
         let mut valid = Vec::with_capacity(batch.samples.len());
         let mut rejected = Vec::new();
         for sample in batch.samples {
-            match validate(sample, &peer.name, limits, now) {
+            match validate(sample, &peer.name, limits, now).and_then(admitted) {
                 Ok(sample) => {
                     let kind = if matches!(sample, ValidSample::Host(_)) {
                         "host"

@@ -27,6 +27,7 @@ pub mod service_error;
 pub mod status_codes;
 pub mod stream_acks;
 pub mod validation;
+pub mod vote_gate;
 
 pub use config::CollectorConfig;
 pub use server::{RunningCollector, run, start};

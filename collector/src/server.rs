@@ -172,6 +172,7 @@ pub async fn start(
         shutdown: sessions_stop,
         abandon: abandon.clone(),
         revocations: revocations.clone(),
+        checks: catalog.watch(),
     });
     let max_message = config.limits.max_message_bytes;
     let ingest =
@@ -186,6 +187,7 @@ pub async fn start(
         catalog.clone(),
         fleet,
         credentials.clone(),
+        config.assignment.trust_agent_labels,
     ));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let (probe_ctx, probe_catalog, probe_credentials) =

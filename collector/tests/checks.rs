@@ -809,3 +809,70 @@ async fn an_agent_that_refuses_remote_configuration_runs_only_its_own_sites() {
     refusing.stop().await;
     willing.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_an_agent_gives_itself_are_shown_but_select_nothing_unless_trusted() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |c| {
+        c.assignment.trust_agent_labels = false;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = local_site().await;
+    // A hand-issued certificate (no token, so no labels of its own) whose config
+    // claims the location a check is meant for.
+    let agent = Agent::start(
+        &collector.pki,
+        "self-labelled",
+        r#"location = "eu-west""#,
+        &[collector.url()],
+        &dir.path().join("agent.pb"),
+    )
+    .await;
+    let mut fleet = collector.operator();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let agents = fleet
+            .list_agents(fleetmon::pb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        if let Some(listed) = agents.into_iter().find(|a| !a.reported_labels.is_empty()) {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's report never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed.agent_id, "self-labelled");
+    assert_eq!(
+        listed.reported_labels.get("location").map(String::as_str),
+        Some("eu-west"),
+        "shown"
+    );
+    assert!(listed.labels.is_empty(), "selects nothing: {listed:?}");
+
+    let mut api = collector.checks();
+    let mut results = Results::watch(&collector).await;
+    create(
+        &mut api,
+        http_check("home", &url, 1, by_label("location", "eu-west")),
+    )
+    .await;
+    let status = api
+        .get_check(CheckRef { id: "home".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.agents.is_empty(), "{:?}", status.agents);
+    results
+        .quiet(
+            "home",
+            "an agent ran a check only its own labels selected it for",
+        )
+        .await;
+    agent.stop().await;
+    collector.shutdown.cancel();
+}

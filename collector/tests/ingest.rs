@@ -9,7 +9,10 @@ use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
-use fleetmon::pb::{IngestAck, IngestBatch, ListAgentsRequest, SiteCheck, StreamAck};
+use fleetmon::pb::{
+    Assignment, CheckDefinition, CreateCheckRequest, HttpCheck, IngestAck, IngestBatch,
+    ListAgentsRequest, SiteCheck, StreamAck, check_definition,
+};
 use fleetmon::testkit::{KafkaCluster, ServingStatus, kafka_bootstrap, tls_alert, wait_for_health};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -26,9 +29,34 @@ fn acked(ack: &IngestAck) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Creates central check `id` (HTTP, every 60 s) assigned to `agents` by name.
+async fn assign(collector: &TestCollector, id: &str, agents: &[&str]) {
+    collector
+        .checks()
+        .create_check(CreateCheckRequest {
+            check: Some(CheckDefinition {
+                id: id.to_owned(),
+                interval_seconds: 60,
+                timeout_seconds: 2.0,
+                assignment: Some(Assignment {
+                    agents: agents.iter().map(|a| (*a).to_owned()).collect(),
+                    ..Default::default()
+                }),
+                kind: Some(check_definition::Kind::Http(HttpCheck {
+                    url: format!("https://{id}.example/"),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create check");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_id_comes_from_the_certificate_not_the_payload() {
     let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    assign(&collector, "shop", &["a1"]).await;
     let ack = collector
         .agent("a1")
         .push(batch([
@@ -382,4 +410,80 @@ async fn an_unreachable_broker_fails_start_up_naming_it() {
         )),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_for_unknown_or_unassigned_checks_are_refused_and_never_published() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    assign(&collector, "shop", &["eu-1", "us-1"]).await;
+    let result = |seq, check_id: &str, version| {
+        Kind::Site(SiteCheck {
+            check_id: check_id.to_owned(),
+            check_version: version,
+            ok: true,
+            ..site("s1", seq, "https://shop.example/")
+        })
+    };
+    // An intruder votes UP for a check it was never given, for one that does not
+    // exist, and claims a version never sent.
+    let ack = collector
+        .agent("intruder")
+        .push(batch([
+            result(1, "shop", 1),
+            result(2, "ghost", 1),
+            Kind::Host(host("s1", 3)),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let rejected: Vec<(u64, &str, &str)> = ack
+        .rejected
+        .iter()
+        .map(|r| (r.seq, r.reason.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (
+                1,
+                "unassigned_check",
+                "check `shop` is not assigned to agent `intruder`: its result counts nowhere"
+            ),
+            (
+                2,
+                "unknown_check",
+                "check_id `ghost` names no check: a result counts only for a check assigned to its agent"
+            ),
+        ]
+    );
+    // Settled: the agent moves on (its host sample went through).
+    assert_eq!(acked(&ack), [("s1".to_owned(), 3)]);
+    let ack = collector
+        .agent("eu-1")
+        .push(batch([result(1, "shop", 9), result(2, "shop", 1)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.rejected.len(), 1);
+    assert_eq!(
+        ack.rejected[0].message,
+        "check_version 9 of check `shop` was never sent: its current version is 1"
+    );
+
+    // Only the assigned location's vote reached Kafka, so only it reaches the alert
+    // state: two records were published in all, the intruder's host sample and it.
+    let sites = collector.site_records(1).await;
+    assert_eq!((sites[0].1.agent_id.as_str(), sites[0].1.seq), ("eu-1", 2));
+    let metrics = fleetmon::testkit::metrics_text(collector.running.metrics_addr);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "fleetmon_collector_records_delivered_total 2"),
+        "{metrics}"
+    );
+    for reason in ["unassigned_check", "unknown_check", "unknown_check_version"] {
+        let line = format!("fleetmon_collector_samples_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    collector.shutdown.cancel();
 }

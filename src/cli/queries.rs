@@ -256,6 +256,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                     "last_sample_at": rfc3339(a.last_sample_at), "samples_received": a.samples_received,
                     "client_cert_not_after": rfc3339(a.client_cert_not_after),
                     "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "reported_labels": a.reported_labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "revoked": revoked.contains(&a.agent_id),
                 })
             })

@@ -211,7 +211,9 @@ impl CentralRig {
                     "FLEETMON_COLLECTOR__KAFKA__CREDENTIALS_TOPIC",
                     &credentials_topic,
                 )
-                .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2"),
+                .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2")
+                // Hand-issued agent certificates: their config labels select them.
+                .env("FLEETMON_COLLECTOR__ASSIGNMENT__TRUST_AGENT_LABELS", "true"),
         );
         procs.wait_port("collector", collector);
         let writer_config = logs.path().join("writer.toml");
