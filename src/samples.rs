@@ -279,6 +279,16 @@ pub fn check_identity(sample: &impl Sample) -> Result<(), Violation> {
             "seq is 0 (sequence numbers start at 1)",
         ));
     }
+    if sample.seq() > i64::MAX as u64 {
+        return Err(Violation::new(
+            Reason::InvalidNumber,
+            format!(
+                "seq is {}, expected 1 to {} (a PostgreSQL bigint)",
+                sample.seq(),
+                i64::MAX
+            ),
+        ));
+    }
     Ok(())
 }
 

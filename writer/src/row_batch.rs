@@ -181,6 +181,13 @@ fn check_content_type(
     }
 }
 
+/// Seconds either side of 2000-01-01 whose microseconds fit the `i64` a binary COPY
+/// sends (PostgreSQL holds less: the rest it refuses, and that record is quarantined).
+const ENCODABLE_SECONDS: i64 = i64::MAX / 1_000_000;
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in unix seconds.
+const POSTGRES_EPOCH: i64 = 946_684_800;
+
 fn timestamp(
     message: &'static str,
     field: &str,
@@ -188,6 +195,12 @@ fn timestamp(
 ) -> Result<SystemTime, DecodeError> {
     let invalid = |reason: String| DecodeError::Invalid { message, reason };
     let ts = ts.ok_or_else(|| invalid(format!("{field} is missing")))?;
+    if ts.seconds.saturating_sub(POSTGRES_EPOCH).unsigned_abs() >= ENCODABLE_SECONDS as u64 {
+        return Err(invalid(format!(
+            "{field} is {} (unix seconds), beyond what a timestamp column can hold",
+            ts.seconds
+        )));
+    }
     SystemTime::try_from(ts).map_err(|e| invalid(format!("{field} is out of range: {e}")))
 }
 
@@ -383,6 +396,34 @@ mod tests {
             wrong.to_string(),
             "content-type `application/x-protobuf; message=fleetmon.v1.HostSample` does not match topic \
              (expected `application/x-protobuf; message=fleetmon.v1.SiteCheck`)"
+        );
+    }
+
+    #[test]
+    fn a_time_no_timestamp_column_can_hold_is_refused_before_it_is_encoded() {
+        let check = SiteCheck {
+            agent_id: "a".into(),
+            stream_id: "s".into(),
+            seq: 1,
+            checked_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            url: "https://x.example/".into(),
+            tls_cert_not_after: Some(prost_types::Timestamp {
+                seconds: i64::MAX / 2,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_site(Some(&check.encode_to_vec()), None)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "invalid fleetmon.v1.SiteCheck: tls_cert_not_after is {} (unix seconds), beyond what a timestamp column can hold",
+                i64::MAX / 2
+            )
         );
     }
 
