@@ -69,6 +69,9 @@ enum Command {
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
+    /// Records the writers could not store (and why); replay them once the cause is fixed.
+    #[command(subcommand)]
+    DeadLetters(cli::dead_letters::DeadLettersCommand),
     /// Host metrics of one agent over time, averaged per step.
     Series {
         /// The agent id.
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
             None => Query::Alerts(connection, open, None),
         },
         Command::Silence(command) => Query::Silence(command),
+        Command::DeadLetters(command) => Query::DeadLetters(command),
         Command::Dashboard(args) => Query::Dashboard(args),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
             Query::Checks(command) => cli::checks::run(*command).await,
             Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
             Query::Silence(command) => cli::alerts::silence(command).await,
+            Query::DeadLetters(command) => cli::dead_letters::run(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
@@ -242,6 +247,7 @@ enum Query {
     Checks(Box<cli::checks::ChecksCommand>),
     Alerts(Connection, bool, Option<u64>),
     Silence(cli::alerts::SilenceCommand),
+    DeadLetters(cli::dead_letters::DeadLettersCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),

@@ -1,5 +1,5 @@
 //! The operator commands: `status`, `agents`, `sites`, `series`, `checks`, `alerts`,
-//! `silence` and `dashboard`, each over
+//! `silence`, `dead-letters` and `dashboard`, each over
 //! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
 pub(crate) mod alerts;
@@ -7,6 +7,7 @@ pub(crate) mod check_spec;
 pub(crate) mod checks;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;
+pub(crate) mod dead_letters;
 pub(crate) mod queries;
 pub(crate) mod table;
 

@@ -194,9 +194,14 @@ impl DeadLetters {
             .flatten()
     }
 
-    /// Copies `message` (key, value, headers) to the dead-letter topic with an
-    /// `error` header and its origin; resolves once Kafka confirmed it.
-    pub async fn send(&self, message: &BorrowedMessage<'_>, error: &str) -> Result<(), KafkaError> {
+    /// Copies `message` (key, value, headers) to the dead-letter topic with `reason`
+    /// and `error` headers and its origin; resolves once Kafka confirmed it.
+    pub async fn send(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        error: &str,
+    ) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
@@ -209,6 +214,10 @@ impl DeadLetters {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         headers = headers
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
             .insert(Header {
                 key: "error",
                 value: Some(error),
@@ -254,6 +263,7 @@ impl DeadLetters {
         let seq = refused.seq.to_string();
         let headers = [
             ("content-type", refused.content_type),
+            ("reason", refused.sqlstate.as_str()),
             ("error", refused.message.as_str()),
             ("sqlstate", refused.sqlstate.as_str()),
             ("source-topic", refused.source.0.as_str()),
@@ -273,6 +283,32 @@ impl DeadLetters {
             .headers(headers)
             .key(refused.key.as_bytes())
             .payload(refused.payload.as_slice());
+        self.producer()
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
+impl DeadLetters {
+    /// Sends a dead letter back to the topic it came from (`key`, `payload`, with its
+    /// `content-type`); resolves once Kafka confirmed it.
+    pub async fn replay(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<(), KafkaError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(content_type),
+        });
+        let record = FutureRecord::to(topic)
+            .headers(headers)
+            .key(key)
+            .payload(payload);
         self.producer()
             .send(record, Duration::from_secs(30))
             .await

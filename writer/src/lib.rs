@@ -7,7 +7,8 @@
 //! queries; [`check_mirror`] keeps the `checks` table equal to the checks topic.
 //! Alerts: [`alert_rules`] decides, [`alert_store`] moves the state inside each
 //! batch's transaction, [`timed_rules`] decides what time alone can tell,
-//! [`notifier`] delivers the outbox and [`alerts_service`] answers operators.
+//! [`notifier`] delivers the outbox and [`alerts_service`] answers operators;
+//! [`dead_letter_service`] lists and replays what could not be stored.
 //! [`server`] wires it all.
 
 pub mod alert_rules;
@@ -15,6 +16,7 @@ pub mod alert_store;
 pub mod alerts_service;
 pub mod check_mirror;
 pub mod config;
+pub mod dead_letter_service;
 pub mod history_service;
 pub mod kafka_source;
 pub mod metrics;

@@ -491,18 +491,21 @@ impl Pipeline {
         let Err(error) = decoded else {
             return;
         };
-        if error.starts_with(OUTSIDE_WINDOW) {
+        let reason = if error.starts_with(OUTSIDE_WINDOW) {
             self.metrics
                 .records_quarantined
                 .get_or_create(&ReasonLabel {
                     reason: "outside_window".to_owned(),
                 })
                 .inc();
-        }
+            "outside_window"
+        } else {
+            "undecodable"
+        };
         tracing::warn!(topic, partition, offset, %error, "record sent to dead-letter topic");
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.dead_letters.send(message, &error).await {
+            match self.dead_letters.send(message, reason, &error).await {
                 Ok(()) => {
                     self.metrics.dead_letters.inc();
                     batch.skip(topic, partition, offset);

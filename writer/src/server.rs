@@ -15,11 +15,13 @@ use tonic::transport::Server;
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::alerts_server::AlertsServer;
+use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
 
 use crate::alerts_service::AlertsService;
 use crate::check_mirror;
 use crate::config::WriterConfig;
+use crate::dead_letter_service::DeadLetterService;
 use crate::history_service::HistoryService;
 use crate::kafka_source::{self, DeadLetters};
 use crate::metrics::WriterMetrics;
@@ -35,7 +37,11 @@ pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The gRPC services the writer serves (health and reflection name them).
-pub const SERVICES: &[&str] = &["fleetmon.v1.History", "fleetmon.v1.Alerts"];
+pub const SERVICES: &[&str] = &[
+    "fleetmon.v1.History",
+    "fleetmon.v1.Alerts",
+    "fleetmon.v1.DeadLetters",
+];
 
 /// Why the writer could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +194,10 @@ pub async fn start(
         ))
         .add_service(InterceptedService::new(
             AlertsServer::new(AlertsService::new(sink.clone())),
+            RequireRole(Role::Operator),
+        ))
+        .add_service(InterceptedService::new(
+            DeadLettersServer::new(DeadLetterService::new(&config.kafka, dead_letters.clone())),
             RequireRole(Role::Operator),
         ))
         .add_service(health)

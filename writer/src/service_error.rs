@@ -1,4 +1,5 @@
-//! The one map from what a History or Alerts call ran into to its gRPC status.
+//! The one map from what a History, Alerts or DeadLetters call ran into to its gRPC
+//! status.
 
 use tonic::Status;
 
@@ -19,6 +20,9 @@ pub enum ServiceError {
     /// No connection from the pool.
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// Kafka did not answer (reading or writing the dead-letter topic).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 impl ServiceError {
@@ -40,7 +44,7 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::NotFound(_) => Status::not_found(message),
             // The database is down or restarting: the client may retry.
-            ServiceError::Query(_) | ServiceError::Pool(_) => {
+            ServiceError::Query(_) | ServiceError::Pool(_) | ServiceError::Kafka(_) => {
                 tracing::warn!(error = %message, "query failed");
                 Status::unavailable(message)
             }
