@@ -90,11 +90,13 @@ pub enum Reason {
     UnassignedCheck,
     /// A result for a check version the collector never sent.
     UnknownCheckVersion,
+    /// A sample of one stream more than a connection may carry.
+    TooManyStreams,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::MissingKind,
         Reason::MissingStreamId,
         Reason::StreamIdTooLong,
@@ -114,6 +116,7 @@ impl Reason {
         Reason::UnknownCheck,
         Reason::UnassignedCheck,
         Reason::UnknownCheckVersion,
+        Reason::TooManyStreams,
     ];
 
     /// The stable name, in snake case.
@@ -138,6 +141,7 @@ impl Reason {
             Reason::UnknownCheck => "unknown_check",
             Reason::UnassignedCheck => "unassigned_check",
             Reason::UnknownCheckVersion => "unknown_check_version",
+            Reason::TooManyStreams => "too_many_streams",
         }
     }
 }

@@ -153,6 +153,17 @@ pub struct Limits {
     pub idle_stream_seconds: u64,
     /// The shortest `interval_seconds` a central check may ask for.
     pub min_check_interval_seconds: u32,
+    /// Distinct `stream_id`s one ingest call or stream may carry (an agent uses one
+    /// per process start); samples of more are refused (`too_many_streams`).
+    pub max_streams_per_session: usize,
+    /// Sites (central checks and URLs) the live view keeps per agent; results of more
+    /// are left out of it (still stored) and counted.
+    pub max_latest_sites_per_agent: usize,
+    /// An agent with no connection and no sample for this long leaves the live view
+    /// (`fleetmon status`, the dashboard); its rows stay in PostgreSQL.
+    pub forget_agents_after_seconds: u64,
+    /// Concurrent gRPC calls (HTTP/2 streams) one connection may hold open.
+    pub max_concurrent_streams_per_connection: u32,
 }
 
 impl Limits {
@@ -207,6 +218,10 @@ impl Default for Limits {
             max_in_flight_per_stream: 20_000,
             idle_stream_seconds: 300,
             min_check_interval_seconds: 1,
+            max_streams_per_session: 16,
+            max_latest_sites_per_agent: crate::fleet_state::MAX_SITES_PER_AGENT,
+            forget_agents_after_seconds: 7 * 86_400,
+            max_concurrent_streams_per_connection: 64,
         }
     }
 }

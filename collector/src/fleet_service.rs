@@ -13,8 +13,17 @@ use fleetmon::pb::{
     ListAgentsResponse, WatchEvent, WatchLatestRequest, watch_event,
 };
 
-use crate::fleet_state::FleetState;
+use crate::fleet_state::{FleetState, LATEST_PAGE_BYTES};
 use crate::service_error::ServiceError;
+
+/// Agents a `ListAgents` page holds unless the request says.
+pub const DEFAULT_AGENTS_PAGE: u32 = 1000;
+/// The most a `ListAgents` page holds.
+pub const MAX_AGENTS_PAGE: u32 = 5000;
+/// Agents a `GetLatest` page holds unless the request says (and the byte budget allows).
+pub const DEFAULT_LATEST_PAGE: u32 = 100;
+/// The most agents a `GetLatest` page holds.
+pub const MAX_LATEST_PAGE: u32 = 1000;
 
 /// The service over the shared fleet state.
 #[derive(Debug, Clone)]
@@ -46,10 +55,17 @@ impl Fleet for FleetService {
     #[instrument(skip_all)]
     async fn list_agents(
         &self,
-        _request: Request<ListAgentsRequest>,
+        request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
+        let request = request.into_inner();
+        let size = match request.page_size {
+            0 => DEFAULT_AGENTS_PAGE,
+            n => n.min(MAX_AGENTS_PAGE),
+        };
+        let (agents, next_page_token) = self.state.list_page(&request.page_token, size as usize);
         Ok(Response::new(ListAgentsResponse {
-            agents: self.state.list(),
+            agents,
+            next_page_token,
         }))
     }
 
@@ -70,11 +86,30 @@ impl Fleet for FleetService {
         &self,
         request: Request<GetLatestRequest>,
     ) -> Result<Response<LatestSamples>, Status> {
-        let agent_id = request.into_inner().agent_id;
-        self.state
-            .latest(&agent_id)
-            .map(|agents| Response::new(LatestSamples { agents }))
-            .ok_or_else(|| ServiceError::UnknownAgent(agent_id).into())
+        let request = request.into_inner();
+        if !request.agent_id.is_empty() {
+            return self
+                .state
+                .latest(&request.agent_id)
+                .map(|one| {
+                    Response::new(LatestSamples {
+                        agents: vec![one],
+                        next_page_token: String::new(),
+                    })
+                })
+                .ok_or_else(|| ServiceError::UnknownAgent(request.agent_id).into());
+        }
+        let size = match request.page_size {
+            0 => DEFAULT_LATEST_PAGE,
+            n => n.min(MAX_LATEST_PAGE),
+        };
+        let (agents, next_page_token) =
+            self.state
+                .latest_page(&request.page_token, size as usize, LATEST_PAGE_BYTES);
+        Ok(Response::new(LatestSamples {
+            agents,
+            next_page_token,
+        }))
     }
 
     #[instrument(skip_all)]

@@ -11,12 +11,21 @@ use fleetmon::pb::{
     AgentCheckStatus, AgentInfo, AgentLatest, AgentReport, AppliedCheck, HostSample, SiteCheck,
     WatchEvent, watch_event,
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 
 use crate::validation::ValidSample;
 
-/// Most distinct URLs remembered per agent for `GetLatest` (bounds memory).
-pub const MAX_SITES_PER_AGENT: usize = 10_000;
+/// Most distinct sites remembered per agent for `GetLatest`, unless configured
+/// (`limits.max_latest_sites_per_agent`).
+pub const MAX_SITES_PER_AGENT: usize = 1_000;
+
+/// The live view keeps texts a monitored site controls (`error_message`, `final_url`,
+/// `matched_text`) to this many bytes; the rows in PostgreSQL keep them whole.
+pub const LIVE_TEXT_BYTES: usize = 512;
+
+/// A `GetLatest` page stops growing once its encoded size passes this.
+pub const LATEST_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Events buffered per `WatchLatest` subscriber before it starts missing some.
 const WATCH_BUFFER: usize = 4096;
@@ -47,6 +56,20 @@ struct AgentEntry {
     applied: HashMap<String, AppliedCheck>,
 }
 
+/// A site result as the live view keeps it: the texts its target controls cut to
+/// [`LIVE_TEXT_BYTES`].
+fn live_copy(site: &SiteCheck) -> SiteCheck {
+    let mut live = site.clone();
+    for text in [
+        &mut live.error_message,
+        &mut live.final_url,
+        &mut live.matched_text,
+    ] {
+        fleetmon::samples::truncate_text(text, LIVE_TEXT_BYTES);
+    }
+    live
+}
+
 /// The key of a site result in `latest_sites`.
 fn site_key(site: &SiteCheck) -> String {
     if site.check_id.is_empty() {
@@ -61,6 +84,9 @@ fn site_key(site: &SiteCheck) -> String {
 pub struct FleetState {
     agents: Arc<Mutex<HashMap<String, AgentEntry>>>,
     events: broadcast::Sender<Arc<WatchEvent>>,
+    max_sites: usize,
+    /// Counts site results left out for want of room.
+    sites_dropped: Counter,
 }
 
 impl Default for FleetState {
@@ -110,10 +136,32 @@ fn timestamp(t: Option<SystemTime>) -> Option<prost_types::Timestamp> {
 impl FleetState {
     /// An empty fleet.
     pub fn new() -> Self {
+        Self::with_limits(MAX_SITES_PER_AGENT, Counter::default())
+    }
+
+    /// An empty fleet keeping at most `max_sites` sites per agent, counting those left
+    /// out in `sites_dropped`.
+    pub fn with_limits(max_sites: usize, sites_dropped: Counter) -> Self {
         FleetState {
             agents: Arc::default(),
             events: broadcast::channel(WATCH_BUFFER).0,
+            max_sites,
+            sites_dropped,
         }
+    }
+
+    /// Forgets agents with no open stream whose last sample or connection is older
+    /// than `after`; returns how many. Their rows stay in PostgreSQL.
+    pub fn forget_idle(&self, after: Duration, now: SystemTime) -> usize {
+        let mut agents = self.lock();
+        let before = agents.len();
+        agents.retain(|_, e| {
+            let last = e.last_sample_at.max(e.connected_since);
+            e.open_streams > 0
+                || e.control_streams > 0
+                || last.is_some_and(|at| now.duration_since(at).unwrap_or_default() < after)
+        });
+        before - agents.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AgentEntry>> {
@@ -169,12 +217,15 @@ impl FleetState {
                 ValidSample::Site(site) => {
                     let entry = agents.entry(site.agent_id.clone()).or_default();
                     let key = site_key(site);
-                    if entry.latest_sites.len() < MAX_SITES_PER_AGENT
+                    let live = live_copy(site);
+                    if entry.latest_sites.len() < self.max_sites
                         || entry.latest_sites.contains_key(&key)
                     {
-                        entry.latest_sites.insert(key, site.clone());
+                        entry.latest_sites.insert(key, live.clone());
+                    } else {
+                        self.sites_dropped.inc();
                     }
-                    watch_event::Kind::Site(site.clone())
+                    watch_event::Kind::Site(live)
                 }
             }
         };
@@ -184,10 +235,32 @@ impl FleetState {
 
     /// Every agent seen since start, sorted by id.
     pub fn list(&self) -> Vec<AgentInfo> {
+        self.list_page("", usize::MAX).0
+    }
+
+    /// The ids of `agents` after `after`, sorted.
+    fn ids_after<'a>(agents: &'a HashMap<String, AgentEntry>, after: &str) -> Vec<&'a String> {
+        let mut ids: Vec<&String> = agents.keys().filter(|id| id.as_str() > after).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// At most `size` agents whose ids sort after `after`, and the token of the next
+    /// page (empty after the last).
+    pub fn list_page(&self, after: &str, size: usize) -> (Vec<AgentInfo>, String) {
         let agents = self.lock();
-        let mut list: Vec<AgentInfo> = agents.iter().map(|(id, e)| info(id, e)).collect();
-        list.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        list
+        let ids = Self::ids_after(&agents, after);
+        let page: Vec<AgentInfo> = ids
+            .iter()
+            .take(size)
+            .map(|id| info(id, &agents[*id]))
+            .collect();
+        let next = if ids.len() > page.len() {
+            page.last().map(|a| a.agent_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        (page, next)
     }
 
     /// One agent.
@@ -195,23 +268,39 @@ impl FleetState {
         self.lock().get(agent_id).map(|e| info(agent_id, e))
     }
 
-    /// Latest samples of one agent (or all when `agent_id` is empty); `None` if unknown.
-    pub fn latest(&self, agent_id: &str) -> Option<Vec<AgentLatest>> {
+    /// Latest samples of one agent; `None` if unknown.
+    pub fn latest(&self, agent_id: &str) -> Option<AgentLatest> {
+        self.lock()
+            .get_key_value(agent_id)
+            .map(|(id, e)| latest(id, e))
+    }
+
+    /// Latest samples of at most `size` agents whose ids sort after `after`, stopping
+    /// once the page's encoded size passes `max_bytes` (one agent at least), and the
+    /// token of the next page (empty after the last).
+    pub fn latest_page(
+        &self,
+        after: &str,
+        size: usize,
+        max_bytes: usize,
+    ) -> (Vec<AgentLatest>, String) {
         let agents = self.lock();
-        let latest = |(id, e): (&String, &AgentEntry)| AgentLatest {
-            agent_id: id.clone(),
-            host: e.latest_host.clone(),
-            sites: e.latest_sites.values().cloned().collect(),
-        };
-        if agent_id.is_empty() {
-            let mut all: Vec<AgentLatest> = agents.iter().map(latest).collect();
-            all.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-            Some(all)
-        } else {
-            agents
-                .get_key_value(agent_id)
-                .map(|entry| vec![latest(entry)])
+        let ids = Self::ids_after(&agents, after);
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        for id in ids.iter().take(size) {
+            if !page.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            let one = latest(id, &agents[*id]);
+            bytes += prost::Message::encoded_len(&one);
+            page.push(one);
         }
+        let next = if ids.len() > page.len() {
+            page.last().map(|a| a.agent_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        (page, next)
     }
 
     /// Records an agent's control stream until the guard is dropped.
@@ -324,6 +413,14 @@ impl FleetState {
     }
 }
 
+fn latest(agent_id: &str, e: &AgentEntry) -> AgentLatest {
+    AgentLatest {
+        agent_id: agent_id.to_owned(),
+        host: e.latest_host.clone(),
+        sites: e.latest_sites.values().cloned().collect(),
+    }
+}
+
 fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
     AgentInfo {
         agent_id: agent_id.to_owned(),
@@ -336,5 +433,38 @@ fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
         client_cert_not_after: timestamp(e.cert_not_after),
         labels: e.labels.clone().into_iter().collect(),
         reported_labels: e.reported_labels.clone().into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(agent: &str, url: &str) -> ValidSample {
+        ValidSample::Site(SiteCheck {
+            agent_id: agent.into(),
+            url: url.into(),
+            error_message: "e".repeat(4096),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_live_view_keeps_little_of_what_a_site_controls_and_forgets_the_long_gone() {
+        let fleet = FleetState::new();
+        fleet.delivered(&site("a1", "https://x.example/"));
+        let kept = fleet.latest("a1").unwrap().sites.remove(0);
+        assert!(kept.error_message.len() <= LIVE_TEXT_BYTES);
+        assert!(
+            kept.error_message
+                .ends_with(fleetmon::samples::TRUNCATED_MARK)
+        );
+
+        let now = SystemTime::now();
+        fleet.received("a1", 1);
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(fleet.forget_idle(week, now), 0, "seen just now");
+        assert_eq!(fleet.forget_idle(week, now + week + Duration::from_secs(1)), 1);
+        assert!(fleet.get("a1").is_none());
     }
 }

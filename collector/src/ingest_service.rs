@@ -21,6 +21,7 @@ use tracing::instrument;
 use fleetmon::identity::{PeerIdentity, peer_identity};
 use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
+use fleetmon::samples::Reason;
 
 use crate::check_catalog::CatalogView;
 use crate::config::Limits;
@@ -170,6 +171,56 @@ impl IngestService {
         Ok((valid, rejected))
     }
 
+    /// Settles the rejected samples in `acks` and returns the valid ones, except those
+    /// of a stream beyond `limits.max_streams_per_session`, which join the rejected: so
+    /// one connection's acknowledgement state stays bounded.
+    fn take_streams(
+        &self,
+        acks: &mut StreamAcks,
+        valid: Vec<ValidSample>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Vec<ValidSample> {
+        let max = self.ctx.limits.max_streams_per_session;
+        let refuse = |stream_id: &str, seq| Rejection {
+            stream_id: stream_id.to_owned(),
+            seq,
+            reason: Reason::TooManyStreams,
+            message: format!(
+                "stream_id `{stream_id}` would be stream {} of this connection; at most {max} (limits.max_streams_per_session): an agent uses one stream per start",
+                max + 1
+            ),
+        };
+        let mut over = Vec::new();
+        for r in rejected.iter() {
+            if acks.admits(&r.stream_id, max) {
+                acks.settled(&r.stream_id, r.seq);
+            }
+        }
+        let taken: Vec<ValidSample> = valid
+            .into_iter()
+            .filter_map(|sample| {
+                if acks.admits(sample.stream_id(), max) {
+                    acks.queued(sample.stream_id(), sample.seq());
+                    Some(sample)
+                } else {
+                    over.push(refuse(sample.stream_id(), sample.seq()));
+                    None
+                }
+            })
+            .collect();
+        for rejection in &over {
+            self.ctx
+                .metrics
+                .samples_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: rejection.reason.as_str(),
+                })
+                .inc();
+        }
+        rejected.extend(over);
+        taken
+    }
+
     /// Queues one sample to Kafka; the future resolves with its delivery report.
     async fn publish(&self, sample: ValidSample) -> Delivery {
         let started = Instant::now();
@@ -210,14 +261,11 @@ impl IngestService {
         batch: IngestBatch,
     ) -> Result<IngestAck, IngestError> {
         self.ctx.fleet.connected(&peer, remote, false);
-        let (valid, rejected) = self.check_batch(&peer, batch)?;
+        let (valid, mut rejected) = self.check_batch(&peer, batch)?;
         let mut acks = StreamAcks::default();
-        for r in &rejected {
-            acks.settled(&r.stream_id, r.seq);
-        }
+        let valid = self.take_streams(&mut acks, valid, &mut rejected);
         let mut deliveries = Vec::with_capacity(valid.len());
         for sample in valid {
-            acks.queued(sample.stream_id(), sample.seq());
             deliveries.push(self.publish(sample).await);
         }
         for (sample, started, result) in futures::future::join_all(deliveries).await {
@@ -259,15 +307,12 @@ impl IngestService {
                 message = inbound.next(), if reading && in_flight.len() < max_in_flight => match message {
                     Some(Ok(batch)) => {
                         idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
-                        let (valid, rejected) = match self.check_batch(&peer, batch) {
+                        let (valid, mut rejected) = match self.check_batch(&peer, batch) {
                             Ok(checked) => checked,
                             Err(status) => break Err(status),
                         };
-                        for r in &rejected {
-                            acks.settled(&r.stream_id, r.seq);
-                        }
+                        let valid = self.take_streams(&mut acks, valid, &mut rejected);
                         for sample in valid {
-                            acks.queued(sample.stream_id(), sample.seq());
                             let delivery = self.publish(sample).await;
                             in_flight.push(delivery);
                         }

@@ -36,6 +36,12 @@ pub struct CollectorMetrics {
     pub delivery_latency_seconds: Histogram,
     /// Agents with an open ingest stream.
     pub connected_agents: Gauge,
+    /// Site results left out of the live view: their agent already had
+    /// `limits.max_latest_sites_per_agent` sites there.
+    pub latest_sites_dropped: Counter,
+    /// Agents forgotten by the live view after `limits.forget_agents_after_seconds`
+    /// without a connection (their rows stay in PostgreSQL).
+    pub agents_forgotten: Counter,
 }
 
 impl CollectorMetrics {
@@ -48,6 +54,8 @@ impl CollectorMetrics {
             records_failed: Counter::default(),
             delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             connected_agents: Gauge::default(),
+            latest_sites_dropped: Counter::default(),
+            agents_forgotten: Counter::default(),
         };
         // Every label value exists from the start, so rates work from the first scrape.
         for kind in ["host", "site"] {
@@ -88,6 +96,16 @@ impl CollectorMetrics {
             "connected_agents",
             "Agents with an open ingest stream",
             metrics.connected_agents.clone(),
+        );
+        prefixed.register(
+            "latest_sites_dropped",
+            "Site results left out of the live view (the agent's site limit was reached)",
+            metrics.latest_sites_dropped.clone(),
+        );
+        prefixed.register(
+            "agents_forgotten",
+            "Agents the live view forgot after a long time without a connection",
+            metrics.agents_forgotten.clone(),
         );
         metrics
     }

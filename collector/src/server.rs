@@ -160,7 +160,11 @@ pub async fn start(
             source,
         })?;
 
-    let fleet = FleetState::new();
+    let fleet = FleetState::with_limits(
+        config.limits.max_latest_sites_per_agent,
+        metrics.latest_sites_dropped.clone(),
+    );
+    let forgotten = metrics.agents_forgotten.clone();
     // Sessions stop reading at shutdown but keep acking what is in flight.
     let sessions_stop = shutdown.child_token();
     let abandon = CancellationToken::new();
@@ -183,6 +187,7 @@ pub async fn start(
         fleet.clone(),
         config.limits.min_check_interval_seconds,
     ));
+    let fleet_view = fleet.clone();
     let control_service = ControlServer::new(ControlService::new(
         catalog.clone(),
         fleet,
@@ -213,6 +218,7 @@ pub async fn start(
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
 
     let router = Server::builder()
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(OversizeIsResourceExhausted)
@@ -262,6 +268,13 @@ pub async fn start(
 
     let metrics_shutdown = shutdown.clone();
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
+    let forget_after = Duration::from_secs(config.limits.forget_agents_after_seconds);
+    let sweep = tokio::spawn(forget_idle_agents(
+        fleet_view,
+        forget_after,
+        forgotten,
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(async move {
         let metrics_task = tokio::spawn(metrics_server.serve(metrics_shutdown));
         let serve =
@@ -286,6 +299,7 @@ pub async fn start(
         }
         let _ = metrics_task.await;
         let _ = health_task.await;
+        let _ = sweep.await;
         tracing::info!("collector stopped");
         served.map_err(CollectorError::from)
     });
@@ -295,6 +309,31 @@ pub async fn start(
         enroll_addr,
         task,
     })
+}
+
+/// Every minute until `shutdown`, forgets agents the live view has not heard from for
+/// `after` ([`FleetState::forget_idle`]).
+async fn forget_idle_agents(
+    fleet: FleetState,
+    after: Duration,
+    forgotten: prometheus_client::metrics::counter::Counter,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let gone = fleet.forget_idle(after, std::time::SystemTime::now());
+        if gone > 0 {
+            forgotten.inc_by(gone as u64);
+            tracing::info!(
+                agents = gone,
+                "forgot agents unseen for {after:?} (their rows stay in PostgreSQL)"
+            );
+        }
+    }
 }
 
 /// A listener on `addr` and the address it got.

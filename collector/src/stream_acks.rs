@@ -92,6 +92,12 @@ impl StreamAcks {
         acks
     }
 
+    /// Whether a sample of `stream_id` may be taken when at most `max` streams are:
+    /// a stream already seen always may.
+    pub fn admits(&self, stream_id: &str, max: usize) -> bool {
+        self.streams.len() < max || self.streams.contains_key(stream_id)
+    }
+
     /// Samples queued but not yet confirmed, over all streams.
     pub fn in_flight(&self) -> usize {
         self.streams.values().map(|p| p.pending.len()).sum()

@@ -832,7 +832,7 @@ async fn labels_an_agent_gives_itself_are_shown_but_select_nothing_unless_truste
     let deadline = Instant::now() + Duration::from_secs(30);
     let listed = loop {
         let agents = fleet
-            .list_agents(fleetmon::pb::ListAgentsRequest {})
+            .list_agents(fleetmon::pb::ListAgentsRequest::default())
             .await
             .unwrap()
             .into_inner()

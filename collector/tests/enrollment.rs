@@ -389,7 +389,7 @@ async fn connected_cert_end(
     fleet: &mut fleetmon::pb::fleet_client::FleetClient<Channel>,
 ) -> Option<i64> {
     fleet
-        .list_agents(fleetmon::pb::ListAgentsRequest {})
+        .list_agents(fleetmon::pb::ListAgentsRequest::default())
         .await
         .unwrap()
         .into_inner()

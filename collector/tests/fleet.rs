@@ -43,7 +43,7 @@ async fn operators_see_agents_and_their_latest_samples() {
         .unwrap();
 
     let agents = fleet
-        .list_agents(ListAgentsRequest {})
+        .list_agents(ListAgentsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -64,6 +64,7 @@ async fn operators_see_agents_and_their_latest_samples() {
     let latest = fleet
         .get_latest(GetLatestRequest {
             agent_id: "a1".to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -191,4 +192,96 @@ fn time_now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_flooding_sites_and_streams_is_bounded_and_the_view_answers_in_pages() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |c| {
+        c.limits.max_latest_sites_per_agent = 100;
+        c.limits.max_streams_per_session = 4;
+    })
+    .await;
+    // 10 000 distinct URLs, each stored, but the live view keeps 100 of them.
+    let mut flood = collector.agent("flood");
+    for chunk in 0..10 {
+        let ack = flood
+            .push(batch((1..=1000).map(|i| {
+                let seq = chunk * 1000 + i;
+                Kind::Site(site("s1", seq, &format!("https://flood.example/{seq}")))
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.rejected.is_empty(), "{:?}", ack.rejected.first());
+    }
+    let mut fleet = collector.operator();
+    let latest = fleet
+        .get_latest(GetLatestRequest {
+            agent_id: "flood".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(latest[0].sites.len(), 100);
+    let dropped = fleetmon::testkit::metric_value(
+        collector.running.metrics_addr,
+        "fleetmon_collector_latest_sites_dropped_total",
+    );
+    assert_eq!(dropped, Some(9900.0));
+
+    // Ten streams in one call: four are taken, the others refused by name.
+    let ack = flood
+        .push(batch(
+            (1..=10).map(|s| Kind::Host(host(&format!("stream-{s}"), 1))),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.streams.len(), 4);
+    assert_eq!(ack.rejected.len(), 6);
+    assert_eq!(ack.rejected[0].reason, "too_many_streams");
+    assert_eq!(
+        ack.rejected[0].message,
+        "stream_id `stream-5` would be stream 5 of this connection; at most 4 (limits.max_streams_per_session): an agent uses one stream per start"
+    );
+
+    // Paged: three agents, one a page, each page pointing at the next.
+    for name in ["a", "b"] {
+        collector
+            .agent(name)
+            .push(hosts("s1", 1..=1))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = fleet
+            .list_agents(ListAgentsRequest {
+                page_token,
+                page_size: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.agents.into_iter().map(|a| a.agent_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, ["a", "b", "flood"]);
+    let page = fleet
+        .get_latest(GetLatestRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = page.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!((ids, page.next_page_token.as_str()), (vec!["a", "b"], "b"));
+    collector.shutdown.cancel();
 }

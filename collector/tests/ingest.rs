@@ -115,7 +115,7 @@ async fn wrong_peers_never_reach_a_service() {
     let agent_on_fleet = fleetmon::pb::fleet_client::FleetClient::new(
         collector.channel(&collector.pki.client(Role::Agent, "a1")),
     )
-    .list_agents(ListAgentsRequest {})
+    .list_agents(ListAgentsRequest::default())
     .await
     .unwrap_err();
     assert_eq!(agent_on_fleet.code(), Code::PermissionDenied);

@@ -25,9 +25,9 @@ use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
-    CheckRef, GetLatestRequest, HostSample, HostSeriesRequest, ListAgentsRequest,
-    ListAlertsRequest, ListChecksRequest, SiteAvailabilityRequest, SiteCheck, TimeRange,
-    WatchLatestRequest, check_definition, watch_event,
+    CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListChecksRequest,
+    SiteAvailabilityRequest, SiteCheck, TimeRange, WatchLatestRequest, check_definition,
+    watch_event,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -339,12 +339,12 @@ fn site_json(agent_id: &str, s: &SiteCheck) -> Value {
 /// Every agent with its labels and latest host sample and site results.
 async fn fleet(State(servers): State<Shared>) -> Response {
     let mut fleet = servers.fleet.clone();
-    let agents = match fleet.list_agents(ListAgentsRequest {}).await {
-        Ok(response) => response.into_inner().agents,
+    let agents = match super::queries::every_agent(&mut fleet).await {
+        Ok(agents) => agents,
         Err(status) => return upstream("Fleet/ListAgents", status),
     };
-    let latest = match fleet.get_latest(GetLatestRequest::default()).await {
-        Ok(response) => response.into_inner().agents,
+    let latest = match super::queries::every_latest(&mut fleet).await {
+        Ok(latest) => latest,
         Err(status) => return upstream("Fleet/GetLatest", status),
     };
     let latest: HashMap<&str, &fleetmon::pb::AgentLatest> =

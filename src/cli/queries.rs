@@ -51,12 +51,51 @@ async fn list_agents(
     fleet: &mut FleetClient<Channel>,
     conn: &Connection,
 ) -> anyhow::Result<Vec<fleetmon::pb::AgentInfo>> {
-    Ok(fleet
-        .list_agents(ListAgentsRequest {})
+    every_agent(fleet)
         .await
-        .with_context(|| format!("Fleet/ListAgents on {}", conn.collector))?
-        .into_inner()
-        .agents)
+        .with_context(|| format!("Fleet/ListAgents on {}", conn.collector))
+}
+
+/// Every agent the collector knows, page after page.
+pub(crate) async fn every_agent(
+    fleet: &mut FleetClient<Channel>,
+) -> Result<Vec<fleetmon::pb::AgentInfo>, tonic::Status> {
+    let (mut agents, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = fleet
+            .list_agents(ListAgentsRequest {
+                page_token,
+                page_size: 0,
+            })
+            .await?
+            .into_inner();
+        agents.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(agents);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The latest samples of every agent, page after page.
+pub(crate) async fn every_latest(
+    fleet: &mut FleetClient<Channel>,
+) -> Result<Vec<fleetmon::pb::AgentLatest>, tonic::Status> {
+    let (mut latest, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = fleet
+            .get_latest(GetLatestRequest {
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        latest.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(latest);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// One rendering of the live fleet: agents and their latest host sample, sites and
@@ -64,12 +103,9 @@ async fn list_agents(
 pub(crate) async fn status_once(conn: &Connection) -> anyhow::Result<String> {
     let mut fleet = FleetClient::new(channel(&conn.collector, conn).await?);
     let agents = list_agents(&mut fleet, conn).await?;
-    let latest = fleet
-        .get_latest(GetLatestRequest::default())
+    let latest = every_latest(&mut fleet)
         .await
-        .with_context(|| format!("Fleet/GetLatest on {}", conn.collector))?
-        .into_inner()
-        .agents;
+        .with_context(|| format!("Fleet/GetLatest on {}", conn.collector))?;
     let (uptime, writer_note) = match availability(conn, "", Duration::from_secs(3600)).await {
         Ok(sites) => (
             sites
