@@ -464,7 +464,10 @@ mod tests {
         fleet.received("a1", 1);
         let week = Duration::from_secs(7 * 86_400);
         assert_eq!(fleet.forget_idle(week, now), 0, "seen just now");
-        assert_eq!(fleet.forget_idle(week, now + week + Duration::from_secs(1)), 1);
+        assert_eq!(
+            fleet.forget_idle(week, now + week + Duration::from_secs(1)),
+            1
+        );
         assert!(fleet.get("a1").is_none());
     }
 }
