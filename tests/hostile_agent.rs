@@ -230,6 +230,8 @@ fn host(stream_id: String) -> impl Strategy<Value = HostSample> {
                 uptime_seconds,
                 interval_seconds,
                 disk_available_bytes,
+                // The collector's to set: whatever the agent claims is overwritten.
+                clock_offset_ms: Some(i64::MIN),
             }
         })
 }
@@ -439,6 +441,7 @@ async fn every_field_at_its_extremes_is_refused_by_name_or_stored_and_a_steady_a
     let mut steady_seq = 0u64;
     for chunk in samples.chunks(25) {
         let batch = IngestBatch {
+            sent_at: Some(SystemTime::now().into()),
             samples: chunk
                 .iter()
                 .map(|kind| Sample {
@@ -463,6 +466,7 @@ async fn every_field_at_its_extremes_is_refused_by_name_or_stored_and_a_steady_a
         };
         let ack = steady
             .push(IngestBatch {
+                sent_at: Some(SystemTime::now().into()),
                 samples: vec![Sample {
                     kind: Some(Kind::Host(sample)),
                 }],

@@ -195,7 +195,11 @@ async fn stream(
             let Some(last) = samples.last().map(seq_of) else {
                 break;
             };
-            if tx.send(IngestBatch { samples }).await.is_err() {
+            let batch = IngestBatch {
+                samples,
+                sent_at: Some(std::time::SystemTime::now().into()),
+            };
+            if tx.send(batch).await.is_err() {
                 return Ended::Disconnected("stream closed while sending".to_owned());
             }
             sent_through = last;

@@ -145,6 +145,7 @@ async fn stream_all(channel: Channel, samples: &[HostSample]) -> Duration {
     let batches: Vec<IngestBatch> = samples
         .chunks(BATCH)
         .map(|chunk| IngestBatch {
+            sent_at: None,
             samples: chunk
                 .iter()
                 .map(|s| Sample {

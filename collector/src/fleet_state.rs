@@ -45,6 +45,8 @@ struct AgentEntry {
     /// The labels that select the agent into checks: its token's, and with
     /// `assignment.trust_agent_labels` those it reports.
     labels: BTreeMap<String, String>,
+    /// How far its clock is ahead of ours, as its last batch showed (milliseconds).
+    clock_offset_ms: Option<i64>,
     /// The labels the agent reports on its control stream (shown, not trusted).
     reported_labels: BTreeMap<String, String>,
     /// The checks of the last set sent to the agent (`None`), and those dropped from
@@ -201,6 +203,13 @@ impl FleetState {
         let entry = agents.entry(agent_id.to_owned()).or_default();
         entry.samples_received += count as u64;
         entry.last_sample_at = Some(SystemTime::now());
+    }
+
+    /// Records how far an agent's clock is ahead of the collector's.
+    pub fn clock_offset(&self, agent_id: &str, offset_ms: i64) {
+        if let Some(entry) = self.lock().get_mut(agent_id) {
+            entry.clock_offset_ms = Some(offset_ms);
+        }
     }
 
     /// Remembers a sample Kafka confirmed and tells the watchers.
@@ -433,6 +442,7 @@ fn info(agent_id: &str, e: &AgentEntry) -> AgentInfo {
         client_cert_not_after: timestamp(e.cert_not_after),
         labels: e.labels.clone().into_iter().collect(),
         reported_labels: e.reported_labels.clone().into_iter().collect(),
+        clock_offset_ms: e.clock_offset_ms,
     }
 }
 

@@ -34,6 +34,21 @@ use crate::stream_acks::StreamAcks;
 use crate::validation::{Rejection, ValidSample, validate};
 use crate::vote_gate;
 
+/// How far `sent` (the agent's clock) is ahead of `now` (the collector's), in
+/// milliseconds, within ±100 years whatever the agent claims.
+fn clock_offset_ms(sent: prost_types::Timestamp, now: SystemTime) -> i64 {
+    const LIMIT_MS: i64 = 100 * 366 * 86_400 * 1000;
+    let now = match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    let sent = sent
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(sent.nanos.clamp(0, 999_999_999) / 1_000_000));
+    sent.saturating_sub(now).clamp(-LIMIT_MS, LIMIT_MS)
+}
+
 /// Everything a session needs, shared by all connections.
 #[derive(Debug)]
 pub struct IngestContext {
@@ -123,8 +138,15 @@ impl IngestService {
         }
         self.ctx.fleet.received(&peer.name, batch.samples.len());
         let now = SystemTime::now();
+        let clock_offset_ms = batch.sent_at.map(|sent| clock_offset_ms(sent, now));
+        if let Some(offset) = clock_offset_ms {
+            self.ctx.fleet.clock_offset(&peer.name, offset);
+        }
         let checks = self.ctx.checks.borrow().clone();
-        let admitted = |sample: ValidSample| {
+        let admitted = |mut sample: ValidSample| {
+            if let ValidSample::Host(host) = &mut sample {
+                host.clock_offset_ms = clock_offset_ms;
+            }
             if let ValidSample::Site(site) = &sample
                 && let Err(v) =
                     vote_gate::admit(&checks, &self.ctx.fleet, &peer.name, site, Instant::now())

@@ -285,3 +285,31 @@ async fn an_agent_flooding_sites_and_streams_is_bounded_and_the_view_answers_in_
     assert_eq!((ids, page.next_page_token.as_str()), (vec!["a", "b"], "b"));
     collector.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_clock_offset_is_measured_from_its_batch_and_stamped_on_its_samples() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(90);
+    let mut claimed = host("s1", 1);
+    claimed.clock_offset_ms = Some(i64::MIN);
+    let mut sent = batch([Kind::Host(claimed)]);
+    sent.sent_at = Some(ahead.into());
+    collector.agent("fast").push(sent).await.unwrap();
+
+    let records = collector.host_records(1).await;
+    let stamped = records[0]
+        .1
+        .clock_offset_ms
+        .expect("stamped by the collector");
+    assert!((88_000..=90_500).contains(&stamped), "{stamped}");
+    let listed = collector
+        .operator()
+        .get_agent(GetAgentRequest {
+            agent_id: "fast".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.clock_offset_ms, Some(stamped));
+    collector.shutdown.cancel();
+}

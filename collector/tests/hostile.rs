@@ -256,6 +256,7 @@ async fn a_100_mb_message_and_a_million_samples_are_refused_at_the_default_limit
 
     // A million (small) samples: 4 MiB is reached long before the sample count limit.
     let million = IngestBatch {
+        sent_at: None,
         samples: (1..=1_000_000)
             .map(|seq| fleetmon::pb::Sample {
                 kind: Some(Kind::Host(fleetmon::pb::HostSample {

@@ -293,6 +293,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                     "client_cert_not_after": rfc3339(a.client_cert_not_after),
                     "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "reported_labels": a.reported_labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "clock_offset_ms": a.clock_offset_ms,
                     "revoked": revoked.contains(&a.agent_id),
                 })
             })
@@ -311,6 +312,8 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 a.samples_received.to_string(),
                 ago(a.last_sample_at),
                 rfc3339(a.client_cert_not_after),
+                a.clock_offset_ms
+                    .map_or("-".to_owned(), |ms| format!("{:+.1} s", ms as f64 / 1000.0)),
                 labels(&a.labels),
                 if revoked.contains(&a.agent_id) {
                     "yes"
@@ -332,6 +335,7 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
                 "SAMPLES",
                 "LAST SAMPLE",
                 "CERT EXPIRES",
+                "CLOCK",
                 "LABELS",
                 "REVOKED"
             ],

@@ -36,6 +36,8 @@ pub mod kind {
     pub const CPU_BUSY: &str = "cpu_busy";
     /// A checked site's certificate expires soon.
     pub const TLS_EXPIRING: &str = "tls_expiring";
+    /// An agent's clock is off from its collector's.
+    pub const CLOCK_SKEW: &str = "clock_skew";
 }
 
 /// Where notifications go: every channel's name, and those that want resolutions.

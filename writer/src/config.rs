@@ -147,6 +147,10 @@ pub struct HostRules {
     pub cpu_minutes: u32,
     /// A checked site's certificate expiring within this many days alerts.
     pub tls_days: u32,
+    /// An agent whose clock is off from its collector's by more than this many seconds
+    /// alerts (0: never). Keep it below the collector's `limits.max_clock_skew_seconds`
+    /// (300), beyond which its samples are refused and it goes silent instead.
+    pub clock_skew_seconds: u32,
 }
 
 /// One webhook channel.
@@ -205,6 +209,7 @@ impl Default for HostRules {
             cpu_percent: 95.0,
             cpu_minutes: 5,
             tls_days: 14,
+            clock_skew_seconds: 60,
         }
     }
 }

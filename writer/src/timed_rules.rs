@@ -68,6 +68,7 @@ pub async fn evaluate(
         kind::MEMORY_FULL,
         kind::CPU_BUSY,
         kind::TLS_EXPIRING,
+        kind::CLOCK_SKEW,
     ] {
         // Each rule under a savepoint: one that fails on the data (a value no
         // arithmetic of it can hold) is skipped this round, the others still decide.
@@ -78,6 +79,7 @@ pub async fn evaluate(
                 kind::DISK_FULL => full(&tx, "disk", rules.disk_percent).await?,
                 kind::MEMORY_FULL => full(&tx, "memory", rules.memory_percent).await?,
                 kind::CPU_BUSY => busy_cpus(&tx, rules).await?,
+                kind::CLOCK_SKEW => skewed_clocks(&tx, rules).await?,
                 _ => expiring_certificates(&tx, rules).await?,
             };
             alert_store::reconcile(&tx, kind, &candidates, channels).await
@@ -109,6 +111,16 @@ pub async fn evaluate(
         .map(|row| row.get(0))
         .collect();
     if !open_checks.is_empty() {
+        // A batch deciding these checks holds the state rows it changed until it
+        // commits. Waiting for them here means the decision reads what that batch
+        // committed: deciding from the state before it, and writing after it, reopened
+        // an alert the batch had just resolved.
+        let ids: Vec<&str> = open_checks.iter().map(String::as_str).collect();
+        tx.execute(
+            "SELECT 1 FROM check_state WHERE check_id = ANY($1) ORDER BY check_id, agent_id FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
         transitions += alert_store::decide_checks(&tx, &open_checks, channels).await?;
     }
     remind(&tx, config.reminder_interval_minutes, channels).await?;
@@ -141,6 +153,45 @@ async fn silent_agents(
                 agent_id: agent.clone(),
                 cause: format!(
                     "agent {agent} has sent nothing for {silent:.0} s (it samples every {interval} s)"
+                ),
+                locations: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// Agents whose latest host sample, of the last 10 minutes, showed their clock off from
+/// their collector's by more than `clock_skew_seconds`.
+async fn skewed_clocks(
+    tx: &tokio_postgres::Transaction<'_>,
+    rules: &HostRules,
+) -> Result<Vec<Candidate>, SinkError> {
+    if rules.clock_skew_seconds == 0 {
+        return Ok(Vec::new());
+    }
+    let limit_ms = i64::from(rules.clock_skew_seconds) * 1000;
+    let rows = tx
+        .query(
+            "SELECT agent_id, clock_offset_ms FROM agents \
+             WHERE clock_offset_ms NOT BETWEEN -$1::bigint AND $1::bigint \
+               AND host_seen > now() - interval '10 minutes' ORDER BY agent_id",
+            &[&limit_ms],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let agent: String = row.get(0);
+            let offset = row.get::<_, i64>(1) as f64 / 1000.0;
+            let side = if offset > 0.0 { "ahead of" } else { "behind" };
+            Candidate {
+                kind: kind::CLOCK_SKEW,
+                subject: agent.clone(),
+                agent_id: agent.clone(),
+                cause: format!(
+                    "the clock of {agent} is {:.0} s {side} its collector's (the limit is {} s; samples more than the collector's limits.max_clock_skew_seconds ahead are refused): fix its time sync",
+                    offset.abs(),
+                    rules.clock_skew_seconds
                 ),
                 locations: Vec::new(),
             }

@@ -492,6 +492,48 @@ async fn an_agent_claiming_an_absurd_interval_switches_off_no_time_rule() {
     writer.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_clock_is_off_alerts_clock_skew_until_it_is_fixed() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let sample = |seq, offset_ms| fleetmon::pb::HostSample {
+        clock_offset_ms: Some(offset_ms),
+        ..HostSampleAt {
+            seq,
+            ts: SystemTime::now(),
+        }
+        .sample("drifting")
+    };
+    setup.produce_hosts(&[sample(1, -125_400)]).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'clock_skew' AND subject = 'drifting' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    let cause: String = setup
+        .schema
+        .connect()
+        .await
+        .query_one("SELECT cause FROM alerts WHERE kind = 'clock_skew'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cause,
+        "the clock of drifting is 125 s behind its collector's (the limit is 60 s; samples more than the collector's limits.max_clock_skew_seconds ahead are refused): fix its time sync"
+    );
+    setup.produce_hosts(&[sample(2, 300)]).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'clock_skew' AND resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    writer.stop().await;
+}
+
 /// A host sample of one agent that samples every second.
 struct HostSampleAt {
     seq: u64,

@@ -256,7 +256,10 @@ async fn simulate(
                 }
                 if !samples.is_empty() {
                     in_flight.push_back((first, run.sent, now));
-                    let batch = IngestBatch { samples };
+                    let batch = IngestBatch {
+                        samples,
+                        sent_at: Some(SystemTime::now().into()),
+                    };
                     if sender.as_ref().expect("checked").send(batch).await.is_err() {
                         run.error = Some("stream closed while sending".to_owned());
                         return run;

@@ -144,6 +144,7 @@ pub fn site(stream_id: &str, seq: u64, url: &str) -> SiteCheck {
 
 pub fn batch(samples: impl IntoIterator<Item = Kind>) -> IngestBatch {
     IngestBatch {
+        sent_at: None,
         samples: samples
             .into_iter()
             .map(|kind| Sample { kind: Some(kind) })

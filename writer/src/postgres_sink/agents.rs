@@ -96,6 +96,10 @@ pub(super) async fn upsert_agents(
             .then(|| s.memory_used_bytes as f64 * 100.0 / s.memory_total_bytes as f64)
     });
     let disk = latest(fleetmon::samples::disk_used_percent);
+    let clock_offsets: Vec<Option<i64>> = agents
+        .values()
+        .map(|seen| seen.latest_host.and_then(|row| row.sample.clock_offset_ms))
+        .collect();
     let upsert = tx.prepare_cached(UPSERT_AGENTS).await?;
     tx.execute(
         &upsert,
@@ -112,6 +116,7 @@ pub(super) async fn upsert_agents(
             &cpu,
             &memory,
             &disk,
+            &clock_offsets,
         ],
     )
     .await?;

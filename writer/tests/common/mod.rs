@@ -266,6 +266,7 @@ pub fn host(agent: &str, seq: u64, ts: SystemTime) -> HostSample {
         process_count: 123,
         uptime_seconds: 86_400,
         interval_seconds: 0,
+        clock_offset_ms: None,
     }
 }
 
