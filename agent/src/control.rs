@@ -170,7 +170,11 @@ pub async fn run(control: Control, mut scheduler: CheckScheduler, shutdown: Canc
     }
 }
 
-/// One control stream: report, then apply each set that arrives.
+/// How often an agent repeats its report on an idle control stream.
+pub const CONTROL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One control stream: report, then apply each set that arrives (and report again
+/// every [`CONTROL_HEARTBEAT`]).
 async fn follow(
     control: &Control,
     endpoint: &Endpoint,
@@ -194,8 +198,19 @@ async fn follow(
         Err(status) => return Ended::Failed(format!("control stream refused: {status}")),
     };
     let mut watching = true;
+    // The collector closes a control stream it has not heard from for a while
+    // (`limits.idle_control_seconds`): say what is applied now and then.
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + CONTROL_HEARTBEAT,
+        CONTROL_HEARTBEAT,
+    );
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                if reports.send(applied.report(control)).await.is_err() {
+                    return Ended::Failed("control stream closed".to_owned());
+                }
+            }
             set = sets.message() => match set {
                 Ok(Some(set)) => {
                     *failures = 0;

@@ -164,6 +164,9 @@ pub struct Limits {
     pub forget_agents_after_seconds: u64,
     /// Concurrent gRPC calls (HTTP/2 streams) one connection may hold open.
     pub max_concurrent_streams_per_connection: u32,
+    /// A control stream whose agent reports nothing for this many seconds is closed
+    /// (DEADLINE_EXCEEDED); agents report every 60 s.
+    pub idle_control_seconds: u64,
 }
 
 impl Limits {
@@ -222,6 +225,7 @@ impl Default for Limits {
             max_latest_sites_per_agent: crate::fleet_state::MAX_SITES_PER_AGENT,
             forget_agents_after_seconds: 7 * 86_400,
             max_concurrent_streams_per_connection: 64,
+            idle_control_seconds: 300,
         }
     }
 }

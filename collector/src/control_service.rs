@@ -33,6 +33,8 @@ pub struct ControlService {
     fleet: FleetState,
     credentials: CredentialStore,
     trust_agent_labels: bool,
+    /// A stream with no report for this long is closed.
+    idle: Duration,
 }
 
 impl ControlService {
@@ -44,12 +46,14 @@ impl ControlService {
         fleet: FleetState,
         credentials: CredentialStore,
         trust_agent_labels: bool,
+        idle: Duration,
     ) -> Self {
         ControlService {
             catalog,
             fleet,
             credentials,
             trust_agent_labels,
+            idle,
         }
     }
 }
@@ -103,7 +107,10 @@ impl Control for ControlService {
         let agent_id = peer.name.clone();
         let revocations = credentials.revocations();
         let (tx, rx) = mpsc::channel::<Result<CheckSet, Status>>(4);
+        let idle_limit = self.idle;
         tokio::spawn(async move {
+            let idle = tokio::time::sleep(idle_limit);
+            tokio::pin!(idle);
             let _guard = guard;
             let revoked = revocations.revoked(&peer);
             tokio::pin!(revoked);
@@ -126,8 +133,13 @@ impl Control for ControlService {
                 }
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { return },
+                    () = &mut idle => {
+                        let _ = tx.send(Err(ServiceError::IdleControl(idle_limit.as_secs()).into())).await;
+                        return;
+                    }
                     report = reports.message() => match report {
                         Ok(Some(report)) => {
+                            idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                             let assigned = assignment_labels(&credentials, &agent_id, &report, trust);
                             fleet.reported(&agent_id, &report, assigned);
                             labels = fleet.labels(&agent_id);

@@ -193,6 +193,7 @@ pub async fn start(
         fleet,
         credentials.clone(),
         config.assignment.trust_agent_labels,
+        Duration::from_secs(config.limits.idle_control_seconds),
     ));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let (probe_ctx, probe_catalog, probe_credentials) =

@@ -31,6 +31,11 @@ pub enum ServiceError {
     /// A control stream sent no report in time.
     #[error("send an AgentReport first on the control stream")]
     NoFirstReport,
+    /// A control stream whose agent reported nothing for `limits.idle_control_seconds`.
+    #[error(
+        "no report for {0} s (limits.idle_control_seconds): control stream closed; agents report every 60 s"
+    )]
+    IdleControl(u64),
     /// A control stream ended before its first report.
     #[error("control stream closed before its first report")]
     ClosedBeforeFirstReport,
@@ -88,7 +93,7 @@ impl From<ServiceError> for Status {
                 EnrollError::Store(_) => Code::Unavailable,
             },
             E::Revoked(_) => Code::PermissionDenied,
-            E::NoFirstReport => Code::DeadlineExceeded,
+            E::NoFirstReport | E::IdleControl(_) => Code::DeadlineExceeded,
             E::ClosedBeforeFirstReport => Code::Cancelled,
             E::UnknownAgent(_) => Code::NotFound,
         };

@@ -876,3 +876,53 @@ async fn labels_an_agent_gives_itself_are_shown_but_select_nothing_unless_truste
     agent.stop().await;
     collector.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_stream_that_goes_quiet_is_closed_and_one_that_reports_is_kept() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |c| {
+        c.limits.idle_control_seconds = 2;
+    })
+    .await;
+    let files = collector.pki.client(Role::Agent, "quiet");
+    let mut control = fleetmon::pb::control_client::ControlClient::new(collector.channel(&files));
+    let (reports, rx) = tokio::sync::mpsc::channel(4);
+    reports
+        .send(fleetmon::pb::AgentReport::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut sets = control
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Reporting every second for four seconds keeps it open past the 2 s limit.
+    let mut first_set = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::select! {
+            set = sets.message() => {
+                let set = set.expect("still open while reporting");
+                first_set.get_or_insert(set.expect("a set"));
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                reports.send(fleetmon::pb::AgentReport::default()).await.unwrap();
+            }
+        }
+    }
+    assert!(first_set.is_some(), "the set is sent when the stream opens");
+    // Then silence: closed with a status that says why.
+    let status = loop {
+        match sets.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(
+        status.message(),
+        "no report for 2 s (limits.idle_control_seconds): control stream closed; agents report every 60 s"
+    );
+    drop(reports);
+    collector.shutdown.cancel();
+}
