@@ -12,6 +12,7 @@ use fleetmon::pb::{
     WatchEvent, watch_event,
 };
 use prometheus_client::metrics::counter::Counter;
+use sha2::Digest as _;
 use tokio::sync::broadcast;
 
 use crate::validation::ValidSample;
@@ -20,8 +21,9 @@ use crate::validation::ValidSample;
 /// (`limits.max_latest_sites_per_agent`).
 pub const MAX_SITES_PER_AGENT: usize = 1_000;
 
-/// The live view keeps texts a monitored site controls (`error_message`, `final_url`,
-/// `matched_text`) to this many bytes; the rows in PostgreSQL keep them whole.
+/// The live view keeps every text of a site result (`url`, `method`, `regex`,
+/// `error_message`, `final_url`, `matched_text`) to this many bytes; the rows in
+/// PostgreSQL keep them whole.
 pub const LIVE_TEXT_BYTES: usize = 512;
 
 /// A `GetLatest` page stops growing once its encoded size passes this.
@@ -58,11 +60,13 @@ struct AgentEntry {
     applied: HashMap<String, AppliedCheck>,
 }
 
-/// A site result as the live view keeps it: the texts its target controls cut to
-/// [`LIVE_TEXT_BYTES`].
+/// A site result as the live view keeps it: its texts cut to [`LIVE_TEXT_BYTES`].
 fn live_copy(site: &SiteCheck) -> SiteCheck {
     let mut live = site.clone();
     for text in [
+        &mut live.url,
+        &mut live.method,
+        &mut live.regex,
         &mut live.error_message,
         &mut live.final_url,
         &mut live.matched_text,
@@ -73,12 +77,23 @@ fn live_copy(site: &SiteCheck) -> SiteCheck {
 }
 
 /// The key of a site result in `latest_sites`.
+/// A URL longer than [`LIVE_TEXT_BYTES`] is keyed by its cut form and a hash of it
+/// whole, so a key is small however long the URL.
 fn site_key(site: &SiteCheck) -> String {
-    if site.check_id.is_empty() {
-        site.url.clone()
-    } else {
-        format!("check:{}", site.check_id)
+    if !site.check_id.is_empty() {
+        return format!("check:{}", site.check_id);
     }
+    if site.url.len() <= LIVE_TEXT_BYTES {
+        return site.url.clone();
+    }
+    let mut key = site.url.clone();
+    fleetmon::samples::truncate_text(&mut key, LIVE_TEXT_BYTES);
+    let digest = sha2::Sha256::digest(site.url.as_bytes());
+    key.push('#');
+    for byte in &digest[..8] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
 }
 
 /// Shared, cheap to clone.
