@@ -545,6 +545,16 @@ async fn every_field_at_its_extremes_is_refused_by_name_or_stored_and_a_steady_a
         steady_stored, steady_seq as i64,
         "the steady agent's samples"
     );
+    // The clock offset it claimed (i64::MIN) was overwritten by the collector's measure.
+    assert_eq!(
+        pipeline
+            .scalar(
+                "SELECT count(*) FROM agents WHERE agent_id = 'hostile' \
+                 AND clock_offset_ms BETWEEN -60000 AND 60000"
+            )
+            .await,
+        1
+    );
 
     // The partitions: yesterday to 3 days ahead, plus the days within retention that
     // the hostile samples were dated on (at most 30 more), per table.
