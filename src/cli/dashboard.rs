@@ -25,9 +25,8 @@ use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
-    CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListChecksRequest,
-    SiteAvailabilityRequest, SiteCheck, TimeRange, WatchLatestRequest, check_definition,
-    watch_event,
+    CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListChecksRequest, SiteCheck,
+    TimeRange, WatchLatestRequest, check_definition, watch_event,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -444,17 +443,9 @@ async fn sites(State(servers): State<Shared>, uri: Uri) -> Response {
     let range = query(&uri).get("range").cloned();
     let (ago, _) = range_of(range.as_ref().or(Some(&"24h".to_owned())));
     let mut history = servers.history.clone();
-    match history
-        .get_site_availability(SiteAvailabilityRequest {
-            url: String::new(),
-            range: since(ago),
-        })
-        .await
-    {
-        Ok(response) => json_response(Value::from(
-            response
-                .into_inner()
-                .sites
+    match super::queries::every_site(&mut history, "", since(ago)).await {
+        Ok(sites) => json_response(Value::from(
+            sites
                 .iter()
                 .map(|s| {
                     json!({

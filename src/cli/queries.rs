@@ -37,14 +37,33 @@ async fn availability(
     window: Duration,
 ) -> anyhow::Result<Vec<SiteAvailability>> {
     let mut history = HistoryClient::new(channel(&conn.writer, conn).await?);
-    let response = history
-        .get_site_availability(SiteAvailabilityRequest {
-            url: url.to_owned(),
-            range: since(window),
-        })
+    every_site(&mut history, url, since(window))
         .await
-        .with_context(|| format!("History/GetSiteAvailability on {}", conn.writer))?;
-    Ok(response.into_inner().sites)
+        .with_context(|| format!("History/GetSiteAvailability on {}", conn.writer))
+}
+
+/// Availability of every site (or of `url`) over `range`, page after page.
+pub(crate) async fn every_site(
+    history: &mut HistoryClient<Channel>,
+    url: &str,
+    range: Option<TimeRange>,
+) -> Result<Vec<SiteAvailability>, tonic::Status> {
+    let (mut sites, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = history
+            .get_site_availability(SiteAvailabilityRequest {
+                url: url.to_owned(),
+                range,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        sites.extend(page.sites);
+        if page.next_page_token.is_empty() {
+            return Ok(sites);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 async fn list_agents(

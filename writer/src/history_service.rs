@@ -178,7 +178,7 @@ impl HistoryService {
                 })
                 .collect()
         };
-        Ok(SiteAvailabilityResponse { sites })
+        Ok(page_of_sites(sites, &request.page_token))
     }
 
     async fn recent_checks(
@@ -277,6 +277,35 @@ fn availability(
 }
 
 /// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.
+/// A page of availability answers stops growing once its encoded size passes this.
+pub const SITES_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The sites whose URL sorts after `after`, in URL order, up to [`SITES_PAGE_BYTES`]
+/// (one at least), with the token of the next page.
+fn page_of_sites(mut sites: Vec<SiteAvailability>, after: &str) -> SiteAvailabilityResponse {
+    sites.retain(|s| s.url.as_str() > after);
+    sites.sort_by(|a, b| a.url.cmp(&b.url));
+    let mut bytes = 0;
+    let fits = sites
+        .iter()
+        .take_while(|site| {
+            let fits = bytes == 0 || bytes < SITES_PAGE_BYTES;
+            bytes += prost::Message::encoded_len(*site);
+            fits
+        })
+        .count();
+    let next_page_token = if fits < sites.len() {
+        sites[fits - 1].url.clone()
+    } else {
+        String::new()
+    };
+    sites.truncate(fits);
+    SiteAvailabilityResponse {
+        sites,
+        next_page_token,
+    }
+}
+
 #[tonic::async_trait]
 impl History for HistoryService {
     #[instrument(skip_all)]
@@ -313,5 +342,33 @@ impl History for HistoryService {
         _request: Request<ListStoredAgentsRequest>,
     ) -> Result<Response<ListStoredAgentsResponse>, Status> {
         Ok(Response::new(self.stored_agents().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_come_in_pages_that_stay_small_whatever_the_urls() {
+        let site = |url: String| SiteAvailability {
+            url,
+            ..Default::default()
+        };
+        let sites: Vec<_> = (0..3000)
+            .map(|i| site(format!("https://x.example/{i:04}/{}", "p".repeat(4000))))
+            .collect();
+        let (mut seen, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = page_of_sites(sites.clone(), &token);
+            assert!(prost::Message::encoded_len(&page) < SITES_PAGE_BYTES + 8 * 1024);
+            seen.extend(page.sites.into_iter().map(|s| s.url));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let all: Vec<String> = sites.into_iter().map(|s| s.url).collect();
+        assert_eq!(seen, all, "every site once, in order");
     }
 }

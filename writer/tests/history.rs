@@ -82,6 +82,7 @@ async fn site_availability_matches_hand_computed_values() {
     let request = |ago: Duration| SiteAvailabilityRequest {
         url: URL.to_owned(),
         range: since(ago),
+        page_token: String::new(),
     };
     let raw = history
         .get_site_availability(request(Duration::from_secs(2 * 3600)))
@@ -127,6 +128,7 @@ async fn site_availability_matches_hand_computed_values() {
         .get_site_availability(SiteAvailabilityRequest {
             url: String::new(),
             range: since(Duration::from_secs(3600)),
+            page_token: String::new(),
         })
         .await
         .unwrap()
@@ -160,6 +162,7 @@ async fn site_availability_matches_hand_computed_values() {
         .get_site_availability(SiteAvailabilityRequest {
             url: URL.to_owned(),
             range: None,
+            page_token: String::new(),
         })
         .await
         .unwrap_err();
