@@ -44,7 +44,8 @@ pub struct WriterMetrics {
     /// Records decoded fine but not storable (PostgreSQL refused them on data, or
     /// dated outside the window the writer keeps), sent to the dead-letter topic.
     pub records_quarantined: Family<ReasonLabel, Counter>,
-    /// Batches whose alert rules failed on their data and were skipped.
+    /// Alert evaluations (a batch's check rules, or one timed rule's round) that failed
+    /// on their data and were skipped.
     pub alert_evaluations_skipped: Counter,
     /// Rows per committed batch.
     pub batch_rows: Histogram,
@@ -102,7 +103,7 @@ impl WriterMetrics {
         );
         r.register(
             "alert_evaluations_skipped",
-            "Batches whose alert rules failed on their data and were skipped",
+            "Alert evaluations (a batch's check rules, a timed rule's round) skipped for failing on their data",
             metrics.alert_evaluations_skipped.clone(),
         );
         r.register(

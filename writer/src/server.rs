@@ -143,6 +143,7 @@ pub async fn start(
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
     let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())
         .map_err(WriterError::Notifier)?;
+    let rules_skipped = metrics.alert_evaluations_skipped.clone();
     let pipeline = Pipeline::new(
         &config.kafka,
         config.batch.clone(),
@@ -224,6 +225,7 @@ pub async fn start(
                     sink.clone(),
                     alerts,
                     committed,
+                    rules_skipped,
                     shutdown.clone(),
                 )),
                 tokio::spawn(notifier.run(shutdown.clone())),

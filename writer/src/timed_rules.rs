@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -20,11 +21,12 @@ use crate::quarantine::Failure;
 /// (writers of other schemas in the same database evaluate their own).
 const LOCK: i32 = 0x666c_6d6e; // "flmn"
 
-/// Runs the rules until `shutdown`.
+/// Runs the rules until `shutdown`; a rule skipped for its data is counted in `skipped`.
 pub async fn run(
     sink: Arc<PostgresSink>,
     config: AlertsConfig,
     wake: Arc<Notify>,
+    skipped: Counter,
     shutdown: CancellationToken,
 ) {
     let channels = config.channels();
@@ -34,7 +36,7 @@ pub async fn run(
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-        match evaluate(&sink, &config, &channels).await {
+        match evaluate(&sink, &config, &channels, &skipped).await {
             Ok(Some(transitions)) if transitions != Transitions::default() => wake.notify_one(),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "alert rules not evaluated; retrying"),
@@ -47,6 +49,7 @@ pub async fn evaluate(
     sink: &PostgresSink,
     config: &AlertsConfig,
     channels: &Channels,
+    skipped: &Counter,
 ) -> Result<Option<Transitions>, SinkError> {
     let mut client = sink.pool().get().await?;
     let tx = client.transaction().await?;
@@ -93,6 +96,7 @@ pub async fn evaluate(
             Err(error) => match Failure::of(&error) {
                 Failure::Data { sqlstate, message } => {
                     tracing::warn!(rule = kind, %sqlstate, %message, "alert rule failed on the data: skipped this round");
+                    skipped.inc();
                     tx.batch_execute("ROLLBACK TO SAVEPOINT timed_rule").await?;
                 }
                 Failure::Availability => return Err(error),

@@ -468,11 +468,23 @@ async fn an_agent_claiming_an_absurd_interval_switches_off_no_time_rule() {
     let setup = Setup::new().await;
     let receiver = WebhookReceiver::start().await;
     let writer = writer_with_webhook(&setup, &receiver).await;
+    // A rule of this database refuses disk_full alerts: that rule fails on its data
+    // every round, and must be skipped (and counted) without stopping the others.
+    setup
+        .schema
+        .connect()
+        .await
+        .batch_execute("ALTER TABLE alerts ADD CONSTRAINT no_disk_full CHECK (kind <> 'disk_full')")
+        .await
+        .unwrap();
     // Straight onto the topic, past the collector's bounds: the largest interval a
-    // sample can claim, on a busy CPU (so the CPU rule's arithmetic reads it).
+    // sample can claim, on a busy CPU (so the CPU rule's arithmetic reads it) and a
+    // full disk.
     let hostile = fleetmon::pb::HostSample {
         interval_seconds: u32::MAX,
         cpu_usage_percent: 99.0,
+        disk_used_bytes: 99 << 30,
+        disk_available_bytes: Some(1 << 30),
         ..host("hostile", 1, SystemTime::now())
     };
     let edge = HostSampleAt {
@@ -489,6 +501,12 @@ async fn an_agent_claiming_an_absurd_interval_switches_off_no_time_rule() {
             1,
         )
         .await;
+    let skipped = fleetmon::testkit::metric_value(
+        writer.running.metrics_addr,
+        "fleetmon_writer_alert_evaluations_skipped_total",
+    )
+    .unwrap_or(0.0);
+    assert!(skipped >= 1.0, "the disk rule was not counted as skipped");
     writer.stop().await;
 }
 
