@@ -61,16 +61,15 @@ pub enum PipelineError {
     Write(#[from] tokio::task::JoinError),
 }
 
+/// The sample times a row may have: within the retention, at most [`MAX_AHEAD`] ahead.
+type Window = std::ops::RangeInclusive<SystemTime>;
+
 /// How the error of a record dated outside the writer's window begins.
 const OUTSIDE_WINDOW: &str = "outside the days this writer keeps";
 
 /// An error naming `field` when `ts` is outside `window`: such a row would need a
 /// partition made for it and then be dropped by retention.
-fn outside(
-    window: &std::ops::RangeInclusive<SystemTime>,
-    field: &str,
-    ts: SystemTime,
-) -> Result<(), String> {
+fn outside(window: &Window, field: &str, ts: SystemTime) -> Result<(), String> {
     if window.contains(&ts) {
         return Ok(());
     }
@@ -307,8 +306,10 @@ impl Pipeline {
                         // A rebalance inside this recv (revoke, then the same
                         // partitions assigned again) must not drop the record it returns.
                         self.drop_revoked(&mut batch);
-                        self.take(&message, &mut batch, &shutdown).await;
-                        self.take_queued(&mut batch, &shutdown).await;
+                        // One clock read for the records taken now.
+                        let window = self.window();
+                        self.take(&message, &mut batch, &window, &shutdown).await;
+                        self.take_queued(&mut batch, &window, &shutdown).await;
                         if deadline.is_none() && !batch.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + self.batch_config.linger());
                         }
@@ -458,11 +459,13 @@ impl Pipeline {
         }
     }
 
-    /// Decodes one record into the batch, or sends it to the dead-letter topic.
+    /// Decodes one record into the batch, or sends it to the dead-letter topic (also
+    /// when it is dated outside `window`).
     async fn take(
         &self,
         message: &BorrowedMessage<'_>,
         batch: &mut RowBatch,
+        window: &Window,
         shutdown: &CancellationToken,
     ) {
         let kind = if message.topic() == self.host_topic {
@@ -471,19 +474,18 @@ impl Pipeline {
             SampleKind::Site
         };
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let window = self.window();
         let decoded = match kind {
             SampleKind::Host => decode_host(message.payload(), content_type(message))
                 .map_err(|e| e.to_string())
                 .and_then(|row| {
-                    outside(&window, "sampled_at", row.ts)?;
+                    outside(window, "sampled_at", row.ts)?;
                     batch.push_host(topic, partition, offset, row);
                     Ok(())
                 }),
             SampleKind::Site => decode_site(message.payload(), content_type(message))
                 .map_err(|e| e.to_string())
                 .and_then(|row| {
-                    outside(&window, "checked_at", row.ts)?;
+                    outside(window, "checked_at", row.ts)?;
                     batch.push_check(topic, partition, offset, row);
                     Ok(())
                 }),
@@ -532,13 +534,18 @@ impl Pipeline {
     /// never makes this task wait, and without it a write task just spawned (placed
     /// to run next on this worker) waited for a whole batch to be decoded, which left
     /// PostgreSQL idle for a seventh of every batch.
-    async fn take_queued(&self, batch: &mut RowBatch, shutdown: &CancellationToken) {
+    async fn take_queued(
+        &self,
+        batch: &mut RowBatch,
+        window: &Window,
+        shutdown: &CancellationToken,
+    ) {
         while batch.rows() < self.batch_config.max_rows {
             tokio::task::consume_budget().await;
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => {
                     self.drop_revoked(batch);
-                    self.take(&message, batch, shutdown).await;
+                    self.take(&message, batch, window, shutdown).await;
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "kafka consume error");
@@ -551,7 +558,7 @@ impl Pipeline {
 
     /// The sample times a row may have now: within the retention, at most
     /// [`MAX_AHEAD`] ahead.
-    fn window(&self) -> std::ops::RangeInclusive<SystemTime> {
+    fn window(&self) -> Window {
         let now = SystemTime::now();
         (now - self.retention)..=(now + MAX_AHEAD)
     }
