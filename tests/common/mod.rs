@@ -70,6 +70,15 @@ impl Processes {
         }
     }
 
+    /// The process id of `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.0
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, child, _)| child.id())
+            .unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, name: &str, signal: libc::c_int) {
         let (_, child, _) = self
