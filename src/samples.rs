@@ -332,12 +332,14 @@ pub fn check_failure_kind(code: i32) -> Result<CheckFailure, Violation> {
 /// empty disk look full. Samples of older agents carry no available space; their
 /// used is size − available, taken against the size. `None` without any disk.
 pub fn disk_used_percent(sample: &HostSample) -> Option<f64> {
-    let used = sample.disk_used_bytes;
+    // In floating point: an agent's figures can be any u64, and their sum must not
+    // overflow (it panicked the writer's write task).
+    let used = sample.disk_used_bytes as f64;
     let of = match sample.disk_available_bytes {
-        Some(available) => used + available,
-        None => sample.disk_total_bytes,
+        Some(available) => used + available as f64,
+        None => sample.disk_total_bytes as f64,
     };
-    (of > 0).then(|| used as f64 * 100.0 / of as f64)
+    (of > 0.0).then(|| used * 100.0 / of)
 }
 
 #[cfg(test)]
@@ -377,5 +379,11 @@ mod tests {
         };
         assert_eq!(disk_used_percent(&older), Some(10.0));
         assert_eq!(disk_used_percent(&HostSample::default()), None);
+        let absurd = HostSample {
+            disk_used_bytes: u64::MAX,
+            disk_available_bytes: Some(u64::MAX),
+            ..Default::default()
+        };
+        assert_eq!(disk_used_percent(&absurd), Some(50.0));
     }
 }
