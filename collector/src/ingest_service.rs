@@ -178,19 +178,23 @@ impl IngestService {
                     valid.push(sample);
                 }
                 Err(rejection) => {
-                    self.ctx
-                        .metrics
-                        .samples_rejected
-                        .get_or_create(&ReasonLabel {
-                            reason: rejection.reason.as_str(),
-                        })
-                        .inc();
+                    self.count_rejected(&rejection);
                     tracing::debug!(agent_id = %peer.name, seq = rejection.seq, reason = rejection.reason.as_str(), "sample rejected");
                     rejected.push(rejection);
                 }
             }
         }
         Ok((valid, rejected))
+    }
+
+    fn count_rejected(&self, rejection: &Rejection) {
+        self.ctx
+            .metrics
+            .samples_rejected
+            .get_or_create(&ReasonLabel {
+                reason: rejection.reason.as_str(),
+            })
+            .inc();
     }
 
     /// Settles the rejected samples in `acks` and returns the valid ones, except those
@@ -231,13 +235,7 @@ impl IngestService {
             })
             .collect();
         for rejection in &over {
-            self.ctx
-                .metrics
-                .samples_rejected
-                .get_or_create(&ReasonLabel {
-                    reason: rejection.reason.as_str(),
-                })
-                .inc();
+            self.count_rejected(rejection);
         }
         rejected.extend(over);
         taken

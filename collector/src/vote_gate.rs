@@ -67,12 +67,15 @@ pub fn admit(
             ),
         ));
     }
-    let selected = !check.paused
-        && check
-            .assignment
-            .as_ref()
-            .is_some_and(|a| selects(a, agent_id, &fleet.labels(agent_id)));
-    if selected || sent {
+    // The set last sent answers most results; the agent's labels are copied only
+    // when it does not.
+    let selected = sent
+        || (!check.paused
+            && check
+                .assignment
+                .as_ref()
+                .is_some_and(|a| selects(a, agent_id, &fleet.labels(agent_id))));
+    if selected {
         return Ok(());
     }
     Err(Violation::new(

@@ -242,15 +242,9 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.producer()
-            .send(record, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+        self.deliver(record).await
     }
-}
 
-impl DeadLetters {
     /// Sends a record PostgreSQL refused (or one outside the kept window) to the
     /// dead-letter topic: its key and sample, with headers naming why (`sqlstate`,
     /// `error`), where it was read and whose it is (`agent-id`, `stream-id`, `seq`);
@@ -283,15 +277,18 @@ impl DeadLetters {
             .headers(headers)
             .key(refused.key.as_bytes())
             .payload(refused.payload.as_slice());
+        self.deliver(record).await
+    }
+
+    /// Produces `record` with the dead-letter producer; resolves once Kafka confirmed it.
+    async fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
         self.producer()
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
             .map_err(|(error, _)| error)
     }
-}
 
-impl DeadLetters {
     /// Sends a dead letter back to the topic it came from (`key`, `payload`, with its
     /// `content-type`); resolves once Kafka confirmed it.
     pub async fn replay(
@@ -309,11 +306,7 @@ impl DeadLetters {
             .headers(headers)
             .key(key)
             .payload(payload);
-        self.producer()
-            .send(record, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+        self.deliver(record).await
     }
 }
 
