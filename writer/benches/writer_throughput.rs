@@ -34,8 +34,8 @@ use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, Runs, TestPki, bench_repeats, create_topic, kafka_bootstrap,
     pg_checkpoint, unique_name,
 };
-use fleetmon_writer::postgres_sink::{PostgresSink, copy_checks_into, copy_hosts_into, day_of};
-use fleetmon_writer::row_batch::{CheckRow, HostRow, decode_host, decode_site};
+use fleetmon_writer::consume::row_batch::{CheckRow, HostRow, decode_host, decode_site};
+use fleetmon_writer::store::{PostgresSink, copy_checks_into, copy_hosts_into, day_of};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 

@@ -215,19 +215,6 @@ impl Default for HostRules {
 }
 
 impl AlertsConfig {
-    /// The channels, as the alert store needs them.
-    pub fn channels(&self) -> crate::alert_store::Channels {
-        crate::alert_store::Channels {
-            all: self.webhooks.iter().map(|w| w.name.clone()).collect(),
-            on_resolve: self
-                .webhooks
-                .iter()
-                .filter(|w| w.send_resolved)
-                .map(|w| w.name.clone())
-                .collect(),
-        }
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         if self.evaluate_interval_seconds == 0 {
             return Err(ConfigError::field(
@@ -393,12 +380,8 @@ impl WriterConfig {
                 ),
             ));
         }
-        let (mode, _) = crate::postgres_tls::SslMode::of_url(&self.postgres.url);
-        if matches!(
-            mode,
-            crate::postgres_tls::SslMode::VerifyCa | crate::postgres_tls::SslMode::VerifyFull
-        ) && self.postgres.ca.is_none()
-        {
+        let (mode, _) = SslMode::of_url(&self.postgres.url);
+        if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && self.postgres.ca.is_none() {
             return Err(ConfigError::field(
                 "postgres.ca",
                 format!(
@@ -454,6 +437,49 @@ impl WriterConfig {
             }
         }
         Ok(self)
+    }
+}
+
+/// What `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext (`disable`, `prefer`, or no `sslmode`).
+    Disable,
+    /// Encrypted; verified only when a CA is set.
+    Require,
+    /// Encrypted; the chain verified, not the host name.
+    VerifyCa,
+    /// Encrypted; the chain and the host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode `url` names, and the URL tokio-postgres can parse (`verify-*` as `require`).
+    pub fn of_url(url: &str) -> (SslMode, String) {
+        for (text, mode) in [
+            ("sslmode=verify-full", SslMode::VerifyFull),
+            ("sslmode=verify-ca", SslMode::VerifyCa),
+        ] {
+            if url.contains(text) {
+                return (mode, url.replace(text, "sslmode=require"));
+            }
+        }
+        let mode = if url.contains("sslmode=require") {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        };
+        (mode, url.to_owned())
+    }
+
+    /// As written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
     }
 }
 

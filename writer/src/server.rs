@@ -18,17 +18,18 @@ use fleetmon::pb::alerts_server::AlertsServer;
 use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
 
-use crate::alerts_service::AlertsService;
-use crate::check_mirror;
+use crate::alerts::notifier::Notifier;
+use crate::alerts::store::{BatchRules, Channels};
+use crate::alerts::timed_rules;
+use crate::api::alerts::AlertsService;
+use crate::api::dead_letters::DeadLetterService;
+use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
-use crate::dead_letter_service::DeadLetterService;
-use crate::history_service::HistoryService;
-use crate::kafka_source::{self, DeadLetters};
+use crate::consume::check_mirror;
+use crate::consume::kafka_source::{self, DeadLetters};
+use crate::consume::pipeline::{Pipeline, PipelineError};
 use crate::metrics::WriterMetrics;
-use crate::notifier::Notifier;
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::postgres_sink::{AlertHook, PostgresSink, SinkError};
-use crate::timed_rules;
+use crate::store::{PostgresSink, SinkError};
 
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -107,8 +108,8 @@ pub async fn start(
     let committed = Arc::new(tokio::sync::Notify::new());
     let mut sink = PostgresSink::new(&config.postgres)?;
     if config.alerts.enabled {
-        sink = sink.with_alerts(AlertHook {
-            channels: config.alerts.channels(),
+        sink = sink.with_after_rows(BatchRules {
+            channels: Channels::of(&config.alerts),
             committed: committed.clone(),
         });
     }

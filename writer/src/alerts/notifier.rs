@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AlertsConfig, WebhookConfig, WebhookFormat};
-use crate::postgres_sink::SinkError;
+use crate::store::SinkError;
 
 /// How long one webhook request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,65 +9,29 @@
 //! up from the rows actually inserted. `agents` gets one row per agent of the batch,
 //! COMMIT.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::future::BoxFuture;
+use tokio_postgres::Transaction;
 use tokio_postgres::config::SslMode;
 
 use crate::config::PostgresConfig;
-use crate::row_batch::{CheckRow, HostRow, RowBatch};
+use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
 
 mod agents;
 mod copy;
+mod error;
 mod partitions;
 mod rollups;
+pub mod tls;
 
 pub use copy::{copy_checks_into, copy_hosts_into};
-pub use partitions::{PARTITIONED_TABLES, day_of, partition_day, partition_ddl};
+pub use error::{Failure, SinkError, describe};
+pub use partitions::{PARTITIONED_TABLES, Partitions, day_of, partition_day, partition_ddl};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
-}
-
-/// Why Postgres could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The URL does not parse.
-    #[error("invalid postgres.url: {0}")]
-    Url(tokio_postgres::Error),
-    /// The CA file for TLS could not be read.
-    #[error(transparent)]
-    Tls(#[from] fleetmon::tls::TlsError),
-    /// No connection from the pool.
-    #[error("cannot get a PostgreSQL connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    /// A statement failed.
-    #[error("postgres: {}", describe(.0))]
-    Query(#[from] tokio_postgres::Error),
-    /// A value could not be encoded for a binary COPY.
-    #[error("cannot encode column {column} for COPY: {source}")]
-    Encode {
-        /// The column.
-        column: &'static str,
-        /// postgres-types' explanation.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// Migrations failed.
-    #[error("schema migration failed: {0}")]
-    Migration(#[from] refinery::Error),
-    /// The pool could not be built.
-    #[error("cannot build the PostgreSQL pool: {0}")]
-    Build(#[from] deadpool_postgres::BuildError),
-    /// No connection at start, with what to change.
-    #[error("cannot connect to PostgreSQL: {reason}: {hint}")]
-    Connect {
-        /// The client's error.
-        reason: String,
-        /// What to do about it.
-        hint: String,
-    },
 }
 
 /// What one batch did.
@@ -79,11 +43,9 @@ pub struct WriteStats {
     pub check_rows: u64,
     /// Rows of the batch that were already stored (or repeated within it).
     pub duplicates: u64,
-    /// Alerts the batch opened and resolved.
-    pub alerts: crate::alert_store::Transitions,
-    /// Set when the alert rules failed on this batch's data and were skipped (its
-    /// rows are stored all the same).
-    pub alerts_skipped: bool,
+    /// Set when the work after the rows ([`AfterRows`], the alert rules) failed on
+    /// this batch's data and was skipped (its rows are stored all the same).
+    pub after_rows_skipped: bool,
 }
 
 impl WriteStats {
@@ -92,19 +54,33 @@ impl WriteStats {
         self.host_rows += other.host_rows;
         self.check_rows += other.check_rows;
         self.duplicates += other.duplicates;
-        self.alerts += other.alerts;
-        self.alerts_skipped |= other.alerts_skipped;
+        self.after_rows_skipped |= other.after_rows_skipped;
     }
 }
 
-/// Alert evaluation with the rows: where notifications go, and whom to wake when
-/// a transition committed.
-#[derive(Debug, Default)]
-pub struct AlertHook {
-    /// The notification channels.
-    pub channels: crate::alert_store::Channels,
-    /// Woken after a commit that queued notifications.
-    pub committed: std::sync::Arc<tokio::sync::Notify>,
+/// Work a batch's transaction does once its new check results are inserted (they
+/// are in the temporary table `staging_check_results`): the check alert rules
+/// (`alerts::store::BatchRules`). Storing rows knows nothing more of alerts.
+pub trait AfterRows: std::fmt::Debug + Send + Sync {
+    /// Runs in the batch's transaction. An error fails the batch.
+    fn run<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+    ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>>;
+
+    /// Called once the transaction of a [`AfterRowsOutcome::Changed`] committed.
+    fn committed(&self);
+}
+
+/// What [`AfterRows::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRowsOutcome {
+    /// Nothing to tell anyone after the commit.
+    Unchanged,
+    /// Something changed: [`AfterRows::committed`] is called after the commit.
+    Changed,
+    /// It failed on this batch's data and was rolled back; the rows are stored.
+    Skipped,
 }
 
 /// The writer's PostgreSQL side.
@@ -112,20 +88,11 @@ pub struct AlertHook {
 pub struct PostgresSink {
     pool: Pool,
     schema: String,
-    /// Days whose partitions are known to exist (unix seconds of UTC midnight).
-    known_days: Mutex<BTreeSet<i64>>,
-    /// Set when alerts are evaluated with every batch.
-    alerts: Option<AlertHook>,
+    partitions: Partitions,
+    /// Run in every batch's transaction after its check results.
+    after_rows: Option<Box<dyn AfterRows>>,
     /// The TLS mode of `postgres.url`, for connection hints.
-    mode: crate::postgres_tls::SslMode,
-}
-
-/// The server's message for a database error (tokio-postgres only says "db error").
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => error.to_string(),
-    }
+    mode: crate::config::SslMode,
 }
 
 impl PostgresSink {
@@ -133,7 +100,7 @@ impl PostgresSink {
     /// schema. TLS (rustls, verified against `postgres.ca`) is used when the URL says
     /// `sslmode=require`; `prefer` (the default) is treated as `disable`.
     pub fn new(config: &PostgresConfig) -> Result<Self, SinkError> {
-        let (mode, url) = crate::postgres_tls::SslMode::of_url(&config.url);
+        let (mode, url) = crate::config::SslMode::of_url(&config.url);
         let mut pg: tokio_postgres::Config = url.parse().map_err(SinkError::Url)?;
         if pg.get_ssl_mode() == SslMode::Prefer {
             pg.ssl_mode(SslMode::Disable);
@@ -144,7 +111,7 @@ impl PostgresSink {
         pg.connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
             pg,
-            crate::postgres_tls::connector(mode, config)?,
+            crate::store::tls::connector(mode, config)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -158,18 +125,39 @@ impl PostgresSink {
         Ok(PostgresSink {
             pool,
             schema: config.schema.clone(),
-            known_days: Mutex::default(),
-            alerts: None,
+            partitions: Partitions::new(&config.schema),
+            after_rows: None,
             mode,
         })
     }
 
-    /// Evaluates the check alert rules in every batch's transaction.
-    pub fn with_alerts(self, hook: AlertHook) -> Self {
+    /// Runs `work` in every batch's transaction after its new check results.
+    pub fn with_after_rows(self, work: impl AfterRows + 'static) -> Self {
         PostgresSink {
-            alerts: Some(hook),
+            after_rows: Some(Box::new(work)),
             ..self
         }
+    }
+
+    /// Makes sure the daily partitions of `days` exist (unix seconds of UTC midnight).
+    pub async fn ensure_partitions(
+        &self,
+        days: &std::collections::BTreeSet<i64>,
+    ) -> Result<(), SinkError> {
+        self.partitions.ensure(&self.pool, days).await
+    }
+
+    /// Creates partitions from yesterday to `ahead` days from now and drops those
+    /// wholly older than `retention_days`. Returns the partitions dropped.
+    pub async fn maintain_partitions(
+        &self,
+        retention_days: u32,
+        ahead: u32,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<String>, SinkError> {
+        self.partitions
+            .maintain(&self.pool, retention_days, ahead, now)
+            .await
     }
 
     /// The pool, for queries (History service).
@@ -193,7 +181,7 @@ impl PostgresSink {
                 }
                 other => other.to_string(),
             };
-            match crate::postgres_tls::hint(&reason, self.mode) {
+            match crate::store::tls::hint(&reason, self.mode) {
                 Some(hint) => SinkError::Connect { reason, hint },
                 None => SinkError::Pool(error),
             }
@@ -253,6 +241,7 @@ impl PostgresSink {
         let hosts: Vec<&HostRow> = batch.hosts().collect();
         let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
+        let mut outcome = AfterRowsOutcome::Unchanged;
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
         }
@@ -262,34 +251,18 @@ impl PostgresSink {
         if !checks.is_empty() {
             let inserted = copy::insert_checks(&tx, &checks).await?;
             stats.check_rows = inserted.rows;
-            if let Some(hook) = &self.alerts
+            if let Some(work) = &self.after_rows
                 && inserted.results > 0
             {
-                // Under a savepoint: rules that fail on this batch's data are skipped
-                // (and counted) instead of failing its rows.
-                tx.batch_execute("SAVEPOINT alert_rules").await?;
-                match crate::alert_store::evaluate_check_results(&tx, &hook.channels).await {
-                    Ok(transitions) => {
-                        tx.batch_execute("RELEASE SAVEPOINT alert_rules").await?;
-                        stats.alerts = transitions;
-                    }
-                    Err(error) => match crate::quarantine::Failure::of(&error) {
-                        crate::quarantine::Failure::Data { sqlstate, message } => {
-                            tracing::warn!(%sqlstate, %message, "alert rules failed on this batch's data: skipped, its rows are stored");
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT alert_rules")
-                                .await?;
-                            stats.alerts_skipped = true;
-                        }
-                        crate::quarantine::Failure::Availability => return Err(error),
-                    },
-                }
+                outcome = work.run(&tx).await?;
+                stats.after_rows_skipped = outcome == AfterRowsOutcome::Skipped;
             }
         }
         tx.commit().await?;
-        if let Some(hook) = &self.alerts
-            && stats.alerts != crate::alert_store::Transitions::default()
+        if let Some(work) = &self.after_rows
+            && outcome == AfterRowsOutcome::Changed
         {
-            hook.committed.notify_one();
+            work.committed();
         }
         stats.duplicates = batch.rows() as u64 - stats.host_rows - stats.check_rows;
         Ok(stats)

@@ -13,8 +13,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 
 use crate::config::KafkaConfig;
+use crate::consume::row_batch::PartitionKey;
 use crate::metrics::{PartitionLabel, WriterMetrics};
-use crate::row_batch::PartitionKey;
 
 /// Partitions revoked by a rebalance and not yet dropped from the pending batch.
 pub type Revoked = Arc<Mutex<Vec<PartitionKey>>>;
@@ -251,7 +251,7 @@ impl DeadLetters {
     /// resolves once Kafka confirmed it.
     pub async fn send_refused(
         &self,
-        refused: &crate::quarantine::Refused,
+        refused: &crate::consume::quarantine::Refused,
     ) -> Result<(), KafkaError> {
         let partition = refused.source.1.to_string();
         let seq = refused.seq.to_string();

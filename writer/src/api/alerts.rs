@@ -13,8 +13,8 @@ use fleetmon::pb::{
     ListSilencesResponse, Notification, Silence,
 };
 
-use crate::postgres_sink::PostgresSink;
-use crate::service_error::ServiceError;
+use crate::api::error::ServiceError;
+use crate::store::PostgresSink;
 
 /// Alerts `ListAlerts` returns when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;

@@ -17,50 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::config::PostgresConfig;
-
-/// What `sslmode` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plaintext (`disable`, `prefer`, or no `sslmode`).
-    Disable,
-    /// Encrypted; verified only when a CA is set.
-    Require,
-    /// Encrypted; the chain verified, not the host name.
-    VerifyCa,
-    /// Encrypted; the chain and the host name verified.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The mode `url` names, and the URL tokio-postgres can parse (`verify-*` as `require`).
-    pub fn of_url(url: &str) -> (SslMode, String) {
-        for (text, mode) in [
-            ("sslmode=verify-full", SslMode::VerifyFull),
-            ("sslmode=verify-ca", SslMode::VerifyCa),
-        ] {
-            if url.contains(text) {
-                return (mode, url.replace(text, "sslmode=require"));
-            }
-        }
-        let mode = if url.contains("sslmode=require") {
-            SslMode::Require
-        } else {
-            SslMode::Disable
-        };
-        (mode, url.to_owned())
-    }
-
-    /// As written in a URL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
+use crate::config::{PostgresConfig, SslMode};
 
 /// A verifier less strict than verify-full: with `chain`, a chain that verifies but
 /// names another host is accepted (`verify-ca`, or `require` with a CA); without it,

@@ -12,7 +12,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use serde_json::Value;
 
 use super::SinkError;
-use crate::row_batch::CheckRow;
+use crate::consume::row_batch::CheckRow;
 
 const UPSERT_ROLLUPS: &str = include_str!("../../sql/upsert_check_rollups.sql");
 

@@ -4,14 +4,34 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::{PostgresSink, SinkError};
+use std::sync::Mutex;
+
+use deadpool_postgres::Pool;
+
+use super::SinkError;
 
 /// The partitioned tables, by day on `ts`.
 pub const PARTITIONED_TABLES: [&str; 2] = ["host_samples", "site_checks"];
 
-impl PostgresSink {
+/// The daily partitions of one schema, and the days known to have theirs.
+#[derive(Debug)]
+pub struct Partitions {
+    schema: String,
+    /// Days whose partitions are known to exist (unix seconds of UTC midnight).
+    known_days: Mutex<BTreeSet<i64>>,
+}
+
+impl Partitions {
+    /// The partitions of `schema`, none known yet.
+    pub fn new(schema: &str) -> Partitions {
+        Partitions {
+            schema: schema.to_owned(),
+            known_days: Mutex::default(),
+        }
+    }
+
     /// Makes sure the daily partitions of `days` exist (unix seconds of UTC midnight).
-    pub async fn ensure_partitions(&self, days: &BTreeSet<i64>) -> Result<(), SinkError> {
+    pub async fn ensure(&self, pool: &Pool, days: &BTreeSet<i64>) -> Result<(), SinkError> {
         let missing: Vec<i64> = {
             let known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
             days.iter()
@@ -22,7 +42,7 @@ impl PostgresSink {
         if missing.is_empty() {
             return Ok(());
         }
-        let client = self.pool.get().await?;
+        let client = pool.get().await?;
         for day in missing {
             for table in PARTITIONED_TABLES {
                 let sql = partition_ddl(table, day);
@@ -44,8 +64,9 @@ impl PostgresSink {
 
     /// Creates partitions from yesterday to `ahead` days from now and drops those
     /// wholly older than `retention_days`. Returns the partitions dropped.
-    pub async fn maintain_partitions(
+    pub async fn maintain(
         &self,
+        pool: &Pool,
         retention_days: u32,
         ahead: u32,
         now: SystemTime,
@@ -54,9 +75,9 @@ impl PostgresSink {
         let days: BTreeSet<i64> = (-1..=i64::from(ahead))
             .map(|d| today + d * 86_400)
             .collect();
-        self.ensure_partitions(&days).await?;
+        self.ensure(pool, &days).await?;
         let oldest_kept = today - i64::from(retention_days) * 86_400;
-        let client = self.pool.get().await?;
+        let client = pool.get().await?;
         let mut dropped = Vec::new();
         for table in PARTITIONED_TABLES {
             let rows = client

@@ -11,7 +11,7 @@ use fleetmon::pb::HostSample;
 use foldhash::{HashMap, HashMapExt as _};
 
 use super::SinkError;
-use crate::row_batch::{CheckRow, HostRow};
+use crate::consume::row_batch::{CheckRow, HostRow};
 
 const UPSERT_AGENTS: &str = include_str!("../../sql/upsert_agents.sql");
 

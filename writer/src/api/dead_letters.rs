@@ -25,9 +25,9 @@ use fleetmon::pb::{
     SITE_CHECK_CONTENT_TYPE, SiteCheck,
 };
 
+use crate::api::error::ServiceError;
 use crate::config::KafkaConfig;
-use crate::kafka_source::DeadLetters;
-use crate::service_error::ServiceError;
+use crate::consume::kafka_source::DeadLetters;
 
 /// Dead letters `ListDeadLetters` returns when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;

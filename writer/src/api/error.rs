@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::postgres_sink::describe;
+use crate::store::describe;
 
 /// Why a History or Alerts call failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,20 +5,24 @@
 //! stored, so every transition happens exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fleetmon::pb::CheckDefinition;
+use futures::future::BoxFuture;
 use prost::Message as _;
+use tokio::sync::Notify;
 use tokio_postgres::Transaction;
 
-use crate::alert_rules::{
+use crate::alerts::rules::{
     CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
 };
-use crate::postgres_sink::SinkError;
+use crate::config::AlertsConfig;
+use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
 
-const CHECK_TALLIES: &str = include_str!("../sql/check_tallies.sql");
-const LOCATION_TALLIES: &str = include_str!("../sql/location_tallies.sql");
-const UPSERT_CHECK_STATE: &str = include_str!("../sql/upsert_check_state.sql");
+const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
+const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
+const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
 
 /// The kinds of alert, as stored in `alerts.kind`.
 pub mod kind {
@@ -47,6 +51,65 @@ pub struct Channels {
     pub all: Vec<String>,
     /// Channels told when an alert resolves.
     pub on_resolve: Vec<String>,
+}
+
+impl Channels {
+    /// The channels `alerts.webhooks` configures.
+    pub fn of(config: &AlertsConfig) -> Channels {
+        Channels {
+            all: config.webhooks.iter().map(|w| w.name.clone()).collect(),
+            on_resolve: config
+                .webhooks
+                .iter()
+                .filter(|w| w.send_resolved)
+                .map(|w| w.name.clone())
+                .collect(),
+        }
+    }
+}
+
+/// The check alert rules in every batch's transaction, under a savepoint: rules that
+/// fail on the batch's data are skipped (and counted) instead of failing its rows.
+#[derive(Debug, Default)]
+pub struct BatchRules {
+    /// Where notifications go.
+    pub channels: Channels,
+    /// Woken after a commit that queued notifications.
+    pub committed: Arc<Notify>,
+}
+
+impl AfterRows for BatchRules {
+    fn run<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+    ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>> {
+        Box::pin(async move {
+            tx.batch_execute("SAVEPOINT alert_rules").await?;
+            match evaluate_check_results(tx, &self.channels).await {
+                Ok(transitions) => {
+                    tx.batch_execute("RELEASE SAVEPOINT alert_rules").await?;
+                    Ok(if transitions == Transitions::default() {
+                        AfterRowsOutcome::Unchanged
+                    } else {
+                        AfterRowsOutcome::Changed
+                    })
+                }
+                Err(error) => match Failure::of(&error) {
+                    Failure::Data { sqlstate, message } => {
+                        tracing::warn!(%sqlstate, %message, "alert rules failed on this batch's data: skipped, its rows are stored");
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT alert_rules")
+                            .await?;
+                        Ok(AfterRowsOutcome::Skipped)
+                    }
+                    Failure::Availability => Err(error),
+                },
+            }
+        })
+    }
+
+    fn committed(&self) {
+        self.committed.notify_one();
+    }
 }
 
 /// An alert that should be open.

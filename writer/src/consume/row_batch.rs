@@ -368,7 +368,7 @@ impl RowBatch {
 
     /// The days (UTC midnight, unix seconds) the rows fall on.
     pub fn days(&self) -> std::collections::BTreeSet<i64> {
-        let day = crate::postgres_sink::day_of;
+        let day = crate::store::day_of;
         self.hosts()
             .map(|r| day(r.ts))
             .chain(self.checks().map(|r| day(r.ts)))

@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 
 use super::SinkError;
-use crate::row_batch::{CheckRow, DisksJson, HostRow, InterfacesJson, SampleKey, micros};
+use crate::consume::row_batch::{CheckRow, DisksJson, HostRow, InterfacesJson, SampleKey, micros};
 
 /// Encoded rows go to the connection in chunks of about this many bytes
 /// (tokio-postgres' `BinaryCopyInWriter` hands over every 4 KiB, and encodes each

@@ -12,10 +12,10 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert_store::{self, Candidate, Channels, Transitions, kind};
+use crate::alerts::store::{self as alert_store, Candidate, Channels, Transitions, kind};
 use crate::config::{AlertsConfig, HostRules};
-use crate::postgres_sink::{PostgresSink, SinkError};
-use crate::quarantine::Failure;
+use crate::store::Failure;
+use crate::store::{PostgresSink, SinkError};
 
 /// With the schema's hash, the advisory lock taken by the writer evaluating a round
 /// (writers of other schemas in the same database evaluate their own).
@@ -29,7 +29,7 @@ pub async fn run(
     skipped: Counter,
     shutdown: CancellationToken,
 ) {
-    let channels = config.channels();
+    let channels = Channels::of(&config);
     let every = Duration::from_secs(config.evaluate_interval_seconds);
     loop {
         tokio::select! {

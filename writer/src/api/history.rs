@@ -18,14 +18,14 @@ use fleetmon::pb::{
     SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent, TimeRange,
 };
 
-use crate::postgres_sink::PostgresSink;
-use crate::service_error::ServiceError;
+use crate::api::error::ServiceError;
+use crate::store::PostgresSink;
 
-const HOST_SERIES: &str = include_str!("../sql/host_series.sql");
-const AVAILABILITY_RAW: &str = include_str!("../sql/site_availability_raw.sql");
-const AVAILABILITY_ROLLUP: &str = include_str!("../sql/site_availability_rollup.sql");
-const RECENT_CHECKS: &str = include_str!("../sql/recent_checks.sql");
-const STORED_AGENTS: &str = include_str!("../sql/stored_agents.sql");
+const HOST_SERIES: &str = include_str!("../../sql/host_series.sql");
+const AVAILABILITY_RAW: &str = include_str!("../../sql/site_availability_raw.sql");
+const AVAILABILITY_ROLLUP: &str = include_str!("../../sql/site_availability_rollup.sql");
+const RECENT_CHECKS: &str = include_str!("../../sql/recent_checks.sql");
+const STORED_AGENTS: &str = include_str!("../../sql/stored_agents.sql");
 
 /// Longest range answered from raw rows.
 pub const RAW_RANGE_LIMIT: Duration = Duration::from_secs(24 * 3600);

@@ -25,13 +25,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BatchConfig, KafkaConfig};
-use crate::kafka_source::{
+use crate::consume::kafka_source::{
     self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
 };
+use crate::consume::quarantine::{Isolated, Refused, store_isolating};
+use crate::consume::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
 use crate::metrics::{ReasonLabel, TableLabel, WriterMetrics};
-use crate::postgres_sink::{PostgresSink, WriteStats};
-use crate::quarantine::{Failure, Isolated, Refused, store_isolating};
-use crate::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
+use crate::store::Failure;
+use crate::store::{PostgresSink, WriteStats};
 
 /// Longest wait between two attempts at a failing batch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -73,7 +74,7 @@ fn outside(window: &Window, field: &str, ts: SystemTime) -> Result<(), String> {
     if window.contains(&ts) {
         return Ok(());
     }
-    let seconds = |t: SystemTime| crate::row_batch::micros(t) / 1_000_000;
+    let seconds = |t: SystemTime| crate::consume::row_batch::micros(t) / 1_000_000;
     Err(format!(
         "{OUTSIDE_WINDOW}: {field} is {} (unix seconds), expected {} to {} (postgres.retention_days)",
         seconds(ts),
@@ -98,7 +99,7 @@ fn record_stored(metrics: &WriterMetrics, batch: &RowBatch, stats: &WriteStats, 
             .inc_by(rows);
     }
     metrics.duplicates_skipped.inc_by(stats.duplicates);
-    if stats.alerts_skipped {
+    if stats.after_rows_skipped {
         metrics.alert_evaluations_skipped.inc();
     }
     tracing::debug!(rows = batch.rows(), ?stats, "batch stored");

@@ -1,6 +1,5 @@
-//! When PostgreSQL refuses a batch: telling a refusal of the *data* (this row can never
-//! be stored) from a failure of *availability* (the database is away, try again), and
-//! finding the rows it refuses so that everything else is stored.
+//! When PostgreSQL refuses a batch on its data ([`Failure::Data`]): finding the rows
+//! it refuses so that everything else is stored.
 //!
 //! The data path calls [`store_isolating`] after a batch failed on data: it bisects the
 //! batch, one transaction per half, until each refused record stands alone; those are
@@ -11,59 +10,8 @@
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
 use prost::Message as _;
 
-use crate::postgres_sink::{PostgresSink, SinkError, WriteStats};
-use crate::row_batch::{CheckRow, HostRow, PartitionKey, RowBatch};
-
-/// What kind of failure a batch write met.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// PostgreSQL refused a value: the same rows will always fail.
-    Data {
-        /// The SQLSTATE (`encode` when the value could not even be encoded for COPY).
-        sqlstate: String,
-        /// The server's message.
-        message: String,
-    },
-    /// The database is unreachable, out of resources, shutting down, or a
-    /// transaction lost a race: the same rows may be stored later.
-    Availability,
-}
-
-impl Failure {
-    /// Classifies a write error by its SQLSTATE class: 22 (data exception), 23
-    /// (integrity, except a unique violation: that is the de-duplication key, met only
-    /// in a race with another writer) and 54 (program limit) are data; everything else
-    /// (08 connection, 53 resources, 57 operator intervention, 40 serialization, no
-    /// server answer at all) is availability.
-    pub fn of(error: &SinkError) -> Failure {
-        match error {
-            SinkError::Encode { column, source } => Failure::Data {
-                sqlstate: "encode".to_owned(),
-                message: format!("cannot encode column {column}: {source}"),
-            },
-            SinkError::Query(error) => match error.as_db_error() {
-                Some(db) => {
-                    let sqlstate = db.code().code();
-                    let data = match &sqlstate[..2] {
-                        "22" | "54" => true,
-                        "23" => sqlstate != "23505",
-                        _ => false,
-                    };
-                    if data {
-                        Failure::Data {
-                            sqlstate: sqlstate.to_owned(),
-                            message: db.message().to_owned(),
-                        }
-                    } else {
-                        Failure::Availability
-                    }
-                }
-                None => Failure::Availability,
-            },
-            _ => Failure::Availability,
-        }
-    }
-}
+use crate::consume::row_batch::{CheckRow, HostRow, PartitionKey, RowBatch};
+use crate::store::{Failure, PostgresSink, SinkError, WriteStats};
 
 /// One row of a batch, borrowed, with the partition it was read from.
 #[derive(Debug, Clone, Copy)]

@@ -14,11 +14,11 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::kafka_source::{ClusterId, cluster_changed};
-use crate::postgres_sink::{PostgresSink, describe};
+use crate::consume::kafka_source::{ClusterId, cluster_changed};
+use crate::store::{PostgresSink, describe};
 
-const UPSERT_CHECK: &str = include_str!("../sql/upsert_check.sql");
-const DELETE_CHECK: &str = include_str!("../sql/delete_check.sql");
+const UPSERT_CHECK: &str = include_str!("../../sql/upsert_check.sql");
+const DELETE_CHECK: &str = include_str!("../../sql/delete_check.sql");
 
 /// Pause after a failed read or write before trying again.
 const RETRY: Duration = Duration::from_secs(1);
