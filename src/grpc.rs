@@ -103,3 +103,29 @@ where
         }
     })
 }
+
+/// An error that states the gRPC code its caller sees, beside its message (the shape
+/// of quickwit's `ServiceError::error_code`): each module's error decides its own
+/// codes, and [`status`] is the one way any of them becomes a [`tonic::Status`].
+pub trait GrpcError: std::error::Error {
+    /// The code a caller sees for this error.
+    fn code(&self) -> tonic::Code;
+}
+
+/// The status a caller sees for `error`: its own code and its message.
+pub fn status(error: &dyn GrpcError) -> tonic::Status {
+    tonic::Status::new(error.code(), error.to_string())
+}
+
+/// `impl From<E> for tonic::Status` through [`status`] for each [`GrpcError`] named,
+/// so a handler returns its own error with `?`.
+#[macro_export]
+macro_rules! status_from {
+    ($($error:ty),+ $(,)?) => {$(
+        impl From<$error> for ::tonic::Status {
+            fn from(error: $error) -> ::tonic::Status {
+                $crate::grpc::status(&error)
+            }
+        }
+    )+};
+}

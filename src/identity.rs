@@ -155,7 +155,7 @@ impl PeerIdentity {
             role,
             name,
             not_after,
-            serial: crate::pki::hex(cert.raw_serial()),
+            serial: hex(cert.raw_serial()),
         })
     }
 
@@ -228,6 +228,11 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
         .get::<PeerIdentity>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("request carries no verified peer identity"))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+pub use crate::identity::hex;
 use crate::identity::{NameError, Role, identity_uri, validate_name};
 
 /// Name of the default operator certificate written by [`init`].
@@ -364,11 +365,6 @@ pub fn certificate_request(common_name: &str) -> Result<(Vec<u8>, String), PkiEr
     let key = KeyPair::generate()?;
     let request = params.serialize_request(&key)?;
     Ok((request.der().to_vec(), key.serialize_pem()))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lower-case hex of the SHA-256 of `bytes` (certificate fingerprints, key and token hashes).

@@ -13,7 +13,10 @@ use std::time::SystemTime;
 use fleetmon::pb::{Assignment, CheckDefinition, CheckSet};
 use sha2::{Digest, Sha256};
 
-use crate::check_catalog::CatalogView;
+use crate::compacted_log::LogView;
+
+/// The checks as the catalog holds them (`check_catalog::CatalogView`).
+type CatalogView = LogView<CheckDefinition>;
 
 /// Whether `assignment` selects the agent `agent_id` with `labels`.
 pub fn selects(assignment: &Assignment, agent_id: &str, labels: &BTreeMap<String, String>) -> bool {

@@ -3,9 +3,10 @@
 //! agent's own rules, written to the checks topic, and answered once read back; get and
 //! list add how each selected agent is doing with the check.
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::pb::checks_server::Checks;
 use fleetmon::pb::{
     CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
@@ -32,6 +33,17 @@ pub enum ChecksError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
+
+impl GrpcError for ChecksError {
+    fn code(&self) -> Code {
+        match self {
+            ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
+            ChecksError::Catalog(error) => error.code(),
+        }
+    }
+}
+
+fleetmon::status_from!(ChecksError);
 
 /// Most runs in a row a threshold may ask for.
 pub const MAX_THRESHOLD: u32 = 100;

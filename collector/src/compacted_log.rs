@@ -21,8 +21,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 
 use crate::config::KafkaConfig;
+use fleetmon::grpc::GrpcError;
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
 
 /// A record of a [`CompactedLog`]: a protobuf message with a key and a version.
@@ -95,6 +97,17 @@ pub enum LogError {
     /// The topic could not be created.
     #[error(transparent)]
     CreateTopic(#[from] CreateTopicError),
+}
+
+impl GrpcError for LogError {
+    fn code(&self) -> Code {
+        match self {
+            LogError::NotFound { .. } => Code::NotFound,
+            LogError::AlreadyExists { .. } => Code::AlreadyExists,
+            LogError::Stale { .. } => Code::FailedPrecondition,
+            LogError::Kafka { .. } | LogError::CreateTopic(_) => Code::Unavailable,
+        }
+    }
 }
 
 /// The records as of some point of the topic.

@@ -12,6 +12,10 @@ use fleetmon::telemetry::LogFormat;
 use fleetmon::tls::ServerTlsFiles;
 use serde::Deserialize;
 
+/// Most distinct sites remembered per agent for `GetLatest`, unless configured
+/// (`limits.max_latest_sites_per_agent`).
+pub const MAX_LATEST_SITES_PER_AGENT: usize = 1_000;
+
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "FLEETMON_COLLECTOR";
 
@@ -222,7 +226,7 @@ impl Default for Limits {
             idle_stream_seconds: 300,
             min_check_interval_seconds: 1,
             max_streams_per_session: 16,
-            max_latest_sites_per_agent: crate::fleet_state::MAX_SITES_PER_AGENT,
+            max_latest_sites_per_agent: MAX_LATEST_SITES_PER_AGENT,
             forget_agents_after_seconds: 7 * 86_400,
             max_concurrent_streams_per_connection: 64,
             idle_control_seconds: 300,

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::identity::peer_identity;
 use fleetmon::pb::control_server::Control;
 use fleetmon::pb::{AgentReport, CheckSet};
@@ -19,10 +20,36 @@ use fleetmon::pb::{AgentReport, CheckSet};
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
 use crate::credentials::CredentialStore;
+use crate::credentials::RevokedPeer;
 use crate::fleet_state::FleetState;
-use crate::service_error::{RevokedPeer, ServiceError};
 use crate::vote_gate::MAX_RESULT_GRACE;
 
+/// Why a control stream was closed by the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No report in time.
+    #[error("send an AgentReport first on the control stream")]
+    NoFirstReport,
+    /// The agent reported nothing for `limits.idle_control_seconds`.
+    #[error(
+        "no report for {0} s (limits.idle_control_seconds): control stream closed; agents report every 60 s"
+    )]
+    Idle(u64),
+    /// The stream ended before its first report.
+    #[error("control stream closed before its first report")]
+    ClosedBeforeFirstReport,
+}
+
+impl GrpcError for ControlError {
+    fn code(&self) -> tonic::Code {
+        match self {
+            ControlError::NoFirstReport | ControlError::Idle(_) => tonic::Code::DeadlineExceeded,
+            ControlError::ClosedBeforeFirstReport => tonic::Code::Cancelled,
+        }
+    }
+}
+
+fleetmon::status_from!(ControlError);
 /// How long a new control stream may take to send its first report.
 const FIRST_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -92,8 +119,8 @@ impl Control for ControlService {
         let mut reports = request.into_inner();
         let first = tokio::time::timeout(FIRST_REPORT_TIMEOUT, reports.message())
             .await
-            .map_err(|_| Status::from(ServiceError::NoFirstReport))??
-            .ok_or_else(|| Status::from(ServiceError::ClosedBeforeFirstReport))?;
+            .map_err(|_| Status::from(ControlError::NoFirstReport))??
+            .ok_or_else(|| Status::from(ControlError::ClosedBeforeFirstReport))?;
         let guard = self.fleet.control_connected(&peer);
         let credentials = self.credentials.clone();
         let trust = self.trust_agent_labels;
@@ -134,7 +161,7 @@ impl Control for ControlService {
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { return },
                     () = &mut idle => {
-                        let _ = tx.send(Err(ServiceError::IdleControl(idle_limit.as_secs()).into())).await;
+                        let _ = tx.send(Err(ControlError::Idle(idle_limit.as_secs()).into())).await;
                         return;
                     }
                     report = reports.message() => match report {

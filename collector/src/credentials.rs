@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::identity::{PeerIdentity, RequireRole, Role};
 use fleetmon::pb::{
     AgentCredential, CREDENTIAL_RECORD_CONTENT_TYPE, CredentialRecord, EnrollmentToken,
@@ -20,8 +21,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compacted_log::{CompactedLog, LogError, LogRecord, LogView};
 use crate::config::KafkaConfig;
-use crate::service_error::RevokedPeer;
 
+/// What a revoked agent is told when its stream or call is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} (certificate {}) was revoked: enroll again under another name", .0.uri(), .0.serial)]
+pub struct RevokedPeer(pub PeerIdentity);
+
+impl GrpcError for RevokedPeer {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::PermissionDenied
+    }
+}
+
+fleetmon::status_from!(RevokedPeer);
 /// The store of tokens and credentials.
 pub type CredentialStore = CompactedLog<CredentialRecord>;
 

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::identity::{NameError, Role, peer_identity, validate_name};
 use fleetmon::pb::credentials_server::Credentials;
 use fleetmon::pb::enrollment_server::Enrollment;
@@ -23,7 +24,7 @@ use fleetmon::pb::{
 };
 use fleetmon::pki::{CertificateAuthority, PkiError, sha256_hex};
 use rand::RngCore as _;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::compacted_log::LogError;
 use crate::credentials::{CredentialStore, agent_key, agent_record, serial_key, token_record};
@@ -92,6 +93,30 @@ pub enum EnrollError {
     #[error("{0} holds no agent credential")]
     NotAnAgent(String),
 }
+
+impl GrpcError for EnrollError {
+    fn code(&self) -> Code {
+        match self {
+            EnrollError::Malformed(_)
+            | EnrollError::BadName(_)
+            | EnrollError::Sign(PkiError::BadRequest(_)) => Code::InvalidArgument,
+            EnrollError::UnknownToken => Code::Unauthenticated,
+            EnrollError::TokenRevoked(_)
+            | EnrollError::TokenExpired { .. }
+            | EnrollError::TokenUsedUp { .. }
+            | EnrollError::AgentRevoked(_) => Code::PermissionDenied,
+            EnrollError::NameTaken(_) => Code::AlreadyExists,
+            EnrollError::NoSuchToken(_) => Code::NotFound,
+            EnrollError::NotEnabled => Code::Unimplemented,
+            EnrollError::Sign(_) | EnrollError::NotAnAgent(_) => Code::Internal,
+            EnrollError::Store(LogError::NotFound { .. }) => Code::NotFound,
+            // A credential change that met a race or an unavailable Kafka: try again.
+            EnrollError::Store(_) => Code::Unavailable,
+        }
+    }
+}
+
+fleetmon::status_from!(EnrollError);
 
 /// The issuing side: the intermediate that signs agents, and the fleet's root.
 #[derive(Debug)]

@@ -7,6 +7,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::pb::fleet_server::Fleet;
 use fleetmon::pb::{
     AgentInfo, GetAgentRequest, GetLatestRequest, LatestSamples, ListAgentsRequest,
@@ -14,8 +15,19 @@ use fleetmon::pb::{
 };
 
 use crate::fleet_state::{FleetState, LATEST_PAGE_BYTES};
-use crate::service_error::ServiceError;
 
+/// A query named an agent the fleet view does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("agent `{0}` has not connected since the collector started")]
+pub struct UnknownAgent(pub String);
+
+impl GrpcError for UnknownAgent {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::NotFound
+    }
+}
+
+fleetmon::status_from!(UnknownAgent);
 /// Agents a `ListAgents` page holds unless the request says.
 pub const DEFAULT_AGENTS_PAGE: u32 = 1000;
 /// The most a `ListAgents` page holds.
@@ -78,7 +90,7 @@ impl Fleet for FleetService {
         self.state
             .get(&agent_id)
             .map(Response::new)
-            .ok_or_else(|| ServiceError::UnknownAgent(agent_id).into())
+            .ok_or_else(|| UnknownAgent(agent_id).into())
     }
 
     #[instrument(skip_all)]
@@ -97,7 +109,7 @@ impl Fleet for FleetService {
                         next_page_token: String::new(),
                     })
                 })
-                .ok_or_else(|| ServiceError::UnknownAgent(request.agent_id).into());
+                .ok_or_else(|| UnknownAgent(request.agent_id).into());
         }
         let size = match request.page_size {
             0 => DEFAULT_LATEST_PAGE,

@@ -17,10 +17,6 @@ use tokio::sync::broadcast;
 
 use crate::validation::ValidSample;
 
-/// Most distinct sites remembered per agent for `GetLatest`, unless configured
-/// (`limits.max_latest_sites_per_agent`).
-pub const MAX_SITES_PER_AGENT: usize = 1_000;
-
 /// The live view keeps every text of a site result (`url`, `method`, `regex`,
 /// `error_message`, `final_url`, `matched_text`) to this many bytes; the rows in
 /// PostgreSQL keep them whole.
@@ -153,7 +149,10 @@ fn timestamp(t: Option<SystemTime>) -> Option<prost_types::Timestamp> {
 impl FleetState {
     /// An empty fleet.
     pub fn new() -> Self {
-        Self::with_limits(MAX_SITES_PER_AGENT, Counter::default())
+        Self::with_limits(
+            crate::config::MAX_LATEST_SITES_PER_AGENT,
+            Counter::default(),
+        )
     }
 
     /// An empty fleet keeping at most `max_sites` sites per agent, counting those left

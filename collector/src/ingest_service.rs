@@ -15,9 +15,10 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use fleetmon::grpc::GrpcError;
 use fleetmon::identity::{PeerIdentity, peer_identity};
 use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
@@ -25,11 +26,10 @@ use fleetmon::samples::Reason;
 
 use crate::check_catalog::CatalogView;
 use crate::config::Limits;
-use crate::credentials::Revocations;
+use crate::credentials::{Revocations, RevokedPeer};
 use crate::fleet_state::FleetState;
 use crate::kafka_publisher::{KafkaPublisher, PublishError, delivery_result};
 use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
-use crate::service_error::RevokedPeer;
 use crate::stream_acks::StreamAcks;
 use crate::validation::{Rejection, ValidSample, validate};
 use crate::vote_gate;
@@ -81,8 +81,8 @@ pub struct IngestService {
 type Delivery =
     Pin<Box<dyn Future<Output = (ValidSample, Instant, Result<(), PublishError>)> + Send>>;
 
-/// Why a push or a stream session ended with an error; its status comes from
-/// [`crate::service_error`].
+/// Why a push or a stream session ended with an error, with the gRPC code its caller
+/// sees.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// A batch above `limits.max_samples_per_batch`.
@@ -116,6 +116,27 @@ pub enum IngestError {
     #[error("{}", .0.message())]
     Inbound(Status),
 }
+
+impl GrpcError for IngestError {
+    fn code(&self) -> Code {
+        match self {
+            IngestError::BatchTooLarge { .. } => Code::ResourceExhausted,
+            IngestError::BatchUndelivered(_)
+            | IngestError::StreamUndelivered(_)
+            | IngestError::ShuttingDown => Code::Unavailable,
+            IngestError::Idle(_) => Code::DeadlineExceeded,
+            IngestError::Revoked(error) => error.code(),
+            // A message above the size limit is a resource limit, whatever code the
+            // decoder chose (tonic says OUT_OF_RANGE only for that).
+            IngestError::Inbound(status) if status.code() == Code::OutOfRange => {
+                Code::ResourceExhausted
+            }
+            IngestError::Inbound(status) => status.code(),
+        }
+    }
+}
+
+fleetmon::status_from!(IngestError);
 
 impl IngestService {
     /// A service over the shared context.

@@ -6,8 +6,8 @@
 //! [`fleet_service`] from [`fleet_state`]. Central checks live in [`check_catalog`]
 //! (the compacted checks topic); operators change them through [`checks_service`] and
 //! each agent receives its set, worked out by [`assignment`], over [`control_service`].
-//! Every service's errors reach their callers through [`service_error`], the one map
-//! to gRPC statuses. [`server`] wires it all.
+//! Each error type states its own gRPC code (`fleetmon::grpc::GrpcError`) and reaches
+//! its caller through `fleetmon::grpc::status`. [`server`] wires it all.
 
 pub mod assignment;
 pub mod check_catalog;
@@ -23,7 +23,6 @@ pub mod ingest_service;
 pub mod kafka_publisher;
 pub mod metrics;
 pub mod server;
-pub mod service_error;
 pub mod status_codes;
 pub mod stream_acks;
 pub mod validation;

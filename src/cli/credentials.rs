@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::checks::parse_label;
-use super::queries::labels as labels_text;
+use super::table::labels as labels_text;
 use super::table::{render, rfc3339};
 use super::{Connection, call_error, parse_duration};
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::Connection;
-use super::table::{ago, bytes, render, rfc3339};
+use super::table::{ago, bytes, labels, render, rfc3339};
 
 async fn channel(url: &str, conn: &Connection) -> anyhow::Result<Channel> {
     Ok(fleetmon::tls::connect(url, &conn.tls()).await?)
@@ -362,16 +362,6 @@ pub(crate) async fn agents(conn: &Connection) -> anyhow::Result<()> {
         )
     );
     Ok(())
-}
-
-/// `location=eu-west,role=edge`, sorted; `-` when there are none.
-pub(crate) fn labels(labels: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if pairs.is_empty() {
-        return "-".to_owned();
-    }
-    pairs.sort();
-    pairs.join(",")
 }
 
 /// `fleetmon sites --since 1h [--url URL]`.

@@ -68,6 +68,16 @@ pub(crate) fn rfc3339(t: Option<prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// `location=eu-west,role=edge`, sorted; `-` when there are none.
+pub(crate) fn labels(labels: &std::collections::HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if pairs.is_empty() {
+        return "-".to_owned();
+    }
+    pairs.sort();
+    pairs.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,9 +13,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 
-use super::TestPki;
+use super::env::{KAFKA_ENV, TANSU_ENV, free_port, unique_name};
+use super::pki::TestPki;
 use super::process::{all_threads_stopped, signal};
-use super::{KAFKA_ENV, TANSU_ENV, free_port, unique_name};
 use crate::pki::{self, LeafSpec};
 
 /// The Kafka bootstrap servers every test of this process uses.

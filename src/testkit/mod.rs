@@ -12,13 +12,10 @@
 //! - Names: [`unique_name`] for topics and consumer groups, so tests run in parallel.
 //!
 //! One file per role: `kafka`, `postgres`, `pki`, `tls` (handshake probes), `grpc`
-//! (grpcurl, health), `metrics`, `webhook`, `bench` and `process` (signals).
-
-use std::net::TcpListener;
-
-use rand::RngCore;
+//! (grpcurl, health), `metrics`, `webhook`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
 
 mod bench;
+mod env;
 mod grpc;
 mod kafka;
 mod metrics;
@@ -29,6 +26,7 @@ mod tls;
 mod webhook;
 
 pub use bench::{Runs, bench_repeats};
+pub use env::{KAFKA_ENV, PG_ENV, TANSU_ENV, free_port, unique_name};
 pub use grpc::{ServingStatus, grpcurl_binary, wait_for_health};
 pub use kafka::{
     KafkaCluster, TansuBroker, create_topic, kafka_bootstrap, read_all, read_topic, tansu_binary,
@@ -38,26 +36,3 @@ pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
 pub use tls::{handshake_refusal, server_certificate, tls_alert};
 pub use webhook::{WebhookReceiver, WebhookRequest};
-
-/// Environment variable naming the Kafka bootstrap servers for the whole suite.
-pub const KAFKA_ENV: &str = "FLEETMON_TEST_KAFKA";
-/// Environment variable naming the Postgres URL for the whole suite.
-pub const PG_ENV: &str = "FLEETMON_TEST_PG_URL";
-/// Environment variable naming the tansu binary (default: `tansu` on PATH or in ~/.cargo/bin).
-pub const TANSU_ENV: &str = "FLEETMON_TANSU";
-
-/// A name unique to this test run: `PREFIX-<16 hex digits>`.
-pub fn unique_name(prefix: &str) -> String {
-    let mut bytes = [0u8; 8];
-    rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}-{hex}")
-}
-
-/// A free TCP port on 127.0.0.1 (free when this returns; bind it soon).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
-}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{PG_ENV, free_port, unique_name};
+use super::env::{PG_ENV, free_port, unique_name};
 
 /// The Postgres URL every test uses.
 pub fn pg_url() -> String {

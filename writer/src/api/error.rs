@@ -1,7 +1,8 @@
-//! The one map from what a History, Alerts or DeadLetters call ran into to its gRPC
-//! status.
+//! What a History, Alerts or DeadLetters call ran into, with the gRPC code its caller
+//! sees.
 
-use tonic::Status;
+use fleetmon::grpc::GrpcError;
+use tonic::{Code, Status};
 
 use crate::store::describe;
 
@@ -37,17 +38,25 @@ impl ServiceError {
     }
 }
 
-impl From<ServiceError> for Status {
-    fn from(error: ServiceError) -> Status {
-        let message = error.to_string();
-        match error {
-            ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
-            ServiceError::NotFound(_) => Status::not_found(message),
-            // The database is down or restarting: the client may retry.
+impl GrpcError for ServiceError {
+    fn code(&self) -> Code {
+        match self {
+            ServiceError::InvalidArgument(_) => Code::InvalidArgument,
+            ServiceError::NotFound(_) => Code::NotFound,
+            // The database or Kafka is down or restarting: the client may retry.
             ServiceError::Query(_) | ServiceError::Pool(_) | ServiceError::Kafka(_) => {
-                tracing::warn!(error = %message, "query failed");
-                Status::unavailable(message)
+                Code::Unavailable
             }
         }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let status = fleetmon::grpc::status(&error);
+        if status.code() == Code::Unavailable {
+            tracing::warn!(error = %status.message(), "query failed");
+        }
+        status
     }
 }
