@@ -1,11 +1,13 @@
 //! fleetmon: the shared library of the agent, collector and writer.
 //!
-//! It holds what more than one binary needs: the wire protocol ([`pb`]), mutual TLS
+//! It holds what more than one binary needs: the wire protocol ([`pb`]), the check
+//! model ([`checks`]), mutual TLS
 //! ([`tls`]) and peer identity ([`identity`]), the dev PKI ([`pki`]), the shutdown
 //! signal, tracing setup, the Prometheus endpoint and the standard gRPC services.
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
 pub mod check_failure;
+pub mod checks;
 pub mod config;
 pub mod grpc;
 pub mod grpc_codec;

@@ -13,11 +13,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Site;
 use crate::metrics::{AgentMetrics, OutcomeLabel};
 use crate::outbox::Outbox;
-use crate::queue;
 use crate::site_prober::SiteProber;
+use fleetmon::checks::Site;
 
 /// A running central check: the version it runs and how to stop it.
 #[derive(Debug)]
@@ -177,6 +176,6 @@ async fn probe_site(
                 outcome: outcome(&check),
             })
             .inc();
-        queue(&outbox, &metrics, Kind::Site(check));
+        outbox.push_counted(Kind::Site(check), &metrics);
     }
 }

@@ -18,11 +18,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::check_definition::site_from_definition;
 use crate::check_scheduler::CheckScheduler;
-use crate::config::{ProbeDefaults, RemoteChecksConfig};
-use crate::pattern::Patterns;
+use crate::config::RemoteChecksConfig;
 use crate::sender::backoff;
+use fleetmon::checks::ProbeDefaults;
+use fleetmon::checks::pattern::Patterns;
+use fleetmon::checks::site_from_definition;
 
 /// What the control task needs.
 #[derive(Debug)]

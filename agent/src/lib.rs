@@ -6,17 +6,15 @@
 //! collector; [`outbox`] numbers and keeps every sample until acknowledged; [`sender`]
 //! streams them over mutual TLS. [`run`] wires it.
 
-pub mod check_definition;
+pub mod check_result;
 pub mod check_scheduler;
 pub mod config;
 pub mod control;
 pub mod enroll;
 pub mod host_sampler;
-pub mod json_assertion;
 pub mod metrics;
 pub mod net_prober;
 pub mod outbox;
-pub mod pattern;
 pub mod renewal;
 pub mod sender;
 pub mod site_prober;
@@ -36,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use check_scheduler::CheckScheduler;
 pub use config::{AgentConfig, ValidConfig};
 use host_sampler::HostSampler;
-use metrics::{AgentMetrics, KindLabel};
+use metrics::AgentMetrics;
 use outbox::Outbox;
 use site_prober::SiteProber;
 
@@ -229,22 +227,6 @@ pub async fn start(
     })
 }
 
-pub(crate) fn queue(outbox: &Outbox, metrics: &AgentMetrics, kind: Kind) {
-    let label = if matches!(kind, Kind::Host(_)) {
-        "host"
-    } else {
-        "site"
-    };
-    metrics
-        .samples_taken
-        .get_or_create(&KindLabel { kind: label })
-        .inc();
-    if outbox.push(kind).dropped_oldest {
-        metrics.dropped.inc();
-    }
-    metrics.queue_depth.set(outbox.len() as i64);
-}
-
 /// A host sample every `interval`, the first one interval after start (CPU usage
 /// needs two readings).
 async fn sample_host(
@@ -291,6 +273,6 @@ async fn sample_host(
             interval_seconds: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
             ..sample
         };
-        queue(&outbox, &metrics, Kind::Host(sample));
+        outbox.push_counted(Kind::Host(sample), &metrics);
     }
 }

@@ -8,9 +8,9 @@ use std::time::Instant;
 use fleetmon::pb::{CheckFailure, SiteCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Site;
-use crate::pattern::Pattern;
-use crate::site_prober::{millis, settle, skeleton};
+use crate::check_result::{millis, settle, skeleton};
+use fleetmon::checks::Site;
+use fleetmon::checks::pattern::Pattern;
 
 /// Most bytes read while waiting for an expected banner.
 const MAX_BANNER_BYTES: usize = 4096;

@@ -32,6 +32,8 @@ use fleetmon::pb::{Sample, sample::Kind};
 use prost::Message as _;
 use tokio::sync::Notify;
 
+use crate::metrics::{AgentMetrics, KindLabel};
+
 /// How often a full outbox may log that it drops samples.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -297,6 +299,24 @@ impl Outbox {
     /// This agent's stream id.
     pub fn stream_id(&self) -> String {
         self.lock().stream_id.clone()
+    }
+
+    /// Pushes a sample the agent took, counting it (`samples_taken`, `dropped`) and
+    /// setting `queue_depth`.
+    pub fn push_counted(&self, kind: Kind, metrics: &AgentMetrics) {
+        let label = if matches!(kind, Kind::Host(_)) {
+            "host"
+        } else {
+            "site"
+        };
+        metrics
+            .samples_taken
+            .get_or_create(&KindLabel { kind: label })
+            .inc();
+        if self.push(kind).dropped_oldest {
+            metrics.dropped.inc();
+        }
+        metrics.queue_depth.set(self.len() as i64);
     }
 
     /// Numbers a sample, queues it (dropping the oldest when full) and spools it.

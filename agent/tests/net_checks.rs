@@ -2,10 +2,10 @@
 //! result says when the banner matches, when it does not, when nothing listens, and
 //! when a name resolves without an expected address.
 
+use fleetmon::checks::ProbeDefaults;
+use fleetmon::checks::pattern::Patterns;
+use fleetmon::checks::site_from_definition;
 use fleetmon::pb::{CheckDefinition, CheckFailure, DnsCheck, TcpCheck, check_definition};
-use fleetmon_agent::check_definition::site_from_definition;
-use fleetmon_agent::config::ProbeDefaults;
-use fleetmon_agent::pattern::Patterns;
 use fleetmon_agent::site_prober::SiteProber;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -9,9 +9,9 @@ use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
+use fleetmon::checks::{ProbeDefaults, Site, SiteConfig, StatusSpec};
 use fleetmon::pb::{CheckFailure, SiteCheck};
 use fleetmon::pki::{CertificateAuthority, LeafSpec};
-use fleetmon_agent::config::{ProbeDefaults, Site, SiteConfig, StatusSpec};
 use fleetmon_agent::site_prober::SiteProber;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -373,10 +373,10 @@ async fn json_assertions_on_a_central_check_pass_or_name_the_value_found() {
             }),
             ..Default::default()
         };
-        fleetmon_agent::check_definition::site_from_definition(
+        fleetmon::checks::site_from_definition(
             &definition,
             &ProbeDefaults::default(),
-            &mut fleetmon_agent::pattern::Patterns::default(),
+            &mut fleetmon::checks::pattern::Patterns::default(),
         )
         .unwrap()
     };

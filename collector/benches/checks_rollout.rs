@@ -267,14 +267,11 @@ async fn main() {
         .collect();
     let before = rss();
     let began = Instant::now();
-    let mut patterns = fleetmon_agent::pattern::Patterns::default();
-    let defaults = fleetmon_agent::config::ProbeDefaults::default();
+    let mut patterns = fleetmon::checks::pattern::Patterns::default();
+    let defaults = fleetmon::checks::ProbeDefaults::default();
     let sites: Vec<_> = definitions
         .iter()
-        .map(|d| {
-            fleetmon_agent::check_definition::site_from_definition(d, &defaults, &mut patterns)
-                .unwrap()
-        })
+        .map(|d| fleetmon::checks::site_from_definition(d, &defaults, &mut patterns).unwrap())
         .collect();
     let stop = CancellationToken::new();
     let outbox = Arc::new(fleetmon_agent::outbox::Outbox::open(1000, None).unwrap());

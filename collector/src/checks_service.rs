@@ -6,15 +6,15 @@
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
+use fleetmon::checks::ProbeDefaults;
+use fleetmon::checks::pattern::Patterns;
+use fleetmon::checks::{DefinitionError, interval_seconds, site_from_definition};
 use fleetmon::grpc::GrpcError;
 use fleetmon::pb::checks_server::Checks;
 use fleetmon::pb::{
     CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
     DeleteCheckResponse, ListChecksRequest, ListChecksResponse, UpdateCheckRequest,
 };
-use fleetmon_agent::check_definition::{DefinitionError, interval_seconds, site_from_definition};
-use fleetmon_agent::config::ProbeDefaults;
-use fleetmon_agent::pattern::Patterns;
 
 use crate::assignment::selects;
 use crate::check_catalog::{CatalogError, CheckCatalog};

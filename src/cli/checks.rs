@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::Connection;
-use super::check_spec::{CheckSpec, JsonSpec, StatusText, parse_file};
 use super::table::{ago, render};
+use fleetmon::checks::spec::{CheckSpec, JsonSpec, StatusText, parse_file};
 
 /// The `checks` subcommands.
 #[derive(Debug, Subcommand)]
@@ -269,7 +269,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             });
             let status = create(
                 &connection,
-                spec.to_definition().map_err(anyhow::Error::msg)?,
+                spec.to_definition().map_err(anyhow::Error::new)?,
             )
             .await?;
             print_status(&connection, &status);
@@ -287,7 +287,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             let spec = fields.apply_to(CheckSpec::from(&current));
             let status = update(
                 &connection,
-                spec.to_definition().map_err(anyhow::Error::msg)?,
+                spec.to_definition().map_err(anyhow::Error::new)?,
                 current.version,
             )
             .await?;
@@ -559,7 +559,7 @@ async fn apply(
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let wanted = parse_file(&file.display().to_string(), &text).map_err(anyhow::Error::msg)?;
+    let wanted = parse_file(&file.display().to_string(), &text).map_err(anyhow::Error::new)?;
     let current: BTreeMap<String, CheckDefinition> = client(conn)
         .await?
         .list_checks(ListChecksRequest {})
@@ -573,13 +573,13 @@ async fn apply(
         .collect();
     let mut changes = Vec::new();
     for spec in &wanted {
-        let definition = spec.to_definition().map_err(anyhow::Error::msg)?;
+        let definition = spec.to_definition().map_err(anyhow::Error::new)?;
         match current.get(&spec.id) {
             None => changes.push(Change::Create(definition)),
             Some(existing) => {
                 let normalized = CheckSpec::from(existing)
                     .to_definition()
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(anyhow::Error::new)?;
                 if normalized != definition {
                     changes.push(Change::Update(definition, existing.version));
                 }

@@ -3,7 +3,6 @@
 //! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
 pub(crate) mod alerts;
-pub(crate) mod check_spec;
 pub(crate) mod checks;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;

@@ -14,12 +14,11 @@ use fleetmon::telemetry::LogFormat;
 use fleetmon::tls::ClientTlsFiles;
 use serde::Deserialize;
 
-use crate::pattern::Patterns;
+use fleetmon::checks::pattern::Patterns;
+use fleetmon::checks::{ProbeDefaults, Site, SiteConfig};
 
-mod site;
 mod sites_file;
 
-pub use site::{CheckRef, METHODS, Probe, Site, SiteConfig, StatusSpec};
 pub use sites_file::{SitesFileError, parse_sites_file};
 
 /// Prefix of the environment overrides.
@@ -132,22 +131,6 @@ pub struct OutboxConfig {
     pub max_backoff_seconds: u64,
 }
 
-/// Prober limits and per-site defaults.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProbeDefaults {
-    /// Checks running at the same time at most.
-    pub max_concurrent: usize,
-    /// Default seconds between checks of a site.
-    pub interval_seconds: u64,
-    /// Default request timeout in seconds.
-    pub timeout_seconds: f64,
-    /// Default most body bytes read.
-    pub max_body_bytes: u64,
-    /// Longest matched text reported, in characters.
-    pub max_matched_chars: usize,
-}
-
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
@@ -187,18 +170,6 @@ impl Default for OutboxConfig {
             batch_size: 500,
             batch_interval_ms: 1000,
             max_backoff_seconds: 30,
-        }
-    }
-}
-
-impl Default for ProbeDefaults {
-    fn default() -> Self {
-        ProbeDefaults {
-            max_concurrent: 64,
-            interval_seconds: 60,
-            timeout_seconds: 10.0,
-            max_body_bytes: 1024 * 1024,
-            max_matched_chars: 256,
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use super::SiteConfig;
-use crate::pattern::Patterns;
+use fleetmon::checks::SiteConfig;
+use fleetmon::checks::pattern::Patterns;
 
 /// Why a sites file was refused: names the file, the line and the problem.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

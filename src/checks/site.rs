@@ -5,14 +5,42 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use fleetmon::config::ConfigError;
+use crate::config::ConfigError;
 use serde::Deserialize;
 
-use super::ProbeDefaults;
-use crate::pattern::{Pattern, Patterns};
+use super::json_assertion::JsonRule;
+use super::pattern::{Pattern, Patterns};
 
 /// HTTP methods a site check may use.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+
+/// Prober limits and per-site defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeDefaults {
+    /// Checks running at the same time at most.
+    pub max_concurrent: usize,
+    /// Default seconds between checks of a site.
+    pub interval_seconds: u64,
+    /// Default request timeout in seconds.
+    pub timeout_seconds: f64,
+    /// Default most body bytes read.
+    pub max_body_bytes: u64,
+    /// Longest matched text reported, in characters.
+    pub max_matched_chars: usize,
+}
+
+impl Default for ProbeDefaults {
+    fn default() -> Self {
+        ProbeDefaults {
+            max_concurrent: 64,
+            interval_seconds: 60,
+            timeout_seconds: 10.0,
+            max_body_bytes: 1024 * 1024,
+            max_matched_chars: 256,
+        }
+    }
+}
 
 /// One website to check, as written.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -129,11 +157,11 @@ pub struct Site {
     /// What the check does (HTTP unless a central check says otherwise).
     pub probe: Probe,
     /// The URL (`tcp://host:port` or `dns://name` for those probes).
-    pub url: reqwest::Url,
+    pub url: url::Url,
     /// The method.
-    pub method: reqwest::Method,
+    pub method: http::Method,
     /// Request headers.
-    pub headers: reqwest::header::HeaderMap,
+    pub headers: http::header::HeaderMap,
     /// Request body.
     pub body: Option<String>,
     /// Accepted status ranges.
@@ -161,7 +189,7 @@ pub struct Site {
     pub min_tls_days_left: Option<u32>,
     /// Conditions on a JSON body, all of which must hold (`json_mismatch`); central
     /// checks only.
-    pub json: Vec<crate::json_assertion::JsonRule>,
+    pub json: Vec<JsonRule>,
     /// The central check this site is (`None`: from the agent's own config).
     pub check: Option<CheckRef>,
 }
@@ -227,7 +255,7 @@ impl Site {
         patterns: &mut Patterns,
     ) -> Result<Site, ConfigError> {
         let field = |name: &str| format!("{path}.{name}");
-        let url = reqwest::Url::parse(&site.url)
+        let url = url::Url::parse(&site.url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| {
@@ -244,17 +272,17 @@ impl Site {
             ));
         }
         let method =
-            reqwest::Method::from_bytes(method_name.as_bytes()).expect("listed methods are valid");
-        let mut headers = reqwest::header::HeaderMap::new();
+            http::Method::from_bytes(method_name.as_bytes()).expect("listed methods are valid");
+        let mut headers = http::header::HeaderMap::new();
         for (name, value) in &site.headers {
             let header_name =
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                http::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                     ConfigError::field(
                         &field("headers"),
                         format!("`{name}` is not a valid header name"),
                     )
                 })?;
-            let header_value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            let header_value = http::header::HeaderValue::from_str(value).map_err(|_| {
                 ConfigError::field(
                     &field("headers"),
                     format!("the value of `{name}` is not a valid header value"),

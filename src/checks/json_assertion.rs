@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use fleetmon::pb::JsonAssertion;
+use crate::pb::JsonAssertion;
 use serde_json::Value;
 
 /// One step of a path: an object key or an array index.

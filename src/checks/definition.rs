@@ -3,15 +3,13 @@
 //! definition, so an operator hears about a bad regex from the API, not from the fleet.
 
 use std::collections::BTreeMap;
-
-use fleetmon::config::ConfigError;
 use std::time::Duration;
 
-use fleetmon::pb::{CheckDefinition, DnsCheck, TcpCheck, check_definition};
-
-use crate::config::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
-use crate::json_assertion::JsonRule;
-use crate::pattern::Patterns;
+use super::json_assertion::JsonRule;
+use super::pattern::Patterns;
+use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
+use crate::config::ConfigError;
+use crate::pb::{CheckDefinition, DnsCheck, TcpCheck, check_definition};
 
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
@@ -27,7 +25,9 @@ pub struct DefinitionError {
 }
 
 impl DefinitionError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    /// An error of `field` (a dotted path from `check`) saying what is wrong and what
+    /// to do.
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         DefinitionError {
             field: field.to_owned(),
             message: message.into(),
@@ -57,7 +57,7 @@ pub fn validate_id(id: &str) -> Result<(), DefinitionError> {
 /// The interval a definition asks for, with 0 meaning the default.
 pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
     match definition.interval_seconds {
-        0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
+        0 => crate::config::DEFAULT_CHECK_INTERVAL_SECONDS,
         seconds => seconds,
     }
 }
@@ -140,7 +140,7 @@ fn plain_site(
     definition: &CheckDefinition,
     defaults: &ProbeDefaults,
 ) -> Result<Site, DefinitionError> {
-    let url = reqwest::Url::parse(url).map_err(|e| {
+    let url = url::Url::parse(url).map_err(|e| {
         DefinitionError::new("check.kind", format!("`{url}` does not form a URL: {e}"))
     })?;
     let timeout = if definition.timeout_seconds > 0.0 {
@@ -151,8 +151,8 @@ fn plain_site(
     Ok(Site {
         probe,
         url,
-        method: reqwest::Method::from_bytes(method.as_bytes()).expect("TCP and DNS are tokens"),
-        headers: reqwest::header::HeaderMap::new(),
+        method: http::Method::from_bytes(method.as_bytes()).expect("TCP and DNS are tokens"),
+        headers: http::header::HeaderMap::new(),
         body: None,
         expected_status: Vec::new(),
         regex: None,
@@ -285,7 +285,7 @@ fn with_assertions(mut site: Site, definition: &CheckDefinition) -> Result<Site,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetmon::pb::HttpCheck;
+    use crate::pb::HttpCheck;
 
     fn http(url: &str) -> CheckDefinition {
         CheckDefinition {

@@ -1,10 +1,12 @@
 //! A central check as an operator writes it: the entries of a `checks.toml` for
 //! `fleetmon checks apply`, the flags of `checks add` and `checks edit`, and the JSON of
-//! `--json`. Converted to and from the wire `CheckDefinition`; the collector validates.
+//! `--json`. Converted to and from the wire `CheckDefinition`; the collector validates
+//! it with [`super::site_from_definition`].
 
 use std::collections::BTreeMap;
 
-use fleetmon::pb::{
+use super::DefinitionError;
+use crate::pb::{
     Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, JsonAssertion,
     TcpCheck, check_definition,
 };
@@ -13,114 +15,126 @@ use serde::{Deserialize, Serialize};
 /// A file of checks for `fleetmon checks apply -f`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ChecksFile {
+pub struct ChecksFile {
     /// Every check the fleet should run.
     #[serde(default)]
-    pub(crate) checks: Vec<CheckSpec>,
+    pub checks: Vec<CheckSpec>,
 }
 
 /// One check: `id`, and `url` (kind `http`, the default), `address` (kind `tcp`) or
 /// `name` (kind `dns`); every other field may be left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CheckSpec {
+pub struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
-    pub(crate) id: String,
+    pub id: String,
     /// `http`, `tcp` or `dns`.
     #[serde(default = "http_kind")]
-    pub(crate) kind: String,
+    pub kind: String,
     /// http:// or https:// URL (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) url: String,
+    pub url: String,
     /// host:port (kind `tcp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) address: String,
+    pub address: String,
     /// Sent once connected (kind `tcp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) send: String,
+    pub send: String,
     /// A pattern the first bytes received must match (kind `tcp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) expect: String,
+    pub expect: String,
     /// The name to resolve (kind `dns`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) name: String,
+    pub name: String,
     /// Addresses the answer must include (kind `dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) expected_addresses: Vec<String>,
+    pub expected_addresses: Vec<String>,
+    /// GET (default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) method: String,
+    pub method: String,
+    /// Request headers (kind `http`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    /// Request body (kind `http`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) body: Option<String>,
+    pub body: Option<String>,
     /// `200`, `"200-299"`; default 2xx.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) expected_status: Vec<StatusText>,
+    pub expected_status: Vec<StatusText>,
+    /// A pattern the body must match; the matched text is reported (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) regex: String,
+    pub regex: String,
+    /// A pattern the body must not match (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) regex_absent: String,
+    pub regex_absent: String,
     /// Seconds between runs (default 60).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
-    pub(crate) interval_seconds: u32,
+    pub interval_seconds: u32,
     /// Seconds before a run is abandoned (default 10).
     #[serde(default, skip_serializing_if = "is_zero_f64")]
-    pub(crate) timeout_seconds: f64,
+    pub timeout_seconds: f64,
+    /// Follow redirects (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) follow_redirects: Option<bool>,
+    pub follow_redirects: Option<bool>,
+    /// Most redirects followed (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_redirects: Option<u32>,
+    pub max_redirects: Option<u32>,
+    /// Verify the server certificate (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) verify_tls: Option<bool>,
+    pub verify_tls: Option<bool>,
+    /// Most body bytes read (default the agent's `probes.max_body_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_body_bytes: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+    /// A run slower than this fails (`slow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_response_time_ms: Option<f64>,
+    pub max_response_time_ms: Option<f64>,
+    /// An https run whose certificate expires within this many days fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) min_tls_days_left: Option<u32>,
+    pub min_tls_days_left: Option<u32>,
     /// Conditions on a JSON body: `{ path = "status", op = "==", value = "ok" }`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) json: Vec<JsonSpec>,
+    pub json: Vec<JsonSpec>,
     /// Run on every agent.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub(crate) all_agents: bool,
+    pub all_agents: bool,
     /// Run on these agents by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) agents: Vec<String>,
+    pub agents: Vec<String>,
     /// Run on the agents carrying every one of these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Assigned but not run.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub(crate) paused: bool,
+    pub paused: bool,
     /// Failed runs in a row that make one location DOWN (default 3).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
-    pub(crate) failure_threshold: u32,
+    pub failure_threshold: u32,
     /// Passed runs in a row that make a DOWN location UP again (default 2).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
-    pub(crate) success_threshold: u32,
+    pub success_threshold: u32,
     /// DOWN locations that make the check DOWN (default: a majority).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
-    pub(crate) quorum: u32,
+    pub quorum: u32,
 }
 
 /// One JSON body assertion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct JsonSpec {
+pub struct JsonSpec {
     /// `status`, `checks[0].state`.
-    pub(crate) path: String,
+    pub path: String,
     /// `==` (default), `!=`, `<`, `<=`, `>`, `>=`, `exists`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) op: String,
+    pub op: String,
     /// JSON text (`200`, `"ok"`, `true`); a bare word is a string.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) value: String,
+    pub value: String,
 }
 
 impl JsonSpec {
     /// Parses `PATH OP VALUE` as typed on the command line: `status == ok`,
     /// `queue.depth<100`, `checks[0] exists`.
-    pub(crate) fn parse(text: &str) -> Result<JsonSpec, String> {
+    pub fn parse(text: &str) -> Result<JsonSpec, DefinitionError> {
         let text = text.trim();
         if let Some(path) = text.strip_suffix("exists") {
             return Ok(JsonSpec {
@@ -139,7 +153,10 @@ impl JsonSpec {
                 })
             })
             .ok_or_else(|| {
-                format!("`{text}` is not PATH OP VALUE: write e.g. 'status == ok' or 'queue.depth < 100'")
+                DefinitionError::new(
+                    "check.assertions.json",
+                    format!("`{text}` is not PATH OP VALUE: write e.g. 'status == ok' or 'queue.depth < 100'"),
+                )
             })
     }
 }
@@ -147,7 +164,7 @@ impl JsonSpec {
 /// A status code as a number or text (`"200-299"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum StatusText {
+pub enum StatusText {
     /// `200`.
     Code(u16),
     /// `"200-299"`.
@@ -179,7 +196,7 @@ fn is_false(b: &bool) -> bool {
 impl CheckSpec {
     /// What the check looks at, as it shows in results: the URL, `tcp://address` or
     /// `dns://name`.
-    pub(crate) fn target(&self) -> String {
+    pub fn target(&self) -> String {
         match self.kind.as_str() {
             "tcp" => format!("tcp://{}", self.address),
             "dns" => format!("dns://{}", self.name),
@@ -188,7 +205,7 @@ impl CheckSpec {
     }
 
     /// The wire definition (version 0: the collector assigns versions).
-    pub(crate) fn to_definition(&self) -> Result<CheckDefinition, String> {
+    pub fn to_definition(&self) -> Result<CheckDefinition, DefinitionError> {
         let kind = match self.kind.as_str() {
             "http" => check_definition::Kind::Http(HttpCheck {
                 url: self.url.clone(),
@@ -213,9 +230,12 @@ impl CheckSpec {
                 expected_addresses: self.expected_addresses.clone(),
             }),
             other => {
-                return Err(format!(
-                    "check `{}`: kind `{other}` is not one of http, tcp, dns",
-                    self.id
+                return Err(DefinitionError::new(
+                    "check.kind",
+                    format!(
+                        "of check `{}`: `{other}` is not one of http, tcp, dns",
+                        self.id
+                    ),
                 ));
             }
         };
@@ -323,13 +343,27 @@ impl From<&CheckDefinition> for CheckSpec {
     }
 }
 
+/// A `checks.toml` that cannot be applied: the file and what is wrong in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ChecksFileError {
+    /// The file.
+    pub path: String,
+    /// What is wrong, naming the check or the key.
+    pub message: String,
+}
+
 /// `checks.toml`'s checks, refusing a repeated id.
-pub(crate) fn parse_file(path: &str, text: &str) -> Result<Vec<CheckSpec>, String> {
-    let file: ChecksFile = toml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
+pub fn parse_file(path: &str, text: &str) -> Result<Vec<CheckSpec>, ChecksFileError> {
+    let error = |message: String| ChecksFileError {
+        path: path.to_owned(),
+        message,
+    };
+    let file: ChecksFile = toml::from_str(text).map_err(|e| error(e.to_string()))?;
     let mut seen = std::collections::BTreeSet::new();
     for check in &file.checks {
         if !seen.insert(check.id.as_str()) {
-            return Err(format!("{path}: check `{}` is listed twice", check.id));
+            return Err(error(format!("check `{}` is listed twice", check.id)));
         }
     }
     Ok(file.checks)
@@ -381,13 +415,14 @@ max_response_time_ms = 800.0
     fn a_bad_file_names_the_problem() {
         let twice = "[[checks]]\nid = \"a\"\nurl = \"https://a/\"\n[[checks]]\nid = \"a\"\nurl = \"https://b/\"\n";
         assert_eq!(
-            parse_file("c.toml", twice).unwrap_err(),
+            parse_file("c.toml", twice).unwrap_err().to_string(),
             "c.toml: check `a` is listed twice"
         );
         let unknown = "[[checks]]\nid = \"a\"\nurl = \"https://a/\"\nintervall = 5\n";
         assert!(
             parse_file("c.toml", unknown)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown field `intervall`"),
         );
     }
