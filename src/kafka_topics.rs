@@ -136,8 +136,21 @@ pub fn client_config(
     bootstrap: &str,
     options: &std::collections::BTreeMap<String, String>,
 ) -> ClientConfig {
+    client_config_tuned(bootstrap, &[], options)
+}
+
+/// As [`client_config`], with what this client prefers set first (`tuning`): an
+/// operator's option of the same name wins.
+pub fn client_config_tuned(
+    bootstrap: &str,
+    tuning: &[(&str, &str)],
+    options: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", bootstrap);
+    for (key, value) in tuning {
+        client.set(*key, *value);
+    }
     for (key, value) in options {
         client.set(key, value);
     }

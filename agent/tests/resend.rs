@@ -262,7 +262,16 @@ async fn a_renewed_client_certificate_is_picked_up_without_a_restart() {
     let agent = fleetmon_agent::start(agent_config, stop_agent.clone())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Three host samples (1 s apart) are queued: the sender has offered the first ones
+    // to the collector by then, which refused them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while agent.outbox.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three samples in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let waiting = agent.outbox.len();
     assert!(
         waiting >= 2 && agent.outbox.settled() == 0,

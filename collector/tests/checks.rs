@@ -801,9 +801,21 @@ async fn an_agent_that_refuses_remote_configuration_runs_only_its_own_sites() {
         ["willing"],
         "the refusing agent is not counted as assigned"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The willing agent ran the check three times (1 s apart): the refusing one had
+    // the same set for as long.
+    let taken = r#"fleetmon_agent_samples_taken_total{kind="site"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fleetmon::testkit::metric_value(willing.running.metrics_addr, taken) < Some(3.0) {
+        assert!(tokio::time::Instant::now() < deadline, "three runs in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         refusing.queued("everywhere").is_empty(),
+        "it ran a central check"
+    );
+    assert_eq!(
+        fleetmon::testkit::metric_value(refusing.running.metrics_addr, taken).unwrap_or(0.0),
+        0.0,
         "it ran a central check"
     );
     refusing.stop().await;

@@ -244,15 +244,27 @@ async fn every_bad_enrollment_gets_its_exact_status_and_message_and_nothing_is_i
         assert_eq!((status.code(), status.message()), (code, message.as_str()));
     }
 
-    let expiring = token(
-        &collector,
-        CreateTokenRequest {
+    let created = credentials(&collector)
+        .create_token(CreateTokenRequest {
             expires_in_seconds: 1,
             ..Default::default()
-        },
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expiring = created.token;
+    // Waits for the fact the refusal rests on: the expiry the collector recorded has
+    // passed on this clock (the collector's, on this machine).
+    let expires_at = std::time::SystemTime::try_from(
+        created
+            .info
+            .and_then(|info| info.expires_at)
+            .expect("an expiring token"),
     )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    .unwrap();
+    while std::time::SystemTime::now() <= expires_at {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = refused(request(&expiring, "a1", &csr)).await;
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(

@@ -47,6 +47,9 @@ pub struct WriterMetrics {
     /// Alert evaluations (a batch's check rules, or one timed rule's round) that failed
     /// on their data and were skipped.
     pub alert_evaluations_skipped: Counter,
+    /// Rounds of the timed alert rules this writer evaluated to the end (tests and
+    /// operators wait on it: a round after a change has seen the change).
+    pub alert_rounds: Counter,
     /// Rows per committed batch.
     pub batch_rows: Histogram,
     /// Time to store one batch.
@@ -67,6 +70,7 @@ impl WriterMetrics {
             flush_failures: Counter::default(),
             records_quarantined: Family::default(),
             alert_evaluations_skipped: Counter::default(),
+            alert_rounds: Counter::default(),
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             consumer_lag: Family::default(),
@@ -105,6 +109,11 @@ impl WriterMetrics {
             "alert_evaluations_skipped",
             "Alert evaluations (a batch's check rules, a timed rule's round) skipped for failing on their data",
             metrics.alert_evaluations_skipped.clone(),
+        );
+        r.register(
+            "alert_rounds",
+            "Rounds of the timed alert rules this writer evaluated to the end",
+            metrics.alert_rounds.clone(),
         );
         r.register(
             "batch_rows",

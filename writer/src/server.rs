@@ -145,6 +145,7 @@ pub async fn start(
     let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())
         .map_err(WriterError::Notifier)?;
     let rules_skipped = metrics.alert_evaluations_skipped.clone();
+    let rounds = metrics.alert_rounds.clone();
     let pipeline = Pipeline::new(
         &config.kafka,
         config.batch.clone(),
@@ -227,6 +228,7 @@ pub async fn start(
                     alerts,
                     committed,
                     rules_skipped,
+                    rounds,
                     shutdown.clone(),
                 )),
                 tokio::spawn(notifier.run(shutdown.clone())),

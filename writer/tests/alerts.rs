@@ -179,7 +179,15 @@ async fn three_locations_quorum_two_one_alert_opened_and_resolved_once() {
             r.iter().filter(|r| r.answered == 200).count() >= 2
         })
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing more is sent: the outbox is empty after a round of the rules that began
+    // after the resolution.
+    writer.after_a_full_round().await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM notifications WHERE delivered_at IS NULL",
+            0,
+        )
+        .await;
     assert_eq!(
         delivered(&receiver),
         [
@@ -246,7 +254,12 @@ async fn a_location_that_cannot_reach_its_targets_is_one_location_alert_and_no_s
     receiver
         .wait_until("the location notification", |r| !r.is_empty())
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every cut run is stored, and a round of the rules began after that: a site alert
+    // would have opened by now.
+    setup
+        .wait_for("SELECT count(*) FROM site_checks WHERE agent_id = 'eu'", 9)
+        .await;
+    writer.after_a_full_round().await;
     assert_eq!(
         setup
             .scalar("SELECT count(*) FROM alerts WHERE kind <> 'location_unreachable'")
@@ -699,7 +712,13 @@ async fn a_writer_killed_before_delivering_sends_the_same_key_after_restart() {
             r.iter().any(|r| r.answered == 200)
         })
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Delivered and recorded as such: nothing is left for the notifier to send again.
+    setup
+        .wait_for(
+            "SELECT count(*) FROM notifications WHERE delivered_at IS NULL",
+            0,
+        )
+        .await;
     restarted.kill().unwrap();
     restarted.wait().unwrap();
     let delivered = receiver.delivered();

@@ -293,8 +293,9 @@ async fn redelivery_and_replay_store_nothing_twice() {
         .wait_for("SELECT count(*) FROM host_samples", 41)
         .await;
     setup.wait_for("SELECT count(*) FROM site_checks", 61).await;
-    // Give the replayed site checks (other partitions) time to be consumed too.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The replay read every record stored before (40 host samples, 61 checks): each was
+    // skipped as already stored.
+    wait_for_metric(&replay, "fleetmon_writer_duplicates_skipped_total", 101.0).await;
     replay.stop().await;
     assert_eq!(
         setup.scalar(rollups).await,
@@ -630,7 +631,8 @@ async fn failing_writes_pause_consumption_and_lose_nothing() {
         .map(|seq| host("a1", seq, t0 + Duration::from_millis(seq * 10)))
         .collect();
     setup.produce_hosts(&samples).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The writer tried (and failed) twice before the check that nothing was stored.
+    wait_for_metric(&writer, "fleetmon_writer_flush_failures_total", 2.0).await;
     assert_eq!(
         setup.scalar("SELECT count(*) FROM host_samples_away").await,
         1,

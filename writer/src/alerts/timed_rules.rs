@@ -21,12 +21,14 @@ use crate::store::{PostgresSink, SinkError};
 /// (writers of other schemas in the same database evaluate their own).
 const LOCK: i32 = 0x666c_6d6e; // "flmn"
 
-/// Runs the rules until `shutdown`; a rule skipped for its data is counted in `skipped`.
+/// Runs the rules until `shutdown`; a rule skipped for its data is counted in `skipped`,
+/// each round evaluated to the end in `rounds`.
 pub async fn run(
     sink: Arc<PostgresSink>,
     config: AlertsConfig,
     wake: Arc<Notify>,
     skipped: Counter,
+    rounds: Counter,
     shutdown: CancellationToken,
 ) {
     let channels = Channels::of(&config);
@@ -37,8 +39,13 @@ pub async fn run(
             () = shutdown.cancelled() => return,
         }
         match evaluate(&sink, &config, &channels, &skipped).await {
-            Ok(Some(transitions)) if transitions != Transitions::default() => wake.notify_one(),
-            Ok(_) => {}
+            Ok(Some(transitions)) => {
+                rounds.inc();
+                if transitions != Transitions::default() {
+                    wake.notify_one();
+                }
+            }
+            Ok(None) => {}
             Err(error) => tracing::warn!(%error, "alert rules not evaluated; retrying"),
         }
     }

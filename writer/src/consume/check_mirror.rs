@@ -10,7 +10,7 @@ use std::time::Duration;
 use fleetmon::pb::{CheckDefinition, check_definition};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
@@ -25,18 +25,19 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// A consumer of partition 0 of the checks topic, from its first record.
 pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", format!("{}-checks-mirror", config.group_id))
-        .set("enable.auto.commit", "false")
-        // A position past the end (the topic made again) restarts from its beginning.
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100");
-    for (key, value) in &config.options {
-        client.set(key, value);
-    }
-    let consumer: StreamConsumer = client.create()?;
+    let group = format!("{}-checks-mirror", config.group_id);
+    let consumer: StreamConsumer = fleetmon::kafka_topics::client_config_tuned(
+        &config.bootstrap_servers,
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            // A position past the end (the topic made again) restarts from its beginning.
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"),
+        ],
+        &config.options,
+    )
+    .create()?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&config.checks_topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;

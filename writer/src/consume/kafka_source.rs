@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -103,25 +102,25 @@ pub fn consumer(
         revoked: revoked.clone(),
         metrics,
     };
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
-        // A broker may hold a fetch for this long even with records waiting (tansu
-        // does): it bounds what the fetch adds to end-to-end latency. Kafka answers as
-        // soon as there is data; when idle this costs ten small fetches a second.
-        .set("fetch.wait.max.ms", "100")
-        // Bounds what librdkafka prefetches while Postgres is slow or down.
-        .set("queued.max.messages.kbytes", "16384");
-    for (key, value) in &config.options {
-        client.set(key, value);
-    }
-    let consumer = client.create_with_context(context)?;
+    let consumer = fleetmon::kafka_topics::client_config_tuned(
+        &config.bootstrap_servers,
+        &[
+            ("group.id", &config.group_id),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", "5000"),
+            // A broker may hold a fetch for this long even with records waiting (tansu
+            // does): it bounds what the fetch adds to end-to-end latency. Kafka answers
+            // as soon as there is data; when idle this costs ten small fetches a second.
+            ("fetch.wait.max.ms", "100"),
+            // Bounds what librdkafka prefetches while Postgres is slow or down.
+            ("queued.max.messages.kbytes", "16384"),
+        ],
+        &config.options,
+    )
+    .create_with_context(context)?;
     Ok((consumer, revoked))
 }
 
