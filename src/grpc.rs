@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -66,42 +65,40 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// Keeps the health of the server (`""`) and of `services` in step with `probe`, run
 /// every [`HEALTH_INTERVAL`] until `shutdown`: SERVING while it returns `Ok`,
 /// NOT_SERVING while it returns `Err(why)`. Each change is logged once, with the reason.
-pub fn watch_health<F, Fut>(
+/// Spawn it (e.g. with [`crate::server::Tasks::spawn`]).
+pub async fn watch_health<F, Fut>(
     reporter: HealthReporter,
     services: &'static [&'static str],
     mut probe: F,
     shutdown: CancellationToken,
-) -> JoinHandle<()>
-where
+) where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    tokio::spawn(async move {
-        let mut serving = true;
-        loop {
-            let result = tokio::select! {
-                result = probe() => result,
-                () = shutdown.cancelled() => return,
-            };
-            let status = match &result {
-                Ok(()) => ServingStatus::Serving,
-                Err(_) => ServingStatus::NotServing,
-            };
-            match (&result, serving) {
-                (Err(why), true) => tracing::warn!(%why, "health: NOT_SERVING"),
-                (Ok(()), false) => tracing::info!("health: SERVING again"),
-                _ => {}
-            }
-            serving = result.is_ok();
-            for name in std::iter::once(&"").chain(services.iter()) {
-                reporter.set_service_status(*name, status).await;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
-                () = shutdown.cancelled() => return,
-            }
+    let mut serving = true;
+    loop {
+        let result = tokio::select! {
+            result = probe() => result,
+            () = shutdown.cancelled() => return,
+        };
+        let status = match &result {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        match (&result, serving) {
+            (Err(why), true) => tracing::warn!(%why, "health: NOT_SERVING"),
+            (Ok(()), false) => tracing::info!("health: SERVING again"),
+            _ => {}
         }
-    })
+        serving = result.is_ok();
+        for name in std::iter::once(&"").chain(services.iter()) {
+            reporter.set_service_status(*name, status).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// An error that states the gRPC code its caller sees, beside its message (the shape

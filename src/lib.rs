@@ -3,7 +3,8 @@
 //! It holds what more than one binary needs: the wire protocol ([`pb`]), the check
 //! model ([`checks`]), mutual TLS
 //! ([`tls`]) and peer identity ([`identity`]), the dev PKI ([`pki`]), the shutdown
-//! signal, tracing setup, the Prometheus endpoint and the standard gRPC services.
+//! signal, tracing setup, the Prometheus endpoint, the standard gRPC services and how
+//! a server runs its tasks ([`server`]).
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
 pub mod check_failure;
@@ -18,6 +19,7 @@ pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;
 pub mod samples;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

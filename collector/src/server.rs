@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetmon::server::{SHUTDOWN_GRACE, TaskFailed, Tasks};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
@@ -61,23 +62,23 @@ pub enum CollectorError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
-    /// A task of it panicked or was cancelled.
+    /// A task of it panicked or failed (the metrics endpoint, the enrollment listener…).
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+    /// The task watching the others panicked.
     #[error("{0}")]
-    Task(#[from] tokio::task::JoinError),
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// The gRPC services the collector serves (health and reflection name them).
 const SERVICES: &[&str] = &[
-    "fleetmon.v1.Ingest",
-    "fleetmon.v1.Control",
-    "fleetmon.v1.Fleet",
-    "fleetmon.v1.Checks",
-    "fleetmon.v1.Renewal",
-    "fleetmon.v1.Credentials",
+    <IngestServer<IngestService> as NamedService>::NAME,
+    <ControlServer<ControlService> as NamedService>::NAME,
+    <FleetServer<FleetService> as NamedService>::NAME,
+    <ChecksServer<ChecksService> as NamedService>::NAME,
+    <RenewalServer<EnrollmentService> as NamedService>::NAME,
+    <CredentialsServer<EnrollmentService> as NamedService>::NAME,
 ];
-
-/// How long in-flight deliveries may take to finish at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A started collector: its bound addresses and the task serving them.
 #[derive(Debug)]
@@ -218,10 +219,8 @@ pub async fn start(
     );
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
 
-    let router = Server::builder()
+    let router = fleetmon::server::grpc_builder()
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(OversizeIsResourceExhausted)
         .add_service(InterceptedService::new(
             ingest,
@@ -254,30 +253,35 @@ pub async fn start(
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, "collector listening");
 
     // Enrollment: its own listener, server-authenticated TLS, the Enrollment service only.
-    let enroll_task = enroll_listener.map(|(listener, addr)| {
-        tracing::info!(%addr, "enrollment listening");
-        let incoming = fleetmon::tls::tls_incoming(
-            listener,
-            fleetmon::tls::reloading_enrollment_config(&config.tls)?,
-        );
-        let serve = Server::builder()
-            .add_service(EnrollmentServer::new(enrollment))
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        Ok::<_, CollectorError>(tokio::spawn(serve))
-    });
-    let enroll_task = enroll_task.transpose()?;
+    let enroll_serve = enroll_listener
+        .map(|(listener, addr)| {
+            tracing::info!(%addr, "enrollment listening");
+            let incoming = fleetmon::tls::tls_incoming(
+                listener,
+                fleetmon::tls::reloading_enrollment_config(&config.tls)?,
+            );
+            Ok::<_, CollectorError>(
+                fleetmon::server::grpc_builder()
+                    .add_service(EnrollmentServer::new(enrollment))
+                    .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+            )
+        })
+        .transpose()?;
 
-    let metrics_shutdown = shutdown.clone();
     let drain = Duration::from_secs(config.shutdown_drain_seconds);
     let forget_after = Duration::from_secs(config.limits.forget_agents_after_seconds);
-    let sweep = tokio::spawn(forget_idle_agents(
-        fleet_view,
-        forget_after,
-        forgotten,
-        shutdown.clone(),
-    ));
+    let mut tasks = Tasks::new(shutdown.clone());
+    tasks.spawn_fallible("metrics endpoint", metrics_server.serve(shutdown.clone()));
+    tasks.spawn("health", health_task);
+    tasks.spawn(
+        "forgetting idle agents",
+        forget_idle_agents(fleet_view, forget_after, forgotten, shutdown.clone()),
+    );
+    if let Some(serve) = enroll_serve {
+        tasks.spawn_fallible("enrollment listener", serve);
+    }
+    let supervisor = tasks.supervise(SHUTDOWN_GRACE);
     let task = tokio::spawn(async move {
-        let metrics_task = tokio::spawn(metrics_server.serve(metrics_shutdown));
         let serve =
             router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tokio::pin!(serve);
@@ -294,15 +298,13 @@ pub async fn start(
                 tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.unwrap_or(Ok(()))
             }
         };
+        // The server ending for any reason stops the tasks too.
+        shutdown.cancel();
         ctx.publisher.flush(SHUTDOWN_GRACE).await;
-        if let Some(task) = enroll_task {
-            let _ = task.await;
-        }
-        let _ = metrics_task.await;
-        let _ = health_task.await;
-        let _ = sweep.await;
+        let tasks_result = supervisor.await;
         tracing::info!("collector stopped");
-        served.map_err(CollectorError::from)
+        served?;
+        Ok(tasks_result??)
     });
     Ok(RunningCollector {
         grpc_addr,

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fleetmon::server::{SHUTDOWN_GRACE, TaskFailed, Tasks};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
@@ -39,9 +40,9 @@ pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The gRPC services the writer serves (health and reflection name them).
 pub const SERVICES: &[&str] = &[
-    "fleetmon.v1.History",
-    "fleetmon.v1.Alerts",
-    "fleetmon.v1.DeadLetters",
+    <HistoryServer<HistoryService> as NamedService>::NAME,
+    <AlertsServer<AlertsService> as NamedService>::NAME,
+    <DeadLettersServer<DeadLetterService> as NamedService>::NAME,
 ];
 
 /// Why the writer could not start or stopped with an error.
@@ -73,12 +74,12 @@ pub enum WriterError {
     /// The webhook client could not be built.
     #[error("{0}")]
     Notifier(String),
-    /// The gRPC server failed.
-    #[error("grpc server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    /// A task of it panicked or was cancelled.
+    /// A task of it panicked or failed (the gRPC server, the metrics endpoint…).
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+    /// The task watching the others panicked.
     #[error("{0}")]
-    Task(#[from] tokio::task::JoinError),
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// A started writer: its bound addresses and the task running it.
@@ -190,7 +191,7 @@ pub async fn start(
         shutdown.clone(),
     );
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
-    let router = Server::builder()
+    let router = fleetmon::server::grpc_builder()
         .add_service(InterceptedService::new(
             HistoryServer::new(HistoryService::new(sink.clone())),
             RequireRole(Role::Operator),
@@ -214,46 +215,49 @@ pub async fn start(
     let retention = config.postgres.retention_days;
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
-        let mirror = tokio::spawn(check_mirror::run(
-            checks_consumer,
-            checks_kafka,
-            cluster,
-            sink.clone(),
-            shutdown.clone(),
-        ));
-        let (rules, notifications) = if alerts.enabled {
-            (
-                tokio::spawn(timed_rules::run(
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn(
+            "checks mirror",
+            check_mirror::run(
+                checks_consumer,
+                checks_kafka,
+                cluster,
+                sink.clone(),
+                shutdown.clone(),
+            ),
+        );
+        if alerts.enabled {
+            tasks.spawn(
+                "timed alert rules",
+                timed_rules::run(
                     sink.clone(),
                     alerts,
                     committed,
                     rules_skipped,
                     rounds,
                     shutdown.clone(),
-                )),
-                tokio::spawn(notifier.run(shutdown.clone())),
-            )
-        } else {
-            (tokio::spawn(async {}), tokio::spawn(async {}))
-        };
-        let maintenance = tokio::spawn(maintain(sink, retention, ahead, shutdown.clone()));
-        let metrics_task = tokio::spawn(metrics_server.serve(shutdown.clone()));
-        let grpc_task = tokio::spawn(
+                ),
+            );
+            tasks.spawn("notifier", notifier.run(shutdown.clone()));
+        }
+        tasks.spawn(
+            "partition maintenance",
+            maintain(sink, retention, ahead, shutdown.clone()),
+        );
+        tasks.spawn_fallible("metrics endpoint", metrics_server.serve(shutdown.clone()));
+        tasks.spawn("health", health_task);
+        tasks.spawn_fallible(
+            "grpc server",
             router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
+        let supervisor = tasks.supervise(SHUTDOWN_GRACE);
         let pipeline_result = pipeline.run(shutdown.clone()).await;
         // A pipeline error stops everything else too.
         shutdown.cancel();
-        let _ = maintenance.await;
-        let _ = rules.await;
-        let _ = notifications.await;
-        let _ = mirror.await;
-        let _ = metrics_task.await;
-        let _ = health_task.await;
-        let served = grpc_task.await;
+        let tasks_result = supervisor.await;
         tracing::info!("writer stopped");
         pipeline_result?;
-        Ok(served??)
+        Ok(tasks_result??)
     });
     Ok(RunningWriter {
         grpc_addr,

@@ -19,6 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AlertsConfig, WebhookConfig, WebhookFormat};
 use crate::store::SinkError;
 
+const MARK_DELIVERED: &str = include_str!("../../sql/mark_delivered.sql");
+const MARK_ALERTS_NOTIFIED: &str = include_str!("../../sql/mark_alerts_notified.sql");
+const DELIVERY_FAILED: &str = include_str!("../../sql/delivery_failed.sql");
+const DUE_NOTIFICATIONS: &str = include_str!("../../sql/due_notifications.sql");
+const SILENCED_NOTIFICATIONS: &str = include_str!("../../sql/silenced_notifications.sql");
+const MARK_SILENCED: &str = include_str!("../../sql/mark_silenced.sql");
+const LEASE_DELIVERY: &str = include_str!("../../sql/lease_delivery.sql");
+const NOTIFICATION_BODIES: &str = include_str!("../../sql/notification_bodies.sql");
+
 /// How long one webhook request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a delivery in progress is left alone by other writers.
@@ -113,19 +122,9 @@ impl Notifier {
         let client = self.pool.get().await?;
         match self.send(webhook, &delivery.key, &body).await {
             Ok(()) => {
+                client.execute(MARK_DELIVERED, &[&delivery.ids]).await?;
                 client
-                    .execute(
-                        "UPDATE notifications SET delivered_at = clock_timestamp(), last_error = '' \
-                         WHERE notification_id = ANY($1)",
-                        &[&delivery.ids],
-                    )
-                    .await?;
-                client
-                    .execute(
-                        "UPDATE alerts SET last_notified_at = clock_timestamp() WHERE alert_id IN \
-                         (SELECT alert_id FROM notifications WHERE notification_id = ANY($1))",
-                        &[&delivery.ids],
-                    )
+                    .execute(MARK_ALERTS_NOTIFIED, &[&delivery.ids])
                     .await?;
                 tracing::info!(channel = %webhook.name, key = %delivery.key, notifications = delivery.ids.len(), "notifications delivered");
             }
@@ -133,9 +132,7 @@ impl Notifier {
                 let backoff = backoff(delivery.attempts);
                 client
                     .execute(
-                        "UPDATE notifications SET last_error = $2, \
-                         next_attempt_at = clock_timestamp() + make_interval(secs => $3) \
-                         WHERE notification_id = ANY($1)",
+                        DELIVERY_FAILED,
                         &[&delivery.ids, &error, &backoff.as_secs_f64()],
                     )
                     .await?;
@@ -152,12 +149,7 @@ impl Notifier {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let due = tx
-            .query(
-                "SELECT notification_id, delivery_key, attempts FROM notifications \
-                 WHERE channel = $1 AND delivered_at IS NULL AND next_attempt_at <= clock_timestamp() \
-                 ORDER BY notification_id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&webhook.name, &MAX_GROUP],
-            )
+            .query(DUE_NOTIFICATIONS, &[&webhook.name, &MAX_GROUP])
             .await?;
         let Some(first) = due.first() else {
             return Ok(None);
@@ -184,38 +176,20 @@ impl Notifier {
             }
         };
         let silenced: Vec<(i64, i64)> = tx
-            .query(
-                "SELECT DISTINCT ON (n.notification_id) n.notification_id, s.silence_id \
-                 FROM notifications n JOIN alerts a USING (alert_id) \
-                 JOIN silences s ON s.ends_at > clock_timestamp() \
-                      AND (s.check_id = '' OR (a.agent_id = '' AND s.check_id = a.subject)) \
-                      AND (s.agent_id = '' OR s.agent_id = a.agent_id) \
-                 WHERE n.notification_id = ANY($1) ORDER BY n.notification_id, s.silence_id",
-                &[&ids],
-            )
+            .query(SILENCED_NOTIFICATIONS, &[&ids])
             .await?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         for (id, silence) in &silenced {
-            tx.execute(
-                "UPDATE notifications SET delivered_at = clock_timestamp(), silenced_by = $2, \
-                 delivery_key = $3 WHERE notification_id = $1",
-                &[id, silence, &key],
-            )
-            .await?;
+            tx.execute(MARK_SILENCED, &[id, silence, &key]).await?;
         }
         let ids: Vec<i64> = ids
             .into_iter()
             .filter(|id| !silenced.iter().any(|(s, _)| s == id))
             .collect();
-        tx.execute(
-            "UPDATE notifications SET delivery_key = $2, attempts = attempts + 1, \
-             next_attempt_at = clock_timestamp() + make_interval(secs => $3) \
-             WHERE notification_id = ANY($1)",
-            &[&ids, &key, &LEASE.as_secs_f64()],
-        )
-        .await?;
+        tx.execute(LEASE_DELIVERY, &[&ids, &key, &LEASE.as_secs_f64()])
+            .await?;
         tx.commit().await?;
         if !silenced.is_empty() {
             tracing::info!(channel = %webhook.name, notifications = silenced.len(), "notifications held back by silences");
@@ -234,19 +208,7 @@ impl Notifier {
         delivery: &Delivery,
     ) -> Result<serde_json::Value, SinkError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT jsonb_build_object( \
-                    'notification_id', n.notification_id, 'event', n.event, \
-                    'alert', jsonb_build_object('id', a.alert_id, 'kind', a.kind, \
-                        'subject', a.subject, 'agent_id', a.agent_id, 'cause', a.cause, \
-                        'locations', a.locations, 'opened_at', a.opened_at, \
-                        'resolved_at', a.resolved_at))::text \
-                 FROM notifications n JOIN alerts a USING (alert_id) \
-                 WHERE n.notification_id = ANY($1) ORDER BY n.notification_id",
-                &[&delivery.ids],
-            )
-            .await?;
+        let rows = client.query(NOTIFICATION_BODIES, &[&delivery.ids]).await?;
         let notifications: Vec<serde_json::Value> = rows
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())

@@ -23,6 +23,15 @@ use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
 const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
 const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
 const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
+const CHECK_DEFINITIONS: &str = include_str!("../../sql/check_definitions.sql");
+const LOCK_LOCATION_STATES: &str = include_str!("../../sql/lock_location_states.sql");
+const BATCH_CHECK_RESULTS: &str = include_str!("../../sql/batch_check_results.sql");
+const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
+const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
+const UPDATE_ALERT_LOCATIONS: &str = include_str!("../../sql/update_alert_locations.sql");
+const OPEN_ALERT: &str = include_str!("../../sql/open_alert.sql");
+const QUEUE_NOTIFICATIONS: &str = include_str!("../../sql/queue_notifications.sql");
+const INSERT_ALERT_EVENT: &str = include_str!("../../sql/insert_alert_event.sql");
 
 /// The kinds of alert, as stored in `alerts.kind`.
 pub mod kind {
@@ -153,16 +162,13 @@ pub async fn record(
     channels: &[String],
 ) -> Result<(), SinkError> {
     tx.execute(
-        "INSERT INTO alert_events (alert_id, event, detail, locations) VALUES ($1, $2, $3, $4)",
+        INSERT_ALERT_EVENT,
         &[&alert_id, &event, &detail, &locations],
     )
     .await?;
     if !channels.is_empty() {
-        tx.execute(
-            "INSERT INTO notifications (alert_id, channel, event) SELECT $1, unnest($2::text[]), $3",
-            &[&alert_id, &channels, &event],
-        )
-        .await?;
+        tx.execute(QUEUE_NOTIFICATIONS, &[&alert_id, &channels, &event])
+            .await?;
     }
     Ok(())
 }
@@ -177,8 +183,7 @@ pub async fn open(
 ) -> Result<bool, SinkError> {
     let opened = tx
         .query_opt(
-            "INSERT INTO alerts (kind, subject, agent_id, cause, locations) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO NOTHING RETURNING alert_id",
+            OPEN_ALERT,
             &[
                 &candidate.kind,
                 &candidate.subject,
@@ -204,10 +209,7 @@ pub async fn open(
     }
     let changed = tx
         .query_opt(
-            "UPDATE alerts SET locations = $3, cause = $4 \
-             WHERE kind = $1 AND subject = $2 AND resolved_at IS NULL \
-               AND (locations <> $3 OR cause <> $4) \
-             RETURNING alert_id",
+            UPDATE_ALERT_LOCATIONS,
             &[
                 &candidate.kind,
                 &candidate.subject,
@@ -238,13 +240,7 @@ pub async fn resolve(
     detail: &str,
     channels: &Channels,
 ) -> Result<bool, SinkError> {
-    let resolved = tx
-        .query_opt(
-            "UPDATE alerts SET resolved_at = clock_timestamp() \
-             WHERE kind = $1 AND subject = $2 AND resolved_at IS NULL RETURNING alert_id",
-            &[&kind, &subject],
-        )
-        .await?;
+    let resolved = tx.query_opt(RESOLVE_ALERT, &[&kind, &subject]).await?;
     let Some(row) = resolved else {
         return Ok(false);
     };
@@ -263,10 +259,7 @@ pub async fn reconcile(
     channels: &Channels,
 ) -> Result<Transitions, SinkError> {
     let open_now: Vec<String> = tx
-        .query(
-            "SELECT subject FROM alerts WHERE kind = $1 AND resolved_at IS NULL",
-            &[&kind],
-        )
+        .query(OPEN_ALERT_SUBJECTS, &[&kind])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -302,13 +295,7 @@ pub async fn evaluate_check_results(
     tx: &Transaction<'_>,
     channels: &Channels,
 ) -> Result<Transitions, SinkError> {
-    let results = tx
-        .query(
-            "SELECT check_id, agent_id, ts, ok, failure, error_message, tls_cert_not_after \
-             FROM staging_check_results ORDER BY check_id, agent_id, ts",
-            &[],
-        )
-        .await?;
+    let results = tx.query(BATCH_CHECK_RESULTS, &[]).await?;
     if results.is_empty() {
         return Ok(Transitions::default());
     }
@@ -324,14 +311,7 @@ pub async fn evaluate_check_results(
     let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
         pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
     let mut states: BTreeMap<(String, String), LocationState> = tx
-        .query(
-            "SELECT s.check_id, s.agent_id, s.down, s.consecutive_failures, s.consecutive_successes, \
-                    s.last_ts, s.last_failure, s.last_error, s.tls_cert_not_after, s.changed_at \
-             FROM check_state s JOIN unnest($1::text[], $2::text[]) AS k(check_id, agent_id) \
-                  USING (check_id, agent_id) \
-             ORDER BY s.check_id, s.agent_id FOR UPDATE OF s",
-            &[&pair_checks, &pair_agents],
-        )
+        .query(LOCK_LOCATION_STATES, &[&pair_checks, &pair_agents])
         .await?
         .iter()
         .map(|row| {
@@ -436,11 +416,7 @@ async fn load_thresholds(
     checks: &[&str],
 ) -> Result<BTreeMap<String, Thresholds>, SinkError> {
     Ok(thresholds_of(
-        &tx.query(
-            "SELECT check_id, definition FROM checks WHERE check_id = ANY($1)",
-            &[&checks],
-        )
-        .await?,
+        &tx.query(CHECK_DEFINITIONS, &[&checks]).await?,
     ))
 }
 

@@ -17,6 +17,17 @@ use crate::config::{AlertsConfig, HostRules};
 use crate::store::Failure;
 use crate::store::{PostgresSink, SinkError};
 
+const TRY_ROUND_LOCK: &str = include_str!("../../sql/try_round_lock.sql");
+const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
+const LOCK_CHECK_STATES: &str = include_str!("../../sql/lock_check_states.sql");
+const SILENT_AGENTS: &str = include_str!("../../sql/silent_agents.sql");
+const SKEWED_AGENTS: &str = include_str!("../../sql/skewed_agents.sql");
+const FULL_DISKS: &str = include_str!("../../sql/full_disks.sql");
+const FULL_MEMORY: &str = include_str!("../../sql/full_memory.sql");
+const BUSY_CPUS: &str = include_str!("../../sql/busy_cpus.sql");
+const EXPIRING_CERTIFICATES: &str = include_str!("../../sql/expiring_certificates.sql");
+const DUE_REMINDERS: &str = include_str!("../../sql/due_reminders.sql");
+
 /// With the schema's hash, the advisory lock taken by the writer evaluating a round
 /// (writers of other schemas in the same database evaluate their own).
 const LOCK: i32 = 0x666c_6d6e; // "flmn"
@@ -60,13 +71,7 @@ pub async fn evaluate(
 ) -> Result<Option<Transitions>, SinkError> {
     let mut client = sink.pool().get().await?;
     let tx = client.transaction().await?;
-    let mine: bool = tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))",
-            &[&LOCK],
-        )
-        .await?
-        .get(0);
+    let mine: bool = tx.query_one(TRY_ROUND_LOCK, &[&LOCK]).await?.get(0);
     if !mine {
         return Ok(None);
     }
@@ -113,10 +118,7 @@ pub async fn evaluate(
     // Check alerts whose locations stopped reporting (agents gone, check paused or
     // deleted) are decided again without waiting for a row that will not come.
     let open_checks: BTreeSet<String> = tx
-        .query(
-            "SELECT subject FROM alerts WHERE kind = $1 AND resolved_at IS NULL",
-            &[&kind::CHECK_DOWN],
-        )
+        .query(OPEN_ALERT_SUBJECTS, &[&kind::CHECK_DOWN])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -127,11 +129,7 @@ pub async fn evaluate(
         // committed: deciding from the state before it, and writing after it, reopened
         // an alert the batch had just resolved.
         let ids: Vec<&str> = open_checks.iter().map(String::as_str).collect();
-        tx.execute(
-            "SELECT 1 FROM check_state WHERE check_id = ANY($1) ORDER BY check_id, agent_id FOR UPDATE",
-            &[&ids],
-        )
-        .await?;
+        tx.execute(LOCK_CHECK_STATES, &[&ids]).await?;
         transitions += alert_store::decide_checks(&tx, &open_checks, channels).await?;
     }
     remind(&tx, config.reminder_interval_minutes, channels).await?;
@@ -144,14 +142,7 @@ async fn silent_agents(
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     let intervals = f64::from(rules.agent_silent_intervals);
-    let rows = tx
-        .query(
-            "SELECT agent_id, extract(epoch FROM now() - last_seen)::float8, interval_seconds \
-             FROM agents WHERE interval_seconds > 0 \
-             AND last_seen < now() - make_interval(secs => $1::float8 * interval_seconds) ORDER BY agent_id",
-            &[&intervals],
-        )
-        .await?;
+    let rows = tx.query(SILENT_AGENTS, &[&intervals]).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -181,14 +172,7 @@ async fn skewed_clocks(
         return Ok(Vec::new());
     }
     let limit_ms = i64::from(rules.clock_skew_seconds) * 1000;
-    let rows = tx
-        .query(
-            "SELECT agent_id, clock_offset_ms FROM agents \
-             WHERE clock_offset_ms NOT BETWEEN -$1::bigint AND $1::bigint \
-               AND host_seen > now() - interval '10 minutes' ORDER BY agent_id",
-            &[&limit_ms],
-        )
-        .await?;
+    let rows = tx.query(SKEWED_AGENTS, &[&limit_ms]).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -217,14 +201,8 @@ async fn full(
     percent: f64,
 ) -> Result<Vec<Candidate>, SinkError> {
     let (sql, kind) = match resource {
-        "disk" => (
-            "SELECT agent_id, disk_percent FROM agents WHERE disk_percent > $1 ORDER BY agent_id",
-            kind::DISK_FULL,
-        ),
-        _ => (
-            "SELECT agent_id, memory_percent FROM agents WHERE memory_percent > $1 ORDER BY agent_id",
-            kind::MEMORY_FULL,
-        ),
+        "disk" => (FULL_DISKS, kind::DISK_FULL),
+        _ => (FULL_MEMORY, kind::MEMORY_FULL),
     };
     let rows = tx.query(sql, &[&percent]).await?;
     Ok(rows
@@ -252,20 +230,7 @@ async fn busy_cpus(
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     let minutes = i32::try_from(rules.cpu_minutes).unwrap_or(i32::MAX);
-    let rows = tx
-        .query(
-            "SELECT a.agent_id, min(h.cpu_usage_percent) FROM agents a \
-             JOIN host_samples h ON h.agent_id = a.agent_id \
-                  AND h.ts > now() - make_interval(mins => $1) \
-             WHERE a.cpu_percent > $2 \
-             GROUP BY a.agent_id \
-             HAVING min(h.cpu_usage_percent) > $2 \
-                AND min(h.ts) <= now() - make_interval(mins => $1) \
-                   + make_interval(secs => greatest(2 * max(a.interval_seconds)::bigint, 10)) \
-             ORDER BY a.agent_id",
-            &[&minutes, &rules.cpu_percent],
-        )
-        .await?;
+    let rows = tx.query(BUSY_CPUS, &[&minutes, &rules.cpu_percent]).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -292,18 +257,7 @@ async fn expiring_certificates(
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     let days = i32::try_from(rules.tls_days).unwrap_or(i32::MAX);
-    let rows = tx
-        .query(
-            "SELECT check_id, \
-                    extract(epoch FROM min(tls_cert_not_after) - now())::float8 / 86400, \
-                    array_agg(agent_id ORDER BY agent_id) \
-             FROM check_state \
-             WHERE tls_cert_not_after < now() + make_interval(days => $1) \
-               AND last_ts > now() - interval '1 day' \
-             GROUP BY check_id ORDER BY check_id",
-            &[&days],
-        )
-        .await?;
+    let rows = tx.query(EXPIRING_CERTIFICATES, &[&days]).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -338,15 +292,7 @@ async fn remind(
         return Ok(());
     }
     let minutes = i32::try_from(minutes).unwrap_or(i32::MAX);
-    let due = tx
-        .query(
-            "UPDATE alerts SET last_reminded_at = clock_timestamp() \
-             WHERE resolved_at IS NULL \
-               AND coalesce(last_reminded_at, opened_at) < now() - make_interval(mins => $1) \
-             RETURNING alert_id, cause",
-            &[&minutes],
-        )
-        .await?;
+    let due = tx.query(DUE_REMINDERS, &[&minutes]).await?;
     for row in &due {
         let cause: String = row.get(1);
         alert_store::record(tx, row.get(0), "reminder", &cause, &[], &channels.all).await?;

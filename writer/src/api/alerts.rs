@@ -16,6 +16,11 @@ use fleetmon::pb::{
 use crate::api::error::ServiceError;
 use crate::store::PostgresSink;
 
+const ALERT_TIMELINE: &str = include_str!("../../sql/alert_timeline.sql");
+const ALERT_NOTIFICATIONS: &str = include_str!("../../sql/alert_notifications.sql");
+const CHECK_EXISTS: &str = include_str!("../../sql/check_exists.sql");
+const AGENT_EXISTS: &str = include_str!("../../sql/agent_exists.sql");
+
 /// Alerts `ListAlerts` returns when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Most alerts `ListAlerts` returns.
@@ -130,10 +135,7 @@ impl AlertsService {
             return Err(ServiceError::not_found(format!("no alert {alert_id}")));
         };
         let timeline = client
-            .query(
-                "SELECT at, event, detail, locations FROM alert_events WHERE alert_id = $1 ORDER BY at",
-                &[&alert_id],
-            )
+            .query(ALERT_TIMELINE, &[&alert_id])
             .await?
             .iter()
             .map(|row| AlertEvent {
@@ -144,12 +146,7 @@ impl AlertsService {
             })
             .collect();
         let notifications = client
-            .query(
-                "SELECT channel, event, created_at, coalesce(delivery_key, ''), attempts, \
-                        delivered_at, coalesce(silenced_by, 0), last_error \
-                 FROM notifications WHERE alert_id = $1 ORDER BY notification_id",
-                &[&alert_id],
-            )
+            .query(ALERT_NOTIFICATIONS, &[&alert_id])
             .await?
             .iter()
             .map(|row| Notification {
@@ -189,12 +186,7 @@ impl AlertsService {
         }
         let client = self.client().await?;
         if !check_id.is_empty() {
-            let known = client
-                .query_opt(
-                    "SELECT 1 FROM checks WHERE check_id = $1 AND deleted_at IS NULL",
-                    &[&check_id],
-                )
-                .await?;
+            let known = client.query_opt(CHECK_EXISTS, &[&check_id]).await?;
             if known.is_none() {
                 return Err(ServiceError::not_found(format!(
                     "check_id: no check `{check_id}` (see `fleetmon checks list`)"
@@ -202,9 +194,7 @@ impl AlertsService {
             }
         }
         if !agent_id.is_empty() {
-            let known = client
-                .query_opt("SELECT 1 FROM agents WHERE agent_id = $1", &[&agent_id])
-                .await?;
+            let known = client.query_opt(AGENT_EXISTS, &[&agent_id]).await?;
             if known.is_none() {
                 return Err(ServiceError::not_found(format!(
                     "agent_id: no agent `{agent_id}` has sent data"

@@ -44,9 +44,6 @@ pub const UNASSIGNED_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest such wait.
 pub const MAX_UNASSIGNED: Duration = Duration::from_secs(600);
 
-/// How long a stopping writer keeps trying to store what it holds.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// How far ahead of the writer's clock a row may be dated (the collector refuses more
 /// than its clock-skew limit; this only bounds the partitions made ahead).
 pub const MAX_AHEAD: Duration = Duration::from_secs(2 * 86_400);
@@ -222,32 +219,20 @@ impl Pipeline {
         self.consumer
             .subscribe(&[&self.host_topic, &self.site_topic])?;
         tracing::info!(topics = ?[&self.host_topic, &self.site_topic], "consuming");
-        let mut cluster = self.cluster.clone();
-        let mut known_cluster = cluster.borrow_and_update().clone();
-        let mut watching_cluster = true;
-        // librdkafka's consumer has been seen to revoke everything when its session
-        // timed out (a frozen broker) and never rejoin: a writer that held partitions
-        // and has none for a while replaces its consumer, less eagerly each time (a
-        // writer of a group with more members than partitions may rightly hold none).
-        let mut watchdog = tokio::time::interval(Duration::from_secs(5));
-        let (mut held, mut unassigned_since, mut patience) = (false, None, UNASSIGNED_PATIENCE);
+        let mut cluster = ClusterWatch::new(self.cluster.clone());
+        let mut watchdog = Watchdog::new();
         // Writes get a grace period after shutdown to finish what they hold.
         let writes_stop = CancellationToken::new();
-        let mut batch = RowBatch::default();
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut filling = Filling::default();
         let mut in_flight: Option<JoinHandle<(RowBatch, bool)>> = None;
         let mut paused: Option<TopicPartitionList> = None;
         let mut failed: Option<tokio::task::JoinError> = None;
+        let max_rows = self.batch_config.max_rows;
         while !shutdown.is_cancelled() {
-            self.drop_revoked(&mut batch);
-            if batch.is_empty() {
-                deadline = None;
-            }
-            let full = batch.rows() >= self.batch_config.max_rows;
-            let due = full || deadline.is_some_and(|at| at <= tokio::time::Instant::now());
-            if in_flight.is_none() && !batch.is_empty() && due {
-                in_flight = Some(self.spawn_write(std::mem::take(&mut batch), writes_stop.clone()));
-                deadline = None;
+            filling.forget(&self.revoked);
+            let full = filling.rows.rows() >= max_rows;
+            if in_flight.is_none() && filling.due(max_rows) {
+                in_flight = Some(self.spawn_write(filling.take(), writes_stop.clone()));
                 continue;
             }
             let retrying = self.retrying.load(std::sync::atomic::Ordering::Relaxed);
@@ -259,33 +244,14 @@ impl Pipeline {
                     tracing::warn!(%error, "cannot pause consumption");
                 }
             }
-            let linger = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let mut rebuild = false;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                changed = cluster.changed(), if watching_cluster => match changed {
-                    Ok(()) => rebuild = cluster_changed(&mut cluster, &mut known_cluster),
-                    Err(_) => watching_cluster = false,
-                },
-                _ = watchdog.tick() => {
+                changed = cluster.changed() => rebuild = changed,
+                () = watchdog.tick() => {
                     let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
-                    if assigned > 0 {
-                        (held, unassigned_since) = (true, None);
-                    } else if held {
-                        let since = *unassigned_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= patience {
-                            tracing::warn!(waited = ?since.elapsed(), "no partitions since they were revoked: replacing the consumer");
-                            (held, unassigned_since) = (false, None);
-                            patience = (patience * 2).min(MAX_UNASSIGNED);
-                            rebuild = true;
-                        }
-                    }
+                    rebuild = watchdog.replace_consumer(assigned);
                 },
                 written = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
@@ -299,36 +265,40 @@ impl Pipeline {
                         tracing::warn!(%error, "cannot resume consumption");
                     }
                 }
-                () = linger, if in_flight.is_none() => {}
+                () = filling.lingered(), if in_flight.is_none() => {}
                 // Not while a healthy write finishes (the batch is full); polled
                 // while paused, so the group keeps this member during an outage.
                 message = self.consumer.recv(), if !full || paused.is_some() => match message {
                     Ok(message) => {
                         // A rebalance inside this recv (revoke, then the same
                         // partitions assigned again) must not drop the record it returns.
-                        self.drop_revoked(&mut batch);
+                        filling.forget(&self.revoked);
                         // One clock read for the records taken now.
                         let window = self.window();
-                        self.take(&message, &mut batch, &window, &shutdown).await;
-                        self.take_queued(&mut batch, &window, &shutdown).await;
-                        if deadline.is_none() && !batch.is_empty() {
-                            deadline = Some(tokio::time::Instant::now() + self.batch_config.linger());
-                        }
+                        self.take(&message, &mut filling.rows, &window, &shutdown).await;
+                        self.take_queued(&mut filling.rows, &window, &shutdown).await;
+                        filling.started(self.batch_config.linger());
                     }
                     Err(error) => tracing::warn!(%error, "kafka consume error"),
                 },
             }
             if rebuild {
-                if let Some(write) = in_flight.take() {
-                    let _ = write.await;
+                // What is held is stored; its offsets belong to the old consumer and
+                // are not stored (the new one reads the new topics from their start).
+                if let Some(write) = in_flight.take()
+                    && let Err(error) = write.await
+                {
+                    failed = Some(error);
+                    break;
                 }
-                self.drop_revoked(&mut batch);
-                if !batch.is_empty() {
-                    let _ = self
-                        .spawn_write(std::mem::take(&mut batch), writes_stop.clone())
-                        .await;
+                filling.forget(&self.revoked);
+                if !filling.rows.is_empty()
+                    && let Err(error) = self.spawn_write(filling.take(), writes_stop.clone()).await
+                {
+                    failed = Some(error);
+                    break;
                 }
-                (deadline, paused) = (None, None);
+                paused = None;
                 self.replace_consumer()?;
             }
         }
@@ -336,7 +306,8 @@ impl Pipeline {
         // these records again.
         let grace = writes_stop.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            // How long a stopping writer keeps trying to store what it holds.
+            tokio::time::sleep(fleetmon::server::SHUTDOWN_GRACE).await;
             grace.cancel();
         });
         if let Some(write) = in_flight
@@ -344,10 +315,10 @@ impl Pipeline {
         {
             failed.get_or_insert(error);
         }
-        self.drop_revoked(&mut batch);
-        if !batch.is_empty()
+        filling.forget(&self.revoked);
+        if !filling.rows.is_empty()
             && failed.is_none()
-            && let Err(error) = self.finished(self.spawn_write(batch, writes_stop).await)
+            && let Err(error) = self.finished(self.spawn_write(filling.take(), writes_stop).await)
         {
             failed = Some(error);
         }
@@ -545,7 +516,7 @@ impl Pipeline {
             tokio::task::consume_budget().await;
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => {
-                    self.drop_revoked(batch);
+                    forget_revoked(&self.revoked, batch);
                     self.take(&message, batch, window, shutdown).await;
                 }
                 Some(Err(error)) => {
@@ -563,12 +534,233 @@ impl Pipeline {
         let now = SystemTime::now();
         (now - self.retention)..=(now + MAX_AHEAD)
     }
+}
 
-    fn drop_revoked(&self, batch: &mut RowBatch) {
-        let revoked: Vec<_> =
-            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()));
-        for key in revoked {
-            batch.drop_partition(&key);
+/// Drops from `batch` the rows of partitions revoked since the last call.
+///
+/// Revoked partitions' pending rows are dropped, not drained: draining would mean
+/// writing them inside the rebalance (which librdkafka runs within a poll, so a slow or
+/// absent PostgreSQL would hold up the whole group's rebalance), and nothing is lost by
+/// dropping them: their offsets were never stored, so the partition's new owner reads
+/// them again from the last committed offset. A write already in flight for a revoked
+/// partition still completes; its offsets are then refused (logged at debug) and the
+/// unique key makes the new owner's copy of those rows a no-op.
+fn forget_revoked(revoked: &Revoked, batch: &mut RowBatch) {
+    let revoked: Vec<_> = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+    for key in revoked {
+        batch.drop_partition(&key);
+    }
+}
+
+/// The rows gathered for the next write. Invariant: `due_at` is set exactly while
+/// `rows` holds any (to the first row's arrival plus the linger).
+#[derive(Debug, Default)]
+struct Filling {
+    rows: RowBatch,
+    due_at: Option<tokio::time::Instant>,
+}
+
+impl Filling {
+    /// Drops the rows of revoked partitions ([`forget_revoked`]).
+    fn forget(&mut self, revoked: &Revoked) {
+        forget_revoked(revoked, &mut self.rows);
+        if self.rows.is_empty() {
+            self.due_at = None;
         }
+    }
+
+    /// Starts the linger when the first rows arrived.
+    fn started(&mut self, linger: Duration) {
+        if self.due_at.is_none() && !self.rows.is_empty() {
+            self.due_at = Some(tokio::time::Instant::now() + linger);
+        }
+    }
+
+    /// Whether the rows should be written now: `max_rows` of them, or lingered enough.
+    fn due(&self, max_rows: usize) -> bool {
+        !self.rows.is_empty()
+            && (self.rows.rows() >= max_rows
+                || self
+                    .due_at
+                    .is_some_and(|at| at <= tokio::time::Instant::now()))
+    }
+
+    /// Resolves when the linger ends (never while there are no rows).
+    async fn lingered(&self) {
+        match self.due_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The rows, leaving none.
+    fn take(&mut self) -> RowBatch {
+        self.due_at = None;
+        std::mem::take(&mut self.rows)
+    }
+}
+
+/// librdkafka's consumer has been seen to revoke everything when its session timed out
+/// (a frozen broker) and never rejoin: a writer that held partitions and has none for
+/// a while replaces its consumer, less eagerly each time (a writer of a group with more
+/// members than partitions may rightly hold none). Invariant: `unassigned_since` is set
+/// only while `held` and nothing is assigned.
+#[derive(Debug)]
+struct Watchdog {
+    every: tokio::time::Interval,
+    held: bool,
+    unassigned_since: Option<Instant>,
+    patience: Duration,
+}
+
+impl Watchdog {
+    fn new() -> Self {
+        Watchdog {
+            every: tokio::time::interval(Duration::from_secs(5)),
+            held: false,
+            unassigned_since: None,
+            patience: UNASSIGNED_PATIENCE,
+        }
+    }
+
+    /// The next look at the assignment.
+    async fn tick(&mut self) {
+        self.every.tick().await;
+    }
+
+    /// Whether to replace the consumer, which holds `assigned` partitions now.
+    fn replace_consumer(&mut self, assigned: usize) -> bool {
+        if assigned > 0 {
+            (self.held, self.unassigned_since) = (true, None);
+            return false;
+        }
+        if !self.held {
+            return false;
+        }
+        let since = *self.unassigned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.patience {
+            return false;
+        }
+        tracing::warn!(waited = ?since.elapsed(), "no partitions since they were revoked: replacing the consumer");
+        (self.held, self.unassigned_since) = (false, None);
+        self.patience = (self.patience * 2).min(MAX_UNASSIGNED);
+        true
+    }
+}
+
+/// The Kafka cluster the consumer reads, watched for a replacement (brokers replaced
+/// by empty ones, or the bootstrap address now naming another cluster).
+#[derive(Debug)]
+struct ClusterWatch {
+    cluster: ClusterId,
+    known: Option<String>,
+    watching: bool,
+}
+
+impl ClusterWatch {
+    fn new(mut cluster: ClusterId) -> Self {
+        let known = cluster.borrow_and_update().clone();
+        ClusterWatch {
+            cluster,
+            known,
+            watching: true,
+        }
+    }
+
+    /// Resolves with true when the cluster changed (false: a new reading of the same
+    /// one); never once the watch has ended.
+    async fn changed(&mut self) -> bool {
+        if !self.watching {
+            return std::future::pending().await;
+        }
+        match self.cluster.changed().await {
+            Ok(()) => cluster_changed(&mut self.cluster, &mut self.known),
+            Err(_) => {
+                self.watching = false;
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_watchdog_replaces_a_consumer_only_after_it_held_partitions_and_lost_them() {
+        let mut watchdog = Watchdog::new();
+        assert!(
+            !watchdog.replace_consumer(0),
+            "never held any: nothing to replace"
+        );
+        assert!(!watchdog.replace_consumer(3));
+        watchdog.patience = Duration::ZERO;
+        assert!(watchdog.replace_consumer(0), "held, then none");
+        assert_eq!(watchdog.patience, Duration::ZERO);
+        assert!(
+            !watchdog.replace_consumer(0),
+            "a new consumer must hold some first"
+        );
+        watchdog.patience = Duration::from_secs(30);
+        assert!(!watchdog.replace_consumer(2));
+        assert!(watchdog.held);
+        assert!(!watchdog.replace_consumer(0), "within its patience");
+        assert!(watchdog.unassigned_since.is_some());
+    }
+
+    fn row() -> crate::consume::row_batch::HostRow {
+        use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample};
+        use prost::Message as _;
+        let sample = HostSample {
+            agent_id: "a1".into(),
+            stream_id: "s".into(),
+            seq: 1,
+            sampled_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            ..Default::default()
+        };
+        decode_host(
+            Some(&sample.encode_to_vec()),
+            Some(HOST_SAMPLE_CONTENT_TYPE),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_are_due_when_full_or_lingered_and_revoked_ones_are_dropped() {
+        let mut filling = Filling::default();
+        assert!(!filling.due(1), "nothing to write");
+        filling.rows.push_host("hosts", 0, 1, row());
+        filling.rows.push_host("hosts", 1, 1, row());
+        filling.started(Duration::from_secs(60));
+        assert!(
+            filling.due_at.is_some(),
+            "the linger starts with the first row"
+        );
+        assert!(!filling.due(3), "neither full nor lingered");
+        assert!(filling.due(2), "full");
+
+        let revoked = Revoked::default();
+        revoked.lock().unwrap().push(("hosts".to_owned(), 0));
+        filling.forget(&revoked);
+        assert_eq!(
+            filling.rows.rows(),
+            1,
+            "the revoked partition's row is dropped"
+        );
+        assert!(
+            revoked.lock().unwrap().is_empty(),
+            "each revocation is applied once"
+        );
+        filling.due_at = Some(tokio::time::Instant::now());
+        assert!(filling.due(3), "lingered");
+        assert_eq!(filling.take().rows(), 1);
+        assert!(filling.rows.is_empty() && filling.due_at.is_none());
+
+        filling.rows.push_host("hosts", 0, 2, row());
+        filling.started(Duration::from_secs(60));
+        revoked.lock().unwrap().push(("hosts".to_owned(), 0));
+        filling.forget(&revoked);
+        assert!(filling.due_at.is_none(), "no rows left, no linger");
     }
 }

@@ -10,6 +10,8 @@ use deadpool_postgres::Pool;
 
 use super::SinkError;
 
+const PARTITIONS_OF: &str = include_str!("../../sql/partitions_of.sql");
+
 /// The partitioned tables, by day on `ts`.
 pub const PARTITIONED_TABLES: [&str; 2] = ["host_samples", "site_checks"];
 
@@ -80,16 +82,7 @@ impl Partitions {
         let client = pool.get().await?;
         let mut dropped = Vec::new();
         for table in PARTITIONED_TABLES {
-            let rows = client
-                .query(
-                    "SELECT c.relname FROM pg_inherits i \
-                     JOIN pg_class c ON c.oid = i.inhrelid \
-                     JOIN pg_class p ON p.oid = i.inhparent \
-                     JOIN pg_namespace n ON n.oid = p.relnamespace \
-                     WHERE p.relname = $1 AND n.nspname = $2",
-                    &[&table, &self.schema],
-                )
-                .await?;
+            let rows = client.query(PARTITIONS_OF, &[&table, &self.schema]).await?;
             for row in rows {
                 let name: String = row.get(0);
                 let Some(day) = partition_day(table, &name) else {

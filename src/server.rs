@@ -1,0 +1,189 @@
+//! What the collector and the writer share in running a server: the gRPC builder
+//! every listener starts from, and [`Tasks`], the background tasks of a server
+//! (metrics, health, maintenance, notifier…) named, watched and stopped together.
+//!
+//! A task that panics or fails is reported with its name and is fatal: the server's
+//! shutdown token is cancelled, everything stops, and the server's result is the
+//! failure. At shutdown the tasks get [`SHUTDOWN_GRACE`] to finish; those still
+//! running are then aborted and named in the log.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// How long a server's tasks (and in-flight deliveries) may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The gRPC server builder every fleetmon listener starts from: HTTP/2 keepalives, so
+/// a peer that vanished without closing its connection is noticed within a minute.
+pub fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// A task of a server that panicked or returned an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{task} failed: {reason}")]
+pub struct TaskFailed {
+    /// The task's name.
+    pub task: &'static str,
+    /// The panic message or the error.
+    pub reason: String,
+}
+
+/// The background tasks of one server. Spawn them, then [`Tasks::supervise`].
+#[derive(Debug)]
+pub struct Tasks {
+    set: JoinSet<Result<(), String>>,
+    names: HashMap<tokio::task::Id, &'static str>,
+    shutdown: CancellationToken,
+}
+
+impl Tasks {
+    /// No tasks yet; a failing task will cancel `shutdown`.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Tasks {
+            set: JoinSet::new(),
+            names: HashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// Runs `task` until it ends by itself (it should end soon after shutdown).
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(async move {
+            task.await;
+            Ok(())
+        });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// As [`Tasks::spawn`], for a task whose error is fatal to the server.
+    pub fn spawn_fallible<E: Display>(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let handle = self
+            .set
+            .spawn(async move { task.await.map_err(|error| error.to_string()) });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Watches the tasks in a task of its own until they have all ended: the first
+    /// one to panic or fail cancels the shutdown token and is the result. Once the
+    /// token is cancelled, tasks still running after `grace` are aborted.
+    pub fn supervise(self, grace: Duration) -> JoinHandle<Result<(), TaskFailed>> {
+        tokio::spawn(self.watch(grace))
+    }
+
+    async fn watch(mut self, grace: Duration) -> Result<(), TaskFailed> {
+        let mut failure = None;
+        let shutdown = self.shutdown.clone();
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(deadline);
+        loop {
+            let ended = tokio::select! {
+                ended = self.set.join_next_with_id() => ended,
+                () = &mut deadline => {
+                    let running: Vec<&str> = self.names.values().copied().collect();
+                    tracing::warn!(?running, seconds = grace.as_secs(), "tasks still running after the shutdown grace: aborted");
+                    self.set.abort_all();
+                    while self.set.join_next().await.is_some() {}
+                    break;
+                }
+            };
+            let Some(ended) = ended else { break };
+            let (id, reason) = match ended {
+                Ok((id, Ok(()))) => {
+                    self.names.remove(&id);
+                    continue;
+                }
+                Ok((id, Err(error))) => (id, error),
+                Err(error) if error.is_cancelled() => {
+                    self.names.remove(&error.id());
+                    continue;
+                }
+                Err(error) => (error.id(), panic_message(error)),
+            };
+            let task = self.names.remove(&id).unwrap_or("a task");
+            tracing::error!(task, %reason, "task failed: stopping");
+            self.shutdown.cancel();
+            failure.get_or_insert(TaskFailed { task, reason });
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .map_or_else(|| "panicked".to_owned(), |m| format!("panicked: {m}")),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_named_and_stops_the_others() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        let waiting = shutdown.clone();
+        tasks.spawn("steady", async move { waiting.cancelled().await });
+        tasks.spawn("broken", async { panic!("disk on fire") });
+        let result = tasks.supervise(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            result,
+            Err(TaskFailed {
+                task: "broken",
+                reason: "panicked: disk on fire".to_owned()
+            })
+        );
+        assert!(shutdown.is_cancelled(), "the others were told to stop");
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_is_fatal_and_a_clean_shutdown_is_ok() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn_fallible("grpc", async { Err::<(), _>("address in use") });
+        let result = tasks.supervise(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "grpc failed: address in use"
+        );
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        let waiting = shutdown.clone();
+        tasks.spawn("metrics", async move { waiting.cancelled().await });
+        let supervisor = tasks.supervise(Duration::from_secs(5));
+        shutdown.cancel();
+        assert_eq!(supervisor.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ignores_shutdown_is_aborted_after_the_grace() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn("stubborn", std::future::pending());
+        let supervisor = tasks.supervise(Duration::from_millis(50));
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(30), supervisor).await;
+        assert_eq!(ended.expect("aborted after the grace").unwrap(), Ok(()));
+    }
+}
