@@ -84,7 +84,12 @@ pub async fn run(
                         }
                         Err(status) => {
                             failures += 1;
-                            let backoff = Duration::from_secs(5 << failures.min(7));
+                            // 10 s after the first failure, doubling, at most 640 s.
+                            let backoff = fleetmon::backoff::Backoff::new(
+                                Duration::from_secs(10),
+                                Duration::from_secs(640),
+                            )
+                            .delay(failures);
                             tracing::warn!(code = ?status.code(), message = status.message(), retry_in_seconds = backoff.as_secs(), "certificate renewal failed");
                             backoff.min(not_after.duration_since(now).unwrap_or_default())
                         }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use fleetmon::pb::IngestBatch;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::tls::Reloading;
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -113,10 +112,9 @@ pub async fn run(
 
 /// Exponential backoff from 250 ms, capped, with jitter (50–100 % of the step).
 pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let step =
-        Duration::from_millis(250).saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-    let step = step.min(cap);
-    step.mul_f64(rand::rng().random_range(0.5..=1.0))
+    fleetmon::backoff::Backoff::new(Duration::from_millis(250), cap)
+        .jittered()
+        .delay(failures)
 }
 
 async fn stream(

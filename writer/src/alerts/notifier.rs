@@ -258,10 +258,8 @@ impl Notifier {
 
 /// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
 fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+    fleetmon::backoff::Backoff::new(Duration::from_secs(1), MAX_BACKOFF)
+        .delay(u32::try_from(attempts).unwrap_or(0))
 }
 
 /// One line per notification, at most [`SLACK_LINES`].

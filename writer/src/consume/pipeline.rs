@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use fleetmon::backoff::Backoff;
 use futures::FutureExt as _;
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
@@ -36,6 +37,12 @@ use crate::store::{PostgresSink, WriteStats};
 
 /// Longest wait between two attempts at a failing batch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Between attempts at a failing batch.
+const WRITE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+
+/// Between attempts to send to an unavailable dead-letter topic.
+const DEAD_LETTER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
 
 /// How long a writer that lost every partition waits to be given some again before it
 /// replaces its consumer (doubling after each replacement, up to [`MAX_UNASSIGNED`]).
@@ -113,14 +120,13 @@ async fn quarantine(
 ) -> bool {
     for record in refused {
         tracing::warn!(agent_id = %record.agent_id, stream_id = %record.stream_id, seq = record.seq, topic = %record.source.0, partition = record.source.1, sqlstate = %record.sqlstate, message = %record.message, "record refused by PostgreSQL: sent to the dead-letter topic");
-        let mut backoff = Duration::from_millis(100);
+        let mut retries = DEAD_LETTER_BACKOFF.retries();
         while let Err(error) = dead_letters.send_refused(record).await {
             tracing::warn!(%error, "dead-letter topic unavailable, retrying");
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(retries.failed()) => {}
                 () = stop.cancelled() => return false,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         metrics.dead_letters.inc();
         metrics
@@ -373,7 +379,7 @@ impl Pipeline {
         let metrics = self.metrics.clone();
         let retrying = self.retrying.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut retries = WRITE_BACKOFF.retries();
             let mut isolating = false;
             loop {
                 let started = Instant::now();
@@ -404,6 +410,7 @@ impl Pipeline {
                 }
                 metrics.flush_failures.inc();
                 retrying.store(true, std::sync::atomic::Ordering::Relaxed);
+                let backoff = retries.failed();
                 tracing::warn!(%error, rows = batch.rows(), retry_in = ?backoff, "batch not stored, retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -412,7 +419,6 @@ impl Pipeline {
                         return (batch, false);
                     }
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         })
     }
@@ -477,7 +483,7 @@ impl Pipeline {
             "undecodable"
         };
         tracing::warn!(topic, partition, offset, %error, "record sent to dead-letter topic");
-        let mut backoff = Duration::from_millis(100);
+        let mut retries = DEAD_LETTER_BACKOFF.retries();
         loop {
             match self.dead_letters.send(message, reason, &error).await {
                 Ok(()) => {
@@ -488,11 +494,10 @@ impl Pipeline {
                 Err(send_error) => {
                     tracing::warn!(%send_error, "dead-letter topic unavailable, retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(retries.failed()) => {}
                         // Not marked handled: its offset is never stored, it will be read again.
                         () = shutdown.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
