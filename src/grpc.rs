@@ -56,6 +56,17 @@ pub async fn health_service() -> (
     (reporter, service)
 }
 
+/// Why a server is not serving: what a health probe found, in words for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotServing(pub String);
+
+impl From<String> for NotServing {
+    fn from(reason: String) -> Self {
+        NotServing(reason)
+    }
+}
+
 /// How long one probe waits for each dependency (Kafka, then Postgres) to answer.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -73,7 +84,7 @@ pub async fn watch_health<F, Fut>(
     shutdown: CancellationToken,
 ) where
     F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
+    Fut: Future<Output = Result<(), NotServing>> + Send,
 {
     let mut serving = true;
     loop {

@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use fleetmon::pb::EnrollRequest;
 use fleetmon::pb::enrollment_client::EnrollmentClient;
 
@@ -80,9 +79,76 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Why enrolling failed, naming the file, setting or collector concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// A file or folder could not be read, made or written.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    File {
+        /// `read`, `create`, `write` or `replace`.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Neither or both of the token and the token file were given.
+    #[error(
+        "give the enrollment token (--token or enroll.token) or a file holding it (--token-file or enroll.token_file), not both"
+    )]
+    Token,
+    /// The agent name is not one a certificate can carry.
+    #[error("invalid agent name (--name): {0}")]
+    Name(#[from] fleetmon::identity::NameError),
+    /// Fetching the pinned CA or connecting over TLS failed.
+    #[error(transparent)]
+    Tls(#[from] fleetmon::tls::TlsError),
+    /// The key or the certificate request could not be made.
+    #[error(transparent)]
+    Pki(#[from] fleetmon::pki::PkiError),
+    /// The collector could not be reached.
+    #[error("cannot connect to {collector}: {reason}")]
+    Connect {
+        /// The enrollment URL.
+        collector: String,
+        /// The transport error with its causes.
+        reason: String,
+    },
+    /// The collector refused the request.
+    #[error("enrollment refused by {collector}: {code:?}: {message}")]
+    Refused {
+        /// The enrollment URL.
+        collector: String,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The collector's message.
+        message: String,
+    },
+}
+
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EnrollError {
+    let path = path.to_owned();
+    move |source| EnrollError::File {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `error` and its causes, as `a: b: c`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// Writes `contents` to `path` with `mode` through a temporary file and a rename, so
 /// that a reader never sees half a file.
-pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), EnrollError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
@@ -92,51 +158,54 @@ pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()
         .truncate(true)
         .mode(mode)
         .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+        .map_err(file_error("write", &tmp))?;
     file.write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+        .map_err(file_error("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(file_error("replace", path))
 }
 
 /// The labels a token gave.
 pub type Labels = std::collections::HashMap<String, String>;
 
 /// Enrolls into `dir` (the `enroll` command): the files written and the token's labels.
-pub async fn enroll(args: &EnrollArgs) -> anyhow::Result<(EnrolledFiles, Labels)> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+pub async fn enroll(args: &EnrollArgs) -> Result<(EnrolledFiles, Labels), EnrollError> {
+    std::fs::create_dir_all(&args.dir).map_err(file_error("create", &args.dir))?;
     let files = EnrolledFiles::in_dir(&args.dir);
     let labels = enroll_into(&args.settings, &files).await?;
     Ok((files, labels))
 }
 
 /// Enrolls, writing the CA, the key and the certificate to `files`.
-pub async fn enroll_into(settings: &EnrollConfig, files: &EnrolledFiles) -> anyhow::Result<Labels> {
+pub async fn enroll_into(
+    settings: &EnrollConfig,
+    files: &EnrolledFiles,
+) -> Result<Labels, EnrollError> {
     let token = match (&settings.token, &settings.token_file) {
         (Some(token), None) => token.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        _ => anyhow::bail!(
-            "give the enrollment token (--token or enroll.token) or a file holding it (--token-file or enroll.token_file), not both"
-        ),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(file_error("read the token file", path))?
+        }
+        _ => return Err(EnrollError::Token),
     };
     let name = settings.name.clone().unwrap_or_else(hostname);
-    fleetmon::identity::validate_name(&name).context("invalid agent name (--name)")?;
+    fleetmon::identity::validate_name(&name)?;
     let ca_pem =
         fleetmon::tls::fetch_pinned_ca(&settings.collector, &settings.ca_fingerprint).await?;
     let (csr_der, key_pem) = fleetmon::pki::certificate_request(&name)?;
     for path in [&files.key, &files.cert, &files.ca] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
         }
     }
     write_atomic(&files.key, &key_pem, 0o600)?;
     let channel = fleetmon::tls::server_only_endpoint(&settings.collector, &ca_pem)?
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", settings.collector))?;
+        .map_err(|error| EnrollError::Connect {
+            collector: settings.collector.clone(),
+            reason: with_causes(&error),
+        })?;
     let issued = EnrollmentClient::new(channel)
         .enroll(EnrollRequest {
             token: token.trim().to_owned(),
@@ -144,13 +213,10 @@ pub async fn enroll_into(settings: &EnrollConfig, files: &EnrolledFiles) -> anyh
             csr_der,
         })
         .await
-        .map_err(|status| {
-            anyhow::anyhow!(
-                "enrollment refused by {}: {:?}: {}",
-                settings.collector,
-                status.code(),
-                status.message()
-            )
+        .map_err(|status| EnrollError::Refused {
+            collector: settings.collector.clone(),
+            code: status.code(),
+            message: status.message().to_owned(),
         })?
         .into_inner();
     write_atomic(&files.ca, &ca_pem, 0o644)?;

@@ -60,8 +60,8 @@ pub enum AgentError {
     #[error("{0}")]
     Metrics(std::io::Error),
     /// Enrollment at start (`[enroll]`).
-    #[error("enrollment at start ([enroll]): {0:#}")]
-    Enroll(anyhow::Error),
+    #[error("enrollment at start ([enroll]): {0}")]
+    Enroll(#[from] enroll::EnrollError),
     /// A task of it panicked or was cancelled.
     #[error("{0}")]
     Task(#[from] tokio::task::JoinError),

@@ -136,7 +136,7 @@ async fn renew(
                 let issued = issued.into_inner();
                 let write = |path: &std::path::Path, text: &str, mode| {
                     write_atomic(path, text, mode)
-                        .map_err(|e| tonic::Status::internal(format!("{e:#}")))
+                        .map_err(|e| tonic::Status::internal(e.to_string()))
                 };
                 write(&files.key, &key_pem, 0o600)?;
                 write(&files.cert, &issued.certificate_chain_pem, 0o644)?;

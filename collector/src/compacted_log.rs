@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::config::KafkaConfig;
-use fleetmon::grpc::GrpcError;
+use fleetmon::grpc::{GrpcError, NotServing};
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
 
 /// A record of a [`CompactedLog`]: a protobuf message with a key and a version.
@@ -370,7 +370,7 @@ impl<R: LogRecord> CompactedLog<R> {
     /// For the health service: a topic the cluster lost (a broker replaced by an empty
     /// one) is created again and every record this collector holds is written to it,
     /// so the configuration outlives the loss.
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), NotServing> {
         let missing = missing_topics(&self.producer, vec![self.topic.clone()], timeout)
             .await
             .map_err(|e| format!("Kafka does not answer: {e}"))?;

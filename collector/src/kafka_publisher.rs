@@ -20,6 +20,7 @@ use tokio::sync::RwLock;
 
 use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
+use fleetmon::grpc::NotServing;
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
 
@@ -122,7 +123,7 @@ impl KafkaPublisher {
     /// created again; until that succeeds the answer says what is missing. A producer
     /// that can no longer deliver (a fatal error, or a cluster that lost its state and
     /// with it the producer's id) is replaced.
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), NotServing> {
         let fatal = self.producer().await.client().fatal_error();
         if let Some((code, reason)) = fatal {
             self.rebuild(&format!("fatal producer error {code:?}: {reason}"))
@@ -152,7 +153,7 @@ impl KafkaPublisher {
 
     /// Replaces the producer. Records still queued in the old one fail back to their
     /// ingest streams, which end with UNAVAILABLE; agents send them again.
-    pub async fn rebuild(&self, why: &str) -> Result<(), String> {
+    pub async fn rebuild(&self, why: &str) -> Result<(), NotServing> {
         let mut current = self.producer.write().await;
         // The old producer is emptied before the new one exists: a fresh cluster hands
         // out producer ids from 0 again, and records of the old producer under an id the

@@ -14,6 +14,12 @@ use regex_automata::meta;
 /// Most memory a pattern's compiled form and its search cache may take each.
 const SIZE_LIMIT: usize = 1 << 20;
 
+/// Why a pattern does not compile, in words like the `regex` crate's (the pattern with
+/// a caret under the problem) or naming the size limit and how to stay under it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(String);
+
 /// A compiled pattern; clones share the compiled form and its search cache.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -26,7 +32,7 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source`; the error reads like the `regex` crate's (the pattern with a
     /// caret under the problem).
-    pub fn new(source: &str) -> Result<Pattern, String> {
+    pub fn new(source: &str) -> Result<Pattern, PatternError> {
         let config = meta::Config::new()
             .nfa_size_limit(Some(SIZE_LIMIT))
             .hybrid_cache_capacity(SIZE_LIMIT)
@@ -42,7 +48,8 @@ impl Pattern {
                      and \\s ASCII only and much smaller)"
                 ),
                 (None, None) => e.to_string(),
-            })?;
+            })
+            .map_err(PatternError)?;
         Ok(Pattern {
             source: source.into(),
             regex: Arc::new(regex),
@@ -68,7 +75,7 @@ pub struct Patterns {
 
 impl Patterns {
     /// The compiled `source`, shared with earlier calls for the same text.
-    pub fn get(&mut self, source: &str) -> Result<Pattern, String> {
+    pub fn get(&mut self, source: &str) -> Result<Pattern, PatternError> {
         if let Some(pattern) = self.compiled.get(source) {
             return Ok(pattern.clone());
         }
@@ -97,7 +104,7 @@ mod tests {
     #[test]
     fn a_syntax_error_shows_where() {
         assert_eq!(
-            Pattern::new("(unclosed").unwrap_err(),
+            Pattern::new("(unclosed").unwrap_err().to_string(),
             "regex parse error:\n    (unclosed\n    ^\nerror: unclosed group"
         );
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 
+use fleetmon::grpc::NotServing;
 use fleetmon::identity::{RequireRole, Role};
 use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::alerts_server::AlertsServer;
@@ -183,7 +184,7 @@ pub async fn start(
                 kafka.check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
                 sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
                 if failing {
-                    return Err("batches are not being stored (PostgreSQL refuses them for want of a resource or connection); retrying".to_owned());
+                    return Err(NotServing("batches are not being stored (PostgreSQL refuses them for want of a resource or connection); retrying".to_owned()));
                 }
                 Ok(())
             }

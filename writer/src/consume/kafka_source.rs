@@ -177,11 +177,11 @@ impl DeadLetters {
 
     /// For the health service: `Ok` when a broker answers for the dead-letter topic
     /// within `timeout`.
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), fleetmon::grpc::NotServing> {
         fleetmon::kafka_topics::missing_topics(&self.producer(), vec![self.topic.clone()], timeout)
             .await
             .map(|_| ())
-            .map_err(|e| format!("Kafka does not answer: {e}"))
+            .map_err(|e| format!("Kafka does not answer: {e}").into())
     }
 
     /// The id of the cluster behind the bootstrap address, if a broker answers.

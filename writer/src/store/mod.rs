@@ -213,7 +213,10 @@ impl PostgresSink {
 
     /// For the health service: `Ok` when a pooled connection answers `SELECT 1`
     /// within `timeout`.
-    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), String> {
+    pub async fn ping(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(), fleetmon::grpc::NotServing> {
         let ping = async {
             let client = self.pool.get().await?;
             client.execute("SELECT 1", &[]).await?;
@@ -221,8 +224,8 @@ impl PostgresSink {
         };
         match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(format!("PostgreSQL unavailable: {error}")),
-            Err(_) => Err(format!("PostgreSQL did not answer within {timeout:?}")),
+            Ok(Err(error)) => Err(format!("PostgreSQL unavailable: {error}").into()),
+            Err(_) => Err(format!("PostgreSQL did not answer within {timeout:?}").into()),
         }
     }
 
