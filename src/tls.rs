@@ -80,6 +80,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// Installs [`crypto_provider`] as the process default, for libraries (reqwest,
 /// tonic's client) that build their own rustls configs. Safe to call repeatedly.
 pub fn install_crypto_provider() {
+    // An error only says a provider is installed already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
@@ -430,6 +431,7 @@ pub fn tls_incoming(
                 () = tx.closed() => return,
             };
             let Ok(permit) = permit else { return };
+            // Latency only: a socket that refuses it still works.
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(config.borrow().clone());
             let tx = tx.clone();
@@ -437,6 +439,7 @@ pub fn tls_incoming(
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        // The server stopped accepting: the connection is dropped.
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(error)) => tracing::warn!(%peer, %error, "tls handshake failed"),

@@ -190,6 +190,7 @@ async fn follow(
     };
     let (reports, rx) = mpsc::channel::<AgentReport>(4);
     // The first report goes before the call so the collector learns the labels at once.
+    // A new channel with room for 4 and its receiver held: this cannot fail.
     let _ = reports.try_send(applied.report(control));
     let mut sets = match ControlClient::new(channel)
         .subscribe(ReceiverStream::new(rx))

@@ -214,8 +214,14 @@ pub async fn start(
         checks.close();
         checks.wait().await;
         sending.cancel();
-        let _ = sender.await;
-        let _ = metrics_task.await;
+        for (task, ended) in [
+            ("sender", sender.await),
+            ("metrics endpoint", metrics_task.await.map(drop)),
+        ] {
+            if let Err(error) = ended {
+                tracing::error!(task, %error, "agent task failed");
+            }
+        }
         sender_outbox_report.flush().await;
         sender_outbox_report.report_on_stop();
         tracing::info!("agent stopped");

@@ -158,6 +158,7 @@ fn write_spool(mut spool: Spool, writes: mpsc::Receiver<SpoolWrite>, written: Ar
             written.pushed.notify_one();
         }
         for done in flushes {
+            // A caller that stopped waiting for its flush needs no answer.
             let _ = done.send(());
         }
     }
@@ -173,7 +174,7 @@ struct SpoolQueue {
 
 impl SpoolQueue {
     fn send(&self, write: SpoolWrite) {
-        // The thread only ends when the outbox drops this sender.
+        // The thread only ends when the outbox drops this sender, so it is listening.
         let _ = self.writes.send(write);
     }
 }
@@ -485,6 +486,7 @@ impl Outbox {
         } else {
             return;
         }
+        // An error means the spool thread ended: nothing more will be written.
         let _ = flushed.await;
     }
 }
@@ -493,8 +495,12 @@ impl Drop for Outbox {
     /// Lets the spool thread write what is queued, then ends it.
     fn drop(&mut self) {
         self.lock().spool = None;
-        if let Some(thread) = self.spool_thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.spool_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(
+                "the spool thread panicked: samples queued since its last write are not on disk"
+            );
         }
     }
 }

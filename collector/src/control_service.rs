@@ -161,6 +161,7 @@ impl Control for ControlService {
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { return },
                     () = &mut idle => {
+                        // The agent may be gone already: then there is no one to tell.
                         let _ = tx.send(Err(ControlError::Idle(idle_limit.as_secs()).into())).await;
                         return;
                     }
@@ -175,6 +176,7 @@ impl Control for ControlService {
                     },
                     () = tx.closed() => return,
                     () = &mut revoked => {
+                        // The agent may be gone already: then there is no one to tell.
                         let _ = tx.send(Err(RevokedPeer(peer.clone()).into())).await;
                         return;
                     }

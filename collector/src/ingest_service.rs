@@ -403,6 +403,7 @@ impl IngestService {
         if let Err(error) = ending {
             let status = Status::from(error);
             tracing::info!(agent_id = %peer.name, code = ?status.code(), message = status.message(), "ingest stream ended with error");
+            // The agent may be gone already: then there is no one to tell.
             let _ = acks_out.send(Err(status)).await;
         }
     }

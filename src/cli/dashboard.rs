@@ -138,6 +138,8 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     let stop = async {
+        // Without a Ctrl-C handler (an error) the dashboard stops at once rather than
+        // run unstoppable.
         let _ = tokio::signal::ctrl_c().await;
     };
     match (&args.tls_cert, &args.tls_key) {

@@ -76,6 +76,7 @@ impl WriterMetrics {
             consumer_lag: Family::default(),
             assigned_partitions: Family::default(),
         };
+        // Every label value exists from the start, so rates work from the first scrape.
         for table in ["host_samples", "site_checks"] {
             let _ = metrics.rows_inserted.get_or_create(&TableLabel { table });
         }
