@@ -166,10 +166,60 @@ impl Violation {
     }
 }
 
+/// The kinds of sample, and what each is called wherever it appears (metric labels,
+/// tables, record headers): one list, so a new kind is a new variant here and the
+/// compiler names every `match` that must handle it, one per crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleKind {
+    /// A host sample (`HostSample`).
+    Host,
+    /// A site check result (`SiteCheck`).
+    Site,
+}
+
+impl SampleKind {
+    /// Every kind.
+    pub const ALL: [SampleKind; 2] = [SampleKind::Host, SampleKind::Site];
+
+    /// The kind of a sample on the wire.
+    pub fn of(kind: &crate::pb::sample::Kind) -> SampleKind {
+        match kind {
+            crate::pb::sample::Kind::Host(_) => SampleKind::Host,
+            crate::pb::sample::Kind::Site(_) => SampleKind::Site,
+        }
+    }
+
+    /// The `kind` label of the agent's and the collector's metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            SampleKind::Host => "host",
+            SampleKind::Site => "site",
+        }
+    }
+
+    /// The table (partitioned by day) its rows are stored in.
+    pub const fn table(self) -> &'static str {
+        match self {
+            SampleKind::Host => "host_samples",
+            SampleKind::Site => "site_checks",
+        }
+    }
+
+    /// The `content-type` header of its Kafka records.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            SampleKind::Host => crate::pb::HOST_SAMPLE_CONTENT_TYPE,
+            SampleKind::Site => crate::pb::SITE_CHECK_CONTENT_TYPE,
+        }
+    }
+}
+
 /// What host samples and site checks share.
 pub trait Sample {
     /// The fully qualified protobuf message name.
     const MESSAGE: &'static str;
+    /// Its kind.
+    const KIND: SampleKind;
     /// The agent the sample is from.
     fn agent_id(&self) -> &str;
     /// The stream the sample belongs to.
@@ -183,6 +233,7 @@ pub trait Sample {
 }
 
 impl Sample for HostSample {
+    const KIND: SampleKind = SampleKind::Host;
     const MESSAGE: &'static str = "fleetmon.v1.HostSample";
 
     fn agent_id(&self) -> &str {
@@ -228,6 +279,7 @@ impl Sample for HostSample {
 }
 
 impl Sample for SiteCheck {
+    const KIND: SampleKind = SampleKind::Site;
     const MESSAGE: &'static str = "fleetmon.v1.SiteCheck";
 
     fn agent_id(&self) -> &str {

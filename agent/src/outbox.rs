@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fleetmon::pb::{Sample, sample::Kind};
+use fleetmon::samples::SampleKind;
 use prost::Message as _;
 use tokio::sync::Notify;
 
@@ -305,14 +306,11 @@ impl Outbox {
     /// Pushes a sample the agent took, counting it (`samples_taken`, `dropped`) and
     /// setting `queue_depth`.
     pub fn push_counted(&self, kind: Kind, metrics: &AgentMetrics) {
-        let label = if matches!(kind, Kind::Host(_)) {
-            "host"
-        } else {
-            "site"
-        };
         metrics
             .samples_taken
-            .get_or_create(&KindLabel { kind: label })
+            .get_or_create(&KindLabel {
+                kind: SampleKind::of(&kind).label(),
+            })
             .inc();
         if self.push(kind).dropped_oldest {
             metrics.dropped.inc();

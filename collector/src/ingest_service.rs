@@ -186,15 +186,12 @@ impl IngestService {
         for sample in batch.samples {
             match validate(sample, &peer.name, limits, now).and_then(admitted) {
                 Ok(sample) => {
-                    let kind = if matches!(sample, ValidSample::Host(_)) {
-                        "host"
-                    } else {
-                        "site"
-                    };
                     self.ctx
                         .metrics
                         .samples_received
-                        .get_or_create(&KindLabel { kind })
+                        .get_or_create(&KindLabel {
+                            kind: sample.kind().label(),
+                        })
                         .inc();
                     valid.push(sample);
                 }

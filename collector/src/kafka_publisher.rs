@@ -22,7 +22,6 @@ use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
 use fleetmon::grpc::NotServing;
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
-use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, SITE_CHECK_CONTENT_TYPE};
 
 /// Why Kafka could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +197,7 @@ impl KafkaPublisher {
                 &self.host_topic,
                 &s.agent_id,
                 s.encode_to_vec(),
-                HOST_SAMPLE_CONTENT_TYPE,
+                sample.kind().content_type(),
             ),
             // Every location's result for one check lands in one partition, so one
             // writer owns its rollups and alert state; sites of an agent's own config
@@ -211,7 +210,7 @@ impl KafkaPublisher {
                     &s.check_id
                 },
                 s.encode_to_vec(),
-                SITE_CHECK_CONTENT_TYPE,
+                sample.kind().content_type(),
             ),
         };
         let headers = OwnedHeaders::new().insert(Header {

@@ -58,8 +58,10 @@ impl CollectorMetrics {
             agents_forgotten: Counter::default(),
         };
         // Every label value exists from the start, so rates work from the first scrape.
-        for kind in ["host", "site"] {
-            let _ = metrics.samples_received.get_or_create(&KindLabel { kind });
+        for kind in fleetmon::samples::SampleKind::ALL {
+            let _ = metrics
+                .samples_received
+                .get_or_create(&KindLabel { kind: kind.label() });
         }
         for reason in fleetmon::samples::Reason::ALL {
             let _ = metrics.samples_rejected.get_or_create(&ReasonLabel {

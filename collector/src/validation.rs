@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use fleetmon::pb::{self, HostSample, SiteCheck, sample::Kind};
 use fleetmon::samples::{
-    Reason, Sample, Violation, bounds, check_failure_kind, check_identity, check_text,
+    Reason, Sample, SampleKind, Violation, bounds, check_failure_kind, check_identity, check_text,
 };
 
 use crate::config::Limits;
@@ -26,6 +26,14 @@ pub enum ValidSample {
 }
 
 impl ValidSample {
+    /// Its kind.
+    pub fn kind(&self) -> SampleKind {
+        match self {
+            ValidSample::Host(_) => SampleKind::Host,
+            ValidSample::Site(_) => SampleKind::Site,
+        }
+    }
+
     /// The stream the sample belongs to.
     pub fn stream_id(&self) -> &str {
         match self {

@@ -77,8 +77,10 @@ impl WriterMetrics {
             assigned_partitions: Family::default(),
         };
         // Every label value exists from the start, so rates work from the first scrape.
-        for table in ["host_samples", "site_checks"] {
-            let _ = metrics.rows_inserted.get_or_create(&TableLabel { table });
+        for kind in fleetmon::samples::SampleKind::ALL {
+            let _ = metrics.rows_inserted.get_or_create(&TableLabel {
+                table: kind.table(),
+            });
         }
         let r = registry.sub_registry_with_prefix("fleetmon_writer");
         r.register(

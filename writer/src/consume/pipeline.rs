@@ -30,10 +30,11 @@ use crate::consume::kafka_source::{
     self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
 };
 use crate::consume::quarantine::{Isolated, Refused, store_isolating};
-use crate::consume::row_batch::{RowBatch, SampleKind, decode_host, decode_site};
+use crate::consume::row_batch::{RowBatch, decode_host, decode_site};
 use crate::metrics::{ReasonLabel, TableLabel, WriterMetrics};
 use crate::store::Failure;
 use crate::store::{PostgresSink, WriteStats};
+use fleetmon::samples::SampleKind;
 
 /// Longest wait between two attempts at a failing batch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -94,8 +95,8 @@ fn record_stored(metrics: &WriterMetrics, batch: &RowBatch, stats: &WriteStats, 
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_rows.observe(batch.rows() as f64);
     for (table, rows) in [
-        ("host_samples", stats.host_rows),
-        ("site_checks", stats.check_rows),
+        (SampleKind::Host.table(), stats.host_rows),
+        (SampleKind::Site.table(), stats.check_rows),
     ] {
         metrics
             .rows_inserted

@@ -12,15 +12,6 @@ use fleetmon::samples::{Sample, check_failure_kind, check_identity, check_text};
 use prost::Message as _;
 use serde::{Serialize, Serializer};
 
-/// Which of the writer's topics a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SampleKind {
-    /// `fleetmon.host-samples`
-    Host,
-    /// `fleetmon.site-checks`
-    Site,
-}
-
 /// Why a record cannot become a row; it goes to the dead-letter topic with this text.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {

@@ -11,6 +11,8 @@ use futures::SinkExt as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 
+use fleetmon::samples::SampleKind;
+
 use super::SinkError;
 use crate::consume::row_batch::{CheckRow, DisksJson, HostRow, InterfacesJson, SampleKey, micros};
 
@@ -235,7 +237,7 @@ pub(super) async fn insert_hosts(
 ) -> Result<u64, SinkError> {
     if copied_directly(
         tx,
-        copy_hosts_into(tx, "host_samples", hosts.iter().copied()),
+        copy_hosts_into(tx, SampleKind::Host.table(), hosts.iter().copied()),
     )
     .await?
     {
@@ -268,7 +270,7 @@ pub(super) async fn insert_checks(
 ) -> Result<ChecksInserted, SinkError> {
     let inserted = if copied_directly(
         tx,
-        copy_checks_into(tx, "site_checks", checks.iter().copied()),
+        copy_checks_into(tx, SampleKind::Site.table(), checks.iter().copied()),
     )
     .await?
     {

@@ -8,12 +8,14 @@ use std::sync::Mutex;
 
 use deadpool_postgres::Pool;
 
+use fleetmon::samples::SampleKind;
+
 use super::SinkError;
 
 const PARTITIONS_OF: &str = include_str!("../../sql/partitions_of.sql");
 
 /// The partitioned tables, by day on `ts`.
-pub const PARTITIONED_TABLES: [&str; 2] = ["host_samples", "site_checks"];
+pub const PARTITIONED_TABLES: [&str; 2] = [SampleKind::Host.table(), SampleKind::Site.table()];
 
 /// The daily partitions of one schema, and the days known to have theirs.
 #[derive(Debug)]
