@@ -75,13 +75,41 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
         paused.starts_with("check shop  version 2  PAUSED"),
         "{paused}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let count = "SELECT count(*) FROM site_checks WHERE check_id = 'shop'";
-    let before = schema.scalar(count).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the agent applied the set without it (a paused check is not sent: applied
+    // version 0) it runs the check no more: no result of it is dated after that, shown by the agent's host samples (one a second) stored
+    // from 3 s later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&checks_ok(&["list", "--json"])).unwrap();
+        if json[0]["agents"][0]["applied_version"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pause not applied: {json}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let applied = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    eventually(
+        schema,
+        &format!(
+            "SELECT count(*) FROM host_samples WHERE agent_id = 'edge-1' \
+             AND ts > to_timestamp({applied} + 3)"
+        ),
+        "a host sample 3 s after the pause",
+        |n| n >= 1,
+    )
+    .await;
     assert_eq!(
-        schema.scalar(count).await,
-        before,
+        schema
+            .scalar(&format!(
+                "SELECT count(*) FROM site_checks WHERE check_id = 'shop' \
+                 AND ts > to_timestamp({applied})"
+            ))
+            .await,
+        0,
         "a paused check stored rows"
     );
 
@@ -125,10 +153,16 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
             "~ shop ({url})\n+ docs ({url})\n1 to create, 1 to update, 0 to delete, 0 unchanged (dry run: nothing changed)\n"
         )
     );
+    let shown = checks_ok(&["show", "shop"]);
+    assert!(
+        shown.starts_with("check shop  version 2  PAUSED"),
+        "a dry run changed shop: {shown}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&checks_ok(&["list", "--json"])).unwrap();
     assert_eq!(
-        schema.scalar(count).await,
-        before,
-        "a dry run changed nothing"
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "a dry run created docs: {listed}"
     );
     checks_ok(&["apply", "-f", &file]);
     eventually(

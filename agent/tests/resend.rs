@@ -159,7 +159,8 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_only_the_una
     for _ in 0..30 {
         outbox.push(host());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The 30 are in the spool file before the kill.
+    outbox.flush().await;
     // Killed: no drain, no goodbye.
     sender.abort();
     let _ = sender.await;
