@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+pub use tonic_health::server::HealthReporter;
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Reflection in both protocol versions grpcurl may ask for, advertising exactly the

@@ -10,10 +10,16 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics_endpoint::MetricsServer;
 
 /// How long a server's tasks (and in-flight deliveries) may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -24,6 +30,37 @@ pub fn grpc_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The I/O error.
+    pub source: std::io::Error,
+}
+
+/// A TCP listener on `addr`, and the address it got (the port, when `addr` asked for 0).
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let error = |source| BindError { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
+}
+
+/// The metrics endpoint on `addr` serving `registry`, and the address it got.
+pub async fn bind_metrics(
+    addr: SocketAddr,
+    registry: Registry,
+) -> Result<(MetricsServer, SocketAddr), BindError> {
+    let error = |source| BindError { addr, source };
+    let server = MetricsServer::bind(addr, Arc::new(registry))
+        .await
+        .map_err(error)?;
+    let bound = server.local_addr().map_err(error)?;
+    Ok((server, bound))
 }
 
 /// A task of a server that panicked or returned an error.

@@ -5,16 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmon::server::{SHUTDOWN_GRACE, TaskFailed, Tasks};
+use fleetmon::server::{BindError, SHUTDOWN_GRACE, TaskFailed, Tasks, bind, bind_metrics};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 
 use fleetmon::identity::{RequireRole, Role};
-use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::checks_server::ChecksServer;
 use fleetmon::pb::control_server::ControlServer;
 use fleetmon::pb::credentials_server::CredentialsServer;
@@ -52,13 +50,8 @@ pub enum CollectorError {
     #[error("[enrollment] issuing CA: {0}")]
     IssuingCa(#[from] fleetmon::pki::PkiError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -116,28 +109,7 @@ pub async fn start(
         &config.tls,
         Some(Arc::new(move |peer| handshake_check.is_revoked(peer))),
     )?;
-    let issuer = match &config.enrollment {
-        Some(enrollment) => Some(Issuer {
-            ca: fleetmon::pki::CertificateAuthority::from_files(
-                &enrollment.issuing_ca,
-                &enrollment.issuing_ca_key,
-            )?,
-            root_pem: std::fs::read_to_string(&config.tls.client_ca).map_err(|source| {
-                fleetmon::pki::PkiError::MissingCa {
-                    path: config.tls.client_ca.clone(),
-                    dir: config
-                        .tls
-                        .client_ca
-                        .parent()
-                        .unwrap_or(std::path::Path::new("."))
-                        .to_owned(),
-                    source,
-                }
-            })?,
-            lifetime: Duration::from_secs(enrollment.certificate_lifetime_seconds),
-        }),
-        None => None,
-    };
+    let issuer = issuer(&config)?;
     let enrollment = EnrollmentService::new(credentials.clone(), issuer);
     let (listener, grpc_addr) = bind(config.listen).await?;
     let enroll_listener = match &config.enrollment {
@@ -148,18 +120,7 @@ pub async fn start(
 
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::new(&mut registry);
-    let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
-        .await
-        .map_err(|source| CollectorError::Bind {
-            addr: config.metrics_listen,
-            source,
-        })?;
-    let metrics_addr = metrics_server
-        .local_addr()
-        .map_err(|source| CollectorError::Bind {
-            addr: config.metrics_listen,
-            source,
-        })?;
+    let (metrics_server, metrics_addr) = bind_metrics(config.metrics_listen, registry).await?;
 
     let fleet = FleetState::with_limits(
         config.limits.max_latest_sites_per_agent,
@@ -197,24 +158,11 @@ pub async fn start(
         Duration::from_secs(config.limits.idle_control_seconds),
     ));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
-    let (probe_ctx, probe_catalog, probe_credentials) =
-        (ctx.clone(), catalog.clone(), credentials.clone());
-    let health_task = fleetmon::grpc::watch_health(
+    let health_task = watch_health(
         health_reporter,
-        SERVICES,
-        move || {
-            let (ctx, catalog, credentials) = (
-                probe_ctx.clone(),
-                probe_catalog.clone(),
-                probe_credentials.clone(),
-            );
-            async move {
-                let timeout = fleetmon::grpc::HEALTH_PROBE_TIMEOUT;
-                ctx.publisher.check(timeout).await?;
-                catalog.check(timeout).await?;
-                credentials.check(timeout).await
-            }
-        },
+        ctx.clone(),
+        catalog.clone(),
+        credentials.clone(),
         shutdown.clone(),
     );
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
@@ -339,10 +287,53 @@ async fn forget_idle_agents(
     }
 }
 
-/// A listener on `addr` and the address it got.
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CollectorError> {
-    let error = |source| CollectorError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
-    Ok((listener, bound))
+/// The issuing CA and what it signs with, when `[enrollment]` is configured.
+fn issuer(config: &CollectorConfig) -> Result<Option<Issuer>, CollectorError> {
+    Ok(match &config.enrollment {
+        Some(enrollment) => Some(Issuer {
+            ca: fleetmon::pki::CertificateAuthority::from_files(
+                &enrollment.issuing_ca,
+                &enrollment.issuing_ca_key,
+            )?,
+            root_pem: std::fs::read_to_string(&config.tls.client_ca).map_err(|source| {
+                fleetmon::pki::PkiError::MissingCa {
+                    path: config.tls.client_ca.clone(),
+                    dir: config
+                        .tls
+                        .client_ca
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .to_owned(),
+                    source,
+                }
+            })?,
+            lifetime: Duration::from_secs(enrollment.certificate_lifetime_seconds),
+        }),
+        None => None,
+    })
+}
+
+/// The health of the collector and its services: SERVING while Kafka takes samples and
+/// the checks and credentials topics answer (each lost topic is created again).
+fn watch_health(
+    reporter: fleetmon::grpc::HealthReporter,
+    ctx: Arc<IngestContext>,
+    catalog: CheckCatalog,
+    credentials: CredentialStore,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    fleetmon::grpc::watch_health(
+        reporter,
+        SERVICES,
+        move || {
+            let (ctx, catalog, credentials) = (ctx.clone(), catalog.clone(), credentials.clone());
+            async move {
+                let timeout = fleetmon::grpc::HEALTH_PROBE_TIMEOUT;
+                ctx.publisher.check(timeout).await?;
+                catalog.check(timeout).await?;
+                credentials.check(timeout).await
+            }
+        },
+        shutdown,
+    )
 }

@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fleetmon::server::{SHUTDOWN_GRACE, TaskFailed, Tasks};
+use fleetmon::server::{BindError, SHUTDOWN_GRACE, TaskFailed, Tasks, bind, bind_metrics};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -15,7 +14,6 @@ use tonic::service::interceptor::InterceptedService;
 
 use fleetmon::grpc::NotServing;
 use fleetmon::identity::{RequireRole, Role};
-use fleetmon::metrics_endpoint::MetricsServer;
 use fleetmon::pb::alerts_server::AlertsServer;
 use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
@@ -65,13 +63,8 @@ pub enum WriterError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The webhook client could not be built.
     #[error("{0}")]
     Notifier(String),
@@ -108,21 +101,7 @@ pub async fn start(
 ) -> Result<RunningWriter, WriterError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let mut sink = PostgresSink::new(&config.postgres)?;
-    if config.alerts.enabled {
-        sink = sink.with_after_rows(BatchRules {
-            channels: Channels::of(&config.alerts),
-            committed: committed.clone(),
-        });
-    }
-    let sink = Arc::new(sink);
-    sink.migrate().await?;
-    sink.maintain_partitions(
-        config.postgres.retention_days,
-        config.postgres.partitions_ahead_days,
-        SystemTime::now(),
-    )
-    .await?;
+    let sink = open_store(&config, committed.clone()).await?;
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WriterMetrics::new(&mut registry));
@@ -159,17 +138,8 @@ pub async fn start(
     )
     .keeping(config.postgres.retention_days);
 
-    let bind_error = |addr| move |source| WriterError::Bind { addr, source };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(bind_error(config.listen))?;
-    let grpc_addr = listener.local_addr().map_err(bind_error(config.listen))?;
-    let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
-        .await
-        .map_err(bind_error(config.metrics_listen))?;
-    let metrics_addr = metrics_server
-        .local_addr()
-        .map_err(bind_error(config.metrics_listen))?;
+    let (listener, grpc_addr) = bind(config.listen).await?;
+    let (metrics_server, metrics_addr) = bind_metrics(config.metrics_listen, registry).await?;
 
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());
@@ -285,4 +255,28 @@ async fn maintain(
             tracing::warn!(%error, "partition maintenance failed; retrying in an hour");
         }
     }
+}
+
+/// PostgreSQL ready for batches: migrated, today's partitions and those ahead made, the
+/// alert rules run with every batch when alerts are on (waking `committed`).
+async fn open_store(
+    config: &WriterConfig,
+    committed: Arc<tokio::sync::Notify>,
+) -> Result<Arc<PostgresSink>, WriterError> {
+    let mut sink = PostgresSink::new(&config.postgres)?;
+    if config.alerts.enabled {
+        sink = sink.with_after_rows(BatchRules {
+            channels: Channels::of(&config.alerts),
+            committed,
+        });
+    }
+    let sink = Arc::new(sink);
+    sink.migrate().await?;
+    sink.maintain_partitions(
+        config.postgres.retention_days,
+        config.postgres.partitions_ahead_days,
+        SystemTime::now(),
+    )
+    .await?;
+    Ok(sink)
 }
