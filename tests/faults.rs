@@ -240,6 +240,24 @@ impl Rig {
         eventually(&self.schema, sql, "rows arrive", |n| n > now).await;
     }
 
+    /// Waits (30 s at most) until the process `name` logged `message` (its JSON log).
+    async fn logged(&self, name: &str, message: &str) {
+        let log = Processes::log(self.logs.path(), name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|event| event["message"] == message)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not log `{message}` within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (60 s at most) until every agent has no more unacknowledged samples than
     /// two seconds' worth: after a fault the streams have caught up, so that a graceful
     /// stop (5 s of draining) ends with nothing unacknowledged. Read from each agent's
@@ -497,7 +515,10 @@ async fn local_site() -> u16 {
     port
 }
 
-async fn pause(seconds: u64) {
+/// A duration that is part of a fault scenario (how long a broker stays frozen, how
+/// long traffic runs after a recovery before the agents stop): what it leads to is
+/// then waited for as a fact (`rows_arrive`, `agents_caught_up`, `verify`).
+async fn hold(seconds: u64) {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
 
@@ -507,14 +528,15 @@ const AGENTS: [&str; 2] = ["fault-a1", "fault-a2"];
 async fn writer_killed_mid_stream_and_restarted() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     rig.procs.kill("writer");
     // Restarted within the dead member's session (6 s), as a supervisor would: the
     // new member's join rebalances the group and it gets every partition.
-    pause(1).await;
+    hold(1).await;
     rig.start_writer("writer");
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("writer SIGKILL, restarted").await;
@@ -524,12 +546,13 @@ async fn writer_killed_mid_stream_and_restarted() {
 async fn collector_killed_while_agents_stream() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     rig.procs.kill("collector");
-    pause(3).await;
+    hold(3).await;
     rig.start_collector();
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("collector SIGKILL, restarted").await;
@@ -541,14 +564,15 @@ async fn broker_paused_longer_than_linger_and_batch_interval() {
     let broker = KafkaCluster::start(1);
     let mut rig = Rig::on_cluster(&broker).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     // Frozen 8 s: far longer than the producer's linger (20 ms), the agents' batch
     // interval (200 ms) and the writer's session timeout (6 s).
     broker.pause(1);
-    pause(8).await;
+    hold(8).await;
     broker.resume(1);
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("broker SIGSTOP 8 s").await;
@@ -560,7 +584,8 @@ async fn postgres_connections_terminated_and_server_crashed() {
     let cluster = PgCluster::start();
     let mut rig = Rig::new(&kafka_bootstrap(), &cluster.url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     let admin = rig.schema.connect().await;
     let terminated: i64 = admin
         .query_one(
@@ -576,7 +601,7 @@ async fn postgres_connections_terminated_and_server_crashed() {
     rig.rows_arrive().await;
     cluster.crash_and_restart();
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("Postgres connections terminated, then server crash + restart")
@@ -591,13 +616,14 @@ async fn an_agent_cut_off_longer_than_its_queue_holds_reports_exactly_what_it_dr
         spool: None,
     };
     rig.start_all(&["fault-small"], &small).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     rig.procs.kill("collector");
     // 5 samples a second for 6 s against room for 10.
-    pause(6).await;
+    hold(6).await;
     rig.start_collector();
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
@@ -615,15 +641,16 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
         spool: Some(spool),
     };
     rig.start_all(&["fault-spooled"], &spooled).await;
-    pause(1).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     rig.procs.kill("collector");
-    pause(3).await;
+    hold(3).await;
     rig.procs.kill("fault-spooled");
     rig.start_agent("fault-spooled", &spooled);
-    pause(2).await;
+    hold(2).await;
     rig.start_collector();
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
@@ -644,13 +671,14 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
 async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(1).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     // The second member's join starts a rebalance; the first dies in the middle of it.
     rig.start_writer("writer-2");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.logged("writer-2", "consuming").await;
     rig.procs.kill("writer");
     rig.rows_arrive().await;
-    pause(8).await;
+    hold(8).await;
     rig.rows_arrive().await;
     rig.agents_caught_up().await;
     rig.stop_agents();
@@ -674,15 +702,16 @@ async fn cluster_the_partition_leader_killed_while_agents_stream_then_restarted(
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     let leader = cluster.leader(&rig.host_topic, 0);
     cluster.kill(leader);
     // Two of three serve: leadership moves and samples keep flowing meanwhile.
-    pause(2).await;
+    hold(2).await;
     rig.rows_arrive().await;
     cluster.restart(leader);
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
@@ -696,15 +725,16 @@ async fn cluster_the_partition_leader_frozen_past_the_session_timeout() {
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     let leader = cluster.leader(&rig.host_topic, 0);
     // Longer than the writer's session (6 s) and the brokers' own session with the
     // controller (9 s): the node is fenced and its partitions move.
     cluster.pause(leader);
-    pause(12).await;
+    hold(12).await;
     cluster.resume(leader);
     rig.rows_arrive().await;
-    pause(3).await;
+    hold(3).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig.verify("3 brokers: partition leader SIGSTOP 12 s").await;
@@ -716,14 +746,15 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     cluster.kill(1);
     cluster.kill(2);
     // Nothing can reach two replicas: nothing is acknowledged, so nothing new is
     // stored; the agents keep what they sample.
-    pause(5).await;
+    hold(5).await;
     let during = stored_rows(&rig).await;
-    pause(5).await;
+    hold(5).await;
     assert_eq!(
         stored_rows(&rig).await,
         during,
@@ -732,7 +763,7 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
     cluster.restart(1);
     rig.rows_arrive().await;
     cluster.restart(2);
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
@@ -807,7 +838,7 @@ async fn a_writer_stopped_cleanly_leaves_the_group_at_once() {
         "the stopped writer left the group at once: {took:.1} s"
     );
     rig.rows_arrive().await;
-    pause(1).await;
+    hold(1).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     rig.verify("two writers, one stopped with SIGTERM").await;
@@ -836,11 +867,11 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
         rig.start_agent(agent, &AgentOptions::default());
     }
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
 
     // The agents streaming to the first collector fail over to the second.
     rig.procs.kill("collector");
-    pause(2).await;
+    hold(2).await;
     rig.rows_arrive().await;
 
     // The surviving writer is assigned all 8 partitions once the dead one's session
@@ -850,7 +881,7 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
     let took = assigned_all(&rig, "writer-2", 8, killed).await;
     println!("writer-2 took over all 8 partitions {took:.1} s after writer was killed");
     rig.rows_arrive().await;
-    pause(2).await;
+    hold(2).await;
     rig.agents_caught_up().await;
     rig.stop_agents();
     let tally = rig
@@ -881,7 +912,8 @@ async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged(
     let cluster = KafkaCluster::start(1);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    pause(2).await;
+    // Traffic flows before the fault: rows are being stored.
+    rig.rows_arrive().await;
     // Frozen agents keep what is not acknowledged; everything acknowledged gets stored
     // before the broker loses it.
     for agent in AGENTS {
@@ -895,7 +927,7 @@ async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged(
     // The collector creates its topics again and its producer delivers to the new broker;
     // the writer follows the new topics from their start.
     rig.rows_arrive().await;
-    pause(3).await;
+    hold(3).await;
     rig.rows_arrive().await;
     rig.agents_caught_up().await;
     rig.stop_agents();
