@@ -62,6 +62,17 @@ pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
     }
 }
 
+/// What a definition checks: its kind (`http`, `tcp`, `dns`; `unknown` without one) and
+/// its target as results show it (the URL, `tcp://address`, `dns://name`).
+pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
+    match &definition.kind {
+        Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
+        Some(check_definition::Kind::Tcp(tcp)) => ("tcp", format!("tcp://{}", tcp.address)),
+        Some(check_definition::Kind::Dns(dns)) => ("dns", format!("dns://{}", dns.name)),
+        None => ("unknown", String::new()),
+    }
+}
+
 /// The site that runs `definition`; identical patterns are shared through `patterns`.
 pub fn site_from_definition(
     definition: &CheckDefinition,

@@ -18,5 +18,7 @@ pub mod pattern;
 pub mod site;
 pub mod spec;
 
-pub use definition::{DefinitionError, interval_seconds, site_from_definition, validate_id};
+pub use definition::{
+    DefinitionError, interval_seconds, kind_and_target, site_from_definition, validate_id,
+};
 pub use site::{CheckRef, METHODS, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};

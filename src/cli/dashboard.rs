@@ -26,7 +26,7 @@ use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
     CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListChecksRequest, SiteCheck,
-    TimeRange, WatchLatestRequest, check_definition, watch_event,
+    TimeRange, WatchLatestRequest, watch_event,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -505,12 +505,7 @@ async fn checks(State(servers): State<Shared>) -> Response {
                 .iter()
                 .map(|status| {
                     let check = status.check.clone().unwrap_or_default();
-                    let target = match &check.kind {
-                        Some(check_definition::Kind::Http(h)) => h.url.clone(),
-                        Some(check_definition::Kind::Tcp(t)) => format!("tcp://{}", t.address),
-                        Some(check_definition::Kind::Dns(d)) => format!("dns://{}", d.name),
-                        None => String::new(),
-                    };
+                    let (_, target) = fleetmon::checks::kind_and_target(&check);
                     json!({
                         "id": check.id, "version": check.version, "paused": check.paused,
                         "target": target,

@@ -66,8 +66,8 @@ pub enum WriterError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// The webhook client could not be built.
-    #[error("{0}")]
-    Notifier(String),
+    #[error("cannot build the webhook client: {0}")]
+    Notifier(#[from] reqwest::Error),
     /// A task of it panicked or failed (the gRPC server, the metrics endpoint…).
     #[error(transparent)]
     Task(#[from] TaskFailed),
@@ -123,8 +123,7 @@ pub async fn start(
     let checks_consumer = check_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
-    let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())
-        .map_err(WriterError::Notifier)?;
+    let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())?;
     let rules_skipped = metrics.alert_evaluations_skipped.clone();
     let rounds = metrics.alert_rounds.clone();
     let pipeline = Pipeline::new(

@@ -59,15 +59,34 @@ struct Delivery {
     attempts: i32,
 }
 
+/// Why a webhook delivery failed; its text is kept in `notifications.last_error`.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// No answer (connection, TLS, timeout), with the causes.
+    #[error("{0}")]
+    Request(String),
+    /// The endpoint answered with a status that is not success.
+    #[error("{url} answered {status}")]
+    Refused {
+        /// The webhook's URL.
+        url: String,
+        /// Its answer.
+        status: reqwest::StatusCode,
+    },
+}
+
 impl Notifier {
     /// A notifier for `config.webhooks`, woken by `wake` when rows are committed.
-    pub fn new(pool: Pool, config: &AlertsConfig, wake: Arc<Notify>) -> Result<Self, String> {
+    pub fn new(
+        pool: Pool,
+        config: &AlertsConfig,
+        wake: Arc<Notify>,
+    ) -> Result<Self, reqwest::Error> {
         fleetmon::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("fleetmon-writer/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+            .build()?;
         Ok(Notifier {
             pool,
             webhooks: config.webhooks.clone(),
@@ -133,7 +152,7 @@ impl Notifier {
                 client
                     .execute(
                         DELIVERY_FAILED,
-                        &[&delivery.ids, &error, &backoff.as_secs_f64()],
+                        &[&delivery.ids, &error.to_string(), &backoff.as_secs_f64()],
                     )
                     .await?;
                 tracing::warn!(channel = %webhook.name, key = %delivery.key, %error, retry_in = ?backoff, "webhook delivery failed");
@@ -228,7 +247,7 @@ impl Notifier {
         webhook: &WebhookConfig,
         key: &str,
         body: &serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         let mut request = self
             .http
             .post(&webhook.url)
@@ -245,13 +264,16 @@ impl Notifier {
                 message = format!("{message}: {cause}");
                 source = cause.source();
             }
-            message
+            DeliveryError::Request(message)
         })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{} answered {status}", webhook.url))
+            Err(DeliveryError::Refused {
+                url: webhook.url.clone(),
+                status,
+            })
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmon::pb::{CheckDefinition, check_definition};
+use fleetmon::pb::CheckDefinition;
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::consume::kafka_source::{ClusterId, cluster_changed};
-use crate::store::{PostgresSink, describe};
+use crate::store::{PostgresSink, SinkError};
 
 const UPSERT_CHECK: &str = include_str!("../../sql/upsert_check.sql");
 const DELETE_CHECK: &str = include_str!("../../sql/delete_check.sql");
@@ -42,16 +42,6 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::
     assignment.add_partition_offset(&config.checks_topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
     Ok(consumer)
-}
-
-/// What a definition checks, for the `target` column.
-fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
-    match &definition.kind {
-        Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
-        Some(check_definition::Kind::Tcp(tcp)) => ("tcp", format!("tcp://{}", tcp.address)),
-        Some(check_definition::Kind::Dns(dns)) => ("dns", format!("dns://{}", dns.name)),
-        None => ("unknown", String::new()),
-    }
 }
 
 /// Follows the topic until `shutdown`; from the beginning again with a new consumer
@@ -116,18 +106,15 @@ async fn store(
     sink: &PostgresSink,
     id: &str,
     definition: Option<&CheckDefinition>,
-) -> Result<(), String> {
-    let client = sink.pool().get().await.map_err(|e| e.to_string())?;
+) -> Result<(), SinkError> {
+    let client = sink.pool().get().await?;
     let result = match definition {
         None => client.execute(DELETE_CHECK, &[&id]).await,
         Some(definition) => {
-            let (kind, target) = kind_and_target(definition);
+            let (kind, target) = fleetmon::checks::kind_and_target(definition);
             let version = i64::try_from(definition.version).unwrap_or(i64::MAX);
-            let seconds = match definition.interval_seconds {
-                0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
-                seconds => seconds,
-            };
-            let interval = i32::try_from(seconds).unwrap_or(i32::MAX);
+            let interval =
+                i32::try_from(fleetmon::checks::interval_seconds(definition)).unwrap_or(i32::MAX);
             client
                 .execute(
                     UPSERT_CHECK,
@@ -144,5 +131,6 @@ async fn store(
                 .await
         }
     };
-    result.map(|_| ()).map_err(|e| describe(&e))
+    result?;
+    Ok(())
 }

@@ -30,7 +30,7 @@ use crate::consume::kafka_source::{
     self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
 };
 use crate::consume::quarantine::{Isolated, Refused, store_isolating};
-use crate::consume::row_batch::{RowBatch, decode_host, decode_site};
+use crate::consume::row_batch::{DecodeError, RowBatch, decode_host, decode_site};
 use crate::metrics::{ReasonLabel, TableLabel, WriterMetrics};
 use crate::store::Failure;
 use crate::store::{PostgresSink, WriteStats};
@@ -70,22 +70,52 @@ pub enum PipelineError {
 /// The sample times a row may have: within the retention, at most [`MAX_AHEAD`] ahead.
 type Window = std::ops::RangeInclusive<SystemTime>;
 
-/// How the error of a record dated outside the writer's window begins.
-const OUTSIDE_WINDOW: &str = "outside the days this writer keeps";
+/// Why a record cannot join a batch; it goes to the dead-letter topic with this text
+/// and the reason [`Untakeable::reason`].
+#[derive(Debug, thiserror::Error)]
+enum Untakeable {
+    /// Not a sample this writer can decode.
+    #[error(transparent)]
+    Undecodable(#[from] DecodeError),
+    /// Dated outside the window: it would need a partition made for it and then be
+    /// dropped by retention.
+    #[error(
+        "outside the days this writer keeps: {field} is {ts} (unix seconds), expected {from} to {to} (postgres.retention_days)"
+    )]
+    OutsideWindow {
+        /// `sampled_at` or `checked_at`.
+        field: &'static str,
+        /// Its value.
+        ts: i64,
+        /// The window's start.
+        from: i64,
+        /// Its end.
+        to: i64,
+    },
+}
 
-/// An error naming `field` when `ts` is outside `window`: such a row would need a
-/// partition made for it and then be dropped by retention.
-fn outside(window: &Window, field: &str, ts: SystemTime) -> Result<(), String> {
+impl Untakeable {
+    /// The `reason` header of its dead letter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Untakeable::Undecodable(_) => "undecodable",
+            Untakeable::OutsideWindow { .. } => "outside_window",
+        }
+    }
+}
+
+/// [`Untakeable::OutsideWindow`] when `ts` is outside `window`.
+fn outside(window: &Window, field: &'static str, ts: SystemTime) -> Result<(), Untakeable> {
     if window.contains(&ts) {
         return Ok(());
     }
     let seconds = |t: SystemTime| crate::consume::row_batch::micros(t) / 1_000_000;
-    Err(format!(
-        "{OUTSIDE_WINDOW}: {field} is {} (unix seconds), expected {} to {} (postgres.retention_days)",
-        seconds(ts),
-        seconds(*window.start()),
-        seconds(*window.end())
-    ))
+    Err(Untakeable::OutsideWindow {
+        field,
+        ts: seconds(ts),
+        from: seconds(*window.start()),
+        to: seconds(*window.end()),
+    })
 }
 
 /// Counts a stored batch.
@@ -455,14 +485,14 @@ impl Pipeline {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         let decoded = match kind {
             SampleKind::Host => decode_host(message.payload(), content_type(message))
-                .map_err(|e| e.to_string())
+                .map_err(Untakeable::from)
                 .and_then(|row| {
                     outside(window, "sampled_at", row.ts)?;
                     batch.push_host(topic, partition, offset, row);
                     Ok(())
                 }),
             SampleKind::Site => decode_site(message.payload(), content_type(message))
-                .map_err(|e| e.to_string())
+                .map_err(Untakeable::from)
                 .and_then(|row| {
                     outside(window, "checked_at", row.ts)?;
                     batch.push_check(topic, partition, offset, row);
@@ -472,21 +502,23 @@ impl Pipeline {
         let Err(error) = decoded else {
             return;
         };
-        let reason = if error.starts_with(OUTSIDE_WINDOW) {
+        let reason = error.reason();
+        if let Untakeable::OutsideWindow { .. } = error {
             self.metrics
                 .records_quarantined
                 .get_or_create(&ReasonLabel {
-                    reason: "outside_window".to_owned(),
+                    reason: reason.to_owned(),
                 })
                 .inc();
-            "outside_window"
-        } else {
-            "undecodable"
-        };
+        }
         tracing::warn!(topic, partition, offset, %error, "record sent to dead-letter topic");
         let mut retries = DEAD_LETTER_BACKOFF.retries();
         loop {
-            match self.dead_letters.send(message, reason, &error).await {
+            match self
+                .dead_letters
+                .send(message, reason, &error.to_string())
+                .await
+            {
                 Ok(()) => {
                     self.metrics.dead_letters.inc();
                     batch.skip(topic, partition, offset);
