@@ -31,8 +31,7 @@ pub const MAX_SILENCE: Duration = Duration::from_secs(31 * 24 * 3600);
 const ALERT_COLUMNS: &str = "a.alert_id, a.kind, a.subject, a.agent_id, a.cause, a.locations, \
      a.opened_at, a.resolved_at, a.last_notified_at, \
      EXISTS (SELECT 1 FROM silences s WHERE s.ends_at > now() \
-             AND (s.check_id = '' OR (a.agent_id = '' AND s.check_id = a.subject)) \
-             AND (s.agent_id = '' OR s.agent_id = a.agent_id))";
+             AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id))";
 const SILENCE_COLUMNS: &str =
     "silence_id, check_id, agent_id, reason, created_by, created_at, ends_at";
 
