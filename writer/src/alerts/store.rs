@@ -194,7 +194,7 @@ pub async fn open(
         )
         .await?;
     if let Some(row) = opened {
-        let id: i64 = row.get(0);
+        let id: i64 = row.get("alert_id");
         record(
             tx,
             id,
@@ -221,7 +221,7 @@ pub async fn open(
     if let Some(row) = changed {
         record(
             tx,
-            row.get(0),
+            row.get("alert_id"),
             "updated",
             &candidate.cause,
             &candidate.locations,
@@ -244,7 +244,7 @@ pub async fn resolve(
     let Some(row) = resolved else {
         return Ok(false);
     };
-    let id: i64 = row.get(0);
+    let id: i64 = row.get("alert_id");
     record(tx, id, "resolved", detail, &[], &channels.on_resolve).await?;
     tracing::info!(alert_id = id, kind, subject, "alert resolved");
     Ok(true)
@@ -262,7 +262,7 @@ pub async fn reconcile(
         .query(OPEN_ALERT_SUBJECTS, &[&kind])
         .await?
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| row.get("subject"))
         .collect();
     let wanted: BTreeSet<&str> = candidates.iter().map(|c| c.subject.as_str()).collect();
     let mut transitions = Transitions::default();
@@ -282,8 +282,8 @@ pub async fn reconcile(
 fn thresholds_of(rows: &[tokio_postgres::Row]) -> BTreeMap<String, Thresholds> {
     rows.iter()
         .map(|row| {
-            let definition = CheckDefinition::decode(row.get::<_, &[u8]>(1)).ok();
-            (row.get(0), Thresholds::of(definition.as_ref()))
+            let definition = CheckDefinition::decode(row.get::<_, &[u8]>("definition")).ok();
+            (row.get("check_id"), Thresholds::of(definition.as_ref()))
         })
         .collect()
 }
@@ -301,13 +301,16 @@ pub async fn evaluate_check_results(
     }
     let check_ids: Vec<String> = results
         .iter()
-        .map(|r| r.get::<_, String>(0))
+        .map(|r| r.get::<_, String>("check_id"))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let ids: Vec<&str> = check_ids.iter().map(String::as_str).collect();
     let thresholds = load_thresholds(tx, &ids).await?;
-    let pairs: BTreeSet<(String, String)> = results.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let pairs: BTreeSet<(String, String)> = results
+        .iter()
+        .map(|r| (r.get("check_id"), r.get("agent_id")))
+        .collect();
     let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
         pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
     let mut states: BTreeMap<(String, String), LocationState> = tx
@@ -316,16 +319,16 @@ pub async fn evaluate_check_results(
         .iter()
         .map(|row| {
             let state = LocationState {
-                down: row.get(2),
-                consecutive_failures: row.get::<_, i32>(3).max(0) as u32,
-                consecutive_successes: row.get::<_, i32>(4).max(0) as u32,
-                last_ts: row.get(5),
-                last_failure: row.get(6),
-                last_error: row.get(7),
-                tls_cert_not_after: row.get(8),
-                changed_at: row.get(9),
+                down: row.get("down"),
+                consecutive_failures: row.get::<_, i32>("consecutive_failures").max(0) as u32,
+                consecutive_successes: row.get::<_, i32>("consecutive_successes").max(0) as u32,
+                last_ts: row.get("last_ts"),
+                last_failure: row.get("last_failure"),
+                last_error: row.get("last_error"),
+                tls_cert_not_after: row.get("tls_cert_not_after"),
+                changed_at: row.get("changed_at"),
             };
-            ((row.get(0), row.get(1)), state)
+            ((row.get("check_id"), row.get("agent_id")), state)
         })
         .collect();
 
@@ -333,13 +336,13 @@ pub async fn evaluate_check_results(
     let mut flipped_checks = BTreeSet::new();
     let mut flipped_agents = BTreeSet::new();
     for row in &results {
-        let key: (String, String) = (row.get(0), row.get(1));
+        let key: (String, String) = (row.get("check_id"), row.get("agent_id"));
         let run = CheckRun {
-            ts: row.get(2),
-            ok: row.get(3),
-            failure: row.get(4),
-            error_message: row.get(5),
-            tls_cert_not_after: row.get(6),
+            ts: row.get("ts"),
+            ok: row.get("ok"),
+            failure: row.get("failure"),
+            error_message: row.get("error_message"),
+            tls_cert_not_after: row.get("tls_cert_not_after"),
         };
         let rule = thresholds.get(&key.0).copied().unwrap_or_default();
         let state = states
@@ -366,13 +369,13 @@ pub async fn evaluate_check_results(
     let mut transitions = Transitions::default();
     let agents: Vec<&str> = flipped_agents.iter().map(String::as_str).collect();
     for row in tx.query(LOCATION_TALLIES, &[&agents]).await? {
-        let agent: String = row.get(0);
+        let agent: String = row.get("agent_id");
         let tally = LocationTally {
-            checks: row.get(1),
-            down: row.get(2),
-            down_but_up_elsewhere: row.get(3),
+            checks: row.get("checks"),
+            down: row.get("down"),
+            down_but_up_elsewhere: row.get("down_but_up_elsewhere"),
         };
-        let down_checks: Vec<String> = row.get(4);
+        let down_checks: Vec<String> = row.get("down_checks");
         let changed = if tally.is_unreachable() {
             let candidate = Candidate {
                 kind: kind::LOCATION_UNREACHABLE,
@@ -435,10 +438,13 @@ pub async fn decide_checks(
         .iter()
         .map(|row| {
             let tally = Tally {
-                reporting: row.get::<_, i64>(1) as usize,
-                down: row.get::<_, i64>(2) as usize,
+                reporting: row.get::<_, i64>("reporting") as usize,
+                down: row.get::<_, i64>("down") as usize,
             };
-            (row.get(0), (tally, row.get(3), row.get(4)))
+            (
+                row.get("check_id"),
+                (tally, row.get("down_at"), row.get("errors")),
+            )
         })
         .collect();
     let mut transitions = Transitions::default();
