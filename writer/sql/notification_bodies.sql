@@ -5,7 +5,7 @@ SELECT jsonb_build_object(
            'alert', jsonb_build_object(
                'id', a.alert_id, 'kind', a.kind, 'subject', a.subject,
                'agent_id', a.agent_id, 'cause', a.cause, 'locations', a.locations,
-               'opened_at', a.opened_at, 'resolved_at', a.resolved_at))::text
+               'opened_at', a.opened_at, 'resolved_at', a.resolved_at))::text AS body
 FROM notifications n
 JOIN alerts a USING (alert_id)
 WHERE n.notification_id = ANY($1)

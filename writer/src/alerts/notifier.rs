@@ -173,22 +173,22 @@ impl Notifier {
         let Some(first) = due.first() else {
             return Ok(None);
         };
-        let key: Option<String> = first.get(1);
+        let key: Option<String> = first.get("delivery_key");
         let (key, ids, attempts) = match key {
             // A delivery begun before: the same rows, the same key.
             Some(key) => {
                 let ids = due
                     .iter()
-                    .filter(|row| row.get::<_, Option<&str>>(1) == Some(key.as_str()))
-                    .map(|row| row.get::<_, i64>(0))
+                    .filter(|row| row.get::<_, Option<&str>>("delivery_key") == Some(key.as_str()))
+                    .map(|row| row.get::<_, i64>("notification_id"))
                     .collect::<Vec<_>>();
-                (key, ids, first.get::<_, i32>(2))
+                (key, ids, first.get::<_, i32>("attempts"))
             }
             None => {
                 let ids: Vec<i64> = due
                     .iter()
-                    .filter(|row| row.get::<_, Option<&str>>(1).is_none())
-                    .map(|row| row.get(0))
+                    .filter(|row| row.get::<_, Option<&str>>("delivery_key").is_none())
+                    .map(|row| row.get("notification_id"))
                     .collect();
                 let key = format!("fleetmon-{}-{}", webhook.name, ids[0]);
                 (key, ids, 0)
@@ -198,7 +198,7 @@ impl Notifier {
             .query(SILENCED_NOTIFICATIONS, &[&ids])
             .await?
             .iter()
-            .map(|row| (row.get(0), row.get(1)))
+            .map(|row| (row.get("notification_id"), row.get("silence_id")))
             .collect();
         for (id, silence) in &silenced {
             tx.execute(MARK_SILENCED, &[id, silence, &key]).await?;
@@ -230,7 +230,7 @@ impl Notifier {
         let rows = client.query(NOTIFICATION_BODIES, &[&delivery.ids]).await?;
         let notifications: Vec<serde_json::Value> = rows
             .iter()
-            .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+            .filter_map(|row| serde_json::from_str(row.get::<_, &str>("body")).ok())
             .collect();
         Ok(match webhook.format {
             WebhookFormat::Json => json!({

@@ -71,7 +71,7 @@ pub async fn evaluate(
 ) -> Result<Option<Transitions>, SinkError> {
     let mut client = sink.pool().get().await?;
     let tx = client.transaction().await?;
-    let mine: bool = tx.query_one(TRY_ROUND_LOCK, &[&LOCK]).await?.get(0);
+    let mine: bool = tx.query_one(TRY_ROUND_LOCK, &[&LOCK]).await?.get("mine");
     if !mine {
         return Ok(None);
     }
@@ -121,7 +121,7 @@ pub async fn evaluate(
         .query(OPEN_ALERT_SUBJECTS, &[&kind::CHECK_DOWN])
         .await?
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| row.get("subject"))
         .collect();
     if !open_checks.is_empty() {
         // A batch deciding these checks holds the state rows it changed until it
@@ -146,9 +146,9 @@ async fn silent_agents(
     Ok(rows
         .iter()
         .map(|row| {
-            let agent: String = row.get(0);
-            let silent: f64 = row.get(1);
-            let interval: i32 = row.get(2);
+            let agent: String = row.get("agent_id");
+            let silent: f64 = row.get("silent_seconds");
+            let interval: i32 = row.get("interval_seconds");
             Candidate {
                 kind: kind::AGENT_SILENT,
                 subject: agent.clone(),
@@ -176,8 +176,8 @@ async fn skewed_clocks(
     Ok(rows
         .iter()
         .map(|row| {
-            let agent: String = row.get(0);
-            let offset = row.get::<_, i64>(1) as f64 / 1000.0;
+            let agent: String = row.get("agent_id");
+            let offset = row.get::<_, i64>("clock_offset_ms") as f64 / 1000.0;
             let side = if offset > 0.0 { "ahead of" } else { "behind" };
             Candidate {
                 kind: kind::CLOCK_SKEW,
@@ -208,8 +208,8 @@ async fn full(
     Ok(rows
         .iter()
         .map(|row| {
-            let agent: String = row.get(0);
-            let used: f64 = row.get(1);
+            let agent: String = row.get("agent_id");
+            let used: f64 = row.get("used_percent");
             Candidate {
                 kind,
                 subject: agent.clone(),
@@ -234,8 +234,8 @@ async fn busy_cpus(
     Ok(rows
         .iter()
         .map(|row| {
-            let agent: String = row.get(0);
-            let least: f64 = row.get(1);
+            let agent: String = row.get("agent_id");
+            let least: f64 = row.get("lowest_percent");
             Candidate {
                 kind: kind::CPU_BUSY,
                 subject: agent.clone(),
@@ -261,8 +261,8 @@ async fn expiring_certificates(
     Ok(rows
         .iter()
         .map(|row| {
-            let check: String = row.get(0);
-            let days_left: f64 = row.get(1);
+            let check: String = row.get("check_id");
+            let days_left: f64 = row.get("days_left");
             Candidate {
                 kind: kind::TLS_EXPIRING,
                 subject: check.clone(),
@@ -275,7 +275,7 @@ async fn expiring_certificates(
                         rules.tls_days
                     )
                 },
-                locations: row.get(2),
+                locations: row.get("seen_at"),
             }
         })
         .collect())
@@ -294,8 +294,16 @@ async fn remind(
     let minutes = i32::try_from(minutes).unwrap_or(i32::MAX);
     let due = tx.query(DUE_REMINDERS, &[&minutes]).await?;
     for row in &due {
-        let cause: String = row.get(1);
-        alert_store::record(tx, row.get(0), "reminder", &cause, &[], &channels.all).await?;
+        let cause: String = row.get("cause");
+        alert_store::record(
+            tx,
+            row.get("alert_id"),
+            "reminder",
+            &cause,
+            &[],
+            &channels.all,
+        )
+        .await?;
     }
     Ok(())
 }
