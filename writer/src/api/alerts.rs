@@ -31,7 +31,7 @@ pub const MAX_SILENCE: Duration = Duration::from_secs(31 * 24 * 3600);
 const ALERT_COLUMNS: &str = "a.alert_id, a.kind, a.subject, a.agent_id, a.cause, a.locations, \
      a.opened_at, a.resolved_at, a.last_notified_at, \
      EXISTS (SELECT 1 FROM silences s WHERE s.ends_at > now() \
-             AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id))";
+             AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id)) AS silenced";
 const SILENCE_COLUMNS: &str =
     "silence_id, check_id, agent_id, reason, created_by, created_at, ends_at";
 
@@ -62,28 +62,28 @@ fn id(value: i64) -> u64 {
 
 fn alert(row: &tokio_postgres::Row) -> Alert {
     Alert {
-        id: id(row.get(0)),
-        kind: row.get(1),
-        subject: row.get(2),
-        agent_id: row.get(3),
-        cause: row.get(4),
-        locations: row.get(5),
-        opened_at: timestamp(Some(row.get(6))),
-        resolved_at: timestamp(row.get(7)),
-        last_notified_at: timestamp(row.get(8)),
-        silenced: row.get(9),
+        id: id(row.get("alert_id")),
+        kind: row.get("kind"),
+        subject: row.get("subject"),
+        agent_id: row.get("agent_id"),
+        cause: row.get("cause"),
+        locations: row.get("locations"),
+        opened_at: timestamp(Some(row.get("opened_at"))),
+        resolved_at: timestamp(row.get("resolved_at")),
+        last_notified_at: timestamp(row.get("last_notified_at")),
+        silenced: row.get("silenced"),
     }
 }
 
 fn silence(row: &tokio_postgres::Row) -> Silence {
     Silence {
-        id: id(row.get(0)),
-        check_id: row.get(1),
-        agent_id: row.get(2),
-        reason: row.get(3),
-        created_by: row.get(4),
-        created_at: timestamp(Some(row.get(5))),
-        ends_at: timestamp(Some(row.get(6))),
+        id: id(row.get("silence_id")),
+        check_id: row.get("check_id"),
+        agent_id: row.get("agent_id"),
+        reason: row.get("reason"),
+        created_by: row.get("created_by"),
+        created_at: timestamp(Some(row.get("created_at"))),
+        ends_at: timestamp(Some(row.get("ends_at"))),
     }
 }
 
@@ -138,10 +138,10 @@ impl AlertsService {
             .await?
             .iter()
             .map(|row| AlertEvent {
-                at: timestamp(Some(row.get(0))),
-                event: row.get(1),
-                detail: row.get(2),
-                locations: row.get(3),
+                at: timestamp(Some(row.get("at"))),
+                event: row.get("event"),
+                detail: row.get("detail"),
+                locations: row.get("locations"),
             })
             .collect();
         let notifications = client
@@ -149,14 +149,14 @@ impl AlertsService {
             .await?
             .iter()
             .map(|row| Notification {
-                channel: row.get(0),
-                event: row.get(1),
-                created_at: timestamp(Some(row.get(2))),
-                delivery_key: row.get(3),
-                attempts: u32::try_from(row.get::<_, i32>(4)).unwrap_or_default(),
-                delivered_at: timestamp(row.get(5)),
-                silenced_by: id(row.get(6)),
-                last_error: row.get(7),
+                channel: row.get("channel"),
+                event: row.get("event"),
+                created_at: timestamp(Some(row.get("created_at"))),
+                delivery_key: row.get("delivery_key"),
+                attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or_default(),
+                delivered_at: timestamp(row.get("delivered_at")),
+                silenced_by: id(row.get("silenced_by")),
+                last_error: row.get("last_error"),
             })
             .collect();
         Ok(Response::new(GetAlertResponse {
