@@ -12,7 +12,8 @@ use common::{Processes, binary, eventually};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
-    PgCluster, PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, unique_name,
+    PgCluster, PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, late_port,
+    unique_name,
 };
 
 fn grpcurl(certs: &Path, args: &[&str]) -> String {
@@ -423,23 +424,24 @@ async fn quickstart(broker: &str, tls: bool) {
         }
     };
     let output = work.path().join("demo.out");
-    let dashboard_port = free_port();
+    // The demo binds these 20 s on, after Kafka started: ports no bind(0) can take.
+    let dashboard_port = late_port();
     let mut demo = Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
         .env_remove("FLEETMON_KAFKA")
         .env("FLEETMON_DEMO_BROKER", broker)
-        .env("FLEETMON_DEMO_KAFKA_PORT", free_port().to_string())
+        .env("FLEETMON_DEMO_KAFKA_PORT", late_port().to_string())
         .env("FLEETMON_PG_URL", &pg_url)
         .env("FLEETMON_DEMO_BIN_DIR", bin_dir)
         .env("FLEETMON_DEMO_DIR", work.path().join("data"))
         .env("FLEETMON_CERTS_DIR", work.path().join("certs"))
-        .env("FLEETMON_COLLECTOR_PORT", free_port().to_string())
-        .env("FLEETMON_WRITER_PORT", free_port().to_string())
+        .env("FLEETMON_COLLECTOR_PORT", late_port().to_string())
+        .env("FLEETMON_WRITER_PORT", late_port().to_string())
         .env(
             "FLEETMON_METRICS_PORTS",
-            format!("{} {} {}", free_port(), free_port(), free_port()),
+            format!("{} {} {}", late_port(), late_port(), late_port()),
         )
-        .env("FLEETMON_DEMO_HTTP_PORT", free_port().to_string())
+        .env("FLEETMON_DEMO_HTTP_PORT", late_port().to_string())
         .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
         .env("FLEETMON_DEMO_TLS", if tls { "1" } else { "" })

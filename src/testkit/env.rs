@@ -26,3 +26,52 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
 }
+
+/// A free TCP port on 127.0.0.1 for a process that binds it long after this returns
+/// (the quickstart binds its site and servers only after Kafka started, 20 s on). It is
+/// below the kernel's ephemeral range, so no `bind(0)` elsewhere (another test's
+/// server) can be handed it meanwhile, as happens to a [`free_port`]. Each test process
+/// draws from a block of ports of its own, chosen by its process id. Where the
+/// ephemeral range starts too low for that, it is a [`free_port`].
+pub fn late_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const BLOCK: u32 = 11;
+    const BLOCKS: u32 = 2_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    if ephemeral_from < FIRST + BLOCK * BLOCKS {
+        return free_port();
+    }
+    let base = (std::process::id() % BLOCKS) * BLOCK;
+    for _ in 0..BLOCK * BLOCKS {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (base + n) % (BLOCK * BLOCKS);
+        let port = u16::try_from(port).expect("below 32 000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port on 127.0.0.1 from {FIRST} to {}",
+        FIRST + BLOCK * BLOCKS
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let (a, b) = (late_port(), late_port());
+        assert_ne!(a, b);
+        for port in [a, b] {
+            assert!((10_000..32_000).contains(&port), "{port}");
+            TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+    }
+}
