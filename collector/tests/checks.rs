@@ -804,11 +804,7 @@ async fn an_agent_that_refuses_remote_configuration_runs_only_its_own_sites() {
     // The willing agent ran the check three times (1 s apart): the refusing one had
     // the same set for as long.
     let taken = r#"fleetmon_agent_samples_taken_total{kind="site"}"#;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fleetmon::testkit::metric_value(willing.running.metrics_addr, taken) < Some(3.0) {
-        assert!(tokio::time::Instant::now() < deadline, "three runs in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleetmon::testkit::wait_for_metric(willing.running.metrics_addr, taken, 3.0).await;
     assert!(
         refusing.queued("everywhere").is_empty(),
         "it ran a central check"

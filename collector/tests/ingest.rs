@@ -370,15 +370,12 @@ async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadl
     broker.pause(1);
     tx.send(hosts("s1", 11..=20)).await.unwrap();
     // The collector holds 11..=20 (received, waiting for Kafka) before the SIGTERM.
-    let received = r#"fleetmon_collector_samples_received_total{kind="host"}"#;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fleetmon::testkit::metric_value(collector.running.metrics_addr, received) < Some(20.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "20 samples received in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleetmon::testkit::wait_for_metric(
+        collector.running.metrics_addr,
+        r#"fleetmon_collector_samples_received_total{kind="host"}"#,
+        20.0,
+    )
+    .await;
 
     // SIGTERM, as systemd sends it: the stream waits for acks that cannot come.
     collector.shutdown.cancel();

@@ -28,3 +28,20 @@ pub fn metric_value(addr: SocketAddr, metric: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// Waits until `metric` on the endpoint at `addr` is at least `at_least` (a metric not
+/// shown yet counts as 0), or panics after 60 s with its last value. Returns the value.
+pub async fn wait_for_metric(addr: SocketAddr, metric: &str, at_least: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let value = metric_value(addr, metric).unwrap_or(0.0);
+        if value >= at_least {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{metric} on {addr} is {value}, expected at least {at_least} within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

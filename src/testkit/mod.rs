@@ -31,7 +31,7 @@ pub use grpc::{ServingStatus, grpcurl_binary, wait_for_health};
 pub use kafka::{
     KafkaCluster, TansuBroker, create_topic, kafka_bootstrap, read_all, read_topic, tansu_binary,
 };
-pub use metrics::{metric_value, metrics_text};
+pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
 pub use tls::{handshake_refusal, server_certificate, tls_alert};

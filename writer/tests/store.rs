@@ -295,7 +295,12 @@ async fn redelivery_and_replay_store_nothing_twice() {
     setup.wait_for("SELECT count(*) FROM site_checks", 61).await;
     // The replay read every record stored before (40 host samples, 61 checks): each was
     // skipped as already stored.
-    wait_for_metric(&replay, "fleetmon_writer_duplicates_skipped_total", 101.0).await;
+    fleetmon::testkit::wait_for_metric(
+        replay.running.metrics_addr,
+        "fleetmon_writer_duplicates_skipped_total",
+        101.0,
+    )
+    .await;
     replay.stop().await;
     assert_eq!(
         setup.scalar(rollups).await,
@@ -632,7 +637,12 @@ async fn failing_writes_pause_consumption_and_lose_nothing() {
         .collect();
     setup.produce_hosts(&samples).await;
     // The writer tried (and failed) twice before the check that nothing was stored.
-    wait_for_metric(&writer, "fleetmon_writer_flush_failures_total", 2.0).await;
+    fleetmon::testkit::wait_for_metric(
+        writer.running.metrics_addr,
+        "fleetmon_writer_flush_failures_total",
+        2.0,
+    )
+    .await;
     assert_eq!(
         setup.scalar("SELECT count(*) FROM host_samples_away").await,
         1,

@@ -258,12 +258,7 @@ pub async fn reconcile(
     candidates: &[Candidate],
     channels: &Channels,
 ) -> Result<Transitions, SinkError> {
-    let open_now: Vec<String> = tx
-        .query(OPEN_ALERT_SUBJECTS, &[&kind])
-        .await?
-        .iter()
-        .map(|row| row.get("subject"))
-        .collect();
+    let open_now = open_subjects(tx, kind).await?;
     let wanted: BTreeSet<&str> = candidates.iter().map(|c| c.subject.as_str()).collect();
     let mut transitions = Transitions::default();
     for candidate in candidates {
@@ -277,6 +272,19 @@ pub async fn reconcile(
         }
     }
     Ok(transitions)
+}
+
+/// The subjects of the open alerts of `kind`.
+pub async fn open_subjects(
+    tx: &Transaction<'_>,
+    kind: &str,
+) -> Result<BTreeSet<String>, SinkError> {
+    Ok(tx
+        .query(OPEN_ALERT_SUBJECTS, &[&kind])
+        .await?
+        .iter()
+        .map(|row| row.get("subject"))
+        .collect())
 }
 
 fn thresholds_of(rows: &[tokio_postgres::Row]) -> BTreeMap<String, Thresholds> {

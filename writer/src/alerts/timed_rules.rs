@@ -4,7 +4,6 @@
 //! one writer at a time (a transaction-scoped advisory lock; the others skip that
 //! round), in one transaction.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use crate::store::Failure;
 use crate::store::{PostgresSink, SinkError};
 
 const TRY_ROUND_LOCK: &str = include_str!("../../sql/try_round_lock.sql");
-const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
 const LOCK_CHECK_STATES: &str = include_str!("../../sql/lock_check_states.sql");
 const SILENT_AGENTS: &str = include_str!("../../sql/silent_agents.sql");
 const SKEWED_AGENTS: &str = include_str!("../../sql/skewed_agents.sql");
@@ -117,12 +115,7 @@ pub async fn evaluate(
     }
     // Check alerts whose locations stopped reporting (agents gone, check paused or
     // deleted) are decided again without waiting for a row that will not come.
-    let open_checks: BTreeSet<String> = tx
-        .query(OPEN_ALERT_SUBJECTS, &[&kind::CHECK_DOWN])
-        .await?
-        .iter()
-        .map(|row| row.get("subject"))
-        .collect();
+    let open_checks = alert_store::open_subjects(&tx, kind::CHECK_DOWN).await?;
     if !open_checks.is_empty() {
         // A batch deciding these checks holds the state rows it changed until it
         // commits. Waiting for them here means the decision reads what that batch

@@ -41,23 +41,10 @@ impl TestWriter {
     /// the call, so it saw everything committed before it. A "nothing more happens"
     /// assertion made after this gave the rules their chance to act.
     pub async fn after_a_full_round(&self) {
-        let rounds = || {
-            fleetmon::testkit::metric_value(
-                self.running.metrics_addr,
-                "fleetmon_writer_alert_rounds_total",
-            )
-            .unwrap_or(0.0)
-        };
-        let start = rounds();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while rounds() < start + 2.0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the writer evaluated {} rounds of the timed rules in 60 s, expected 2",
-                rounds() - start
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        const ROUNDS: &str = "fleetmon_writer_alert_rounds_total";
+        let addr = self.running.metrics_addr;
+        let start = fleetmon::testkit::metric_value(addr, ROUNDS).unwrap_or(0.0);
+        fleetmon::testkit::wait_for_metric(addr, ROUNDS, start + 2.0).await;
     }
 }
 
@@ -337,22 +324,5 @@ pub fn check(
         tls_cert_not_after: at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
         check_id: "shop-home".to_owned(),
         check_version: 2,
-    }
-}
-
-/// Waits until the writer's `metric` is at least `at_least`, or panics after 60 s.
-pub async fn wait_for_metric(writer: &TestWriter, metric: &str, at_least: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let value =
-            fleetmon::testkit::metric_value(writer.running.metrics_addr, metric).unwrap_or(0.0);
-        if value >= at_least {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{metric} is {value}, expected at least {at_least} within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
