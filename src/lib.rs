@@ -4,13 +4,14 @@
 //! model ([`checks`]), mutual TLS
 //! ([`tls`]) and peer identity ([`identity`]), the dev PKI ([`pki`]), the shutdown
 //! signal, tracing setup, the Prometheus endpoint, the standard gRPC services and how
-//! a server runs its tasks ([`server`]).
+//! a server runs its tasks ([`server`]) and its `main` ([`daemon`]).
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
 pub mod backoff;
 pub mod check_failure;
 pub mod checks;
 pub mod config;
+pub mod daemon;
 pub mod grpc;
 pub mod grpc_codec;
 pub mod identity;

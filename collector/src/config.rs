@@ -241,6 +241,29 @@ impl KafkaConfig {
     }
 }
 
+impl fleetmon::daemon::ServerConfig for CollectorConfig {
+    const NAME: &'static str = "collector";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const ENV: fleetmon::daemon::FlagEnv = fleetmon::daemon::FlagEnv {
+        config: "FLEETMON_COLLECTOR_CONFIG",
+        listen: "FLEETMON_COLLECTOR_LISTEN",
+        metrics_listen: "FLEETMON_COLLECTOR_METRICS_LISTEN",
+    };
+
+    fn validate(self) -> Result<Self, ConfigError> {
+        CollectorConfig::validate(self)
+    }
+
+    fn common_fields(&mut self) -> fleetmon::daemon::CommonFields<'_> {
+        fleetmon::daemon::CommonFields {
+            listen: &mut self.listen,
+            metrics_listen: &mut self.metrics_listen,
+            kafka_bootstrap_servers: &mut self.kafka.bootstrap_servers,
+            log_format: &mut self.log_format,
+        }
+    }
+}
+
 impl CollectorConfig {
     /// A configuration with defaults for everything but the TLS files.
     pub fn new(tls: ServerTlsFiles) -> Self {
@@ -255,23 +278,6 @@ impl CollectorConfig {
             assignment: AssignmentConfig::default(),
             enrollment: None,
         }
-    }
-
-    /// Reads the file and the environment overrides, without validating: flags may
-    /// still change values before [`CollectorConfig::validate`].
-    pub fn parse(
-        path: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        fleetmon::config::load(path, ENV_PREFIX, env)
-    }
-
-    /// [`CollectorConfig::parse`], then [`CollectorConfig::validate`].
-    pub fn load(
-        path: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        Self::parse(path, env)?.validate()
     }
 
     /// Checks ranges and consistency; each error names the field and the fix.
@@ -393,6 +399,7 @@ impl CollectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetmon::daemon::ServerConfig as _;
 
     #[test]
     fn the_packaged_config_loads() {

@@ -1,56 +1,25 @@
-//! `fleetmon-collector`: CLI → config → tracing → [`fleetmon_collector::run`].
+//! `fleetmon-collector`: the command line, then [`fleetmon::daemon::serve`] runs
+//! [`fleetmon_collector::run`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use anyhow::Context as _;
 use clap::Parser;
-use fleetmon::telemetry::{LogFormat, init_tracing};
+use fleetmon::daemon::{ServerFlags, parse_flags, serve};
 use fleetmon_collector::CollectorConfig;
 
 /// Receives agent samples over mutual-TLS gRPC and publishes them to Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "fleetmon-collector", version)]
 struct Cli {
-    /// TOML config file (see collector/collector.example.toml).
-    #[arg(long, env = "FLEETMON_COLLECTOR_CONFIG")]
-    config: Option<PathBuf>,
-    /// gRPC listen address (overrides `listen`).
-    #[arg(long, env = "FLEETMON_COLLECTOR_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Prometheus listen address (overrides `metrics_listen`).
-    #[arg(long, env = "FLEETMON_COLLECTOR_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
-    /// Kafka bootstrap servers (overrides `kafka.bootstrap_servers`).
-    #[arg(long, env = "FLEETMON_KAFKA")]
-    kafka: Option<String>,
-    /// Log format (overrides `log_format`).
-    #[arg(long, env = "FLEETMON_LOG_FORMAT")]
-    log_format: Option<LogFormat>,
+    #[command(flatten)]
+    server: ServerFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // Parse, apply flags, then validate once: a flag can fix a bad file value.
-    let mut config = CollectorConfig::parse(cli.config.as_deref(), std::env::vars())?;
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
-    if let Some(addr) = cli.metrics_listen {
-        config.metrics_listen = addr;
-    }
-    if let Some(kafka) = cli.kafka {
-        config.kafka.bootstrap_servers = kafka;
-    }
-    if let Some(format) = cli.log_format {
-        config.log_format = format;
-    }
-    let config = config.validate()?;
-    init_tracing(config.log_format);
-    fleetmon::tls::install_crypto_provider();
-    let shutdown = fleetmon::shutdown::shutdown_token();
-    fleetmon_collector::run(config, shutdown)
-        .await
-        .context("collector failed")
+    let cli: Cli = parse_flags::<Cli, CollectorConfig>();
+    serve(
+        cli.server,
+        |_: &mut CollectorConfig| {},
+        fleetmon_collector::run,
+    )
+    .await
 }

@@ -327,6 +327,29 @@ impl BatchConfig {
     }
 }
 
+impl fleetmon::daemon::ServerConfig for WriterConfig {
+    const NAME: &'static str = "writer";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const ENV: fleetmon::daemon::FlagEnv = fleetmon::daemon::FlagEnv {
+        config: "FLEETMON_WRITER_CONFIG",
+        listen: "FLEETMON_WRITER_LISTEN",
+        metrics_listen: "FLEETMON_WRITER_METRICS_LISTEN",
+    };
+
+    fn validate(self) -> Result<Self, ConfigError> {
+        WriterConfig::validate(self)
+    }
+
+    fn common_fields(&mut self) -> fleetmon::daemon::CommonFields<'_> {
+        fleetmon::daemon::CommonFields {
+            listen: &mut self.listen,
+            metrics_listen: &mut self.metrics_listen,
+            kafka_bootstrap_servers: &mut self.kafka.bootstrap_servers,
+            log_format: &mut self.log_format,
+        }
+    }
+}
+
 impl WriterConfig {
     /// A configuration with defaults for everything.
     pub fn new(tls: ServerTlsFiles) -> Self {
@@ -340,23 +363,6 @@ impl WriterConfig {
             batch: BatchConfig::default(),
             alerts: AlertsConfig::default(),
         }
-    }
-
-    /// Reads the file and the environment overrides, without validating: flags may
-    /// still change values before [`WriterConfig::validate`].
-    pub fn parse(
-        path: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        fleetmon::config::load(path, ENV_PREFIX, env)
-    }
-
-    /// [`WriterConfig::parse`], then [`WriterConfig::validate`].
-    pub fn load(
-        path: Option<&std::path::Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        Self::parse(path, env)?.validate()
     }
 
     /// Checks ranges and consistency; each error names the field and the fix.
@@ -486,6 +492,7 @@ impl SslMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetmon::daemon::ServerConfig as _;
 
     #[test]
     fn the_packaged_config_loads() {

@@ -159,7 +159,8 @@ async fn wrong_ca_wrong_host_and_missing_tls_are_refused_at_start_naming_the_set
         "FLEETMON_WRITER__POSTGRES__URL".to_owned(),
         url("verify-full"),
     )];
-    let error = fleetmon_writer::WriterConfig::load(None, env).unwrap_err();
+    let error = <fleetmon_writer::WriterConfig as fleetmon::daemon::ServerConfig>::load(None, env)
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "invalid config: `postgres.ca` is required by sslmode=verify-full in postgres.url: set it to the CA bundle that signed the server's certificate"
