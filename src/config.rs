@@ -106,9 +106,9 @@ pub fn load<T: DeserializeOwned>(
             .split("__")
             .map(str::to_ascii_lowercase)
             .collect();
-        set_path(&mut table, &keys, parse_value(&raw)).map_err(|message| ConfigError::Env {
+        set_path(&mut table, &keys, parse_value(&raw)).map_err(|error| ConfigError::Env {
             var: var.clone(),
-            message,
+            message: error.to_string(),
         })?;
     }
     let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
@@ -155,10 +155,21 @@ fn parse_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_owned()))
 }
 
-fn set_path(table: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
+/// Why an environment override's name does not lead to a config key.
+#[derive(Debug, thiserror::Error)]
+enum KeyPathError {
+    #[error("names no key")]
+    NoKey,
+    #[error("has an empty key")]
+    EmptyKey,
+    #[error("`{0}` is not a section")]
+    NotASection(String),
+}
+
+fn set_path(table: &mut Table, keys: &[String], value: Value) -> Result<(), KeyPathError> {
     match keys {
-        [] => Err("names no key".to_owned()),
-        [key] if key.is_empty() => Err("has an empty key".to_owned()),
+        [] => Err(KeyPathError::NoKey),
+        [key] if key.is_empty() => Err(KeyPathError::EmptyKey),
         [key] => {
             table.insert(key.clone(), value);
             Ok(())
@@ -169,7 +180,7 @@ fn set_path(table: &mut Table, keys: &[String], value: Value) -> Result<(), Stri
                 .or_insert_with(|| Value::Table(Table::new()));
             match entry {
                 Value::Table(inner) => set_path(inner, rest, value),
-                _ => Err(format!("`{section}` is not a section")),
+                _ => Err(KeyPathError::NotASection(section.clone())),
             }
         }
     }

@@ -8,7 +8,6 @@
 //! running are then aborted and named in the log.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,10 +72,13 @@ pub struct TaskFailed {
     pub reason: String,
 }
 
+/// The error a fallible task ended with.
+type TaskError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The background tasks of one server. Spawn them, then [`Tasks::supervise`].
 #[derive(Debug)]
 pub struct Tasks {
-    set: JoinSet<Result<(), String>>,
+    set: JoinSet<Result<(), TaskError>>,
     names: HashMap<tokio::task::Id, &'static str>,
     shutdown: CancellationToken,
 }
@@ -101,14 +103,14 @@ impl Tasks {
     }
 
     /// As [`Tasks::spawn`], for a task whose error is fatal to the server.
-    pub fn spawn_fallible<E: Display>(
+    pub fn spawn_fallible<E: Into<TaskError>>(
         &mut self,
         name: &'static str,
         task: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
         let handle = self
             .set
-            .spawn(async move { task.await.map_err(|error| error.to_string()) });
+            .spawn(async move { task.await.map_err(Into::into) });
         self.names.insert(handle.id(), name);
     }
 
@@ -144,7 +146,7 @@ impl Tasks {
                     self.names.remove(&id);
                     continue;
                 }
-                Ok((id, Err(error))) => (id, error),
+                Ok((id, Err(error))) => (id, error.to_string()),
                 Err(error) if error.is_cancelled() => {
                     self.names.remove(&error.id());
                     continue;

@@ -20,12 +20,24 @@ use crate::metrics::AgentMetrics;
 /// How often the certificate file is looked at again when nothing is due.
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// Why the agent's certificate could not be read for its validity.
+#[derive(Debug, thiserror::Error)]
+enum ValidityError {
+    #[error(transparent)]
+    Read(#[from] fleetmon::tls::TlsError),
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+}
+
 /// The validity of the certificate in `files.cert`: (not before, not after).
-fn validity(files: &ClientTlsFiles) -> Result<(SystemTime, SystemTime), String> {
-    let chain =
-        fleetmon::tls::read_certs("client certificate", &files.cert).map_err(|e| e.to_string())?;
-    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+fn validity(files: &ClientTlsFiles) -> Result<(SystemTime, SystemTime), ValidityError> {
+    let chain = fleetmon::tls::read_certs("client certificate", &files.cert)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).map_err(|e| {
+        ValidityError::Parse {
+            path: files.cert.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let at = |t: x509_parser::time::ASN1Time| SystemTime::from(t.to_datetime());
     Ok((
         at(cert.validity().not_before),

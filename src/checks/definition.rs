@@ -280,8 +280,8 @@ fn with_assertions(mut site: Site, definition: &CheckDefinition) -> Result<Site,
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                JsonRule::parse(rule).map_err(|message| {
-                    DefinitionError::new(&format!("check.assertions.json[{i}]"), message)
+                JsonRule::parse(rule).map_err(|error| {
+                    DefinitionError::new(&format!("check.assertions.json[{i}]"), error.to_string())
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -34,7 +34,51 @@ pub struct JsonRule {
     text: String,
 }
 
-fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+/// Why an assertion cannot be used; the message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonRuleError {
+    /// `op` is not a comparison fleetmon knows.
+    #[error("op `{0}` is not one of ==, !=, <, <=, >, >=, exists")]
+    UnknownOp(String),
+    /// An ordering comparison against something that has no order.
+    #[error("`{0}` cannot be ordered: compare with a number or a string")]
+    Unordered(String),
+    /// `a..b` or `.a`: a path step with no key.
+    #[error("`{0}` has an empty key: write e.g. checks[0].state")]
+    EmptyKey(String),
+    /// `a[1` or `a]`.
+    #[error("`{0}` has an unclosed or stray `[`")]
+    Bracket(String),
+    /// `a[x]`: the index is not a number.
+    #[error("`{index}` in `{path}` is not an array index")]
+    NotAnIndex {
+        /// The bracketed text, e.g. `[x]`.
+        index: String,
+        /// The whole path.
+        path: String,
+    },
+}
+
+/// How a body breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonMismatch {
+    /// The path leads nowhere in the body.
+    #[error("{rule}: the body has no such value")]
+    Missing {
+        /// The rule as written.
+        rule: String,
+    },
+    /// The value at the path does not compare as the rule says.
+    #[error("{rule}: found {found}")]
+    Found {
+        /// The rule as written.
+        rule: String,
+        /// The value found, as JSON.
+        found: String,
+    },
+}
+
+fn parse_path(path: &str) -> Result<Vec<Step>, JsonRuleError> {
     let path = path.strip_prefix('$').unwrap_or(path);
     let path = path.strip_prefix('.').unwrap_or(path);
     let mut steps = Vec::new();
@@ -49,18 +93,19 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
         if !key.is_empty() {
             steps.push(Step::Key(key.to_owned()));
         } else if rest.is_empty() {
-            return Err(format!(
-                "`{path}` has an empty key: write e.g. checks[0].state"
-            ));
+            return Err(JsonRuleError::EmptyKey(path.to_owned()));
         }
         while !rest.is_empty() {
             let close = rest
                 .find(']')
                 .filter(|_| rest.starts_with('['))
-                .ok_or_else(|| format!("`{path}` has an unclosed or stray `[`"))?;
+                .ok_or_else(|| JsonRuleError::Bracket(path.to_owned()))?;
             let index = rest[1..close]
                 .parse::<usize>()
-                .map_err(|_| format!("`{}` in `{path}` is not an array index", &rest[..=close]))?;
+                .map_err(|_| JsonRuleError::NotAnIndex {
+                    index: rest[..=close].to_owned(),
+                    path: path.to_owned(),
+                })?;
             steps.push(Step::Index(index));
             rest = &rest[close + 1..];
         }
@@ -70,7 +115,7 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
 
 impl JsonRule {
     /// Parses an assertion; the error says what is wrong with it.
-    pub fn parse(assertion: &JsonAssertion) -> Result<JsonRule, String> {
+    pub fn parse(assertion: &JsonAssertion) -> Result<JsonRule, JsonRuleError> {
         let op = match assertion.op.as_str() {
             "" | "==" => Op::Eq,
             "!=" => Op::Ne,
@@ -79,21 +124,14 @@ impl JsonRule {
             ">" => Op::Gt,
             ">=" => Op::Ge,
             "exists" => Op::Exists,
-            other => {
-                return Err(format!(
-                    "op `{other}` is not one of ==, !=, <, <=, >, >=, exists"
-                ));
-            }
+            other => return Err(JsonRuleError::UnknownOp(other.to_owned())),
         };
         let expected = serde_json::from_str(&assertion.value)
             .unwrap_or_else(|_| Value::String(assertion.value.clone()));
         if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
             && !(expected.is_number() || expected.is_string())
         {
-            return Err(format!(
-                "`{}` cannot be ordered: compare with a number or a string",
-                assertion.value
-            ));
+            return Err(JsonRuleError::Unordered(assertion.value.clone()));
         }
         let path = parse_path(&assertion.path)?;
         let text = match op {
@@ -118,7 +156,7 @@ impl JsonRule {
     }
 
     /// `Err` says how `body` breaks the rule.
-    pub fn check(&self, body: &Value) -> Result<(), String> {
+    pub fn check(&self, body: &Value) -> Result<(), JsonMismatch> {
         let mut node = body;
         for step in &self.path {
             let next = match step {
@@ -127,7 +165,11 @@ impl JsonRule {
             };
             node = match next {
                 Some(next) => next,
-                None => return Err(format!("{}: the body has no such value", self.text)),
+                None => {
+                    return Err(JsonMismatch::Missing {
+                        rule: self.text.clone(),
+                    });
+                }
             };
         }
         let ordering = compare(node, &self.expected);
@@ -143,7 +185,10 @@ impl JsonRule {
         if holds {
             Ok(())
         } else {
-            Err(format!("{}: found {node}", self.text))
+            Err(JsonMismatch::Found {
+                rule: self.text.clone(),
+                found: node.to_string(),
+            })
         }
     }
 }
@@ -164,7 +209,10 @@ pub fn first_broken(rules: &[JsonRule], body: &[u8]) -> Option<String> {
         Ok(value) => value,
         Err(error) => return Some(format!("body is not JSON: {error}")),
     };
-    rules.iter().find_map(|rule| rule.check(&value).err())
+    rules
+        .iter()
+        .find_map(|rule| rule.check(&value).err())
+        .map(|mismatch| mismatch.to_string())
 }
 
 #[cfg(test)]
@@ -193,12 +241,18 @@ mod tests {
         assert_eq!(rule("checks[1].state", "!=", "up").check(&body), Ok(()));
         assert_eq!(rule("checks[0]", "exists", "").check(&body), Ok(()));
         assert_eq!(
-            rule("checks[1].state", "==", "up").check(&body),
-            Err(r#"checks[1].state == "up": found "down""#.to_owned())
+            rule("checks[1].state", "==", "up")
+                .check(&body)
+                .unwrap_err()
+                .to_string(),
+            r#"checks[1].state == "up": found "down""#
         );
         assert_eq!(
-            rule("queue.size", "<", "10").check(&body),
-            Err("queue.size < 10: the body has no such value".to_owned())
+            rule("queue.size", "<", "10")
+                .check(&body)
+                .unwrap_err()
+                .to_string(),
+            "queue.size < 10: the body has no such value"
         );
         assert_eq!(
             first_broken(&[rule("a", "", "1")], b"<html>"),
@@ -215,6 +269,7 @@ mod tests {
                 value: value.into(),
             })
             .unwrap_err()
+            .to_string()
         };
         assert_eq!(
             parse("a", "~=", "1"),
@@ -227,6 +282,11 @@ mod tests {
         assert_eq!(
             parse("a", "<", "true"),
             "`true` cannot be ordered: compare with a number or a string"
+        );
+        assert_eq!(parse("a[1", "", "1"), "`a[1` has an unclosed or stray `[`");
+        assert_eq!(
+            parse("a..b", "", "1"),
+            "`a..b` has an empty key: write e.g. checks[0].state"
         );
     }
 }

@@ -155,11 +155,16 @@ pub(crate) struct CheckFlags {
     labels: Option<Vec<(String, String)>>,
 }
 
-pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
+/// A `--labels` item that is not `key=value`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a label: write key=value")]
+pub(crate) struct LabelError(String);
+
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), LabelError> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("`{text}` is not a label: write key=value"))
+        .ok_or_else(|| LabelError(text.to_owned()))
 }
 
 impl CheckFlags {

@@ -77,8 +77,19 @@ pub(crate) fn call_error(call: &str, server: &str, status: tonic::Status) -> any
     )
 }
 
+/// A `--since`/`--for`-style value that is not a positive duration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DurationError {
+    /// Not a number with a known unit.
+    #[error("`{0}` is not a duration: write e.g. 90s, 15m, 1h or 7d")]
+    NotADuration(String),
+    /// Zero of any unit.
+    #[error("`{0}` is zero: give a positive duration")]
+    Zero(String),
+}
+
 /// Parses `90s`, `15m`, `1h`, `7d` (or plain seconds).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
@@ -86,20 +97,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     );
     let value: u64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write e.g. 90s, 15m, 1h or 7d"))?;
+        .map_err(|_| DurationError::NotADuration(text.to_owned()))?;
     let seconds = match unit {
         "" | "s" => value,
         "m" => value * 60,
         "h" => value * 3600,
         "d" => value * 86_400,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration: write e.g. 90s, 15m, 1h or 7d"
-            ));
-        }
+        _ => return Err(DurationError::NotADuration(text.to_owned())),
     };
     if seconds == 0 {
-        return Err(format!("`{text}` is zero: give a positive duration"));
+        return Err(DurationError::Zero(text.to_owned()));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -116,8 +123,12 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(
-            parse_duration("1w"),
-            Err("`1w` is not a duration: write e.g. 90s, 15m, 1h or 7d".to_owned())
+            parse_duration("1w").unwrap_err().to_string(),
+            "`1w` is not a duration: write e.g. 90s, 15m, 1h or 7d"
+        );
+        assert_eq!(
+            parse_duration("0m").unwrap_err().to_string(),
+            "`0m` is zero: give a positive duration"
         );
     }
 }
