@@ -1,5 +1,5 @@
 -- The partitions of table $1 in schema $2.
-SELECT c.relname
+SELECT c.relname AS partition
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 JOIN pg_class p ON p.oid = i.inhparent

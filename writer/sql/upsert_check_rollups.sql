@@ -1,4 +1,4 @@
--- Adds a batch's per-bucket figures (postgres_sink/rollups.rs, one row per url,
+-- Adds a batch's per-bucket figures (store/rollups.rs, one row per url,
 -- resolution and bucket, in key order) to site_check_rollups.
 INSERT INTO site_check_rollups AS r (
     url, resolution, bucket_start, checks, ok_checks,

@@ -20,6 +20,11 @@ const ALERT_TIMELINE: &str = include_str!("../../sql/alert_timeline.sql");
 const ALERT_NOTIFICATIONS: &str = include_str!("../../sql/alert_notifications.sql");
 const CHECK_EXISTS: &str = include_str!("../../sql/check_exists.sql");
 const AGENT_EXISTS: &str = include_str!("../../sql/agent_exists.sql");
+const LIST_ALERTS: &str = include_str!("../../sql/list_alerts.sql");
+const GET_ALERT: &str = include_str!("../../sql/get_alert.sql");
+const CREATE_SILENCE: &str = include_str!("../../sql/create_silence.sql");
+const ACTIVE_SILENCES: &str = include_str!("../../sql/active_silences.sql");
+const EXPIRE_SILENCE: &str = include_str!("../../sql/expire_silence.sql");
 
 /// Alerts `ListAlerts` returns when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -27,13 +32,6 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 /// Longest silence.
 pub const MAX_SILENCE: Duration = Duration::from_secs(31 * 24 * 3600);
-
-const ALERT_COLUMNS: &str = "a.alert_id, a.kind, a.subject, a.agent_id, a.cause, a.locations, \
-     a.opened_at, a.resolved_at, a.last_notified_at, \
-     EXISTS (SELECT 1 FROM silences s WHERE s.ends_at > now() \
-             AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id)) AS silenced";
-const SILENCE_COLUMNS: &str =
-    "silence_id, check_id, agent_id, reason, created_by, created_at, ends_at";
 
 /// The service over the writer's pool.
 #[derive(Debug, Clone)]
@@ -109,14 +107,10 @@ impl AlertsService {
             }
             n => n,
         };
-        let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE NOT $1 OR a.resolved_at IS NULL \
-             ORDER BY a.opened_at DESC, a.alert_id DESC LIMIT $2"
-        );
         let rows = self
             .client()
             .await?
-            .query(&sql, &[&request.open_only, &i64::from(limit)])
+            .query(LIST_ALERTS, &[&request.open_only, &i64::from(limit)])
             .await?;
         Ok(Response::new(ListAlertsResponse {
             alerts: rows.iter().map(alert).collect(),
@@ -129,8 +123,7 @@ impl AlertsService {
     ) -> Result<Response<GetAlertResponse>, ServiceError> {
         let alert_id = db_id(request.into_inner().id, "id")?;
         let client = self.client().await?;
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.alert_id = $1");
-        let Some(row) = client.query_opt(&sql, &[&alert_id]).await? else {
+        let Some(row) = client.query_opt(GET_ALERT, &[&alert_id]).await? else {
             return Err(ServiceError::not_found(format!("no alert {alert_id}")));
         };
         let timeline = client
@@ -200,15 +193,10 @@ impl AlertsService {
                 )));
             }
         }
-        let sql = format!(
-            "INSERT INTO silences (check_id, agent_id, reason, created_by, ends_at) \
-             VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5)) \
-             RETURNING {SILENCE_COLUMNS}"
-        );
         let seconds = request.duration_seconds as f64;
         let row = client
             .query_one(
-                &sql,
+                CREATE_SILENCE,
                 &[&check_id, &agent_id, &request.reason, &operator, &seconds],
             )
             .await?;
@@ -220,10 +208,7 @@ impl AlertsService {
         &self,
         _request: Request<ListSilencesRequest>,
     ) -> Result<Response<ListSilencesResponse>, ServiceError> {
-        let sql = format!(
-            "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends_at > clock_timestamp() ORDER BY silence_id"
-        );
-        let rows = self.client().await?.query(&sql, &[]).await?;
+        let rows = self.client().await?.query(ACTIVE_SILENCES, &[]).await?;
         Ok(Response::new(ListSilencesResponse {
             silences: rows.iter().map(silence).collect(),
         }))
@@ -234,14 +219,10 @@ impl AlertsService {
         request: Request<ExpireSilenceRequest>,
     ) -> Result<Response<Silence>, ServiceError> {
         let silence_id = db_id(request.into_inner().id, "id")?;
-        let sql = format!(
-            "UPDATE silences SET ends_at = least(ends_at, clock_timestamp()) WHERE silence_id = $1 \
-             RETURNING {SILENCE_COLUMNS}"
-        );
         let row = self
             .client()
             .await?
-            .query_opt(&sql, &[&silence_id])
+            .query_opt(EXPIRE_SILENCE, &[&silence_id])
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("no silence {silence_id}")))?;
         Ok(Response::new(silence(&row)))

@@ -101,16 +101,16 @@ impl HistoryService {
         let points = rows
             .iter()
             .map(|row| HostSeriesPoint {
-                bucket_start: Some(to_timestamp(row.get(0))),
-                samples: u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX),
-                cpu_usage_percent: row.get(2),
-                load_average_1m: row.get(3),
-                memory_used_bytes: row.get(4),
-                memory_available_bytes: row.get(5),
-                swap_used_bytes: row.get(6),
-                disk_used_bytes: row.get(7),
-                network_rx_bytes_per_second: row.get(8),
-                network_tx_bytes_per_second: row.get(9),
+                bucket_start: Some(to_timestamp(row.get("bucket"))),
+                samples: u32::try_from(row.get::<_, i64>("samples")).unwrap_or(u32::MAX),
+                cpu_usage_percent: row.get("cpu_usage_percent"),
+                load_average_1m: row.get("load_average_1m"),
+                memory_used_bytes: row.get("memory_used_bytes"),
+                memory_available_bytes: row.get("memory_available_bytes"),
+                swap_used_bytes: row.get("swap_used_bytes"),
+                disk_used_bytes: row.get("disk_used_bytes"),
+                network_rx_bytes_per_second: row.get("network_rx_bytes_per_second"),
+                network_tx_bytes_per_second: row.get("network_tx_bytes_per_second"),
             })
             .collect();
         Ok(HostSeries {
@@ -133,18 +133,10 @@ impl HistoryService {
                 .await?;
             rows.iter()
                 .map(|row| {
-                    let mut site = availability(
-                        row.get(0),
-                        row.get(1),
-                        row.get(2),
-                        row.get(3),
-                        row.get(4),
-                        row.get(5),
-                        row.get(9),
-                    );
-                    site.response_time_p50_ms = row.get(6);
-                    site.response_time_p95_ms = row.get(7);
-                    site.response_time_p99_ms = row.get(8);
+                    let mut site = availability(row);
+                    site.response_time_p50_ms = row.get("p50_ms");
+                    site.response_time_p95_ms = row.get("p95_ms");
+                    site.response_time_p99_ms = row.get("p99_ms");
                     site.source = "raw".to_owned();
                     site
                 })
@@ -163,16 +155,7 @@ impl HistoryService {
                 .await?;
             rows.iter()
                 .map(|row| {
-                    let avg: Option<f64> = row.get(5);
-                    let mut site = availability(
-                        row.get(0),
-                        row.get(1),
-                        row.get(2),
-                        row.get(3),
-                        row.get(4),
-                        avg.unwrap_or(0.0),
-                        row.get(6),
-                    );
+                    let mut site = availability(row);
                     site.source = format!("rollup_{resolution}");
                     site
                 })
@@ -201,28 +184,30 @@ impl HistoryService {
         let checks = rows
             .iter()
             .map(|row| {
-                let failure: Option<String> = row.get(8);
+                let failure: Option<String> = row.get("failure");
                 SiteCheck {
-                    agent_id: row.get(0),
-                    stream_id: row.get(1),
-                    seq: row.get::<_, i64>(2) as u64,
-                    checked_at: Some(to_timestamp(row.get(3))),
-                    url: row.get(4),
-                    method: row.get(5),
-                    status_code: row.get::<_, Option<i32>>(6).map(|c| c as u32),
-                    ok: row.get(7),
+                    agent_id: row.get("agent_id"),
+                    stream_id: row.get("stream_id"),
+                    seq: row.get::<_, i64>("seq") as u64,
+                    checked_at: Some(to_timestamp(row.get("ts"))),
+                    url: row.get("url"),
+                    method: row.get("method"),
+                    status_code: row.get::<_, Option<i32>>("status_code").map(|c| c as u32),
+                    ok: row.get("ok"),
                     failure: fleetmon::check_failure::from_name(failure.as_deref()) as i32,
-                    error_message: row.get(9),
-                    response_time_ms: row.get(10),
-                    time_to_first_byte_ms: row.get(11),
-                    regex: row.get(12),
-                    regex_matched: row.get(13),
-                    matched_text: row.get(14),
-                    body_bytes: row.get::<_, i64>(15) as u64,
-                    final_url: row.get(16),
-                    tls_cert_not_after: row.get::<_, Option<SystemTime>>(17).map(to_timestamp),
-                    check_id: row.get(18),
-                    check_version: row.get::<_, i64>(19) as u64,
+                    error_message: row.get("error_message"),
+                    response_time_ms: row.get("response_time_ms"),
+                    time_to_first_byte_ms: row.get("time_to_first_byte_ms"),
+                    regex: row.get("regex"),
+                    regex_matched: row.get("regex_matched"),
+                    matched_text: row.get("matched_text"),
+                    body_bytes: row.get::<_, i64>("body_bytes") as u64,
+                    final_url: row.get("final_url"),
+                    tls_cert_not_after: row
+                        .get::<_, Option<SystemTime>>("tls_cert_not_after")
+                        .map(to_timestamp),
+                    check_id: row.get("check_id"),
+                    check_version: row.get::<_, i64>("check_version") as u64,
                 }
             })
             .collect();
@@ -234,33 +219,30 @@ impl HistoryService {
         let agents = rows
             .iter()
             .map(|row| StoredAgent {
-                agent_id: row.get(0),
-                hostname: row.get(1),
-                os_name: row.get(2),
-                os_version: row.get(3),
-                agent_version: row.get(4),
-                first_seen: Some(to_timestamp(row.get(5))),
-                last_seen: Some(to_timestamp(row.get(6))),
+                agent_id: row.get("agent_id"),
+                hostname: row.get("hostname"),
+                os_name: row.get("os_name"),
+                os_version: row.get("os_version"),
+                agent_version: row.get("agent_version"),
+                first_seen: Some(to_timestamp(row.get("first_seen"))),
+                last_seen: Some(to_timestamp(row.get("last_seen"))),
             })
             .collect();
         Ok(ListStoredAgentsResponse { agents })
     }
 }
 
-fn availability(
-    url: String,
-    checks: i64,
-    ok_checks: i64,
-    min: f64,
-    max: f64,
-    avg: f64,
-    codes: Option<serde_json::Value>,
-) -> SiteAvailability {
-    let status_codes: HashMap<String, u64> = codes
+/// A site's availability from a row of `site_availability_raw.sql` or
+/// `site_availability_rollup.sql` (the columns both name alike).
+fn availability(row: &tokio_postgres::Row) -> SiteAvailability {
+    let checks: i64 = row.get("checks");
+    let ok_checks: i64 = row.get("ok_checks");
+    let status_codes: HashMap<String, u64> = row
+        .get::<_, Option<serde_json::Value>>("status_codes")
         .and_then(|v| serde_json::from_value::<HashMap<String, u64>>(v).ok())
         .unwrap_or_default();
     SiteAvailability {
-        url,
+        url: row.get("url"),
         checks: checks as u64,
         ok_checks: ok_checks as u64,
         uptime_percent: if checks > 0 {
@@ -268,9 +250,9 @@ fn availability(
         } else {
             0.0
         },
-        response_time_min_ms: min,
-        response_time_max_ms: max,
-        response_time_avg_ms: avg,
+        response_time_min_ms: row.get("min_ms"),
+        response_time_max_ms: row.get("max_ms"),
+        response_time_avg_ms: row.get("avg_ms"),
         status_codes,
         ..Default::default()
     }

@@ -248,7 +248,7 @@ pub(super) async fn insert_hosts(
     let hosts = distinct(hosts.iter().copied(), HostRow::key);
     copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
     let insert = tx.prepare_cached(&INSERT_HOST_SAMPLES).await?;
-    let inserted: i64 = tx.query_one(&insert, &[]).await?.get(0);
+    let inserted: i64 = tx.query_one(&insert, &[]).await?.get("inserted");
     Ok(inserted as u64)
 }
 
@@ -284,7 +284,14 @@ pub(super) async fn insert_checks(
         let returned = tx.query(&insert, &[]).await?;
         let keys: HashSet<SampleKey<'_>> = returned
             .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), micros(row.get(3))))
+            .map(|row| {
+                (
+                    row.get("agent_id"),
+                    row.get("stream_id"),
+                    row.get("seq"),
+                    micros(row.get("ts")),
+                )
+            })
             .collect();
         checks
             .iter()

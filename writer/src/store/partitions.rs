@@ -86,7 +86,7 @@ impl Partitions {
         for table in PARTITIONED_TABLES {
             let rows = client.query(PARTITIONS_OF, &[&table, &self.schema]).await?;
             for row in rows {
-                let name: String = row.get(0);
+                let name: String = row.get("partition");
                 let Some(day) = partition_day(table, &name) else {
                     continue;
                 };
