@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigError;
 use crate::telemetry::{LogFormat, init_tracing};
 
-/// Flags every server takes. Their environment variables carry the server's prefix
-/// ([`ServerConfig::ENV`]); [`parse_flags`] attaches them.
+/// Flags every server takes. `--config`, `--listen` and `--metrics-listen` are also
+/// read from `{PREFIX}_CONFIG`, `{PREFIX}_LISTEN` and `{PREFIX}_METRICS_LISTEN`
+/// ([`ServerConfig::ENV_PREFIX`]); [`parse_flags`] attaches those names.
 #[derive(Debug, clap::Args)]
 pub struct ServerFlags {
     /// TOML config file (see the example config beside the binary's sources).
@@ -36,16 +37,6 @@ pub struct ServerFlags {
     pub log_format: Option<LogFormat>,
 }
 
-/// The environment variable names of one server's [`ServerFlags`].
-pub struct FlagEnv {
-    /// For `--config`, e.g. `FLEETMON_WRITER_CONFIG`.
-    pub config: &'static str,
-    /// For `--listen`.
-    pub listen: &'static str,
-    /// For `--metrics-listen`.
-    pub metrics_listen: &'static str,
-}
-
 /// The fields of a server's configuration that [`ServerFlags`] override.
 pub struct CommonFields<'a> {
     /// `listen`.
@@ -62,11 +53,10 @@ pub struct CommonFields<'a> {
 pub trait ServerConfig: serde::de::DeserializeOwned {
     /// The server's name in errors, e.g. `writer`.
     const NAME: &'static str;
-    /// Prefix of the environment overrides of config keys: `FLEETMON_WRITER` reads
-    /// `FLEETMON_WRITER__POSTGRES__URL` (see [`crate::config`]).
+    /// Prefix of the server's environment: `FLEETMON_WRITER` reads config keys from
+    /// `FLEETMON_WRITER__POSTGRES__URL` (see [`crate::config`]) and `--listen` from
+    /// `FLEETMON_WRITER_LISTEN`.
     const ENV_PREFIX: &'static str;
-    /// Environment names of the common flags.
-    const ENV: FlagEnv;
 
     /// Checks ranges and consistency once every source is applied; each error names the
     /// field and the fix.
@@ -100,10 +90,13 @@ where
     Cli: clap::Parser,
     C: ServerConfig,
 {
+    let prefix = C::ENV_PREFIX;
     let command = Cli::command()
-        .mut_arg("config", |arg| arg.env(C::ENV.config))
-        .mut_arg("listen", |arg| arg.env(C::ENV.listen))
-        .mut_arg("metrics_listen", |arg| arg.env(C::ENV.metrics_listen));
+        .mut_arg("config", |arg| arg.env(format!("{prefix}_CONFIG")))
+        .mut_arg("listen", |arg| arg.env(format!("{prefix}_LISTEN")))
+        .mut_arg("metrics_listen", |arg| {
+            arg.env(format!("{prefix}_METRICS_LISTEN"))
+        });
     let matches = command.get_matches();
     match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

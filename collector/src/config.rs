@@ -244,11 +244,6 @@ impl KafkaConfig {
 impl fleetmon::daemon::ServerConfig for CollectorConfig {
     const NAME: &'static str = "collector";
     const ENV_PREFIX: &'static str = ENV_PREFIX;
-    const ENV: fleetmon::daemon::FlagEnv = fleetmon::daemon::FlagEnv {
-        config: "FLEETMON_COLLECTOR_CONFIG",
-        listen: "FLEETMON_COLLECTOR_LISTEN",
-        metrics_listen: "FLEETMON_COLLECTOR_METRICS_LISTEN",
-    };
 
     fn validate(self) -> Result<Self, ConfigError> {
         CollectorConfig::validate(self)

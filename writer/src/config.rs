@@ -330,11 +330,6 @@ impl BatchConfig {
 impl fleetmon::daemon::ServerConfig for WriterConfig {
     const NAME: &'static str = "writer";
     const ENV_PREFIX: &'static str = ENV_PREFIX;
-    const ENV: fleetmon::daemon::FlagEnv = fleetmon::daemon::FlagEnv {
-        config: "FLEETMON_WRITER_CONFIG",
-        listen: "FLEETMON_WRITER_LISTEN",
-        metrics_listen: "FLEETMON_WRITER_METRICS_LISTEN",
-    };
 
     fn validate(self) -> Result<Self, ConfigError> {
         WriterConfig::validate(self)
