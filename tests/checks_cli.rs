@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{CentralRig, eventually};
-use fleetmon::testkit::grpcurl_binary;
+use fleetmon::testkit::grpcurl_operator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id() {
@@ -203,17 +202,7 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
     );
 
     // grpcurl sees the service through reflection.
-    let services = Command::new(grpcurl_binary())
-        .arg("-cacert")
-        .arg(certs.join("ca.pem"))
-        .arg("-cert")
-        .arg(certs.join("operator.pem"))
-        .arg("-key")
-        .arg(certs.join("operator-key.pem"))
-        .args([&format!("127.0.0.1:{collector}"), "list"])
-        .output()
-        .unwrap();
-    let services = String::from_utf8(services.stdout).unwrap();
+    let services = grpcurl_operator(&certs, &[&format!("127.0.0.1:{collector}"), "list"]);
     assert!(services.contains("fleetmon.v1.Checks\n"), "{services}");
     assert!(services.contains("fleetmon.v1.Control\n"), "{services}");
     rig.procs.stop("edge-1");

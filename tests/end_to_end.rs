@@ -12,28 +12,9 @@ use common::{Processes, binary, eventually};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
-    PgCluster, PgSchema, TestPki, free_port, grpcurl_binary, kafka_bootstrap, late_port,
+    PgCluster, PgSchema, TestPki, free_port, grpcurl_operator, kafka_bootstrap, late_port,
     unique_name,
 };
-
-fn grpcurl(certs: &Path, args: &[&str]) -> String {
-    let out = Command::new(grpcurl_binary())
-        .arg("-cacert")
-        .arg(certs.join("ca.pem"))
-        .arg("-cert")
-        .arg(certs.join("operator.pem"))
-        .arg("-key")
-        .arg(certs.join("operator-key.pem"))
-        .args(args)
-        .output()
-        .expect("run grpcurl");
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 async fn local_site() -> u16 {
     use axum::http::StatusCode;
@@ -173,7 +154,7 @@ async fn three_agents_through_the_real_binaries() {
         (&collector, "fleetmon.v1.Fleet"),
         (&writer, "fleetmon.v1.History"),
     ] {
-        let services = grpcurl(&certs, &[addr, "list"]);
+        let services = grpcurl_operator(&certs, &[addr, "list"]);
         for expected in [
             own,
             "grpc.health.v1.Health",
@@ -185,11 +166,11 @@ async fn three_agents_through_the_real_binaries() {
             );
         }
         assert!(
-            grpcurl(&certs, &[addr, "grpc.health.v1.Health/Check"])
+            grpcurl_operator(&certs, &[addr, "grpc.health.v1.Health/Check"])
                 .contains("\"status\": \"SERVING\"")
         );
     }
-    let agents: serde_json::Value = serde_json::from_str(&grpcurl(
+    let agents: serde_json::Value = serde_json::from_str(&grpcurl_operator(
         &certs,
         &[&collector, "fleetmon.v1.Fleet/ListAgents"],
     ))
@@ -253,7 +234,7 @@ async fn three_agents_through_the_real_binaries() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let body = format!(r#"{{"url": "{broken_url}", "range": {{"start": "{start}"}}}}"#);
-    let answer: serde_json::Value = serde_json::from_str(&grpcurl(
+    let answer: serde_json::Value = serde_json::from_str(&grpcurl_operator(
         &certs,
         &[
             "-d",

