@@ -155,6 +155,23 @@ enum CertsCommand {
         #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
         dir: PathBuf,
     },
+    /// Check the certificates in DIR: that the issuing CA can sign agents only (exits 1,
+    /// saying how to replace it, when it could sign operators or servers).
+    Check {
+        /// Directory holding ca.pem and issuing-ca.pem.
+        #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+        dir: PathBuf,
+    },
+    /// Write a new issuing CA (DIR/issuing-ca.pem and its key) under DIR/ca.pem,
+    /// constrained to sign agents only: the replacement `certs check` asks for.
+    IssueIssuingCa {
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+        dir: PathBuf,
+        /// Overwrite an existing issuing CA.
+        #[arg(long)]
+        force: bool,
+    },
     /// Issue an operator client certificate: DIR/operators/NAME.pem and NAME-key.pem.
     IssueOperator {
         /// Operator name: letters, digits, '.', '_' and '-'.
@@ -280,6 +297,8 @@ fn certs_command(command: CertsCommand) -> ExitCode {
                 }
             };
         }
+        CertsCommand::Check { dir } => return check_certs(&dir),
+        CertsCommand::IssueIssuingCa { dir, force } => pki::issue_issuing_ca(&dir, force),
         CertsCommand::Revoke { .. } => unreachable!("revoke is a query of the collector"),
     };
     match written {
@@ -294,6 +313,43 @@ fn certs_command(command: CertsCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `fleetmon certs check`: one line per finding, exit 1 when any is a problem.
+fn check_certs(dir: &std::path::Path) -> ExitCode {
+    let path = dir.join(format!("{}.pem", pki::ISSUING_CA));
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(error) => {
+            eprintln!(
+                "error: cannot read {}: {error} (a directory without enrollment has none; \
+                 create one with: fleetmon certs issue-issuing-ca --dir {})",
+                path.display(),
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = pki::check_issuing_ca(&pem);
+    if problems.is_empty() {
+        println!(
+            "ok: {} signs agents only (path length 0; no DNS name or IP address)",
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        println!("problem: {}: {problem}", path.display());
+    }
+    println!(
+        "A collector holding its key could mint certificates for servers (the writer, Kafka, \
+         PostgreSQL). Replace it:\n  fleetmon certs issue-issuing-ca --dir {} --force\n\
+         then copy issuing-ca.pem and issuing-ca-key.pem to every collector with [enrollment] \
+         and restart them. Agents enrolled under the old one keep working and move to the \
+         new one at their next renewal.",
+        dir.display()
+    );
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

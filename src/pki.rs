@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams,
-    CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
-    KeyPair, KeyUsagePurpose, PublicKeyData as _, RevokedCertParams, SanType, SerialNumber,
+    CertificateSigningRequestParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose, GeneralSubtree,
+    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData as _,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -102,9 +103,12 @@ impl LeafSpec {
     }
 
     /// A client certificate carrying `spiffe://fleetmon/<role>/<name>`, valid one year.
+    /// Its common name, `<role> <name>`, is for people only (identity is the URI); the
+    /// space keeps verifiers from reading a dotted name as a DNS name, which the
+    /// issuing CA's name constraints exclude.
     pub fn client(role: Role, name: &str) -> Self {
         Self::new(
-            name,
+            &format!("{role} {name}"),
             Vec::new(),
             vec![identity_uri(role, name)],
             false,
@@ -209,9 +213,25 @@ impl CertificateAuthority {
 
     /// A CA under this one that signs leaves only (path length 0), valid five years:
     /// the issuing CA collectors hold to sign enrolled agents' requests.
+    ///
+    /// Its name constraints exclude every DNS name and IP address, so no verifier
+    /// accepts a server certificate (collector, writer, Kafka, PostgreSQL) it signed.
+    /// X.509 cannot limit URIs by path (and rustls refuses every URI under a URI
+    /// constraint), so "agents only" is checked in code: a client certificate that is
+    /// not an agent's must be issued by the root itself
+    /// ([`crate::tls::server_config_with`]).
     pub fn issue_intermediate(&self, common_name: &str) -> Result<Self, PkiError> {
         let mut params = ca_params(common_name, Duration::days(5 * 365));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: Vec::new(),
+            excluded_subtrees: vec![
+                // The empty DNS name matches every DNS name.
+                GeneralSubtree::DnsName(String::new()),
+                GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+                GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+            ],
+        });
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
@@ -386,7 +406,7 @@ fn random_serial() -> SerialNumber {
 /// client certificate for `spiffe://fleetmon/operator/admin`, and `issuing-ca`, the
 /// intermediate collectors sign enrolled agents with. Returns the files written.
 pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
-    let stems = ["ca", "collector", "writer", "operator", "issuing-ca"];
+    let stems = ["ca", "collector", "writer", "operator", ISSUING_CA];
     if !force {
         refuse_existing(&stems.map(|s| dir.to_owned().join(s)))?;
     }
@@ -420,11 +440,88 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
     )?);
     written.extend(write_pair(
         dir,
-        "issuing-ca",
+        ISSUING_CA,
         &issuing.cert_pem,
         &issuing.key_pem,
     )?);
     Ok(written)
+}
+
+/// File stem of the issuing CA in a certificates directory.
+pub const ISSUING_CA: &str = "issuing-ca";
+
+/// Writes a new issuing CA (name-constrained, path length 0) signed by the CA in `dir`,
+/// as DIR/issuing-ca.pem and its key: the replacement for one made before its
+/// constraints existed ([`check_issuing_ca`]).
+pub fn issue_issuing_ca(dir: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    if !force {
+        refuse_existing(&[dir.join(ISSUING_CA)])?;
+    }
+    let ca = CertificateAuthority::load(dir)?;
+    let issuing = ca.issue_intermediate("fleetmon issuing CA")?;
+    write_pair(dir, ISSUING_CA, &issuing.cert_pem, &issuing.key_pem)
+}
+
+/// What [`check_issuing_ca`] found wrong with an issuing CA certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuingCaProblem {
+    /// The file is not a CA certificate that can be parsed.
+    #[error("{0}")]
+    Unreadable(String),
+    /// No pathLenConstraint of 0: it could sign further CAs.
+    #[error("it may sign other CAs (no path length 0)")]
+    PathLength,
+    /// Some DNS names or IP addresses are not excluded.
+    #[error("it may sign server certificates: its name constraints do not exclude every {0}")]
+    Unconstrained(&'static str),
+}
+
+/// Checks that the certificate (PEM) of an issuing CA is constrained as
+/// [`CertificateAuthority::issue_intermediate`] makes it: path length 0 and every
+/// DNS name and IP address excluded. Returns every problem found.
+pub fn check_issuing_ca(cert_pem: &str) -> Vec<IssuingCaProblem> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let pem = match x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) {
+        Ok((_, pem)) => pem,
+        Err(error) => return vec![IssuingCaProblem::Unreadable(error.to_string())],
+    };
+    let tbs = match pem.parse_x509() {
+        Ok(cert) => cert.tbs_certificate,
+        Err(error) => return vec![IssuingCaProblem::Unreadable(error.to_string())],
+    };
+    let mut problems = Vec::new();
+    let path_len_zero = tbs.extensions().iter().any(|ext| {
+        matches!(ext.parsed_extension(), ParsedExtension::BasicConstraints(bc)
+            if bc.ca && bc.path_len_constraint == Some(0))
+    });
+    if !path_len_zero {
+        problems.push(IssuingCaProblem::PathLength);
+    }
+    let excluded: Vec<GeneralName<'_>> = tbs
+        .extensions()
+        .iter()
+        .filter_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::NameConstraints(nc) => nc.excluded_subtrees.clone(),
+            _ => None,
+        })
+        .flatten()
+        .map(|subtree| subtree.base)
+        .collect();
+    let all_dns = excluded
+        .iter()
+        .any(|name| matches!(name, GeneralName::DNSName(name) if name.is_empty()));
+    let all_ip = |len: usize| {
+        excluded.iter().any(
+            |name| matches!(name, GeneralName::IPAddress(net) if net.len() == len && net.iter().all(|b| *b == 0)),
+        )
+    };
+    if !all_dns {
+        problems.push(IssuingCaProblem::Unconstrained("DNS name"));
+    }
+    if !all_ip(8) || !all_ip(32) {
+        problems.push(IssuingCaProblem::Unconstrained("IP address"));
+    }
+    problems
 }
 
 /// Issues a server certificate for `sans` (DNS names, IP addresses) as DIR/NAME.pem and
@@ -523,4 +620,41 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(wrap)?;
     file.write_all(contents.as_bytes()).map_err(wrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_issuing_ca_is_constrained_and_an_old_one_is_reported() {
+        let root = CertificateAuthority::generate("test root").unwrap();
+        let issuing = root.issue_intermediate("test issuing").unwrap();
+        assert_eq!(check_issuing_ca(issuing.cert_pem()), Vec::new());
+
+        // As `issue_intermediate` made them before name constraints.
+        let mut params = ca_params("old issuing", Duration::days(365));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let key = KeyPair::generate().unwrap();
+        let old = params.signed_by(&key, &root.issuer().unwrap()).unwrap();
+        assert_eq!(
+            check_issuing_ca(&old.pem()),
+            vec![
+                IssuingCaProblem::Unconstrained("DNS name"),
+                IssuingCaProblem::Unconstrained("IP address"),
+            ]
+        );
+        assert_eq!(
+            check_issuing_ca(root.cert_pem()),
+            vec![
+                IssuingCaProblem::PathLength,
+                IssuingCaProblem::Unconstrained("DNS name"),
+                IssuingCaProblem::Unconstrained("IP address"),
+            ]
+        );
+        assert!(matches!(
+            check_issuing_ca("not a certificate")[..],
+            [IssuingCaProblem::Unreadable(_)]
+        ));
+    }
 }

@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::identity::PeerIdentity;
+use crate::identity::{PeerIdentity, Role};
 
 /// How long a client may take to finish the TLS handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,6 +301,14 @@ pub fn server_config_with(
     let key = read_key("server key", &files.key)?;
     let mut roots = RootCertStore::empty();
     for ca in read_certs("client CA", &files.client_ca)? {
+        if crate::pki::check_issuing_ca(&pem_certificate(ca.as_ref())).is_empty() {
+            return Err(file_error(
+                "client CA",
+                &files.client_ca,
+                "it holds an issuing CA (one that signs agents only): list only the root CA \
+                 (ca.pem); agents send the issuing CA with their own certificate",
+            ));
+        }
         roots
             .add(ca)
             .map_err(|e| file_error("client CA", &files.client_ca, e))?;
@@ -312,13 +320,10 @@ pub fn server_config_with(
             .with_crls(read_crls(crl)?)
             .only_check_end_entity_revocation();
     }
-    let mut verifier = verifier.build()?;
-    if let Some(revoked) = revoked {
-        verifier = Arc::new(NotRevoked {
-            inner: verifier,
-            revoked,
-        });
-    }
+    let verifier = Arc::new(FleetmonClientVerifier {
+        inner: verifier.build()?,
+        revoked,
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -327,20 +332,34 @@ pub fn server_config_with(
     Ok(Arc::new(config))
 }
 
-/// A client verifier that refuses, after the CA's checks, certificates a
-/// [`RevocationCheck`] names.
-struct NotRevoked {
-    inner: Arc<dyn ClientCertVerifier>,
-    revoked: RevocationCheck,
+/// Why a client certificate that chains to the CA is still refused.
+#[derive(Debug, thiserror::Error)]
+enum ClientRefused {
+    /// Only agent certificates may come from the issuing CA.
+    #[error(
+        "{0} is not an agent identity and was not issued by the root CA itself: \
+         the issuing CA signs agents only"
+    )]
+    NotRootIssued(String),
 }
 
-impl std::fmt::Debug for NotRevoked {
+/// The CA's checks (chain, validity, CRL), then fleetmon's own: a certificate that is
+/// not an agent's must be issued by the root CA directly, never through the issuing
+/// CA collectors hold (a collector's key must not mint operators); and none that a
+/// [`RevocationCheck`] names.
+struct FleetmonClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Option<RevocationCheck>,
+}
+
+impl std::fmt::Debug for FleetmonClientVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotRevoked").finish_non_exhaustive()
+        f.debug_struct("FleetmonClientVerifier")
+            .finish_non_exhaustive()
     }
 }
 
-impl ClientCertVerifier for NotRevoked {
+impl ClientCertVerifier for FleetmonClientVerifier {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -362,8 +381,23 @@ impl ClientCertVerifier for NotRevoked {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if let Ok(identity) = PeerIdentity::from_der(end_entity)
-            && (self.revoked)(&identity)
+        let identity = PeerIdentity::from_der(end_entity);
+        let agent = matches!(&identity, Ok(id) if id.role == Role::Agent);
+        // With no intermediates, a chain can only end at a root: the leaf was issued
+        // by it directly.
+        if !agent
+            && !intermediates.is_empty()
+            && self.inner.verify_client_cert(end_entity, &[], now).is_err()
+        {
+            let who = identity.map_or_else(|e| e.to_string(), |id| id.uri());
+            let refused = ClientRefused::NotRootIssued(who);
+            tracing::warn!(reason = %refused, "client certificate refused");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(refused))),
+            ));
+        }
+        if let (Some(revoked), Ok(identity)) = (&self.revoked, &identity)
+            && revoked(identity)
         {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,

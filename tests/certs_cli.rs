@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use fleetmon::identity::{PeerIdentity, Role};
+use fleetmon::pki::LeafSpec;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::extensions::GeneralName;
@@ -224,4 +225,96 @@ fn openssl_verify_accepts_every_certificate_written() {
             "{cert} not verified: {stdout}"
         );
     }
+}
+
+/// `openssl verify` with the issuing CA as the untrusted intermediate, as a TLS peer
+/// would see a chain the issuing CA signed: (accepted, output).
+fn openssl_verify_through_issuing(dir: &Path, cert: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.join("ca.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("issuing-ca.pem"))
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_issuing_ca_signs_agents_but_no_server_certificate_passes_openssl() {
+    let pki = fleetmon::testkit::TestPki::new();
+    let dir = pki.dir();
+    // What enrollment issues: accepted.
+    let agent = pki.issued_by_issuing_ca("agent", &LeafSpec::client(Role::Agent, "web-1.eu"));
+    let (ok, output) = openssl_verify_through_issuing(dir, &agent.cert);
+    assert!(ok, "{output}");
+    // The attack: a server certificate for the writer's names minted by a collector's
+    // key. Its DNS name and its IP address are each outside the constraints.
+    for (stem, san) in [("fake-dns", "localhost"), ("fake-ip", "127.0.0.1")] {
+        let spec = LeafSpec::server("fleetmon writer", vec![san.to_owned()]);
+        let fake = pki.issued_by_issuing_ca(stem, &spec);
+        let (ok, output) = openssl_verify_through_issuing(dir, &fake.cert);
+        assert!(!ok, "{san}: {output}");
+        assert!(output.contains("excluded subtree violation"), "{output}");
+    }
+}
+
+#[test]
+fn certs_check_reports_an_unconstrained_issuing_ca_and_its_replacement_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    ok(&["certs", "init", "--dir", dir]);
+    let issuing = tmp.path().join("issuing-ca.pem");
+    assert_eq!(
+        ok(&["certs", "check", "--dir", dir]),
+        format!(
+            "ok: {} signs agents only (path length 0; no DNS name or IP address)\n",
+            issuing.display()
+        )
+    );
+
+    // An issuing CA as `certs init` made them before name constraints.
+    let root = fleetmon::pki::CertificateAuthority::load(tmp.path()).unwrap();
+    let root_key = rcgen::KeyPair::from_pem(root.key_pem()).unwrap();
+    let root_issuer = rcgen::Issuer::from_ca_cert_pem(root.cert_pem(), root_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let old = params.signed_by(&key, &root_issuer).unwrap();
+    std::fs::write(&issuing, old.pem()).unwrap();
+    std::fs::write(tmp.path().join("issuing-ca-key.pem"), key.serialize_pem()).unwrap();
+
+    let out = fleetmon(&["certs", "check", "--dir", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(&format!(
+            "problem: {}: it may sign server certificates: its name constraints do not exclude every DNS name\n\
+             problem: {}: it may sign server certificates: its name constraints do not exclude every IP address\n",
+            issuing.display(),
+            issuing.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "fleetmon certs issue-issuing-ca --dir {dir} --force"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        failure(&["certs", "issue-issuing-ca", "--dir", dir]).contains("already exists"),
+        "no overwrite without --force"
+    );
+    ok(&["certs", "issue-issuing-ca", "--dir", dir, "--force"]);
+    ok(&["certs", "check", "--dir", dir]);
 }

@@ -288,13 +288,26 @@ async fn forget_idle_agents(
 }
 
 /// The issuing CA and what it signs with, when `[enrollment]` is configured.
+/// An issuing CA without its name constraints is used, with a warning: refusing it
+/// would stop enrollment on upgrade, and servers refuse non-agent certificates it
+/// signs anyway (`fleetmon::tls`); `fleetmon certs check` says how to replace it.
 fn issuer(config: &CollectorConfig) -> Result<Option<Issuer>, CollectorError> {
     Ok(match &config.enrollment {
         Some(enrollment) => Some(Issuer {
-            ca: fleetmon::pki::CertificateAuthority::from_files(
-                &enrollment.issuing_ca,
-                &enrollment.issuing_ca_key,
-            )?,
+            ca: {
+                let ca = fleetmon::pki::CertificateAuthority::from_files(
+                    &enrollment.issuing_ca,
+                    &enrollment.issuing_ca_key,
+                )?;
+                for problem in fleetmon::pki::check_issuing_ca(ca.cert_pem()) {
+                    tracing::warn!(
+                        issuing_ca = %enrollment.issuing_ca.display(),
+                        %problem,
+                        "the issuing CA is not constrained: replace it (fleetmon certs check --dir DIR says how)"
+                    );
+                }
+                ca
+            },
             root_pem: std::fs::read_to_string(&config.tls.client_ca).map_err(|source| {
                 fleetmon::pki::PkiError::MissingCa {
                     path: config.tls.client_ca.clone(),

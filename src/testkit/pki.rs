@@ -68,6 +68,22 @@ impl TestPki {
         )
     }
 
+    /// The issuing CA `fleetmon certs init` wrote (what collectors enroll agents with).
+    pub fn issuing_ca(&self) -> CertificateAuthority {
+        let (cert, key) = pki::pair_paths(self.dir(), pki::ISSUING_CA);
+        CertificateAuthority::from_files(&cert, &key).expect("load the issuing CA")
+    }
+
+    /// Client files for a certificate made from `spec` by the issuing CA, sent with
+    /// the issuing CA's certificate as enrolled agents send theirs (the chain a
+    /// collector holding that key could mint).
+    pub fn issued_by_issuing_ca(&self, stem: &str, spec: &LeafSpec) -> ClientTlsFiles {
+        let issuing = self.issuing_ca();
+        let issued = issuing.issue(spec).expect("issue through the issuing CA");
+        let chain = format!("{}{}", issued.cert_pem, issuing.cert_pem());
+        self.client_files(stem, &chain, &issued.key_pem)
+    }
+
     /// Writes a certificate and key made elsewhere (e.g. by [`TestPki::ca`] with a spec
     /// of the test's own) as `stem`, and returns the client files.
     pub fn client_files(&self, stem: &str, cert_pem: &str, key_pem: &str) -> ClientTlsFiles {
