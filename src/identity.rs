@@ -52,7 +52,7 @@ pub struct PeerIdentity {
     pub name: String,
     /// When the presented certificate expires.
     pub not_after: SystemTime,
-    /// The presented certificate's serial number, lower-case hex.
+    /// The presented certificate's serial number ([`serial_hex`]).
     pub serial: String,
 }
 
@@ -155,7 +155,7 @@ impl PeerIdentity {
             role,
             name,
             not_after,
-            serial: hex(cert.raw_serial()),
+            serial: serial_hex(cert.raw_serial()),
         })
     }
 
@@ -235,6 +235,45 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A certificate serial number as fleetmon writes and compares it: lower-case hex of
+/// its value with no leading zeros (`0` for zero). DER prefixes a `00` byte to a serial
+/// whose top bit is set, and openssl prints it with or without: all are one serial.
+pub fn serial_hex(raw: &[u8]) -> String {
+    trim_serial(&hex(raw))
+}
+
+fn trim_serial(digits: &str) -> String {
+    match digits.trim_start_matches('0') {
+        "" => "0".to_owned(),
+        value => value.to_owned(),
+    }
+}
+
+/// A serial number that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a certificate serial: give its hex digits as openssl prints them, \
+     e.g. 00:E3:5A:… or e35a…"
+)]
+pub struct SerialError(pub String);
+
+/// Reads a serial as people copy it — hex digits in any case, optionally `0x`-prefixed
+/// and `:`-separated (`openssl x509 -serial` and `-text`) — as [`serial_hex`] writes it.
+/// At most 20 octets (RFC 5280), plus a sign byte.
+pub fn parse_serial(text: &str) -> Result<String, SerialError> {
+    let bad = || SerialError(text.chars().take(80).collect());
+    let trimmed = text.trim();
+    let body = trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+        .unwrap_or(trimmed);
+    let digits: String = body.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 42 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(trim_serial(&digits.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +298,23 @@ mod tests {
             validate_name(&"x".repeat(65)),
             Err(NameError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn serials_compare_by_value_however_they_are_written() {
+        assert_eq!(serial_hex(&[0x00, 0xe3, 0x5a]), "e35a");
+        assert_eq!(serial_hex(&[0x0e, 0x01]), "e01");
+        assert_eq!(serial_hex(&[0]), "0");
+        for written in ["00:E3:5A", "e35a", "0xE35A", " 00e35a "] {
+            assert_eq!(parse_serial(written), Ok("e35a".to_owned()), "{written}");
+        }
+        assert_eq!(
+            parse_serial("xyz").unwrap_err().to_string(),
+            "`xyz` is not a certificate serial: give its hex digits as openssl prints them, \
+             e.g. 00:E3:5A:… or e35a…"
+        );
+        assert!(parse_serial("").is_err());
+        assert!(parse_serial(&"a".repeat(43)).is_err());
     }
 
     #[test]

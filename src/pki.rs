@@ -263,7 +263,7 @@ impl CertificateAuthority {
         let cert = params.signed_by(&request.public_key, &self.issuer()?)?;
         Ok(SignedRequest {
             chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
-            serial: hex(&serial.to_bytes()),
+            serial: crate::identity::serial_hex(&serial.to_bytes()),
             not_after: spec.not_after,
             public_key_sha256: sha256_hex(&request.public_key.subject_public_key_info()),
         })

@@ -130,6 +130,44 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .map_err(|e| file_error("CRL", path, pem_error(e)))
 }
 
+/// The serial numbers ([`crate::identity::serial_hex`]) a CRL file revokes, from every
+/// CRL in it. The file is the operator's (as for the handshake, whose CA checks the
+/// CRL's signature); this is what connections opened before it listed them are
+/// checked against.
+pub fn crl_serials(path: &Path) -> Result<std::collections::HashSet<String>, TlsError> {
+    use x509_parser::prelude::FromDer as _;
+    let mut serials = std::collections::HashSet::new();
+    for crl in read_crls(path)? {
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+                .map_err(|e| file_error("CRL", path, e))?;
+        serials.extend(
+            parsed
+                .iter_revoked_certificates()
+                .map(|revoked| crate::identity::serial_hex(revoked.raw_serial())),
+        );
+    }
+    Ok(serials)
+}
+
+/// The serials `files.crl` revokes, reloaded as the handshake's CRL is; `None`
+/// without a CRL. Must be called inside a Tokio runtime.
+pub fn reloading_crl_serials(
+    files: &ServerTlsFiles,
+) -> Result<Option<Reloading<Arc<std::collections::HashSet<String>>>>, TlsError> {
+    let Some(path) = files.crl.clone() else {
+        return Ok(None);
+    };
+    let watched = path.clone();
+    reloading(
+        "crl",
+        vec![path],
+        Duration::from_secs(files.reload_interval_seconds),
+        move || crl_serials(&watched).map(Arc::new),
+    )
+    .map(Some)
+}
+
 /// TLS files of a server that requires client certificates.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

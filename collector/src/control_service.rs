@@ -19,8 +19,8 @@ use fleetmon::pb::{AgentReport, CheckSet};
 
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
-use crate::credentials::CredentialStore;
 use crate::credentials::RevokedPeer;
+use crate::credentials::{CredentialStore, Revocations};
 use crate::fleet_state::FleetState;
 use crate::vote_gate::MAX_RESULT_GRACE;
 
@@ -59,6 +59,7 @@ pub struct ControlService {
     catalog: CheckCatalog,
     fleet: FleetState,
     credentials: CredentialStore,
+    revocations: Revocations,
     trust_agent_labels: bool,
     /// A stream with no report for this long is closed.
     idle: Duration,
@@ -67,11 +68,12 @@ pub struct ControlService {
 impl ControlService {
     /// A service sending from `catalog`, recording into `fleet`. An agent's labels are
     /// its token's, and its own only with `trust_agent_labels` ([`assignment_labels`]);
-    /// a stream whose agent is revoked ends.
+    /// a stream whose agent `revocations` revoke ends.
     pub fn new(
         catalog: CheckCatalog,
         fleet: FleetState,
         credentials: CredentialStore,
+        revocations: Revocations,
         trust_agent_labels: bool,
         idle: Duration,
     ) -> Self {
@@ -79,6 +81,7 @@ impl ControlService {
             catalog,
             fleet,
             credentials,
+            revocations,
             trust_agent_labels,
             idle,
         }
@@ -132,7 +135,7 @@ impl Control for ControlService {
         let fleet = self.fleet.clone();
         let mut catalog = self.catalog.watch();
         let agent_id = peer.name.clone();
-        let revocations = credentials.revocations();
+        let revocations = self.revocations.clone();
         let (tx, rx) = mpsc::channel::<Result<CheckSet, Status>>(4);
         let idle_limit = self.idle;
         tokio::spawn(async move {

@@ -16,6 +16,7 @@ use fleetmon::pb::{
     AgentCredential, CREDENTIAL_RECORD_CONTENT_TYPE, CredentialRecord, EnrollmentToken,
     credential_record::Record,
 };
+use fleetmon::tls::Reloading;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -37,17 +38,19 @@ fleetmon::status_from!(RevokedPeer);
 /// The store of tokens and credentials.
 pub type CredentialStore = CompactedLog<CredentialRecord>;
 
-/// Names and serials revoked, as of one view of the topic.
+/// Agent names and certificate serials revoked, as of one view of the topic.
 #[derive(Debug, Default)]
 pub struct Revoked {
-    names: HashSet<String>,
+    agent_names: HashSet<String>,
     serials: HashSet<String>,
 }
 
 impl Revoked {
-    /// Whether an agent certificate of `name` with `serial` (hex) is revoked.
-    pub fn contains(&self, name: &str, serial: &str) -> bool {
-        self.names.contains(name) || self.serials.contains(serial)
+    /// Whether `peer`'s certificate is revoked: by its serial, whatever its role, or by
+    /// its name if it is an agent (revoking agent `alice` leaves operator `alice` be).
+    pub fn contains(&self, peer: &PeerIdentity) -> bool {
+        (peer.role == Role::Agent && self.agent_names.contains(&peer.name))
+            || self.serials.contains(&peer.serial)
     }
 }
 
@@ -75,9 +78,13 @@ impl LogRecord for CredentialRecord {
                 && agent.revoked
             {
                 if record.key.starts_with(SERIAL_PREFIX) {
-                    revoked.serials.insert(agent.serial.clone());
+                    // Records written before serials were read by value may carry
+                    // leading zeros.
+                    let serial = fleetmon::identity::parse_serial(&agent.serial)
+                        .unwrap_or_else(|_| agent.serial.clone());
+                    revoked.serials.insert(serial);
                 } else {
-                    revoked.names.insert(agent.name.clone());
+                    revoked.agent_names.insert(agent.name.clone());
                 }
             }
         }
@@ -180,16 +187,22 @@ impl CompactedLog<CredentialRecord> {
             .collect()
     }
 
-    /// What handshakes and agent streams check.
-    pub fn revocations(&self) -> Revocations {
-        Revocations { view: self.watch() }
+    /// What handshakes, agent calls and agent streams check: this topic's revocations
+    /// and the serials of the CRL file (`tls.crl`), if any.
+    pub fn revocations(&self, crl: Option<Reloading<Arc<HashSet<String>>>>) -> Revocations {
+        Revocations {
+            view: self.watch(),
+            crl,
+        }
     }
 }
 
-/// The revoked names and serials, live. Cheap to clone.
+/// The revoked names and serials, live: from the credentials topic and the CRL file.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Revocations {
     view: watch::Receiver<Arc<LogView<CredentialRecord>>>,
+    crl: Option<Reloading<Arc<HashSet<String>>>>,
 }
 
 impl Revocations {
@@ -197,29 +210,43 @@ impl Revocations {
     pub fn none() -> Self {
         Revocations {
             view: watch::channel(Arc::new(LogView::default())).1,
+            crl: None,
         }
     }
 
     /// Whether `peer`'s certificate is revoked now.
     pub fn is_revoked(&self, peer: &PeerIdentity) -> bool {
-        self.view
-            .borrow()
-            .index()
-            .contains(&peer.name, &peer.serial)
+        self.view.borrow().index().contains(peer)
+            || self
+                .crl
+                .as_ref()
+                .is_some_and(|crl| crl.borrow().contains(&peer.serial))
     }
 
-    /// Resolves once `peer`'s certificate is revoked (never, if it is not).
+    /// Resolves once `peer`'s certificate is revoked (never, if it is not): as soon
+    /// as the topic says so, or the CRL file is reloaded listing it.
     pub async fn revoked(&self, peer: &PeerIdentity) {
         let mut view = self.view.clone();
+        let mut crl = self.crl.clone();
         loop {
-            if view
-                .borrow_and_update()
-                .index()
-                .contains(&peer.name, &peer.serial)
-            {
+            view.borrow_and_update();
+            if let Some(crl) = crl.as_mut() {
+                crl.borrow_and_update();
+            }
+            if self.is_revoked(peer) {
                 return;
             }
-            if view.changed().await.is_err() {
+            let crl_changed = async {
+                match crl.as_mut() {
+                    Some(crl) => crl.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let open = tokio::select! {
+                changed = view.changed() => changed.is_ok(),
+                changed = crl_changed => changed.is_ok(),
+            };
+            if !open {
                 return std::future::pending().await;
             }
         }

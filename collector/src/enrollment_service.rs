@@ -40,6 +40,9 @@ pub enum EnrollError {
     /// A field is missing or malformed.
     #[error("malformed enrollment request: {0}")]
     Malformed(String),
+    /// A serial to revoke that is not one.
+    #[error(transparent)]
+    BadSerial(#[from] fleetmon::identity::SerialError),
     /// The agent name breaks the naming rule.
     #[error("invalid agent name: {0}")]
     BadName(#[from] NameError),
@@ -98,6 +101,7 @@ impl GrpcError for EnrollError {
     fn code(&self) -> Code {
         match self {
             EnrollError::Malformed(_)
+            | EnrollError::BadSerial(_)
             | EnrollError::BadName(_)
             | EnrollError::Sign(PkiError::BadRequest(_)) => Code::InvalidArgument,
             EnrollError::UnknownToken => Code::Unauthenticated,
@@ -437,13 +441,15 @@ impl Credentials for EnrollmentService {
     ) -> Result<Response<AgentCredential>, Status> {
         let operator = peer_identity(&request)?;
         let request = request.into_inner();
-        let key = match (request.name.is_empty(), request.serial.is_empty()) {
+        let (key, serial) = match (request.name.is_empty(), request.serial.is_empty()) {
             (false, true) => {
                 validate_name(&request.name).map_err(EnrollError::from)?;
-                agent_key(&request.name)
+                (agent_key(&request.name), String::new())
             }
-            (true, false) if request.serial.chars().all(|c| c.is_ascii_hexdigit()) => {
-                serial_key(&request.serial.to_ascii_lowercase())
+            (true, false) => {
+                let serial =
+                    fleetmon::identity::parse_serial(&request.serial).map_err(EnrollError::from)?;
+                (serial_key(&serial), serial)
             }
             _ => {
                 return Err(EnrollError::Malformed(
@@ -462,7 +468,7 @@ impl Credentials for EnrollmentService {
         // record of its own, so that it is refused everywhere all the same.
         let fresh = AgentCredential {
             name: request.name.clone(),
-            serial: request.serial.to_ascii_lowercase(),
+            serial,
             ..Default::default()
         };
         let stored = match self

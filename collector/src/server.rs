@@ -103,7 +103,7 @@ pub async fn start(
     let publisher = KafkaPublisher::connect(&config.kafka).await?;
     let catalog = CheckCatalog::open_checks(&config.kafka, shutdown.clone()).await?;
     let credentials = CredentialStore::open_credentials(&config.kafka, shutdown.clone()).await?;
-    let revocations = credentials.revocations();
+    let revocations = credentials.revocations(fleetmon::tls::reloading_crl_serials(&config.tls)?);
     let handshake_check = revocations.clone();
     let tls = fleetmon::tls::reloading_server_config_with(
         &config.tls,
@@ -154,6 +154,7 @@ pub async fn start(
         catalog.clone(),
         fleet,
         credentials.clone(),
+        revocations.clone(),
         config.assignment.trust_agent_labels,
         Duration::from_secs(config.limits.idle_control_seconds),
     ));

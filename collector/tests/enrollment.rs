@@ -514,3 +514,166 @@ enabled = false
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
     assert!(seqs.len() >= sent.min(5));
 }
+
+/// An ingest stream open on `channel` whose first batch is acknowledged.
+async fn open_stream(
+    channel: Channel,
+    stream_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<fleetmon::pb::IngestBatch>,
+    tonic::Streaming<fleetmon::pb::IngestAck>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hosts(stream_id, 1..=1)).await.unwrap();
+    let mut acks = IngestClient::new(channel)
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!(ack.streams[0].acked_through_seq, 1);
+    (tx, acks)
+}
+
+/// The status an open stream ends with, which must come within 10 s.
+async fn stream_end(acks: &mut tonic::Streaming<fleetmon::pb::IngestAck>) -> tonic::Status {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match acks.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within seconds")
+}
+
+/// The raw serial of a certificate file's leaf, for a CRL.
+fn serial_bytes(path: &std::path::Path) -> Vec<u8> {
+    let hex = serial_of(path);
+    let hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_closes_open_streams_and_refuses_renewal_on_the_open_connection() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        let ca = fleetmon::pki::CertificateAuthority::load(&dir).unwrap();
+        std::fs::write(dir.join("crl.pem"), ca.crl_pem(&[]).unwrap()).unwrap();
+        config.tls.crl = Some(dir.join("crl.pem"));
+        config.tls.reload_interval_seconds = 1;
+        config.enrollment = Some(EnrollmentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            issuing_ca: dir.join("issuing-ca.pem"),
+            issuing_ca_key: dir.join("issuing-ca-key.pem"),
+            certificate_lifetime_seconds: 3600,
+        });
+    })
+    .await;
+    let agent = collector.pki.client(Role::Agent, "crl-listed");
+    let other = collector.pki.client(Role::Agent, "crl-unlisted");
+    let channel = collector.channel(&agent);
+    let (_tx, mut acks) = open_stream(channel.clone(), "c").await;
+    let (other_tx, mut other_acks) = open_stream(collector.channel(&other), "o").await;
+
+    let crl = collector.pki.dir().join("crl.pem");
+    let listed = collector
+        .pki
+        .ca()
+        .crl_pem(&[serial_bytes(&agent.cert)])
+        .unwrap();
+    std::fs::write(&crl, listed).unwrap();
+
+    let status = stream_end(&mut acks).await;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        format!(
+            "spiffe://fleetmon/agent/crl-listed (certificate {}) was revoked: enroll again under another name",
+            serial_of(&agent.cert)
+        )
+    );
+    // Renewal over the connection that is still open: refused, no fresh serial.
+    let (csr, _key) = fleetmon::pki::certificate_request("crl-listed").unwrap();
+    let status = fleetmon::pb::renewal_client::RenewalClient::new(channel)
+        .renew(fleetmon::pb::RenewRequest { csr_der: csr })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // New handshakes are refused by the CRL itself.
+    assert_eq!(
+        tls_alert(collector.running.grpc_addr, &collector.pki, Some(&agent)).await,
+        "received fatal alert: CertificateRevoked"
+    );
+    // The agent the CRL does not list streams on: its next batch is acknowledged.
+    other_tx.send(hosts("o", 2..=2)).await.unwrap();
+    let ack = other_acks.message().await.unwrap().unwrap();
+    assert_eq!(ack.streams[0].acked_through_seq, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_copied_from_openssl_revokes_by_value_and_a_name_only_its_agent() {
+    let collector = enrolling_collector(None).await;
+    let agent = collector.pki.client(Role::Agent, "by-serial");
+    let (_tx, mut acks) = open_stream(collector.channel(&agent), "s").await;
+    // As `openssl x509 -text` prints it: upper case, colon-separated, a leading 00.
+    let hex = serial_of(&agent.cert).to_ascii_uppercase();
+    let hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    let openssl_form = std::iter::once("00".to_owned())
+        .chain((0..hex.len()).step_by(2).map(|i| hex[i..i + 2].to_owned()))
+        .collect::<Vec<_>>()
+        .join(":");
+    let revoked = credentials(&collector)
+        .revoke_agent(RevokeAgentRequest {
+            name: String::new(),
+            serial: openssl_form,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.serial, serial_of(&agent.cert));
+    assert_eq!(stream_end(&mut acks).await.code(), Code::PermissionDenied);
+
+    let status = credentials(&collector)
+        .revoke_agent(RevokeAgentRequest {
+            name: String::new(),
+            serial: "not-hex".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "`not-hex` is not a certificate serial: give its hex digits as openssl prints them, \
+         e.g. 00:E3:5A:… or e35a…"
+    );
+
+    // Revoking agent `ops` leaves operator `ops` (the same name, another role) be.
+    credentials(&collector)
+        .revoke_agent(RevokeAgentRequest {
+            name: "ops".into(),
+            serial: String::new(),
+        })
+        .await
+        .unwrap();
+    let listed = credentials(&collector)
+        .list_agent_credentials(ListAgentCredentialsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.agents.iter().any(|a| a.name == "ops" && a.revoked));
+}

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use fleetmon::pb::credentials_client::CredentialsClient;
+use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::{
-    AgentCredential, CreateTokenRequest, EnrollmentToken, ListAgentCredentialsRequest,
-    ListTokensRequest, RevokeAgentRequest, RevokeTokenRequest,
+    AgentCredential, CreateTokenRequest, EnrollmentToken, GetAgentRequest,
+    ListAgentCredentialsRequest, ListTokensRequest, RevokeAgentRequest, RevokeTokenRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -28,7 +29,7 @@ pub(crate) enum TokensCommand {
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         expires: Duration,
         /// How many agents may enroll with it (0: any number until it expires).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 1)]
         uses: u32,
         /// Labels the enrolled agents get: location=eu-west,role=edge.
         #[arg(long, value_delimiter = ',', value_parser = parse_label)]
@@ -183,8 +184,8 @@ pub(crate) async fn revoke(
     name: Option<String>,
     serial: Option<String>,
 ) -> anyhow::Result<()> {
-    let agent = client(conn)
-        .await?
+    let channel = fleetmon::tls::connect(&conn.collector, &conn.tls()).await?;
+    let agent = CredentialsClient::new(channel.clone())
         .revoke_agent(RevokeAgentRequest {
             name: name.unwrap_or_default(),
             serial: serial.unwrap_or_default(),
@@ -195,11 +196,48 @@ pub(crate) async fn revoke(
     if conn.json {
         println!("{}", credential_json(&agent));
     } else if agent.name.is_empty() {
-        println!("certificate {} revoked on every collector", agent.serial);
+        println!(
+            "certificate {} revoked on every collector: connections presenting it close as each collector reads the revocation",
+            agent.serial
+        );
     } else {
         println!("agent {} revoked on every collector", agent.name);
+        println!(
+            "{}",
+            closed_here(FleetClient::new(channel), &agent.name, &conn.collector).await
+        );
     }
     Ok(())
+}
+
+/// What became of agent `name`'s connection to the collector at `collector` after its
+/// revocation: waits (15 s at most) until the collector reports it disconnected.
+async fn closed_here(mut fleet: FleetClient<Channel>, name: &str, collector: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let request = GetAgentRequest {
+            agent_id: name.to_owned(),
+        };
+        match fleet.get_agent(request).await {
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return format!("{collector}: {name} was not connected");
+            }
+            Err(status) => {
+                return format!(
+                    "{collector}: cannot tell whether {name} is still connected: {}",
+                    status.message()
+                );
+            }
+            Ok(info) if !info.get_ref().connected => {
+                let from = &info.get_ref().remote_address;
+                return format!("{collector}: closed the connection of {name} from {from}");
+            }
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                return format!("{collector}: {name} is still connected after 15 s");
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 pub(crate) fn credential_json(agent: &AgentCredential) -> Value {
