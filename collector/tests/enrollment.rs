@@ -25,6 +25,16 @@ use fleetmon_collector::config::EnrollmentConfig;
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// Enrollment on a free port with the issuing CA of the certificates in `dir`.
+fn enrollment_in(dir: &std::path::Path) -> EnrollmentConfig {
+    EnrollmentConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        issuing_ca: dir.join("issuing-ca.pem"),
+        issuing_ca_key: dir.join("issuing-ca-key.pem"),
+        certificate_lifetime_seconds: 3600,
+    }
+}
+
 async fn enrolling_collector(credentials_topic: Option<&str>) -> TestCollector {
     let topic = credentials_topic.map(str::to_owned);
     TestCollector::start(&kafka_bootstrap(), |config| {
@@ -32,12 +42,7 @@ async fn enrolling_collector(credentials_topic: Option<&str>) -> TestCollector {
             config.kafka.credentials_topic = topic;
         }
         let dir = config.tls.client_ca.parent().unwrap().to_owned();
-        config.enrollment = Some(EnrollmentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            issuing_ca: dir.join("issuing-ca.pem"),
-            issuing_ca_key: dir.join("issuing-ca-key.pem"),
-            certificate_lifetime_seconds: 3600,
-        });
+        config.enrollment = Some(enrollment_in(&dir));
     })
     .await
 }
@@ -415,10 +420,8 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires_with_no_gap_in_s
     let collector = TestCollector::start(&kafka_bootstrap(), |config| {
         let dir = config.tls.client_ca.parent().unwrap().to_owned();
         config.enrollment = Some(EnrollmentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            issuing_ca: dir.join("issuing-ca.pem"),
-            issuing_ca_key: dir.join("issuing-ca-key.pem"),
             certificate_lifetime_seconds: 15,
+            ..enrollment_in(&dir)
         });
     })
     .await;
@@ -572,12 +575,7 @@ async fn a_crl_closes_open_streams_and_refuses_renewal_on_the_open_connection() 
         std::fs::write(dir.join("crl.pem"), ca.crl_pem(&[]).unwrap()).unwrap();
         config.tls.crl = Some(dir.join("crl.pem"));
         config.tls.reload_interval_seconds = 1;
-        config.enrollment = Some(EnrollmentConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            issuing_ca: dir.join("issuing-ca.pem"),
-            issuing_ca_key: dir.join("issuing-ca-key.pem"),
-            certificate_lifetime_seconds: 3600,
-        });
+        config.enrollment = Some(enrollment_in(&dir));
     })
     .await;
     let agent = collector.pki.client(Role::Agent, "crl-listed");
