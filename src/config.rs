@@ -3,7 +3,9 @@
 //!
 //! Any key can be overridden with `<PREFIX>__<SECTION>__<KEY>=value`, for example
 //! `FLEETMON_COLLECTOR__KAFKA__BOOTSTRAP_SERVERS=10.0.0.7:9092`. Values are read as TOML
-//! (`12`, `true`, `["a", "b"]`) and fall back to a plain string.
+//! (`12`, `true`, `["a", "b"]`) and fall back to a plain string; a value that reads as
+//! TOML but lands on a string field (a password of digits, a date-like secret) is taken
+//! as the string it was written as, never refused with its value echoed.
 
 use std::path::{Path, PathBuf};
 
@@ -100,22 +102,87 @@ pub fn load<T: DeserializeOwned>(
         return toml::from_str(&text).map_err(invalid);
     }
     overrides.sort();
-    let mut table = text.parse::<Table>().map_err(invalid)?;
-    for (var, raw) in overrides {
-        let keys: Vec<String> = var[marker.len()..]
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect();
-        set_path(&mut table, &keys, parse_value(&raw)).map_err(|error| ConfigError::Env {
-            var: var.clone(),
-            message: error.to_string(),
+    let file = text.parse::<Table>().map_err(invalid)?;
+    let overrides: Vec<Override> = overrides
+        .into_iter()
+        .map(|(var, raw)| Override {
+            keys: var[marker.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            typed: parse_value(&raw),
+            var,
+            raw,
+        })
+        .collect();
+    // Overrides read as plain strings after their typed reading was refused.
+    let mut as_text = vec![false; overrides.len()];
+    loop {
+        let mut table = file.clone();
+        for (o, text) in overrides.iter().zip(&as_text) {
+            let value = if *text {
+                Value::String(o.raw.clone())
+            } else {
+                o.typed.clone()
+            };
+            set_path(&mut table, &o.keys, value).map_err(|error| ConfigError::Env {
+                var: o.var.clone(),
+                message: error.to_string(),
+            })?;
+        }
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+            origin: path.map(Path::to_owned),
+            message: e.to_string(),
         })?;
+        let error = match toml::from_str(&merged) {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        let culprit = error
+            .span()
+            .and_then(|span| key_at(&merged, span.start))
+            .and_then(|key| overrides.iter().position(|o| o.keys.join(".") == key));
+        match culprit {
+            Some(i) if !as_text[i] && !matches!(overrides[i].typed, Value::String(_)) => {
+                as_text[i] = true;
+            }
+            // Refused as the string it is: say which variable, not the merged document
+            // (which would echo every value, secrets included).
+            Some(i) => {
+                return Err(ConfigError::Env {
+                    var: overrides[i].var.clone(),
+                    message: error.message().to_owned(),
+                });
+            }
+            None => return Err(invalid(error)),
+        }
     }
-    let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
-        origin: path.map(Path::to_owned),
-        message: e.to_string(),
-    })?;
-    toml::from_str(&merged).map_err(invalid)
+}
+
+/// One `PREFIX__SECTION__KEY=value` variable.
+struct Override {
+    var: String,
+    keys: Vec<String>,
+    raw: String,
+    typed: Value,
+}
+
+/// The dotted key (`kafka.sasl.password`) of the `key = value` line of a document
+/// [`toml::to_string`] wrote, that holds byte `at`.
+fn key_at(document: &str, at: usize) -> Option<String> {
+    let line_start = document[..at.min(document.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = document[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    let section = document[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix('[')?.strip_suffix(']'));
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 /// Deserializes a map of pass-through options (librdkafka properties) whose values may
@@ -238,6 +305,42 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:7400");
         assert_eq!(config.kafka.bootstrap_servers, "10.0.0.1:9092");
         assert_eq!(config.kafka.partitions, 24);
+    }
+
+    #[test]
+    fn values_that_read_as_toml_stay_strings_on_string_fields() {
+        // A password of digits, a date-like secret: what was written, not refused.
+        let config: Example = load(
+            None,
+            "FLEETMON_X",
+            env(&[
+                ("FLEETMON_X__LISTEN", "0012345"),
+                ("FLEETMON_X__KAFKA__BOOTSTRAP_SERVERS", "2026-12-06"),
+                ("FLEETMON_X__KAFKA__PARTITIONS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0012345");
+        assert_eq!(config.kafka.bootstrap_servers, "2026-12-06");
+        assert_eq!(config.kafka.partitions, 7);
+        let config: Example =
+            load(None, "FLEETMON_X", env(&[("FLEETMON_X__LISTEN", "12345")])).unwrap();
+        assert_eq!(config.listen, "12345");
+
+        // A number field given text is refused naming the variable only, and the other
+        // overrides' values are not in the message.
+        let error = load::<Example>(
+            None,
+            "FLEETMON_X",
+            env(&[
+                ("FLEETMON_X__LISTEN", "s3cret-value"),
+                ("FLEETMON_X__KAFKA__PARTITIONS", "lots"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("FLEETMON_X__KAFKA__PARTITIONS"), "{error}");
+        assert!(!error.contains("s3cret-value"), "{error}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod kafka_topics;
 pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;
+pub mod redact;
 pub mod samples;
 pub mod server;
 pub mod shutdown;

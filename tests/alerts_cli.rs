@@ -9,14 +9,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{CentralRig, eventually, switchable_site};
-use fleetmon::testkit::WebhookReceiver;
+use fleetmon::testkit::{WebhookReceiver, late_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_pipeline() {
     let receiver = WebhookReceiver::start().await;
+    // Two channels that fail, with a secret in their URL's path as Slack's has: one
+    // answers 500, one is a closed port. Neither URL may show anywhere whole.
+    let refusing = WebhookReceiver::start().await;
+    refusing.answer_with(500);
+    let refusing_url = refusing
+        .url()
+        .replace("/hook", "/services/T0/B0/s3cretPathA");
+    let closed_url = format!(
+        "http://127.0.0.1:{}/services/T0/B0/s3cretPathB",
+        late_port()
+    );
     let mut rig = CentralRig::start(&format!(
         "[alerts]\nevaluate_interval_seconds = 1\n\
-         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\n",
+         [[alerts.webhooks]]\nname = \"ops\"\nurl = \"{}\"\n\
+         [[alerts.webhooks]]\nname = \"refusing\"\nurl = \"{refusing_url}\"\n\
+         [[alerts.webhooks]]\nname = \"closed\"\nurl = \"{closed_url}\"\n",
         receiver.url()
     ))
     .await;
@@ -117,4 +130,28 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
         shown.contains(" opened ") && shown.contains(" resolved "),
         "{shown}"
     );
+    // The failing channels say why with the service's address only.
+    let refused = refusing
+        .url()
+        .replace("/hook", "/… answered 500 Internal Server Error");
+    assert!(shown.contains(&format!("retrying: {refused}")), "{shown}");
+    let closed = closed_url.replace("/services/T0/B0/s3cretPathB", "/…: error sending request");
+    assert!(shown.contains(&format!("retrying: {closed}")), "{shown}");
+    let json = rig.fleetmon_ok(&[
+        "alerts",
+        "show",
+        open[0]["id"].to_string().as_str(),
+        "--json",
+    ]);
+    let log = std::fs::read_to_string(rig.logs.path().join("writer.log")).unwrap();
+    for (what, text) in [
+        ("alerts show", &shown),
+        ("--json", &json),
+        ("the writer's log", &log),
+    ] {
+        assert!(
+            !text.contains("s3cretPath"),
+            "a webhook URL's secret path shows in {what}: {text}"
+        );
+    }
 }

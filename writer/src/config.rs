@@ -153,8 +153,8 @@ pub struct HostRules {
     pub clock_skew_seconds: u32,
 }
 
-/// One webhook channel.
-#[derive(Debug, Clone, Deserialize)]
+/// One webhook channel. Its `Debug` hides the URL's path and the header values.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The channel's name, unique, as stored with its notifications.
@@ -170,6 +170,23 @@ pub struct WebhookConfig {
     /// Extra request headers (e.g. an `Authorization`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .keys()
+            .map(|name| (name.as_str(), fleetmon::redact::HIDDEN))
+            .collect();
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &fleetmon::redact::url(&self.url))
+            .field("format", &self.format)
+            .field("send_resolved", &self.send_resolved)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 /// The body of a webhook request.
@@ -261,7 +278,10 @@ impl AlertsConfig {
             if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
                 return Err(ConfigError::field(
                     &field("url"),
-                    format!("`{}` is not an http:// or https:// address", webhook.url),
+                    format!(
+                        "`{}` is not an http:// or https:// address",
+                        fleetmon::redact::url(&webhook.url)
+                    ),
                 ));
             }
         }

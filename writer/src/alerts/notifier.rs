@@ -59,7 +59,8 @@ struct Delivery {
     attempts: i32,
 }
 
-/// Why a webhook delivery failed; its text is kept in `notifications.last_error`.
+/// Why a webhook delivery failed; its text is kept in `notifications.last_error`, and
+/// it never holds the webhook's URL whole (Slack's carries its secret in the path).
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     /// No answer (connection, TLS, timeout), with the causes.
@@ -68,7 +69,7 @@ enum DeliveryError {
     /// The endpoint answered with a status that is not success.
     #[error("{url} answered {status}")]
     Refused {
-        /// The webhook's URL.
+        /// The webhook's URL, redacted ([`fleetmon::redact::url`]).
         url: String,
         /// Its answer.
         status: reqwest::StatusCode,
@@ -258,7 +259,8 @@ impl Notifier {
             request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| {
-            let mut message = e.to_string();
+            let e = e.without_url();
+            let mut message = format!("{}: {e}", fleetmon::redact::url(&webhook.url));
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
                 message = format!("{message}: {cause}");
@@ -271,7 +273,7 @@ impl Notifier {
             Ok(())
         } else {
             Err(DeliveryError::Refused {
-                url: webhook.url.clone(),
+                url: fleetmon::redact::url(&webhook.url),
                 status,
             })
         }
