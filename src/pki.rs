@@ -387,6 +387,18 @@ pub fn certificate_request(common_name: &str) -> Result<(Vec<u8>, String), PkiEr
     Ok((request.der().to_vec(), key.serialize_pem()))
 }
 
+/// Whether the private key `key_pem` belongs to the first certificate of `cert_pem`
+/// (their public keys are the same); an error when either cannot be read.
+pub fn key_matches_certificate(key_pem: &str, cert_pem: &str) -> Result<bool, PkiError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| PkiError::BadRequest(format!("not a PEM certificate: {e}")))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| PkiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
+    Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
+}
+
 /// Lower-case hex of the SHA-256 of `bytes` (certificate fingerprints, key and token hashes).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

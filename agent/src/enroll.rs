@@ -106,6 +106,9 @@ pub enum EnrollError {
     /// The key or the certificate request could not be made.
     #[error(transparent)]
     Pki(#[from] fleetmon::pki::PkiError),
+    /// The key and certificate could not be written together.
+    #[error(transparent)]
+    KeyPair(#[from] crate::key_pair::KeyPairError),
     /// The collector could not be reached.
     #[error("cannot connect to {collector}: {reason}")]
     Connect {
@@ -198,7 +201,6 @@ pub async fn enroll_into(
             std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
         }
     }
-    write_atomic(&files.key, &key_pem, 0o600)?;
     let channel = fleetmon::tls::server_only_endpoint(&settings.collector, &ca_pem)?
         .connect()
         .await
@@ -219,8 +221,15 @@ pub async fn enroll_into(
             message: status.message().to_owned(),
         })?
         .into_inner();
+    // Only now, with the certificate in hand, is the key written: a refused or broken
+    // request leaves the files as they were.
     write_atomic(&files.ca, &ca_pem, 0o644)?;
-    write_atomic(&files.cert, &issued.certificate_chain_pem, 0o644)?;
+    crate::key_pair::replace(
+        &files.key,
+        &key_pem,
+        &files.cert,
+        &issued.certificate_chain_pem,
+    )?;
     tracing::info!(agent = %name, cert = %files.cert.display(), serial = %issued.serial, "enrolled");
     Ok(issued.labels)
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod enroll;
 pub mod host_sampler;
+pub mod key_pair;
 pub mod metrics;
 pub mod net_prober;
 pub mod outbox;
@@ -59,6 +60,9 @@ pub enum AgentError {
     /// The metrics listener.
     #[error("{0}")]
     Metrics(std::io::Error),
+    /// The key and certificate do not belong together, or cannot be recovered.
+    #[error(transparent)]
+    KeyPair(#[from] key_pair::KeyPairError),
     /// Enrollment at start (`[enroll]`).
     #[error("enrollment at start ([enroll]): {0}")]
     Enroll(#[from] enroll::EnrollError),
@@ -90,8 +94,14 @@ pub async fn start(
     ValidConfig { config, sites }: ValidConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
+    // A key and certificate replacement a crash interrupted is finished first; then
+    // a pair that does not belong together is refused, naming the files.
+    let (key, cert) = (&config.collector.key, &config.collector.cert);
+    if key_pair::recover(key, cert)? {
+        tracing::warn!(key = %key.display(), cert = %cert.display(), "finished a key and certificate replacement interrupted by a crash");
+    }
     if let Some(settings) = &config.enroll
-        && !config.collector.cert.exists()
+        && !cert.exists()
     {
         let files = enroll::EnrolledFiles {
             ca: config.collector.ca.clone(),
@@ -105,6 +115,9 @@ pub async fn start(
             ?labels,
             "enrolled at start: the token's labels apply at the collector"
         );
+    }
+    if key.exists() && cert.exists() {
+        key_pair::check(key, cert)?;
     }
     let urls: Vec<String> = config
         .collector

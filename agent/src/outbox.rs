@@ -75,7 +75,7 @@ impl Spool {
     fn write_settled(&self, settled: u64) -> Result<(), SpoolError> {
         let path = self.dir.join("settled");
         let tmp = self.dir.join("settled.tmp");
-        fs::write(&tmp, settled.to_string()).map_err(io_error(&tmp))?;
+        write_private(&tmp, settled.to_string().as_bytes())?;
         fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 
@@ -88,7 +88,7 @@ impl Spool {
     fn rewrite(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         let path = self.dir.join("samples.log");
         let tmp = self.dir.join("samples.log.tmp");
-        fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
+        write_private(&tmp, bytes)?;
         fs::rename(&tmp, &path).map_err(io_error(&path))?;
         self.log = OpenOptions::new()
             .append(true)
@@ -96,6 +96,20 @@ impl Spool {
             .map_err(io_error(&path))?;
         Ok(())
     }
+}
+
+/// Writes a spool file readable by the agent's user only: samples carry what sites
+/// answered and the URLs checked.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(io_error(path))
 }
 
 /// What the spool thread is asked to write, in the order the outbox decided it.
@@ -574,11 +588,12 @@ fn restore(state: &mut State, dir: &Path, capacity: usize) -> Result<(Spool, u64
     state.next_seq = max_seq + 1;
     let mut spool = Spool {
         dir: dir.to_owned(),
-        log: OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_error(&log_path))?,
+        log: std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(&log_path)
+        .map_err(io_error(&log_path))?,
     };
     let bytes = encode_all(&state.queue);
     spool.rewrite(&bytes)?;
@@ -699,5 +714,13 @@ mod tests {
             fs::metadata(dir.path().join("samples.log")).unwrap().len(),
             0
         );
+        for file in ["samples.log", "settled"] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file} is private");
+        }
     }
 }

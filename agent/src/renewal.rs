@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use crate::enroll::write_atomic;
 use crate::metrics::AgentMetrics;
 
 /// How often the certificate file is looked at again when nothing is due.
@@ -146,12 +145,13 @@ async fn renew(
         {
             Ok(issued) => {
                 let issued = issued.into_inner();
-                let write = |path: &std::path::Path, text: &str, mode| {
-                    write_atomic(path, text, mode)
-                        .map_err(|e| tonic::Status::internal(e.to_string()))
-                };
-                write(&files.key, &key_pem, 0o600)?;
-                write(&files.cert, &issued.certificate_chain_pem, 0o644)?;
+                crate::key_pair::replace(
+                    &files.key,
+                    &key_pem,
+                    &files.cert,
+                    &issued.certificate_chain_pem,
+                )
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
                 return Ok(issued.serial);
             }
             Err(status) if status.code() == Code::Unavailable => last = status,
