@@ -53,7 +53,7 @@ async fn raw_copy(pki: &TestPki, rows: Rows<'_>, days: &BTreeSet<i64>) -> Durati
     let sink = PostgresSink::new(&writer_config(pki, &schema, "unused").postgres).unwrap();
     sink.migrate().await.unwrap();
     sink.ensure_partitions(days).await.unwrap();
-    let mut client = sink.pool().get().await.unwrap();
+    let mut client = sink.background().get().await.unwrap();
     pg_checkpoint(schema.url()).await;
     let started = Instant::now();
     let tx = client.transaction().await.unwrap();

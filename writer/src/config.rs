@@ -83,8 +83,17 @@ pub struct PostgresConfig {
     pub url: String,
     /// Schema that holds every fleetmon table (created if missing).
     pub schema: String,
-    /// Connections in the pool.
+    /// Connections that store batches (and run migrations and partition upkeep).
     pub pool_size: usize,
+    /// Connections of the History and Alerts APIs, apart so that queries never take
+    /// the connections batches need.
+    pub query_pool_size: usize,
+    /// Connections of background work: timed alert rules, the notifier, the checks
+    /// mirror.
+    pub background_pool_size: usize,
+    /// Longest an API query may run (`statement_timeout`) before PostgreSQL cancels
+    /// it and the caller gets DEADLINE_EXCEEDED-like UNAVAILABLE with the reason.
+    pub query_timeout_seconds: u64,
     /// CA bundle (PEM) that signed the server's certificate: required by
     /// `sslmode=verify-ca` and `verify-full`; with `require` it turns on chain checks.
     pub ca: Option<PathBuf>,
@@ -322,6 +331,9 @@ impl Default for PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/fleetmon".to_owned(),
             schema: "fleetmon".to_owned(),
             pool_size: 4,
+            query_pool_size: 4,
+            background_pool_size: 2,
+            query_timeout_seconds: 10,
             ca: None,
             cert: None,
             key: None,
@@ -421,10 +433,22 @@ impl WriterConfig {
                 "is missing: a client certificate needs both postgres.cert and postgres.key",
             ));
         }
-        if self.postgres.pool_size == 0 {
+        for (field, size) in [
+            ("postgres.pool_size", self.postgres.pool_size),
+            ("postgres.query_pool_size", self.postgres.query_pool_size),
+            (
+                "postgres.background_pool_size",
+                self.postgres.background_pool_size,
+            ),
+        ] {
+            if size == 0 {
+                return Err(ConfigError::field(field, "must be at least 1"));
+            }
+        }
+        if self.postgres.query_timeout_seconds == 0 {
             return Err(ConfigError::field(
-                "postgres.pool_size",
-                "must be at least 1",
+                "postgres.query_timeout_seconds",
+                "must be at least 1: a query without a limit can hold a connection for good",
             ));
         }
         if self.postgres.retention_days == 0 {

@@ -123,7 +123,7 @@ pub async fn start(
     let checks_consumer = check_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
-    let notifier = Notifier::new(sink.pool().clone(), &config.alerts, committed.clone())?;
+    let notifier = Notifier::new(sink.background().clone(), &config.alerts, committed.clone())?;
     let rules_skipped = metrics.alert_evaluations_skipped.clone();
     let rounds = metrics.alert_rounds.clone();
     let pipeline = Pipeline::new(

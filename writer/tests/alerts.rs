@@ -739,3 +739,73 @@ async fn a_writer_killed_before_delivering_sends_the_same_key_after_restart() {
         1
     );
 }
+
+/// A session holding the `silences` table locked, as a long maintenance would: every
+/// read of alerts and silences waits on it until `ROLLBACK`.
+async fn lock_silences(setup: &Setup) -> tokio_postgres::Client {
+    let locker = setup.schema.connect().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE silences IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_queries_have_their_own_connections_and_a_time_limit() {
+    let setup = Setup::new().await;
+    let writer = setup
+        .start_writer_with(|config| {
+            config.alerts.enabled = false;
+            config.postgres.pool_size = 1;
+            config.postgres.query_pool_size = 2;
+        })
+        .await;
+    let locker = lock_silences(&setup).await;
+    // More stuck API calls than the writer has connections of any kind.
+    let stuck: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = alerts_client(&setup, &writer);
+            tokio::spawn(async move {
+                client
+                    .list_silences(fleetmon::pb::ListSilencesRequest {})
+                    .await
+            })
+        })
+        .collect();
+    let now = SystemTime::now();
+    setup.produce_hosts(&[host("while-stuck", 1, now)]).await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM host_samples WHERE agent_id = 'while-stuck'",
+            1,
+        )
+        .await;
+    assert!(
+        stuck.iter().all(|call| !call.is_finished()),
+        "the calls were still waiting while the batch was stored"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for call in stuck {
+        call.await.unwrap().expect("answered once the lock is gone");
+    }
+    writer.stop().await;
+
+    // A query that runs past postgres.query_timeout_seconds is cancelled.
+    let writer = setup
+        .start_writer_with(|config| config.postgres.query_timeout_seconds = 1)
+        .await;
+    let locker = lock_silences(&setup).await;
+    let status = alerts_client(&setup, &writer)
+        .list_silences(fleetmon::pb::ListSilencesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the query ran longer than postgres.query_timeout_seconds and was cancelled: \
+         ask for less (a shorter range, a smaller limit) or raise the limit"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    writer.stop().await;
+}

@@ -139,8 +139,11 @@ impl Notifier {
             return Ok(true);
         }
         let body = self.body(webhook, &delivery).await?;
+        // No connection is held while the endpoint takes its time (up to the request
+        // timeout): the lease keeps the rows this writer's meanwhile.
+        let sent = self.send(webhook, &delivery.key, &body).await;
         let client = self.pool.get().await?;
-        match self.send(webhook, &delivery.key, &body).await {
+        match sent {
             Ok(()) => {
                 client.execute(MARK_DELIVERED, &[&delivery.ids]).await?;
                 client

@@ -67,7 +67,7 @@ pub async fn evaluate(
     channels: &Channels,
     skipped: &Counter,
 ) -> Result<Option<Transitions>, SinkError> {
-    let mut client = sink.pool().get().await?;
+    let mut client = sink.background().get().await?;
     let tx = client.transaction().await?;
     let mine: bool = tx.query_one(TRY_ROUND_LOCK, &[&LOCK]).await?.get("mine");
     if !mine {

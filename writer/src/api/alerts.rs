@@ -46,7 +46,7 @@ impl AlertsService {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ServiceError> {
-        Ok(self.sink.pool().get().await?)
+        Ok(self.sink.queries().get().await?)
     }
 }
 

@@ -15,15 +15,31 @@ pub enum ServiceError {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A query ran past `postgres.query_timeout_seconds` (PostgreSQL cancelled it).
+    #[error(
+        "the query ran longer than postgres.query_timeout_seconds and was cancelled: \
+         ask for less (a shorter range, a smaller limit) or raise the limit"
+    )]
+    TimedOut,
     /// A query failed.
     #[error("database query failed: {}", describe(.0))]
-    Query(#[from] tokio_postgres::Error),
+    Query(tokio_postgres::Error),
     /// No connection from the pool.
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// Kafka did not answer (reading or writing the dead-letter topic).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+impl From<tokio_postgres::Error> for ServiceError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+            ServiceError::TimedOut
+        } else {
+            ServiceError::Query(error)
+        }
+    }
 }
 
 impl ServiceError {
@@ -43,6 +59,7 @@ impl GrpcError for ServiceError {
         match self {
             ServiceError::InvalidArgument(_) => Code::InvalidArgument,
             ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::TimedOut => Code::DeadlineExceeded,
             // The database or Kafka is down or restarting: the client may retry.
             ServiceError::Query(_) | ServiceError::Pool(_) | ServiceError::Kafka(_) => {
                 Code::Unavailable

@@ -75,7 +75,7 @@ impl HistoryService {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ServiceError> {
-        Ok(self.sink.pool().get().await?)
+        Ok(self.sink.queries().get().await?)
     }
 
     async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, ServiceError> {

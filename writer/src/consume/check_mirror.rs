@@ -107,7 +107,7 @@ async fn store(
     id: &str,
     definition: Option<&CheckDefinition>,
 ) -> Result<(), SinkError> {
-    let client = sink.pool().get().await?;
+    let client = sink.background().get().await?;
     let result = match definition {
         None => client.execute(DELETE_CHECK, &[&id]).await,
         Some(definition) => {

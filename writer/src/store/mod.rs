@@ -83,10 +83,15 @@ pub enum AfterRowsOutcome {
     Skipped,
 }
 
-/// The writer's PostgreSQL side.
+/// The writer's PostgreSQL side, with a pool per kind of work.
 #[derive(Debug)]
 pub struct PostgresSink {
+    /// Batches, migrations, partitions.
     pool: Pool,
+    /// The History and Alerts APIs, under `statement_timeout`.
+    queries: Pool,
+    /// Timed rules, the notifier, the checks mirror.
+    background: Pool,
     schema: String,
     partitions: Partitions,
     /// Run in every batch's transaction after its check results.
@@ -109,21 +114,30 @@ impl PostgresSink {
         // Names the schema so an operator (or a test) can tell writers apart.
         pg.application_name(format!("fleetmon-writer:{}", config.schema));
         pg.connect_timeout(Duration::from_secs(10));
-        let manager = Manager::from_config(
-            pg,
-            crate::store::tls::connector(mode, config)?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()?;
+        let pool = |pg: tokio_postgres::Config, size: usize| -> Result<Pool, SinkError> {
+            let manager = Manager::from_config(
+                pg,
+                crate::store::tls::connector(mode, config)?,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Ok(Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()?)
+        };
+        let mut queries = pg.clone();
+        queries.options(format!(
+            "-c search_path={} -c statement_timeout={}s",
+            config.schema, config.query_timeout_seconds
+        ));
         Ok(PostgresSink {
-            pool,
+            queries: pool(queries, config.query_pool_size)?,
+            background: pool(pg.clone(), config.background_pool_size)?,
+            pool: pool(pg, config.pool_size)?,
             schema: config.schema.clone(),
             partitions: Partitions::new(&config.schema),
             after_rows: None,
@@ -160,9 +174,15 @@ impl PostgresSink {
             .await
     }
 
-    /// The pool, for queries (History service).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The pool of the History and Alerts APIs: its statements are cancelled after
+    /// `postgres.query_timeout_seconds`.
+    pub fn queries(&self) -> &Pool {
+        &self.queries
+    }
+
+    /// The pool of background work (timed rules, the notifier, the checks mirror).
+    pub fn background(&self) -> &Pool {
+        &self.background
     }
 
     /// Creates the schema if needed and runs pending migrations in one transaction,
