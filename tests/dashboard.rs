@@ -10,6 +10,33 @@ use std::process::Command;
 use common::{CentralRig, binary, eventually, switchable_site};
 use fleetmon::testkit::free_port;
 
+/// The access token of the dashboards these tests start.
+const TOKEN: &str = "7e57dashboardtoken";
+
+/// Starts `fleetmon dashboard ARGS` against the rig as process `name`, with [`TOKEN`];
+/// its port.
+fn start_dashboard(rig: &mut CentralRig, name: &str, args: &[&str]) -> u16 {
+    let port = free_port();
+    let certs = rig.certs().to_owned();
+    rig.procs.spawn(
+        name,
+        rig.logs.path(),
+        Command::new(binary("fleetmon"))
+            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--collector",
+                &format!("https://127.0.0.1:{}", rig.collector),
+            ])
+            .args(["--writer", &format!("https://127.0.0.1:{}", rig.writer)])
+            .arg("--certs")
+            .arg(&certs)
+            .args(args)
+            .env("FLEETMON_DASHBOARD_TOKEN", TOKEN),
+    );
+    rig.procs.wait_port(name, port);
+    port
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -38,29 +65,14 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
         |n| n >= 2,
     )
     .await;
-    let port = free_port();
-    let certs = rig.certs().to_owned();
-    rig.procs.spawn(
-        "dashboard",
-        rig.logs.path(),
-        Command::new(binary("fleetmon"))
-            .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--collector",
-                &format!("https://127.0.0.1:{}", rig.collector),
-            ])
-            .args(["--writer", &format!("https://127.0.0.1:{}", rig.writer)])
-            .arg("--certs")
-            .arg(&certs),
-    );
-    rig.procs.wait_port("dashboard", port);
+    let port = start_dashboard(&mut rig, "dashboard", &[]);
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let out = tokio::process::Command::new("node")
         .current_dir(&browser_dir)
         .arg("dashboard.mjs")
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(format!("http://127.0.0.1:{port}/?token={TOKEN}"))
         .arg(&shots)
         .args(["web-1", "shop"])
         .output()
@@ -74,6 +86,21 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
             .unwrap_or_default()
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["address_after_login"],
+        format!("http://127.0.0.1:{port}/"),
+        "{seen}"
+    );
+    // The cross-site form reached the dashboard with the session cookie, and was refused.
+    assert_eq!(seen["attack_status"], 403, "{seen}");
+    assert!(
+        seen["attack_answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("cross-site request refused"),
+        "{seen}"
+    );
+    assert_eq!(seen["paused_after_attack"], false, "{seen}");
     assert_eq!(seen["state"], "● live", "{seen}");
     assert_eq!(seen["labels"], "role=web", "{seen}");
     assert_eq!(
@@ -111,4 +138,193 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     for shot in ["fleet.png", "agent.png", "checks.png", "phone.png"] {
         assert!(shots.join(shot).is_file(), "{shot} written");
     }
+}
+
+/// One HTTP/1.1 exchange with the dashboard on `port`: (status, headers lower-cased,
+/// body). `headers` are sent as given; `Host` is the dashboard's own unless given.
+fn http(port: u16, request_line: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request =
+        format!("{request_line} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_refuses_strangers_other_hosts_cross_site_changes_and_viewers() {
+    let mut rig = CentralRig::start("").await;
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "shop",
+        "--url",
+        "http://127.0.0.1:9/",
+        "--all-agents",
+    ]);
+    let port = start_dashboard(&mut rig, "dashboard", &["--max-live-views", "1"]);
+
+    // No token, a wrong one, another Host (DNS rebinding).
+    let (status, _, body) = http(port, "GET /api/fleet", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            401,
+            "this dashboard needs its access token: open the address `fleetmon dashboard` printed (/?token=…)\n"
+        )
+    );
+    let (status, _, _) = http(port, "GET /?token=nope", &[]);
+    assert_eq!(status, 401);
+    let (status, head, body) = http(port, "GET /", &[("Host", "evil.example")]);
+    assert_eq!(status, 421);
+    assert!(
+        body.starts_with(&format!(
+            "this dashboard answers to 127.0.0.1:{port}, localhost:{port}"
+        )),
+        "{body}"
+    );
+    for header in [
+        "content-security-policy: default-src 'self'",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(header), "{header} missing: {head}");
+    }
+
+    // The token makes a session: a cookie, and the token gone from the address.
+    let (status, head, _) = http(port, &format!("GET /?token={TOKEN}"), &[]);
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /\r\n"), "{head}");
+    let session = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: fleetmon_session="))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("{head}"))
+        .to_owned();
+    assert!(
+        head.contains("httponly") && head.contains("samesite=strict"),
+        "{head}"
+    );
+    let cookie = format!("fleetmon_session={session}");
+    let (status, _, body) = http(port, "GET /api/session", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["role"], "editor");
+    let csrf = view["csrf"].as_str().unwrap().to_owned();
+    let own = format!("http://127.0.0.1:{port}");
+
+    // Changes: refused from another origin, or without the CSRF token; done with both.
+    let pause = "POST /api/checks/shop/pause";
+    let (status, _, body) = http(
+        port,
+        pause,
+        &[
+            ("Cookie", &cookie),
+            ("Origin", "http://127.0.0.1:1"),
+            ("x-fleetmon-csrf", &csrf),
+        ],
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.starts_with(&format!(
+            "cross-site request refused: changes are accepted from {own} pages only"
+        )),
+        "{body}"
+    );
+    let (status, _, body) = http(
+        port,
+        pause,
+        &[
+            ("Cookie", &cookie),
+            ("Sec-Fetch-Site", "same-site"),
+            ("x-fleetmon-csrf", &csrf),
+        ],
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = http(port, pause, &[("Cookie", &cookie)]);
+    assert_eq!(status, 403, "no Origin nor Sec-Fetch-Site: {body}");
+    let (status, _, body) = http(port, pause, &[("Cookie", &cookie), ("Origin", &own)]);
+    assert_eq!(
+        (status, body.as_str()),
+        (403, "missing or stale CSRF token: reload the page\n")
+    );
+    assert!(
+        !rig.fleetmon_ok(&["checks", "show", "shop"])
+            .contains("PAUSED")
+    );
+    let (status, _, body) = http(
+        port,
+        pause,
+        &[
+            ("Cookie", &cookie),
+            ("Origin", &own),
+            ("x-fleetmon-csrf", &csrf),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"paused\":true"), "{body}");
+    // A script with the token as a bearer has no ambient credential to abuse.
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        port,
+        "POST /api/checks/shop/resume",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"paused\":false"), "{body}");
+
+    // Live views are capped: the second is refused while the first is open.
+    let first = {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {bearer}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stream
+    };
+    let (status, _, body) = http(port, "GET /api/events", &[("Authorization", &bearer)]);
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            503,
+            "1 live views are open already: close another dashboard tab (--max-live-views)\n"
+        )
+    );
+    drop(first);
+
+    // A viewer's token reads but cannot change.
+    let viewer = start_dashboard(&mut rig, "viewer-dashboard", &["--token-role", "viewer"]);
+    let (status, _, _) = http(viewer, "GET /api/checks", &[("Authorization", &bearer)]);
+    assert_eq!(status, 200);
+    let (status, _, body) = http(
+        viewer,
+        "POST /api/checks/shop/pause",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            403,
+            "this dashboard's token is for viewers: pausing and resuming checks need --token-role editor\n"
+        )
+    );
 }

@@ -460,11 +460,21 @@ async fn quickstart(broker: &str, tls: bool) {
         members.len() >= 7,
         "script, site, collector, writer, agent, dashboard, status: {members:?}"
     );
-    // The quickstart ends on the dashboard: it names it, and serves the demo agent.
-    assert!(std::fs::read_to_string(&output).unwrap().contains(&format!(
-        "Open the dashboard: http://127.0.0.1:{dashboard_port}/"
-    )),);
-    let fleet = http_get(dashboard_port, "/api/fleet");
+    // The quickstart ends on the dashboard: it names it with its token, and serves the
+    // demo agent to a caller with that token only.
+    let printed = std::fs::read_to_string(&output).unwrap();
+    let prefix = format!("Open the dashboard: http://127.0.0.1:{dashboard_port}/?token=");
+    let token = printed
+        .lines()
+        .find_map(|line| line.split_once(&prefix).map(|(_, token)| token.trim()))
+        .unwrap_or_else(|| panic!("no dashboard address in {printed}"));
+    assert_eq!(token.len(), 32, "{token}");
+    let refused = http_get(dashboard_port, "/api/fleet", "wrong");
+    assert!(
+        refused.starts_with("HTTP/1.0 401") || refused.starts_with("HTTP/1.1 401"),
+        "{refused}"
+    );
+    let fleet = http_get(dashboard_port, "/api/fleet", token);
     assert!(
         fleet.contains("\"agent_id\":\"demo\""),
         "the dashboard serves the demo agent: {fleet}"
@@ -565,15 +575,17 @@ fn established_to(port: u16) -> bool {
         })
 }
 
-/// The body of `GET PATH` from 127.0.0.1:`port` (HTTP/1.0, whole response read).
-fn http_get(port: u16, path: &str) -> String {
+/// `GET path` from the dashboard on 127.0.0.1:`port` with `token` as a bearer: the
+/// whole answer, status line and headers included (HTTP/1.0, read to the end).
+fn http_get(port: u16, path: &str, token: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or(response)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,14 +34,18 @@ use tonic::transport::Channel;
 
 use super::Connection;
 
+mod guard;
+
+use guard::{Caller, DashboardRole, Guard};
+
 const INDEX: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const APP_CSS: &str = include_str!("dashboard/app.css");
 const UPLOT_JS: &str = include_str!("dashboard/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("dashboard/vendor/uPlot.min.css");
 
-/// The cookie a browser keeps the access token in after opening `/?token=…`.
-const TOKEN_COOKIE: &str = "fleetmon_token";
+/// Live views (`/api/events` streams) served at once by default.
+const DEFAULT_MAX_LIVE_VIEWS: usize = 32;
 
 /// `fleetmon dashboard`'s flags.
 #[derive(Debug, Args)]
@@ -55,9 +59,25 @@ pub(crate) struct DashboardArgs {
     /// Its key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// A secret every request must carry (open `/?token=SECRET` once; a cookie keeps it).
+    /// The access token (open `/?token=SECRET` once: a session cookie keeps you in;
+    /// scripts send `Authorization: Bearer SECRET`). Without it one is made up and the
+    /// address to open is printed.
     #[arg(long, env = "FLEETMON_DASHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// What the token lets a browser do: `viewer` hides and refuses Pause/Resume.
+    #[arg(long, value_enum, default_value = "editor")]
+    token_role: DashboardRole,
+    /// Another host name browsers reach the dashboard by (repeatable), e.g.
+    /// `dash.example.com` behind a proxy; any other Host header is refused.
+    #[arg(long = "allowed-host", value_name = "HOST[:PORT]")]
+    allowed_hosts: Vec<String>,
+    /// Serve without any authentication, on loopback only: any program or user on
+    /// this machine can then pause checks with your operator certificate.
+    #[arg(long, conflicts_with = "token")]
+    insecure_no_auth: bool,
+    /// Live views (browser tabs following `/api/events`) served at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_LIVE_VIEWS)]
+    max_live_views: usize,
     #[command(flatten)]
     connection: Connection,
 }
@@ -67,7 +87,9 @@ struct Servers {
     history: HistoryClient<Channel>,
     alerts: AlertsClient<Channel>,
     checks: ChecksClient<Channel>,
-    token: Option<String>,
+    role: DashboardRole,
+    live_views: Arc<tokio::sync::Semaphore>,
+    max_live_views: usize,
 }
 
 type Shared = Arc<Servers>;
@@ -76,6 +98,12 @@ type Shared = Arc<Servers>;
 fn exposure_error(args: &DashboardArgs) -> Option<String> {
     if args.listen.ip().is_loopback() {
         return None;
+    }
+    if args.insecure_no_auth {
+        return Some(format!(
+            "--insecure-no-auth is for loopback only, and --listen {} is not: give --token",
+            args.listen
+        ));
     }
     let missing: Vec<&str> = [
         (args.tls_cert.is_none(), "--tls-cert"),
@@ -88,11 +116,17 @@ fn exposure_error(args: &DashboardArgs) -> Option<String> {
     .into_iter()
     .filter_map(|(absent, flag)| absent.then_some(flag))
     .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
+    if !missing.is_empty() {
+        return Some(format!(
             "--listen {} is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs {}",
             args.listen,
             missing.join(", ")
+        ));
+    }
+    (args.listen.ip().is_unspecified() && args.allowed_hosts.is_empty()).then(|| {
+        format!(
+            "--listen {} answers on every address: name the host names browsers use with --allowed-host (e.g. --allowed-host dash.example.com), so that no other name (DNS rebinding) is served",
+            args.listen
         )
     })
 }
@@ -105,12 +139,33 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let files = args.connection.tls();
     let collector = fleetmon::tls::endpoint(&args.connection.collector, &files)?.connect_lazy();
     let writer = fleetmon::tls::endpoint(&args.connection.writer, &files)?.connect_lazy();
+    let https = args.tls_cert.is_some() && args.tls_key.is_some();
+    let scheme = if https { "https" } else { "http" };
+    // No token given: one is made up, and the address to open carries it.
+    let token = match (&args.token, args.insecure_no_auth) {
+        (_, true) => None,
+        (Some(token), false) => Some(token.clone()),
+        (None, false) => {
+            use rand::RngCore as _;
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            Some(fleetmon::identity::hex(&bytes))
+        }
+    };
+    let guard = Arc::new(Guard::new(
+        token.as_deref(),
+        allowed_hosts(&args),
+        scheme,
+        args.token_role,
+    ));
     let servers = Arc::new(Servers {
         fleet: FleetClient::new(collector.clone()),
         history: HistoryClient::new(writer.clone()),
         alerts: AlertsClient::new(writer),
         checks: ChecksClient::new(collector),
-        token: args.token.clone(),
+        role: guard.role(),
+        live_views: Arc::new(tokio::sync::Semaphore::new(args.max_live_views)),
+        max_live_views: args.max_live_views,
     });
     let app = Router::new()
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
@@ -128,11 +183,9 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .route("/api/alerts", get(alerts))
         .route("/api/checks", get(checks))
         .route("/api/checks/{id}/{action}", post(pause_or_resume))
-        .layer(axum::middleware::from_fn_with_state(
-            servers.clone(),
-            require_token,
-        ))
-        .with_state(servers);
+        .route("/api/session", get(session))
+        .with_state(servers)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -142,17 +195,23 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         // run unstoppable.
         let _ = tokio::signal::ctrl_c().await;
     };
+    let open = match &token {
+        Some(token) => format!("{scheme}://{addr}/?token={token}"),
+        None => format!(
+            "{scheme}://{addr}/ — NO AUTHENTICATION (--insecure-no-auth): any program or user on this machine can use it"
+        ),
+    };
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let config = https_config(cert, key)?;
-            println!("dashboard: https://{addr}/");
+            println!("dashboard: {open}");
             let incoming = TlsListener::new(listener, config);
             axum::serve(incoming, app)
                 .with_graceful_shutdown(stop)
                 .await?;
         }
         _ => {
-            println!("dashboard: http://{addr}/");
+            println!("dashboard: {open}");
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await?;
@@ -213,6 +272,44 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// The Host values the dashboard answers to: its listen address (and the loopback
+/// names of its port), and every `--allowed-host` (with and without the port).
+fn allowed_hosts(args: &DashboardArgs) -> Vec<String> {
+    let port = args.listen.port();
+    let mut hosts = Vec::new();
+    if !args.listen.ip().is_unspecified() {
+        hosts.push(args.listen.to_string());
+    }
+    if args.listen.ip().is_loopback() {
+        hosts.extend([
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ]);
+    }
+    for host in &args.allowed_hosts {
+        hosts.push(host.clone());
+        if !host.contains(':') {
+            hosts.push(format!("{host}:{port}"));
+        }
+    }
+    hosts.dedup();
+    hosts
+}
+
+/// `GET /api/session`: the CSRF token the page sends with changes, and its role.
+/// Same-origin pages only can read it (no CORS headers are ever sent).
+async fn session(
+    State(servers): State<Shared>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    json_response(json!({
+        "csrf": caller.csrf(),
+        "role": servers.role,
+        "csrf_header": guard::CSRF_HEADER,
+    }))
+}
+
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -222,54 +319,6 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// With `--token`: the request carries it (`Authorization: Bearer`, the cookie, or
-/// `?token=`, which also sets the cookie), else 401.
-async fn require_token(
-    State(servers): State<Shared>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(token) = &servers.token else {
-        return next.run(request).await;
-    };
-    let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let cookie = cookie(headers, TOKEN_COOKIE);
-    let query = query(request.uri()).remove("token");
-    let given = [bearer.map(str::to_owned), cookie, query.clone()];
-    if !given.iter().flatten().any(|t| t == token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "this dashboard needs its access token: open /?token=…\n",
-        )
-            .into_response();
-    }
-    let mut response = next.run(request).await;
-    if query.is_some()
-        && let Ok(value) = HeaderValue::from_str(&format!(
-            "{TOKEN_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/"
-        ))
-    {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then(|| value.to_owned())
-        })
 }
 
 /// The query string as key → value (no percent-decoding beyond `+`; values here are
@@ -368,14 +417,26 @@ async fn fleet(State(servers): State<Shared>) -> Response {
     json_response(json!({ "now": millis(Some(SystemTime::now().into())), "agents": agents }))
 }
 
-/// Every acknowledged sample, as it arrives: `host` and `site` events.
+/// Every acknowledged sample, as it arrives: `host` and `site` events. At most
+/// `--max-live-views` at once; the view's place is freed when its browser leaves.
 async fn events(State(servers): State<Shared>) -> Response {
+    let Ok(place) = servers.live_views.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} live views are open already: close another dashboard tab (--max-live-views)\n",
+                servers.max_live_views
+            ),
+        )
+            .into_response();
+    };
     let mut fleet = servers.fleet.clone();
     let stream = match fleet.watch_latest(WatchLatestRequest::default()).await {
         Ok(response) => response.into_inner(),
         Err(status) => return upstream("Fleet/WatchLatest", status),
     };
-    let events = stream.map_while(|event| {
+    let events = stream.map_while(move |event| {
+        let _place = &place;
         let event = event.ok()?;
         Some(Ok::<_, Infallible>(match event.kind {
             Some(watch_event::Kind::Host(h)) => Event::default()
@@ -565,18 +626,29 @@ mod tests {
             exposure_error(&args(&["--listen", "0.0.0.0:8080"])).unwrap(),
             "--listen 0.0.0.0:8080 is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs --tls-cert, --tls-key, --token (or FLEETMON_DASHBOARD_TOKEN)"
         );
+        let exposed = [
+            "--listen",
+            "0.0.0.0:8080",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--token",
+            "s",
+        ];
         assert_eq!(
-            exposure_error(&args(&[
-                "--listen",
-                "0.0.0.0:8080",
-                "--tls-cert",
-                "c.pem",
-                "--tls-key",
-                "k.pem",
-                "--token",
-                "s"
-            ])),
+            exposure_error(&args(&exposed)).unwrap(),
+            "--listen 0.0.0.0:8080 answers on every address: name the host names browsers use with --allowed-host (e.g. --allowed-host dash.example.com), so that no other name (DNS rebinding) is served"
+        );
+        assert_eq!(
+            exposure_error(&args(
+                &[&exposed[..], &["--allowed-host", "dash.example.com"]].concat()
+            )),
             None
+        );
+        assert_eq!(
+            exposure_error(&args(&["--listen", "10.0.0.5:8080", "--insecure-no-auth"])).unwrap(),
+            "--insecure-no-auth is for loopback only, and --listen 10.0.0.5:8080 is not: give --token"
         );
     }
 }

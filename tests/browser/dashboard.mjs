@@ -1,8 +1,10 @@
 // Drives Debian's Chromium (playwright-core, no bundled browser) against a running
-// `fleetmon dashboard`. Usage: node dashboard.mjs URL OUT_DIR AGENT CHECK
+// `fleetmon dashboard`. Usage: node dashboard.mjs URL OUT_DIR AGENT CHECK, URL being the
+// address the dashboard printed (with its ?token=).
 // Prints one JSON object of what the page showed; tests/dashboard.rs compares it with
 // what the collector and Postgres hold. Screenshots go to OUT_DIR.
 import { chromium } from "playwright-core";
+import http from "node:http";
 
 const [url, out, agent, check] = process.argv.slice(2);
 const browser = await chromium.launch({
@@ -11,8 +13,11 @@ const browser = await chromium.launch({
 });
 const seen = {};
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
   await page.goto(url);
+  // The token left the address bar for a session cookie.
+  seen.address_after_login = page.url();
   const row = page.locator(`#fleet tr[data-agent="${agent}"]`);
   await row.waitFor({ timeout: 30000 });
   await page.locator("#live[data-state=live]").waitFor({ timeout: 30000 });
@@ -45,6 +50,28 @@ try {
   seen.charts = await page.locator("#charts .chart").count();
   seen.chart_points = Number(await page.locator("#charts").getAttribute("data-points"));
   await page.screenshot({ path: `${out}/agent.png`, fullPage: true });
+
+  // The attack: a page on another local origin (same site: 127.0.0.1, another port)
+  // posts a plain form to pause the check, in the browser that holds the session.
+  const origin = new URL(url).origin;
+  const evil = http.createServer((_, res) => {
+    res.setHeader("content-type", "text/html");
+    res.end(`<form method="POST" action="${origin}/api/checks/${encodeURIComponent(check)}/pause"></form>
+             <script>document.forms[0].submit()</script>`);
+  });
+  await new Promise((resolve) => evil.listen(0, "127.0.0.1", resolve));
+  const attack = await context.newPage();
+  const answered = attack.waitForResponse((r) => r.url().includes("/api/checks/"));
+  await attack.goto(`http://127.0.0.1:${evil.address().port}/`);
+  const answer = await answered;
+  seen.attack_status = answer.status();
+  seen.attack_answer = (await answer.text()).trim();
+  await attack.close();
+  evil.close();
+  seen.paused_after_attack = (await page.evaluate(async (id) => {
+    const checks = await (await fetch("/api/checks")).json();
+    return checks.find((c) => c.id === id).paused;
+  }, check));
 
   // The check, its location result, then paused from the page.
   const checkRow = page.locator(`#checks tr[data-check-row="${check}"]`);

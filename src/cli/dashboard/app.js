@@ -78,6 +78,9 @@ function renderFleet() {
   if (agents.size === 0) body.append(el("tr", {}, el("td", { colspan: "9", class: "muted", text: "no agent has connected yet" })));
 }
 
+// The CSRF token changes must carry, and what this dashboard's token may do.
+const session = fetch("/api/session", { credentials: "same-origin" }).then((r) => r.json());
+
 async function getJson(path) {
   const r = await fetch(path, { credentials: "same-origin" });
   if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
@@ -197,6 +200,9 @@ function updateCheckLocation(s) {
   }
 }
 
+let viewer = false;
+session.then((s) => { viewer = s.role === "viewer"; }).catch(show);
+
 async function loadChecks() {
   let checks;
   try { checks = await getJson("/api/checks"); } catch (e) { return show(e); }
@@ -212,9 +218,13 @@ async function loadChecks() {
       locations.append(span, el("br"));
     }
     const button = el("button", { class: "action", text: c.paused ? "Resume" : "Pause" });
+    button.hidden = viewer;
     button.addEventListener("click", async () => {
       button.disabled = true;
-      await fetch(`/api/checks/${encodeURIComponent(c.id)}/${c.paused ? "resume" : "pause"}`, { method: "POST", credentials: "same-origin" });
+      const { csrf, csrf_header: header } = await session;
+      const r = await fetch(`/api/checks/${encodeURIComponent(c.id)}/${c.paused ? "resume" : "pause"}`,
+        { method: "POST", credentials: "same-origin", headers: { [header]: csrf } });
+      if (!r.ok) show(new Error(await r.text()));
       await loadChecks();
     });
     return el("tr", { "data-check-row": c.id },

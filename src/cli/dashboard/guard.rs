@@ -1,0 +1,377 @@
+//! What stands between a browser and the operator certificate the dashboard acts with:
+//! the Host allow-list (no DNS rebinding), authentication (a session from the access
+//! token, or the token itself as a bearer), CSRF defence on every state-changing
+//! request (same-origin `Origin`/`Sec-Fetch-Site` and a per-session token), the role the
+//! token grants, and the security headers of every response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The cookie a browser keeps its session in.
+pub(super) const SESSION_COOKIE: &str = "fleetmon_session";
+/// The header the page sends its session's CSRF token in.
+pub(super) const CSRF_HEADER: &str = "x-fleetmon-csrf";
+/// How long a session lasts.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest goes first.
+const MAX_SESSIONS: usize = 1000;
+
+/// Every response carries these.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+/// What the dashboard's token lets a browser do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DashboardRole {
+    /// Read only: Pause/Resume are hidden and refused.
+    Viewer,
+    /// Read, and pause or resume checks.
+    Editor,
+}
+
+/// How a request proved itself.
+#[derive(Debug, Clone)]
+pub(super) enum Caller {
+    /// The access token in `Authorization: Bearer` (a script; no ambient credential,
+    /// so no CSRF token is needed).
+    Bearer,
+    /// A browser session (cookie), with its CSRF token.
+    Session { csrf: String },
+    /// `--insecure-no-auth`: anyone who can reach the port, with the process's CSRF
+    /// token (readable by same-origin pages only).
+    Open { csrf: String },
+}
+
+impl Caller {
+    /// The CSRF token the page must send back, if it is a browser.
+    pub(super) fn csrf(&self) -> Option<&str> {
+        match self {
+            Caller::Bearer => None,
+            Caller::Session { csrf } | Caller::Open { csrf } => Some(csrf),
+        }
+    }
+}
+
+struct Session {
+    csrf: String,
+    expires: Instant,
+}
+
+/// The dashboard's access rules.
+pub(super) struct Guard {
+    /// SHA-256 of the access token; `None` with `--insecure-no-auth`.
+    token_sha256: Option<[u8; 32]>,
+    /// `host[:port]` values the Host header may carry, lower case.
+    hosts: Vec<String>,
+    /// `https` or `http`.
+    scheme: &'static str,
+    role: DashboardRole,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// The CSRF token of `--insecure-no-auth` mode.
+    open_csrf: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    fleetmon::identity::hex(&buf)
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// Equal in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Guard {
+    /// Rules for a dashboard served over `scheme` to `hosts`, with `token` (none:
+    /// open to anyone who reaches the port).
+    pub(super) fn new(
+        token: Option<&str>,
+        hosts: Vec<String>,
+        scheme: &'static str,
+        role: DashboardRole,
+    ) -> Self {
+        Guard {
+            token_sha256: token.map(sha256),
+            hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            scheme,
+            role,
+            sessions: Mutex::new(HashMap::new()),
+            open_csrf: random_hex(32),
+        }
+    }
+
+    /// The role browsers get.
+    pub(super) fn role(&self) -> DashboardRole {
+        self.role
+    }
+
+    fn token_is(&self, given: &str) -> bool {
+        self.token_sha256
+            .is_some_and(|expected| same(&sha256(given), &expected))
+    }
+
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        self.hosts.iter().any(|allowed| {
+            *allowed == host
+                || (self.scheme == "https" && format!("{allowed}:443") == host)
+                || (self.scheme == "http" && format!("{allowed}:80") == host)
+                || allowed
+                    .strip_suffix(":443")
+                    .is_some_and(|h| h == host && self.scheme == "https")
+                || allowed
+                    .strip_suffix(":80")
+                    .is_some_and(|h| h == host && self.scheme == "http")
+        })
+    }
+
+    fn new_session(&self) -> String {
+        let id = random_hex(32);
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                csrf: random_hex(32),
+                expires: now + SESSION_LIFETIME,
+            },
+        );
+        id
+    }
+
+    fn session(&self, id: &str) -> Option<String> {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        let session = sessions.get(id)?;
+        (session.expires > Instant::now()).then(|| session.csrf.clone())
+    }
+
+    /// Who is calling, or why nobody is.
+    fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+        if self.token_sha256.is_none() {
+            return Some(Caller::Open {
+                csrf: self.open_csrf.clone(),
+            });
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if bearer.is_some_and(|t| self.token_is(t)) {
+            return Some(Caller::Bearer);
+        }
+        let id = cookie(headers, SESSION_COOKIE)?;
+        self.session(&id).map(|csrf| Caller::Session { csrf })
+    }
+
+    /// Why a state-changing request from `caller` is refused, if it is.
+    fn refuse_change(&self, caller: &Caller, headers: &HeaderMap) -> Option<Response> {
+        let Some(csrf) = caller.csrf() else {
+            return self.refuse_role();
+        };
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let fetch_site = text("sec-fetch-site");
+        let origin = text("origin");
+        let host = text("host").unwrap_or_default().to_ascii_lowercase();
+        let own_origin = format!("{}://{host}", self.scheme);
+        let same_origin = match (fetch_site, origin) {
+            (None, None) => false,
+            (site, origin) => {
+                site.is_none_or(|s| s == "same-origin")
+                    && origin.is_none_or(|o| o.eq_ignore_ascii_case(&own_origin))
+            }
+        };
+        if !same_origin {
+            return Some(refusal(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "cross-site request refused: changes are accepted from {own_origin} pages only (Origin {}, Sec-Fetch-Site {})",
+                    origin.unwrap_or("absent"),
+                    fetch_site.unwrap_or("absent")
+                ),
+            ));
+        }
+        if !text(CSRF_HEADER).is_some_and(|given| same(given.as_bytes(), csrf.as_bytes())) {
+            return Some(refusal(
+                StatusCode::FORBIDDEN,
+                "missing or stale CSRF token: reload the page",
+            ));
+        }
+        self.refuse_role()
+    }
+
+    fn refuse_role(&self) -> Option<Response> {
+        (self.role == DashboardRole::Viewer).then(|| {
+            refusal(
+                StatusCode::FORBIDDEN,
+                "this dashboard's token is for viewers: pausing and resuming checks need --token-role editor",
+            )
+        })
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+}
+
+/// The token in `/?token=…`, if that is what `request` is.
+fn login_token(request: &Request) -> Option<String> {
+    if request.uri().path() != "/" {
+        return None;
+    }
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(str::to_owned)
+}
+
+/// The middleware: Host, then authentication, then (for changes) CSRF and role; every
+/// answer gets the security headers.
+pub(super) async fn guard(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = check(&guard, request, next).await;
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn check(guard: &Guard, mut request: Request, next: Next) -> Response {
+    if !guard.host_allowed(request.headers()) {
+        return refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!(
+                "this dashboard answers to {}: open it by one of those names (--allowed-host adds one)",
+                guard.hosts.join(", ")
+            ),
+        );
+    }
+    if let Some(token) = login_token(&request) {
+        if !guard.token_is(&token) {
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "wrong access token: open the address `fleetmon dashboard` printed",
+            );
+        }
+        // The token leaves the address bar (and history) at once.
+        let secure = if guard.scheme == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            guard.new_session(),
+            SESSION_LIFETIME.as_secs()
+        );
+        let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    let Some(caller) = guard.caller(request.headers()) else {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "this dashboard needs its access token: open the address `fleetmon dashboard` printed (/?token=…)",
+        );
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && let Some(refused) = guard.refuse_change(&caller, request.headers()) {
+        return refused;
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        let guard = Guard::new(
+            Some("s3cret"),
+            vec!["127.0.0.1:8080".into()],
+            "http",
+            DashboardRole::Editor,
+        );
+        assert!(guard.token_is("s3cret"));
+        assert!(!guard.token_is("s3cre"));
+    }
+
+    #[test]
+    fn hosts_match_with_or_without_the_default_port() {
+        let guard = Guard::new(
+            None,
+            vec!["dash.example:443".into(), "127.0.0.1:8080".into()],
+            "https",
+            DashboardRole::Editor,
+        );
+        let host = |h: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            guard.host_allowed(&headers)
+        };
+        assert!(host("dash.example"));
+        assert!(host("DASH.example:443"));
+        assert!(host("127.0.0.1:8080"));
+        assert!(!host("evil.example"));
+        assert!(!host("127.0.0.1:8081"));
+    }
+}
