@@ -133,7 +133,12 @@ impl Fleet for FleetService {
         let mut events = self.state.subscribe();
         let stream = async_stream(move |tx| async move {
             loop {
-                match events.recv().await {
+                // A client that left ends the task even if nothing it asked for comes.
+                let received = tokio::select! {
+                    () = tx.closed() => return,
+                    received = events.recv() => received,
+                };
+                match received {
                     Ok(event) => {
                         if (agent_id.is_empty() || event_agent(&event) == agent_id)
                             && tx.send(Ok((*event).clone())).await.is_err()
@@ -161,4 +166,30 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(produce(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_that_leaves_is_forgotten_even_if_nothing_it_asked_for_came() {
+        let state = FleetState::new();
+        let service = FleetService::new(state.clone());
+        let watch = service
+            .watch_latest(Request::new(WatchLatestRequest {
+                agent_id: "nobody-sends-this".into(),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(state.watchers(), 1);
+        drop(watch);
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while state.watchers() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the watch task ended when its client left");
+    }
 }

@@ -434,6 +434,11 @@ impl FleetState {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
         self.events.subscribe()
     }
+
+    /// Receivers from [`FleetState::subscribe`] still open (live `WatchLatest` calls).
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
 }
 
 fn latest(agent_id: &str, e: &AgentEntry) -> AgentLatest {
