@@ -102,6 +102,22 @@ pub enum NameError {
     BadCharacters(String),
 }
 
+/// A name that was refused, as errors and logs show it: at most [`MAX_NAME_LEN`]
+/// characters, control and non-ASCII characters escaped, its length said when cut. A
+/// 4 MB name sent to the enrollment listener is a short log line.
+pub fn preview(name: &str) -> String {
+    let shown: String = name
+        .chars()
+        .take(MAX_NAME_LEN)
+        .flat_map(char::escape_default)
+        .collect();
+    if name.chars().count() > MAX_NAME_LEN {
+        format!("{shown}… ({} bytes)", name.len())
+    } else {
+        shown
+    }
+}
+
 /// Checks an agent or operator name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
 ///
 /// The same rule applies when a certificate is issued and when one is presented, so
@@ -111,11 +127,11 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(name.to_owned()));
+        return Err(NameError::TooLong(preview(name)));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.starts_with('.') || !name.chars().all(allowed) {
-        return Err(NameError::BadCharacters(name.to_owned()));
+        return Err(NameError::BadCharacters(preview(name)));
     }
     Ok(())
 }
@@ -294,10 +310,19 @@ mod tests {
             validate_name(".."),
             Err(NameError::BadCharacters(_))
         ));
-        assert!(matches!(
-            validate_name(&"x".repeat(65)),
-            Err(NameError::TooLong(_))
-        ));
+        assert_eq!(
+            validate_name(&"x".repeat(4_000_000))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "name `{}… (4000000 bytes)` is longer than 64 characters",
+                "x".repeat(64)
+            )
+        );
+        assert_eq!(
+            validate_name("a\nb").unwrap_err().to_string(),
+            "name `a\\nb` may only contain ASCII letters, digits, '.', '_' and '-', and may not start with '.'"
+        );
     }
 
     #[test]

@@ -478,11 +478,92 @@ impl ClientCertVerifier for FleetmonClientVerifier {
 pub fn tls_incoming(
     listener: TcpListener,
     config: Reloading<Arc<ServerConfig>>,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> impl Stream<Item = Result<TlsConnection, std::io::Error>> {
+    tls_incoming_capped(listener, config, None)
+}
+
+/// An established TLS connection, holding its place under its listener's cap (if any)
+/// until it closes.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl tokio::io::AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// [`tls_incoming`] holding at most `max_connections` established connections (and
+/// their handshakes) at once: past it, accepting waits and new connections queue in
+/// the kernel's backlog. For a listener open to clients without certificates.
+pub fn tls_incoming_capped(
+    listener: TcpListener,
+    config: Reloading<Arc<ServerConfig>>,
+    max_connections: Option<usize>,
+) -> impl Stream<Item = Result<TlsConnection, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let connections = max_connections.map(|max| Arc::new(tokio::sync::Semaphore::new(max)));
     tokio::spawn(async move {
         loop {
+            let place = match &connections {
+                Some(connections) => tokio::select! {
+                    place = connections.clone().acquire_owned() => place.ok(),
+                    () = tx.closed() => return,
+                },
+                None => None,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = tx.closed() => return,
@@ -511,8 +592,12 @@ pub fn tls_incoming(
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let connection = TlsConnection {
+                            stream,
+                            _place: place,
+                        };
                         // The server stopped accepting: the connection is dropped.
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(connection)).await;
                     }
                     Ok(Err(error)) => tracing::warn!(%peer, %error, "tls handshake failed"),
                     Err(_) => tracing::warn!(%peer, "tls handshake timed out"),

@@ -83,6 +83,25 @@ pub struct EnrollmentConfig {
     /// How long an agent certificate is valid; agents renew at two thirds of it.
     #[serde(default = "default_certificate_lifetime")]
     pub certificate_lifetime_seconds: u64,
+    /// Connections the enrollment listener holds at once (more wait to be accepted).
+    #[serde(default = "default_enroll_connections")]
+    pub max_connections: usize,
+    /// Enrollment requests per minute from one source address (0: no limit).
+    #[serde(default = "default_per_address")]
+    pub requests_per_minute_per_address: u32,
+    /// Enrollment requests per minute naming one token (0: no limit).
+    #[serde(default = "default_per_token")]
+    pub requests_per_minute_per_token: u32,
+}
+
+fn default_enroll_connections() -> usize {
+    256
+}
+fn default_per_address() -> u32 {
+    30
+}
+fn default_per_token() -> u32 {
+    120
 }
 
 fn default_enroll_listen() -> SocketAddr {

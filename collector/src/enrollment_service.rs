@@ -28,6 +28,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::compacted_log::LogError;
 use crate::credentials::{CredentialStore, agent_key, agent_record, serial_key, token_record};
+use crate::rate_limit::RateLimit;
 
 /// How long a token is valid unless the request says otherwise.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -40,6 +41,9 @@ pub enum EnrollError {
     /// A field is missing or malformed.
     #[error("malformed enrollment request: {0}")]
     Malformed(String),
+    /// Too many requests from one address or with one token.
+    #[error("too many enrollment requests {0}: try again in a minute")]
+    RateLimited(String),
     /// A serial to revoke that is not one.
     #[error(transparent)]
     BadSerial(#[from] fleetmon::identity::SerialError),
@@ -110,6 +114,7 @@ impl GrpcError for EnrollError {
             | EnrollError::TokenUsedUp { .. }
             | EnrollError::AgentRevoked(_) => Code::PermissionDenied,
             EnrollError::NameTaken(_) => Code::AlreadyExists,
+            EnrollError::RateLimited(_) => Code::ResourceExhausted,
             EnrollError::NoSuchToken(_) => Code::NotFound,
             EnrollError::NotEnabled => Code::Unimplemented,
             EnrollError::Sign(_) | EnrollError::NotAnAgent(_) => Code::Internal,
@@ -138,6 +143,8 @@ pub struct Issuer {
 pub struct EnrollmentService {
     store: CredentialStore,
     issuer: Option<Arc<Issuer>>,
+    per_address: Arc<RateLimit>,
+    per_token: Arc<RateLimit>,
 }
 
 fn timestamp(at: SystemTime) -> prost_types::Timestamp {
@@ -168,6 +175,56 @@ impl EnrollmentService {
         EnrollmentService {
             store,
             issuer: issuer.map(Arc::new),
+            per_address: Arc::new(RateLimit::per_minute(0)),
+            per_token: Arc::new(RateLimit::per_minute(0)),
+        }
+    }
+
+    /// At most `per_address` enrollment requests a minute from one source address and
+    /// `per_token` naming one token (0: no limit).
+    pub fn limited(self, per_address: u32, per_token: u32) -> Self {
+        EnrollmentService {
+            per_address: Arc::new(RateLimit::per_minute(per_address)),
+            per_token: Arc::new(RateLimit::per_minute(per_token)),
+            ..self
+        }
+    }
+
+    /// Refuses a request over a rate limit, before any work is done for it.
+    fn within_limits(
+        &self,
+        remote: Option<std::net::SocketAddr>,
+        token: &str,
+    ) -> Result<(), EnrollError> {
+        if let Some(remote) = remote
+            && !self.per_address.allow(&remote.ip().to_string())
+        {
+            return Err(EnrollError::RateLimited(format!("from {}", remote.ip())));
+        }
+        let id = token.split_once('.').map_or(token, |(id, _)| id);
+        if !self.per_token.allow(&fleetmon::identity::preview(id)) {
+            return Err(EnrollError::RateLimited("with this token".into()));
+        }
+        Ok(())
+    }
+
+    /// Gives back the use [`EnrollmentService::take_token`] took, when no certificate
+    /// came of it.
+    async fn give_back(&self, id: &str) {
+        for _ in 0..5 {
+            let Some((current, version)) = self.store.token(id) else {
+                return;
+            };
+            let mut restored = current.clone();
+            restored.uses = restored.uses.saturating_sub(1);
+            match self.store.update(token_record(restored), version).await {
+                Ok(_) => return,
+                Err(LogError::Stale { .. }) => continue,
+                Err(error) => {
+                    tracing::warn!(token_id = id, %error, "cannot give back a use of a token that issued nothing");
+                    return;
+                }
+            }
         }
     }
 
@@ -292,13 +349,19 @@ impl EnrollmentService {
             }
         }
         let token = self.take_token(&request.token).await?;
-        self.issue(
-            &request.agent_name,
-            &request.csr_der,
-            existing,
-            Some(&token),
-        )
-        .await
+        // A use is spent only when a certificate is issued.
+        let issued = self
+            .issue(
+                &request.agent_name,
+                &request.csr_der,
+                existing,
+                Some(&token),
+            )
+            .await;
+        if issued.is_err() {
+            self.give_back(&token.id).await;
+        }
+        issued
     }
 
     async fn renew(&self, name: &str, csr_der: &[u8]) -> Result<IssuedCertificate, EnrollError> {
@@ -324,8 +387,13 @@ impl Enrollment for EnrollmentService {
     ) -> Result<Response<IssuedCertificate>, Status> {
         let remote = request.remote_addr();
         let request = request.into_inner();
-        let name = request.agent_name.clone();
-        match EnrollmentService::enroll(self, request).await {
+        // Whatever length it came in, the name is logged short and escaped.
+        let name = fleetmon::identity::preview(&request.agent_name);
+        let result = match self.within_limits(remote, &request.token) {
+            Ok(()) => EnrollmentService::enroll(self, request).await,
+            Err(refused) => Err(refused),
+        };
+        match result {
             Ok(issued) => Ok(Response::new(issued)),
             Err(error) => {
                 tracing::warn!(agent = %name, ?remote, %error, "enrollment refused");

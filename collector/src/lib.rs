@@ -22,6 +22,7 @@ pub mod fleet_state;
 pub mod ingest_service;
 pub mod kafka_publisher;
 pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod status_codes;
 pub mod stream_acks;

@@ -110,7 +110,13 @@ pub async fn start(
         Some(Arc::new(move |peer| handshake_check.is_revoked(peer))),
     )?;
     let issuer = issuer(&config)?;
-    let enrollment = EnrollmentService::new(credentials.clone(), issuer);
+    let mut enrollment = EnrollmentService::new(credentials.clone(), issuer);
+    if let Some(limits) = &config.enrollment {
+        enrollment = enrollment.limited(
+            limits.requests_per_minute_per_address,
+            limits.requests_per_minute_per_token,
+        );
+    }
     let (listener, grpc_addr) = bind(config.listen).await?;
     let enroll_listener = match &config.enrollment {
         Some(e) => Some(bind(e.listen).await?),
@@ -205,13 +211,28 @@ pub async fn start(
     let enroll_serve = enroll_listener
         .map(|(listener, addr)| {
             tracing::info!(%addr, "enrollment listening");
-            let incoming = fleetmon::tls::tls_incoming(
+            let limits = config
+                .enrollment
+                .as_ref()
+                .expect("a listener means [enrollment]");
+            let incoming = fleetmon::tls::tls_incoming_capped(
                 listener,
                 fleetmon::tls::reloading_enrollment_config(&config.tls)?,
+                Some(limits.max_connections),
             );
+            // Open to hosts without certificates: small requests, short calls, short
+            // connections.
             Ok::<_, CollectorError>(
                 fleetmon::server::grpc_builder()
-                    .add_service(EnrollmentServer::new(enrollment))
+                    .timeout(ENROLL_CALL_TIMEOUT)
+                    .max_connection_age(ENROLL_CONNECTION_AGE)
+                    .max_connection_age_grace(ENROLL_CALL_TIMEOUT)
+                    .http2_max_header_list_size(ENROLL_MAX_HEADERS)
+                    .max_concurrent_streams(Some(4))
+                    .add_service(
+                        EnrollmentServer::new(enrollment.clone())
+                            .max_decoding_message_size(ENROLL_MAX_REQUEST),
+                    )
                     .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
             )
         })
@@ -287,6 +308,15 @@ async fn forget_idle_agents(
         }
     }
 }
+
+/// The longest an enrollment call may take.
+const ENROLL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Enrollment connections are closed after this long, busy or idle.
+const ENROLL_CONNECTION_AGE: Duration = Duration::from_secs(30);
+/// Header bytes an enrollment request may carry.
+const ENROLL_MAX_HEADERS: u32 = 16 * 1024;
+/// An enrollment request's size at most: a token, a name and a certificate request.
+const ENROLL_MAX_REQUEST: usize = 64 * 1024;
 
 /// The issuing CA and what it signs with, when `[enrollment]` is configured.
 /// An issuing CA without its name constraints is used, with a warning: refusing it

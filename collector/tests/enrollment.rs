@@ -32,6 +32,9 @@ fn enrollment_in(dir: &std::path::Path) -> EnrollmentConfig {
         issuing_ca: dir.join("issuing-ca.pem"),
         issuing_ca_key: dir.join("issuing-ca-key.pem"),
         certificate_lifetime_seconds: 3600,
+        max_connections: 16,
+        requests_per_minute_per_address: 0,
+        requests_per_minute_per_token: 0,
     }
 }
 
@@ -674,4 +677,74 @@ async fn a_serial_copied_from_openssl_revokes_by_value_and_a_name_only_its_agent
         .unwrap()
         .into_inner();
     assert!(listed.agents.iter().any(|a| a.name == "ops" && a.revoked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrollment_listener_limits_each_source_and_each_request() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        config.enrollment = Some(EnrollmentConfig {
+            requests_per_minute_per_address: 3,
+            ..enrollment_in(&dir)
+        });
+    })
+    .await;
+    let mut raw = raw_enrollment(&collector).await;
+    let (csr, _key) = fleetmon::pki::certificate_request("x").unwrap();
+
+    // A name of 100 KB is refused before the service reads it: the request is too large.
+    let status = raw
+        .enroll(EnrollRequest {
+            token: "deadbeef.0000".into(),
+            agent_name: "n".repeat(100_000),
+            csr_der: csr.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // A long name that fits is refused with a short message.
+    let status = raw
+        .enroll(EnrollRequest {
+            token: "deadbeef.0000".into(),
+            agent_name: "n".repeat(10_000),
+            csr_der: csr.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().len() < 200, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .ends_with("… (10000 bytes)` is longer than 64 characters"),
+        "{}",
+        status.message()
+    );
+
+    // The long name was this address's first request this minute (the oversized one
+    // never reached the service); the third is the last served.
+    for _ in 2..=3 {
+        let status = raw
+            .enroll(EnrollRequest {
+                token: "deadbeef.0000".into(),
+                agent_name: "a1".into(),
+                csr_der: csr.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = raw
+        .enroll(EnrollRequest {
+            token: "deadbeef.0000".into(),
+            agent_name: "a1".into(),
+            csr_der: csr,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status.message(),
+        "too many enrollment requests from 127.0.0.1: try again in a minute"
+    );
 }
