@@ -763,19 +763,25 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCa {
             .iter()
             .map(|c| crate::pki::sha256_hex(c.as_ref()))
             .collect();
+        if fingerprints.is_empty() {
+            // The mutual-TLS port serves the collector's certificate alone.
+            let host = match server_name {
+                rustls_pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
+                other => other.to_str().into_owned(),
+            };
+            return Err(rustls::Error::General(format!(
+                "the collector presented no CA, so this is not its enrollment listener (its mutual-TLS port serves none): enrollment is served on the listener `[enrollment] listen` names in the collector's config, port 7403 by default: --collector https://{host}:7403"
+            )));
+        }
         let Some(position) = fingerprints.iter().position(|f| *f == self.wanted) else {
             return Err(rustls::Error::General(format!(
                 "no CA the collector presented has fingerprint sha256:{} (it presented {}): check --ca-fingerprint (`fleetmon certs fingerprint` prints the fleet's)",
                 self.wanted,
-                if fingerprints.is_empty() {
-                    "none".to_owned()
-                } else {
-                    fingerprints
-                        .iter()
-                        .map(|f| format!("sha256:{f}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                fingerprints
+                    .iter()
+                    .map(|f| format!("sha256:{f}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         let anchor = intermediates[position].clone().into_owned();

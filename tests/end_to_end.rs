@@ -407,6 +407,7 @@ async fn quickstart(broker: &str, tls: bool) {
     let output = work.path().join("demo.out");
     // The demo binds these 20 s on, after Kafka started: ports no bind(0) can take.
     let dashboard_port = late_port();
+    let enroll_port = late_port();
     let mut demo = Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
         .env_remove("FLEETMON_KAFKA")
@@ -424,6 +425,7 @@ async fn quickstart(broker: &str, tls: bool) {
         )
         .env("FLEETMON_DEMO_HTTP_PORT", late_port().to_string())
         .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
+        .env("FLEETMON_ENROLL_PORT", enroll_port.to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
         .env("FLEETMON_DEMO_TLS", if tls { "1" } else { "" })
         .stdin(Stdio::null())
@@ -479,6 +481,47 @@ async fn quickstart(broker: &str, tls: bool) {
         fleet.contains("\"agent_id\":\"demo\""),
         "the dashboard serves the demo agent: {fleet}"
     );
+    // The two enrollment commands it prints work as printed: a token, then a host
+    // enrolled with it on the enrollment listener.
+    let command = |marker: &str| -> Vec<String> {
+        printed
+            .lines()
+            .find(|line| line.contains(marker))
+            .unwrap_or_else(|| panic!("no `{marker}` command in {printed}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let run = |words: &[String]| {
+        let out = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{words:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let enroll_token = run(&command(" tokens create "));
+    let enroll: Vec<String> = command(" enroll --collector ")
+        .into_iter()
+        .map(|word| {
+            if word == "TOKEN" {
+                enroll_token.trim().to_owned()
+            } else {
+                word
+            }
+        })
+        .collect();
+    assert!(
+        enroll.contains(&format!("https://127.0.0.1:{enroll_port}")),
+        "{enroll:?}"
+    );
+    let enrolled = run(&enroll);
+    assert!(enrolled.contains("[collector]"), "{enrolled}");
+    assert!(work.path().join("data/web-2/agent.pem").is_file());
     // Apache Kafka runs in a session of its own, stopped by the script (or, should the
     // script die, when it notices its owner is gone).
     let kafka_dir = work

@@ -748,3 +748,19 @@ async fn the_enrollment_listener_limits_each_source_and_each_request() {
         "too many enrollment requests from 127.0.0.1: try again in a minute"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_at_the_mutual_tls_port_says_where_enrollment_is_served() {
+    let collector = enrolling_collector(None).await;
+    let token = token(&collector, CreateTokenRequest::default()).await;
+    let mut wrong = args(&collector, &token, "lost");
+    wrong.settings.collector = format!("https://localhost:{}", collector.running.grpc_addr.port());
+    let error = enroll(&wrong).await.unwrap_err().to_string();
+    assert!(
+        error.ends_with(
+            "the collector presented no CA, so this is not its enrollment listener (its mutual-TLS port serves none): enrollment is served on the listener `[enrollment] listen` names in the collector's config, port 7403 by default: --collector https://localhost:7403"
+        ),
+        "{error}"
+    );
+    assert!(!wrong.dir.join("agent-key.pem").exists());
+}
