@@ -1,9 +1,12 @@
 //! Who is on the other end of a mutual-TLS connection.
 //!
-//! Every fleetmon client certificate carries one URI SAN of the form
-//! `spiffe://fleetmon/<role>/<name>`; the role decides which gRPC services the peer
-//! may call and the name becomes its identity (an agent's `agent_id`). The
-//! certificate chain itself was verified by rustls before anything here runs.
+//! Every fleetmon client certificate carries one URI SAN: `spiffe://fleetmon/agent/NAME`
+//! or `spiffe://fleetmon/operator/ROLE/NAME` (ROLE: viewer, editor or admin). The kind
+//! and role decide which gRPC methods the peer may call ([`crate::access`]) and the name
+//! becomes its identity (an agent's `agent_id`). An operator certificate made before
+//! roles (`spiffe://fleetmon/operator/NAME`) is read as admin, with a logged
+//! deprecation. The certificate chain itself was verified by rustls before anything
+//! here runs.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -37,6 +40,44 @@ impl Role {
     }
 }
 
+/// What an operator certificate lets its holder do; each role includes the ones
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum OperatorRole {
+    /// Read: the fleet, history, alerts, checks.
+    Viewer,
+    /// Also change checks and silences.
+    Editor,
+    /// Also tokens, revocation, certificates.
+    Admin,
+}
+
+impl OperatorRole {
+    /// The path segment used in the identity URI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorRole::Viewer => "viewer",
+            OperatorRole::Editor => "editor",
+            OperatorRole::Admin => "admin",
+        }
+    }
+
+    fn of(segment: &str) -> Option<Self> {
+        match segment {
+            "viewer" => Some(OperatorRole::Viewer),
+            "editor" => Some(OperatorRole::Editor),
+            "admin" => Some(OperatorRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OperatorRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -50,6 +91,10 @@ pub struct PeerIdentity {
     pub role: Role,
     /// The agent or operator name (for agents: the `agent_id` stored with every sample).
     pub name: String,
+    /// An operator's role (`None` for agents).
+    pub operator_role: Option<OperatorRole>,
+    /// The identity URI as the certificate carries it.
+    pub uri: String,
     /// When the presented certificate expires.
     pub not_after: SystemTime,
     /// The presented certificate's serial number ([`serial_hex`]).
@@ -74,7 +119,9 @@ pub enum IdentityError {
     )]
     ForeignUri(String),
     /// The URI names a role fleetmon does not know.
-    #[error("client certificate URI SAN `{0}` names an unknown role (expected agent or operator)")]
+    #[error(
+        "client certificate URI SAN `{0}` names an unknown role (expected agent/NAME or operator/viewer|editor|admin/NAME)"
+    )]
     UnknownRole(String),
     /// The name part of the URI is not acceptable.
     #[error("client certificate URI SAN `{uri}`: {reason}")]
@@ -139,7 +186,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 impl PeerIdentity {
     /// The identity URI this peer's certificate carries.
     pub fn uri(&self) -> String {
-        identity_uri(self.role, &self.name)
+        self.uri.clone()
     }
 
     /// Reads the identity from a DER-encoded (already verified) certificate.
@@ -166,10 +213,12 @@ impl PeerIdentity {
             .iter()
             .find(|u| u.starts_with(SPIFFE_PREFIX))
             .ok_or_else(|| IdentityError::ForeignUri((*first).to_owned()))?;
-        let (role, name) = parse_identity_uri(uri)?;
+        let (role, operator_role, name) = parse_identity_uri(uri)?;
         Ok(PeerIdentity {
             role,
             name,
+            operator_role,
+            uri: (*uri).to_owned(),
             not_after,
             serial: serial_hex(cert.raw_serial()),
         })
@@ -183,61 +232,58 @@ impl PeerIdentity {
     }
 }
 
-/// The URI SAN for a role and name: `spiffe://fleetmon/<role>/<name>`.
-pub fn identity_uri(role: Role, name: &str) -> String {
-    format!("{SPIFFE_PREFIX}{role}/{name}")
+/// The URI SAN of an agent: `spiffe://fleetmon/agent/NAME`.
+pub fn agent_uri(name: &str) -> String {
+    format!("{SPIFFE_PREFIX}agent/{name}")
 }
 
-fn parse_identity_uri(uri: &str) -> Result<(Role, String), IdentityError> {
+/// The URI SAN of an operator: `spiffe://fleetmon/operator/ROLE/NAME`.
+pub fn operator_uri(role: OperatorRole, name: &str) -> String {
+    format!("{SPIFFE_PREFIX}operator/{role}/{name}")
+}
+
+fn parse_identity_uri(uri: &str) -> Result<(Role, Option<OperatorRole>, String), IdentityError> {
     let rest = uri
         .strip_prefix(SPIFFE_PREFIX)
         .ok_or_else(|| IdentityError::ForeignUri(uri.to_owned()))?;
-    let (role, name) = rest
+    let (kind, rest) = rest
         .split_once('/')
         .ok_or_else(|| IdentityError::UnknownRole(uri.to_owned()))?;
-    let role = match role {
-        "agent" => Role::Agent,
-        "operator" => Role::Operator,
+    let (role, operator_role, name) = match (kind, rest.split_once('/')) {
+        ("agent", _) => (Role::Agent, None, rest),
+        ("operator", Some((segment, name))) => match OperatorRole::of(segment) {
+            Some(level) => (Role::Operator, Some(level), name),
+            None => return Err(IdentityError::UnknownRole(uri.to_owned())),
+        },
+        ("operator", None) => {
+            deprecated_operator(uri);
+            (Role::Operator, Some(OperatorRole::Admin), rest)
+        }
         _ => return Err(IdentityError::UnknownRole(uri.to_owned())),
     };
     validate_name(name).map_err(|reason| IdentityError::BadName {
         uri: uri.to_owned(),
         reason,
     })?;
-    Ok((role, name.to_owned()))
+    Ok((role, operator_role, name.to_owned()))
 }
 
-/// A tonic interceptor that lets only peers of one role through.
-///
-/// On success the [`PeerIdentity`] is stored in the request extensions, where the
-/// service reads it back with [`peer_identity`]. Anyone else gets `PERMISSION_DENIED`
-/// (or `UNAUTHENTICATED` without a usable certificate), logged with who they are.
-#[derive(Debug, Clone, Copy)]
-pub struct RequireRole(pub Role);
-
-impl tonic::service::Interceptor for RequireRole {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let identity = match PeerIdentity::from_request(&request) {
-            Ok(identity) => identity,
-            Err(error) => {
-                tracing::warn!(%error, required = %self.0, "request without a usable identity refused");
-                return Err(Status::unauthenticated(error.to_string()));
-            }
-        };
-        if identity.role != self.0 {
-            tracing::warn!(peer = %identity.uri(), required = %self.0, "request refused: wrong role");
-            return Err(Status::permission_denied(format!(
-                "{} may not call this service (it is for {} certificates only)",
-                identity.uri(),
-                self.0
-            )));
-        }
-        request.extensions_mut().insert(identity);
-        Ok(request)
+/// Logs, once per URI (for the first thousand), that an operator certificate predates
+/// roles and is read as admin.
+fn deprecated_operator(uri: &str) {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let warned = warned.get_or_insert_with(Default::default);
+    if warned.len() < 1000 && warned.insert(uri.to_owned()) {
+        tracing::warn!(
+            %uri,
+            "operator certificate without a role: read as admin; issue one with a role (fleetmon certs issue-operator NAME --role viewer|editor|admin)"
+        );
     }
 }
 
-/// The identity [`RequireRole`] stored in a request.
+/// The identity [`crate::access::Authorize`] stored in a request.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
     request
         .extensions()
@@ -346,11 +392,26 @@ mod tests {
     fn identity_uris_parse_back() {
         assert_eq!(
             parse_identity_uri("spiffe://fleetmon/agent/web-1"),
-            Ok((Role::Agent, "web-1".to_owned()))
+            Ok((Role::Agent, None, "web-1".to_owned()))
         );
         assert_eq!(
+            parse_identity_uri("spiffe://fleetmon/operator/viewer/vic"),
+            Ok((Role::Operator, Some(OperatorRole::Viewer), "vic".to_owned()))
+        );
+        // Made before roles: read as admin.
+        assert_eq!(
             parse_identity_uri("spiffe://fleetmon/operator/admin"),
-            Ok((Role::Operator, "admin".to_owned()))
+            Ok((
+                Role::Operator,
+                Some(OperatorRole::Admin),
+                "admin".to_owned()
+            ))
+        );
+        assert_eq!(
+            parse_identity_uri("spiffe://fleetmon/operator/root/x"),
+            Err(IdentityError::UnknownRole(
+                "spiffe://fleetmon/operator/root/x".to_owned()
+            ))
         );
         assert_eq!(
             parse_identity_uri("spiffe://fleetmon/root/x"),

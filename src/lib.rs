@@ -7,6 +7,7 @@
 //! a server runs its tasks ([`server`]) and its `main` ([`daemon`]).
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
+pub mod access;
 pub mod backoff;
 pub mod check_failure;
 pub mod checks;

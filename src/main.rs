@@ -176,6 +176,10 @@ enum CertsCommand {
     IssueOperator {
         /// Operator name: letters, digits, '.', '_' and '-'.
         name: String,
+        /// What it may do: viewer (read), editor (also checks and silences), admin
+        /// (also tokens, revocation, certificates).
+        #[arg(long, value_enum)]
+        role: fleetmon::identity::OperatorRole,
         /// Directory holding ca.pem and ca-key.pem.
         #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
         dir: PathBuf,
@@ -276,9 +280,12 @@ fn certs_command(command: CertsCommand) -> ExitCode {
         CertsCommand::IssueAgent { name, dir, force } => {
             pki::issue_client(&dir, Role::Agent, &name, force)
         }
-        CertsCommand::IssueOperator { name, dir, force } => {
-            pki::issue_client(&dir, Role::Operator, &name, force)
-        }
+        CertsCommand::IssueOperator {
+            name,
+            role,
+            dir,
+            force,
+        } => pki::issue_operator(&dir, &name, role, force),
         CertsCommand::IssueServer {
             name,
             sans,

@@ -21,7 +21,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 pub use crate::identity::hex;
-use crate::identity::{NameError, Role, identity_uri, validate_name};
+use crate::identity::{NameError, OperatorRole, Role, agent_uri, operator_uri, validate_name};
 
 /// Name of the default operator certificate written by [`init`].
 pub const DEFAULT_OPERATOR: &str = "admin";
@@ -102,15 +102,31 @@ impl LeafSpec {
         Self::new(common_name, host_sans, Vec::new(), true, false)
     }
 
-    /// A client certificate carrying `spiffe://fleetmon/<role>/<name>`, valid one year.
+    /// A client certificate of an agent, or of an admin operator
+    /// ([`LeafSpec::operator`] for another role), valid one year.
     /// Its common name, `<role> <name>`, is for people only (identity is the URI); the
     /// space keeps verifiers from reading a dotted name as a DNS name, which the
     /// issuing CA's name constraints exclude.
     pub fn client(role: Role, name: &str) -> Self {
+        match role {
+            Role::Agent => Self::new(
+                &format!("agent {name}"),
+                Vec::new(),
+                vec![agent_uri(name)],
+                false,
+                true,
+            ),
+            Role::Operator => Self::operator(name, OperatorRole::Admin),
+        }
+    }
+
+    /// A client certificate carrying `spiffe://fleetmon/operator/ROLE/NAME`, valid one
+    /// year.
+    pub fn operator(name: &str, role: OperatorRole) -> Self {
         Self::new(
-            &format!("{role} {name}"),
+            &format!("operator {name} ({role})"),
             Vec::new(),
-            vec![identity_uri(role, name)],
+            vec![operator_uri(role, name)],
             false,
             true,
         )
@@ -415,7 +431,7 @@ fn random_serial() -> SerialNumber {
 
 /// Writes the whole dev PKI into `dir`: the CA, `collector` and `writer` server
 /// certificates (SANs `localhost`, `127.0.0.1` and `extra_sans`), the `operator`
-/// client certificate for `spiffe://fleetmon/operator/admin`, and `issuing-ca`, the
+/// client certificate for `spiffe://fleetmon/operator/admin/admin`, and `issuing-ca`, the
 /// intermediate collectors sign enrolled agents with. Returns the files written.
 pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
     let stems = ["ca", "collector", "writer", "operator", ISSUING_CA];
@@ -557,11 +573,38 @@ pub fn issue_server(
 }
 
 /// Issues a client certificate signed by the CA in `dir`: agents go to
-/// `dir/agents/NAME.pem`, operators to `dir/operators/NAME.pem` (keys beside them).
+/// `dir/agents/NAME.pem`, operators (admin; [`issue_operator`] for another role) to
+/// `dir/operators/NAME.pem` (keys beside them).
 pub fn issue_client(
     dir: &Path,
     role: Role,
     name: &str,
+    force: bool,
+) -> Result<Vec<PathBuf>, PkiError> {
+    issue_client_as(dir, role, name, &LeafSpec::client(role, name), force)
+}
+
+/// Issues `dir/operators/NAME.pem` for `spiffe://fleetmon/operator/ROLE/NAME`.
+pub fn issue_operator(
+    dir: &Path,
+    name: &str,
+    role: OperatorRole,
+    force: bool,
+) -> Result<Vec<PathBuf>, PkiError> {
+    issue_client_as(
+        dir,
+        Role::Operator,
+        name,
+        &LeafSpec::operator(name, role),
+        force,
+    )
+}
+
+fn issue_client_as(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    spec: &LeafSpec,
     force: bool,
 ) -> Result<Vec<PathBuf>, PkiError> {
     validate_name(name).map_err(|source| PkiError::BadName { role, source })?;
@@ -570,7 +613,7 @@ pub fn issue_client(
         refuse_existing(&[sub.join(name)])?;
     }
     let ca = CertificateAuthority::load(dir)?;
-    let issued = ca.issue(&LeafSpec::client(role, name))?;
+    let issued = ca.issue(spec)?;
     write_pair(&sub, name, &issued.cert_pem, &issued.key_pem)
 }
 

@@ -197,7 +197,15 @@ fn openssl_verify_accepts_every_certificate_written() {
     let dir = tmp.path().to_str().unwrap();
     ok(&["certs", "init", "--dir", dir]);
     ok(&["certs", "issue-agent", "a1", "--dir", dir]);
-    ok(&["certs", "issue-operator", "alice", "--dir", dir]);
+    ok(&[
+        "certs",
+        "issue-operator",
+        "alice",
+        "--role",
+        "viewer",
+        "--dir",
+        dir,
+    ]);
     let certs = [
         "ca.pem",
         "collector.pem",

@@ -3,26 +3,37 @@
 
 use std::net::SocketAddr;
 
-use fleetmon::identity::{IdentityError, PeerIdentity, RequireRole, Role};
+use fleetmon::access::{Authorize, Caller, Rules};
+use fleetmon::identity::{IdentityError, OperatorRole, PeerIdentity, Role};
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{TestPki, tls_alert};
 use fleetmon::tls::{self, ClientTlsFiles};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+const AGENTS_ONLY: Rules = &[("/grpc.health.v1.Health/", Caller::Agent)];
+const OPERATORS_ONLY: Rules = &[(
+    "/grpc.health.v1.Health/",
+    Caller::Operator(OperatorRole::Viewer),
+)];
+
 /// A health service behind mutual TLS that only `role` may call.
 async fn start_server(pki: &TestPki, role: Role) -> SocketAddr {
+    let rules = match role {
+        Role::Agent => AGENTS_ONLY,
+        Role::Operator => OPERATORS_ONLY,
+    };
     let config = tls::reloading_server_config(&pki.server("collector")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = fleetmon::grpc::health_service().await;
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(InterceptedService::new(health, RequireRole(role)))
+            .layer(Authorize(rules))
+            .add_service(health)
             .serve_with_incoming(tls::tls_incoming(listener, config))
             .await
             .unwrap();
@@ -73,7 +84,7 @@ async fn wrong_role_is_permission_denied() {
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(
         status.message(),
-        "spiffe://fleetmon/operator/alice may not call this service (it is for agent certificates only)"
+        "spiffe://fleetmon/operator/admin/alice may not call this service (it is for agent certificates only)"
     );
 }
 

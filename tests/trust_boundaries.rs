@@ -4,7 +4,7 @@
 mod common;
 
 use common::CentralRig;
-use fleetmon::identity::Role;
+use fleetmon::identity::{OperatorRole, Role};
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::grpcurl_as;
 
@@ -35,7 +35,7 @@ async fn an_operator_certificate_minted_by_the_issuing_ca_is_refused_by_collecto
         let log = std::fs::read_to_string(rig.logs.path().join(format!("{server}.log"))).unwrap();
         assert!(
             log.contains(
-                "spiffe://fleetmon/operator/admin is not an agent identity and was not issued \
+                "spiffe://fleetmon/operator/admin/admin is not an agent identity and was not issued \
                  by the root CA itself: the issuing CA signs agents only"
             ),
             "{server} log: {log}"
@@ -50,4 +50,100 @@ async fn an_operator_certificate_minted_by_the_issuing_ca_is_refused_by_collecto
     let (ok, stdout, stderr) = grpcurl_as(&certs, &enrolled.cert, &enrolled.key, &[&addr, "list"]);
     assert!(ok, "the enrolled agent was refused: {stderr}");
     assert!(stdout.contains("fleetmon.v1.Ingest"), "{stdout}");
+}
+
+/// `fleetmon ARGS` as the operator whose files are `files`: (ok, stdout, stderr).
+fn fleetmon_as(
+    rig: &CentralRig,
+    files: &fleetmon::tls::ClientTlsFiles,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = std::process::Command::new(common::binary("fleetmon"))
+        .args(args)
+        .args([
+            "--collector",
+            &format!("https://127.0.0.1:{}", rig.collector),
+        ])
+        .args(["--writer", &format!("https://127.0.0.1:{}", rig.writer)])
+        .arg("--certs")
+        .arg(rig.certs())
+        .arg("--cert")
+        .arg(&files.cert)
+        .arg("--key")
+        .arg(&files.key)
+        .output()
+        .expect("run fleetmon");
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Each role does what it may and is refused the rest, with the role it needs named;
+/// an operator certificate made before roles is an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_roles_allow_reading_changing_and_administering_in_turn() {
+    let rig = CentralRig::start("").await;
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "shop",
+        "--url",
+        "http://127.0.0.1:9/",
+        "--all-agents",
+    ]);
+    let as_role = |role: OperatorRole| {
+        rig.pki
+            .client_from(&format!("op-{role}"), &LeafSpec::operator("vic", role))
+    };
+    let (viewer, editor) = (as_role(OperatorRole::Viewer), as_role(OperatorRole::Editor));
+
+    // A viewer reads checks, alerts and history…
+    for args in [&["checks", "list"][..], &["alerts"], &["status"]] {
+        let (ok, _, stderr) = fleetmon_as(&rig, &viewer, args);
+        assert!(ok, "viewer {args:?}: {stderr}");
+    }
+    // …and may not change a check or a silence.
+    let (ok, _, stderr) = fleetmon_as(&rig, &viewer, &["checks", "pause", "shop"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "PermissionDenied: spiffe://fleetmon/operator/viewer/vic may not call fleetmon.v1.Checks/PauseCheck: it needs the editor role, this certificate has viewer (fleetmon certs issue-operator NAME --role editor)"
+        ),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = fleetmon_as(
+        &rig,
+        &viewer,
+        &["silence", "add", "--check", "shop", "--for", "1h"],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("fleetmon.v1.Alerts/CreateSilence: it needs the editor role"),
+        "{stderr}"
+    );
+
+    // An editor changes checks, and may not create tokens.
+    let (ok, _, stderr) = fleetmon_as(&rig, &editor, &["checks", "pause", "shop"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = fleetmon_as(&rig, &editor, &["tokens", "create"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("fleetmon.v1.Credentials/CreateToken: it needs the admin role, this certificate has editor"),
+        "{stderr}"
+    );
+
+    // A certificate from before roles (spiffe://fleetmon/operator/NAME) is an admin.
+    let mut legacy = LeafSpec::operator("old-admin", OperatorRole::Admin);
+    legacy.uri_sans = vec!["spiffe://fleetmon/operator/old-admin".to_owned()];
+    let legacy = rig.pki.client_from("legacy", &legacy);
+    let (ok, stdout, stderr) = fleetmon_as(&rig, &legacy, &["tokens", "create"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim().len(), 41, "{stdout}");
+    let log = std::fs::read_to_string(rig.logs.path().join("collector.log")).unwrap();
+    assert!(
+        log.contains("operator certificate without a role: read as admin"),
+        "{log}"
+    );
 }

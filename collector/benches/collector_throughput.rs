@@ -234,6 +234,8 @@ async fn collector_plaintext() -> Channel {
     let identity = PeerIdentity {
         role: Role::Agent,
         name: "bench".into(),
+        operator_role: None,
+        uri: fleetmon::identity::agent_uri("bench"),
         not_after: SystemTime::now() + Duration::from_secs(3600),
         serial: "01".into(),
     };

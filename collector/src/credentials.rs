@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use fleetmon::grpc::GrpcError;
-use fleetmon::identity::{PeerIdentity, RequireRole, Role};
+use fleetmon::identity::{PeerIdentity, Role};
 use fleetmon::pb::{
     AgentCredential, CREDENTIAL_RECORD_CONTENT_TYPE, CredentialRecord, EnrollmentToken,
     credential_record::Record,
@@ -254,13 +254,13 @@ impl Revocations {
 }
 
 /// The interceptor of the services agents call: an agent certificate
-/// ([`RequireRole`]) that is not revoked, for connections opened before the revocation.
+/// (checked by [`fleetmon::access::Authorize`]) that is not revoked, for connections
+/// opened before the revocation.
 #[derive(Debug, Clone)]
 pub struct RequireAgent(pub Revocations);
 
 impl tonic::service::Interceptor for RequireAgent {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let request = RequireRole(Role::Agent).call(request)?;
         let peer = fleetmon::identity::peer_identity(&request)?;
         if self.0.is_revoked(&peer) {
             return Err(RevokedPeer(peer).into());

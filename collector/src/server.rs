@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 
-use fleetmon::identity::{RequireRole, Role};
+use fleetmon::access::{Authorize, Caller, Rules};
+use fleetmon::identity::OperatorRole;
 use fleetmon::pb::checks_server::ChecksServer;
 use fleetmon::pb::control_server::ControlServer;
 use fleetmon::pb::credentials_server::CredentialsServer;
@@ -71,6 +72,43 @@ const SERVICES: &[&str] = &[
     <ChecksServer<ChecksService> as NamedService>::NAME,
     <RenewalServer<EnrollmentService> as NamedService>::NAME,
     <CredentialsServer<EnrollmentService> as NamedService>::NAME,
+];
+
+/// Who may call what on the collector's mutual-TLS port ([`fleetmon::access`]).
+const ACCESS: Rules = &[
+    ("/fleetmon.v1.Ingest/", Caller::Agent),
+    ("/fleetmon.v1.Control/", Caller::Agent),
+    ("/fleetmon.v1.Renewal/", Caller::Agent),
+    (
+        "/fleetmon.v1.Fleet/",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Checks/ListChecks",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Checks/GetCheck",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Checks/",
+        Caller::Operator(OperatorRole::Editor),
+    ),
+    (
+        "/fleetmon.v1.Credentials/ListAgentCredentials",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Credentials/",
+        Caller::Operator(OperatorRole::Admin),
+    ),
+    ("/grpc.health.v1.Health/", Caller::AnyPeer),
+    ("/grpc.reflection.v1.ServerReflection/", Caller::AnyPeer),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        Caller::AnyPeer,
+    ),
 ];
 
 /// A started collector: its bound addresses and the task serving them.
@@ -177,6 +215,7 @@ pub async fn start(
     let router = fleetmon::server::grpc_builder()
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
         .layer(OversizeIsResourceExhausted)
+        .layer(Authorize(ACCESS))
         .add_service(InterceptedService::new(
             ingest,
             RequireAgent(revocations.clone()),
@@ -189,18 +228,9 @@ pub async fn start(
             RenewalServer::new(enrollment.clone()),
             RequireAgent(revocations.clone()),
         ))
-        .add_service(InterceptedService::new(
-            CredentialsServer::new(enrollment.clone()),
-            RequireRole(Role::Operator),
-        ))
-        .add_service(InterceptedService::new(
-            fleet_service,
-            RequireRole(Role::Operator),
-        ))
-        .add_service(InterceptedService::new(
-            checks_service,
-            RequireRole(Role::Operator),
-        ))
+        .add_service(CredentialsServer::new(enrollment.clone()))
+        .add_service(fleet_service)
+        .add_service(checks_service)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -109,7 +109,7 @@ async fn wrong_peers_never_reach_a_service() {
     assert_eq!(operator_on_ingest.code(), Code::PermissionDenied);
     assert_eq!(
         operator_on_ingest.message(),
-        "spiffe://fleetmon/operator/ops may not call this service (it is for agent certificates only)"
+        "spiffe://fleetmon/operator/admin/ops may not call this service (it is for agent certificates only)"
     );
 
     let agent_on_fleet = fleetmon::pb::fleet_client::FleetClient::new(

@@ -10,10 +10,10 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::service::interceptor::InterceptedService;
 
+use fleetmon::access::{Authorize, Caller, Rules};
 use fleetmon::grpc::NotServing;
-use fleetmon::identity::{RequireRole, Role};
+use fleetmon::identity::OperatorRole;
 use fleetmon::pb::alerts_server::AlertsServer;
 use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
@@ -36,6 +36,48 @@ pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How long the writer waits at start for Kafka to create (or confirm) its dead-letter topic.
 pub const DEAD_LETTER_TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who may call what on the writer ([`fleetmon::access`]): operators only.
+const ACCESS: Rules = &[
+    (
+        "/fleetmon.v1.History/",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Alerts/ListAlerts",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Alerts/GetAlert",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Alerts/ListSilences",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.Alerts/",
+        Caller::Operator(OperatorRole::Editor),
+    ),
+    (
+        "/fleetmon.v1.DeadLetters/ListDeadLetters",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.DeadLetters/GetDeadLetter",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
+        "/fleetmon.v1.DeadLetters/",
+        Caller::Operator(OperatorRole::Editor),
+    ),
+    ("/grpc.health.v1.Health/", Caller::AnyPeer),
+    ("/grpc.reflection.v1.ServerReflection/", Caller::AnyPeer),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        Caller::AnyPeer,
+    ),
+];
 
 /// The gRPC services the writer serves (health and reflection name them).
 pub const SERVICES: &[&str] = &[
@@ -162,18 +204,13 @@ pub async fn start(
     );
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
     let router = fleetmon::server::grpc_builder()
-        .add_service(InterceptedService::new(
-            HistoryServer::new(HistoryService::new(sink.clone())),
-            RequireRole(Role::Operator),
-        ))
-        .add_service(InterceptedService::new(
-            AlertsServer::new(AlertsService::new(sink.clone())),
-            RequireRole(Role::Operator),
-        ))
-        .add_service(InterceptedService::new(
-            DeadLettersServer::new(DeadLetterService::new(&config.kafka, dead_letters.clone())),
-            RequireRole(Role::Operator),
-        ))
+        .layer(Authorize(ACCESS))
+        .add_service(HistoryServer::new(HistoryService::new(sink.clone())))
+        .add_service(AlertsServer::new(AlertsService::new(sink.clone())))
+        .add_service(DeadLettersServer::new(DeadLetterService::new(
+            &config.kafka,
+            dead_letters.clone(),
+        )))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
