@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/fleetmon/v1/alerts.proto",
         "proto/fleetmon/v1/enrollment.proto",
         "proto/fleetmon/v1/dead_letters.proto",
+        "proto/fleetmon/v1/audit.proto",
     ];
     tonic_prost_build::configure()
         // Undecodable input is INVALID_ARGUMENT (src/grpc_codec.rs).

@@ -22,6 +22,8 @@ pub const DEFAULT_SITE_CHECKS_TOPIC: &str = "fleetmon.site-checks";
 pub const DEFAULT_CHECK_INTERVAL_SECONDS: u32 = 60;
 /// Default compacted topic of check definitions.
 pub const DEFAULT_CHECKS_TOPIC: &str = "fleetmon.checks";
+/// Default topic of the audit trail (operators' changes).
+pub const DEFAULT_AUDIT_TOPIC: &str = "fleetmon.audit";
 /// Default compacted topic of enrollment tokens and agent credentials.
 pub const DEFAULT_CREDENTIALS_TOPIC: &str = "fleetmon.credentials";
 

@@ -64,6 +64,21 @@ enum Command {
         #[command(subcommand)]
         show: Option<AlertsCommand>,
     },
+    /// Changes operators made (checks, tokens, revocations, silences): who, when, from
+    /// where, before and after; newest first.
+    Audit {
+        #[command(flatten)]
+        connection: cli::Connection,
+        /// How far back (90s, 15m, 1h, 7d).
+        #[arg(long, default_value = "24h", value_parser = cli::parse_duration)]
+        since: Duration,
+        /// Only this operator's changes (certificate name).
+        #[arg(long)]
+        who: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Serve the web dashboard (live fleet, charts, checks, alerts) on 127.0.0.1:8080.
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     /// Silences: hold back the notifications of matching alerts until they end.
@@ -228,6 +243,12 @@ fn main() -> ExitCode {
         Command::Silence(command) => Query::Silence(command),
         Command::DeadLetters(command) => Query::DeadLetters(command),
         Command::Dashboard(args) => Query::Dashboard(args),
+        Command::Audit {
+            connection,
+            since,
+            who,
+            limit,
+        } => Query::Audit(connection, since, who, limit),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -247,6 +268,7 @@ fn main() -> ExitCode {
             Query::Silence(command) => cli::alerts::silence(command).await,
             Query::DeadLetters(command) => cli::dead_letters::run(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
+            Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
         }
@@ -270,6 +292,7 @@ enum Query {
     Silence(cli::alerts::SilenceCommand),
     DeadLetters(cli::dead_letters::DeadLettersCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
+    Audit(cli::Connection, Duration, Option<String>, u32),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),
 }

@@ -147,3 +147,117 @@ async fn operator_roles_allow_reading_changing_and_administering_in_turn() {
         "{log}"
     );
 }
+
+/// Every change an operator makes lands in `fleetmon audit` with its author, role,
+/// address and what it changed, and a token's secret never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operator_change_is_in_the_audit_trail_with_its_author() {
+    let rig = CentralRig::start("").await;
+    let editor = rig
+        .pki
+        .client_from("ed", &LeafSpec::operator("ed", OperatorRole::Editor));
+    let (ok, _, stderr) = fleetmon_as(
+        &rig,
+        &editor,
+        &[
+            "checks",
+            "add",
+            "shop",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--all-agents",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    rig.fleetmon_ok(&["checks", "pause", "shop"]);
+    let token = rig.fleetmon_ok(&["tokens", "create"]);
+    let token = token.trim();
+    let token_id = token.split_once('.').unwrap().0;
+    rig.fleetmon_ok(&["tokens", "revoke", token_id]);
+    rig.fleetmon_ok(&["certs", "revoke", "web-9"]);
+    rig.fleetmon_ok(&[
+        "silence", "add", "--check", "shop", "--for", "1h", "--reason", "deploy",
+    ]);
+    rig.fleetmon_ok(&["silence", "rm", "1"]);
+    rig.fleetmon_ok(&["checks", "rm", "shop"]);
+
+    let expected = [
+        ("ed", "editor", "checks.create", "shop"),
+        ("admin", "admin", "checks.pause", "shop"),
+        ("admin", "admin", "tokens.create", token_id),
+        ("admin", "admin", "tokens.revoke", token_id),
+        ("admin", "admin", "agents.revoke", "web-9"),
+        ("admin", "admin", "silences.create", "silence 1"),
+        ("admin", "admin", "silences.expire", "silence 1"),
+        ("admin", "admin", "checks.delete", "shop"),
+    ];
+    // Collectors' events reach the writer through the audit topic: wait for all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (text, events) = loop {
+        let text = rig.fleetmon_ok(&["audit", "--json"]);
+        let events: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if events.as_array().unwrap().len() >= expected.len() {
+            break (text, events);
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut seen: Vec<(String, String, String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(
+                e["remote_address"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:"),
+                "{e}"
+            );
+            let text = |k: &str| e[k].as_str().unwrap().to_owned();
+            (
+                text("actor"),
+                text("actor_role"),
+                text("action"),
+                text("subject"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, String, String, String)> = expected
+        .iter()
+        .map(|(a, r, x, s)| (a.to_string(), r.to_string(), x.to_string(), s.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // What changed: the pause's before and after.
+    let pause = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "checks.pause")
+        .unwrap();
+    assert_eq!(
+        (&pause["before"]["paused"], &pause["after"]["paused"]),
+        (&false.into(), &true.into())
+    );
+    assert!(
+        !text.contains(token.split_once('.').unwrap().1),
+        "a token's secret is never recorded"
+    );
+    // By author; and the table.
+    let by_ed = rig.fleetmon_ok(&["audit", "--who", "ed", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&by_ed)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let table = rig.fleetmon_ok(&["audit"]);
+    assert!(
+        table.starts_with("AT") && table.contains("checks.create") && table.contains("  ed  "),
+        "{table}"
+    );
+}

@@ -17,6 +17,7 @@ use fleetmon::pb::{
 };
 
 use crate::assignment::selects;
+use crate::audit_log::{AuditLog, Author};
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::fleet_state::FleetState;
 
@@ -92,6 +93,21 @@ pub struct ChecksService {
     fleet: FleetState,
     /// The shortest interval accepted (`limits.min_check_interval_seconds`).
     min_interval_seconds: u32,
+    /// Where changes are recorded.
+    audit: AuditLog,
+}
+
+/// A check as its audit record shows it: the `fleetmon checks` spec, version and
+/// pause state, header values hidden (they may be secrets).
+fn audited(check: &CheckDefinition) -> serde_json::Value {
+    let mut spec = fleetmon::checks::spec::CheckSpec::from(check);
+    for value in spec.headers.values_mut() {
+        *value = fleetmon::redact::HIDDEN.to_owned();
+    }
+    let mut json = serde_json::to_value(spec).unwrap_or_default();
+    json["version"] = check.version.into();
+    json["paused"] = check.paused.into();
+    json
 }
 
 impl ChecksService {
@@ -101,7 +117,32 @@ impl ChecksService {
             catalog,
             fleet,
             min_interval_seconds,
+            audit: AuditLog::off(),
         }
+    }
+
+    /// Records every change in `audit`.
+    pub fn audited_in(self, audit: AuditLog) -> Self {
+        ChecksService { audit, ..self }
+    }
+
+    async fn record(
+        &self,
+        author: &Author,
+        action: &str,
+        subject: &str,
+        before: Option<&CheckDefinition>,
+        after: Option<&CheckDefinition>,
+    ) {
+        self.audit
+            .change(
+                author,
+                action,
+                subject,
+                before.map(audited),
+                after.map(audited),
+            )
+            .await;
     }
 
     /// Checks a definition with the agent's rules and the collector's limits.
@@ -132,15 +173,25 @@ impl ChecksService {
 
     async fn set_paused(
         &self,
-        check: CheckRef,
+        request: Request<CheckRef>,
         paused: bool,
     ) -> Result<Response<CheckStatus>, Status> {
+        let author = Author::of(&request)?;
+        let check = request.into_inner();
+        let before = self.catalog.get(&check.id);
         let check = self
             .catalog
             .set_paused(&check.id, paused)
             .await
             .map_err(ChecksError::from)?;
         tracing::info!(check_id = %check.id, version = check.version, paused, "check paused or resumed");
+        let action = if paused {
+            "checks.pause"
+        } else {
+            "checks.resume"
+        };
+        self.record(&author, action, &check.id, before.as_ref(), Some(&check))
+            .await;
         Ok(Response::new(self.status(check)))
     }
 
@@ -170,6 +221,7 @@ impl Checks for ChecksService {
         &self,
         request: Request<CreateCheckRequest>,
     ) -> Result<Response<CheckStatus>, Status> {
+        let author = Author::of(&request)?;
         let definition = self.validate(request.into_inner().check)?;
         let created = self
             .catalog
@@ -177,6 +229,8 @@ impl Checks for ChecksService {
             .await
             .map_err(ChecksError::from)?;
         tracing::info!(check_id = %created.id, "check created");
+        self.record(&author, "checks.create", &created.id, None, Some(&created))
+            .await;
         Ok(Response::new(self.status(created)))
     }
 
@@ -185,14 +239,24 @@ impl Checks for ChecksService {
         &self,
         request: Request<UpdateCheckRequest>,
     ) -> Result<Response<CheckStatus>, Status> {
+        let author = Author::of(&request)?;
         let request = request.into_inner();
         let definition = self.validate(request.check)?;
+        let before = self.catalog.get(&definition.id);
         let updated = self
             .catalog
             .update(definition, request.expected_version)
             .await
             .map_err(ChecksError::from)?;
         tracing::info!(check_id = %updated.id, version = updated.version, "check updated");
+        self.record(
+            &author,
+            "checks.update",
+            &updated.id,
+            before.as_ref(),
+            Some(&updated),
+        )
+        .await;
         Ok(Response::new(self.status(updated)))
     }
 
@@ -201,12 +265,16 @@ impl Checks for ChecksService {
         &self,
         request: Request<DeleteCheckRequest>,
     ) -> Result<Response<DeleteCheckResponse>, Status> {
+        let author = Author::of(&request)?;
         let request = request.into_inner();
+        let before = self.catalog.get(&request.id);
         self.catalog
             .delete(&request.id, request.expected_version)
             .await
             .map_err(ChecksError::from)?;
         tracing::info!(check_id = %request.id, "check deleted");
+        self.record(&author, "checks.delete", &request.id, before.as_ref(), None)
+            .await;
         Ok(Response::new(DeleteCheckResponse { id: request.id }))
     }
 
@@ -215,7 +283,7 @@ impl Checks for ChecksService {
         &self,
         request: Request<CheckRef>,
     ) -> Result<Response<CheckStatus>, Status> {
-        self.set_paused(request.into_inner(), true).await
+        self.set_paused(request, true).await
     }
 
     #[instrument(skip_all)]
@@ -223,7 +291,7 @@ impl Checks for ChecksService {
         &self,
         request: Request<CheckRef>,
     ) -> Result<Response<CheckStatus>, Status> {
-        self.set_paused(request.into_inner(), false).await
+        self.set_paused(request, false).await
     }
 
     #[instrument(skip_all)]

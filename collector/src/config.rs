@@ -126,6 +126,8 @@ pub struct KafkaConfig {
     /// The compacted topic of enrollment tokens (hashes only) and agent credentials,
     /// revocations among them (created with one partition).
     pub credentials_topic: String,
+    /// The topic of the audit trail: operators' changes (created with one partition).
+    pub audit_topic: String,
     /// Partitions of topics the collector creates (existing topics are left alone).
     pub partitions: i32,
     /// Replication factor of topics the collector creates.
@@ -219,6 +221,7 @@ impl Default for KafkaConfig {
             host_samples_topic: fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned(),
             site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
             checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
+            audit_topic: fleetmon::config::DEFAULT_AUDIT_TOPIC.to_owned(),
             credentials_topic: fleetmon::config::DEFAULT_CREDENTIALS_TOPIC.to_owned(),
             partitions: 12,
             replication_factor: 1,
@@ -312,6 +315,7 @@ impl CollectorConfig {
             ("kafka.host_samples_topic", &kafka.host_samples_topic),
             ("kafka.site_checks_topic", &kafka.site_checks_topic),
             ("kafka.checks_topic", &kafka.checks_topic),
+            ("kafka.audit_topic", &kafka.audit_topic),
             ("kafka.credentials_topic", &kafka.credentials_topic),
         ] {
             let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');

@@ -26,6 +26,7 @@ use fleetmon::pki::{CertificateAuthority, PkiError, sha256_hex};
 use rand::RngCore as _;
 use tonic::{Code, Request, Response, Status};
 
+use crate::audit_log::{AuditLog, Author};
 use crate::compacted_log::LogError;
 use crate::credentials::{CredentialStore, agent_key, agent_record, serial_key, token_record};
 use crate::rate_limit::RateLimit;
@@ -145,6 +146,30 @@ pub struct EnrollmentService {
     issuer: Option<Arc<Issuer>>,
     per_address: Arc<RateLimit>,
     per_token: Arc<RateLimit>,
+    audit: AuditLog,
+}
+
+/// A token as its audit record shows it (never its secret or its hash).
+fn token_json(token: &EnrollmentToken) -> serde_json::Value {
+    serde_json::json!({
+        "id": token.id,
+        "expires_at": rfc3339(system_time(&token.expires_at)),
+        "max_uses": token.max_uses,
+        "uses": token.uses,
+        "labels": token.labels,
+        "revoked": token.revoked,
+        "description": token.description,
+    })
+}
+
+/// A credential as its audit record shows it.
+fn credential_json(agent: &AgentCredential) -> serde_json::Value {
+    serde_json::json!({
+        "name": agent.name,
+        "serial": agent.serial,
+        "revoked": agent.revoked,
+        "token_id": agent.token_id,
+    })
 }
 
 fn timestamp(at: SystemTime) -> prost_types::Timestamp {
@@ -177,7 +202,13 @@ impl EnrollmentService {
             issuer: issuer.map(Arc::new),
             per_address: Arc::new(RateLimit::per_minute(0)),
             per_token: Arc::new(RateLimit::per_minute(0)),
+            audit: AuditLog::off(),
         }
+    }
+
+    /// Records every token and revocation change in `audit`.
+    pub fn audited_in(self, audit: AuditLog) -> Self {
+        EnrollmentService { audit, ..self }
     }
 
     /// At most `per_address` enrollment requests a minute from one source address and
@@ -423,7 +454,8 @@ impl Credentials for EnrollmentService {
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
-        let operator = peer_identity(&request)?;
+        let author = Author::of(&request)?;
+        let operator = author.peer.clone();
         let request = request.into_inner();
         for (key, value) in &request.labels {
             if key.is_empty() || value.is_empty() {
@@ -457,6 +489,15 @@ impl Credentials for EnrollmentService {
             .await
             .map_err(EnrollError::from)?;
         tracing::info!(token_id = %info.id, by = %info.created_by, max_uses = info.max_uses, "enrollment token created");
+        self.audit
+            .change(
+                &author,
+                "tokens.create",
+                &info.id,
+                None,
+                Some(token_json(&info)),
+            )
+            .await;
         Ok(Response::new(CreateTokenResponse {
             token,
             info: Some(info),
@@ -476,10 +517,11 @@ impl Credentials for EnrollmentService {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<EnrollmentToken>, Status> {
+        let author = Author::of(&request)?;
         let id = request.into_inner().id;
-        if self.store.token(&id).is_none() {
+        let Some((before, _)) = self.store.token(&id) else {
             return Err(EnrollError::NoSuchToken(id).into());
-        }
+        };
         let record = self
             .store
             .modify(&crate::credentials::token_key(&id), |current| {
@@ -497,6 +539,15 @@ impl Credentials for EnrollmentService {
         match record.record {
             Some(fleetmon::pb::credential_record::Record::Token(token)) => {
                 tracing::info!(token_id = %token.id, "enrollment token revoked");
+                self.audit
+                    .change(
+                        &author,
+                        "tokens.revoke",
+                        &token.id,
+                        Some(token_json(&before)),
+                        Some(token_json(&token)),
+                    )
+                    .await;
                 Ok(Response::new(token))
             }
             _ => Err(EnrollError::NoSuchToken(id).into()),
@@ -507,7 +558,8 @@ impl Credentials for EnrollmentService {
         &self,
         request: Request<RevokeAgentRequest>,
     ) -> Result<Response<AgentCredential>, Status> {
-        let operator = peer_identity(&request)?;
+        let author = Author::of(&request)?;
+        let operator = author.peer.clone();
         let request = request.into_inner();
         let (key, serial) = match (request.name.is_empty(), request.serial.is_empty()) {
             (false, true) => {
@@ -560,6 +612,20 @@ impl Credentials for EnrollmentService {
         match stored.record {
             Some(fleetmon::pb::credential_record::Record::Agent(agent)) => {
                 tracing::warn!(agent = %agent.name, serial = %agent.serial, by = %operator.name, "agent revoked");
+                let subject = if agent.name.is_empty() {
+                    format!("serial {}", agent.serial)
+                } else {
+                    agent.name.clone()
+                };
+                self.audit
+                    .change(
+                        &author,
+                        "agents.revoke",
+                        &subject,
+                        None,
+                        Some(credential_json(&agent)),
+                    )
+                    .await;
                 Ok(Response::new(agent))
             }
             _ => Err(EnrollError::NotAnAgent(key).into()),

@@ -10,6 +10,7 @@
 //! its caller through `fleetmon::grpc::status`. [`server`] wires it all.
 
 pub mod assignment;
+pub mod audit_log;
 pub mod check_catalog;
 pub mod checks_service;
 pub mod compacted_log;

@@ -22,6 +22,7 @@ use fleetmon::pb::fleet_server::FleetServer;
 use fleetmon::pb::ingest_server::IngestServer;
 use fleetmon::pb::renewal_server::RenewalServer;
 
+use crate::audit_log::AuditLog;
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::checks_service::ChecksService;
 use crate::config::CollectorConfig;
@@ -44,6 +45,9 @@ pub enum CollectorError {
     /// Kafka at start-up.
     #[error(transparent)]
     Kafka(#[from] PublishError),
+    /// The audit topic at start-up.
+    #[error(transparent)]
+    Audit(#[from] crate::audit_log::AuditLogError),
     /// The checks or credentials topic at start-up.
     #[error(transparent)]
     Checks(#[from] CatalogError),
@@ -148,7 +152,9 @@ pub async fn start(
         Some(Arc::new(move |peer| handshake_check.is_revoked(peer))),
     )?;
     let issuer = issuer(&config)?;
-    let mut enrollment = EnrollmentService::new(credentials.clone(), issuer);
+    let audit = AuditLog::open(&config.kafka).await?;
+    let mut enrollment =
+        EnrollmentService::new(credentials.clone(), issuer).audited_in(audit.clone());
     if let Some(limits) = &config.enrollment {
         enrollment = enrollment.limited(
             limits.requests_per_minute_per_address,
@@ -188,11 +194,14 @@ pub async fn start(
     let ingest =
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
     let fleet_service = FleetServer::new(FleetService::new(fleet.clone()));
-    let checks_service = ChecksServer::new(ChecksService::new(
-        catalog.clone(),
-        fleet.clone(),
-        config.limits.min_check_interval_seconds,
-    ));
+    let checks_service = ChecksServer::new(
+        ChecksService::new(
+            catalog.clone(),
+            fleet.clone(),
+            config.limits.min_check_interval_seconds,
+        )
+        .audited_in(audit),
+    );
     let fleet_view = fleet.clone();
     let control_service = ControlServer::new(ControlService::new(
         catalog.clone(),

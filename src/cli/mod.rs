@@ -3,6 +3,7 @@
 //! mutual TLS with an operator certificate, printing a table or (`--json`) JSON.
 
 pub(crate) mod alerts;
+pub(crate) mod audit;
 pub(crate) mod checks;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;

@@ -194,6 +194,7 @@ impl CentralRig {
         let site_topic = unique_name("fleetmon-cc-site");
         let checks_topic = unique_name("fleetmon-cc-checks");
         let credentials_topic = unique_name("fleetmon-cc-credentials");
+        let audit_topic = unique_name("fleetmon-cc-audit");
         let mut procs = Processes::default();
         procs.spawn(
             "collector",
@@ -220,6 +221,7 @@ impl CentralRig {
                     "FLEETMON_COLLECTOR__KAFKA__CREDENTIALS_TOPIC",
                     &credentials_topic,
                 )
+                .env("FLEETMON_COLLECTOR__KAFKA__AUDIT_TOPIC", &audit_topic)
                 .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2")
                 // Hand-issued agent certificates: their config labels select them.
                 .env("FLEETMON_COLLECTOR__ASSIGNMENT__TRUST_AGENT_LABELS", "true"),
@@ -256,6 +258,7 @@ impl CentralRig {
                 .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
                 .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
                 .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
+                .env("FLEETMON_WRITER__KAFKA__AUDIT_TOPIC", &audit_topic)
                 .env(
                     "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
                     unique_name("fleetmon-cc-dlq"),

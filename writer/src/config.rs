@@ -61,6 +61,9 @@ pub struct KafkaConfig {
     pub site_checks_topic: String,
     /// The compacted topic of central check definitions, mirrored into the `checks` table.
     pub checks_topic: String,
+    /// The audit topic collectors publish operators' changes to (mirrored into
+    /// `audit_log`).
+    pub audit_topic: String,
     /// Where records that cannot be decoded or stored go, with an `error` header.
     pub dead_letter_topic: String,
     /// Replicas of the dead-letter topic when the writer creates it at start.
@@ -316,6 +319,7 @@ impl Default for KafkaConfig {
             host_samples_topic: fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned(),
             site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
             checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
+            audit_topic: fleetmon::config::DEFAULT_AUDIT_TOPIC.to_owned(),
             dead_letter_topic: "fleetmon.dead-letters".to_owned(),
             replication_factor: 1,
             options: BTreeMap::new(),

@@ -15,6 +15,7 @@ use fleetmon::access::{Authorize, Caller, Rules};
 use fleetmon::grpc::NotServing;
 use fleetmon::identity::OperatorRole;
 use fleetmon::pb::alerts_server::AlertsServer;
+use fleetmon::pb::audit_server::AuditServer;
 use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
 
@@ -22,12 +23,13 @@ use crate::alerts::notifier::Notifier;
 use crate::alerts::store::{BatchRules, Channels};
 use crate::alerts::timed_rules;
 use crate::api::alerts::AlertsService;
+use crate::api::audit::AuditService;
 use crate::api::dead_letters::DeadLetterService;
 use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
-use crate::consume::check_mirror;
 use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
+use crate::consume::{audit_mirror, check_mirror};
 use crate::metrics::WriterMetrics;
 use crate::store::{PostgresSink, SinkError};
 
@@ -71,6 +73,10 @@ const ACCESS: Rules = &[
         "/fleetmon.v1.DeadLetters/",
         Caller::Operator(OperatorRole::Editor),
     ),
+    (
+        "/fleetmon.v1.Audit/",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
     ("/grpc.health.v1.Health/", Caller::AnyPeer),
     ("/grpc.reflection.v1.ServerReflection/", Caller::AnyPeer),
     (
@@ -84,6 +90,7 @@ pub const SERVICES: &[&str] = &[
     <HistoryServer<HistoryService> as NamedService>::NAME,
     <AlertsServer<AlertsService> as NamedService>::NAME,
     <DeadLettersServer<DeadLetterService> as NamedService>::NAME,
+    <AuditServer<AuditService> as NamedService>::NAME,
 ];
 
 /// Why the writer could not start or stopped with an error.
@@ -163,6 +170,7 @@ pub async fn start(
     .await?;
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
     let checks_consumer = check_mirror::consumer(&config.kafka)?;
+    let audit_consumer = audit_mirror::consumer(&config.kafka)?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
     let notifier = Notifier::new(sink.background().clone(), &config.alerts, committed.clone())?;
@@ -207,6 +215,7 @@ pub async fn start(
         .layer(Authorize(ACCESS))
         .add_service(HistoryServer::new(HistoryService::new(sink.clone())))
         .add_service(AlertsServer::new(AlertsService::new(sink.clone())))
+        .add_service(AuditServer::new(AuditService::new(sink.clone())))
         .add_service(DeadLettersServer::new(DeadLetterService::new(
             &config.kafka,
             dead_letters.clone(),
@@ -227,6 +236,16 @@ pub async fn start(
             "checks mirror",
             check_mirror::run(
                 checks_consumer,
+                checks_kafka.clone(),
+                cluster.clone(),
+                sink.clone(),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn(
+            "audit mirror",
+            audit_mirror::run(
+                audit_consumer,
                 checks_kafka,
                 cluster,
                 sink.clone(),

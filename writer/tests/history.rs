@@ -254,6 +254,7 @@ async fn grpcurl_queries_history_with_json() {
         services.lines().collect::<Vec<_>>(),
         [
             "fleetmon.v1.Alerts",
+            "fleetmon.v1.Audit",
             "fleetmon.v1.DeadLetters",
             "fleetmon.v1.History",
             "grpc.health.v1.Health",

@@ -36,6 +36,7 @@ impl TestCollector {
         config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
         config.kafka.checks_topic = unique_name("fleetmon-test-checks");
         config.kafka.credentials_topic = unique_name("fleetmon-test-credentials");
+        config.kafka.audit_topic = unique_name("fleetmon-test-audit");
         config.kafka.partitions = 3;
         config.kafka.connect_timeout_seconds = 20;
         config.kafka.linger_ms = 5;

@@ -98,15 +98,7 @@ impl AlertsService {
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, ServiceError> {
         let request = request.into_inner();
-        let limit = match request.limit {
-            0 => DEFAULT_LIMIT,
-            n if n > MAX_LIMIT => {
-                return Err(ServiceError::invalid(format!(
-                    "limit {n} is above {MAX_LIMIT}"
-                )));
-            }
-            n => n,
-        };
+        let limit = super::limit(request.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let rows = self
             .client()
             .await?
@@ -161,9 +153,10 @@ impl AlertsService {
 
     async fn create_silence_call(
         &self,
-        operator: String,
+        author: Author,
         request: CreateSilenceRequest,
     ) -> Result<Response<Silence>, ServiceError> {
+        let operator = author.peer.name.clone();
         let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
         if check_id.is_empty() && agent_id.is_empty() {
             return Err(ServiceError::invalid(
@@ -176,7 +169,7 @@ impl AlertsService {
                 MAX_SILENCE.as_secs()
             )));
         }
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         if !check_id.is_empty() {
             let known = client.query_opt(CHECK_EXISTS, &[&check_id]).await?;
             if known.is_none() {
@@ -194,14 +187,21 @@ impl AlertsService {
             }
         }
         let seconds = request.duration_seconds as f64;
-        let row = client
+        // The silence and its audit record commit together.
+        let tx = client.transaction().await?;
+        let row = tx
             .query_one(
                 CREATE_SILENCE,
                 &[&check_id, &agent_id, &request.reason, &operator, &seconds],
             )
             .await?;
+        let created = silence(&row);
+        author
+            .record(&tx, "silences.create", &created, None, Some(&created))
+            .await?;
+        tx.commit().await?;
         tracing::info!(%operator, check_id, agent_id, seconds, "silence created");
-        Ok(Response::new(silence(&row)))
+        Ok(Response::new(created))
     }
 
     async fn list_silences_call(
@@ -216,16 +216,68 @@ impl AlertsService {
 
     async fn expire_silence_call(
         &self,
-        request: Request<ExpireSilenceRequest>,
+        author: Author,
+        request: ExpireSilenceRequest,
     ) -> Result<Response<Silence>, ServiceError> {
-        let silence_id = db_id(request.into_inner().id, "id")?;
-        let row = self
-            .client()
-            .await?
+        let silence_id = db_id(request.id, "id")?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
             .query_opt(EXPIRE_SILENCE, &[&silence_id])
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("no silence {silence_id}")))?;
-        Ok(Response::new(silence(&row)))
+        let expired = silence(&row);
+        author
+            .record(&tx, "silences.expire", &expired, None, Some(&expired))
+            .await?;
+        tx.commit().await?;
+        Ok(Response::new(expired))
+    }
+}
+
+/// Who asked for a change to silences, for its audit record.
+struct Author {
+    peer: fleetmon::identity::PeerIdentity,
+    remote: Option<std::net::SocketAddr>,
+}
+
+impl Author {
+    fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        Ok(Author {
+            peer: fleetmon::identity::peer_identity(request)?,
+            remote: request.remote_addr(),
+        })
+    }
+
+    /// Records, in `tx`, that this author did `action` to `subject`.
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        action: &str,
+        subject: &Silence,
+        before: Option<&Silence>,
+        after: Option<&Silence>,
+    ) -> Result<(), ServiceError> {
+        let json = |s: &Silence| {
+            serde_json::json!({
+                "id": s.id,
+                "check_id": s.check_id,
+                "agent_id": s.agent_id,
+                "reason": s.reason,
+                "created_by": s.created_by,
+                "ends_at": s.ends_at.map(|t| t.seconds),
+            })
+        };
+        let event = fleetmon::audit::event(
+            &self.peer,
+            self.remote,
+            action,
+            &format!("silence {}", subject.id),
+            before.map(json),
+            after.map(json),
+        );
+        crate::api::audit::insert(tx, &event).await?;
+        Ok(())
     }
 }
 
@@ -250,9 +302,9 @@ impl Alerts for AlertsService {
         &self,
         request: Request<CreateSilenceRequest>,
     ) -> Result<Response<Silence>, Status> {
-        let operator = fleetmon::identity::peer_identity(&request)?.name;
+        let author = Author::of(&request)?;
         Ok(self
-            .create_silence_call(operator, request.into_inner())
+            .create_silence_call(author, request.into_inner())
             .await?)
     }
 
@@ -267,6 +319,9 @@ impl Alerts for AlertsService {
         &self,
         request: Request<ExpireSilenceRequest>,
     ) -> Result<Response<Silence>, Status> {
-        Ok(self.expire_silence_call(request).await?)
+        let author = Author::of(&request)?;
+        Ok(self
+            .expire_silence_call(author, request.into_inner())
+            .await?)
     }
 }

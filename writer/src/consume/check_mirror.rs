@@ -5,101 +5,52 @@
 //! is logged and retried, and never holds back samples.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fleetmon::pb::CheckDefinition;
 use prost::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::consume::kafka_source::{ClusterId, cluster_changed};
+use crate::consume::kafka_source::ClusterId;
+use crate::consume::topic_mirror::{self, Record};
 use crate::store::{PostgresSink, SinkError};
 
 const UPSERT_CHECK: &str = include_str!("../../sql/upsert_check.sql");
 const DELETE_CHECK: &str = include_str!("../../sql/delete_check.sql");
 
-/// Pause after a failed read or write before trying again.
-const RETRY: Duration = Duration::from_secs(1);
+/// Its consumer group's suffix and its name in logs.
+const NAME: &str = "checks-mirror";
 
 /// A consumer of partition 0 of the checks topic, from its first record.
 pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    let group = format!("{}-checks-mirror", config.group_id);
-    let consumer: StreamConsumer = fleetmon::kafka_topics::client_config_tuned(
-        &config.bootstrap_servers,
-        &[
-            ("group.id", &group),
-            ("enable.auto.commit", "false"),
-            // A position past the end (the topic made again) restarts from its beginning.
-            ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "100"),
-        ],
-        &config.options,
-    )
-    .create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&config.checks_topic, 0, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
-    Ok(consumer)
+    topic_mirror::consumer(config, &config.checks_topic, NAME)
 }
 
-/// Follows the topic until `shutdown`; from the beginning again with a new consumer
-/// when the cluster changes.
+/// Follows the topic until `shutdown`.
 pub async fn run(
-    mut consumer: StreamConsumer,
+    consumer: StreamConsumer,
     config: KafkaConfig,
-    mut cluster: ClusterId,
+    cluster: ClusterId,
     sink: Arc<PostgresSink>,
     shutdown: CancellationToken,
 ) {
-    let mut known = cluster.borrow_and_update().clone();
-    let mut watching = true;
-    loop {
-        let message = tokio::select! {
-            message = consumer.recv() => message,
-            changed = cluster.changed(), if watching => {
-                match changed {
-                    Err(_) => watching = false,
-                    Ok(()) if cluster_changed(&mut cluster, &mut known) => match self::consumer(&config) {
-                        Ok(fresh) => {
-                            let old = std::mem::replace(&mut consumer, fresh);
-                            tokio::task::spawn_blocking(move || drop(old));
-                        }
-                        Err(error) => tracing::warn!(%error, "cannot rebuild the checks consumer"),
-                    },
-                    Ok(()) => {}
-                }
-                continue;
-            }
-            () = shutdown.cancelled() => return,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::debug!(%error, "reading the checks topic failed; retrying");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        let id = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-        let definition = match message.payload().map(CheckDefinition::decode) {
-            None => None,
-            Some(Ok(definition)) if definition.id == id => Some(definition),
-            Some(_) => {
-                tracing::warn!(check_id = %id, offset = message.offset(), "record in the checks topic is not a definition of its key: not mirrored");
-                continue;
-            }
-        };
-        // A database outage delays the mirror; the record is retried until stored.
-        while let Err(error) = store(&sink, &id, definition.as_ref()).await {
-            tracing::warn!(check_id = %id, %error, "cannot mirror the check into Postgres; retrying");
-            tokio::select! {
-                () = tokio::time::sleep(RETRY) => {}
-                () = shutdown.cancelled() => return,
-            }
+    let topic = (config.checks_topic.clone(), NAME);
+    topic_mirror::follow_into(consumer, config, cluster, topic, sink, apply, shutdown).await;
+}
+
+/// A definition upserts its row, a tombstone marks it deleted; a record that is not a
+/// definition of its key is skipped with a warning.
+async fn apply(sink: Arc<PostgresSink>, record: Record) -> Result<(), SinkError> {
+    let definition = match record.payload.as_deref().map(CheckDefinition::decode) {
+        None => None,
+        Some(Ok(definition)) if definition.id == record.key => Some(definition),
+        Some(_) => {
+            tracing::warn!(check_id = %record.key, offset = record.offset, "record in the checks topic is not a definition of its key: not mirrored");
+            return Ok(());
         }
-    }
+    };
+    store(&sink, &record.key, definition.as_ref()).await
 }
 
 async fn store(

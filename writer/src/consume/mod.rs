@@ -4,8 +4,10 @@
 //! PostgreSQL refuses. [`check_mirror`] keeps the `checks` table equal to the
 //! checks topic.
 
+pub mod audit_mirror;
 pub mod check_mirror;
 pub mod kafka_source;
 pub mod pipeline;
 pub mod quarantine;
 pub mod row_batch;
+pub mod topic_mirror;

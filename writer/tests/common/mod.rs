@@ -63,6 +63,7 @@ impl Setup {
         config.kafka.site_checks_topic = unique_name("fleetmon-test-site");
         config.kafka.dead_letter_topic = unique_name("fleetmon-test-dlq");
         config.kafka.checks_topic = unique_name("fleetmon-test-checks");
+        config.kafka.audit_topic = unique_name("fleetmon-test-audit");
         config.postgres.url = schema.url().to_owned();
         config.postgres.schema = schema.name.clone();
         config.batch.linger_ms = 50;
