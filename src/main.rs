@@ -164,6 +164,15 @@ enum CertsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Record an agent certificate issued by hand, so that no enrollment takes its name
+    /// while it is valid (one that has connected is recorded already).
+    Register {
+        /// The agent's certificate (PEM), e.g. certs/agents/web-1.pem.
+        #[arg(long)]
+        cert_file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Print the SHA-256 fingerprint of DIR/ca.pem, for `fleetmon-agent enroll --ca-fingerprint`.
     Fingerprint {
         /// Directory holding ca.pem.
@@ -212,6 +221,10 @@ fn main() -> ExitCode {
             serial,
             connection,
         }) => Query::Revoke(connection, name, serial),
+        Command::Certs(CertsCommand::Register {
+            cert_file,
+            connection,
+        }) => Query::Register(connection, cert_file),
         Command::Certs(certs) => return certs_command(certs),
         Command::Tokens(command) => Query::Tokens(command),
         Command::Status { connection, watch } => {
@@ -271,6 +284,7 @@ fn main() -> ExitCode {
             Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
+            Query::Register(c, file) => cli::credentials::register(&c, &file).await,
         }
     });
     match result {
@@ -295,6 +309,7 @@ enum Query {
     Audit(cli::Connection, Duration, Option<String>, u32),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),
+    Register(Connection, PathBuf),
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {
@@ -329,7 +344,9 @@ fn certs_command(command: CertsCommand) -> ExitCode {
         }
         CertsCommand::Check { dir } => return check_certs(&dir),
         CertsCommand::IssueIssuingCa { dir, force } => pki::issue_issuing_ca(&dir, force),
-        CertsCommand::Revoke { .. } => unreachable!("revoke is a query of the collector"),
+        CertsCommand::Revoke { .. } | CertsCommand::Register { .. } => {
+            unreachable!("revoke and register are queries of the collector")
+        }
     };
     match written {
         Ok(paths) => {

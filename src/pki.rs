@@ -403,6 +403,15 @@ pub fn certificate_request(common_name: &str) -> Result<(Vec<u8>, String), PkiEr
     Ok((request.der().to_vec(), key.serialize_pem()))
 }
 
+/// [`sha256_hex`] of a certificate's SubjectPublicKeyInfo (DER certificate): the key
+/// an agent name belongs to, as enrollment records it.
+pub fn certificate_key_sha256(cert_der: &[u8]) -> Result<String, PkiError> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|e| PkiError::BadRequest(format!("not an X.509 certificate: {e}")))?;
+    Ok(sha256_hex(cert.public_key().raw))
+}
+
 /// Whether the private key `key_pem` belongs to the first certificate of `cert_pem`
 /// (their public keys are the same); an error when either cannot be read.
 pub fn key_matches_certificate(key_pem: &str, cert_pem: &str) -> Result<bool, PkiError> {

@@ -130,6 +130,13 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .map_err(|e| file_error("CRL", path, pem_error(e)))
 }
 
+/// The first certificate of a PEM text (DER), if it holds one.
+pub fn first_certificate(pem: &str) -> Option<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+}
+
 /// The serial numbers ([`crate::identity::serial_hex`]) a CRL file revokes, from every
 /// CRL in it. The file is the operator's (as for the handshake, whose CA checks the
 /// CRL's signature); this is what connections opened before it listed them are

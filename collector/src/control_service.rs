@@ -119,6 +119,12 @@ impl Control for ControlService {
         request: Request<Streaming<AgentReport>>,
     ) -> Result<Response<SetStream>, Status> {
         let peer = peer_identity(&request)?;
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+        if let Some(leaf) = leaf {
+            crate::credentials::claim_hand_issued(&self.credentials, &peer, &leaf).await;
+        }
         let mut reports = request.into_inner();
         let first = tokio::time::timeout(FIRST_REPORT_TIMEOUT, reports.message())
             .await

@@ -253,6 +253,53 @@ impl Revocations {
     }
 }
 
+/// Records that agent `peer`, connected with the certificate `leaf` (DER), holds its
+/// name, when no credential names it yet: a certificate issued by hand (not enrolled).
+/// Enrollment then refuses the name to any other key while that certificate is valid
+/// (`fleetmon certs register` records one before it ever connects). A failure to
+/// record is logged; the connection goes on.
+pub async fn claim_hand_issued(store: &CredentialStore, peer: &PeerIdentity, leaf: &[u8]) {
+    if store.agent(&peer.name).is_some() {
+        return;
+    }
+    let key = match fleetmon::pki::certificate_key_sha256(leaf) {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(agent = %peer.name, %error, "cannot read the key of a connected agent's certificate");
+            return;
+        }
+    };
+    let credential = hand_issued(&peer.name, key, &peer.serial, peer.not_after);
+    match store
+        .create(agent_record(agent_key(&peer.name), credential))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(agent = %peer.name, serial = %peer.serial, "hand-issued agent certificate recorded: its name is taken")
+        }
+        Err(LogError::AlreadyExists { .. }) => {}
+        Err(error) => {
+            tracing::warn!(agent = %peer.name, %error, "cannot record a hand-issued agent's name")
+        }
+    }
+}
+
+/// The credential of a certificate issued by hand: its key, serial and end, no token.
+pub fn hand_issued(
+    name: &str,
+    public_key_sha256: String,
+    serial: &str,
+    not_after: std::time::SystemTime,
+) -> AgentCredential {
+    AgentCredential {
+        name: name.to_owned(),
+        public_key_sha256,
+        serial: serial.to_owned(),
+        not_after: Some(prost_types::Timestamp::from(not_after)),
+        ..Default::default()
+    }
+}
+
 /// The interceptor of the services agents call: an agent certificate
 /// (checked by [`fleetmon::access::Authorize`]) that is not revoked, for connections
 /// opened before the revocation.

@@ -375,7 +375,10 @@ impl EnrollmentService {
             if credential.revoked {
                 return Err(EnrollError::AgentRevoked(request.agent_name));
             }
-            if credential.public_key_sha256 != key_hash {
+            // A hand-issued certificate (no token) holds its name until it expires.
+            let lapsed_by_hand = credential.token_id.is_empty()
+                && system_time(&credential.not_after) <= SystemTime::now();
+            if credential.public_key_sha256 != key_hash && !lapsed_by_hand {
                 return Err(EnrollError::NameTaken(request.agent_name));
             }
         }
@@ -629,6 +632,57 @@ impl Credentials for EnrollmentService {
                 Ok(Response::new(agent))
             }
             _ => Err(EnrollError::NotAnAgent(key).into()),
+        }
+    }
+
+    async fn register_agent(
+        &self,
+        request: Request<fleetmon::pb::RegisterAgentRequest>,
+    ) -> Result<Response<AgentCredential>, Status> {
+        let author = Author::of(&request)?;
+        let pem = request.into_inner().certificate_pem;
+        let der = fleetmon::tls::first_certificate(&pem).ok_or_else(|| {
+            EnrollError::Malformed("certificate_pem holds no PEM certificate".into())
+        })?;
+        let peer = fleetmon::identity::PeerIdentity::from_der(der.as_ref())
+            .map_err(|e| EnrollError::Malformed(format!("certificate_pem: {e}")))?;
+        if peer.role != Role::Agent {
+            return Err(EnrollError::Malformed(format!(
+                "certificate_pem is {}, not an agent's certificate",
+                peer.uri
+            ))
+            .into());
+        }
+        let key = fleetmon::pki::certificate_key_sha256(der.as_ref()).map_err(EnrollError::from)?;
+        if let Some((existing, _)) = self.store.agent(&peer.name) {
+            if existing.public_key_sha256 == key {
+                return Ok(Response::new(existing));
+            }
+            return Err(EnrollError::NameTaken(peer.name).into());
+        }
+        let credential =
+            crate::credentials::hand_issued(&peer.name, key, &peer.serial, peer.not_after);
+        let stored = self
+            .store
+            .create(agent_record(agent_key(&peer.name), credential.clone()))
+            .await
+            .map_err(|error| match error {
+                LogError::AlreadyExists { .. } => EnrollError::NameTaken(peer.name.clone()),
+                other => EnrollError::from(other),
+            })?;
+        tracing::info!(agent = %peer.name, serial = %peer.serial, "hand-issued agent certificate registered");
+        self.audit
+            .change(
+                &author,
+                "agents.register",
+                &peer.name,
+                None,
+                Some(credential_json(&credential)),
+            )
+            .await;
+        match stored.record {
+            Some(fleetmon::pb::credential_record::Record::Agent(agent)) => Ok(Response::new(agent)),
+            _ => Ok(Response::new(credential)),
         }
     }
 

@@ -764,3 +764,62 @@ async fn enrolling_at_the_mutual_tls_port_says_where_enrollment_is_served() {
     );
     assert!(!wrong.dir.join("agent-key.pem").exists());
 }
+
+/// A hand-issued agent's name is taken once it has connected, or once registered: a
+/// token cannot enroll another key under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
+    let collector = enrolling_collector(None).await;
+    let token = token(&collector, CreateTokenRequest::default()).await;
+
+    // Connected: its control stream records the name.
+    let connected = collector.pki.client(Role::Agent, "hand-connected");
+    let mut control =
+        fleetmon::pb::control_client::ControlClient::new(collector.channel(&connected));
+    let (reports, rx) = tokio::sync::mpsc::channel(4);
+    reports
+        .send(fleetmon::pb::AgentReport::default())
+        .await
+        .unwrap();
+    let mut sets = control
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    sets.message().await.unwrap();
+
+    // Registered without ever connecting.
+    let registered = collector.pki.client(Role::Agent, "hand-registered");
+    let pem = std::fs::read_to_string(&registered.cert).unwrap();
+    let agent = credentials(&collector)
+        .register_agent(fleetmon::pb::RegisterAgentRequest {
+            certificate_pem: pem,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(agent.name, "hand-registered");
+
+    for name in ["hand-connected", "hand-registered"] {
+        let error = enroll(&args(&collector, &token, name)).await.unwrap_err();
+        assert!(
+            error.to_string().ends_with(&format!(
+                "AlreadyExists: agent name `{name}` belongs to another key: enroll under another name, or revoke it first (fleetmon certs revoke {name})"
+            )),
+            "{error}"
+        );
+    }
+    // Refused before the token was used: it still enrolls a free name.
+    enroll(&args(&collector, &token, "free-name"))
+        .await
+        .unwrap();
+    // An operator certificate is not an agent's to register.
+    let operator = std::fs::read_to_string(collector.pki.client(Role::Operator, "o").cert).unwrap();
+    let status = credentials(&collector)
+        .register_agent(fleetmon::pb::RegisterAgentRequest {
+            certificate_pem: operator,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}

@@ -210,6 +210,31 @@ pub(crate) async fn revoke(
     Ok(())
 }
 
+/// `fleetmon certs register --cert-file FILE`: the collector records the hand-issued
+/// agent certificate's name as taken by its key.
+pub(crate) async fn register(conn: &Connection, file: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let agent = client(conn)
+        .await?
+        .register_agent(fleetmon::pb::RegisterAgentRequest {
+            certificate_pem: pem,
+        })
+        .await
+        .map_err(|s| call_error("Credentials/RegisterAgent", &conn.collector, s))?
+        .into_inner();
+    if conn.json {
+        println!("{}", credential_json(&agent));
+    } else {
+        println!(
+            "agent {} registered: no enrollment takes its name while its certificate is valid (until {})",
+            agent.name,
+            rfc3339(agent.not_after)
+        );
+    }
+    Ok(())
+}
+
 /// What became of agent `name`'s connection to the collector at `collector` after its
 /// revocation: waits (15 s at most) until the collector reports it disconnected.
 async fn closed_here(mut fleet: FleetClient<Channel>, name: &str, collector: &str) -> String {
