@@ -137,4 +137,16 @@ async fn refused_samples_are_listed_shown_and_replayed_once_the_cause_is_fixed()
             .await,
         0
     );
+    // Each replay is in the audit trail, with its author.
+    let audit: serde_json::Value =
+        serde_json::from_str(&rig.fleetmon_ok(&["audit", "--json"])).unwrap();
+    let replays: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "dead_letters.replay")
+        .collect();
+    assert_eq!(replays.len(), 2, "the two that replayed: {audit}");
+    assert!(replays.iter().all(|e| e["actor"] == "admin"), "{audit}");
+    assert!(replays.iter().any(|e| e["subject"] == "all"), "{audit}");
 }

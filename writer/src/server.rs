@@ -216,10 +216,10 @@ pub async fn start(
         .add_service(HistoryServer::new(HistoryService::new(sink.clone())))
         .add_service(AlertsServer::new(AlertsService::new(sink.clone())))
         .add_service(AuditServer::new(AuditService::new(sink.clone())))
-        .add_service(DeadLettersServer::new(DeadLetterService::new(
-            &config.kafka,
-            dead_letters.clone(),
-        )))
+        .add_service(DeadLettersServer::new(
+            DeadLetterService::new(&config.kafka, dead_letters.clone())
+                .audited_in(sink.background().clone()),
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -41,6 +41,8 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DeadLetterService {
     config: Arc<KafkaConfig>,
     producer: Arc<DeadLetters>,
+    /// Where replays are recorded (`audit_log`); none in tests without PostgreSQL.
+    audit: Option<deadpool_postgres::Pool>,
 }
 
 /// A dead letter's place in the topic, as its id `PARTITION:OFFSET` names it.
@@ -62,6 +64,15 @@ impl DeadLetterService {
         DeadLetterService {
             config: Arc::new(config.clone()),
             producer,
+            audit: None,
+        }
+    }
+
+    /// Records every replay in `audit_log` through `pool`.
+    pub fn audited_in(self, pool: deadpool_postgres::Pool) -> Self {
+        DeadLetterService {
+            audit: Some(pool),
+            ..self
         }
     }
 
@@ -350,7 +361,33 @@ impl DeadLettersApi for DeadLetterService {
         &self,
         request: Request<ReplayDeadLettersRequest>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
-        Ok(Response::new(self.replay(request.into_inner()).await?))
+        let peer = fleetmon::identity::peer_identity(&request)?;
+        let remote = request.remote_addr();
+        let request = request.into_inner();
+        let subject = if request.all {
+            "all".to_owned()
+        } else {
+            request.ids.join(", ")
+        };
+        let response = self.replay(request).await?;
+        if let Some(pool) = &self.audit {
+            let after = serde_json::json!({
+                "replayed": response.replayed,
+                "skipped": response.skipped,
+            });
+            let event = fleetmon::audit::event(
+                &peer,
+                remote,
+                "dead_letters.replay",
+                &subject,
+                None,
+                Some(after),
+            );
+            if let Err(error) = crate::api::audit::store(pool, &event).await {
+                tracing::error!(%error, ?event, "cannot record a dead-letter replay in audit_log");
+            }
+        }
+        Ok(Response::new(response))
     }
 }
 
