@@ -118,6 +118,7 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     );
     assert_eq!(seen["check_state"], "▶ active", "{seen}");
     assert_eq!(seen["check_state_after"], "‖ paused", "{seen}");
+    assert_eq!(seen["audit_actor"], "admin", "{seen}");
     let shown = rig.fleetmon_ok(&["checks", "show", "shop"]);
     assert!(
         shown.contains("PAUSED"),

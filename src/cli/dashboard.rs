@@ -21,12 +21,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
 use fleetmon::pb::alerts_client::AlertsClient;
+use fleetmon::pb::audit_client::AuditClient;
 use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
-    CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListChecksRequest, SiteCheck,
-    TimeRange, WatchLatestRequest, watch_event,
+    CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListAuditEventsRequest,
+    ListChecksRequest, SiteCheck, TimeRange, WatchLatestRequest, watch_event,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -86,6 +87,7 @@ struct Servers {
     fleet: FleetClient<Channel>,
     history: HistoryClient<Channel>,
     alerts: AlertsClient<Channel>,
+    audit: AuditClient<Channel>,
     checks: ChecksClient<Channel>,
     role: DashboardRole,
     live_views: Arc<tokio::sync::Semaphore>,
@@ -161,7 +163,8 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let servers = Arc::new(Servers {
         fleet: FleetClient::new(collector.clone()),
         history: HistoryClient::new(writer.clone()),
-        alerts: AlertsClient::new(writer),
+        alerts: AlertsClient::new(writer.clone()),
+        audit: AuditClient::new(writer),
         checks: ChecksClient::new(collector),
         role: guard.role(),
         live_views: Arc::new(tokio::sync::Semaphore::new(args.max_live_views)),
@@ -181,6 +184,7 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .route("/api/series/{agent}", get(series))
         .route("/api/sites", get(sites))
         .route("/api/alerts", get(alerts))
+        .route("/api/audit", get(audit))
         .route("/api/checks", get(checks))
         .route("/api/checks/{id}/{action}", post(pause_or_resume))
         .route("/api/session", get(session))
@@ -552,6 +556,33 @@ async fn alerts(State(servers): State<Shared>) -> Response {
                 .collect::<Vec<_>>(),
         )),
         Err(status) => upstream("Alerts/ListAlerts", status),
+    }
+}
+
+/// The operators' changes of the last 24 hours, newest first (`Audit/ListAuditEvents`).
+async fn audit(State(servers): State<Shared>) -> Response {
+    let mut audit = servers.audit.clone();
+    let since = SystemTime::now() - Duration::from_secs(86_400);
+    let request = ListAuditEventsRequest {
+        since: Some(since.into()),
+        actor: String::new(),
+        limit: 50,
+    };
+    match audit.list_audit_events(request).await {
+        Ok(response) => json_response(Value::from(
+            response
+                .into_inner()
+                .events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "at": millis(e.at), "actor": e.actor, "role": e.actor_role,
+                        "action": e.action, "subject": e.subject, "from": e.remote_address,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Err(status) => upstream("Audit/ListAuditEvents", status),
     }
 }
 

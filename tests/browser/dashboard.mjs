@@ -82,6 +82,10 @@ try {
   await checkRow.locator("button").click();
   await page.locator(`#checks tr[data-check-row="${check}"] td[data-field="check-state"]:has-text("paused")`).waitFor({ timeout: 20000 });
   seen.check_state_after = await page.locator(`#checks tr[data-check-row="${check}"] td[data-field="check-state"]`).textContent();
+  // The pause is in the changes panel, with who made it.
+  const change = page.locator(`#audit tr[data-action="checks.pause"][data-subject="${check}"]`);
+  await change.waitFor({ timeout: 20000 });
+  seen.audit_actor = await change.locator("td").nth(1).textContent();
 
   // Availability and alerts.
   await page.locator(`#sites tr[data-site]`).first().waitFor({ timeout: 40000 });

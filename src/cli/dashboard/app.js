@@ -265,6 +265,23 @@ async function loadAlerts() {
     ` ${a.silenced ? "(silenced) " : ""}— ${a.cause} — opened ${ago(a.opened_at)}`)));
 }
 
+async function loadAudit() {
+  let events;
+  try { events = await getJson("/api/audit"); } catch (e) { return show(e); }
+  const body = $("#audit tbody");
+  if (events.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "no changes in 24 h" })));
+    return;
+  }
+  body.replaceChildren(...events.map((e) => el("tr", { "data-action": e.action, "data-subject": e.subject },
+    el("td", { text: ago(e.at) }),
+    el("td", { text: e.actor }),
+    el("td", { text: e.role }),
+    el("td", { text: e.action }),
+    el("td", { text: e.subject }),
+    el("td", { text: e.from }))));
+}
+
 function show(error) {
   const badge = $("#live");
   badge.dataset.state = "down";
@@ -284,7 +301,8 @@ loadChecks();
 loadSites();
 loadAlerts();
 setInterval(() => loadFleet().catch(show), 10000);
-setInterval(() => { loadChecks(); loadAlerts(); }, 5000);
+loadAudit();
+setInterval(() => { loadChecks(); loadAlerts(); loadAudit(); }, 5000);
 setInterval(loadSites, 30000);
 // Ages and staleness move with the clock, not only with samples.
 setInterval(renderFleet, 1000);
