@@ -145,10 +145,10 @@ pub async fn start(
                 .collect()
         },
     )?;
-    let outbox = Arc::new(Outbox::open(
-        config.outbox.capacity,
-        config.outbox.spool_dir.as_deref(),
-    )?);
+    let outbox = Arc::new(
+        Outbox::open(config.outbox.capacity, config.outbox.spool_dir.as_deref())?
+            .with_max_bytes(config.outbox.max_bytes),
+    );
     let mut registry = Registry::default();
     let metrics = Arc::new(AgentMetrics::new(&mut registry));
     let metrics_server = MetricsServer::bind(config.metrics_listen, Arc::new(registry))

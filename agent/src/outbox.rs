@@ -262,11 +262,21 @@ pub struct Pushed {
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
+    /// Encoded bytes held at most (the newest sample is always kept).
+    max_bytes: u64,
     written: Arc<Written>,
     spool_thread: Option<JoinHandle<()>>,
 }
 
 impl Outbox {
+    /// Holds at most `max_bytes` of encoded samples too: past it the oldest are dropped
+    /// as past `capacity` (site checks carry bodies' matched text, so a count alone
+    /// does not bound memory or the spool).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// An outbox for at most `capacity` samples, restored from `spool_dir` if given.
     pub fn open(capacity: usize, spool_dir: Option<&Path>) -> Result<Self, SpoolError> {
         let mut state = State {
@@ -303,6 +313,7 @@ impl Outbox {
         Ok(Outbox {
             state: Mutex::new(state),
             capacity,
+            max_bytes: u64::MAX,
             written,
             spool_thread,
         })
@@ -359,7 +370,8 @@ impl Outbox {
             state.queue_bytes += sample.encoded_len() as u64;
             state.queue.push_back(sample);
             let mut dropped_oldest = false;
-            if state.queue.len() > self.capacity
+            while (state.queue.len() > self.capacity || state.queue_bytes > self.max_bytes)
+                && state.queue.len() > 1
                 && let Some(oldest) = state.queue.pop_front()
             {
                 dropped_oldest = true;
@@ -376,6 +388,7 @@ impl Outbox {
                         dropped = state.dropped_since_log,
                         total_dropped = state.dropped,
                         capacity = self.capacity,
+                        max_bytes = self.max_bytes,
                         through_seq = state.settled,
                         "outbox full: oldest samples dropped"
                     );
@@ -647,6 +660,27 @@ mod tests {
         assert_eq!(outbox.dropped(), 2);
         assert_eq!(seqs(&outbox.after(0, 10)), [3, 4, 5]);
         assert_eq!(outbox.settled(), 2, "dropped seqs are never sent");
+    }
+
+    #[test]
+    fn an_outbox_over_its_bytes_drops_the_oldest_too() {
+        // A pushed sample's size (its stream id and seq included; seqs 1 to 5 take a
+        // byte each).
+        let probe = Outbox::open(10, None).unwrap();
+        probe.push(host());
+        let one = probe.after(0, 1)[0].encoded_len() as u64;
+        // Room for a hundred samples by count, two by bytes.
+        let outbox = Outbox::open(100, None).unwrap().with_max_bytes(2 * one + 1);
+        for _ in 0..5 {
+            outbox.push(host());
+        }
+        assert_eq!(seqs(&outbox.after(0, 10)), [4, 5]);
+        assert_eq!(outbox.dropped(), 3);
+        // The newest is kept whatever its size.
+        let tiny = Outbox::open(100, None).unwrap().with_max_bytes(1);
+        tiny.push(host());
+        tiny.push(host());
+        assert_eq!(seqs(&tiny.after(0, 10)), [2]);
     }
 
     #[test]

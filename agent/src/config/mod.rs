@@ -121,6 +121,8 @@ impl CollectorConfig {
 pub struct OutboxConfig {
     /// Samples held in memory before the oldest are dropped.
     pub capacity: usize,
+    /// Encoded bytes held (in memory, and in the spool) before the oldest are dropped.
+    pub max_bytes: u64,
     /// Directory where unacknowledged samples survive a restart (off when unset).
     pub spool_dir: Option<PathBuf>,
     /// Samples per batch at most.
@@ -166,6 +168,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
             capacity: 100_000,
+            max_bytes: 256 * 1024 * 1024,
             spool_dir: None,
             batch_size: 500,
             batch_interval_ms: 1000,
@@ -232,6 +235,15 @@ impl AgentConfig {
             return Err(ConfigError::field(
                 field,
                 format!("`{url}` must be an https:// URL (the collector only speaks mutual TLS)"),
+            ));
+        }
+        if self.outbox.max_bytes < 64 * 1024 {
+            return Err(ConfigError::field(
+                "outbox.max_bytes",
+                format!(
+                    "is {}: hold at least 65536 bytes (one site check can be several KiB)",
+                    self.outbox.max_bytes
+                ),
             ));
         }
         if self.outbox.capacity == 0 || self.outbox.batch_size == 0 {
