@@ -361,9 +361,14 @@ pub fn server_config_with(
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if let Some(crl) = &files.crl {
+        // A certificate whose issuer has no CRL in the file is not refused for that: a
+        // CRL of the root must not lock out every agent the issuing CA enrolled. Serials
+        // listed by any CRL in the file are refused whoever issued them
+        // (`FleetmonClientVerifier` with `reloading_crl_serials`, on open connections too).
         verifier = verifier
             .with_crls(read_crls(crl)?)
-            .only_check_end_entity_revocation();
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
     }
     let verifier = Arc::new(FleetmonClientVerifier {
         inner: verifier.build()?,

@@ -583,6 +583,12 @@ async fn a_crl_closes_open_streams_and_refuses_renewal_on_the_open_connection() 
     .await;
     let agent = collector.pki.client(Role::Agent, "crl-listed");
     let other = collector.pki.client(Role::Agent, "crl-unlisted");
+    // An agent the issuing CA enrolled, whose issuer has no CRL in the file, gets in.
+    let enrolled = collector.pki.issued_by_issuing_ca(
+        "enrolled",
+        &fleetmon::pki::LeafSpec::client(Role::Agent, "crl-enrolled"),
+    );
+    open_stream(collector.channel(&enrolled), "e").await;
     let channel = collector.channel(&agent);
     let (_tx, mut acks) = open_stream(channel.clone(), "c").await;
     let (other_tx, mut other_acks) = open_stream(collector.channel(&other), "o").await;
