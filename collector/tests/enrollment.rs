@@ -829,3 +829,32 @@ async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+/// Connections the enrollment listener holds are capped: past the cap, a new one waits
+/// (its TLS handshake does not complete) until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrollment_listener_holds_at_most_its_connections() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        config.enrollment = Some(EnrollmentConfig {
+            max_connections: 2,
+            ..enrollment_in(&dir)
+        });
+    })
+    .await;
+    let ca = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
+    let endpoint = fleetmon::tls::server_only_endpoint(&enroll_url(&collector), &ca).unwrap();
+    let connect = || endpoint.connect();
+    let first = connect().await.expect("first connection");
+    let _second = connect().await.expect("second connection");
+    let third = tokio::time::timeout(Duration::from_secs(2), connect()).await;
+    assert!(
+        third.is_err(),
+        "a third connection got in past the cap of 2"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), connect())
+        .await
+        .expect("a place freed by a closed connection is taken")
+        .expect("third connection");
+}
