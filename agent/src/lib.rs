@@ -146,8 +146,12 @@ pub async fn start(
         },
     )?;
     let outbox = Arc::new(
-        Outbox::open(config.outbox.capacity, config.outbox.spool_dir.as_deref())?
-            .with_max_bytes(config.outbox.max_bytes),
+        Outbox::open_synced(
+            config.outbox.capacity,
+            config.outbox.spool_dir.as_deref(),
+            Duration::from_millis(config.outbox.spool_sync_ms),
+        )?
+        .with_max_bytes(config.outbox.max_bytes),
     );
     let mut registry = Registry::default();
     let metrics = Arc::new(AgentMetrics::new(&mut registry));

@@ -130,13 +130,52 @@ enum SpoolWrite {
 struct Written {
     /// The highest seq in the log: samples above it are not sent yet.
     through: AtomicU64,
+    /// fsyncs of the log so far.
+    syncs: AtomicU64,
     /// Wakes the sender after a push (or, spooled, once the push is in the log).
     pushed: tokio::sync::Notify,
 }
 
-/// Writes the spool's files, batching what queued while it wrote.
-fn write_spool(mut spool: Spool, writes: mpsc::Receiver<SpoolWrite>, written: Arc<Written>) {
-    while let Ok(first) = writes.recv() {
+/// How often the spool's log is fsynced by default.
+pub const DEFAULT_SPOOL_SYNC: Duration = Duration::from_secs(1);
+
+/// Writes the spool's files, batching what queued while it wrote, and fsyncs the log
+/// at most every `sync_every` (zero: after every batch), and when idle with writes not
+/// yet synced: a power cut loses at most that long of samples, a crash of the agent
+/// none.
+fn write_spool(
+    mut spool: Spool,
+    writes: mpsc::Receiver<SpoolWrite>,
+    written: Arc<Written>,
+    sync_every: Duration,
+) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let sync = |spool: &Spool| {
+        if let Err(error) = spool.log.sync_data() {
+            tracing::warn!(%error, "cannot fsync the spool");
+        }
+        written.syncs.fetch_add(1, Ordering::Relaxed);
+        Instant::now()
+    };
+    loop {
+        let first = if unsynced {
+            let wait = sync_every.saturating_sub(last_sync.elapsed());
+            match writes.recv_timeout(wait) {
+                Ok(write) => write,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    last_sync = sync(&spool);
+                    unsynced = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match writes.recv() {
+                Ok(write) => write,
+                Err(_) => break,
+            }
+        };
         let mut appended = Vec::new();
         let mut appended_through = None;
         let mut settled = None;
@@ -158,10 +197,17 @@ fn write_spool(mut spool: Spool, writes: mpsc::Receiver<SpoolWrite>, written: Ar
                 SpoolWrite::Flush(done) => flushes.push(done),
             }
         }
-        if !appended.is_empty()
-            && let Err(error) = spool.append(&appended)
-        {
-            tracing::warn!(%error, "cannot spool samples; they are kept in memory only");
+        if !appended.is_empty() {
+            match spool.append(&appended) {
+                Ok(()) => unsynced = true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot spool samples; they are kept in memory only");
+                }
+            }
+        }
+        if unsynced && last_sync.elapsed() >= sync_every {
+            last_sync = sync(&spool);
+            unsynced = false;
         }
         if let Some(seq) = settled
             && let Err(error) = spool.write_settled(seq)
@@ -176,6 +222,10 @@ fn write_spool(mut spool: Spool, writes: mpsc::Receiver<SpoolWrite>, written: Ar
             // A caller that stopped waiting for its flush needs no answer.
             let _ = done.send(());
         }
+    }
+    // The outbox is gone (the agent stops): what it wrote reaches the disk.
+    if unsynced {
+        sync(&spool);
     }
 }
 
@@ -279,6 +329,16 @@ impl Outbox {
 
     /// An outbox for at most `capacity` samples, restored from `spool_dir` if given.
     pub fn open(capacity: usize, spool_dir: Option<&Path>) -> Result<Self, SpoolError> {
+        Self::open_synced(capacity, spool_dir, DEFAULT_SPOOL_SYNC)
+    }
+
+    /// [`Outbox::open`], fsyncing the spool's log at most every `sync_every` (zero:
+    /// after every write).
+    pub fn open_synced(
+        capacity: usize,
+        spool_dir: Option<&Path>,
+        sync_every: Duration,
+    ) -> Result<Self, SpoolError> {
         let mut state = State {
             stream_id: uuid::Uuid::new_v4().to_string(),
             next_seq: 1,
@@ -294,6 +354,7 @@ impl Outbox {
         };
         let written = Arc::new(Written {
             through: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             pushed: Notify::new(),
         });
         let mut spool_thread = None;
@@ -305,7 +366,7 @@ impl Outbox {
             spool_thread = Some(
                 std::thread::Builder::new()
                     .name("fleetmon-spool".to_owned())
-                    .spawn(move || write_spool(spool, queued, thread_written))
+                    .spawn(move || write_spool(spool, queued, thread_written, sync_every))
                     .map_err(io_error(dir))?,
             );
             state.spool = Some(SpoolQueue { writes, log_bytes });
@@ -660,6 +721,26 @@ mod tests {
         assert_eq!(outbox.dropped(), 2);
         assert_eq!(seqs(&outbox.after(0, 10)), [3, 4, 5]);
         assert_eq!(outbox.settled(), 2, "dropped seqs are never sent");
+    }
+
+    #[tokio::test]
+    async fn the_spool_is_fsynced_at_its_cadence() {
+        let dir = tempfile::tempdir().unwrap();
+        // Zero: after every write.
+        let every = Outbox::open_synced(100, Some(dir.path()), Duration::ZERO).unwrap();
+        for _ in 0..3 {
+            every.push(host());
+            every.flush().await;
+        }
+        assert_eq!(every.written.syncs.load(Ordering::Relaxed), 3);
+        drop(every);
+        // An hour: writes in a row are not fsynced one by one.
+        let rarely = Outbox::open_synced(100, Some(dir.path()), Duration::from_secs(3600)).unwrap();
+        for _ in 0..3 {
+            rarely.push(host());
+            rarely.flush().await;
+        }
+        assert_eq!(rarely.written.syncs.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// Directory where unacknowledged samples survive a restart (off when unset).
     pub spool_dir: Option<PathBuf>,
+    /// Longest time spooled samples may wait for an fsync, in milliseconds (0: after
+    /// every write): what a power cut can lose; a crash of the agent loses nothing.
+    pub spool_sync_ms: u64,
     /// Samples per batch at most.
     pub batch_size: usize,
     /// Longest wait before a non-full batch is sent, in milliseconds.
@@ -170,6 +173,7 @@ impl Default for OutboxConfig {
             capacity: 100_000,
             max_bytes: 256 * 1024 * 1024,
             spool_dir: None,
+            spool_sync_ms: 1000,
             batch_size: 500,
             batch_interval_ms: 1000,
             max_backoff_seconds: 30,
