@@ -11,9 +11,39 @@ use crate::pb;
 /// The content type of an audit record in Kafka.
 pub const AUDIT_EVENT_CONTENT_TYPE: &str = "application/x-protobuf; message=fleetmon.v1.AuditEvent";
 
-/// An event: `actor` did `action` to `subject` from `remote`, changing it from `before`
-/// to `after` (JSON; `None`: it did not exist).
-pub fn event(
+/// Who asked for a change: the operator and the address the request came from.
+#[derive(Debug, Clone)]
+pub struct Author {
+    /// The operator.
+    pub peer: PeerIdentity,
+    /// Where the request came from.
+    pub remote: Option<SocketAddr>,
+}
+
+impl Author {
+    /// The author of `request`: the identity [`crate::access::Authorize`] verified, and
+    /// its address.
+    pub fn of<T>(request: &tonic::Request<T>) -> Result<Self, tonic::Status> {
+        Ok(Author {
+            peer: crate::identity::peer_identity(request)?,
+            remote: request.remote_addr(),
+        })
+    }
+
+    /// The event of this author doing `action` to `subject`, changing it from `before`
+    /// to `after` (JSON, secrets left out; `None`: it did not exist).
+    pub fn event(
+        &self,
+        action: &str,
+        subject: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> pb::AuditEvent {
+        event(&self.peer, self.remote, action, subject, before, after)
+    }
+}
+
+fn event(
     actor: &PeerIdentity,
     remote: Option<SocketAddr>,
     action: &str,

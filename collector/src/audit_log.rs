@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use fleetmon::audit::AUDIT_EVENT_CONTENT_TYPE;
+use fleetmon::audit::{AUDIT_EVENT_CONTENT_TYPE, Author};
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing};
 use fleetmon::pb::AuditEvent;
 use prost::Message as _;
@@ -16,25 +16,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::KafkaConfig;
-
-/// Who asked for a change, for its audit record.
-#[derive(Debug, Clone)]
-pub struct Author {
-    /// The operator.
-    pub peer: fleetmon::identity::PeerIdentity,
-    /// Where the request came from.
-    pub remote: Option<std::net::SocketAddr>,
-}
-
-impl Author {
-    /// The author of `request` (its verified identity and address).
-    pub fn of<T>(request: &tonic::Request<T>) -> Result<Self, tonic::Status> {
-        Ok(Author {
-            peer: fleetmon::identity::peer_identity(request)?,
-            remote: request.remote_addr(),
-        })
-    }
-}
 
 /// How long publishing one event may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,9 +83,8 @@ impl AuditLog {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) {
-        let event =
-            fleetmon::audit::event(&author.peer, author.remote, action, subject, before, after);
-        self.record(event).await;
+        self.record(author.event(action, subject, before, after))
+            .await;
     }
 
     /// Publishes `event` and waits until Kafka has it.

@@ -17,9 +17,10 @@ use fleetmon::pb::{
 };
 
 use crate::assignment::selects;
-use crate::audit_log::{AuditLog, Author};
+use crate::audit_log::AuditLog;
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::fleet_state::FleetState;
+use fleetmon::audit::Author;
 
 /// Why a `Checks` call failed; the one place these become gRPC statuses.
 #[derive(Debug, thiserror::Error)]

@@ -26,10 +26,11 @@ use fleetmon::pki::{CertificateAuthority, PkiError, sha256_hex};
 use rand::RngCore as _;
 use tonic::{Code, Request, Response, Status};
 
-use crate::audit_log::{AuditLog, Author};
+use crate::audit_log::AuditLog;
 use crate::compacted_log::LogError;
 use crate::credentials::{CredentialStore, agent_key, agent_record, serial_key, token_record};
 use crate::rate_limit::RateLimit;
+use fleetmon::audit::Author;
 
 /// How long a token is valid unless the request says otherwise.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
 
+use fleetmon::audit::Author;
 use fleetmon::pb::alerts_server::Alerts;
 use fleetmon::pb::{
     Alert, AlertEvent, CreateSilenceRequest, ExpireSilenceRequest, GetAlertRequest,
@@ -196,9 +197,15 @@ impl AlertsService {
             )
             .await?;
         let created = silence(&row);
-        author
-            .record(&tx, "silences.create", &created, None, Some(&created))
-            .await?;
+        record(
+            &tx,
+            &author,
+            "silences.create",
+            &created,
+            None,
+            Some(&created),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(%operator, check_id, agent_id, seconds, "silence created");
         Ok(Response::new(created))
@@ -227,58 +234,47 @@ impl AlertsService {
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("no silence {silence_id}")))?;
         let expired = silence(&row);
-        author
-            .record(&tx, "silences.expire", &expired, None, Some(&expired))
-            .await?;
+        record(
+            &tx,
+            &author,
+            "silences.expire",
+            &expired,
+            None,
+            Some(&expired),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Response::new(expired))
     }
 }
 
-/// Who asked for a change to silences, for its audit record.
-struct Author {
-    peer: fleetmon::identity::PeerIdentity,
-    remote: Option<std::net::SocketAddr>,
-}
-
-impl Author {
-    fn of<T>(request: &Request<T>) -> Result<Self, Status> {
-        Ok(Author {
-            peer: fleetmon::identity::peer_identity(request)?,
-            remote: request.remote_addr(),
+/// Records, in `tx`, that `author` did `action` to `subject`.
+async fn record(
+    tx: &deadpool_postgres::Transaction<'_>,
+    author: &Author,
+    action: &str,
+    subject: &Silence,
+    before: Option<&Silence>,
+    after: Option<&Silence>,
+) -> Result<(), ServiceError> {
+    let json = |s: &Silence| {
+        serde_json::json!({
+            "id": s.id,
+            "check_id": s.check_id,
+            "agent_id": s.agent_id,
+            "reason": s.reason,
+            "created_by": s.created_by,
+            "ends_at": s.ends_at.map(|t| t.seconds),
         })
-    }
-
-    /// Records, in `tx`, that this author did `action` to `subject`.
-    async fn record(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        action: &str,
-        subject: &Silence,
-        before: Option<&Silence>,
-        after: Option<&Silence>,
-    ) -> Result<(), ServiceError> {
-        let json = |s: &Silence| {
-            serde_json::json!({
-                "id": s.id,
-                "check_id": s.check_id,
-                "agent_id": s.agent_id,
-                "reason": s.reason,
-                "created_by": s.created_by,
-                "ends_at": s.ends_at.map(|t| t.seconds),
-            })
-        };
-        let event = fleetmon::audit::event(
-            &self.peer,
-            self.remote,
-            action,
-            &format!("silence {}", subject.id),
-            before.map(json),
-            after.map(json),
-        );
-        crate::api::audit::insert(tx, &event).await?;
-        Ok(())
-    }
+    };
+    let event = author.event(
+        action,
+        &format!("silence {}", subject.id),
+        before.map(json),
+        after.map(json),
+    );
+    crate::api::audit::insert(tx, &event).await?;
+    Ok(())
 }
 
 /// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.

@@ -361,8 +361,7 @@ impl DeadLettersApi for DeadLetterService {
         &self,
         request: Request<ReplayDeadLettersRequest>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
-        let peer = fleetmon::identity::peer_identity(&request)?;
-        let remote = request.remote_addr();
+        let author = fleetmon::audit::Author::of(&request)?;
         let request = request.into_inner();
         let subject = if request.all {
             "all".to_owned()
@@ -375,14 +374,7 @@ impl DeadLettersApi for DeadLetterService {
                 "replayed": response.replayed,
                 "skipped": response.skipped,
             });
-            let event = fleetmon::audit::event(
-                &peer,
-                remote,
-                "dead_letters.replay",
-                &subject,
-                None,
-                Some(after),
-            );
+            let event = author.event("dead_letters.replay", &subject, None, Some(after));
             if let Err(error) = crate::api::audit::store(pool, &event).await {
                 tracing::error!(%error, ?event, "cannot record a dead-letter replay in audit_log");
             }
