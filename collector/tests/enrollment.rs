@@ -38,14 +38,25 @@ fn enrollment_in(dir: &std::path::Path) -> EnrollmentConfig {
     }
 }
 
+/// A collector that enrolls with the issuing CA of its certificates, `tweak`ed.
+async fn collector_enrolling(
+    tweak: impl FnOnce(&mut fleetmon_collector::CollectorConfig, &mut EnrollmentConfig),
+) -> TestCollector {
+    TestCollector::start(&kafka_bootstrap(), |config| {
+        let dir = config.tls.client_ca.parent().unwrap().to_owned();
+        let mut enrollment = enrollment_in(&dir);
+        tweak(config, &mut enrollment);
+        config.enrollment = Some(enrollment);
+    })
+    .await
+}
+
 async fn enrolling_collector(credentials_topic: Option<&str>) -> TestCollector {
     let topic = credentials_topic.map(str::to_owned);
-    TestCollector::start(&kafka_bootstrap(), |config| {
+    collector_enrolling(|config, _| {
         if let Some(topic) = topic {
             config.kafka.credentials_topic = topic;
         }
-        let dir = config.tls.client_ca.parent().unwrap().to_owned();
-        config.enrollment = Some(enrollment_in(&dir));
     })
     .await
 }
@@ -420,14 +431,8 @@ async fn connected_cert_end(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_before_it_expires_with_no_gap_in_samples() {
-    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
-        let dir = config.tls.client_ca.parent().unwrap().to_owned();
-        config.enrollment = Some(EnrollmentConfig {
-            certificate_lifetime_seconds: 15,
-            ..enrollment_in(&dir)
-        });
-    })
-    .await;
+    let collector =
+        collector_enrolling(|_, enrollment| enrollment.certificate_lifetime_seconds = 15).await;
     // Enrolled by the agent itself at start ([enroll]): its certificate file is missing.
     let token = token(&collector, CreateTokenRequest::default()).await;
     let dir = tempfile::tempdir().unwrap().keep();
@@ -572,13 +577,12 @@ fn serial_bytes(path: &std::path::Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_closes_open_streams_and_refuses_renewal_on_the_open_connection() {
-    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+    let collector = collector_enrolling(|config, _| {
         let dir = config.tls.client_ca.parent().unwrap().to_owned();
         let ca = fleetmon::pki::CertificateAuthority::load(&dir).unwrap();
         std::fs::write(dir.join("crl.pem"), ca.crl_pem(&[]).unwrap()).unwrap();
         config.tls.crl = Some(dir.join("crl.pem"));
         config.tls.reload_interval_seconds = 1;
-        config.enrollment = Some(enrollment_in(&dir));
     })
     .await;
     let agent = collector.pki.client(Role::Agent, "crl-listed");
@@ -687,14 +691,8 @@ async fn a_serial_copied_from_openssl_revokes_by_value_and_a_name_only_its_agent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enrollment_listener_limits_each_source_and_each_request() {
-    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
-        let dir = config.tls.client_ca.parent().unwrap().to_owned();
-        config.enrollment = Some(EnrollmentConfig {
-            requests_per_minute_per_address: 3,
-            ..enrollment_in(&dir)
-        });
-    })
-    .await;
+    let collector =
+        collector_enrolling(|_, enrollment| enrollment.requests_per_minute_per_address = 3).await;
     let mut raw = raw_enrollment(&collector).await;
     let (csr, _key) = fleetmon::pki::certificate_request("x").unwrap();
 
@@ -834,14 +832,7 @@ async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
 /// (its TLS handshake does not complete) until one closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enrollment_listener_holds_at_most_its_connections() {
-    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
-        let dir = config.tls.client_ca.parent().unwrap().to_owned();
-        config.enrollment = Some(EnrollmentConfig {
-            max_connections: 2,
-            ..enrollment_in(&dir)
-        });
-    })
-    .await;
+    let collector = collector_enrolling(|_, enrollment| enrollment.max_connections = 2).await;
     let ca = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
     let endpoint = fleetmon::tls::server_only_endpoint(&enroll_url(&collector), &ca).unwrap();
     let connect = || endpoint.connect();
