@@ -29,7 +29,7 @@ use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
 use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
-use crate::consume::{audit_mirror, check_mirror};
+use crate::consume::{audit_mirror, check_mirror, topic_mirror};
 use crate::metrics::WriterMetrics;
 use crate::store::{PostgresSink, SinkError};
 
@@ -169,8 +169,8 @@ pub async fn start(
     )
     .await?;
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
-    let checks_consumer = check_mirror::consumer(&config.kafka)?;
-    let audit_consumer = audit_mirror::consumer(&config.kafka)?;
+    let checks_consumer = topic_mirror::consumer(&config.kafka, &check_mirror::spec())?;
+    let audit_consumer = topic_mirror::consumer(&config.kafka, &audit_mirror::spec())?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
     let notifier = Notifier::new(sink.background().clone(), &config.alerts, committed.clone())?;
@@ -234,21 +234,23 @@ pub async fn start(
         let mut tasks = Tasks::new(shutdown.clone());
         tasks.spawn(
             "checks mirror",
-            check_mirror::run(
+            topic_mirror::run(
                 checks_consumer,
                 checks_kafka.clone(),
                 cluster.clone(),
                 sink.clone(),
+                check_mirror::spec(),
                 shutdown.clone(),
             ),
         );
         tasks.spawn(
             "audit mirror",
-            audit_mirror::run(
+            topic_mirror::run(
                 audit_consumer,
                 checks_kafka,
                 cluster,
                 sink.clone(),
+                audit_mirror::spec(),
                 shutdown.clone(),
             ),
         );

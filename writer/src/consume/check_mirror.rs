@@ -4,39 +4,25 @@
 //! row, a tombstone marks it deleted. Apart from the sample pipeline: a failure here
 //! is logged and retried, and never holds back samples.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use fleetmon::pb::CheckDefinition;
 use prost::Message as _;
-use rdkafka::consumer::StreamConsumer;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
-use crate::consume::kafka_source::ClusterId;
-use crate::consume::topic_mirror::{self, Record};
+use crate::consume::topic_mirror::{Record, Spec};
 use crate::store::{PostgresSink, SinkError};
 
 const UPSERT_CHECK: &str = include_str!("../../sql/upsert_check.sql");
 const DELETE_CHECK: &str = include_str!("../../sql/delete_check.sql");
 
-/// Its consumer group's suffix and its name in logs.
-const NAME: &str = "checks-mirror";
-
-/// A consumer of partition 0 of the checks topic, from its first record.
-pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    topic_mirror::consumer(config, &config.checks_topic, NAME)
-}
-
-/// Follows the topic until `shutdown`.
-pub async fn run(
-    consumer: StreamConsumer,
-    config: KafkaConfig,
-    cluster: ClusterId,
-    sink: Arc<PostgresSink>,
-    shutdown: CancellationToken,
-) {
-    let topic = (config.checks_topic.clone(), NAME);
-    topic_mirror::follow_into(consumer, config, cluster, topic, sink, apply, shutdown).await;
+/// The mirror of the checks topic.
+pub fn spec() -> Spec<impl Future<Output = Result<(), SinkError>>> {
+    Spec {
+        name: "checks-mirror",
+        topic: |config| &config.checks_topic,
+        apply,
+    }
 }
 
 /// A definition upserts its row, a tombstone marks it deleted; a record that is not a

@@ -6,6 +6,7 @@
 //! starts from the beginning again when the cluster changes.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::consume::kafka_source::{ClusterId, cluster_changed};
-use crate::store::SinkError;
+use crate::store::{PostgresSink, SinkError};
 
 /// Pause after a failed read or write before trying again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -30,14 +31,24 @@ pub struct Record {
     pub offset: i64,
 }
 
-/// A consumer of partition 0 of `topic`, from its first record, in a group of its own
-/// (`{group_id}-{name}`).
-pub fn consumer(
+/// One mirror: its name, the topic of the configuration it follows, and how it stores
+/// a record.
+pub struct Spec<Fut> {
+    /// Its name in logs and its consumer group's suffix, e.g. `checks-mirror`.
+    pub name: &'static str,
+    /// The topic it follows.
+    pub topic: fn(&KafkaConfig) -> &str,
+    /// Stores one record; called again with the same record until it succeeds.
+    pub apply: fn(Arc<PostgresSink>, Record) -> Fut,
+}
+
+/// A consumer of partition 0 of the mirror's topic, from its first record, in a group
+/// of its own (`{group_id}-{name}`).
+pub fn consumer<Fut>(
     config: &KafkaConfig,
-    topic: &str,
-    name: &str,
+    spec: &Spec<Fut>,
 ) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-    let group = format!("{}-{name}", config.group_id);
+    let group = format!("{}-{}", config.group_id, spec.name);
     let consumer: StreamConsumer = fleetmon::kafka_topics::client_config_tuned(
         &config.bootstrap_servers,
         &[
@@ -51,51 +62,20 @@ pub fn consumer(
     )
     .create()?;
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+    assignment.add_partition_offset((spec.topic)(config), 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
     Ok(consumer)
 }
 
-/// What a mirror follows and how it applies each record.
-pub struct Mirror<F> {
-    /// The topic.
-    pub topic: String,
-    /// Its name in logs and its consumer group's suffix, e.g. `checks-mirror`.
-    pub name: &'static str,
-    /// Stores one record; called again with the same record until it succeeds.
-    pub apply: F,
-}
-
-/// Follows `topic` (as `name`) into `sink` with `apply` until `shutdown`: how the
-/// checks and audit mirrors run.
-pub async fn follow_into<Fut>(
-    consumer: StreamConsumer,
-    config: KafkaConfig,
-    cluster: ClusterId,
-    (topic, name): (String, &'static str),
-    sink: std::sync::Arc<crate::store::PostgresSink>,
-    apply: fn(std::sync::Arc<crate::store::PostgresSink>, Record) -> Fut,
-    shutdown: CancellationToken,
-) where
-    Fut: Future<Output = Result<(), SinkError>>,
-{
-    let mirror = Mirror {
-        topic,
-        name,
-        apply: move |record: Record| apply(sink.clone(), record),
-    };
-    follow(consumer, config, cluster, mirror, shutdown).await;
-}
-
-/// Follows the topic until `shutdown`.
-pub async fn follow<F, Fut>(
+/// Follows the mirror's topic into `sink` until `shutdown`.
+pub async fn run<Fut>(
     mut consumer: StreamConsumer,
     config: KafkaConfig,
     mut cluster: ClusterId,
-    mut mirror: Mirror<F>,
+    sink: Arc<PostgresSink>,
+    spec: Spec<Fut>,
     shutdown: CancellationToken,
 ) where
-    F: FnMut(Record) -> Fut,
     Fut: Future<Output = Result<(), SinkError>>,
 {
     let mut known = cluster.borrow_and_update().clone();
@@ -106,12 +86,12 @@ pub async fn follow<F, Fut>(
             changed = cluster.changed(), if watching => {
                 match changed {
                     Err(_) => watching = false,
-                    Ok(()) if cluster_changed(&mut cluster, &mut known) => match self::consumer(&config, &mirror.topic, mirror.name) {
+                    Ok(()) if cluster_changed(&mut cluster, &mut known) => match self::consumer(&config, &spec) {
                         Ok(fresh) => {
                             let old = std::mem::replace(&mut consumer, fresh);
                             tokio::task::spawn_blocking(move || drop(old));
                         }
-                        Err(error) => tracing::warn!(mirror = mirror.name, %error, "cannot rebuild the consumer"),
+                        Err(error) => tracing::warn!(mirror = spec.name, %error, "cannot rebuild the consumer"),
                     },
                     Ok(()) => {}
                 }
@@ -126,13 +106,13 @@ pub async fn follow<F, Fut>(
                 offset: message.offset(),
             },
             Err(error) => {
-                tracing::debug!(mirror = mirror.name, %error, "reading the topic failed; retrying");
+                tracing::debug!(mirror = spec.name, %error, "reading the topic failed; retrying");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
-        while let Err(error) = (mirror.apply)(record.clone()).await {
-            tracing::warn!(mirror = mirror.name, key = %record.key, %error, "cannot store the record in Postgres; retrying");
+        while let Err(error) = (spec.apply)(sink.clone(), record.clone()).await {
+            tracing::warn!(mirror = spec.name, key = %record.key, %error, "cannot store the record in Postgres; retrying");
             tokio::select! {
                 () = tokio::time::sleep(RETRY) => {}
                 () = shutdown.cancelled() => return,
