@@ -297,7 +297,9 @@ fn allowed_hosts(args: &DashboardArgs) -> Vec<String> {
             hosts.push(format!("{host}:{port}"));
         }
     }
-    hosts.dedup();
+    // The listen address is one of the loopback names too: each once, in order.
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|host| seen.insert(host.clone()));
     hosts
 }
 
