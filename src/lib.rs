@@ -11,6 +11,7 @@ pub mod access;
 pub mod audit;
 pub mod backoff;
 pub mod check_failure;
+pub mod check_secrets;
 pub mod checks;
 pub mod config;
 pub mod daemon;

@@ -196,6 +196,16 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Write a new key for secret check header values, DIR/check-secrets.key (0600):
+    /// give every collector the same file as `[check_secrets] key_file`.
+    NewSecretKey {
+        /// Directory to write into.
+        #[arg(long, default_value = "certs", env = "FLEETMON_CERTS_DIR")]
+        dir: PathBuf,
+        /// Overwrite an existing key (values sealed with it no longer open).
+        #[arg(long)]
+        force: bool,
+    },
     /// Issue an operator client certificate: DIR/operators/NAME.pem and NAME-key.pem.
     IssueOperator {
         /// Operator name: letters, digits, '.', '_' and '-'.
@@ -344,6 +354,9 @@ fn certs_command(command: CertsCommand) -> ExitCode {
         }
         CertsCommand::Check { dir } => return check_certs(&dir),
         CertsCommand::IssueIssuingCa { dir, force } => pki::issue_issuing_ca(&dir, force),
+        CertsCommand::NewSecretKey { dir, force } => {
+            pki::new_secret_key(&dir, force).map(|path| vec![path])
+        }
         CertsCommand::Revoke { .. } | CertsCommand::Register { .. } => {
             unreachable!("revoke and register are queries of the collector")
         }

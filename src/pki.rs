@@ -440,12 +440,17 @@ fn random_serial() -> SerialNumber {
 
 /// Writes the whole dev PKI into `dir`: the CA, `collector` and `writer` server
 /// certificates (SANs `localhost`, `127.0.0.1` and `extra_sans`), the `operator`
-/// client certificate for `spiffe://fleetmon/operator/admin/admin`, and `issuing-ca`, the
-/// intermediate collectors sign enrolled agents with. Returns the files written.
+/// client certificate for `spiffe://fleetmon/operator/admin/admin`, `issuing-ca`, the
+/// intermediate collectors sign enrolled agents with, and `check-secrets.key`, the key
+/// collectors seal secret check header values with. Returns the files written.
 pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBuf>, PkiError> {
     let stems = ["ca", "collector", "writer", "operator", ISSUING_CA];
     if !force {
         refuse_existing(&stems.map(|s| dir.to_owned().join(s)))?;
+        let key = dir.join(crate::check_secrets::KEY_FILE);
+        if key.exists() {
+            return Err(PkiError::Exists(key));
+        }
     }
     let ca = CertificateAuthority::generate("fleetmon dev CA")?;
     let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
@@ -481,7 +486,26 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
         &issuing.cert_pem,
         &issuing.key_pem,
     )?);
+    written.push(new_secret_key(dir, force)?);
     Ok(written)
+}
+
+/// Writes a new key for secret check header values, DIR/check-secrets.key (0600):
+/// every collector's `[check_secrets] key_file`.
+pub fn new_secret_key(dir: &Path, force: bool) -> Result<PathBuf, PkiError> {
+    let path = dir.join(crate::check_secrets::KEY_FILE);
+    if !force && path.exists() {
+        return Err(PkiError::Exists(path));
+    }
+    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    crate::check_secrets::write_new_key(&path, force).map_err(|source| PkiError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }
 
 /// File stem of the issuing CA in a certificates directory.

@@ -4,6 +4,10 @@
 /// What a secret is shown as.
 pub const HIDDEN: &str = "…";
 
+/// What a secret check header value is shown as; sent back in an update, it keeps the
+/// stored value.
+pub const SECRET: &str = "•••";
+
 /// A URL with only what identifies the service: scheme, host and port. A path becomes
 /// `/…`; user info, query and fragment are dropped. Slack's incoming-webhook URL
 /// carries its secret in the path: `https://hooks.slack.com/services/T0/B0/XYZ` is

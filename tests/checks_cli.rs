@@ -207,3 +207,97 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
     assert!(services.contains("fleetmon.v1.Control\n"), "{services}");
     rig.procs.stop("edge-1");
 }
+
+/// A site on 127.0.0.1 answering 200 to requests with `Authorization: Bearer
+/// {token}` and 401 to every other.
+async fn site_requiring_token(token: &'static str) -> u16 {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            let wanted = format!("Bearer {token}");
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&wanted) {
+                (axum::http::StatusCode::OK, "private: open")
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "who are you")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_header_from_a_checks_file_is_sent_by_the_agent_and_stored_sealed() {
+    let keys = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(common::binary("fleetmon"))
+        .args(["certs", "new-secret-key", "--dir"])
+        .arg(keys.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let key_file = keys.path().join("check-secrets.key");
+    let mut rig = common::CentralRig::start_with(common::RigOptions {
+        collector_env: vec![(
+            "FLEETMON_COLLECTOR__CHECK_SECRETS__KEY_FILE".to_owned(),
+            key_file.display().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let port = site_requiring_token("s3cret-7f3a").await;
+    rig.agent("edge-1", "");
+    let url = format!("http://127.0.0.1:{port}/");
+    let file = rig.logs.path().join("checks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[checks]]\nid = \"private\"\nurl = \"{url}\"\ninterval_seconds = 1\nall_agents = true\n\
+             secret_headers = {{ Authorization = \"Bearer s3cret-7f3a\" }}\n"
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let checks_ok = |args: &[&str]| rig.fleetmon_ok(&[&["checks"], args].concat());
+    checks_ok(&["apply", "-f", &file]);
+    eventually(
+        &rig.schema,
+        "SELECT count(*) FROM site_checks WHERE check_id = 'private' AND ok AND status_code = 200",
+        "authorized rows of the check",
+        |n| n >= 1,
+    )
+    .await;
+    // The writers' copy of the definition holds the value sealed only.
+    eventually(
+        &rig.schema,
+        "SELECT count(*) FROM checks WHERE check_id = 'private' \
+         AND position('s3cret'::bytea IN definition) = 0 \
+         AND position('fleetmon-sealed:v1:'::bytea IN definition) > 0",
+        "the mirrored definition, sealed",
+        |n| n == 1,
+    )
+    .await;
+    let shown: serde_json::Value =
+        serde_json::from_str(&checks_ok(&["show", "private", "--json"])).unwrap();
+    assert_eq!(
+        shown["definition"]["secret_headers"]["Authorization"], "•••",
+        "{shown}"
+    );
+    // Applied again: only the collector can compare the value, and finds it the same.
+    let again = checks_ok(&["apply", "-f", &file]);
+    assert_eq!(
+        again,
+        format!(
+            "? private ({url}): secret header values, compared by the collector\n\
+             0 to create, 0 to update, 0 to delete, 0 unchanged, 1 to compare\n\
+             = private: secret header values unchanged\n"
+        )
+    );
+    let audit = rig.fleetmon_ok(&["audit", "--json"]);
+    assert!(audit.contains("checks.create"), "{audit}");
+    assert!(
+        !audit.contains("s3cret"),
+        "the audit trail shows the secret: {audit}"
+    );
+}

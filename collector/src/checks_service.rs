@@ -14,6 +14,7 @@ use fleetmon::pb::checks_server::Checks;
 use fleetmon::pb::{
     CheckDefinition, CheckRef, CheckStatus, CreateCheckRequest, DeleteCheckRequest,
     DeleteCheckResponse, ListChecksRequest, ListChecksResponse, UpdateCheckRequest,
+    check_definition,
 };
 
 use crate::assignment::selects;
@@ -21,6 +22,7 @@ use crate::audit_log::AuditLog;
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::fleet_state::FleetState;
 use fleetmon::audit::Author;
+use fleetmon::check_secrets::{CheckSecrets, SecretsError, masked};
 
 /// Why a `Checks` call failed; the one place these become gRPC statuses.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,9 @@ pub enum ChecksError {
     /// The catalog refused or failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// Secret header values could not be sealed or opened.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 impl GrpcError for ChecksError {
@@ -41,6 +46,8 @@ impl GrpcError for ChecksError {
         match self {
             ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
             ChecksError::Catalog(error) => error.code(),
+            ChecksError::Secrets(SecretsError::NothingToKeep { .. }) => Code::InvalidArgument,
+            ChecksError::Secrets(_) => Code::FailedPrecondition,
         }
     }
 }
@@ -87,6 +94,37 @@ fn validate_alerting(definition: &CheckDefinition) -> Result<(), DefinitionError
     Ok(())
 }
 
+/// Headers that carry credentials: refused in `headers`, which every operator reads and
+/// the topic holds in clear.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// No credential header among the plain `headers` of an HTTP check.
+fn validate_plain_headers(definition: &CheckDefinition) -> Result<(), DefinitionError> {
+    let Some(check_definition::Kind::Http(http)) = &definition.kind else {
+        return Ok(());
+    };
+    match http
+        .headers
+        .keys()
+        .find(|name| CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+    {
+        Some(name) => Err(DefinitionError::new(
+            "check.http.headers",
+            format!(
+                "names `{name}`, a credential: move it to `check.http.secret_headers` (`secret_headers` in checks.toml), which is stored encrypted and shown as `{}`",
+                fleetmon::redact::SECRET
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The service over the catalog and the fleet view.
 #[derive(Debug, Clone)]
 pub struct ChecksService {
@@ -96,12 +134,14 @@ pub struct ChecksService {
     min_interval_seconds: u32,
     /// Where changes are recorded.
     audit: AuditLog,
+    /// Seals secret header values before they are stored.
+    secrets: CheckSecrets,
 }
 
 /// A check as its audit record shows it: the `fleetmon checks` spec, version and
 /// pause state, header values hidden (they may be secrets).
 fn audited(check: &CheckDefinition) -> serde_json::Value {
-    let mut spec = fleetmon::checks::spec::CheckSpec::from(check);
+    let mut spec = fleetmon::checks::spec::CheckSpec::from(&masked(check.clone()));
     for value in spec.headers.values_mut() {
         *value = fleetmon::redact::HIDDEN.to_owned();
     }
@@ -112,13 +152,20 @@ fn audited(check: &CheckDefinition) -> serde_json::Value {
 }
 
 impl ChecksService {
-    /// A service over `catalog`, reporting agents from `fleet`.
-    pub fn new(catalog: CheckCatalog, fleet: FleetState, min_interval_seconds: u32) -> Self {
+    /// A service over `catalog`, reporting agents from `fleet`, sealing secret header
+    /// values with `secrets`.
+    pub fn new(
+        catalog: CheckCatalog,
+        fleet: FleetState,
+        min_interval_seconds: u32,
+        secrets: CheckSecrets,
+    ) -> Self {
         ChecksService {
             catalog,
             fleet,
             min_interval_seconds,
             audit: AuditLog::off(),
+            secrets,
         }
     }
 
@@ -169,6 +216,7 @@ impl ChecksService {
             .into());
         }
         validate_alerting(&definition)?;
+        validate_plain_headers(&definition)?;
         Ok(definition)
     }
 
@@ -196,8 +244,10 @@ impl ChecksService {
         Ok(Response::new(self.status(check)))
     }
 
-    /// A definition with the status of each agent it selects.
+    /// A definition (secret header values shown as `•••`) with the status of each
+    /// agent it selects.
     fn status(&self, check: CheckDefinition) -> CheckStatus {
+        let check = masked(check);
         let assignment = check.assignment.clone().unwrap_or_default();
         let agents = self.fleet.check_agents(&check.id, |agent, labels| {
             selects(&assignment, agent, labels)
@@ -224,6 +274,7 @@ impl Checks for ChecksService {
     ) -> Result<Response<CheckStatus>, Status> {
         let author = Author::of(&request)?;
         let definition = self.validate(request.into_inner().check)?;
+        let definition = self.secrets.seal(definition).map_err(ChecksError::from)?;
         let created = self
             .catalog
             .create(definition)
@@ -242,8 +293,28 @@ impl Checks for ChecksService {
     ) -> Result<Response<CheckStatus>, Status> {
         let author = Author::of(&request)?;
         let request = request.into_inner();
-        let definition = self.validate(request.check)?;
+        let definition = request.check.ok_or(ChecksError::Missing)?;
         let before = self.catalog.get(&definition.id);
+        let definition = self
+            .secrets
+            .keep_stored(definition, before.as_ref())
+            .map_err(ChecksError::from)?;
+        let definition = self.validate(Some(definition))?;
+        if let Some(stored) = before.as_ref().filter(|stored| {
+            stored.version == request.expected_version
+                && self.secrets.open(stored).is_ok_and(|stored| {
+                    stored
+                        == CheckDefinition {
+                            version: stored.version,
+                            ..definition.clone()
+                        }
+                })
+        }) {
+            // Nothing changes (e.g. `checks apply` sending secret values it cannot
+            // compare): no new version.
+            return Ok(Response::new(self.status(stored.clone())));
+        }
+        let definition = self.secrets.seal(definition).map_err(ChecksError::from)?;
         let updated = self
             .catalog
             .update(definition, request.expected_version)

@@ -52,6 +52,19 @@ pub struct CollectorConfig {
     /// Token enrollment of agents (off without this section).
     #[serde(default)]
     pub enrollment: Option<EnrollmentConfig>,
+    /// The key secret check header values are sealed with (without it, a check with
+    /// `secret_headers` is refused).
+    #[serde(default)]
+    pub check_secrets: Option<CheckSecretsConfig>,
+}
+
+/// The key every collector seals and opens secret check header values with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSecretsConfig {
+    /// One base64 line of 32 random bytes, mode 0600 (`fleetmon certs new-secret-key`);
+    /// the same file on every collector.
+    pub key_file: std::path::PathBuf,
 }
 
 /// Which labels select an agent into label-assigned checks.
@@ -294,6 +307,7 @@ impl CollectorConfig {
             limits: Limits::default(),
             assignment: AssignmentConfig::default(),
             enrollment: None,
+            check_secrets: None,
         }
     }
 

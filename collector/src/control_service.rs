@@ -2,8 +2,9 @@
 //! effective check set, sent when the stream opens and again whenever the catalog or the
 //! agent's labels change it; the agent's reports of what it applied come back up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -12,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use fleetmon::check_secrets::{CheckSecrets, has_secrets};
 use fleetmon::grpc::GrpcError;
 use fleetmon::identity::peer_identity;
 use fleetmon::pb::control_server::Control;
@@ -63,12 +65,50 @@ pub struct ControlService {
     trust_agent_labels: bool,
     /// A stream with no report for this long is closed.
     idle: Duration,
+    /// Opens secret header values into the sets sent.
+    secrets: OpenSets,
+}
+
+/// Opens the secret header values of the checks in a set. A check whose values do not
+/// open is left out of it (an agent never runs it without its headers), and said once
+/// per check version in the log.
+#[derive(Debug, Clone)]
+struct OpenSets {
+    secrets: CheckSecrets,
+    reported: Arc<Mutex<BTreeSet<(String, u64)>>>,
+}
+
+impl OpenSets {
+    fn open(&self, mut set: CheckSet) -> CheckSet {
+        if !set.checks.iter().any(has_secrets) {
+            return set;
+        }
+        set.checks = std::mem::take(&mut set.checks)
+            .into_iter()
+            .filter_map(|check| match self.secrets.open(&check) {
+                Ok(opened) => Some(opened),
+                Err(error) => {
+                    let first = self
+                        .reported
+                        .lock()
+                        .expect("never held across a panic")
+                        .insert((check.id.clone(), check.version));
+                    if first {
+                        tracing::error!(check_id = %check.id, version = check.version, %error, "check not sent to agents");
+                    }
+                    None
+                }
+            })
+            .collect();
+        set
+    }
 }
 
 impl ControlService {
     /// A service sending from `catalog`, recording into `fleet`. An agent's labels are
     /// its token's, and its own only with `trust_agent_labels` ([`assignment_labels`]);
-    /// a stream whose agent `revocations` revoke ends.
+    /// a stream whose agent `revocations` revoke ends. Secret header values are opened
+    /// with `secrets` into the sets sent.
     pub fn new(
         catalog: CheckCatalog,
         fleet: FleetState,
@@ -76,6 +116,7 @@ impl ControlService {
         revocations: Revocations,
         trust_agent_labels: bool,
         idle: Duration,
+        secrets: CheckSecrets,
     ) -> Self {
         ControlService {
             catalog,
@@ -84,6 +125,10 @@ impl ControlService {
             revocations,
             trust_agent_labels,
             idle,
+            secrets: OpenSets {
+                secrets,
+                reported: Arc::default(),
+            },
         }
     }
 }
@@ -144,6 +189,7 @@ impl Control for ControlService {
         let revocations = self.revocations.clone();
         let (tx, rx) = mpsc::channel::<Result<CheckSet, Status>>(4);
         let idle_limit = self.idle;
+        let secrets = self.secrets.clone();
         tokio::spawn(async move {
             let idle = tokio::time::sleep(idle_limit);
             tokio::pin!(idle);
@@ -156,6 +202,7 @@ impl Control for ControlService {
                 let view = catalog.borrow_and_update().clone();
                 if let Some(set) = effective_set(&view, &agent_id, &labels, &last_sent) {
                     last_sent = set.hash.clone();
+                    let set = secrets.open(set);
                     fleet.sent_set(
                         &agent_id,
                         set.checks.iter().map(|c| c.id.as_str()),

@@ -35,6 +35,7 @@ use crate::ingest_service::{IngestContext, IngestService};
 use crate::kafka_publisher::{KafkaPublisher, PublishError};
 use crate::metrics::CollectorMetrics;
 use crate::status_codes::OversizeIsResourceExhausted;
+use fleetmon::check_secrets::{CheckSecrets, SecretKey};
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub enum CollectorError {
     /// The issuing CA of `[enrollment]`.
     #[error("[enrollment] issuing CA: {0}")]
     IssuingCa(#[from] fleetmon::pki::PkiError),
+    /// The key of `[check_secrets]`.
+    #[error("[check_secrets] {0}")]
+    CheckSecrets(#[from] fleetmon::check_secrets::SecretsError),
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
@@ -152,6 +156,13 @@ pub async fn start(
         Some(Arc::new(move |peer| handshake_check.is_revoked(peer))),
     )?;
     let issuer = issuer(&config)?;
+    let secrets = CheckSecrets::new(match &config.check_secrets {
+        Some(secrets) => Some(SecretKey::load(&secrets.key_file)?),
+        None => None,
+    });
+    if let Some(key_id) = secrets.key_id() {
+        tracing::info!(key_id, "secret check header values sealed with this key");
+    }
     let audit = AuditLog::open(&config.kafka).await?;
     let mut enrollment =
         EnrollmentService::new(credentials.clone(), issuer).audited_in(audit.clone());
@@ -199,6 +210,7 @@ pub async fn start(
             catalog.clone(),
             fleet.clone(),
             config.limits.min_check_interval_seconds,
+            secrets.clone(),
         )
         .audited_in(audit),
     );
@@ -210,6 +222,7 @@ pub async fn start(
         revocations.clone(),
         config.assignment.trust_agent_labels,
         Duration::from_secs(config.limits.idle_control_seconds),
+        secrets,
     ));
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let health_task = watch_health(

@@ -934,3 +934,223 @@ async fn a_control_stream_that_goes_quiet_is_closed_and_one_that_reports_is_kept
     drop(reports);
     collector.shutdown.cancel();
 }
+
+/// A site answering 200 to requests carrying `Authorization: {authorization}` and 401
+/// to every other, until the test ends.
+async fn site_requiring(authorization: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let read = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..read]).to_ascii_lowercase();
+                let wanted = format!(
+                    "\r\nauthorization: {}\r\n",
+                    authorization.to_ascii_lowercase()
+                );
+                let answer: &[u8] = if request.contains(&wanted) {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = socket.write_all(answer).await;
+            });
+        }
+    });
+    format!("http://{addr}/private")
+}
+
+fn with_secret_header(mut check: CheckDefinition, name: &str, value: &str) -> CheckDefinition {
+    if let Some(check_definition::Kind::Http(http)) = &mut check.kind {
+        http.secret_headers
+            .insert(name.to_owned(), value.to_owned());
+    }
+    check
+}
+
+fn secret_header(status: &CheckStatus, name: &str) -> String {
+    match &status.check.as_ref().unwrap().kind {
+        Some(check_definition::Kind::Http(http)) => http.secret_headers[name].clone(),
+        other => panic!("not an HTTP check: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
+    const TOKEN: &str = "Bearer s3cret-token-7f3a";
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = fleetmon::pki::new_secret_key(keys.path(), false).unwrap();
+    let collector = TestCollector::start(&kafka_bootstrap(), |config| {
+        config.check_secrets = Some(fleetmon_collector::config::CheckSecretsConfig {
+            key_file: key_file.clone(),
+        });
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = site_requiring(TOKEN).await;
+    let agent = Agent::start(
+        &collector.pki,
+        "edge-1",
+        "",
+        &[collector.url()],
+        &dir.path().join("edge.pb"),
+    )
+    .await;
+    let mut api = collector.checks();
+    let mut results = Results::watch(&collector).await;
+    let every_agent = Assignment {
+        all: true,
+        ..Default::default()
+    };
+
+    let check = with_secret_header(
+        http_check("private", &url, 1, every_agent.clone()),
+        "Authorization",
+        TOKEN,
+    );
+    let created = create(&mut api, check).await;
+    assert_eq!(secret_header(&created, "Authorization"), "•••");
+    let first = results
+        .next("private", Duration::from_secs(10))
+        .await
+        .expect("the agent runs the check");
+    assert_eq!(
+        (first.ok, first.status_code),
+        (true, Some(200)),
+        "{first:?}"
+    );
+
+    // The topic (which the writers copy into `checks`) holds the value sealed only.
+    let records = fleetmon::testkit::read_topic(
+        &kafka_bootstrap(),
+        &collector.config.kafka.checks_topic,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let payload = rdkafka::Message::payload(&records[0]).unwrap();
+    let text = String::from_utf8_lossy(payload);
+    assert!(!text.contains("s3cret-token"), "{text}");
+    assert!(text.contains("fleetmon-sealed:v1:"), "{text}");
+    let fetched = api
+        .get_check(CheckRef {
+            id: "private".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret_header(&fetched, "Authorization"), "•••");
+
+    // Sent back as `•••`, the value is kept: every 2 s, still authorized.
+    let edited = with_secret_header(
+        http_check("private", &url, 2, every_agent.clone()),
+        "Authorization",
+        "•••",
+    );
+    let updated = api
+        .update_check(UpdateCheckRequest {
+            check: Some(edited.clone()),
+            expected_version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.check.as_ref().unwrap().version, 2);
+    let result = loop {
+        let result = results
+            .next("private", Duration::from_secs(10))
+            .await
+            .expect("the agent runs version 2");
+        if result.check_version == 2 {
+            break result;
+        }
+    };
+    assert_eq!(
+        (result.ok, result.status_code),
+        (true, Some(200)),
+        "{result:?}"
+    );
+
+    // The same definition again, whether kept (`•••`) or given in clear, is no change.
+    for value in ["•••", TOKEN] {
+        let same = with_secret_header(
+            http_check("private", &url, 2, every_agent.clone()),
+            "Authorization",
+            value,
+        );
+        let unchanged = api
+            .update_check(UpdateCheckRequest {
+                check: Some(same),
+                expected_version: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(unchanged.check.as_ref().unwrap().version, 2, "{value}");
+    }
+
+    // `•••` for a header the check does not have, and a credential among the plain
+    // headers, are refused with the fix.
+    let unknown = with_secret_header(edited.clone(), "X-Api-Key", "•••");
+    let refused = api
+        .update_check(UpdateCheckRequest {
+            check: Some(unknown),
+            expected_version: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "`check.http.secret_headers.X-Api-Key` is `•••` (keep the stored value), but check `private` has no stored value for it: give the value"
+    );
+    let mut plain = http_check("plain", &url, 1, every_agent);
+    if let Some(check_definition::Kind::Http(http)) = &mut plain.kind {
+        http.headers.insert("Authorization".into(), TOKEN.into());
+    }
+    let refused = api
+        .create_check(CreateCheckRequest { check: Some(plain) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "invalid check: `check.http.headers` names `Authorization`, a credential: move it to `check.http.secret_headers` (`secret_headers` in checks.toml), which is stored encrypted and shown as `•••`"
+    );
+    agent.stop().await;
+    collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_without_a_key_refuses_secret_headers_and_says_how_to_give_one() {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let check = with_secret_header(
+        http_check(
+            "private",
+            "http://127.0.0.1:9/",
+            60,
+            Assignment {
+                all: true,
+                ..Default::default()
+            },
+        ),
+        "Authorization",
+        "Bearer x",
+    );
+    let refused = collector
+        .checks()
+        .create_check(CreateCheckRequest { check: Some(check) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused.message(),
+        "`check.http.secret_headers` needs a key on the collector: set `[check_secrets] key_file` on every collector to one file (`fleetmon certs new-secret-key`)"
+    );
+    collector.shutdown.cancel();
+}

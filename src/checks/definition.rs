@@ -9,7 +9,7 @@ use super::json_assertion::JsonRule;
 use super::pattern::Patterns;
 use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::config::ConfigError;
-use crate::pb::{CheckDefinition, DnsCheck, TcpCheck, check_definition};
+use crate::pb::{CheckDefinition, DnsCheck, HttpCheck, TcpCheck, check_definition};
 
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
@@ -112,11 +112,7 @@ pub fn site_from_definition(
         } else {
             http.method.clone()
         },
-        headers: http
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>(),
+        headers: request_headers(http)?,
         body: http.body.clone(),
         expected_status: http
             .expected_status
@@ -140,6 +136,48 @@ pub fn site_from_definition(
             }
         })?;
     with_assertions(site, definition)
+}
+
+/// The headers an HTTP check sends: `headers` and `secret_headers` together, a name
+/// in both refused. A secret value is never part of an error.
+fn request_headers(http: &HttpCheck) -> Result<BTreeMap<String, String>, DefinitionError> {
+    let mut headers: BTreeMap<String, String> = http
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, value) in &http.secret_headers {
+        if http
+            .headers
+            .keys()
+            .any(|plain| plain.eq_ignore_ascii_case(name))
+        {
+            return Err(DefinitionError::new(
+                "check.http.secret_headers",
+                format!(
+                    "names `{name}`, which `check.http.headers` names too: keep it in one of them"
+                ),
+            ));
+        }
+        if value == crate::redact::SECRET {
+            return Err(DefinitionError::new(
+                "check.http.secret_headers",
+                format!(
+                    "`{name}` is `{}` (hidden): give its value (an update keeps a stored value sent as `{}`)",
+                    crate::redact::SECRET,
+                    crate::redact::SECRET
+                ),
+            ));
+        }
+        if http::header::HeaderValue::from_str(value).is_err() {
+            return Err(DefinitionError::new(
+                "check.http.secret_headers",
+                format!("the value of `{name}` is not a valid header value (visible ASCII only)"),
+            ));
+        }
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(headers)
 }
 
 /// A site of a probe other than HTTP: its URL names what it checks; the HTTP fields

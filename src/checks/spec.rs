@@ -55,6 +55,11 @@ pub struct CheckSpec {
     /// Request headers (kind `http`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are secrets (kind `http`): stored encrypted, read
+    /// back as `•••`. A value may name an environment variable, `${SHOP_TOKEN}`, read
+    /// when the file is applied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, String>,
     /// Request body (kind `http`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -211,6 +216,7 @@ impl CheckSpec {
                 url: self.url.clone(),
                 method: self.method.clone(),
                 headers: self.headers.clone().into_iter().collect(),
+                secret_headers: self.secret_headers.clone().into_iter().collect(),
                 body: self.body.clone(),
                 expected_status: self.expected_status.iter().map(StatusText::text).collect(),
                 regex: self.regex.clone(),
@@ -313,6 +319,7 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.url = http.url.clone();
                 spec.method = http.method.clone();
                 spec.headers = http.headers.clone().into_iter().collect();
+                spec.secret_headers = http.secret_headers.clone().into_iter().collect();
                 spec.body = http.body.clone();
                 spec.expected_status = http
                     .expected_status
@@ -355,23 +362,87 @@ pub struct ChecksFileError {
 
 /// `checks.toml`'s checks, refusing a repeated id.
 pub fn parse_file(path: &str, text: &str) -> Result<Vec<CheckSpec>, ChecksFileError> {
+    parse_file_with(path, text, |name| std::env::var(name).ok())
+}
+
+/// [`parse_file`] reading `${NAME}` in `secret_headers` values from `env`.
+pub fn parse_file_with(
+    path: &str,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<CheckSpec>, ChecksFileError> {
     let error = |message: String| ChecksFileError {
         path: path.to_owned(),
         message,
     };
-    let file: ChecksFile = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+    let mut file: ChecksFile = toml::from_str(text).map_err(|e| error(e.to_string()))?;
     let mut seen = std::collections::BTreeSet::new();
     for check in &file.checks {
         if !seen.insert(check.id.as_str()) {
             return Err(error(format!("check `{}` is listed twice", check.id)));
         }
     }
+    for check in &mut file.checks {
+        for (name, value) in &mut check.secret_headers {
+            *value = expand_env(value, &env).map_err(|variable| {
+                error(format!(
+                    "check `{}`: `secret_headers.{name}` names ${{{variable}}}, which is not set in the environment: export it, or write the value",
+                    check.id
+                ))
+            })?;
+        }
+    }
     Ok(file.checks)
+}
+
+/// `text` with every `${NAME}` (letters, digits, `_`) replaced by `env`'s value;
+/// `Err(NAME)` for the first one `env` does not hold.
+fn expand_env(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..start]);
+        if valid {
+            out.push_str(&env(name).ok_or_else(|| name.to_owned())?);
+        } else {
+            out.push_str(&rest[start..start + 3 + end]);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_header_values_read_named_environment_variables() {
+        let text = r#"
+[[checks]]
+id = "api"
+url = "https://api.example/health"
+secret_headers = { Authorization = "Bearer ${API_TOKEN}", X-Literal = "a${not valid}b" }
+"#;
+        let env = |name: &str| (name == "API_TOKEN").then(|| "s3cret".to_owned());
+        let specs = parse_file_with("checks.toml", text, env).unwrap();
+        assert_eq!(specs[0].secret_headers["Authorization"], "Bearer s3cret");
+        assert_eq!(specs[0].secret_headers["X-Literal"], "a${not valid}b");
+        let definition = specs[0].to_definition().unwrap();
+        assert_eq!(CheckSpec::from(&definition), specs[0]);
+
+        let error = parse_file_with("checks.toml", text, |_| None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "checks.toml: check `api`: `secret_headers.Authorization` names ${API_TOKEN}, which is not set in the environment: export it, or write the value"
+        );
+    }
 
     #[test]
     fn a_spec_survives_the_round_trip_through_the_wire() {

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use super::Connection;
 use super::table::{ago, render};
+use fleetmon::check_secrets::{has_secrets, masked};
 use fleetmon::checks::spec::{CheckSpec, JsonSpec, StatusText, parse_file};
 
 /// The `checks` subcommands.
@@ -553,6 +554,8 @@ fn print_status(conn: &Connection, status: &CheckStatus) {
 enum Change {
     Create(CheckDefinition),
     Update(CheckDefinition, u64),
+    /// Equal but for secret header values, which only the collector can compare.
+    Compare(CheckDefinition, u64),
     Delete(String),
 }
 
@@ -585,8 +588,10 @@ async fn apply(
                 let normalized = CheckSpec::from(existing)
                     .to_definition()
                     .map_err(anyhow::Error::new)?;
-                if normalized != definition {
+                if masked(normalized) != masked(definition.clone()) {
                     changes.push(Change::Update(definition, existing.version));
+                } else if has_secrets(&definition) {
+                    changes.push(Change::Compare(definition, existing.version));
                 }
             }
         }
@@ -603,15 +608,24 @@ async fn apply(
             .iter()
             .filter(|c| !matches!(c, Change::Delete(_)))
             .count();
+    let compared = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Compare(..)))
+        .count();
     for change in &changes {
         match change {
             Change::Create(c) => println!("+ {} ({})", c.id, target(c)),
             Change::Update(c, _) => println!("~ {} ({})", c.id, target(c)),
+            Change::Compare(c, _) => println!(
+                "? {} ({}): secret header values, compared by the collector",
+                c.id,
+                target(c)
+            ),
             Change::Delete(id) => println!("- {id}"),
         }
     }
     println!(
-        "{} to create, {} to update, {} to delete, {unchanged} unchanged{}",
+        "{} to create, {} to update, {} to delete, {unchanged} unchanged{}{}",
         changes
             .iter()
             .filter(|c| matches!(c, Change::Create(_)))
@@ -624,6 +638,11 @@ async fn apply(
             .iter()
             .filter(|c| matches!(c, Change::Delete(_)))
             .count(),
+        if compared > 0 {
+            format!(", {compared} to compare")
+        } else {
+            String::new()
+        },
         if dry_run {
             " (dry run: nothing changed)"
         } else {
@@ -640,6 +659,18 @@ async fn apply(
             }
             Change::Update(c, version) => {
                 update(conn, c, version).await?;
+            }
+            Change::Compare(c, version) => {
+                let id = c.id.clone();
+                let now = update(conn, c, version)
+                    .await?
+                    .check
+                    .map_or(version, |c| c.version);
+                if now == version {
+                    println!("= {id}: secret header values unchanged");
+                } else {
+                    println!("~ {id}: secret header values changed (version {now})");
+                }
             }
             Change::Delete(id) => delete(conn, id).await?,
         }
