@@ -113,10 +113,22 @@ fn read_cache(path: &Path) -> Option<CheckSet> {
     }
 }
 
-/// Replaces the cache file atomically (write beside it, then rename).
+/// Replaces the cache file atomically (write beside it, then rename), readable by the
+/// agent's user only: it holds secret header values in clear.
 fn write_cache(path: &Path, set: &CheckSet) {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let temporary: PathBuf = path.with_extension("tmp");
-    let result = std::fs::write(&temporary, set.encode_to_vec())
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(&set.encode_to_vec())
+        })
         .and_then(|()| std::fs::rename(&temporary, path));
     if let Err(error) = result {
         tracing::warn!(path = %path.display(), %error, "cannot write the central checks cache");

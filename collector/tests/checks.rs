@@ -1024,6 +1024,16 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
         (true, Some(200)),
         "{first:?}"
     );
+    // The agent's cache of its set holds the value in clear: its user's only.
+    let cache_mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(dir.path().join("edge.pb"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(cache_mode, 0o600);
 
     // The topic (which the writers copy into `checks`) holds the value sealed only.
     let records = fleetmon::testkit::read_topic(
