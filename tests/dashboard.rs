@@ -325,7 +325,169 @@ async fn the_dashboard_refuses_strangers_other_hosts_cross_site_changes_and_view
         (status, body.as_str()),
         (
             403,
-            "this dashboard's token is for viewers: pausing and resuming checks need --token-role editor\n"
+            "you are a viewer here: pausing and resuming checks need an editor (an operator certificate with --role editor, or a dashboard started with --token-role editor)\n"
         )
+    );
+}
+
+/// One HTTPS/1.1 exchange with the dashboard on `port`, presenting `client` (or no
+/// certificate) and trusting `rig`'s CA: (status, body), or what ended the connection.
+async fn https_as(
+    rig: &CentralRig,
+    client: Option<&fleetmon::tls::ClientTlsFiles>,
+    port: u16,
+    request_line: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), std::io::Error> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = fleetmon::testkit::tls_connector(&rig.pki, client, b"http/1.1")
+        .connect(name, tcp)
+        .await?;
+    let mut request = format!(
+        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_mutual_tls_an_operator_certificate_signs_in_with_its_role() {
+    use fleetmon::identity::{OperatorRole, Role};
+    use fleetmon::pki::LeafSpec;
+    let mut rig = CentralRig::start("").await;
+    let site = switchable_site(Default::default()).await;
+    rig.agent("web-1", "");
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "shop",
+        "--url",
+        &format!("http://127.0.0.1:{site}/"),
+        "--all-agents",
+    ]);
+    let certs = rig.certs().to_owned();
+    let file = |name: &str| certs.join(name).display().to_string();
+    let (cert, key, ca) = (
+        file("collector.pem"),
+        file("collector-key.pem"),
+        file("ca.pem"),
+    );
+    // The access token start_dashboard gives is not what signs in here.
+    let port = start_dashboard(
+        &mut rig,
+        "mtls-dashboard",
+        &["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca],
+    );
+    let viewer = rig.pki.client_from(
+        "dash-viewer",
+        &LeafSpec::operator("dash-viewer", OperatorRole::Viewer),
+    );
+    let editor = rig.pki.client_from(
+        "dash-editor",
+        &LeafSpec::operator("dash-editor", OperatorRole::Editor),
+    );
+    let agent = rig.pki.client(Role::Agent, "web-2");
+    let origin = format!("https://127.0.0.1:{port}");
+
+    // No token: the certificate signs in, and its role is the session's.
+    let rig_ref = &rig;
+    let session = |files| async move {
+        let (status, body) = https_as(rig_ref, Some(files), port, "GET /api/session", &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let seen = session(&viewer).await;
+    assert_eq!(seen["role"], "viewer", "{seen}");
+    let (status, body) = https_as(&rig, Some(&viewer), port, "GET /api/checks", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"shop\""), "{body}");
+    let viewer_csrf = seen["csrf"].as_str().unwrap().to_owned();
+    let change = |csrf: &'static str| {
+        [
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("X-Fleetmon-Csrf", csrf),
+        ]
+    };
+    let viewer_headers = change(viewer_csrf.leak());
+    let (status, body) = https_as(
+        &rig,
+        Some(&viewer),
+        port,
+        "POST /api/checks/shop/pause",
+        &viewer_headers,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            403,
+            "you are a viewer here: pausing and resuming checks need an editor (an operator certificate with --role editor, or a dashboard started with --token-role editor)\n"
+        )
+    );
+
+    // An editor's certificate pauses, with its own CSRF token and from the page only.
+    let seen = session(&editor).await;
+    assert_eq!(seen["role"], "editor", "{seen}");
+    let (status, _) = https_as(
+        &rig,
+        Some(&editor),
+        port,
+        "POST /api/checks/shop/pause",
+        &viewer_headers,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403, "another session's CSRF token was taken");
+    let editor_headers = change(seen["csrf"].as_str().unwrap().to_owned().leak());
+    let (status, body) = https_as(
+        &rig,
+        Some(&editor),
+        port,
+        "POST /api/checks/shop/pause",
+        &editor_headers,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let shown = rig.fleetmon_ok(&["checks", "show", "shop"]);
+    assert!(
+        shown.starts_with("check shop  version 2  PAUSED"),
+        "{shown}"
+    );
+
+    // An agent's certificate is refused; no certificate gets no connection at all.
+    let (status, body) = https_as(&rig, Some(&agent), port, "GET /api/fleet", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            403,
+            "spiffe://fleetmon/agent/web-2 is not an operator: sign in with an operator certificate (fleetmon certs issue-operator NAME --role viewer)\n"
+        )
+    );
+    let refused = https_as(&rig, None, port, "GET /api/fleet", &[]).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("CertificateRequired")),
+        "answered without a certificate: {refused:?}"
     );
 }

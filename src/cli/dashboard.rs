@@ -74,8 +74,13 @@ pub(crate) struct DashboardArgs {
     allowed_hosts: Vec<String>,
     /// Serve without any authentication, on loopback only: any program or user on
     /// this machine can then pause checks with your operator certificate.
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, conflicts_with_all = ["token", "client_ca"])]
     insecure_no_auth: bool,
+    /// Require a client certificate chained to this CA (the fleet's `ca.pem`): a
+    /// browser signs in with an operator certificate, whose role decides what it may do
+    /// (viewer: read; editor or admin: also pause and resume). No token is needed.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    client_ca: Option<PathBuf>,
     /// Live views (browser tabs following `/api/events`) served at once.
     #[arg(long, default_value_t = DEFAULT_MAX_LIVE_VIEWS)]
     max_live_views: usize,
@@ -89,7 +94,6 @@ struct Servers {
     alerts: AlertsClient<Channel>,
     audit: AuditClient<Channel>,
     checks: ChecksClient<Channel>,
-    role: DashboardRole,
     live_views: Arc<tokio::sync::Semaphore>,
     max_live_views: usize,
 }
@@ -111,8 +115,8 @@ fn exposure_error(args: &DashboardArgs) -> Option<String> {
         (args.tls_cert.is_none(), "--tls-cert"),
         (args.tls_key.is_none(), "--tls-key"),
         (
-            args.token.is_none(),
-            "--token (or FLEETMON_DASHBOARD_TOKEN)",
+            args.token.is_none() && args.client_ca.is_none(),
+            "--token (or FLEETMON_DASHBOARD_TOKEN) or --client-ca",
         ),
     ]
     .into_iter()
@@ -143,10 +147,12 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let writer = fleetmon::tls::endpoint(&args.connection.writer, &files)?.connect_lazy();
     let https = args.tls_cert.is_some() && args.tls_key.is_some();
     let scheme = if https { "https" } else { "http" };
-    // No token given: one is made up, and the address to open carries it.
+    // No token given: one is made up, and the address to open carries it (behind
+    // mutual TLS the certificate signs in instead).
     let token = match (&args.token, args.insecure_no_auth) {
         (_, true) => None,
         (Some(token), false) => Some(token.clone()),
+        (None, false) if args.client_ca.is_some() => None,
         (None, false) => {
             use rand::RngCore as _;
             let mut bytes = [0u8; 24];
@@ -159,6 +165,7 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         allowed_hosts(&args),
         scheme,
         args.token_role,
+        args.client_ca.is_some(),
     ));
     let servers = Arc::new(Servers {
         fleet: FleetClient::new(collector.clone()),
@@ -166,7 +173,6 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         alerts: AlertsClient::new(writer.clone()),
         audit: AuditClient::new(writer),
         checks: ChecksClient::new(collector),
-        role: guard.role(),
         live_views: Arc::new(tokio::sync::Semaphore::new(args.max_live_views)),
         max_live_views: args.max_live_views,
     });
@@ -201,16 +207,23 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     };
     let open = match &token {
         Some(token) => format!("{scheme}://{addr}/?token={token}"),
+        None if args.client_ca.is_some() => format!(
+            "{scheme}://{addr}/ (sign in with an operator certificate issued under {})",
+            args.client_ca
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
         None => format!(
             "{scheme}://{addr}/ — NO AUTHENTICATION (--insecure-no-auth): any program or user on this machine can use it"
         ),
     };
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let config = https_config(cert, key)?;
+            let config = https_config(cert, key, args.client_ca.as_deref())?;
             println!("dashboard: {open}");
             let incoming = TlsListener::new(listener, config);
-            axum::serve(incoming, app)
+            axum::serve(incoming, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(stop)
                 .await?;
         }
@@ -224,18 +237,46 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// HTTPS with `cert` and `key`; with `client_ca`, a client certificate chained to it
+/// is required (verified as every fleetmon server verifies one).
 fn https_config(
     cert: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs = fleetmon::tls::read_certs("dashboard certificate", cert)?;
-    let key = fleetmon::tls::read_key("dashboard key", key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(fleetmon::tls::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config = match client_ca {
+        Some(client_ca) => (*fleetmon::tls::server_config(&fleetmon::tls::ServerTlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: client_ca.to_owned(),
+            crl: None,
+            reload_interval_seconds: 0,
+        })?)
+        .clone(),
+        None => {
+            let certs = fleetmon::tls::read_certs("dashboard certificate", cert)?;
+            let key = fleetmon::tls::read_key("dashboard key", key)?;
+            rustls::ServerConfig::builder_with_provider(fleetmon::tls::crypto_provider())
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Behind mutual TLS, the identity a connection's certificate carries.
+#[derive(Debug, Clone)]
+pub(super) struct Peer {
+    /// The verified client certificate's identity, if one was presented.
+    pub(super) identity: Option<fleetmon::identity::PeerIdentity>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
 }
 
 /// TCP connections with their TLS handshake done, for `axum::serve`.
@@ -255,7 +296,7 @@ impl TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
@@ -264,7 +305,17 @@ impl axum::serve::Listener for TlsListener {
                 continue;
             };
             match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => return (stream, peer),
+                Ok(Ok(stream)) => {
+                    let identity = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|leaf| {
+                            fleetmon::identity::PeerIdentity::from_der(leaf.as_ref()).ok()
+                        });
+                    return (stream, Peer { identity });
+                }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "dashboard tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "dashboard tls handshake timed out"),
             }
@@ -272,7 +323,8 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        self.tcp.local_addr()?;
+        Ok(Peer { identity: None })
     }
 }
 
@@ -305,13 +357,10 @@ fn allowed_hosts(args: &DashboardArgs) -> Vec<String> {
 
 /// `GET /api/session`: the CSRF token the page sends with changes, and its role.
 /// Same-origin pages only can read it (no CORS headers are ever sent).
-async fn session(
-    State(servers): State<Shared>,
-    axum::Extension(caller): axum::Extension<Caller>,
-) -> Response {
+async fn session(axum::Extension(caller): axum::Extension<Caller>) -> Response {
     json_response(json!({
         "csrf": caller.csrf(),
-        "role": servers.role,
+        "role": caller.role(),
         "csrf_header": guard::CSRF_HEADER,
     }))
 }
@@ -657,7 +706,7 @@ mod tests {
         assert_eq!(exposure_error(&args(&[])), None);
         assert_eq!(
             exposure_error(&args(&["--listen", "0.0.0.0:8080"])).unwrap(),
-            "--listen 0.0.0.0:8080 is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs --tls-cert, --tls-key, --token (or FLEETMON_DASHBOARD_TOKEN)"
+            "--listen 0.0.0.0:8080 is not a loopback address: the dashboard acts with the operator certificate, so beyond loopback it needs --tls-cert, --tls-key, --token (or FLEETMON_DASHBOARD_TOKEN) or --client-ca"
         );
         let exposed = [
             "--listen",

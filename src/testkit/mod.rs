@@ -34,5 +34,5 @@ pub use kafka::{
 pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
-pub use tls::{handshake_refusal, server_certificate, tls_alert};
+pub use tls::{handshake_refusal, server_certificate, tls_alert, tls_connector};
 pub use webhook::{WebhookReceiver, WebhookRequest};

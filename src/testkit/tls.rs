@@ -22,7 +22,7 @@ pub async fn handshake_refusal(
     client: Option<&ClientTlsFiles>,
 ) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connector = test_connector(pki, client);
+    let connector = tls_connector(pki, client, b"h2");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
     // TLS 1.3: the client finishes first; the server's verdict arrives as an alert.
@@ -40,8 +40,13 @@ pub async fn handshake_refusal(
     Some(error.to_string())
 }
 
-/// A TLS client trusting `pki`'s CA, with `client`'s certificate (or none), offering h2.
-fn test_connector(pki: &TestPki, client: Option<&ClientTlsFiles>) -> tokio_rustls::TlsConnector {
+/// A TLS client trusting `pki`'s CA, with `client`'s certificate (or none), offering
+/// the one application protocol `alpn` (`h2`, `http/1.1`).
+pub fn tls_connector(
+    pki: &TestPki,
+    client: Option<&ClientTlsFiles>,
+    alpn: &[u8],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for ca in crate::tls::read_certs("CA", &pki.dir().join("ca.pem")).expect("read CA") {
         roots.add(ca).expect("add CA");
@@ -59,7 +64,7 @@ fn test_connector(pki: &TestPki, client: Option<&ClientTlsFiles>) -> tokio_rustl
             .expect("client auth config"),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
@@ -72,7 +77,7 @@ pub async fn server_certificate(
 ) -> rustls_pki_types::CertificateDer<'static> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
-    let stream = test_connector(pki, Some(client))
+    let stream = tls_connector(pki, Some(client), b"h2")
         .connect(name, tcp)
         .await
         .expect("handshake");

@@ -1,8 +1,9 @@
 //! What stands between a browser and the operator certificate the dashboard acts with:
 //! the Host allow-list (no DNS rebinding), authentication (a session from the access
-//! token, or the token itself as a bearer), CSRF defence on every state-changing
-//! request (same-origin `Origin`/`Sec-Fetch-Site` and a per-session token), the role the
-//! token grants, and the security headers of every response.
+//! token, the token itself as a bearer, or, behind mutual TLS, an operator certificate),
+//! CSRF defence on every state-changing request (same-origin `Origin`/`Sec-Fetch-Site`
+//! and a per-session token), the role the token or certificate grants, and the security
+//! headers of every response.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,26 +46,36 @@ pub(crate) enum DashboardRole {
     Editor,
 }
 
-/// How a request proved itself.
+/// Who a request comes from: what it may do and, for a browser, the CSRF token it must
+/// send back with changes.
 #[derive(Debug, Clone)]
-pub(super) enum Caller {
-    /// The access token in `Authorization: Bearer` (a script; no ambient credential,
-    /// so no CSRF token is needed).
-    Bearer,
-    /// A browser session (cookie), with its CSRF token.
-    Session { csrf: String },
-    /// `--insecure-no-auth`: anyone who can reach the port, with the process's CSRF
-    /// token (readable by same-origin pages only).
-    Open { csrf: String },
+pub(super) struct Caller {
+    /// `None` for the access token in `Authorization: Bearer` (a script: no ambient
+    /// credential, so no CSRF token is needed); a browser session's, a certificate's or
+    /// `--insecure-no-auth`'s token otherwise.
+    csrf: Option<String>,
+    role: DashboardRole,
 }
 
 impl Caller {
     /// The CSRF token the page must send back, if it is a browser.
     pub(super) fn csrf(&self) -> Option<&str> {
-        match self {
-            Caller::Bearer => None,
-            Caller::Session { csrf } | Caller::Open { csrf } => Some(csrf),
-        }
+        self.csrf.as_deref()
+    }
+
+    /// What it may do.
+    pub(super) fn role(&self) -> DashboardRole {
+        self.role
+    }
+}
+
+/// What an operator certificate lets a browser do: viewers read; editors and admins
+/// also pause and resume.
+fn certificate_role(identity: &fleetmon::identity::PeerIdentity) -> Option<DashboardRole> {
+    use fleetmon::identity::OperatorRole;
+    match identity.operator_role? {
+        OperatorRole::Viewer => Some(DashboardRole::Viewer),
+        OperatorRole::Editor | OperatorRole::Admin => Some(DashboardRole::Editor),
     }
 }
 
@@ -85,6 +96,8 @@ pub(super) struct Guard {
     sessions: Mutex<HashMap<String, Session>>,
     /// The CSRF token of `--insecure-no-auth` mode.
     open_csrf: String,
+    /// Behind mutual TLS: a client certificate signs in.
+    certificates: bool,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -105,13 +118,15 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Guard {
-    /// Rules for a dashboard served over `scheme` to `hosts`, with `token` (none:
-    /// open to anyone who reaches the port).
+    /// Rules for a dashboard served over `scheme` to `hosts`, with `token` granting
+    /// `role`; with `certificates`, the client certificate of the connection signs in
+    /// (with neither: open to anyone who reaches the port).
     pub(super) fn new(
         token: Option<&str>,
         hosts: Vec<String>,
         scheme: &'static str,
         role: DashboardRole,
+        certificates: bool,
     ) -> Self {
         Guard {
             token_sha256: token.map(sha256),
@@ -120,12 +135,8 @@ impl Guard {
             role,
             sessions: Mutex::new(HashMap::new()),
             open_csrf: random_hex(32),
+            certificates,
         }
-    }
-
-    /// The role browsers get.
-    pub(super) fn role(&self) -> DashboardRole {
-        self.role
     }
 
     fn token_is(&self, given: &str) -> bool {
@@ -153,6 +164,13 @@ impl Guard {
 
     fn new_session(&self) -> String {
         let id = random_hex(32);
+        self.add_session(&id);
+        id
+    }
+
+    /// Keeps a session `id` with a fresh CSRF token, the oldest going first when full.
+    fn add_session(&self, id: &str) -> String {
+        let csrf = random_hex(32);
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
@@ -165,13 +183,20 @@ impl Guard {
             sessions.remove(&oldest);
         }
         sessions.insert(
-            id.clone(),
+            id.to_owned(),
             Session {
-                csrf: random_hex(32),
+                csrf: csrf.clone(),
                 expires: now + SESSION_LIFETIME,
             },
         );
-        id
+        csrf
+    }
+
+    /// The CSRF token of the browser holding this certificate (a session of its own,
+    /// made at its first request).
+    fn certificate_session(&self, identity: &fleetmon::identity::PeerIdentity) -> String {
+        let id = format!("certificate {} {}", identity.uri, identity.serial);
+        self.session(&id).unwrap_or_else(|| self.add_session(&id))
     }
 
     fn session(&self, id: &str) -> Option<String> {
@@ -180,11 +205,38 @@ impl Guard {
         (session.expires > Instant::now()).then(|| session.csrf.clone())
     }
 
-    /// Who is calling, or why nobody is.
-    fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+    /// Who is calling (the connection's verified certificate, then the token), or
+    /// why nobody is.
+    fn caller(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&fleetmon::identity::PeerIdentity>,
+    ) -> Result<Caller, Refusal> {
+        if self.certificates {
+            let identity = certificate.ok_or_else(|| {
+                Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "this dashboard signs in with a client certificate: present an operator certificate".to_owned(),
+                )
+            })?;
+            let role = certificate_role(identity).ok_or_else(|| {
+                Refusal(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} is not an operator: sign in with an operator certificate (fleetmon certs issue-operator NAME --role viewer)",
+                        identity.uri
+                    ),
+                )
+            })?;
+            return Ok(Caller {
+                csrf: Some(self.certificate_session(identity)),
+                role,
+            });
+        }
         if self.token_sha256.is_none() {
-            return Some(Caller::Open {
-                csrf: self.open_csrf.clone(),
+            return Ok(Caller {
+                csrf: Some(self.open_csrf.clone()),
+                role: self.role,
             });
         }
         let bearer = headers
@@ -192,16 +244,29 @@ impl Guard {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if bearer.is_some_and(|t| self.token_is(t)) {
-            return Some(Caller::Bearer);
+            return Ok(Caller {
+                csrf: None,
+                role: self.role,
+            });
         }
-        let id = cookie(headers, SESSION_COOKIE)?;
-        self.session(&id).map(|csrf| Caller::Session { csrf })
+        cookie(headers, SESSION_COOKIE)
+            .and_then(|id| self.session(&id))
+            .map(|csrf| Caller {
+                csrf: Some(csrf),
+                role: self.role,
+            })
+            .ok_or_else(|| {
+                Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "this dashboard needs its access token: open the address `fleetmon dashboard` printed (/?token=…)".to_owned(),
+                )
+            })
     }
 
     /// Why a state-changing request from `caller` is refused, if it is.
     fn refuse_change(&self, caller: &Caller, headers: &HeaderMap) -> Option<Response> {
         let Some(csrf) = caller.csrf() else {
-            return self.refuse_role();
+            return refuse_role(caller);
         };
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let fetch_site = text("sec-fetch-site");
@@ -231,18 +296,22 @@ impl Guard {
                 "missing or stale CSRF token: reload the page",
             ));
         }
-        self.refuse_role()
-    }
-
-    fn refuse_role(&self) -> Option<Response> {
-        (self.role == DashboardRole::Viewer).then(|| {
-            refusal(
-                StatusCode::FORBIDDEN,
-                "this dashboard's token is for viewers: pausing and resuming checks need --token-role editor",
-            )
-        })
+        refuse_role(caller)
     }
 }
+
+/// The refusal of a change to a viewer.
+fn refuse_role(caller: &Caller) -> Option<Response> {
+    (caller.role == DashboardRole::Viewer).then(|| {
+        refusal(
+            StatusCode::FORBIDDEN,
+            "you are a viewer here: pausing and resuming checks need an editor (an operator certificate with --role editor, or a dashboard started with --token-role editor)",
+        )
+    })
+}
+
+/// A request refused: its status and why.
+struct Refusal(StatusCode, String);
 
 fn refusal(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
@@ -298,8 +367,10 @@ async fn check(guard: &Guard, mut request: Request, next: Next) -> Response {
             ),
         );
     }
-    // With --insecure-no-auth there is no token to log in with: `?token=` is ignored.
+    // With --insecure-no-auth or behind mutual TLS there is no token to log in with:
+    // `?token=` is ignored.
     if guard.token_sha256.is_some()
+        && !guard.certificates
         && let Some(token) = login_token(&request)
     {
         if !guard.token_is(&token) {
@@ -325,11 +396,13 @@ async fn check(guard: &Guard, mut request: Request, next: Next) -> Response {
         }
         return response;
     }
-    let Some(caller) = guard.caller(request.headers()) else {
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "this dashboard needs its access token: open the address `fleetmon dashboard` printed (/?token=…)",
-        );
+    let certificate = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::Peer>>()
+        .and_then(|peer| peer.0.identity.clone());
+    let caller = match guard.caller(request.headers(), certificate.as_ref()) {
+        Ok(caller) => caller,
+        Err(Refusal(status, message)) => return refusal(status, &message),
     };
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reads && let Some(refused) = guard.refuse_change(&caller, request.headers()) {
@@ -353,6 +426,7 @@ mod tests {
             vec!["127.0.0.1:8080".into()],
             "http",
             DashboardRole::Editor,
+            false,
         );
         assert!(guard.token_is("s3cret"));
         assert!(!guard.token_is("s3cre"));
@@ -365,6 +439,7 @@ mod tests {
             vec!["dash.example:443".into(), "127.0.0.1:8080".into()],
             "https",
             DashboardRole::Editor,
+            false,
         );
         let host = |h: &str| {
             let mut headers = HeaderMap::new();
