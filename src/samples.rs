@@ -21,7 +21,7 @@ pub mod bounds {
     pub const BYTES_PER_SECOND: (f64, f64) = (0.0, 1e15);
     /// A duration in milliseconds: a check's response time, time to first byte (a day).
     pub const DURATION_MS: (f64, f64) = (0.0, 86_400_000.0);
-    /// `interval_seconds` of a host sample (0: unknown, older agents).
+    /// `interval_seconds` of a host sample or a site check (0: unknown, older agents).
     pub const INTERVAL_SECONDS: (u32, u32) = (1, 86_400);
     /// How far a certificate's expiry may lie from now, in seconds (100 years).
     pub const CERT_EXPIRY_SECONDS: i64 = 100 * 366 * 86_400;
@@ -164,6 +164,23 @@ impl Violation {
             message: message.into(),
         }
     }
+}
+
+/// What a site check's result counts toward in the alert rules: its central check's
+/// id, or, for a site from the agent's own config, `AGENT URL` (one location of its
+/// own). A check id is a slug and an agent name has no space, so a key with a space is
+/// always a local site's.
+pub fn alert_check_key(check: &SiteCheck) -> std::borrow::Cow<'_, str> {
+    if check.check_id.is_empty() {
+        std::borrow::Cow::Owned(format!("{} {}", check.agent_id, check.url))
+    } else {
+        std::borrow::Cow::Borrowed(&check.check_id)
+    }
+}
+
+/// Whether an alert rule key ([`alert_check_key`]) is a local site's.
+pub fn is_local_site_key(key: &str) -> bool {
+    key.contains(' ')
 }
 
 /// The kinds of sample, and what each is called wherever it appears (metric labels,

@@ -554,6 +554,33 @@ async fn quickstart(broker: &str, tls: bool) {
         .unwrap()
         .get(0);
     assert!(hosts > 0);
+    // The two sites that fail on purpose (a 404, a closed port) alert like any check:
+    // three failed runs 10 s apart, one location.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let alerted = loop {
+        let subjects: Vec<String> = db
+            .query(
+                "SELECT subject FROM fleetmon.alerts WHERE kind = 'check_down' \
+                 AND resolved_at IS NULL ORDER BY subject",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if subjects.len() >= 2 || Instant::now() > deadline {
+            break subjects;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(alerted.len(), 2, "{alerted:?}");
+    assert!(
+        alerted
+            .iter()
+            .any(|s| s.starts_with("demo http://127.0.0.1:") && s.ends_with("/missing")),
+        "{alerted:?}"
+    );
     let status = std::fs::read_to_string(&output).unwrap();
     assert!(
         status.contains("demo"),

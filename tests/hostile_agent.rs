@@ -270,13 +270,14 @@ fn site(stream_id: String) -> impl Strategy<Value = SiteCheck> {
         (
             prop_oneof![4 => Just(String::new()), 1 => Just("ghost".to_owned())],
             big(),
+            small(),
         ),
     )
         .prop_map(move |(head, timing, body, check)| {
             let (seq, checked_at, url, method, status_code, ok, failure) = head;
             let (error_message, response_time_ms, time_to_first_byte_ms, regex) = timing;
             let (regex_matched, matched_text, body_bytes, final_url, tls_cert_not_after) = body;
-            let (check_id, check_version) = check;
+            let (check_id, check_version, interval_seconds) = check;
             SiteCheck {
                 agent_id: "claims-to-be-someone-else".to_owned(),
                 stream_id: stream_id.clone(),
@@ -298,6 +299,7 @@ fn site(stream_id: String) -> impl Strategy<Value = SiteCheck> {
                 tls_cert_not_after,
                 check_id,
                 check_version,
+                interval_seconds,
             }
         })
 }

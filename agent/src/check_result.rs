@@ -61,6 +61,7 @@ pub(crate) fn failed(
             .map(|c| c.id.clone())
             .unwrap_or_default(),
         check_version: site.check.as_ref().map_or(0, |c| c.version),
+        interval_seconds: u32::try_from(site.interval.as_secs()).unwrap_or(u32::MAX),
         ..Default::default()
     }
 }

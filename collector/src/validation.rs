@@ -169,6 +169,20 @@ impl Check<'_> {
         Ok(ts.seconds)
     }
 
+    /// `interval_seconds`: within [`bounds::INTERVAL_SECONDS`], or 0 (unknown).
+    fn interval(&self, seconds: u32) -> Result<(), Rejection> {
+        let (shortest, longest) = bounds::INTERVAL_SECONDS;
+        if seconds != 0 && !(shortest..=longest).contains(&seconds) {
+            return Err(self.reject(
+                Reason::InvalidNumber,
+                format!(
+                    "interval_seconds is {seconds}, expected {shortest} to {longest} (or 0: unknown)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A certificate expiry: within [`bounds::CERT_EXPIRY_SECONDS`] of now.
     fn expiry(&self, field: &str, ts: &prost_types::Timestamp) -> Result<(), Rejection> {
         let at = self.instant(field, ts)?;
@@ -290,17 +304,7 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
             bounds::BYTES_PER_SECOND,
         )?;
     }
-    let (shortest, longest) = bounds::INTERVAL_SECONDS;
-    if s.interval_seconds != 0 && !(shortest..=longest).contains(&s.interval_seconds) {
-        return Err(c.reject(
-            Reason::InvalidNumber,
-            format!(
-                "interval_seconds is {}, expected {shortest} to {longest} (or 0: unknown)",
-                s.interval_seconds
-            ),
-        ));
-    }
-    Ok(())
+    c.interval(s.interval_seconds)
 }
 
 fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), Rejection> {
@@ -329,7 +333,7 @@ fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), 
     if let Some(ts) = &s.tls_cert_not_after {
         c.expiry("tls_cert_not_after", ts)?;
     }
-    Ok(())
+    c.interval(s.interval_seconds)
 }
 
 #[cfg(test)]

@@ -226,6 +226,89 @@ async fn three_locations_quorum_two_one_alert_opened_and_resolved_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_from_an_agents_own_config_alerts_as_one_location_of_its_own() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let base = seconds_ago(60);
+    let url = "http://127.0.0.1:9/";
+    let subject = format!("edge {url}");
+    let local = |secs: u64, ok: bool| {
+        let mut row = check(
+            "edge",
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            base + Duration::from_secs(secs),
+            url,
+            Some(if ok { 200 } else { 503 }),
+            ok,
+            20.0,
+        );
+        row.check_id = String::new();
+        row.check_version = 0;
+        // Three intervals reach back past `base`: the runs are recent enough to count.
+        row.interval_seconds = 30;
+        row
+    };
+    // Two failures are below the threshold (3): DOWN nowhere yet.
+    setup
+        .produce_checks(&[local(0, true), local(1, false), local(2, false)])
+        .await;
+    setup
+        .wait_for(
+            &format!(
+                "SELECT count(*) FROM check_state WHERE check_id = '{subject}' AND agent_id = 'edge' \
+                 AND consecutive_failures = 2 AND NOT down AND interval_seconds = 30"
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(setup.scalar("SELECT count(*) FROM alerts").await, 0);
+
+    // The third: one location of one is the whole quorum.
+    setup.produce_checks(&[local(3, false)]).await;
+    setup
+        .wait_for(
+            &format!(
+                "SELECT count(*) FROM alerts WHERE kind = 'check_down' AND subject = '{subject}' \
+                 AND agent_id = 'edge' AND resolved_at IS NULL"
+            ),
+            1,
+        )
+        .await;
+    let cause = setup.text("SELECT cause FROM alerts").await;
+    assert_eq!(
+        cause,
+        "site http://127.0.0.1:9/ is down at edge (3 failed runs in a row): unexpected status"
+    );
+
+    // Two passes: resolved, and both transitions were told.
+    setup
+        .produce_checks(&[local(4, true), local(5, true)])
+        .await;
+    delivered_exactly(
+        &receiver,
+        &[
+            note("opened", "check_down", &subject),
+            note("resolved", "check_down", &subject),
+        ],
+    )
+    .await;
+    let detail = setup
+        .text("SELECT detail FROM alert_events WHERE event = 'resolved'")
+        .await;
+    assert_eq!(detail, "site http://127.0.0.1:9/ is up again at edge");
+    // An agent's own sites say nothing of its reach: no location alert.
+    writer.after_a_full_round().await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE kind <> 'check_down'")
+            .await,
+        0
+    );
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_location_that_cannot_reach_its_targets_is_one_location_alert_and_no_site_alert() {
     let setup = Setup::new().await;
     let receiver = WebhookReceiver::start().await;
@@ -270,14 +353,7 @@ async fn a_location_that_cannot_reach_its_targets_is_one_location_alert_and_no_s
         delivered(&receiver),
         [note("opened", "location_unreachable", "eu")]
     );
-    let cause: String = setup
-        .schema
-        .connect()
-        .await
-        .query_one("SELECT cause FROM alerts", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let cause = setup.text("SELECT cause FROM alerts").await;
     assert_eq!(
         cause,
         "location eu cannot reach its targets: 3 of its 3 checks fail there and pass elsewhere (api, cdn, www)"
@@ -543,14 +619,9 @@ async fn an_agent_whose_clock_is_off_alerts_clock_skew_until_it_is_fixed() {
             1,
         )
         .await;
-    let cause: String = setup
-        .schema
-        .connect()
-        .await
-        .query_one("SELECT cause FROM alerts WHERE kind = 'clock_skew'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let cause = setup
+        .text("SELECT cause FROM alerts WHERE kind = 'clock_skew'")
+        .await;
     assert_eq!(
         cause,
         "the clock of drifting is 125 s behind its collector's (the limit is 60 s; samples more than the collector's limits.max_clock_skew_seconds ahead are refused): fix its time sync"

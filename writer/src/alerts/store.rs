@@ -341,6 +341,7 @@ pub async fn evaluate_check_results(
         .collect();
 
     let stored = states.clone();
+    let mut intervals: BTreeMap<(String, String), i32> = BTreeMap::new();
     let mut flipped_checks = BTreeSet::new();
     let mut flipped_agents = BTreeSet::new();
     for row in &results {
@@ -352,7 +353,11 @@ pub async fn evaluate_check_results(
             error_message: row.get("error_message"),
             tls_cert_not_after: row.get("tls_cert_not_after"),
         };
-        let rule = thresholds.get(&key.0).copied().unwrap_or_default();
+        let interval: i32 = row.get("interval_seconds");
+        if interval > 0 {
+            intervals.insert(key.clone(), interval);
+        }
+        let rule = rule_for(&thresholds, &intervals, &key);
         let state = states
             .entry(key.clone())
             .or_insert_with(|| LocationState::new(run.ts));
@@ -362,14 +367,10 @@ pub async fn evaluate_check_results(
         }
     }
     states.retain(|key, state| {
-        let refresh = thresholds
-            .get(&key.0)
-            .copied()
-            .unwrap_or_default()
-            .refresh();
+        let refresh = rule_for(&thresholds, &intervals, key).refresh();
         needs_storing(stored.get(key), state, refresh)
     });
-    store_states(tx, &states).await?;
+    store_states(tx, &states, &intervals).await?;
     if flipped_checks.is_empty() {
         return Ok(Transitions::default());
     }
@@ -422,6 +423,32 @@ pub async fn evaluate_check_results(
     Ok(transitions)
 }
 
+/// A check as alert causes name it: `check ID`, or `site URL at AGENT` for an agent's
+/// own site ([`fleetmon::samples::alert_check_key`]).
+pub fn check_named(key: &str) -> String {
+    match key.split_once(' ') {
+        Some((agent, url)) => format!("site {url} at {agent}"),
+        None => format!("check {key}"),
+    }
+}
+
+/// The rule of a check at a location: its definition's, or, without one (an agent's
+/// own site), the defaults at the interval its results give.
+fn rule_for(
+    thresholds: &BTreeMap<String, Thresholds>,
+    intervals: &BTreeMap<(String, String), i32>,
+    key: &(String, String),
+) -> Thresholds {
+    match (thresholds.get(&key.0), intervals.get(key)) {
+        (Some(rule), _) => *rule,
+        (None, Some(&seconds)) => Thresholds {
+            interval_seconds: u32::try_from(seconds).unwrap_or(1).max(1),
+            ..Thresholds::default()
+        },
+        (None, None) => Thresholds::default(),
+    }
+}
+
 async fn load_thresholds(
     tx: &Transaction<'_>,
     checks: &[&str],
@@ -467,23 +494,49 @@ pub async fn decide_checks(
             String::new(),
         ));
         let quorum = rule.quorum_of(tally.reporting);
+        // An agent's own site: `AGENT URL`, one location (fleetmon::samples::alert_check_key).
+        let local = fleetmon::samples::is_local_site_key(check)
+            .then(|| check.split_once(' '))
+            .flatten();
         if tally.is_down(rule) {
+            let (agent_id, cause) = match local {
+                Some((agent, url)) => (
+                    agent.to_owned(),
+                    format!(
+                        "site {url} is down at {agent} ({} failed runs in a row): {}",
+                        rule.failure,
+                        errors
+                            .strip_prefix(&format!("{agent}: "))
+                            .unwrap_or(&errors)
+                    ),
+                ),
+                None => (
+                    String::new(),
+                    format!(
+                        "check {check} is down at {} of {} locations (quorum {quorum}): {errors}",
+                        tally.down, tally.reporting
+                    ),
+                ),
+            };
             let candidate = Candidate {
                 kind: kind::CHECK_DOWN,
                 subject: check.clone(),
-                agent_id: String::new(),
-                cause: format!(
-                    "check {check} is down at {} of {} locations (quorum {quorum}): {errors}",
-                    tally.down, tally.reporting
-                ),
+                agent_id,
+                cause,
                 locations: down_at,
             };
             transitions.opened += u64::from(open(tx, &candidate, channels).await?);
         } else {
-            let detail = format!(
-                "check {check} is down at {} of {} locations, below the quorum of {quorum}",
-                tally.down, tally.reporting
-            );
+            let detail = match local {
+                Some((agent, url)) if tally.reporting == 0 => format!(
+                    "site {url} is no longer reported by {agent} (nothing for three of its intervals)"
+                ),
+                Some((agent, url)) => format!("site {url} is up again at {agent}"),
+                None => format!(
+                    "check {check} is down at {} of {} locations, below the quorum of {quorum}",
+                    tally.down, tally.reporting
+                ),
+            };
             let resolved = resolve(tx, kind::CHECK_DOWN, check, &detail, channels).await?;
             transitions.resolved += u64::from(resolved);
         }
@@ -491,9 +544,12 @@ pub async fn decide_checks(
     Ok(transitions)
 }
 
+/// Writes `states`, each with the interval its newest result gave (`intervals`; 0 when
+/// none did, which keeps the stored one).
 async fn store_states(
     tx: &Transaction<'_>,
     states: &BTreeMap<(String, String), LocationState>,
+    intervals: &BTreeMap<(String, String), i32>,
 ) -> Result<(), SinkError> {
     if states.is_empty() {
         return Ok(());
@@ -516,6 +572,10 @@ async fn store_states(
     let last_error: Vec<&str> = states.values().map(|s| s.last_error.as_str()).collect();
     let tls: Vec<Option<SystemTime>> = states.values().map(|s| s.tls_cert_not_after).collect();
     let changed: Vec<SystemTime> = states.values().map(|s| s.changed_at).collect();
+    let interval: Vec<i32> = states
+        .keys()
+        .map(|key| intervals.get(key).copied().unwrap_or(0))
+        .collect();
     tx.execute(
         UPSERT_CHECK_STATE,
         &[
@@ -529,6 +589,7 @@ async fn store_states(
             &last_error,
             &tls,
             &changed,
+            &interval,
         ],
     )
     .await?;

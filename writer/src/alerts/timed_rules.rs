@@ -243,7 +243,7 @@ async fn busy_cpus(
         .collect())
 }
 
-/// Central checks whose certificate, as seen by any location in the last day,
+/// Checks whose certificate, as seen by any location in the last day,
 /// expires within `tls_days`.
 async fn expiring_certificates(
     tx: &tokio_postgres::Transaction<'_>,
@@ -256,15 +256,16 @@ async fn expiring_certificates(
         .map(|row| {
             let check: String = row.get("check_id");
             let days_left: f64 = row.get("days_left");
+            let named = alert_store::check_named(&check);
             Candidate {
                 kind: kind::TLS_EXPIRING,
                 subject: check.clone(),
                 agent_id: String::new(),
                 cause: if days_left < 0.0 {
-                    format!("the certificate of check {check} has expired")
+                    format!("the certificate of {named} has expired")
                 } else {
                     format!(
-                        "the certificate of check {check} expires in {days_left:.1} days (the limit is {} days)",
+                        "the certificate of {named} expires in {days_left:.1} days (the limit is {} days)",
                         rules.tls_days
                     )
                 },

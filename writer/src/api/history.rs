@@ -208,6 +208,8 @@ impl HistoryService {
                         .map(to_timestamp),
                     check_id: row.get("check_id"),
                     check_version: row.get::<_, i64>("check_version") as u64,
+                    // Not stored with the row.
+                    interval_seconds: 0,
                 }
             })
             .collect();

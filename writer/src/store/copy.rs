@@ -162,17 +162,19 @@ copy_columns! {
 
 copy_columns! {
     RESULT_COLUMNS,
-    /// Binary COPY of central-check rows into `table` (`staging_check_results`, the
-    /// alert rules' input); returns the rows copied.
+    /// Binary COPY of check rows into `table` (`staging_check_results`, the alert
+    /// rules' input, keyed by [`fleetmon::samples::alert_check_key`]); returns the rows
+    /// copied.
     async fn copy_results_into(row: &CheckRow) { let c = &row.check; }
     {
-        check_id: TEXT = c.check_id,
+        check_id: TEXT = fleetmon::samples::alert_check_key(c).as_ref(),
         agent_id: TEXT = c.agent_id,
         ts: TIMESTAMPTZ = row.ts,
         ok: BOOL = c.ok,
         failure: TEXT = row.failure,
         error_message: TEXT = c.error_message,
         tls_cert_not_after: TIMESTAMPTZ = row.tls_cert_not_after,
+        interval_seconds: INT4 = i32::try_from(c.interval_seconds).unwrap_or(i32::MAX),
     }
 }
 
@@ -256,8 +258,7 @@ pub(super) async fn insert_hosts(
 pub(super) struct ChecksInserted {
     /// Rows newly stored.
     pub rows: u64,
-    /// Central-check rows among them, copied into `staging_check_results` for the
-    /// alert rules.
+    /// Rows copied into `staging_check_results` for the alert rules (every one).
     pub results: usize,
 }
 
@@ -306,22 +307,17 @@ pub(super) async fn insert_checks(
     })
 }
 
-/// What the check rows `inserted` add up to: their rollups, and the central-check
-/// rows among them (`staging_check_results`) for the alert rules; returns how many
-/// of those there were.
+/// What the check rows `inserted` add up to: their rollups, and the alert rules'
+/// input (`staging_check_results`: every check alerts, central or the agent's own);
+/// returns how many rows that input holds.
 async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<usize, SinkError> {
-    let results: Vec<&CheckRow> = inserted
-        .iter()
-        .copied()
-        .filter(|row| !row.check.check_id.is_empty())
-        .collect();
-    if !results.is_empty() {
+    if !inserted.is_empty() {
         tx.batch_execute(include_str!("../../sql/create_staging_check_results.sql"))
             .await?;
-        copy_results_into(tx, "staging_check_results", results.iter().copied()).await?;
+        copy_results_into(tx, "staging_check_results", inserted.iter().copied()).await?;
     }
     super::rollups::add_to_rollups(tx, inserted).await?;
-    Ok(results.len())
+    Ok(inserted.len())
 }
 
 /// The rows whose [`SampleKey`] was not seen before, in order.

@@ -180,6 +180,17 @@ impl Setup {
         self.schema.scalar(sql).await
     }
 
+    /// One text from the test schema (the first column of the one row `sql` returns).
+    pub async fn text(&self, sql: &str) -> String {
+        self.schema
+            .connect()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Waits until `sql` returns `expected`, or panics after 60 s with the last value.
     pub async fn wait_for(&self, sql: &str, expected: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -325,5 +336,6 @@ pub fn check(
         tls_cert_not_after: at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
         check_id: "shop-home".to_owned(),
         check_version: 2,
+        interval_seconds: 0,
     }
 }
