@@ -37,7 +37,7 @@ use super::Connection;
 
 mod guard;
 
-use guard::{Caller, DashboardRole, Guard};
+use guard::{Caller, DashboardRole, Guard, Peer};
 
 const INDEX: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -264,13 +264,6 @@ fn https_config(
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Behind mutual TLS, the identity a connection's certificate carries.
-#[derive(Debug, Clone)]
-pub(super) struct Peer {
-    /// The verified client certificate's identity, if one was presented.
-    pub(super) identity: Option<fleetmon::identity::PeerIdentity>,
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {

@@ -46,6 +46,14 @@ pub(crate) enum DashboardRole {
     Editor,
 }
 
+/// Behind mutual TLS, the identity a connection's certificate carries (the connect
+/// info of every request on it).
+#[derive(Debug, Clone)]
+pub(super) struct Peer {
+    /// The verified client certificate's identity, if one was presented.
+    pub(super) identity: Option<fleetmon::identity::PeerIdentity>,
+}
+
 /// Who a request comes from: what it may do and, for a browser, the CSRF token it must
 /// send back with changes.
 #[derive(Debug, Clone)]
@@ -398,7 +406,7 @@ async fn check(guard: &Guard, mut request: Request, next: Next) -> Response {
     }
     let certificate = request
         .extensions()
-        .get::<axum::extract::ConnectInfo<super::Peer>>()
+        .get::<axum::extract::ConnectInfo<Peer>>()
         .and_then(|peer| peer.0.identity.clone());
     let caller = match guard.caller(request.headers(), certificate.as_ref()) {
         Ok(caller) => caller,
