@@ -8,6 +8,7 @@
 //! With the `testkit` feature it also carries the test harness every crate's tests use.
 
 pub mod access;
+pub mod alert_kind;
 pub mod audit;
 pub mod backoff;
 pub mod check_failure;

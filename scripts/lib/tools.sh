@@ -161,6 +161,11 @@ release_bins() {
   echo target/bin
 }
 
+# Debian's Prometheus Alertmanager, a real receiver for the alertmanager channel's tests.
+ensure_alertmanager() {
+  [ -x /usr/bin/prometheus-alertmanager ] || apt_install prometheus-alertmanager
+}
+
 # dpkg-deb and systemd-analyze, for building and checking the Debian packages.
 ensure_packaging() {
   command -v dpkg-deb >/dev/null 2>&1 || apt_install dpkg-dev

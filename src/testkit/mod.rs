@@ -12,8 +12,9 @@
 //! - Names: [`unique_name`] for topics and consumer groups, so tests run in parallel.
 //!
 //! One file per role: `kafka`, `postgres`, `pki`, `tls` (handshake probes), `grpc`
-//! (grpcurl, health), `metrics`, `webhook`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
+//! (grpcurl, health), `metrics`, `webhook`, `alertmanager`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
 
+mod alertmanager;
 mod bench;
 mod env;
 mod grpc;
@@ -25,6 +26,7 @@ mod process;
 mod tls;
 mod webhook;
 
+pub use alertmanager::{ALERTMANAGER_ENV, Alertmanager};
 pub use bench::{Runs, bench_repeats};
 pub use env::{KAFKA_ENV, PG_ENV, TANSU_ENV, free_port, late_port, unique_name};
 pub use grpc::{ServingStatus, grpcurl_as, grpcurl_binary, grpcurl_operator, wait_for_health};

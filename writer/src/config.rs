@@ -139,8 +139,10 @@ pub struct AlertsConfig {
     pub group_wait_ms: u64,
     /// Thresholds of the host rules.
     pub rules: HostRules,
-    /// Where notifications are sent.
+    /// Webhooks notifications are sent to (channels of kind `webhook` or `slack`).
     pub webhooks: Vec<WebhookConfig>,
+    /// Channels of every kind notifications are sent to.
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// The rules about hosts and certificates.
@@ -185,19 +187,172 @@ pub struct WebhookConfig {
 }
 
 impl std::fmt::Debug for WebhookConfig {
+    /// As the channel it is ([`ChannelConfig`]'s `Debug`, secrets hidden).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&ChannelConfig::from(self), f)
+    }
+}
+
+/// One notification channel (`[[alerts.channels]]`). Its `Debug` hides the URL's path,
+/// the header values and the routing key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The channel's name, unique among all channels, as stored with its notifications.
+    pub name: String,
+    /// What receives the notifications.
+    pub kind: ChannelKind,
+    /// `webhook`, `slack`: the address notifications are POSTed to; `alertmanager`: the
+    /// Alertmanager's base address (alerts go to `/api/v2/alerts`); `pagerduty`: the
+    /// Events API v2 address (default `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default)]
+    pub url: String,
+    /// Also tell when an alert resolves (always, for `alertmanager` and `pagerduty`,
+    /// which must hear of it to close theirs).
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Extra request headers (e.g. an `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The alert kinds sent here (e.g. `["disk_full", "memory_full"]`); empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// `pagerduty`: the integration's routing key (a secret).
+    #[serde(default)]
+    pub routing_key: String,
+    /// `alertmanager`: seconds between two sends of every open alert (Alertmanager ends
+    /// an alert not sent again before its `endsAt`).
+    #[serde(default = "default_resend_seconds")]
+    pub resend_seconds: u64,
+}
+
+/// What a channel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// fleetmon's own JSON, POSTed with an `Idempotency-Key`.
+    Webhook,
+    /// A Slack-compatible incoming webhook (`{"text": …}`).
+    Slack,
+    /// Prometheus Alertmanager's `/api/v2/alerts`.
+    Alertmanager,
+    /// PagerDuty's Events API v2.
+    Pagerduty,
+}
+
+/// PagerDuty's Events API v2.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+fn default_resend_seconds() -> u64 {
+    60
+}
+
+impl std::fmt::Debug for ChannelConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let headers: BTreeMap<&str, &str> = self
             .headers
             .keys()
             .map(|name| (name.as_str(), fleetmon::redact::HIDDEN))
             .collect();
-        f.debug_struct("WebhookConfig")
+        f.debug_struct("ChannelConfig")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("url", &fleetmon::redact::url(&self.url))
-            .field("format", &self.format)
             .field("send_resolved", &self.send_resolved)
             .field("headers", &headers)
+            .field("kinds", &self.kinds)
+            .field(
+                "routing_key",
+                &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
+            )
+            .field("resend_seconds", &self.resend_seconds)
             .finish()
+    }
+}
+
+impl From<&WebhookConfig> for ChannelConfig {
+    fn from(webhook: &WebhookConfig) -> Self {
+        ChannelConfig {
+            name: webhook.name.clone(),
+            kind: match webhook.format {
+                WebhookFormat::Json => ChannelKind::Webhook,
+                WebhookFormat::Slack => ChannelKind::Slack,
+            },
+            url: webhook.url.clone(),
+            send_resolved: webhook.send_resolved,
+            headers: webhook.headers.clone(),
+            kinds: Vec::new(),
+            routing_key: String::new(),
+            resend_seconds: default_resend_seconds(),
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// Where requests go: the configured URL, PagerDuty's by default, and
+    /// Alertmanager's alerts endpoint under its base address.
+    pub fn endpoint(&self) -> String {
+        match self.kind {
+            ChannelKind::Pagerduty if self.url.is_empty() => PAGERDUTY_EVENTS_URL.to_owned(),
+            ChannelKind::Alertmanager => {
+                format!("{}/api/v2/alerts", self.url.trim_end_matches('/'))
+            }
+            _ => self.url.clone(),
+        }
+    }
+
+    /// Whether resolutions are sent.
+    pub fn tells_resolved(&self) -> bool {
+        self.send_resolved
+            || matches!(
+                self.kind,
+                ChannelKind::Alertmanager | ChannelKind::Pagerduty
+            )
+    }
+
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::field(
+                &field("name"),
+                "is empty: name the channel",
+            ));
+        }
+        let url = self.endpoint();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::field(
+                &field("url"),
+                format!(
+                    "`{}` is not an http:// or https:// address",
+                    fleetmon::redact::url(&self.url)
+                ),
+            ));
+        }
+        if self.kind == ChannelKind::Pagerduty && self.routing_key.trim().is_empty() {
+            return Err(ConfigError::field(
+                &field("routing_key"),
+                "is empty: give the routing key of the PagerDuty service's Events API v2 integration",
+            ));
+        }
+        if let Some(unknown) = self
+            .kinds
+            .iter()
+            .find(|kind| !fleetmon::alert_kind::ALL.contains(&kind.as_str()))
+        {
+            return Err(ConfigError::field(
+                &field("kinds"),
+                format!(
+                    "`{unknown}` is not an alert kind: use some of {}",
+                    fleetmon::alert_kind::ALL.join(", ")
+                ),
+            ));
+        }
+        if self.kind == ChannelKind::Alertmanager && self.resend_seconds == 0 {
+            return Err(ConfigError::field(
+                &field("resend_seconds"),
+                "must be at least 1: Alertmanager ends an alert that is not sent again",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -225,6 +380,7 @@ impl Default for AlertsConfig {
             group_wait_ms: 100,
             rules: HostRules::default(),
             webhooks: Vec::new(),
+            channels: Vec::new(),
         }
     }
 }
@@ -270,34 +426,37 @@ impl AlertsConfig {
             }
         }
         let mut names = std::collections::BTreeSet::new();
-        for (i, webhook) in self.webhooks.iter().enumerate() {
-            let field = |name: &str| format!("alerts.webhooks[{i}].{name}");
-            if webhook.name.trim().is_empty() {
-                return Err(ConfigError::field(
-                    &field("name"),
-                    "is empty: name the channel",
-                ));
-            }
-            if !names.insert(webhook.name.as_str()) {
+        let sections = (self.webhooks.iter().map(ChannelConfig::from).enumerate())
+            .map(|(i, c)| (format!("alerts.webhooks[{i}]"), c))
+            .chain(
+                self.channels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("alerts.channels[{i}]"), c.clone())),
+            );
+        for (section, channel) in sections {
+            let field = |name: &str| format!("{section}.{name}");
+            channel.validate(&field)?;
+            if !names.insert(channel.name.clone()) {
                 return Err(ConfigError::field(
                     &field("name"),
                     format!(
-                        "`{}` is used by another webhook: names must be unique",
-                        webhook.name
-                    ),
-                ));
-            }
-            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
-                return Err(ConfigError::field(
-                    &field("url"),
-                    format!(
-                        "`{}` is not an http:// or https:// address",
-                        fleetmon::redact::url(&webhook.url)
+                        "`{}` is used by another channel: names must be unique",
+                        channel.name
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Every channel: the webhooks, then `channels`.
+    pub fn all_channels(&self) -> Vec<ChannelConfig> {
+        self.webhooks
+            .iter()
+            .map(ChannelConfig::from)
+            .chain(self.channels.iter().cloned())
+            .collect()
     }
 }
 
@@ -554,6 +713,42 @@ mod tests {
         let example = WriterConfig::load(Some(&path), Vec::new()).unwrap();
         let defaults = WriterConfig::load(None, Vec::new()).unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn channels_are_checked_with_the_field_named() {
+        let load = |channels: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("writer.toml");
+            std::fs::write(&path, channels).unwrap();
+            WriterConfig::load(Some(&path), Vec::new()).map(|c| c.alerts.all_channels())
+        };
+        let error = |channels: &str| load(channels).unwrap_err().to_string();
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"db\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nkinds = [\"disk_ful\"]\n"
+            ),
+            "invalid config: `alerts.channels[0].kinds` `disk_ful` is not an alert kind: use some of check_down, location_unreachable, agent_silent, disk_full, memory_full, cpu_busy, tls_expiring, clock_skew"
+        );
+        assert_eq!(
+            error("[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\n"),
+            "invalid config: `alerts.channels[0].routing_key` is empty: give the routing key of the PagerDuty service's Events API v2 integration"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://x.example/h\"\n\n[[alerts.channels]]\nname = \"ops\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n"
+            ),
+            "invalid config: `alerts.channels[0].name` `ops` is used by another channel: names must be unique"
+        );
+        let channels = load(
+            "[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n",
+        )
+        .unwrap();
+        assert_eq!(channels[0].endpoint(), PAGERDUTY_EVENTS_URL);
+        assert!(
+            !format!("{:?}", channels[0]).contains("R0UT1NG"),
+            "the routing key shows in the config's Debug"
+        );
     }
 
     #[test]

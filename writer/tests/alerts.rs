@@ -15,7 +15,7 @@ use fleetmon::pb::{
     ListAlertsRequest, SiteCheck, check_definition,
 };
 use fleetmon::testkit::WebhookReceiver;
-use fleetmon_writer::config::WebhookConfig;
+use fleetmon_writer::config::{ChannelConfig, ChannelKind, WebhookConfig};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -878,5 +878,196 @@ async fn api_queries_have_their_own_connections_and_a_time_limit() {
          ask for less (a shorter range, a smaller limit) or raise the limit"
     );
     locker.batch_execute("ROLLBACK").await.unwrap();
+    writer.stop().await;
+}
+
+fn channel(name: &str, kind: ChannelKind, url: &str) -> ChannelConfig {
+    ChannelConfig {
+        name: name.to_owned(),
+        kind,
+        url: url.to_owned(),
+        send_resolved: true,
+        headers: Default::default(),
+        kinds: Vec::new(),
+        routing_key: String::new(),
+        resend_seconds: 60,
+    }
+}
+
+/// Three failed runs of `shop` at the one location `eu` (a check DOWN), or two passed
+/// ones after them (UP again).
+fn shop_runs(base: SystemTime, up: bool) -> Vec<SiteCheck> {
+    if up {
+        (4..=5).map(|s| run("shop", "eu", base, s, true)).collect()
+    } else {
+        (1..=3).map(|s| run("shop", "eu", base, s, false)).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_fires_the_alert_keeps_it_firing_and_ends_it_on_resolve() {
+    let setup = Setup::new().await;
+    let alertmanager = fleetmon::testkit::Alertmanager::start().await;
+    let am = ChannelConfig {
+        resend_seconds: 1,
+        ..channel("am", ChannelKind::Alertmanager, &alertmanager.url())
+    };
+    let writer = setup
+        .start_writer_with(move |config| {
+            config.alerts.channels = vec![am];
+            config.alerts.evaluate_interval_seconds = 1;
+        })
+        .await;
+    let base = seconds_ago(60);
+    setup.produce_checks(&shop_runs(base, false)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let fired = loop {
+        let alerts = alertmanager.alerts().await;
+        if let Some(alert) = alerts.as_array().and_then(|a| a.first()) {
+            break alert.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no alert reached Alertmanager"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = setup
+        .scalar("SELECT alert_id FROM alerts WHERE kind = 'check_down' AND subject = 'shop'")
+        .await;
+    assert_eq!(
+        fired["labels"],
+        serde_json::json!({
+            "alertname": "check_down", "subject": "shop", "severity": "critical",
+            "source": "fleetmon", "fleetmon_alert_id": id.to_string(),
+        }),
+        "{fired}"
+    );
+    assert!(
+        fired["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(
+                "check shop is down at 1 of 1 locations (quorum 1): eu: unexpected status"
+            ),
+        "{fired}"
+    );
+    assert_eq!(fired["annotations"]["locations"], "eu");
+    assert_eq!(fired["status"]["state"], "active");
+
+    // It ends 4 s after each send unless sent again: sent again every second, it is
+    // updated and stays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let alerts = alertmanager.alerts().await;
+        let alert = &alerts[0];
+        if alert["updatedAt"] != fired["updatedAt"] && alert["endsAt"] != fired["endsAt"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the open alert was not sent again: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Resolved here, ended there.
+    setup.produce_checks(&shop_runs(base, true)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while alertmanager
+        .alerts()
+        .await
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resolved alert stayed active in Alertmanager"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    setup
+        .wait_for(
+            "SELECT count(*) FROM notifications WHERE channel = 'am' AND delivered_at IS NOT NULL",
+            2,
+        )
+        .await;
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channels_route_by_kind() {
+    let setup = Setup::new().await;
+    let pagerduty = WebhookReceiver::start().await;
+    pagerduty.answer_with(202);
+    let disks = WebhookReceiver::start().await;
+    let pd = ChannelConfig {
+        routing_key: "R0UT1NGKEY".to_owned(),
+        ..channel("pd", ChannelKind::Pagerduty, &pagerduty.url())
+    };
+    let disk_only = ChannelConfig {
+        kinds: vec!["disk_full".to_owned()],
+        ..channel("disks", ChannelKind::Webhook, &disks.url())
+    };
+    let writer = setup
+        .start_writer_with(move |config| {
+            config.alerts.channels = vec![pd, disk_only];
+            config.alerts.evaluate_interval_seconds = 1;
+        })
+        .await;
+    let base = seconds_ago(60);
+    setup.produce_checks(&shop_runs(base, false)).await;
+    pagerduty
+        .wait_until("the trigger", |requests| !requests.is_empty())
+        .await;
+    let id = setup
+        .scalar("SELECT alert_id FROM alerts WHERE kind = 'check_down' AND subject = 'shop'")
+        .await;
+    let trigger = pagerduty.requests()[0].body.clone();
+    let dedup_key = format!("fleetmon-alert-{id}");
+    assert_eq!(trigger["routing_key"], "R0UT1NGKEY");
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["dedup_key"], dedup_key.as_str());
+    assert_eq!(trigger["client"], "fleetmon");
+    let payload = &trigger["payload"];
+    assert!(
+        payload["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("check_down shop: check shop is down at 1 of 1 locations"),
+        "{trigger}"
+    );
+    assert_eq!(
+        (&payload["source"], &payload["severity"], &payload["class"]),
+        (&"shop".into(), &"critical".into(), &"check_down".into())
+    );
+    assert!(
+        payload["timestamp"].as_str().is_some_and(|t| t.len() >= 20),
+        "{trigger}"
+    );
+    assert_eq!(
+        payload["custom_details"]["locations"],
+        serde_json::json!(["eu"])
+    );
+
+    setup.produce_checks(&shop_runs(base, true)).await;
+    pagerduty
+        .wait_until("the resolve", |requests| requests.len() >= 2)
+        .await;
+    assert_eq!(
+        pagerduty.requests()[1].body,
+        serde_json::json!({
+            "routing_key": "R0UT1NGKEY", "event_action": "resolve", "dedup_key": dedup_key,
+        })
+    );
+    // The disk channel takes disk alerts only: the check's opening and resolution put
+    // nothing in its outbox (rows are written with the transitions, so they would be).
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM notifications WHERE channel = 'disks'")
+            .await,
+        0
+    );
+    assert!(disks.requests().is_empty());
     writer.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Delivers the notification outbox to webhooks, at least once.
+//! Delivers the notification outbox to every channel, at least once.
 //!
 //! Per channel: pending rows are taken under `FOR UPDATE SKIP LOCKED` (so writers
 //! share the work), grouped into one delivery whose key is stored with them and
@@ -6,17 +6,20 @@
 //! then marked delivered, or retried with backoff. A writer that dies mid-delivery
 //! leaves the rows keyed and leased: whoever takes them after the lease sends the
 //! same key again. Rows of alerts under an active silence are marked delivered
-//! without a request, naming the silence.
+//! without a request, naming the silence. What each kind of channel is sent is
+//! [`super::channels`]'; an Alertmanager channel is also sent every open alert again
+//! every `resend_seconds`, since Alertmanager ends an alert that is not.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Pool;
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AlertsConfig, WebhookConfig, WebhookFormat};
+use crate::alerts::channels;
+use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
 use crate::store::SinkError;
 
 const MARK_DELIVERED: &str = include_str!("../../sql/mark_delivered.sql");
@@ -27,8 +30,9 @@ const SILENCED_NOTIFICATIONS: &str = include_str!("../../sql/silenced_notificati
 const MARK_SILENCED: &str = include_str!("../../sql/mark_silenced.sql");
 const LEASE_DELIVERY: &str = include_str!("../../sql/lease_delivery.sql");
 const NOTIFICATION_BODIES: &str = include_str!("../../sql/notification_bodies.sql");
+const ALERTMANAGER_ALERTS: &str = include_str!("../../sql/alertmanager_alerts.sql");
 
-/// How long one webhook request may take.
+/// How long one request to a channel may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a delivery in progress is left alone by other writers.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -39,14 +43,12 @@ pub const MAX_GROUP: i64 = 500;
 /// How often the outbox is read when nothing woke the notifier (rows written by
 /// other writers, retries coming due).
 const POLL: Duration = Duration::from_secs(1);
-/// Lines of a Slack message before "… and N more".
-const SLACK_LINES: usize = 20;
 
 /// The outbox's deliverer.
 #[derive(Debug)]
 pub struct Notifier {
     pool: Pool,
-    webhooks: Vec<WebhookConfig>,
+    channels: Vec<ChannelConfig>,
     group_wait: Duration,
     http: reqwest::Client,
     wake: Arc<Notify>,
@@ -59,8 +61,8 @@ struct Delivery {
     attempts: i32,
 }
 
-/// Why a webhook delivery failed; its text is kept in `notifications.last_error`, and
-/// it never holds the webhook's URL whole (Slack's carries its secret in the path).
+/// Why a delivery failed; its text is kept in `notifications.last_error`, and it never
+/// holds a channel's URL whole (Slack's carries its secret in the path).
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     /// No answer (connection, TLS, timeout), with the causes.
@@ -69,7 +71,7 @@ enum DeliveryError {
     /// The endpoint answered with a status that is not success.
     #[error("{url} answered {status}")]
     Refused {
-        /// The webhook's URL, redacted ([`fleetmon::redact::url`]).
+        /// The channel's URL, redacted ([`fleetmon::redact::url`]).
         url: String,
         /// Its answer.
         status: reqwest::StatusCode,
@@ -77,7 +79,8 @@ enum DeliveryError {
 }
 
 impl Notifier {
-    /// A notifier for `config.webhooks`, woken by `wake` when rows are committed.
+    /// A notifier for every channel of `config`, woken by `wake` when rows are
+    /// committed.
     pub fn new(
         pool: Pool,
         config: &AlertsConfig,
@@ -90,7 +93,7 @@ impl Notifier {
             .build()?;
         Ok(Notifier {
             pool,
-            webhooks: config.webhooks.clone(),
+            channels: config.all_channels(),
             group_wait: Duration::from_millis(config.group_wait_ms),
             http,
             wake,
@@ -99,16 +102,29 @@ impl Notifier {
 
     /// Delivers until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.webhooks.is_empty() {
+        if self.channels.is_empty() {
             return;
         }
+        let mut resent: HashMap<String, Instant> = HashMap::new();
         loop {
             let mut busy = false;
-            for webhook in &self.webhooks {
-                match self.deliver_next(webhook).await {
+            for channel in &self.channels {
+                match self.deliver_next(channel).await {
                     Ok(delivered) => busy |= delivered,
                     Err(error) => {
-                        tracing::warn!(channel = %webhook.name, %error, "notification delivery failed");
+                        tracing::warn!(channel = %channel.name, %error, "notification delivery failed");
+                    }
+                }
+                if channel.kind == ChannelKind::Alertmanager {
+                    let every = Duration::from_secs(channel.resend_seconds);
+                    let due = resent
+                        .get(&channel.name)
+                        .is_none_or(|last| last.elapsed() >= every);
+                    if due {
+                        resent.insert(channel.name.clone(), Instant::now());
+                        if let Err(error) = self.resend_open(channel).await {
+                            tracing::warn!(channel = %channel.name, %error, "resending open alerts failed");
+                        }
                     }
                 }
             }
@@ -129,19 +145,54 @@ impl Notifier {
         }
     }
 
-    /// Takes, sends and settles one delivery of `webhook`; false when nothing was due.
-    async fn deliver_next(&self, webhook: &WebhookConfig) -> Result<bool, SinkError> {
-        let Some(delivery) = self.claim(webhook).await? else {
+    /// Sends every open alert (and those just resolved) to the Alertmanager `channel`
+    /// again, so that it keeps them firing (or ends them).
+    async fn resend_open(&self, channel: &ChannelConfig) -> Result<(), SinkError> {
+        let window = 2.0 * channel.resend_seconds as f64;
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(ALERTMANAGER_ALERTS, &[&window, &channel.kinds])
+            .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let alerts: Vec<serde_json::Value> = rows
+            .iter()
+            .filter_map(|row| serde_json::from_str(row.get::<_, &str>("alert")).ok())
+            .collect();
+        let body = channels::alertmanager_alerts(&alerts, channel, SystemTime::now());
+        match self.send(channel, "", &body).await {
+            Ok(()) => {
+                tracing::debug!(channel = %channel.name, alerts = alerts.len(), "open alerts sent again");
+            }
+            Err(error) => {
+                tracing::warn!(channel = %channel.name, %error, "resending open alerts failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes, sends and settles one delivery of `channel`; false when nothing was due.
+    async fn deliver_next(&self, channel: &ChannelConfig) -> Result<bool, SinkError> {
+        let Some(delivery) = self.claim(channel).await? else {
             return Ok(false);
         };
         if delivery.ids.is_empty() {
             // Everything claimed was silenced.
             return Ok(true);
         }
-        let body = self.body(webhook, &delivery).await?;
+        let notifications = self.notifications(&delivery).await?;
         // No connection is held while the endpoint takes its time (up to the request
-        // timeout): the lease keeps the rows this writer's meanwhile.
-        let sent = self.send(webhook, &delivery.key, &body).await;
+        // timeout each): the lease keeps the rows this writer's meanwhile.
+        let mut sent = Ok(());
+        for body in channels::requests(channel, &delivery.key, &notifications, SystemTime::now()) {
+            sent = self.send(channel, &delivery.key, &body).await;
+            if sent.is_err() {
+                break;
+            }
+        }
         let client = self.pool.get().await?;
         match sent {
             Ok(()) => {
@@ -149,7 +200,7 @@ impl Notifier {
                 client
                     .execute(MARK_ALERTS_NOTIFIED, &[&delivery.ids])
                     .await?;
-                tracing::info!(channel = %webhook.name, key = %delivery.key, notifications = delivery.ids.len(), "notifications delivered");
+                tracing::info!(channel = %channel.name, key = %delivery.key, notifications = delivery.ids.len(), "notifications delivered");
             }
             Err(error) => {
                 let backoff = backoff(delivery.attempts);
@@ -159,20 +210,20 @@ impl Notifier {
                         &[&delivery.ids, &error.to_string(), &backoff.as_secs_f64()],
                     )
                     .await?;
-                tracing::warn!(channel = %webhook.name, key = %delivery.key, %error, retry_in = ?backoff, "webhook delivery failed");
+                tracing::warn!(channel = %channel.name, key = %delivery.key, %error, retry_in = ?backoff, "delivery failed");
             }
         }
         Ok(true)
     }
 
-    /// In one transaction: the next due delivery of `webhook` (a keyed one being
+    /// In one transaction: the next due delivery of `channel` (a keyed one being
     /// retried, else the pending rows grouped under a new key), silenced rows settled,
     /// the rest leased.
-    async fn claim(&self, webhook: &WebhookConfig) -> Result<Option<Delivery>, SinkError> {
+    async fn claim(&self, channel: &ChannelConfig) -> Result<Option<Delivery>, SinkError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let due = tx
-            .query(DUE_NOTIFICATIONS, &[&webhook.name, &MAX_GROUP])
+            .query(DUE_NOTIFICATIONS, &[&channel.name, &MAX_GROUP])
             .await?;
         let Some(first) = due.first() else {
             return Ok(None);
@@ -194,7 +245,7 @@ impl Notifier {
                     .filter(|row| row.get::<_, Option<&str>>("delivery_key").is_none())
                     .map(|row| row.get("notification_id"))
                     .collect();
-                let key = format!("fleetmon-{}-{}", webhook.name, ids[0]);
+                let key = format!("fleetmon-{}-{}", channel.name, ids[0]);
                 (key, ids, 0)
             }
         };
@@ -215,7 +266,7 @@ impl Notifier {
             .await?;
         tx.commit().await?;
         if !silenced.is_empty() {
-            tracing::info!(channel = %webhook.name, notifications = silenced.len(), "notifications held back by silences");
+            tracing::info!(channel = %channel.name, notifications = silenced.len(), "notifications held back by silences");
         }
         Ok(Some(Delivery {
             key,
@@ -224,46 +275,41 @@ impl Notifier {
         }))
     }
 
-    /// The request body of `delivery` in the channel's format.
-    async fn body(
+    /// The notifications of `delivery`, each with its alert as it stands now.
+    async fn notifications(
         &self,
-        webhook: &WebhookConfig,
         delivery: &Delivery,
-    ) -> Result<serde_json::Value, SinkError> {
+    ) -> Result<Vec<serde_json::Value>, SinkError> {
         let client = self.pool.get().await?;
         let rows = client.query(NOTIFICATION_BODIES, &[&delivery.ids]).await?;
-        let notifications: Vec<serde_json::Value> = rows
+        Ok(rows
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>("body")).ok())
-            .collect();
-        Ok(match webhook.format {
-            WebhookFormat::Json => json!({
-                "idempotency_key": delivery.key,
-                "channel": webhook.name,
-                "notifications": notifications,
-            }),
-            WebhookFormat::Slack => json!({ "text": slack_text(&notifications) }),
-        })
+            .collect())
     }
 
+    /// POSTs `body` to `channel`, with `key` (if any) as `Idempotency-Key`.
     async fn send(
         &self,
-        webhook: &WebhookConfig,
+        channel: &ChannelConfig,
         key: &str,
         body: &serde_json::Value,
     ) -> Result<(), DeliveryError> {
+        let url = channel.endpoint();
         let mut request = self
             .http
-            .post(&webhook.url)
-            .header("Idempotency-Key", key)
+            .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        for (name, value) in &webhook.headers {
+        if !key.is_empty() {
+            request = request.header("Idempotency-Key", key);
+        }
+        for (name, value) in &channel.headers {
             request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| {
             let e = e.without_url();
-            let mut message = format!("{}: {e}", fleetmon::redact::url(&webhook.url));
+            let mut message = format!("{}: {e}", fleetmon::redact::url(&url));
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
                 message = format!("{message}: {cause}");
@@ -276,7 +322,7 @@ impl Notifier {
             Ok(())
         } else {
             Err(DeliveryError::Refused {
-                url: fleetmon::redact::url(&webhook.url),
+                url: fleetmon::redact::url(&url),
                 status,
             })
         }
@@ -289,29 +335,6 @@ fn backoff(attempts: i32) -> Duration {
         .delay(u32::try_from(attempts).unwrap_or(0))
 }
 
-/// One line per notification, at most [`SLACK_LINES`].
-fn slack_text(notifications: &[serde_json::Value]) -> String {
-    let line = |n: &serde_json::Value| {
-        let alert = &n["alert"];
-        format!(
-            "• [{}] {} {}: {}",
-            n["event"].as_str().unwrap_or_default(),
-            alert["kind"].as_str().unwrap_or_default(),
-            alert["subject"].as_str().unwrap_or_default(),
-            alert["cause"].as_str().unwrap_or_default()
-        )
-    };
-    let mut lines: Vec<String> = vec![match notifications.len() {
-        1 => "fleetmon: 1 notification".to_owned(),
-        n => format!("fleetmon: {n} notifications"),
-    }];
-    lines.extend(notifications.iter().take(SLACK_LINES).map(line));
-    if notifications.len() > SLACK_LINES {
-        lines.push(format!("… and {} more", notifications.len() - SLACK_LINES));
-    }
-    lines.join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,18 +345,5 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(30), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn a_burst_is_one_slack_message() {
-        let notifications: Vec<serde_json::Value> = (0..25)
-            .map(|i| {
-                json!({"event": "opened", "alert": {"kind": "check_down", "subject": format!("c{i}"), "cause": "down"}})
-            })
-            .collect();
-        let text = slack_text(&notifications);
-        assert!(text.starts_with("fleetmon: 25 notifications\n• [opened] check_down c0: down"));
-        assert!(text.ends_with("… and 5 more"));
-        assert_eq!(text.lines().count(), 22);
     }
 }

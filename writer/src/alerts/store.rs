@@ -34,46 +34,65 @@ const QUEUE_NOTIFICATIONS: &str = include_str!("../../sql/queue_notifications.sq
 const INSERT_ALERT_EVENT: &str = include_str!("../../sql/insert_alert_event.sql");
 
 /// The kinds of alert, as stored in `alerts.kind`.
-pub mod kind {
-    /// A quorum of a check's locations call it DOWN.
-    pub const CHECK_DOWN: &str = "check_down";
-    /// One location fails checks that pass elsewhere.
-    pub const LOCATION_UNREACHABLE: &str = "location_unreachable";
-    /// No sample from an agent for three of its intervals.
-    pub const AGENT_SILENT: &str = "agent_silent";
-    /// A host's disks are nearly full.
-    pub const DISK_FULL: &str = "disk_full";
-    /// A host's memory is nearly used up.
-    pub const MEMORY_FULL: &str = "memory_full";
-    /// A host's CPU has been busy for minutes.
-    pub const CPU_BUSY: &str = "cpu_busy";
-    /// A checked site's certificate expires soon.
-    pub const TLS_EXPIRING: &str = "tls_expiring";
-    /// An agent's clock is off from its collector's.
-    pub const CLOCK_SKEW: &str = "clock_skew";
-}
+pub use fleetmon::alert_kind as kind;
 
-/// Where notifications go: every channel's name, and those that want resolutions.
+/// Where notifications go, by alert kind.
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
-    /// Every channel.
-    pub all: Vec<String>,
-    /// Channels told when an alert resolves.
-    pub on_resolve: Vec<String>,
+    routes: Vec<Route>,
+}
+
+/// One channel's share of the notifications.
+#[derive(Debug, Clone)]
+struct Route {
+    name: String,
+    /// The alert kinds it takes; empty: every kind.
+    kinds: BTreeSet<String>,
+    /// Whether it is told of resolutions.
+    resolved: bool,
 }
 
 impl Channels {
-    /// The channels `alerts.webhooks` configures.
+    /// The channels `alerts.webhooks` and `alerts.channels` configure.
     pub fn of(config: &AlertsConfig) -> Channels {
         Channels {
-            all: config.webhooks.iter().map(|w| w.name.clone()).collect(),
-            on_resolve: config
-                .webhooks
+            routes: config
+                .all_channels()
                 .iter()
-                .filter(|w| w.send_resolved)
-                .map(|w| w.name.clone())
+                .map(|channel| Route {
+                    name: channel.name.clone(),
+                    kinds: channel.kinds.iter().cloned().collect(),
+                    resolved: channel.tells_resolved(),
+                })
                 .collect(),
         }
+    }
+
+    fn takes(route: &Route, kind: &str) -> bool {
+        route.kinds.is_empty() || route.kinds.contains(kind)
+    }
+
+    /// The channels told that an alert of `kind` opened (or is still open).
+    pub fn for_kind(&self, kind: &str) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|route| Self::takes(route, kind))
+            .map(|route| route.name.clone())
+            .collect()
+    }
+
+    /// The channels told that an alert of `kind` resolved.
+    pub fn resolved_for(&self, kind: &str) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|route| route.resolved && Self::takes(route, kind))
+            .map(|route| route.name.clone())
+            .collect()
+    }
+
+    /// Whether there is no channel at all.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
     }
 }
 
@@ -201,7 +220,7 @@ pub async fn open(
             "opened",
             &candidate.cause,
             &candidate.locations,
-            &channels.all,
+            &channels.for_kind(candidate.kind),
         )
         .await?;
         tracing::info!(alert_id = id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
@@ -245,7 +264,15 @@ pub async fn resolve(
         return Ok(false);
     };
     let id: i64 = row.get("alert_id");
-    record(tx, id, "resolved", detail, &[], &channels.on_resolve).await?;
+    record(
+        tx,
+        id,
+        "resolved",
+        detail,
+        &[],
+        &channels.resolved_for(kind),
+    )
+    .await?;
     tracing::info!(alert_id = id, kind, subject, "alert resolved");
     Ok(true)
 }

@@ -282,7 +282,7 @@ async fn remind(
     minutes: u64,
     channels: &Channels,
 ) -> Result<(), SinkError> {
-    if minutes == 0 || channels.all.is_empty() {
+    if minutes == 0 || channels.is_empty() {
         return Ok(());
     }
     let minutes = i32::try_from(minutes).unwrap_or(i32::MAX);
@@ -295,7 +295,7 @@ async fn remind(
             "reminder",
             &cause,
             &[],
-            &channels.all,
+            &channels.for_kind(row.get("kind")),
         )
         .await?;
     }

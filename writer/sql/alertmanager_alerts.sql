@@ -1,0 +1,13 @@
+-- What an Alertmanager channel sends again every `resend_seconds`: each open alert of
+-- kinds $2 (empty: every kind) that no silence holds back, and each resolved within
+-- the last $1 seconds, so that a resend racing a resolution is put right by the next.
+SELECT alert_json(a)::text AS alert
+FROM alerts a
+WHERE (a.resolved_at IS NULL OR a.resolved_at > now() - make_interval(secs => $1))
+  AND (cardinality($2::text[]) = 0 OR a.kind = ANY($2))
+  AND NOT EXISTS (
+      SELECT 1 FROM silences s
+      WHERE s.ends_at > clock_timestamp()
+        AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id)
+  )
+ORDER BY a.alert_id
