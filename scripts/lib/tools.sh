@@ -166,6 +166,14 @@ ensure_alertmanager() {
   [ -x /usr/bin/prometheus-alertmanager ] || apt_install prometheus-alertmanager
 }
 
+# aiosmtpd (PyPI), a real SMTP server for the email channel's tests.
+ensure_aiosmtpd() {
+  if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    step "installing aiosmtpd (pip install aiosmtpd)"
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+  fi
+}
+
 # dpkg-deb and systemd-analyze, for building and checking the Debian packages.
 ensure_packaging() {
   command -v dpkg-deb >/dev/null 2>&1 || apt_install dpkg-dev

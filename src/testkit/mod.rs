@@ -12,7 +12,7 @@
 //! - Names: [`unique_name`] for topics and consumer groups, so tests run in parallel.
 //!
 //! One file per role: `kafka`, `postgres`, `pki`, `tls` (handshake probes), `grpc`
-//! (grpcurl, health), `metrics`, `webhook`, `alertmanager`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
+//! (grpcurl, health), `metrics`, `webhook`, `alertmanager`, `smtp`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
 
 mod alertmanager;
 mod bench;
@@ -23,6 +23,7 @@ mod metrics;
 mod pki;
 mod postgres;
 mod process;
+mod smtp;
 mod tls;
 mod webhook;
 
@@ -36,5 +37,6 @@ pub use kafka::{
 pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
+pub use smtp::SmtpServer;
 pub use tls::{handshake_refusal, server_certificate, tls_alert, tls_connector};
 pub use webhook::{WebhookReceiver, WebhookRequest};

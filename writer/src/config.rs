@@ -224,6 +224,38 @@ pub struct ChannelConfig {
     /// an alert not sent again before its `endsAt`).
     #[serde(default = "default_resend_seconds")]
     pub resend_seconds: u64,
+    /// `email`: the sender, e.g. `fleetmon <fleetmon@example.com>`.
+    #[serde(default)]
+    pub from: String,
+    /// `email`: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// `email`: how the SMTP connection is secured.
+    #[serde(default)]
+    pub smtp_tls: SmtpTls,
+    /// `email`: the SMTP user, if the server asks for one.
+    #[serde(default)]
+    pub username: String,
+    /// `email`: its password (a secret).
+    #[serde(default)]
+    pub password: String,
+    /// `email`: a CA bundle (PEM) the SMTP server's certificate may chain to, besides
+    /// the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// How an `email` channel secures its SMTP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain at first, then `STARTTLS`, required (port 587 by default).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No TLS at all: a relay on this machine only (127.0.0.0/8, ::1, localhost).
+    None,
 }
 
 /// What a channel is.
@@ -238,6 +270,8 @@ pub enum ChannelKind {
     Alertmanager,
     /// PagerDuty's Events API v2.
     Pagerduty,
+    /// Mail over SMTP: one message a delivery.
+    Email,
 }
 
 /// PagerDuty's Events API v2.
@@ -266,29 +300,54 @@ impl std::fmt::Debug for ChannelConfig {
                 &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
             )
             .field("resend_seconds", &self.resend_seconds)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("smtp_tls", &self.smtp_tls)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &(!self.password.is_empty()).then_some(fleetmon::redact::HIDDEN),
+            )
+            .field("ca", &self.ca)
             .finish()
     }
 }
 
 impl From<&WebhookConfig> for ChannelConfig {
     fn from(webhook: &WebhookConfig) -> Self {
+        let kind = match webhook.format {
+            WebhookFormat::Json => ChannelKind::Webhook,
+            WebhookFormat::Slack => ChannelKind::Slack,
+        };
         ChannelConfig {
-            name: webhook.name.clone(),
-            kind: match webhook.format {
-                WebhookFormat::Json => ChannelKind::Webhook,
-                WebhookFormat::Slack => ChannelKind::Slack,
-            },
-            url: webhook.url.clone(),
             send_resolved: webhook.send_resolved,
             headers: webhook.headers.clone(),
-            kinds: Vec::new(),
-            routing_key: String::new(),
-            resend_seconds: default_resend_seconds(),
+            ..ChannelConfig::new(&webhook.name, kind, &webhook.url)
         }
     }
 }
 
 impl ChannelConfig {
+    /// A channel `name` of `kind` at `url`, every other setting its default.
+    pub fn new(name: &str, kind: ChannelKind, url: &str) -> Self {
+        ChannelConfig {
+            name: name.to_owned(),
+            kind,
+            url: url.to_owned(),
+            send_resolved: true,
+            headers: BTreeMap::new(),
+            kinds: Vec::new(),
+            routing_key: String::new(),
+            resend_seconds: default_resend_seconds(),
+            from: String::new(),
+            to: Vec::new(),
+            smtp_tls: SmtpTls::default(),
+            username: String::new(),
+            password: String::new(),
+            ca: None,
+        }
+    }
+
     /// Where requests go: the configured URL, PagerDuty's by default, and
     /// Alertmanager's alerts endpoint under its base address.
     pub fn endpoint(&self) -> String {
@@ -299,6 +358,65 @@ impl ChannelConfig {
             }
             _ => self.url.clone(),
         }
+    }
+
+    /// An `email` channel's SMTP server: its host and port, from `smtp://HOST[:PORT]`
+    /// (the port by default 587 with STARTTLS, 465 with TLS, 25 without).
+    pub fn smtp_server(&self) -> Option<(String, u16)> {
+        let url = url::Url::parse(&self.url).ok()?;
+        if url.scheme() != "smtp" || !url.username().is_empty() || url.path().len() > 1 {
+            return None;
+        }
+        let host = url.host_str()?.trim_matches(['[', ']']).to_owned();
+        let port = url.port().unwrap_or(match self.smtp_tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        });
+        Some((host, port))
+    }
+
+    fn validate_email(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let Some((host, _)) = self.smtp_server() else {
+            return Err(ConfigError::field(
+                &field("url"),
+                format!(
+                    "`{}` is not an SMTP server: write smtp://HOST or smtp://HOST:PORT (user and password go in `username` and `password`)",
+                    fleetmon::redact::url(&self.url)
+                ),
+            ));
+        };
+        let local = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.smtp_tls == SmtpTls::None && !local {
+            return Err(ConfigError::field(
+                &field("smtp_tls"),
+                format!(
+                    "is `none`, and `{host}` is not this machine: mail and password would cross the network in clear; use `starttls` or `tls`"
+                ),
+            ));
+        }
+        let mailbox = |name: &str, text: &str| {
+            text.parse::<lettre::message::Mailbox>().map(|_| ()).map_err(|e| {
+                ConfigError::field(
+                    &field(name),
+                    format!("`{text}` is not a mail address ({e}): write `name <user@example.com>` or `user@example.com`"),
+                )
+            })
+        };
+        mailbox("from", &self.from)?;
+        if self.to.is_empty() {
+            return Err(ConfigError::field(
+                &field("to"),
+                "is empty: give at least one recipient",
+            ));
+        }
+        for to in &self.to {
+            mailbox("to", to)?;
+        }
+        Ok(())
     }
 
     /// Whether resolutions are sent.
@@ -316,6 +434,9 @@ impl ChannelConfig {
                 &field("name"),
                 "is empty: name the channel",
             ));
+        }
+        if self.kind == ChannelKind::Email {
+            return self.validate_email(field);
         }
         let url = self.endpoint();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -739,6 +860,18 @@ mod tests {
                 "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://x.example/h\"\n\n[[alerts.channels]]\nname = \"ops\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n"
             ),
             "invalid config: `alerts.channels[0].name` `ops` is used by another channel: names must be unique"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://mail.example.com\"\nsmtp_tls = \"none\"\nfrom = \"f@example.com\"\nto = [\"o@example.com\"]\n"
+            ),
+            "invalid config: `alerts.channels[0].smtp_tls` is `none`, and `mail.example.com` is not this machine: mail and password would cross the network in clear; use `starttls` or `tls`"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://mail.example.com\"\nfrom = \"f@example.com\"\nto = [\"ops at example\"]\n"
+            ),
+            "invalid config: `alerts.channels[0].to` `ops at example` is not a mail address (Invalid input): write `name <user@example.com>` or `user@example.com`"
         );
         let channels = load(
             "[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n",

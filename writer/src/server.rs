@@ -114,9 +114,9 @@ pub enum WriterError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// The webhook client could not be built.
-    #[error("cannot build the webhook client: {0}")]
-    Notifier(#[from] reqwest::Error),
+    /// A channel's client could not be built.
+    #[error(transparent)]
+    Notifier(#[from] crate::alerts::notifier::NotifierError),
     /// A task of it panicked or failed (the gRPC server, the metrics endpoint…).
     #[error(transparent)]
     Task(#[from] TaskFailed),

@@ -882,16 +882,17 @@ async fn api_queries_have_their_own_connections_and_a_time_limit() {
 }
 
 fn channel(name: &str, kind: ChannelKind, url: &str) -> ChannelConfig {
-    ChannelConfig {
-        name: name.to_owned(),
-        kind,
-        url: url.to_owned(),
-        send_resolved: true,
-        headers: Default::default(),
-        kinds: Vec::new(),
-        routing_key: String::new(),
-        resend_seconds: 60,
-    }
+    ChannelConfig::new(name, kind, url)
+}
+
+/// A writer sending to `channels`, deciding time rules every second.
+async fn writer_with_channels(setup: &Setup, channels: Vec<ChannelConfig>) -> TestWriter {
+    setup
+        .start_writer_with(move |config| {
+            config.alerts.channels = channels;
+            config.alerts.evaluate_interval_seconds = 1;
+        })
+        .await
 }
 
 /// Three failed runs of `shop` at the one location `eu` (a check DOWN), or two passed
@@ -912,12 +913,7 @@ async fn alertmanager_fires_the_alert_keeps_it_firing_and_ends_it_on_resolve() {
         resend_seconds: 1,
         ..channel("am", ChannelKind::Alertmanager, &alertmanager.url())
     };
-    let writer = setup
-        .start_writer_with(move |config| {
-            config.alerts.channels = vec![am];
-            config.alerts.evaluate_interval_seconds = 1;
-        })
-        .await;
+    let writer = writer_with_channels(&setup, vec![am]).await;
     let base = seconds_ago(60);
     setup.produce_checks(&shop_runs(base, false)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -1009,12 +1005,7 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channel
         kinds: vec!["disk_full".to_owned()],
         ..channel("disks", ChannelKind::Webhook, &disks.url())
     };
-    let writer = setup
-        .start_writer_with(move |config| {
-            config.alerts.channels = vec![pd, disk_only];
-            config.alerts.evaluate_interval_seconds = 1;
-        })
-        .await;
+    let writer = writer_with_channels(&setup, vec![pd, disk_only]).await;
     let base = seconds_ago(60);
     setup.produce_checks(&shop_runs(base, false)).await;
     pagerduty
@@ -1069,5 +1060,76 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channel
         0
     );
     assert!(disks.requests().is_empty());
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_as_one_message_a_delivery_with_the_key_as_message_id() {
+    let setup = Setup::new().await;
+    // The writer's own server certificate (for localhost) serves the SMTP server here.
+    let tls = setup.pki.server("writer");
+    let smtp = fleetmon::testkit::SmtpServer::start_tls(&tls.cert, &tls.key).await;
+    let mail = ChannelConfig {
+        from: "fleetmon <fleetmon@example.test>".to_owned(),
+        to: vec!["ops@example.test".to_owned()],
+        ca: Some(tls.client_ca.clone()),
+        ..channel(
+            "mail",
+            ChannelKind::Email,
+            &format!("smtp://localhost:{}", smtp.port()),
+        )
+    };
+    // The same server without TLS: allowed to a relay on this machine, refused by a
+    // server that requires STARTTLS.
+    let clear = ChannelConfig {
+        name: "clear".to_owned(),
+        smtp_tls: fleetmon_writer::config::SmtpTls::None,
+        ..mail.clone()
+    };
+    let writer = writer_with_channels(&setup, vec![mail, clear]).await;
+    let base = seconds_ago(60);
+    setup.produce_checks(&shop_runs(base, false)).await;
+    let opened = smtp.wait_for(1).await.remove(0);
+    let key = setup
+        .text("SELECT delivery_key FROM notifications WHERE channel = 'mail'")
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM notifications WHERE channel = 'clear' \
+             AND delivered_at IS NULL AND last_error LIKE '%530%STARTTLS%'",
+            1,
+        )
+        .await;
+    for line in [
+        "Subject: fleetmon: [opened] check_down shop".to_owned(),
+        "From: fleetmon <fleetmon@example.test>".to_owned(),
+        "To: ops@example.test".to_owned(),
+        format!("Message-ID: <{key}@fleetmon>"),
+    ] {
+        assert!(
+            opened.lines().any(|l| l == line),
+            "no `{line}` in:\n{opened}"
+        );
+    }
+    assert!(opened.contains("Content-Type: text/plain"), "{opened}");
+    assert!(opened.contains("Content-Type: text/html"), "{opened}");
+    assert!(
+        opened.contains("check shop is down at 1 of 1 locations"),
+        "{opened}"
+    );
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "the channel without TLS got through"
+    );
+
+    setup.produce_checks(&shop_runs(base, true)).await;
+    let resolved = smtp.wait_for(2).await.remove(1);
+    assert!(
+        resolved
+            .lines()
+            .any(|l| l == "Subject: fleetmon: [resolved] check_down shop"),
+        "{resolved}"
+    );
     writer.stop().await;
 }

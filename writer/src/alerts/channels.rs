@@ -42,6 +42,8 @@ pub fn requests(
             .iter()
             .map(|n| pagerduty_event(&channel.routing_key, n))
             .collect(),
+        // Mail is not a request ([`super::email`]).
+        ChannelKind::Email => Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`notifier`] delivers the outbox, each channel sent what [`channels`] makes.
 
 pub mod channels;
+pub mod email;
 pub mod notifier;
 pub mod rules;
 pub mod store;

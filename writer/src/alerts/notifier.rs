@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::channels;
+use crate::alerts::email::{MailError, Mailer};
 use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
 use crate::store::SinkError;
 
@@ -49,9 +50,22 @@ const POLL: Duration = Duration::from_secs(1);
 pub struct Notifier {
     pool: Pool,
     channels: Vec<ChannelConfig>,
+    /// The transport of each `email` channel, by name.
+    mailers: HashMap<String, Mailer>,
     group_wait: Duration,
     http: reqwest::Client,
     wake: Arc<Notify>,
+}
+
+/// Why the notifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    /// The HTTP client.
+    #[error("cannot build the HTTP client of the channels: {0}")]
+    Http(#[from] reqwest::Error),
+    /// An email channel's transport.
+    #[error(transparent)]
+    Mail(#[from] MailError),
 }
 
 /// One delivery: its key and the notifications in it.
@@ -68,6 +82,9 @@ enum DeliveryError {
     /// No answer (connection, TLS, timeout), with the causes.
     #[error("{0}")]
     Request(String),
+    /// The mail server refused or could not be reached.
+    #[error(transparent)]
+    Mail(#[from] MailError),
     /// The endpoint answered with a status that is not success.
     #[error("{url} answered {status}")]
     Refused {
@@ -85,15 +102,22 @@ impl Notifier {
         pool: Pool,
         config: &AlertsConfig,
         wake: Arc<Notify>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, NotifierError> {
         fleetmon::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("fleetmon-writer/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
             .build()?;
+        let channels = config.all_channels();
+        let mailers = channels
+            .iter()
+            .filter(|channel| channel.kind == ChannelKind::Email)
+            .map(|channel| Ok((channel.name.clone(), Mailer::new(channel, REQUEST_TIMEOUT)?)))
+            .collect::<Result<_, MailError>>()?;
         Ok(Notifier {
             pool,
-            channels: config.all_channels(),
+            channels,
+            mailers,
             group_wait: Duration::from_millis(config.group_wait_ms),
             http,
             wake,
@@ -186,13 +210,13 @@ impl Notifier {
         let notifications = self.notifications(&delivery).await?;
         // No connection is held while the endpoint takes its time (up to the request
         // timeout each): the lease keeps the rows this writer's meanwhile.
-        let mut sent = Ok(());
-        for body in channels::requests(channel, &delivery.key, &notifications, SystemTime::now()) {
-            sent = self.send(channel, &delivery.key, &body).await;
-            if sent.is_err() {
-                break;
-            }
-        }
+        let sent = match self.mailers.get(&channel.name) {
+            Some(mailer) => mailer
+                .send(&delivery.key, &notifications)
+                .await
+                .map_err(DeliveryError::from),
+            None => self.post_all(channel, &delivery.key, &notifications).await,
+        };
         let client = self.pool.get().await?;
         match sent {
             Ok(()) => {
@@ -286,6 +310,20 @@ impl Notifier {
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>("body")).ok())
             .collect())
+    }
+
+    /// POSTs the requests that carry `notifications` to `channel`, in order, stopping
+    /// at the first failure.
+    async fn post_all(
+        &self,
+        channel: &ChannelConfig,
+        key: &str,
+        notifications: &[serde_json::Value],
+    ) -> Result<(), DeliveryError> {
+        for body in channels::requests(channel, key, notifications, SystemTime::now()) {
+            self.send(channel, key, &body).await?;
+        }
+        Ok(())
     }
 
     /// POSTs `body` to `channel`, with `key` (if any) as `Idempotency-Key`.
