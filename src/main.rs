@@ -84,6 +84,10 @@ enum Command {
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
+    /// Maintenance windows: planned work (one-off or weekly) during which the
+    /// notifications of matching alerts are held back.
+    #[command(subcommand)]
+    Maintenance(cli::maintenance::MaintenanceCommand),
     /// Records the writers could not store (and why); replay them once the cause is fixed.
     #[command(subcommand)]
     DeadLetters(cli::dead_letters::DeadLettersCommand),
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
             None => Query::Alerts(connection, open, None),
         },
         Command::Silence(command) => Query::Silence(command),
+        Command::Maintenance(command) => Query::Maintenance(command),
         Command::DeadLetters(command) => Query::DeadLetters(command),
         Command::Dashboard(args) => Query::Dashboard(args),
         Command::Audit {
@@ -289,6 +294,7 @@ fn main() -> ExitCode {
             Query::Checks(command) => cli::checks::run(*command).await,
             Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
             Query::Silence(command) => cli::alerts::silence(command).await,
+            Query::Maintenance(command) => cli::maintenance::run(command).await,
             Query::DeadLetters(command) => cli::dead_letters::run(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
             Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
@@ -314,6 +320,7 @@ enum Query {
     Checks(Box<cli::checks::ChecksCommand>),
     Alerts(Connection, bool, Option<u64>),
     Silence(cli::alerts::SilenceCommand),
+    Maintenance(cli::maintenance::MaintenanceCommand),
     DeadLetters(cli::dead_letters::DeadLettersCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     Audit(cli::Connection, Duration, Option<String>, u32),

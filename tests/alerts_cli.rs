@@ -95,6 +95,40 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
         "silence 1 ended\n"
     );
     assert_eq!(rig.fleetmon_ok(&["silence", "list"]), "no silences\n");
+
+    // A weekly maintenance window, as an operator plans one.
+    let words = |line: &'static str| line.split(' ').collect::<Vec<_>>();
+    let planned = rig.fleetmon_ok(&words(
+        "maintenance add --check shop --weekly sun,sat --at 02:00 --for 2h --tz Europe/Berlin --reason backups",
+    ));
+    assert!(
+        planned.starts_with("maintenance 1: sun,sat 02:00 for 120 min (Europe/Berlin)"),
+        "{planned}"
+    );
+    let listed = rig.fleetmon_ok(&["maintenance", "list"]);
+    assert!(
+        listed.starts_with("ID  CHECK  AGENT  WHEN")
+            && listed.contains("  shop  ")
+            && listed.contains("sun,sat 02:00 for 120 min (Europe/Berlin)")
+            && listed.contains("backups"),
+        "{listed}"
+    );
+    let (ok, _, stderr) = rig.fleetmon(&words(
+        "maintenance add --check shop --weekly sun --at 02:00 --for 1h --tz Berlin",
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.ends_with("InvalidArgument: time_zone `Berlin` is not a time zone: use an IANA name such as Europe/Berlin, America/New_York or UTC\n"),
+        "{stderr}"
+    );
+    assert_eq!(
+        rig.fleetmon_ok(&["maintenance", "rm", "1"]),
+        "maintenance 1 removed\n"
+    );
+    assert_eq!(
+        rig.fleetmon_ok(&["maintenance", "list"]),
+        "no maintenance windows\n"
+    );
     let (ok, _, stderr) = rig.fleetmon(&["silence", "add", "--check", "nope", "--for", "1h"]);
     assert!(!ok);
     assert!(

@@ -1,5 +1,6 @@
 -- What an Alertmanager channel sends again every `resend_seconds`: each open alert of
--- kinds $2 (empty: every kind) that no silence holds back, and each resolved within
+-- kinds $2 (empty: every kind) that no silence or maintenance window holds back, and
+-- each resolved within
 -- the last $1 seconds, so that a resend racing a resolution is put right by the next.
 SELECT alert_json(a)::text AS alert
 FROM alerts a
@@ -9,5 +10,10 @@ WHERE (a.resolved_at IS NULL OR a.resolved_at > now() - make_interval(secs => $1
       SELECT 1 FROM silences s
       WHERE s.ends_at > clock_timestamp()
         AND silence_matches(s.check_id, s.agent_id, a.subject, a.agent_id)
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM maintenance_windows w
+      WHERE maintenance_active(w, clock_timestamp())
+        AND silence_matches(w.check_id, w.agent_id, a.subject, a.agent_id)
   )
 ORDER BY a.alert_id

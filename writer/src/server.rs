@@ -58,6 +58,10 @@ const ACCESS: Rules = &[
         Caller::Operator(OperatorRole::Viewer),
     ),
     (
+        "/fleetmon.v1.Alerts/ListMaintenance",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
         "/fleetmon.v1.Alerts/",
         Caller::Operator(OperatorRole::Editor),
     ),

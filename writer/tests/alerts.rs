@@ -1133,3 +1133,137 @@ async fn email_goes_over_starttls_as_one_message_a_delivery_with_the_key_as_mess
     );
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed() {
+    use fleetmon::pb::{
+        CreateMaintenanceRequest, ListMaintenanceRequest, RemoveMaintenanceRequest,
+    };
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    setup.produce_definition(&definition("shop", None)).await;
+    setup
+        .wait_for("SELECT count(*) FROM checks WHERE check_id = 'shop'", 1)
+        .await;
+    let mut alerts = alerts_client(&setup, &writer);
+    // Every day from half an hour ago, Tokyo time, for an hour: in force now there,
+    // and (9 hours off) not now in UTC, so the zone is what makes it active.
+    let start = setup
+        .text("SELECT to_char(now() AT TIME ZONE 'Asia/Tokyo' - interval '30 minutes', 'HH24:MI')")
+        .await;
+    let weekly = |time_zone: &str| CreateMaintenanceRequest {
+        check_id: "shop".to_owned(),
+        reason: "database upgrade".to_owned(),
+        weekdays: (0..7).collect(),
+        start_time: start.clone(),
+        duration_minutes: 60,
+        time_zone: time_zone.to_owned(),
+        ..Default::default()
+    };
+    let in_utc = alerts
+        .create_maintenance(weekly("UTC"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!in_utc.active, "{in_utc:?}");
+    let window = alerts
+        .create_maintenance(weekly("Asia/Tokyo"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(window.active, "{window:?}");
+    assert_eq!(
+        (
+            window.start_time.as_str(),
+            window.duration_minutes,
+            window.created_by.as_str()
+        ),
+        (start.as_str(), 60, "ops")
+    );
+    alerts
+        .remove_maintenance(RemoveMaintenanceRequest { id: in_utc.id })
+        .await
+        .unwrap();
+    let listed = alerts
+        .list_maintenance(ListMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .windows;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, window.id);
+
+    // The alert opens and is recorded; its notification is held back by the window.
+    let base = seconds_ago(60);
+    setup.produce_checks(&shop_runs(base, false)).await;
+    setup
+        .wait_for(
+            &format!(
+                "SELECT count(*) FROM notifications WHERE held_by_window = {} AND delivered_at IS NOT NULL",
+                window.id
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE kind = 'check_down' AND subject = 'shop' AND resolved_at IS NULL")
+            .await,
+        1
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "a held notification was sent"
+    );
+
+    // The work done, the window removed: the next transition is told.
+    alerts
+        .remove_maintenance(RemoveMaintenanceRequest { id: window.id })
+        .await
+        .unwrap();
+    setup.produce_checks(&shop_runs(base, true)).await;
+    delivered_exactly(&receiver, &[note("resolved", "check_down", "shop")]).await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'maintenance.%'")
+            .await,
+        4
+    );
+
+    // Bad windows are refused with the field named.
+    let refused = |request: CreateMaintenanceRequest| {
+        let mut alerts = alerts.clone();
+        async move { alerts.create_maintenance(request).await.unwrap_err() }
+    };
+    let status = refused(weekly("Mars/Olympus")).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "time_zone `Mars/Olympus` is not a time zone: use an IANA name such as Europe/Berlin, America/New_York or UTC"
+    );
+    let status = refused(CreateMaintenanceRequest {
+        start_time: "25:00".to_owned(),
+        ..weekly("UTC")
+    })
+    .await;
+    assert_eq!(
+        status.message(),
+        "start_time `25:00` is not a time of day: write HH:MM, e.g. 02:00"
+    );
+    let status = refused(CreateMaintenanceRequest {
+        check_id: "shop".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        status.message(),
+        "give either starts_at and ends_at (a one-off window) or weekdays, start_time, duration_minutes and time_zone (a weekly one)"
+    );
+    let status = refused(CreateMaintenanceRequest::default()).await;
+    assert_eq!(
+        status.message(),
+        "check_id or agent_id is required: a maintenance window must match something"
+    );
+    writer.stop().await;
+}

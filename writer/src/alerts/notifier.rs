@@ -5,8 +5,8 @@
 //! leased for [`LEASE`]; the delivery is POSTed with that key as `Idempotency-Key`,
 //! then marked delivered, or retried with backoff. A writer that dies mid-delivery
 //! leaves the rows keyed and leased: whoever takes them after the lease sends the
-//! same key again. Rows of alerts under an active silence are marked delivered
-//! without a request, naming the silence. What each kind of channel is sent is
+//! same key again. Rows of alerts under an active silence or maintenance window are
+//! marked delivered without a request, naming the silence or the window. What each kind of channel is sent is
 //! [`super::channels`]'; an Alertmanager channel is also sent every open alert again
 //! every `resend_seconds`, since Alertmanager ends an alert that is not.
 
@@ -29,6 +29,8 @@ const DELIVERY_FAILED: &str = include_str!("../../sql/delivery_failed.sql");
 const DUE_NOTIFICATIONS: &str = include_str!("../../sql/due_notifications.sql");
 const SILENCED_NOTIFICATIONS: &str = include_str!("../../sql/silenced_notifications.sql");
 const MARK_SILENCED: &str = include_str!("../../sql/mark_silenced.sql");
+const HELD_NOTIFICATIONS: &str = include_str!("../../sql/held_notifications.sql");
+const MARK_HELD: &str = include_str!("../../sql/mark_held.sql");
 const LEASE_DELIVERY: &str = include_str!("../../sql/lease_delivery.sql");
 const NOTIFICATION_BODIES: &str = include_str!("../../sql/notification_bodies.sql");
 const ALERTMANAGER_ALERTS: &str = include_str!("../../sql/alertmanager_alerts.sql");
@@ -204,7 +206,7 @@ impl Notifier {
             return Ok(false);
         };
         if delivery.ids.is_empty() {
-            // Everything claimed was silenced.
+            // Everything claimed was silenced or held back.
             return Ok(true);
         }
         let notifications = self.notifications(&delivery).await?;
@@ -286,11 +288,27 @@ impl Notifier {
             .into_iter()
             .filter(|id| !silenced.iter().any(|(s, _)| s == id))
             .collect();
+        let held: Vec<(i64, i64)> = tx
+            .query(HELD_NOTIFICATIONS, &[&ids])
+            .await?
+            .iter()
+            .map(|row| (row.get("notification_id"), row.get("window_id")))
+            .collect();
+        for (id, window) in &held {
+            tx.execute(MARK_HELD, &[id, window, &key]).await?;
+        }
+        let ids: Vec<i64> = ids
+            .into_iter()
+            .filter(|id| !held.iter().any(|(h, _)| h == id))
+            .collect();
         tx.execute(LEASE_DELIVERY, &[&ids, &key, &LEASE.as_secs_f64()])
             .await?;
         tx.commit().await?;
         if !silenced.is_empty() {
             tracing::info!(channel = %channel.name, notifications = silenced.len(), "notifications held back by silences");
+        }
+        if !held.is_empty() {
+            tracing::info!(channel = %channel.name, notifications = held.len(), "notifications held back by maintenance windows");
         }
         Ok(Some(Delivery {
             key,

@@ -9,18 +9,18 @@ use tonic::{Request, Response, Status};
 use fleetmon::audit::Author;
 use fleetmon::pb::alerts_server::Alerts;
 use fleetmon::pb::{
-    Alert, AlertEvent, CreateSilenceRequest, ExpireSilenceRequest, GetAlertRequest,
-    GetAlertResponse, ListAlertsRequest, ListAlertsResponse, ListSilencesRequest,
-    ListSilencesResponse, Notification, Silence,
+    Alert, AlertEvent, CreateMaintenanceRequest, CreateSilenceRequest, ExpireSilenceRequest,
+    GetAlertRequest, GetAlertResponse, ListAlertsRequest, ListAlertsResponse,
+    ListMaintenanceRequest, ListMaintenanceResponse, ListSilencesRequest, ListSilencesResponse,
+    MaintenanceWindow, Notification, RemoveMaintenanceRequest, Silence,
 };
 
 use crate::api::error::ServiceError;
+use crate::api::{maintenance, matcher};
 use crate::store::PostgresSink;
 
 const ALERT_TIMELINE: &str = include_str!("../../sql/alert_timeline.sql");
 const ALERT_NOTIFICATIONS: &str = include_str!("../../sql/alert_notifications.sql");
-const CHECK_EXISTS: &str = include_str!("../../sql/check_exists.sql");
-const AGENT_EXISTS: &str = include_str!("../../sql/agent_exists.sql");
 const LIST_ALERTS: &str = include_str!("../../sql/list_alerts.sql");
 const GET_ALERT: &str = include_str!("../../sql/get_alert.sql");
 const CREATE_SILENCE: &str = include_str!("../../sql/create_silence.sql");
@@ -159,11 +159,6 @@ impl AlertsService {
     ) -> Result<Response<Silence>, ServiceError> {
         let operator = author.peer.name.clone();
         let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
-        if check_id.is_empty() && agent_id.is_empty() {
-            return Err(ServiceError::invalid(
-                "check_id or agent_id is required: a silence must match something",
-            ));
-        }
         if request.duration_seconds == 0 || request.duration_seconds > MAX_SILENCE.as_secs() {
             return Err(ServiceError::invalid(format!(
                 "duration_seconds must be from 1 to {} (31 days)",
@@ -171,22 +166,7 @@ impl AlertsService {
             )));
         }
         let mut client = self.client().await?;
-        if !check_id.is_empty() {
-            let known = client.query_opt(CHECK_EXISTS, &[&check_id]).await?;
-            if known.is_none() {
-                return Err(ServiceError::not_found(format!(
-                    "check_id: no check `{check_id}` (see `fleetmon checks list`)"
-                )));
-            }
-        }
-        if !agent_id.is_empty() {
-            let known = client.query_opt(AGENT_EXISTS, &[&agent_id]).await?;
-            if known.is_none() {
-                return Err(ServiceError::not_found(format!(
-                    "agent_id: no agent `{agent_id}` has sent data"
-                )));
-            }
-        }
+        matcher::check(&client, "a silence", check_id, agent_id).await?;
         let seconds = request.duration_seconds as f64;
         // The silence and its audit record commit together.
         let tx = client.transaction().await?;
@@ -319,5 +299,35 @@ impl Alerts for AlertsService {
         Ok(self
             .expire_silence_call(author, request.into_inner())
             .await?)
+    }
+
+    async fn create_maintenance(
+        &self,
+        request: Request<CreateMaintenanceRequest>,
+    ) -> Result<Response<MaintenanceWindow>, Status> {
+        let author = Author::of(&request)?;
+        let mut client = self.client().await?;
+        let created = maintenance::create(&mut client, &author, request.into_inner()).await?;
+        Ok(Response::new(created))
+    }
+
+    async fn list_maintenance(
+        &self,
+        _request: Request<ListMaintenanceRequest>,
+    ) -> Result<Response<ListMaintenanceResponse>, Status> {
+        let client = self.client().await?;
+        Ok(Response::new(ListMaintenanceResponse {
+            windows: maintenance::list(&client).await?,
+        }))
+    }
+
+    async fn remove_maintenance(
+        &self,
+        request: Request<RemoveMaintenanceRequest>,
+    ) -> Result<Response<MaintenanceWindow>, Status> {
+        let author = Author::of(&request)?;
+        let mut client = self.client().await?;
+        let removed = maintenance::remove(&mut client, &author, request.into_inner().id).await?;
+        Ok(Response::new(removed))
     }
 }

@@ -1,5 +1,6 @@
 //! What operators ask the writer over gRPC: [`history`] (stored samples),
-//! [`alerts`] (alerts and silences), [`audit`] (operators' changes) and
+//! [`alerts`] (alerts and silences, and [`maintenance`] windows; both match by
+//! [`matcher`]), [`audit`] (operators' changes) and
 //! [`dead_letters`] (what could not be stored);
 //! [`error`] is the one map from the writer's errors to gRPC statuses.
 
@@ -8,6 +9,8 @@ pub mod audit;
 pub mod dead_letters;
 pub mod error;
 pub mod history;
+pub mod maintenance;
+pub mod matcher;
 
 /// A list's size: `requested`, or `default` when 0; more than `max` is refused.
 pub(crate) fn limit(requested: u32, default: u32, max: u32) -> Result<u32, error::ServiceError> {
