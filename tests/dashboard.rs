@@ -411,11 +411,38 @@ async fn behind_mutual_tls_an_operator_certificate_signs_in_with_its_role() {
     };
     let seen = session(&viewer).await;
     assert_eq!(seen["role"], "viewer", "{seen}");
+    // Under an active maintenance window the check says so.
+    eventually(
+        &rig.schema,
+        "SELECT count(*) FROM checks WHERE check_id = 'shop'",
+        "the mirrored check",
+        |n| n == 1,
+    )
+    .await;
+    let at = |offset: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    rig.fleetmon_ok(&[
+        "maintenance",
+        "add",
+        "--check",
+        "shop",
+        "--from",
+        &at(-60),
+        "--until",
+        &at(3600),
+        "--reason",
+        "upgrade",
+    ]);
     let (status, body) = https_as(&rig, Some(&viewer), port, "GET /api/checks", &[])
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"shop\""), "{body}");
+    let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(checks[0]["id"], "shop", "{body}");
+    assert_eq!(checks[0]["maintenance"]["reason"], "upgrade", "{body}");
     let viewer_csrf = seen["csrf"].as_str().unwrap().to_owned();
     let change = |csrf: &'static str| {
         [

@@ -27,7 +27,8 @@ use fleetmon::pb::fleet_client::FleetClient;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{
     CheckRef, HostSample, HostSeriesRequest, ListAlertsRequest, ListAuditEventsRequest,
-    ListChecksRequest, SiteCheck, TimeRange, WatchLatestRequest, watch_event,
+    ListChecksRequest, ListMaintenanceRequest, MaintenanceWindow, SiteCheck, TimeRange,
+    WatchLatestRequest, watch_event,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -633,6 +634,31 @@ async fn audit(State(servers): State<Shared>) -> Response {
 /// The central checks with each agent's state.
 async fn checks(State(servers): State<Shared>) -> Response {
     let mut checks = servers.checks.clone();
+    // Active maintenance windows mark the checks and locations they cover; without the
+    // writer the checks still show, unmarked.
+    let windows: Vec<MaintenanceWindow> = servers
+        .alerts
+        .clone()
+        .list_maintenance(ListMaintenanceRequest {})
+        .await
+        .map(|r| r.into_inner().windows)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|w| w.active)
+        .collect();
+    let window_json = |w: &MaintenanceWindow| json!({"id": w.id, "reason": w.reason});
+    let whole_check = |id: &str| {
+        windows
+            .iter()
+            .find(|w| w.check_id == id && w.agent_id.is_empty())
+            .map(window_json)
+    };
+    let location = |id: &str, agent: &str| {
+        windows
+            .iter()
+            .find(|w| (w.check_id.is_empty() || w.check_id == id) && w.agent_id == agent)
+            .map(window_json)
+    };
     match checks.list_checks(ListChecksRequest {}).await {
         Ok(response) => json_response(Value::from(
             response
@@ -645,10 +671,12 @@ async fn checks(State(servers): State<Shared>) -> Response {
                     json!({
                         "id": check.id, "version": check.version, "paused": check.paused,
                         "target": target,
+                        "maintenance": whole_check(&check.id),
                         "agents": status.agents.iter().map(|a| json!({
                             "agent_id": a.agent_id, "connected": a.connected,
                             "applied_version": a.applied_version, "error": a.error,
                             "last": a.last_result.as_ref().map(|r| site_json(&a.agent_id, r)),
+                            "maintenance": location(&check.id, &a.agent_id),
                         })).collect::<Vec<_>>(),
                     })
                 })

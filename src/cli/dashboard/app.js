@@ -214,7 +214,8 @@ async function loadChecks() {
   body.replaceChildren(...checks.map((c) => {
     const locations = el("td", { "data-check": c.id });
     for (const a of c.agents) {
-      const span = el("span", { "data-location": a.agent_id, class: a.last ? (a.last.ok ? "state-ok" : "state-bad") : "muted", text: `${a.agent_id}: ${locationText(a.last)}` });
+      const maint = a.maintenance ? ` (maintenance: ${a.maintenance.reason || "window " + a.maintenance.id})` : "";
+      const span = el("span", { "data-location": a.agent_id, class: a.last ? (a.last.ok ? "state-ok" : "state-bad") : "muted", text: `${a.agent_id}: ${locationText(a.last)}${maint}` });
       locations.append(span, el("br"));
     }
     const button = el("button", { class: "action", text: c.paused ? "Resume" : "Pause" });
@@ -230,7 +231,8 @@ async function loadChecks() {
     return el("tr", { "data-check-row": c.id },
       el("td", { text: c.id }),
       el("td", { text: c.target }),
-      el("td", { "data-field": "check-state", class: c.paused ? "state-bad" : "state-ok", text: c.paused ? "‖ paused" : "▶ active" }),
+      el("td", { "data-field": "check-state", class: c.paused ? "state-bad" : c.maintenance ? "state-maint" : "state-ok",
+        text: c.paused ? "‖ paused" : c.maintenance ? `🔧 maintenance${c.maintenance.reason ? ": " + c.maintenance.reason : ""}` : "▶ active" }),
       locations,
       el("td", {}, button));
   }));
