@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 pub struct WebhookRequest {
     /// Its `Idempotency-Key` header.
     pub idempotency_key: String,
+    /// Its path and query, e.g. `/hook` or `/v2/alerts/x/close?identifierType=alias`.
+    pub path: String,
+    /// Every header, names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
     /// Its JSON body.
     pub body: serde_json::Value,
     /// The status it was answered with.
@@ -29,13 +33,13 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts it on a free port.
     pub async fn start() -> Self {
-        use axum::http::{HeaderMap, StatusCode};
+        use axum::http::{HeaderMap, StatusCode, Uri};
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (answer, log) = (status.clone(), requests.clone());
         let app = axum::Router::new().route(
             "/{*path}",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
+            axum::routing::post(move |uri: Uri, headers: HeaderMap, body: String| {
                 let (answer, log) = (answer.clone(), log.clone());
                 async move {
                     let code = answer.load(std::sync::atomic::Ordering::SeqCst);
@@ -45,6 +49,19 @@ impl WebhookReceiver {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default()
                             .to_owned(),
+                        path: uri
+                            .path_and_query()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    v.to_str().unwrap_or_default().to_owned(),
+                                )
+                            })
+                            .collect(),
                         body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
                         answered: code,
                         received_at: std::time::SystemTime::now(),

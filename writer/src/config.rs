@@ -220,6 +220,11 @@ pub struct ChannelConfig {
     /// `pagerduty`: the integration's routing key (a secret).
     #[serde(default)]
     pub routing_key: String,
+    /// `telegram`: the bot token; `gotify`: the application token; `pushover`: the
+    /// application token; `opsgenie`: the API key; `ntfy`: an access token, if the
+    /// server asks for one (a secret).
+    #[serde(default)]
+    pub token: String,
     /// `alertmanager`: seconds between two sends of every open alert (Alertmanager ends
     /// an alert not sent again before its `endsAt`).
     #[serde(default = "default_resend_seconds")]
@@ -227,7 +232,8 @@ pub struct ChannelConfig {
     /// `email`: the sender, e.g. `fleetmon <fleetmon@example.com>`.
     #[serde(default)]
     pub from: String,
-    /// `email`: the recipients.
+    /// `email`: the recipients; `telegram`: chat ids; `ntfy`: topics; `pushover`: user
+    /// or group keys.
     #[serde(default)]
     pub to: Vec<String>,
     /// `email`: how the SMTP connection is secured.
@@ -272,6 +278,32 @@ pub enum ChannelKind {
     Pagerduty,
     /// Mail over SMTP: one message a delivery.
     Email,
+    /// A Discord channel's webhook.
+    Discord,
+    /// A Microsoft Teams channel's Workflows webhook (an Adaptive Card).
+    Teams,
+    /// A Telegram bot writing to the chats in `to`.
+    Telegram,
+    /// An ntfy server publishing to the topics in `to`.
+    Ntfy,
+    /// A Gotify server.
+    Gotify,
+    /// Pushover, to the user or group keys in `to`.
+    Pushover,
+    /// Opsgenie's Alert API: create, then close by alias.
+    Opsgenie,
+}
+
+/// The address of each kind of channel that has a public service, when `url` is empty.
+pub fn default_url(kind: ChannelKind) -> Option<&'static str> {
+    match kind {
+        ChannelKind::Pagerduty => Some(PAGERDUTY_EVENTS_URL),
+        ChannelKind::Telegram => Some("https://api.telegram.org"),
+        ChannelKind::Ntfy => Some("https://ntfy.sh"),
+        ChannelKind::Pushover => Some("https://api.pushover.net/1/messages.json"),
+        ChannelKind::Opsgenie => Some("https://api.opsgenie.com"),
+        _ => None,
+    }
 }
 
 /// PagerDuty's Events API v2.
@@ -300,6 +332,10 @@ impl std::fmt::Debug for ChannelConfig {
                 &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
             )
             .field("resend_seconds", &self.resend_seconds)
+            .field(
+                "token",
+                &(!self.token.is_empty()).then_some(fleetmon::redact::HIDDEN),
+            )
             .field("from", &self.from)
             .field("to", &self.to)
             .field("smtp_tls", &self.smtp_tls)
@@ -338,6 +374,7 @@ impl ChannelConfig {
             headers: BTreeMap::new(),
             kinds: Vec::new(),
             routing_key: String::new(),
+            token: String::new(),
             resend_seconds: default_resend_seconds(),
             from: String::new(),
             to: Vec::new(),
@@ -351,12 +388,13 @@ impl ChannelConfig {
     /// Where requests go: the configured URL, PagerDuty's by default, and
     /// Alertmanager's alerts endpoint under its base address.
     pub fn endpoint(&self) -> String {
+        let base = match default_url(self.kind) {
+            Some(default) if self.url.is_empty() => default,
+            _ => &self.url,
+        };
         match self.kind {
-            ChannelKind::Pagerduty if self.url.is_empty() => PAGERDUTY_EVENTS_URL.to_owned(),
-            ChannelKind::Alertmanager => {
-                format!("{}/api/v2/alerts", self.url.trim_end_matches('/'))
-            }
-            _ => self.url.clone(),
+            ChannelKind::Alertmanager => format!("{}/api/v2/alerts", base.trim_end_matches('/')),
+            _ => base.to_owned(),
         }
     }
 
@@ -446,6 +484,35 @@ impl ChannelConfig {
                     "`{}` is not an http:// or https:// address",
                     fleetmon::redact::url(&self.url)
                 ),
+            ));
+        }
+        let needs_token = match self.kind {
+            ChannelKind::Telegram => Some("the bot's token (from @BotFather)"),
+            ChannelKind::Gotify => Some("the application's token"),
+            ChannelKind::Pushover => Some("the application's API token"),
+            ChannelKind::Opsgenie => Some("an API key of an API integration"),
+            _ => None,
+        };
+        if let Some(what) = needs_token
+            && self.token.trim().is_empty()
+        {
+            return Err(ConfigError::field(
+                &field("token"),
+                format!("is empty: give {what}"),
+            ));
+        }
+        let needs_to = match self.kind {
+            ChannelKind::Telegram => Some("the chat ids to write to"),
+            ChannelKind::Ntfy => Some("the topics to publish to"),
+            ChannelKind::Pushover => Some("the user or group keys to notify"),
+            _ => None,
+        };
+        if let Some(what) = needs_to
+            && self.to.iter().all(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::field(
+                &field("to"),
+                format!("is empty: give {what}"),
             ));
         }
         if self.kind == ChannelKind::Pagerduty && self.routing_key.trim().is_empty() {
@@ -872,6 +939,14 @@ mod tests {
                 "[[alerts.channels]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://mail.example.com\"\nfrom = \"f@example.com\"\nto = [\"ops at example\"]\n"
             ),
             "invalid config: `alerts.channels[0].to` `ops at example` is not a mail address (Invalid input): write `name <user@example.com>` or `user@example.com`"
+        );
+        assert_eq!(
+            error("[[alerts.channels]]\nname = \"tg\"\nkind = \"telegram\"\nto = [\"-100\"]\n"),
+            "invalid config: `alerts.channels[0].token` is empty: give the bot's token (from @BotFather)"
+        );
+        assert_eq!(
+            error("[[alerts.channels]]\nname = \"n\"\nkind = \"ntfy\"\n"),
+            "invalid config: `alerts.channels[0].to` is empty: give the topics to publish to"
         );
         let channels = load(
             "[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n",

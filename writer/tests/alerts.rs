@@ -1267,3 +1267,143 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
     );
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_paging_services_get_the_payload_each_documents() {
+    let setup = Setup::new().await;
+    let kinds = [
+        ("discord", ChannelKind::Discord),
+        ("teams", ChannelKind::Teams),
+        ("telegram", ChannelKind::Telegram),
+        ("ntfy", ChannelKind::Ntfy),
+        ("gotify", ChannelKind::Gotify),
+        ("pushover", ChannelKind::Pushover),
+        ("opsgenie", ChannelKind::Opsgenie),
+    ];
+    let mut receivers = std::collections::BTreeMap::new();
+    let mut channels = Vec::new();
+    for (name, kind) in kinds {
+        let receiver = WebhookReceiver::start().await;
+        receiver.answer_with(202);
+        // Services whose address is a base get the receiver's root.
+        let url = receiver.url().trim_end_matches("/hook").to_owned() + "/svc";
+        channels.push(ChannelConfig {
+            token: format!("T0KEN-{name}"),
+            to: vec![format!("to-{name}")],
+            ..channel(name, kind, &url)
+        });
+        receivers.insert(name, receiver);
+    }
+    let writer = writer_with_channels(&setup, channels).await;
+    let base = seconds_ago(60);
+    setup.produce_checks(&shop_runs(base, false)).await;
+    for receiver in receivers.values() {
+        receiver
+            .wait_until("the opening", |requests| !requests.is_empty())
+            .await;
+    }
+    let id = setup
+        .scalar("SELECT alert_id FROM alerts WHERE kind = 'check_down' AND subject = 'shop'")
+        .await;
+    let first = |name: &str| receivers[name].requests()[0].clone();
+
+    let discord = first("discord");
+    assert_eq!(discord.path, "/svc");
+    let content = discord.body["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(
+            "fleetmon: 1 notification\n• [opened] check_down shop: check shop is down"
+        ),
+        "{content}"
+    );
+    assert_eq!(
+        discord.body["allowed_mentions"],
+        serde_json::json!({"parse": []})
+    );
+
+    let teams = first("teams");
+    assert_eq!(teams.body["type"], "message");
+    let card = &teams.body["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["type"], "AdaptiveCard");
+    assert_eq!(
+        card["content"]["body"][0]["text"],
+        "fleetmon: [opened] check_down shop"
+    );
+
+    let telegram = first("telegram");
+    assert_eq!(telegram.path, "/svc/botT0KEN-telegram/sendMessage");
+    assert_eq!(telegram.body["chat_id"], "to-telegram");
+    assert!(
+        telegram.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("check_down shop")
+    );
+
+    let ntfy = first("ntfy");
+    assert_eq!(ntfy.path, "/svc");
+    assert_eq!(ntfy.headers["authorization"], "Bearer T0KEN-ntfy");
+    assert_eq!(
+        (
+            &ntfy.body["topic"],
+            &ntfy.body["title"],
+            &ntfy.body["priority"]
+        ),
+        (
+            &"to-ntfy".into(),
+            &"fleetmon: [opened] check_down shop".into(),
+            &5.into()
+        )
+    );
+
+    let gotify = first("gotify");
+    assert_eq!(gotify.path, "/svc/message");
+    assert_eq!(gotify.headers["x-gotify-key"], "T0KEN-gotify");
+    assert_eq!(gotify.body["priority"], 8);
+
+    let pushover = first("pushover");
+    assert_eq!(
+        (
+            &pushover.body["token"],
+            &pushover.body["user"],
+            &pushover.body["priority"]
+        ),
+        (&"T0KEN-pushover".into(), &"to-pushover".into(), &1.into())
+    );
+
+    let opsgenie = first("opsgenie");
+    assert_eq!(opsgenie.path, "/svc/v2/alerts");
+    assert_eq!(opsgenie.headers["authorization"], "GenieKey T0KEN-opsgenie");
+    assert_eq!(
+        (
+            &opsgenie.body["message"],
+            &opsgenie.body["alias"],
+            &opsgenie.body["priority"]
+        ),
+        (
+            &"check_down shop".into(),
+            &format!("fleetmon-alert-{id}").into(),
+            &"P1".into()
+        )
+    );
+
+    // The resolution: Opsgenie closes its alert by alias; the chats are told.
+    setup.produce_checks(&shop_runs(base, true)).await;
+    for receiver in receivers.values() {
+        receiver
+            .wait_until("the resolution", |requests| requests.len() >= 2)
+            .await;
+    }
+    let closed = receivers["opsgenie"].requests()[1].clone();
+    assert_eq!(
+        closed.path,
+        format!("/svc/v2/alerts/fleetmon-alert-{id}/close?identifierType=alias")
+    );
+    assert_eq!(closed.body["source"], "fleetmon");
+    assert_eq!(receivers["ntfy"].requests()[1].body["priority"], 2);
+    writer.stop().await;
+}

@@ -14,21 +14,59 @@ const SLACK_LINES: usize = 20;
 /// Longest PagerDuty `payload.summary`.
 const PAGERDUTY_SUMMARY_CHARS: usize = 1024;
 
-/// The requests that carry `notifications` to `channel`, in order: one for most kinds,
-/// one per notification for PagerDuty (its Events API takes one event a request).
+/// One HTTP POST to a channel: where, what, and the headers its API asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The address (it may hold a secret, e.g. Telegram's bot token: shown redacted).
+    pub url: String,
+    /// The JSON body.
+    pub body: Value,
+    /// Headers besides the channel's own `headers`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Outgoing {
+    fn to(url: impl Into<String>, body: Value) -> Outgoing {
+        Outgoing {
+            url: url.into(),
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn with(mut self, name: &'static str, value: String) -> Outgoing {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// The requests that carry `notifications` to `channel`, in order: one for most kinds;
+/// one per notification where the API takes one event a request (PagerDuty,
+/// Opsgenie); one per recipient where it takes one recipient (Telegram, ntfy,
+/// Pushover).
 pub fn requests(
     channel: &ChannelConfig,
     key: &str,
     notifications: &[Value],
     now: SystemTime,
-) -> Vec<Value> {
+) -> Vec<Outgoing> {
+    let url = channel.endpoint();
+    let base = url.trim_end_matches('/');
+    let recipients = || channel.to.iter().filter(|t| !t.trim().is_empty());
+    let urgency = Urgency::of(notifications);
     match channel.kind {
-        ChannelKind::Webhook => vec![json!({
-            "idempotency_key": key,
-            "channel": channel.name,
-            "notifications": notifications,
-        })],
-        ChannelKind::Slack => vec![json!({ "text": slack_text(notifications) })],
+        ChannelKind::Webhook => vec![Outgoing::to(
+            url.clone(),
+            json!({
+                "idempotency_key": key,
+                "channel": channel.name,
+                "notifications": notifications,
+            }),
+        )],
+        ChannelKind::Slack => vec![Outgoing::to(
+            url.clone(),
+            json!({ "text": slack_text(notifications) }),
+        )],
         ChannelKind::Alertmanager => {
             // The newest state of each alert once: a group may hold its opening and
             // its resolution.
@@ -36,15 +74,273 @@ pub fn requests(
                 .iter()
                 .map(|n| (n["alert"]["id"].as_i64().unwrap_or_default(), &n["alert"]))
                 .collect();
-            vec![alertmanager_alerts(alerts.into_values(), channel, now)]
+            vec![Outgoing::to(
+                url.clone(),
+                alertmanager_alerts(alerts.into_values(), channel, now),
+            )]
         }
         ChannelKind::Pagerduty => notifications
             .iter()
-            .map(|n| pagerduty_event(&channel.routing_key, n))
+            .map(|n| Outgoing::to(url.clone(), pagerduty_event(&channel.routing_key, n)))
             .collect(),
         // Mail is not a request ([`super::email`]).
         ChannelKind::Email => Vec::new(),
+        ChannelKind::Discord => vec![Outgoing::to(
+            url.clone(),
+            // Causes hold text from monitored sites: no @everyone from them.
+            json!({
+                "content": cut(&slack_text(notifications), DISCORD_CHARS),
+                "allowed_mentions": { "parse": [] },
+            }),
+        )],
+        ChannelKind::Teams => vec![Outgoing::to(url.clone(), teams_card(notifications))],
+        ChannelKind::Telegram => recipients()
+            .map(|chat| {
+                Outgoing::to(
+                    format!("{base}/bot{}/sendMessage", channel.token),
+                    json!({
+                        "chat_id": chat,
+                        "text": cut(&slack_text(notifications), TELEGRAM_CHARS),
+                        "disable_web_page_preview": true,
+                    }),
+                )
+            })
+            .collect(),
+        ChannelKind::Ntfy => recipients()
+            .map(|topic| {
+                let request = Outgoing::to(
+                    base.to_owned(),
+                    json!({
+                        "topic": topic,
+                        "title": subject(notifications),
+                        "message": lines(notifications),
+                        "priority": urgency.ntfy(),
+                        "tags": [urgency.tag()],
+                    }),
+                );
+                if channel.token.is_empty() {
+                    request
+                } else {
+                    request.with("authorization", format!("Bearer {}", channel.token))
+                }
+            })
+            .collect(),
+        ChannelKind::Gotify => vec![
+            Outgoing::to(
+                format!("{base}/message"),
+                json!({
+                    "title": subject(notifications),
+                    "message": lines(notifications),
+                    "priority": urgency.gotify(),
+                }),
+            )
+            .with("x-gotify-key", channel.token.clone()),
+        ],
+        ChannelKind::Pushover => recipients()
+            .map(|user| {
+                Outgoing::to(
+                    url.clone(),
+                    json!({
+                        "token": channel.token,
+                        "user": user,
+                        "title": cut(&subject(notifications), PUSHOVER_TITLE_CHARS),
+                        "message": cut(&lines(notifications), PUSHOVER_CHARS),
+                        "priority": urgency.pushover(),
+                    }),
+                )
+            })
+            .collect(),
+        ChannelKind::Opsgenie => notifications
+            .iter()
+            .map(|n| {
+                opsgenie_request(base, n)
+                    .with("authorization", format!("GenieKey {}", channel.token))
+            })
+            .collect(),
     }
+}
+
+/// Longest Discord message.
+const DISCORD_CHARS: usize = 2000;
+/// Longest Telegram message.
+const TELEGRAM_CHARS: usize = 4096;
+/// Longest Pushover message and title.
+const PUSHOVER_CHARS: usize = 1024;
+const PUSHOVER_TITLE_CHARS: usize = 250;
+/// Longest Opsgenie alert message.
+const OPSGENIE_MESSAGE_CHARS: usize = 130;
+
+/// `text` cut to at most `max` characters, ending with `…` when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// How urgent a delivery is: its most severe opened (or reminded) alert; a delivery of
+/// resolutions only is the least urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Urgency {
+    Resolved,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Urgency {
+    fn of(notifications: &[Value]) -> Urgency {
+        notifications
+            .iter()
+            .map(|n| {
+                if n["event"] == "resolved" {
+                    return Urgency::Resolved;
+                }
+                match fleetmon::alert_kind::severity(n["alert"]["kind"].as_str().unwrap_or("")) {
+                    "critical" => Urgency::Critical,
+                    "error" => Urgency::Error,
+                    _ => Urgency::Warning,
+                }
+            })
+            .max()
+            .unwrap_or(Urgency::Resolved)
+    }
+
+    /// ntfy: 1 (min) to 5 (max).
+    fn ntfy(self) -> u8 {
+        match self {
+            Urgency::Resolved => 2,
+            Urgency::Warning => 3,
+            Urgency::Error => 4,
+            Urgency::Critical => 5,
+        }
+    }
+
+    /// ntfy's tag, shown as an emoji.
+    fn tag(self) -> &'static str {
+        match self {
+            Urgency::Resolved => "white_check_mark",
+            Urgency::Warning => "warning",
+            Urgency::Error | Urgency::Critical => "rotating_light",
+        }
+    }
+
+    /// Gotify: 0 to 10; 8 and above alert loudly on Android.
+    fn gotify(self) -> u8 {
+        match self {
+            Urgency::Resolved => 2,
+            Urgency::Warning => 4,
+            Urgency::Error => 6,
+            Urgency::Critical => 8,
+        }
+    }
+
+    /// Pushover: -1 quiet, 0 normal, 1 high (bypasses quiet hours).
+    fn pushover(self) -> i8 {
+        match self {
+            Urgency::Resolved => -1,
+            Urgency::Warning | Urgency::Error => 0,
+            Urgency::Critical => 1,
+        }
+    }
+}
+
+/// `fleetmon: [opened] check_down shop` for one notification, `fleetmon: 3
+/// notifications (2 opened, 1 resolved)` for more.
+pub fn subject(notifications: &[Value]) -> String {
+    if let [one] = notifications {
+        let alert = &one["alert"];
+        return format!(
+            "fleetmon: [{}] {} {}",
+            one["event"].as_str().unwrap_or_default(),
+            alert["kind"].as_str().unwrap_or_default(),
+            alert["subject"].as_str().unwrap_or_default()
+        );
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for notification in notifications {
+        *counts
+            .entry(notification["event"].as_str().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(event, n)| format!("{n} {event}"))
+        .collect();
+    format!(
+        "fleetmon: {} notifications ({})",
+        notifications.len(),
+        counts.join(", ")
+    )
+}
+
+/// The Slack text without its first line: one line per notification.
+fn lines(notifications: &[Value]) -> String {
+    let text = slack_text(notifications);
+    text.split_once('\n')
+        .map(|(_, rest)| rest.to_owned())
+        .unwrap_or(text)
+}
+
+/// A Teams Workflows message: one Adaptive Card with the subject and the lines.
+fn teams_card(notifications: &[Value]) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    { "type": "TextBlock", "text": subject(notifications), "weight": "Bolder", "size": "Medium", "wrap": true },
+                    { "type": "TextBlock", "text": lines(notifications), "wrap": true },
+                ],
+            },
+        }],
+    })
+}
+
+/// One Opsgenie Alert API call: create the alert (alias = the fleetmon alert, so a
+/// repeat is the same alert) for an opening or a reminder, close it by alias for a
+/// resolution.
+fn opsgenie_request(base: &str, notification: &Value) -> Outgoing {
+    let alert = &notification["alert"];
+    let alias = format!("fleetmon-alert-{}", alert["id"]);
+    let kind = alert["kind"].as_str().unwrap_or_default();
+    let subject = alert["subject"].as_str().unwrap_or_default();
+    let cause = alert["cause"].as_str().unwrap_or_default();
+    if notification["event"] == "resolved" {
+        return Outgoing::to(
+            format!("{base}/v2/alerts/{alias}/close?identifierType=alias"),
+            json!({ "source": "fleetmon", "note": cause }),
+        );
+    }
+    let priority = match fleetmon::alert_kind::severity(kind) {
+        "critical" => "P1",
+        "error" => "P2",
+        _ => "P3",
+    };
+    Outgoing::to(
+        format!("{base}/v2/alerts"),
+        json!({
+            "message": cut(&format!("{kind} {subject}"), OPSGENIE_MESSAGE_CHARS),
+            "alias": alias,
+            "description": cause,
+            "priority": priority,
+            "source": "fleetmon",
+            "entity": subject,
+            "tags": ["fleetmon", kind],
+            "details": {
+                "event": notification["event"],
+                "locations": alert["locations"],
+                "agent": alert["agent_id"],
+            },
+        }),
+    )
 }
 
 /// One line per notification, at most [`SLACK_LINES`].

@@ -126,7 +126,7 @@ impl Mailer {
     fn message(&self, key: &str, notifications: &[Value]) -> Result<Message, MailError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(subject(notifications))
+            .subject(super::channels::subject(notifications))
             .message_id(Some(format!("<{key}@fleetmon>")));
         for to in &self.to {
             builder = builder.to(to.clone());
@@ -148,28 +148,6 @@ fn fields(notification: &Value) -> (&str, &str, &str, &str) {
         alert["kind"].as_str().unwrap_or_default(),
         alert["subject"].as_str().unwrap_or_default(),
         alert["cause"].as_str().unwrap_or_default(),
-    )
-}
-
-/// `fleetmon: [opened] check_down shop` for one notification, `fleetmon: 3
-/// notifications (2 opened, 1 resolved)` for more.
-fn subject(notifications: &[Value]) -> String {
-    if let [one] = notifications {
-        let (event, kind, subject, _) = fields(one);
-        return format!("fleetmon: [{event}] {kind} {subject}");
-    }
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for notification in notifications {
-        *counts.entry(fields(notification).0).or_default() += 1;
-    }
-    let counts: Vec<String> = counts
-        .iter()
-        .map(|(event, n)| format!("{n} {event}"))
-        .collect();
-    format!(
-        "fleetmon: {} notifications ({})",
-        notifications.len(),
-        counts.join(", ")
     )
 }
 
@@ -223,11 +201,11 @@ mod tests {
             json!({"event": "resolved", "alert": {"id": 3, "kind": "cpu_busy", "subject": "web-1", "cause": "busy"}}),
         ];
         assert_eq!(
-            subject(&notifications),
+            super::super::channels::subject(&notifications),
             "fleetmon: 3 notifications (2 opened, 1 resolved)"
         );
         assert_eq!(
-            subject(&notifications[..1]),
+            super::super::channels::subject(&notifications[..1]),
             "fleetmon: [opened] check_down shop"
         );
         assert!(html(&notifications).contains("down &lt;b&gt;"));

@@ -188,8 +188,12 @@ impl Notifier {
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>("alert")).ok())
             .collect();
-        let body = channels::alertmanager_alerts(&alerts, channel, SystemTime::now());
-        match self.send(channel, "", &body).await {
+        let request = channels::Outgoing {
+            url: channel.endpoint(),
+            body: channels::alertmanager_alerts(&alerts, channel, SystemTime::now()),
+            headers: Vec::new(),
+        };
+        match self.send(channel, "", &request).await {
             Ok(()) => {
                 tracing::debug!(channel = %channel.name, alerts = alerts.len(), "open alerts sent again");
             }
@@ -338,34 +342,37 @@ impl Notifier {
         key: &str,
         notifications: &[serde_json::Value],
     ) -> Result<(), DeliveryError> {
-        for body in channels::requests(channel, key, notifications, SystemTime::now()) {
-            self.send(channel, key, &body).await?;
+        for request in channels::requests(channel, key, notifications, SystemTime::now()) {
+            self.send(channel, key, &request).await?;
         }
         Ok(())
     }
 
-    /// POSTs `body` to `channel`, with `key` (if any) as `Idempotency-Key`.
+    /// POSTs `outgoing` for `channel`, with `key` (if any) as `Idempotency-Key`.
     async fn send(
         &self,
         channel: &ChannelConfig,
         key: &str,
-        body: &serde_json::Value,
+        outgoing: &channels::Outgoing,
     ) -> Result<(), DeliveryError> {
-        let url = channel.endpoint();
+        let url = &outgoing.url;
         let mut request = self
             .http
-            .post(&url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+            .body(outgoing.body.to_string());
         if !key.is_empty() {
             request = request.header("Idempotency-Key", key);
+        }
+        for (name, value) in &outgoing.headers {
+            request = request.header(*name, value);
         }
         for (name, value) in &channel.headers {
             request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| {
             let e = e.without_url();
-            let mut message = format!("{}: {e}", fleetmon::redact::url(&url));
+            let mut message = format!("{}: {e}", fleetmon::redact::url(url));
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
                 message = format!("{message}: {cause}");
@@ -378,7 +385,7 @@ impl Notifier {
             Ok(())
         } else {
             Err(DeliveryError::Refused {
-                url: fleetmon::redact::url(&url),
+                url: fleetmon::redact::url(url),
                 status,
             })
         }
