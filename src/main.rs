@@ -115,6 +115,14 @@ enum AlertsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Send a test alert's opening and resolution to one channel now, and print what
+    /// it answered (exits 1 when it refused).
+    TestChannel {
+        /// The channel's name in the writer's config.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +273,9 @@ fn main() -> ExitCode {
             Some(AlertsCommand::Show { id, connection }) => {
                 Query::Alerts(connection, open, Some(id))
             }
+            Some(AlertsCommand::TestChannel { name, connection }) => {
+                Query::TestChannel(connection, name)
+            }
             None => Query::Alerts(connection, open, None),
         },
         Command::Silence(command) => Query::Silence(command),
@@ -293,6 +304,7 @@ fn main() -> ExitCode {
             }
             Query::Checks(command) => cli::checks::run(*command).await,
             Query::Alerts(c, open, show) => cli::alerts::alerts(&c, open, show).await,
+            Query::TestChannel(c, name) => cli::alerts::test_channel(&c, name).await,
             Query::Silence(command) => cli::alerts::silence(command).await,
             Query::Maintenance(command) => cli::maintenance::run(command).await,
             Query::DeadLetters(command) => cli::dead_letters::run(command).await,
@@ -319,6 +331,7 @@ enum Query {
     Series(Connection, String, Duration, Duration),
     Checks(Box<cli::checks::ChecksCommand>),
     Alerts(Connection, bool, Option<u64>),
+    TestChannel(Connection, String),
     Silence(cli::alerts::SilenceCommand),
     Maintenance(cli::maintenance::MaintenanceCommand),
     DeadLetters(cli::dead_letters::DeadLettersCommand),

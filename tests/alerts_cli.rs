@@ -188,4 +188,32 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
             "a webhook URL's secret path shows in {what}: {text}"
         );
     }
+
+    // A channel tested from the command line gets a test alert's opening and
+    // resolution in one delivery; a refusing one says what it answered.
+    let before = receiver.requests().len();
+    assert_eq!(
+        rig.fleetmon_ok(&["alerts", "test-channel", "ops"]),
+        "channel ops (webhook): accepted\n"
+    );
+    let tested = receiver.requests()[before].body.clone();
+    let events: Vec<&str> = tested["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["event"].as_str())
+        .collect();
+    assert_eq!(events, ["opened", "resolved"], "{tested}");
+    assert_eq!(tested["notifications"][0]["alert"]["kind"], "test");
+    let (ok, stdout, _) = rig.fleetmon(&["alerts", "test-channel", "refusing"]);
+    assert!(!ok);
+    assert_eq!(stdout, format!("channel refusing (webhook): {refused}\n"));
+    let (ok, _, stderr) = rig.fleetmon(&["alerts", "test-channel", "nope"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "NotFound: channel: no channel `nope` in this writer's [alerts] (webhooks and channels)"
+        ),
+        "{stderr}"
+    );
 }

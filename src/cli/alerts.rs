@@ -6,7 +6,7 @@ use clap::Subcommand;
 use fleetmon::pb::alerts_client::AlertsClient;
 use fleetmon::pb::{
     Alert, CreateSilenceRequest, ExpireSilenceRequest, GetAlertRequest, ListAlertsRequest,
-    ListSilencesRequest, Silence,
+    ListSilencesRequest, Silence, TestChannelRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -274,6 +274,34 @@ pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                 .into_inner();
             println!("silence {} ended", ended.id);
         }
+    }
+    Ok(())
+}
+
+/// `fleetmon alerts test-channel NAME`: what the channel answered to a test alert.
+pub(crate) async fn test_channel(conn: &Connection, name: String) -> anyhow::Result<()> {
+    let tested = client(conn)
+        .await?
+        .test_channel(TestChannelRequest { channel: name })
+        .await
+        .map_err(|s| call_error("Alerts/TestChannel", &conn.writer, s))?
+        .into_inner();
+    if conn.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "channel": tested.channel, "kind": tested.kind,
+                "delivered": tested.delivered, "answer": tested.answer,
+            }))?
+        );
+    } else {
+        println!(
+            "channel {} ({}): {}",
+            tested.channel, tested.kind, tested.answer
+        );
+    }
+    if !tested.delivered {
+        anyhow::bail!("channel {} did not accept the test", tested.channel);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use fleetmon::pb::dead_letters_server::DeadLettersServer;
 use fleetmon::pb::history_server::HistoryServer;
 
 use crate::alerts::notifier::Notifier;
+use crate::alerts::sender::Sender;
 use crate::alerts::store::{BatchRules, Channels};
 use crate::alerts::timed_rules;
 use crate::api::alerts::AlertsService;
@@ -120,7 +121,7 @@ pub enum WriterError {
     Bind(#[from] BindError),
     /// A channel's client could not be built.
     #[error(transparent)]
-    Notifier(#[from] crate::alerts::notifier::NotifierError),
+    Notifier(#[from] crate::alerts::sender::SenderError),
     /// A task of it panicked or failed (the gRPC server, the metrics endpoint…).
     #[error(transparent)]
     Task(#[from] TaskFailed),
@@ -177,7 +178,13 @@ pub async fn start(
     let audit_consumer = topic_mirror::consumer(&config.kafka, &audit_mirror::spec())?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
-    let notifier = Notifier::new(sink.background().clone(), &config.alerts, committed.clone())?;
+    let sender = Arc::new(Sender::new(&config.alerts)?);
+    let notifier = Notifier::new(
+        sink.background().clone(),
+        sender.clone(),
+        &config.alerts,
+        committed.clone(),
+    );
     let rules_skipped = metrics.alert_evaluations_skipped.clone();
     let rounds = metrics.alert_rounds.clone();
     let pipeline = Pipeline::new(
@@ -218,7 +225,9 @@ pub async fn start(
     let router = fleetmon::server::grpc_builder()
         .layer(Authorize(ACCESS))
         .add_service(HistoryServer::new(HistoryService::new(sink.clone())))
-        .add_service(AlertsServer::new(AlertsService::new(sink.clone())))
+        .add_service(AlertsServer::new(
+            AlertsService::new(sink.clone()).sending_with(sender),
+        ))
         .add_service(AuditServer::new(AuditService::new(sink.clone())))
         .add_service(DeadLettersServer::new(
             DeadLetterService::new(&config.kafka, dead_letters.clone())

@@ -6,5 +6,6 @@ pub mod channels;
 pub mod email;
 pub mod notifier;
 pub mod rules;
+pub mod sender;
 pub mod store;
 pub mod timed_rules;

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::channels;
-use crate::alerts::email::{MailError, Mailer};
+use crate::alerts::sender::Sender;
 use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
 use crate::store::SinkError;
 
@@ -35,8 +35,6 @@ const LEASE_DELIVERY: &str = include_str!("../../sql/lease_delivery.sql");
 const NOTIFICATION_BODIES: &str = include_str!("../../sql/notification_bodies.sql");
 const ALERTMANAGER_ALERTS: &str = include_str!("../../sql/alertmanager_alerts.sql");
 
-/// How long one request to a channel may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a delivery in progress is left alone by other writers.
 pub const LEASE: Duration = Duration::from_secs(15);
 /// Longest wait between two attempts at a failing delivery.
@@ -51,23 +49,9 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Notifier {
     pool: Pool,
-    channels: Vec<ChannelConfig>,
-    /// The transport of each `email` channel, by name.
-    mailers: HashMap<String, Mailer>,
+    sender: Arc<Sender>,
     group_wait: Duration,
-    http: reqwest::Client,
     wake: Arc<Notify>,
-}
-
-/// Why the notifier could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum NotifierError {
-    /// The HTTP client.
-    #[error("cannot build the HTTP client of the channels: {0}")]
-    Http(#[from] reqwest::Error),
-    /// An email channel's transport.
-    #[error(transparent)]
-    Mail(#[from] MailError),
 }
 
 /// One delivery: its key and the notifications in it.
@@ -77,64 +61,27 @@ struct Delivery {
     attempts: i32,
 }
 
-/// Why a delivery failed; its text is kept in `notifications.last_error`, and it never
-/// holds a channel's URL whole (Slack's carries its secret in the path).
-#[derive(Debug, thiserror::Error)]
-enum DeliveryError {
-    /// No answer (connection, TLS, timeout), with the causes.
-    #[error("{0}")]
-    Request(String),
-    /// The mail server refused or could not be reached.
-    #[error(transparent)]
-    Mail(#[from] MailError),
-    /// The endpoint answered with a status that is not success.
-    #[error("{url} answered {status}")]
-    Refused {
-        /// The channel's URL, redacted ([`fleetmon::redact::url`]).
-        url: String,
-        /// Its answer.
-        status: reqwest::StatusCode,
-    },
-}
-
 impl Notifier {
-    /// A notifier for every channel of `config`, woken by `wake` when rows are
-    /// committed.
-    pub fn new(
-        pool: Pool,
-        config: &AlertsConfig,
-        wake: Arc<Notify>,
-    ) -> Result<Self, NotifierError> {
-        fleetmon::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("fleetmon-writer/", env!("CARGO_PKG_VERSION")))
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
-        let channels = config.all_channels();
-        let mailers = channels
-            .iter()
-            .filter(|channel| channel.kind == ChannelKind::Email)
-            .map(|channel| Ok((channel.name.clone(), Mailer::new(channel, REQUEST_TIMEOUT)?)))
-            .collect::<Result<_, MailError>>()?;
-        Ok(Notifier {
+    /// A notifier sending with `sender`, grouping as `config` says, woken by `wake`
+    /// when rows are committed.
+    pub fn new(pool: Pool, sender: Arc<Sender>, config: &AlertsConfig, wake: Arc<Notify>) -> Self {
+        Notifier {
             pool,
-            channels,
-            mailers,
+            sender,
             group_wait: Duration::from_millis(config.group_wait_ms),
-            http,
             wake,
-        })
+        }
     }
 
     /// Delivers until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.channels.is_empty() {
+        if self.sender.channels().is_empty() {
             return;
         }
         let mut resent: HashMap<String, Instant> = HashMap::new();
         loop {
             let mut busy = false;
-            for channel in &self.channels {
+            for channel in self.sender.channels() {
                 match self.deliver_next(channel).await {
                     Ok(delivered) => busy |= delivered,
                     Err(error) => {
@@ -193,7 +140,7 @@ impl Notifier {
             body: channels::alertmanager_alerts(&alerts, channel, SystemTime::now()),
             headers: Vec::new(),
         };
-        match self.send(channel, "", &request).await {
+        match self.sender.send(channel, "", &request).await {
             Ok(()) => {
                 tracing::debug!(channel = %channel.name, alerts = alerts.len(), "open alerts sent again");
             }
@@ -216,13 +163,10 @@ impl Notifier {
         let notifications = self.notifications(&delivery).await?;
         // No connection is held while the endpoint takes its time (up to the request
         // timeout each): the lease keeps the rows this writer's meanwhile.
-        let sent = match self.mailers.get(&channel.name) {
-            Some(mailer) => mailer
-                .send(&delivery.key, &notifications)
-                .await
-                .map_err(DeliveryError::from),
-            None => self.post_all(channel, &delivery.key, &notifications).await,
-        };
+        let sent = self
+            .sender
+            .deliver(channel, &delivery.key, &notifications)
+            .await;
         let client = self.pool.get().await?;
         match sent {
             Ok(()) => {
@@ -332,63 +276,6 @@ impl Notifier {
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>("body")).ok())
             .collect())
-    }
-
-    /// POSTs the requests that carry `notifications` to `channel`, in order, stopping
-    /// at the first failure.
-    async fn post_all(
-        &self,
-        channel: &ChannelConfig,
-        key: &str,
-        notifications: &[serde_json::Value],
-    ) -> Result<(), DeliveryError> {
-        for request in channels::requests(channel, key, notifications, SystemTime::now()) {
-            self.send(channel, key, &request).await?;
-        }
-        Ok(())
-    }
-
-    /// POSTs `outgoing` for `channel`, with `key` (if any) as `Idempotency-Key`.
-    async fn send(
-        &self,
-        channel: &ChannelConfig,
-        key: &str,
-        outgoing: &channels::Outgoing,
-    ) -> Result<(), DeliveryError> {
-        let url = &outgoing.url;
-        let mut request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(outgoing.body.to_string());
-        if !key.is_empty() {
-            request = request.header("Idempotency-Key", key);
-        }
-        for (name, value) in &outgoing.headers {
-            request = request.header(*name, value);
-        }
-        for (name, value) in &channel.headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.map_err(|e| {
-            let e = e.without_url();
-            let mut message = format!("{}: {e}", fleetmon::redact::url(url));
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            DeliveryError::Request(message)
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(DeliveryError::Refused {
-                url: fleetmon::redact::url(url),
-                status,
-            })
-        }
     }
 }
 

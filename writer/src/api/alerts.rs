@@ -12,9 +12,11 @@ use fleetmon::pb::{
     Alert, AlertEvent, CreateMaintenanceRequest, CreateSilenceRequest, ExpireSilenceRequest,
     GetAlertRequest, GetAlertResponse, ListAlertsRequest, ListAlertsResponse,
     ListMaintenanceRequest, ListMaintenanceResponse, ListSilencesRequest, ListSilencesResponse,
-    MaintenanceWindow, Notification, RemoveMaintenanceRequest, Silence,
+    MaintenanceWindow, Notification, RemoveMaintenanceRequest, Silence, TestChannelRequest,
+    TestChannelResponse,
 };
 
+use crate::alerts::sender::Sender;
 use crate::api::error::ServiceError;
 use crate::api::{maintenance, matcher};
 use crate::store::PostgresSink;
@@ -38,12 +40,22 @@ pub const MAX_SILENCE: Duration = Duration::from_secs(31 * 24 * 3600);
 #[derive(Debug, Clone)]
 pub struct AlertsService {
     sink: Arc<PostgresSink>,
+    /// What `TestChannel` sends with (none: no channel is known).
+    sender: Option<Arc<Sender>>,
 }
 
 impl AlertsService {
     /// Serves from `sink`'s pool.
     pub fn new(sink: Arc<PostgresSink>) -> Self {
-        AlertsService { sink }
+        AlertsService { sink, sender: None }
+    }
+
+    /// Tests channels with `sender`.
+    pub fn sending_with(self, sender: Arc<Sender>) -> Self {
+        AlertsService {
+            sender: Some(sender),
+            ..self
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ServiceError> {
@@ -318,6 +330,37 @@ impl Alerts for AlertsService {
         let client = self.client().await?;
         Ok(Response::new(ListMaintenanceResponse {
             windows: maintenance::list(&client).await?,
+        }))
+    }
+
+    async fn test_channel(
+        &self,
+        request: Request<TestChannelRequest>,
+    ) -> Result<Response<TestChannelResponse>, Status> {
+        let author = Author::of(&request)?;
+        let name = request.into_inner().channel;
+        let channel = self
+            .sender
+            .as_ref()
+            .and_then(|sender| sender.channels().iter().find(|c| c.name == name))
+            .ok_or_else(|| {
+                ServiceError::not_found(format!(
+                    "channel: no channel `{}` in this writer's [alerts] (webhooks and channels)",
+                    name.chars().take(64).collect::<String>()
+                ))
+            })?;
+        let sender = self.sender.as_ref().expect("a channel was found in it");
+        let (delivered, answer) =
+            match crate::alerts::sender::test(sender, channel, &author.peer.name).await {
+                Ok(()) => (true, "accepted".to_owned()),
+                Err(error) => (false, error.to_string()),
+            };
+        tracing::info!(channel = %name, delivered, %answer, by = %author.peer.name, "channel tested");
+        Ok(Response::new(TestChannelResponse {
+            channel: name,
+            kind: format!("{:?}", channel.kind).to_lowercase(),
+            delivered,
+            answer,
         }))
     }
 
