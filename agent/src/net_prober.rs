@@ -1,6 +1,7 @@
-//! TCP and DNS checks (central checks of kind `tcp` and `dns`), turned into a
-//! `SiteCheck` like HTTP ones: `url` is `tcp://host:port` or `dns://name`, the method
-//! `TCP` or `DNS`, and every outcome, failures included, is a result.
+//! TCP, DNS and gRPC health checks (central checks of kind `tcp`, `dns` and `grpc`),
+//! turned into a `SiteCheck` like HTTP ones: `url` is `tcp://host:port`, `dns://name`
+//! or `grpc://host:port/service`, the method `TCP`, `DNS` or `GRPC`, and every outcome,
+//! failures included, is a result.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -171,6 +172,85 @@ pub(crate) async fn dns(site: &Site, name: &str, expected: &[IpAddr]) -> SiteChe
                 )
             })
         }
+    };
+    done(check, started, failure)
+}
+
+/// Asks the gRPC server at `host:port` for the health of `service`
+/// (grpc.health.v1.Health/Check): passes on SERVING.
+pub(crate) async fn grpc(site: &Site, address: &str, service: &str, tls: bool) -> SiteCheck {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let started = Instant::now();
+    let mut check = skeleton(site);
+    let run = async {
+        let scheme = if tls { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| (CheckFailure::Connect, format!("{address}: {e}")))?;
+        let endpoint = if tls {
+            endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| (CheckFailure::Tls, format!("{address}: {e}")))?
+        } else {
+            endpoint
+        };
+        let channel = endpoint.connect().await.map_err(|e| {
+            let mut message = format!("cannot connect to {address}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            (CheckFailure::Connect, message)
+        })?;
+        check.time_to_first_byte_ms = Some(millis(started.elapsed()));
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await;
+        let asked = if service.is_empty() {
+            "the server".to_owned()
+        } else {
+            format!("service `{service}`")
+        };
+        match answer {
+            Ok(response) => {
+                let status = response.into_inner().status;
+                let name = ServingStatus::try_from(status)
+                    .map(|s| s.as_str_name().to_owned())
+                    .unwrap_or_else(|_| format!("status {status}"));
+                check.matched_text = name.clone();
+                if status == ServingStatus::Serving as i32 {
+                    Ok(())
+                } else {
+                    Err((
+                        CheckFailure::StatusMismatch,
+                        format!("health of {asked} is {name} (expected SERVING)"),
+                    ))
+                }
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Err((
+                CheckFailure::StatusMismatch,
+                format!("the server does not know {asked} (NOT_FOUND)"),
+            )),
+            Err(status) => Err((
+                CheckFailure::StatusMismatch,
+                format!(
+                    "Health/Check of {asked} answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ),
+            )),
+        }
+    };
+    let failure = match tokio::time::timeout(site.timeout, run).await {
+        Ok(outcome) => outcome.err(),
+        Err(_) => Some((
+            CheckFailure::Timeout,
+            format!("no health answer from {address} within {:?}", site.timeout),
+        )),
     };
     done(check, started, failure)
 }

@@ -99,6 +99,11 @@ impl SiteProber {
                 expect,
             } => net_prober::tcp(site, address, send, expect.as_ref()).await,
             Probe::Dns { name, expected } => net_prober::dns(site, name, expected).await,
+            Probe::Grpc {
+                address,
+                service,
+                tls,
+            } => net_prober::grpc(site, address, service, *tls).await,
         };
         if check.ok
             && let Some((kind, message)) = assertion_failure(site, &check)

@@ -1164,3 +1164,98 @@ async fn a_collector_without_a_key_refuses_secret_headers_and_says_how_to_give_o
     );
     collector.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
+    use fleetmon::pb::GrpcCheck;
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A real gRPC server with the standard health service, plaintext HTTP/2.
+    let (reporter, health) = fleetmon::grpc::health_service().await;
+    reporter
+        .set_service_status("shop.Orders", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let agent = Agent::start(
+        &collector.pki,
+        "grpc-1",
+        "",
+        &[collector.url()],
+        &dir.path().join("grpc.pb"),
+    )
+    .await;
+    let mut api = collector.checks();
+    let mut results = Results::watch(&collector).await;
+    let on_agent = Assignment {
+        agents: vec!["grpc-1".into()],
+        ..Default::default()
+    };
+    let grpc = |id: &str, service: &str| {
+        let mut check = http_check(id, "", 1, on_agent.clone());
+        check.kind = Some(check_definition::Kind::Grpc(GrpcCheck {
+            address: address.clone(),
+            service: service.into(),
+            tls: false,
+        }));
+        check
+    };
+    create(&mut api, grpc("orders", "shop.Orders")).await;
+    create(&mut api, grpc("ghost", "shop.Ghost")).await;
+    let serving = results
+        .next("orders", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert_eq!(
+        (
+            serving.ok,
+            serving.url.as_str(),
+            serving.method.as_str(),
+            serving.matched_text.as_str()
+        ),
+        (
+            true,
+            format!("grpc://{address}/shop.Orders").as_str(),
+            "GRPC",
+            "SERVING"
+        ),
+        "{}",
+        serving.error_message
+    );
+    let ghost = results
+        .next("ghost", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert!(!ghost.ok);
+    assert_eq!(
+        ghost.error_message,
+        "the server does not know service `shop.Ghost` (NOT_FOUND)"
+    );
+
+    // The service stops serving: the next run says so.
+    reporter
+        .set_service_status("shop.Orders", tonic_health::ServingStatus::NotServing)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let result = results
+            .next("orders", Duration::from_secs(10))
+            .await
+            .expect("a grpc result");
+        if !result.ok {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "still passing: {result:?}");
+    };
+    assert_eq!(
+        failed.error_message,
+        "health of service `shop.Orders` is NOT_SERVING (expected SERVING)"
+    );
+    agent.stop().await;
+    collector.shutdown.cancel();
+}

@@ -9,7 +9,7 @@ use super::json_assertion::JsonRule;
 use super::pattern::Patterns;
 use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::config::ConfigError;
-use crate::pb::{CheckDefinition, DnsCheck, HttpCheck, TcpCheck, check_definition};
+use crate::pb::{CheckDefinition, DnsCheck, GrpcCheck, HttpCheck, TcpCheck, check_definition};
 
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
@@ -69,6 +69,7 @@ pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
         Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
         Some(check_definition::Kind::Tcp(tcp)) => ("tcp", format!("tcp://{}", tcp.address)),
         Some(check_definition::Kind::Dns(dns)) => ("dns", format!("dns://{}", dns.name)),
+        Some(check_definition::Kind::Grpc(grpc)) => ("grpc", grpc_url(grpc)),
         None => ("unknown", String::new()),
     }
 }
@@ -97,10 +98,14 @@ pub fn site_from_definition(
             let site = dns_site(dns, definition, defaults)?;
             return with_assertions(site, definition);
         }
+        Some(check_definition::Kind::Grpc(grpc)) => {
+            let site = grpc_site(grpc, definition, defaults)?;
+            return with_assertions(site, definition);
+        }
         None => {
             return Err(DefinitionError::new(
                 "check.kind",
-                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)",
+                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)",
             ));
         }
     };
@@ -219,17 +224,63 @@ fn plain_site(
     })
 }
 
+/// What results of a gRPC check show as their URL: `grpc://host:port/service`
+/// (`grpcs://` over TLS).
+pub fn grpc_url(grpc: &GrpcCheck) -> String {
+    let scheme = if grpc.tls { "grpcs" } else { "grpc" };
+    format!("{scheme}://{}/{}", grpc.address, grpc.service)
+}
+
+/// Whether `address` is `host:port` with a port from 1.
+fn host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn grpc_site(
+    grpc: &GrpcCheck,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+) -> Result<Site, DefinitionError> {
+    if !host_port(&grpc.address) {
+        return Err(DefinitionError::new(
+            "check.grpc.address",
+            format!(
+                "`{}` is not host:port (e.g. api.example:443 or 127.0.0.1:50051)",
+                grpc.address
+            ),
+        ));
+    }
+    let service_ok = grpc.service.len() <= 255
+        && grpc
+            .service
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    if !service_ok {
+        return Err(DefinitionError::new(
+            "check.grpc.service",
+            format!(
+                "`{}` is not a gRPC service name (letters, digits, `.`, `_`, `-`, `/`; e.g. grpc.health.v1.Health or my.pkg.Orders)",
+                grpc.service.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    let probe = Probe::Grpc {
+        address: grpc.address.clone(),
+        service: grpc.service.clone(),
+        tls: grpc.tls,
+    };
+    plain_site(probe, &grpc_url(grpc), "GRPC", definition, defaults)
+}
+
 fn tcp_site(
     tcp: &TcpCheck,
     definition: &CheckDefinition,
     defaults: &ProbeDefaults,
     patterns: &mut Patterns,
 ) -> Result<Site, DefinitionError> {
-    let valid = tcp
-        .address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !valid {
+    if !host_port(&tcp.address) {
         return Err(DefinitionError::new(
             "check.tcp.address",
             format!(

@@ -142,6 +142,15 @@ pub enum Probe {
         /// A pattern the first bytes received must match.
         expect: Option<Pattern>,
     },
+    /// A gRPC health check of `host:port`.
+    Grpc {
+        /// `host:port`.
+        address: String,
+        /// The service asked about; empty: the whole server.
+        service: String,
+        /// Over TLS (the system's CAs), else plaintext HTTP/2.
+        tls: bool,
+    },
     /// A name resolved with the system's resolver.
     Dns {
         /// The name.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::DefinitionError;
 use crate::pb::{
-    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, HttpCheck, JsonAssertion,
-    TcpCheck, check_definition,
+    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HttpCheck,
+    JsonAssertion, TcpCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,15 +28,21 @@ pub struct ChecksFile {
 pub struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
     pub id: String,
-    /// `http`, `tcp` or `dns`.
+    /// `http`, `tcp`, `dns` or `grpc`.
     #[serde(default = "http_kind")]
     pub kind: String,
     /// http:// or https:// URL (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
-    /// host:port (kind `tcp`).
+    /// host:port (kinds `tcp` and `grpc`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The service whose health is asked (kind `grpc`; empty: the whole server).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// Over TLS (kind `grpc`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls: bool,
     /// Sent once connected (kind `tcp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub send: String,
@@ -204,6 +210,11 @@ impl CheckSpec {
     pub fn target(&self) -> String {
         match self.kind.as_str() {
             "tcp" => format!("tcp://{}", self.address),
+            "grpc" => super::definition::grpc_url(&GrpcCheck {
+                address: self.address.clone(),
+                service: self.service.clone(),
+                tls: self.tls,
+            }),
             "dns" => format!("dns://{}", self.name),
             _ => self.url.clone(),
         }
@@ -235,11 +246,16 @@ impl CheckSpec {
                 name: self.name.clone(),
                 expected_addresses: self.expected_addresses.clone(),
             }),
+            "grpc" => check_definition::Kind::Grpc(GrpcCheck {
+                address: self.address.clone(),
+                service: self.service.clone(),
+                tls: self.tls,
+            }),
             other => {
                 return Err(DefinitionError::new(
                     "check.kind",
                     format!(
-                        "of check `{}`: `{other}` is not one of http, tcp, dns",
+                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc",
                         self.id
                     ),
                 ));
@@ -343,6 +359,12 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.kind = "dns".to_owned();
                 spec.name = dns.name.clone();
                 spec.expected_addresses = dns.expected_addresses.clone();
+            }
+            Some(check_definition::Kind::Grpc(grpc)) => {
+                spec.kind = "grpc".to_owned();
+                spec.address = grpc.address.clone();
+                spec.service = grpc.service.clone();
+                spec.tls = grpc.tls;
             }
             None => spec.kind = "unknown".to_owned(),
         }

@@ -92,8 +92,17 @@ pub(crate) enum ChecksCommand {
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CheckFlags {
     /// http:// or https:// URL: an HTTP check.
-    #[arg(long, conflicts_with_all = ["address", "name"])]
+    #[arg(long, conflicts_with_all = ["address", "name", "grpc"])]
     url: Option<String>,
+    /// host:port of a gRPC server: a health check (grpc.health.v1), passing on SERVING.
+    #[arg(long, conflicts_with_all = ["address", "name"])]
+    grpc: Option<String>,
+    /// gRPC: the service whose health is asked (default: the whole server).
+    #[arg(long)]
+    service: Option<String>,
+    /// gRPC: connect over TLS (the system's CAs verify the server).
+    #[arg(long = "grpc-tls")]
+    grpc_tls: bool,
     /// host:port: a TCP check.
     #[arg(long, conflicts_with = "name")]
     address: Option<String>,
@@ -178,6 +187,16 @@ impl CheckFlags {
         if let Some(address) = &self.address {
             spec.kind = "tcp".to_owned();
             spec.address = address.clone();
+        }
+        if let Some(address) = &self.grpc {
+            spec.kind = "grpc".to_owned();
+            spec.address = address.clone();
+        }
+        if let Some(service) = &self.service {
+            spec.service = service.clone();
+        }
+        if self.grpc_tls {
+            spec.tls = true;
         }
         if let Some(send) = &self.send {
             spec.send = send.replace("\\r", "\r").replace("\\n", "\n");
@@ -265,8 +284,14 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             fields,
             connection,
         } => {
-            if fields.url.is_none() && fields.address.is_none() && fields.name.is_none() {
-                bail!("checks add needs --url (an HTTP check), --address (TCP) or --name (DNS)");
+            if fields.url.is_none()
+                && fields.address.is_none()
+                && fields.name.is_none()
+                && fields.grpc.is_none()
+            {
+                bail!(
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS) or --grpc (a gRPC health check)"
+                );
             }
             let spec = fields.apply_to(CheckSpec {
                 id,
