@@ -403,7 +403,7 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     no_kind.kind = None;
     cases.push((
         no_kind,
-        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)",
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)",
     ));
     cases.push((
         http_check("Shop!", url, 30, everyone.clone()),

@@ -441,7 +441,7 @@ mod tests {
         no_kind.kind = None;
         assert_eq!(
             error(&no_kind),
-            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection) or `dns` (a lookup)"
+            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)"
         );
         let mut bad_id = http("https://a.example/");
         bad_id.id = "Shop Home".into();
