@@ -220,6 +220,13 @@ pub struct ChannelConfig {
     /// `pagerduty`: the integration's routing key (a secret).
     #[serde(default)]
     pub routing_key: String,
+    /// `webhook`: the body to send instead of fleetmon's own JSON, a JSON text with
+    /// placeholders filled in as JSON string content: `{{title}}` (e.g. `fleetmon:
+    /// [opened] check_down shop`), `{{text}}` (one line per notification), `{{count}}`,
+    /// `{{key}}` (the idempotency key) and `{{channel}}`; e.g.
+    /// `{"text": "{{title}}\n{{text}}"}` for Mattermost or Google Chat.
+    #[serde(default)]
+    pub body_template: String,
     /// `telegram`: the bot token; `gotify`: the application token; `pushover`: the
     /// application token; `opsgenie`: the API key; `ntfy`: an access token, if the
     /// server asks for one (a secret).
@@ -332,6 +339,7 @@ impl std::fmt::Debug for ChannelConfig {
                 &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
             )
             .field("resend_seconds", &self.resend_seconds)
+            .field("body_template", &self.body_template)
             .field(
                 "token",
                 &(!self.token.is_empty()).then_some(fleetmon::redact::HIDDEN),
@@ -374,6 +382,7 @@ impl ChannelConfig {
             headers: BTreeMap::new(),
             kinds: Vec::new(),
             routing_key: String::new(),
+            body_template: String::new(),
             token: String::new(),
             resend_seconds: default_resend_seconds(),
             from: String::new(),
@@ -514,6 +523,32 @@ impl ChannelConfig {
                 &field("to"),
                 format!("is empty: give {what}"),
             ));
+        }
+        if !self.body_template.is_empty() {
+            if self.kind != ChannelKind::Webhook {
+                return Err(ConfigError::field(
+                    &field("body_template"),
+                    "is for channels of kind `webhook` only",
+                ));
+            }
+            let sample = crate::alerts::template::render(
+                &self.body_template,
+                &[
+                    ("title", "t"),
+                    ("text", "x"),
+                    ("count", "1"),
+                    ("key", "k"),
+                    ("channel", "c"),
+                ],
+            );
+            if let Err(error) = serde_json::from_str::<serde_json::Value>(&sample) {
+                return Err(ConfigError::field(
+                    &field("body_template"),
+                    format!(
+                        "is not JSON once its placeholders are filled in ({error}): placeholders go inside JSON strings, e.g. {{\"text\": \"{{{{title}}}}\"}}"
+                    ),
+                ));
+            }
         }
         if self.kind == ChannelKind::Pagerduty && self.routing_key.trim().is_empty() {
             return Err(ConfigError::field(
@@ -947,6 +982,12 @@ mod tests {
         assert_eq!(
             error("[[alerts.channels]]\nname = \"n\"\nkind = \"ntfy\"\n"),
             "invalid config: `alerts.channels[0].to` is empty: give the topics to publish to"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nbody_template = '{\"text\": {{title}}}'\n"
+            ),
+            "invalid config: `alerts.channels[0].body_template` is not JSON once its placeholders are filled in (expected ident at line 1 column 11): placeholders go inside JSON strings, e.g. {\"text\": \"{{title}}\"}"
         );
         let channels = load(
             "[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n",

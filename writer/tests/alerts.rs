@@ -1407,3 +1407,30 @@ async fn chat_and_paging_services_get_the_payload_each_documents() {
     assert_eq!(receivers["ntfy"].requests()[1].body["priority"], 2);
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_with_a_body_template_gets_that_body() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let chat = ChannelConfig {
+        body_template: r#"{"text": "{{title}}\n{{text}}", "count": {{count}}}"#.to_owned(),
+        ..channel("chat", ChannelKind::Webhook, &receiver.url())
+    };
+    let writer = writer_with_channels(&setup, vec![chat]).await;
+    setup
+        .produce_checks(&shop_runs(seconds_ago(60), false))
+        .await;
+    receiver
+        .wait_until("the templated body", |requests| !requests.is_empty())
+        .await;
+    let body = receiver.requests()[0].body.clone();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "fleetmon: [opened] check_down shop\n• [opened] check_down shop: check shop is down"
+        ),
+        "{body}"
+    );
+    assert_eq!(body["count"], 1);
+    writer.stop().await;
+}

@@ -55,6 +55,22 @@ pub fn requests(
     let recipients = || channel.to.iter().filter(|t| !t.trim().is_empty());
     let urgency = Urgency::of(notifications);
     match channel.kind {
+        ChannelKind::Webhook if !channel.body_template.is_empty() => {
+            let count = notifications.len().to_string();
+            let body = super::template::render(
+                &channel.body_template,
+                &[
+                    ("title", &subject(notifications)),
+                    ("text", &lines(notifications)),
+                    ("count", &count),
+                    ("key", key),
+                    ("channel", &channel.name),
+                ],
+            );
+            // Checked at start to be JSON with any values; kept as text otherwise.
+            let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+            vec![Outgoing::to(url.clone(), body)]
+        }
         ChannelKind::Webhook => vec![Outgoing::to(
             url.clone(),
             json!({

@@ -8,4 +8,5 @@ pub mod notifier;
 pub mod rules;
 pub mod sender;
 pub mod store;
+pub mod template;
 pub mod timed_rules;
