@@ -104,6 +104,7 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
                     "channel": n.channel, "event": n.event, "delivery_key": n.delivery_key,
                     "attempts": n.attempts, "delivered_at": n.delivered_at.map(|t| rfc3339(Some(t))),
                     "silenced_by": (n.silenced_by != 0).then_some(n.silenced_by),
+                    "held_by_window": (n.held_by_window != 0).then_some(n.held_by_window),
                     "last_error": n.last_error,
                 }))
                 .collect();
@@ -133,6 +134,8 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
             .map(|n| {
                 let outcome = if n.silenced_by != 0 {
                     format!("silenced by {}", n.silenced_by)
+                } else if n.held_by_window != 0 {
+                    format!("held by maintenance {}", n.held_by_window)
                 } else if n.delivered_at.is_some() {
                     format!("delivered {}", ago(n.delivered_at))
                 } else if n.last_error.is_empty() {

@@ -1216,6 +1216,18 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
         receiver.requests().is_empty(),
         "a held notification was sent"
     );
+    let alert_id = setup
+        .scalar("SELECT alert_id FROM alerts WHERE subject = 'shop'")
+        .await;
+    let held = alerts
+        .get_alert(GetAlertRequest {
+            id: u64::try_from(alert_id).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(held[0].held_by_window, window.id, "{held:?}");
 
     // The work done, the window removed: the next transition is told.
     alerts

@@ -155,6 +155,7 @@ impl AlertsService {
                 delivered_at: timestamp(row.get("delivered_at")),
                 silenced_by: id(row.get("silenced_by")),
                 last_error: row.get("last_error"),
+                held_by_window: id(row.get("held_by_window")),
             })
             .collect();
         Ok(Response::new(GetAlertResponse {
