@@ -66,6 +66,7 @@ fn alert_json(alert: &Alert) -> Value {
         "resolved_at": alert.resolved_at.map(|t| rfc3339(Some(t))),
         "last_notified_at": alert.last_notified_at.map(|t| rfc3339(Some(t))),
         "silenced": alert.silenced,
+        "in_maintenance": alert.in_maintenance,
     })
 }
 
@@ -201,10 +202,15 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
 }
 
 fn state(alert: &Alert) -> String {
-    match (alert.resolved_at.is_some(), alert.silenced) {
-        (true, _) => "resolved".to_owned(),
-        (false, true) => "open (silenced)".to_owned(),
-        (false, false) => "open".to_owned(),
+    match (
+        alert.resolved_at.is_some(),
+        alert.silenced,
+        alert.in_maintenance,
+    ) {
+        (true, _, _) => "resolved".to_owned(),
+        (false, true, _) => "open (silenced)".to_owned(),
+        (false, false, true) => "open (maintenance)".to_owned(),
+        (false, false, false) => "open".to_owned(),
     }
 }
 

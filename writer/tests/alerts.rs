@@ -1228,6 +1228,19 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
         .into_inner()
         .notifications;
     assert_eq!(held[0].held_by_window, window.id, "{held:?}");
+    let listed = alerts
+        .list_alerts(ListAlertsRequest {
+            open_only: true,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(
+        listed[0].in_maintenance && !listed[0].silenced,
+        "{listed:?}"
+    );
 
     // The work done, the window removed: the next transition is told.
     alerts

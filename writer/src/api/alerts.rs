@@ -83,6 +83,7 @@ fn alert(row: &tokio_postgres::Row) -> Alert {
         resolved_at: timestamp(row.get("resolved_at")),
         last_notified_at: timestamp(row.get("last_notified_at")),
         silenced: row.get("silenced"),
+        in_maintenance: row.get("in_maintenance"),
     }
 }
 
