@@ -77,6 +77,19 @@ async fn writer_with_webhook(setup: &Setup, receiver: &WebhookReceiver) -> TestW
         .await
 }
 
+/// The open alerts, as the Alerts API lists them.
+async fn open_alerts(alerts: &mut AlertsClient<Channel>) -> Vec<fleetmon::pb::Alert> {
+    alerts
+        .list_alerts(ListAlertsRequest {
+            open_only: true,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+}
+
 fn alerts_client(setup: &Setup, writer: &TestWriter) -> AlertsClient<Channel> {
     let files = setup.pki.client(Role::Operator, "ops");
     let url = format!("https://{}", writer.running.grpc_addr);
@@ -409,15 +422,7 @@ async fn a_silence_holds_notifications_back_and_a_burst_is_grouped() {
             1,
         )
         .await;
-    let listed = alerts
-        .list_alerts(ListAlertsRequest {
-            open_only: true,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .alerts;
+    let listed = open_alerts(&mut alerts).await;
     assert_eq!(listed.len(), 1);
     assert!(
         listed[0].silenced,
@@ -1228,15 +1233,7 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
         .into_inner()
         .notifications;
     assert_eq!(held[0].held_by_window, window.id, "{held:?}");
-    let listed = alerts
-        .list_alerts(ListAlertsRequest {
-            open_only: true,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .alerts;
+    let listed = open_alerts(&mut alerts).await;
     assert!(
         listed[0].in_maintenance && !listed[0].silenced,
         "{listed:?}"
