@@ -11,7 +11,7 @@ use fleetmon::pb::{
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::table::{ago, render, rfc3339};
+use super::table::{ago, print_list, render, rfc3339};
 use super::{Connection, call_error, parse_duration};
 
 /// `fleetmon silence …`.
@@ -169,18 +169,13 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
         .map_err(|s| call_error("Alerts/ListAlerts", &conn.writer, s))?
         .into_inner()
         .alerts;
-    if conn.json {
-        let values: Vec<Value> = list.iter().map(alert_json).collect();
-        println!("{}", serde_json::to_string_pretty(&values)?);
-        return Ok(());
-    }
-    if list.is_empty() {
-        println!("{}", if open { "no open alerts" } else { "no alerts" });
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|a| {
+    print_list(
+        conn.json,
+        &list,
+        alert_json,
+        if open { "no open alerts" } else { "no alerts" },
+        &["ID", "STATE", "KIND", "SUBJECT", "OPENED", "CAUSE"],
+        |a| {
             vec![
                 a.id.to_string(),
                 state(a),
@@ -189,16 +184,8 @@ pub(crate) async fn alerts(conn: &Connection, open: bool, show: Option<u64>) -> 
                 ago(a.opened_at),
                 a.cause.clone(),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        render(
-            &["ID", "STATE", "KIND", "SUBJECT", "OPENED", "CAUSE"],
-            &rows
-        )
-    );
-    Ok(())
+        },
+    )
 }
 
 fn state(alert: &Alert) -> String {
@@ -249,30 +236,23 @@ pub(crate) async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                 .map_err(|s| call_error("Alerts/ListSilences", &connection.writer, s))?
                 .into_inner()
                 .silences;
-            if connection.json {
-                let values: Vec<Value> = list.iter().map(silence_json).collect();
-                println!("{}", serde_json::to_string_pretty(&values)?);
-            } else if list.is_empty() {
-                println!("no silences");
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.id.to_string(),
-                            s.check_id.clone(),
-                            s.agent_id.clone(),
-                            rfc3339(s.ends_at),
-                            s.created_by.clone(),
-                            s.reason.clone(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    render(&["ID", "CHECK", "AGENT", "ENDS", "BY", "REASON"], &rows)
-                );
-            }
+            print_list(
+                connection.json,
+                &list,
+                silence_json,
+                "no silences",
+                &["ID", "CHECK", "AGENT", "ENDS", "BY", "REASON"],
+                |s| {
+                    vec![
+                        s.id.to_string(),
+                        s.check_id.clone(),
+                        s.agent_id.clone(),
+                        rfc3339(s.ends_at),
+                        s.created_by.clone(),
+                        s.reason.clone(),
+                    ]
+                },
+            )?;
         }
         SilenceCommand::Rm { id, connection } => {
             let ended = client(&connection)

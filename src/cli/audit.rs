@@ -6,7 +6,7 @@ use fleetmon::pb::audit_client::AuditClient;
 use fleetmon::pb::{AuditEvent, ListAuditEventsRequest};
 use serde_json::{Value, json};
 
-use super::table::{render, rfc3339};
+use super::table::{print_list, rfc3339};
 use super::{Connection, call_error};
 
 fn event_json(event: &AuditEvent) -> Value {
@@ -43,18 +43,13 @@ pub(crate) async fn audit(
         .map_err(|s| call_error("Audit/ListAuditEvents", &conn.writer, s))?
         .into_inner()
         .events;
-    if conn.json {
-        let events: Vec<Value> = events.iter().map(event_json).collect();
-        println!("{}", serde_json::to_string_pretty(&Value::from(events))?);
-        return Ok(());
-    }
-    if events.is_empty() {
-        println!("no changes recorded in that time");
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
+    print_list(
+        conn.json,
+        &events,
+        event_json,
+        "no changes recorded in that time",
+        &["AT", "WHO", "ROLE", "ACTION", "SUBJECT", "FROM"],
+        |e| {
             vec![
                 rfc3339(e.at),
                 e.actor.clone(),
@@ -63,11 +58,6 @@ pub(crate) async fn audit(
                 e.subject.clone(),
                 e.remote_address.clone(),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        render(&["AT", "WHO", "ROLE", "ACTION", "SUBJECT", "FROM"], &rows)
-    );
-    Ok(())
+        },
+    )
 }

@@ -10,7 +10,7 @@ use fleetmon::pb::{
 };
 use serde_json::{Value, json};
 
-use super::table::{render, rfc3339};
+use super::table::{print_list, rfc3339};
 use super::{Connection, call_error, parse_duration};
 
 /// `fleetmon maintenance …`.
@@ -190,34 +190,24 @@ pub(crate) async fn run(command: MaintenanceCommand) -> anyhow::Result<()> {
                 .map_err(|s| call_error("Alerts/ListMaintenance", &connection.writer, s))?
                 .into_inner()
                 .windows;
-            if connection.json {
-                let values: Vec<Value> = list.iter().map(window_json).collect();
-                println!("{}", serde_json::to_string_pretty(&values)?);
-            } else if list.is_empty() {
-                println!("no maintenance windows");
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|w| {
-                        vec![
-                            w.id.to_string(),
-                            w.check_id.clone(),
-                            w.agent_id.clone(),
-                            schedule(w),
-                            if w.active { "ACTIVE" } else { "planned" }.to_owned(),
-                            w.created_by.clone(),
-                            w.reason.clone(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    render(
-                        &["ID", "CHECK", "AGENT", "WHEN", "NOW", "BY", "REASON"],
-                        &rows
-                    )
-                );
-            }
+            print_list(
+                connection.json,
+                &list,
+                window_json,
+                "no maintenance windows",
+                &["ID", "CHECK", "AGENT", "WHEN", "NOW", "BY", "REASON"],
+                |w| {
+                    vec![
+                        w.id.to_string(),
+                        w.check_id.clone(),
+                        w.agent_id.clone(),
+                        schedule(w),
+                        if w.active { "ACTIVE" } else { "planned" }.to_owned(),
+                        w.created_by.clone(),
+                        w.reason.clone(),
+                    ]
+                },
+            )?;
         }
         MaintenanceCommand::Rm { id, connection } => {
             let removed = client(&connection)

@@ -1,5 +1,27 @@
 //! Plain-text tables for the terminal.
 
+/// Prints `items` as the CLI's lists do: a JSON array of `to_json` with `--json`
+/// (`json`), `empty` when there are none, else a table of `row` under `headers`.
+pub(crate) fn print_list<T>(
+    json: bool,
+    items: &[T],
+    to_json: impl Fn(&T) -> serde_json::Value,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        let values: Vec<serde_json::Value> = items.iter().map(to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&values)?);
+    } else if items.is_empty() {
+        println!("{empty}");
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        print!("{}", render(headers, &rows));
+    }
+    Ok(())
+}
+
 /// Renders rows under headers, columns padded to their widest cell.
 pub(crate) fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
