@@ -178,9 +178,10 @@ pub fn alert_check_key(check: &SiteCheck) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Whether an alert rule key ([`alert_check_key`]) is a local site's.
-pub fn is_local_site_key(key: &str) -> bool {
-    key.contains(' ')
+/// The agent and URL of an alert rule key ([`alert_check_key`]) that is a local
+/// site's; `None` for a central check's.
+pub fn local_site_of(key: &str) -> Option<(&str, &str)> {
+    key.split_once(' ')
 }
 
 /// The kinds of sample, and what each is called wherever it appears (metric labels,

@@ -1,7 +1,7 @@
 -- Per agent of $1: the central checks it reports recently (newest run within three
 -- intervals, at least 10 s), the DOWN ones, how many of those another location
 -- recently sees UP, and their ids. An agent's own sites (keys with a space,
--- fleetmon::samples::is_local_site_key) are its alone: they say nothing of its reach.
+-- fleetmon::samples::local_site_of) are its alone: they say nothing of its reach.
 SELECT s.agent_id,
        count(*) AS checks,
        count(*) FILTER (WHERE s.down) AS down,

@@ -453,7 +453,7 @@ pub async fn evaluate_check_results(
 /// A check as alert causes name it: `check ID`, or `site URL at AGENT` for an agent's
 /// own site ([`fleetmon::samples::alert_check_key`]).
 pub fn check_named(key: &str) -> String {
-    match key.split_once(' ') {
+    match fleetmon::samples::local_site_of(key) {
         Some((agent, url)) => format!("site {url} at {agent}"),
         None => format!("check {key}"),
     }
@@ -522,9 +522,7 @@ pub async fn decide_checks(
         ));
         let quorum = rule.quorum_of(tally.reporting);
         // An agent's own site: `AGENT URL`, one location (fleetmon::samples::alert_check_key).
-        let local = fleetmon::samples::is_local_site_key(check)
-            .then(|| check.split_once(' '))
-            .flatten();
+        let local = fleetmon::samples::local_site_of(check);
         if tally.is_down(rule) {
             let (agent_id, cause) = match local {
                 Some((agent, url)) => (
