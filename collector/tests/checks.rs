@@ -129,6 +129,23 @@ cache_file = {cache:?}
     }
 }
 
+/// Agent `name` alone on `collector` (its cache in `dir`), the watch of its results and
+/// an assignment that selects it by name.
+async fn lone_agent(
+    collector: &TestCollector,
+    name: &str,
+    dir: &Path,
+) -> (Agent, Results, Assignment) {
+    let cache = dir.join(format!("{name}.pb"));
+    let agent = Agent::start(&collector.pki, name, "", &[collector.url()], &cache).await;
+    let results = Results::watch(collector).await;
+    let by_name = Assignment {
+        agents: vec![name.into()],
+        ..Default::default()
+    };
+    (agent, results, by_name)
+}
+
 fn http_check(id: &str, url: &str, interval: u32, assignment: Assignment) -> CheckDefinition {
     CheckDefinition {
         id: id.to_owned(),
@@ -531,19 +548,7 @@ async fn a_change_made_through_one_collector_reaches_an_agent_on_another() {
     let dir = tempfile::tempdir().unwrap();
     let url = local_site().await;
     // The agent's certificate must chain to the second collector's CA.
-    let agent = Agent::start(
-        &second.pki,
-        "far-1",
-        "",
-        &[second.url()],
-        &dir.path().join("far.pb"),
-    )
-    .await;
-    let mut results = Results::watch(&second).await;
-    let by_name = Assignment {
-        agents: vec!["far-1".into()],
-        ..Default::default()
-    };
+    let (agent, mut results, by_name) = lone_agent(&second, "far-1", dir.path()).await;
     create(&mut first.checks(), http_check("far", &url, 1, by_name)).await;
     let result = results
         .next("far", Duration::from_secs(15))
@@ -714,20 +719,8 @@ async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
             let _ = socket.write_all(b"+OK fleetmon test server\r\n").await;
         }
     });
-    let agent = Agent::start(
-        &collector.pki,
-        "net-1",
-        "",
-        &[collector.url()],
-        &dir.path().join("net.pb"),
-    )
-    .await;
+    let (agent, mut results, on_agent) = lone_agent(&collector, "net-1", dir.path()).await;
     let mut api = collector.checks();
-    let mut results = Results::watch(&collector).await;
-    let on_agent = Assignment {
-        agents: vec!["net-1".into()],
-        ..Default::default()
-    };
     let mut tcp = http_check("banner", "", 1, on_agent.clone());
     tcp.kind = Some(check_definition::Kind::Tcp(TcpCheck {
         address: address.clone(),
@@ -993,16 +986,8 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let url = site_requiring(TOKEN).await;
-    let agent = Agent::start(
-        &collector.pki,
-        "edge-1",
-        "",
-        &[collector.url()],
-        &dir.path().join("edge.pb"),
-    )
-    .await;
+    let (agent, mut results, _) = lone_agent(&collector, "edge-1", dir.path()).await;
     let mut api = collector.checks();
-    let mut results = Results::watch(&collector).await;
     let every_agent = Assignment {
         all: true,
         ..Default::default()
@@ -1027,7 +1012,7 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
     // The agent's cache of its set holds the value in clear: its user's only.
     let cache_mode = {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(dir.path().join("edge.pb"))
+        std::fs::metadata(dir.path().join("edge-1.pb"))
             .unwrap()
             .permissions()
             .mode()
@@ -1182,20 +1167,8 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
             .add_service(health)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let agent = Agent::start(
-        &collector.pki,
-        "grpc-1",
-        "",
-        &[collector.url()],
-        &dir.path().join("grpc.pb"),
-    )
-    .await;
+    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-1", dir.path()).await;
     let mut api = collector.checks();
-    let mut results = Results::watch(&collector).await;
-    let on_agent = Assignment {
-        agents: vec!["grpc-1".into()],
-        ..Default::default()
-    };
     let grpc = |id: &str, service: &str| {
         let mut check = http_check(id, "", 1, on_agent.clone());
         check.kind = Some(check_definition::Kind::Grpc(GrpcCheck {
