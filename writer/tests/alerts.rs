@@ -489,6 +489,16 @@ async fn bad_silences_are_refused_with_the_field_named() {
             Code::InvalidArgument,
             "duration_seconds must be from 1 to 2678400 (31 days)",
         ),
+        (
+            CreateSilenceRequest {
+                agent_id: "eu".to_owned(),
+                duration_seconds: 60,
+                reason: "é".repeat(501),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "reason is 501 characters long: keep it to 500 (link to the ticket for more)",
+        ),
     ];
     for (request, code, message) in cases {
         let status = alerts.create_silence(request).await.unwrap_err();
@@ -1281,6 +1291,15 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
     assert_eq!(
         status.message(),
         "give either starts_at and ends_at (a one-off window) or weekdays, start_time, duration_minutes and time_zone (a weekly one)"
+    );
+    let status = refused(CreateMaintenanceRequest {
+        reason: "x".repeat(501),
+        ..weekly("UTC")
+    })
+    .await;
+    assert_eq!(
+        status.message(),
+        "reason is 501 characters long: keep it to 500 (link to the ticket for more)"
     );
     let status = refused(CreateMaintenanceRequest::default()).await;
     assert_eq!(

@@ -180,6 +180,7 @@ impl AlertsService {
             )));
         }
         let mut client = self.client().await?;
+        matcher::reason(&request.reason)?;
         matcher::check(&client, "a silence", check_id, agent_id).await?;
         let seconds = request.duration_seconds as f64;
         // The silence and its audit record commit together.

@@ -146,6 +146,7 @@ pub async fn create(
     request: CreateMaintenanceRequest,
 ) -> Result<MaintenanceWindow, ServiceError> {
     let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
+    crate::api::matcher::reason(&request.reason)?;
     crate::api::matcher::check(client, "a maintenance window", check_id, agent_id).await?;
     let schedule = schedule(&request)?;
     let operator = author.peer.name.clone();

@@ -1,10 +1,24 @@
-//! What a silence or a maintenance window matches: a check and/or an agent, each one
-//! that exists.
+//! What a silence or a maintenance window matches (a check and/or an agent, each one
+//! that exists), and the reason it gives.
 
 use crate::api::error::ServiceError;
 
 const CHECK_EXISTS: &str = include_str!("../../sql/check_exists.sql");
 const AGENT_EXISTS: &str = include_str!("../../sql/agent_exists.sql");
+
+/// Longest reason of a silence or a maintenance window, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// The reason a silence or a maintenance window gives: at most [`MAX_REASON_CHARS`].
+pub fn reason(text: &str) -> Result<(), ServiceError> {
+    let chars = text.chars().count();
+    if chars > MAX_REASON_CHARS {
+        return Err(ServiceError::invalid(format!(
+            "reason is {chars} characters long: keep it to {MAX_REASON_CHARS} (link to the ticket for more)"
+        )));
+    }
+    Ok(())
+}
 
 /// What a silence or a maintenance window (`what`) matches: a check and/or an agent,
 /// at least one, each known.
