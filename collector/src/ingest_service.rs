@@ -70,9 +70,6 @@ pub struct IngestContext {
     /// The check catalog as it stands: a result counts only for a check assigned to
     /// its agent ([`crate::vote_gate`]).
     pub checks: tokio::sync::watch::Receiver<Arc<CatalogView>>,
-    /// Where a hand-issued agent's name is recorded when it first connects
-    /// ([`crate::credentials::claim_hand_issued`]); `None`: nowhere.
-    pub credentials: Option<crate::credentials::CredentialStore>,
 }
 
 /// The service; cheap to clone.
@@ -431,25 +428,6 @@ impl IngestService {
     }
 }
 
-impl IngestService {
-    /// Records a hand-issued agent's name as taken at its first connection (agents
-    /// that take no central checks never open a control stream).
-    async fn claim_name<T>(&self, request: &Request<T>, peer: &PeerIdentity) {
-        let Some(credentials) = &self.ctx.credentials else {
-            return;
-        };
-        if credentials.agent(&peer.name).is_some() {
-            return;
-        }
-        if let Some(leaf) = request
-            .peer_certs()
-            .and_then(|certs| certs.first().cloned())
-        {
-            crate::credentials::claim_hand_issued(credentials, peer, leaf.as_ref()).await;
-        }
-    }
-}
-
 type AckStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -462,7 +440,6 @@ impl Ingest for IngestService {
         request: Request<Streaming<IngestBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let peer = peer_identity(&request)?;
-        self.claim_name(&request, &peer).await;
         let remote = request.remote_addr();
         let guard = self.ctx.fleet.connected(&peer, remote, true);
         self.ctx.metrics.connected_agents.inc();
@@ -483,7 +460,6 @@ impl Ingest for IngestService {
     #[instrument(skip_all)]
     async fn push(&self, request: Request<IngestBatch>) -> Result<Response<IngestAck>, Status> {
         let peer = peer_identity(&request)?;
-        self.claim_name(&request, &peer).await;
         let remote = request.remote_addr();
         Ok(Response::new(
             self.push(peer, remote, request.into_inner()).await?,

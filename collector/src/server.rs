@@ -200,7 +200,6 @@ pub async fn start(
         abandon: abandon.clone(),
         revocations: revocations.clone(),
         checks: catalog.watch(),
-        credentials: Some(credentials.clone()),
     });
     let max_message = config.limits.max_message_bytes;
     let ingest =
