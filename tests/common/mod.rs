@@ -246,6 +246,12 @@ impl CentralRig {
                     "--pg-url",
                     options.pg_url.as_deref().unwrap_or(schema.url()),
                 ])
+                // The agents sample this machine, whose disk, memory or CPU may well be
+                // past the default limits while the suite runs: host rules stay quiet
+                // here (writer/tests/alerts.rs drives them with samples of its own).
+                .env("FLEETMON_WRITER__ALERTS__RULES__DISK_PERCENT", "100")
+                .env("FLEETMON_WRITER__ALERTS__RULES__MEMORY_PERCENT", "100")
+                .env("FLEETMON_WRITER__ALERTS__RULES__CPU_PERCENT", "100")
                 .envs(options.writer_env)
                 .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
                 .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
