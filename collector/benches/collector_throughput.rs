@@ -230,6 +230,7 @@ async fn collector_plaintext() -> Channel {
         revocations: fleetmon_collector::credentials::Revocations::none(),
         // An empty catalog: the bench's results name no central check.
         checks: tokio::sync::watch::channel(Arc::default()).1,
+        claims: None,
     });
     let identity = PeerIdentity {
         role: Role::Agent,

@@ -22,7 +22,7 @@ use fleetmon::pb::{AgentReport, CheckSet};
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
 use crate::credentials::RevokedPeer;
-use crate::credentials::{CredentialStore, Revocations};
+use crate::credentials::{CredentialStore, NameClaims, Revocations};
 use crate::fleet_state::FleetState;
 use crate::vote_gate::MAX_RESULT_GRACE;
 
@@ -61,6 +61,8 @@ pub struct ControlService {
     catalog: CheckCatalog,
     fleet: FleetState,
     credentials: CredentialStore,
+    /// Hand-issued agents' names, taken as they connect.
+    claims: NameClaims,
     revocations: Revocations,
     trust_agent_labels: bool,
     /// A stream with no report for this long is closed.
@@ -121,6 +123,7 @@ impl ControlService {
         ControlService {
             catalog,
             fleet,
+            claims: NameClaims::new(credentials.clone()),
             credentials,
             revocations,
             trust_agent_labels,
@@ -164,12 +167,7 @@ impl Control for ControlService {
         request: Request<Streaming<AgentReport>>,
     ) -> Result<Response<SetStream>, Status> {
         let peer = peer_identity(&request)?;
-        let leaf = request
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
-        if let Some(leaf) = leaf {
-            crate::credentials::claim_hand_issued(&self.credentials, &peer, &leaf).await;
-        }
+        self.claims.claim(&request, &peer);
         let mut reports = request.into_inner();
         let first = tokio::time::timeout(FIRST_REPORT_TIMEOUT, reports.message())
             .await

@@ -253,12 +253,58 @@ impl Revocations {
     }
 }
 
+/// Takes hand-issued agents' names as they connect ([`claim_hand_issued`]), off the
+/// connection's path: recording waits for the credentials topic, which a broker fault
+/// can hold for seconds, and a stream must not wait for it. One claim per name at a
+/// time; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NameClaims {
+    store: CredentialStore,
+    pending: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+impl NameClaims {
+    /// Claims recorded in `store`.
+    pub fn new(store: CredentialStore) -> Self {
+        NameClaims {
+            store,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Records `peer`'s name in the background unless a credential or a claim under
+    /// way already names it; `request` carries its certificate.
+    pub fn claim<T>(&self, request: &tonic::Request<T>, peer: &PeerIdentity) {
+        if self.store.agent(&peer.name).is_some() {
+            return;
+        }
+        let Some(leaf) = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+        else {
+            return;
+        };
+        if !self.lock().insert(peer.name.clone()) {
+            return;
+        }
+        let (claims, peer) = (self.clone(), peer.clone());
+        tokio::spawn(async move {
+            claim_hand_issued(&claims.store, &peer, &leaf).await;
+            claims.lock().remove(&peer.name);
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Records that agent `peer`, connected with the certificate `leaf` (DER), holds its
 /// name, when no credential names it yet: a certificate issued by hand (not enrolled).
 /// Enrollment then refuses the name to any other key while that certificate is valid
 /// (`fleetmon certs register` records one before it ever connects). A failure to
 /// record is logged; the connection goes on.
-pub async fn claim_hand_issued(store: &CredentialStore, peer: &PeerIdentity, leaf: &[u8]) {
+async fn claim_hand_issued(store: &CredentialStore, peer: &PeerIdentity, leaf: &[u8]) {
     if store.agent(&peer.name).is_some() {
         return;
     }

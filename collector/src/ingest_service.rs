@@ -70,6 +70,9 @@ pub struct IngestContext {
     /// The check catalog as it stands: a result counts only for a check assigned to
     /// its agent ([`crate::vote_gate`]).
     pub checks: tokio::sync::watch::Receiver<Arc<CatalogView>>,
+    /// Takes a hand-issued agent's name at its first connection: an agent that takes no
+    /// central checks never opens a control stream. `None`: names are not recorded.
+    pub claims: Option<crate::credentials::NameClaims>,
 }
 
 /// The service; cheap to clone.
@@ -440,6 +443,9 @@ impl Ingest for IngestService {
         request: Request<Streaming<IngestBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let peer = peer_identity(&request)?;
+        if let Some(claims) = &self.ctx.claims {
+            claims.claim(&request, &peer);
+        }
         let remote = request.remote_addr();
         let guard = self.ctx.fleet.connected(&peer, remote, true);
         self.ctx.metrics.connected_agents.inc();
@@ -460,6 +466,9 @@ impl Ingest for IngestService {
     #[instrument(skip_all)]
     async fn push(&self, request: Request<IngestBatch>) -> Result<Response<IngestAck>, Status> {
         let peer = peer_identity(&request)?;
+        if let Some(claims) = &self.ctx.claims {
+            claims.claim(&request, &peer);
+        }
         let remote = request.remote_addr();
         Ok(Response::new(
             self.push(peer, remote, request.into_inner()).await?,

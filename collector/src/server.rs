@@ -200,6 +200,7 @@ pub async fn start(
         abandon: abandon.clone(),
         revocations: revocations.clone(),
         checks: catalog.watch(),
+        claims: Some(crate::credentials::NameClaims::new(credentials.clone())),
     });
     let max_message = config.limits.max_message_bytes;
     let ingest =

@@ -792,6 +792,32 @@ async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
         .into_inner();
     sets.message().await.unwrap();
 
+    // Connected to send samples only (no central checks, so no control stream).
+    let streaming = collector.pki.client(Role::Agent, "hand-streaming");
+    let mut ingest = fleetmon::pb::ingest_client::IngestClient::new(collector.channel(&streaming));
+    let (batches, rx) = tokio::sync::mpsc::channel::<fleetmon::pb::IngestBatch>(1);
+    let acks = ingest
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+
+    // Both connections record their names in the background.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = issued_names(&collector).await;
+        if ["hand-connected", "hand-streaming"]
+            .iter()
+            .all(|n| names.iter().any(|name| name == n))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connected names not recorded after 30 s: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Registered without ever connecting.
     let registered = collector.pki.client(Role::Agent, "hand-registered");
     let pem = std::fs::read_to_string(&registered.cert).unwrap();
@@ -804,7 +830,7 @@ async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
         .into_inner();
     assert_eq!(agent.name, "hand-registered");
 
-    for name in ["hand-connected", "hand-registered"] {
+    for name in ["hand-connected", "hand-streaming", "hand-registered"] {
         let error = enroll(&args(&collector, &token, name)).await.unwrap_err();
         assert!(
             error.to_string().ends_with(&format!(
@@ -813,6 +839,7 @@ async fn a_hand_issued_name_cannot_be_taken_over_by_enrollment() {
             "{error}"
         );
     }
+    drop((batches, acks));
     // Refused before the token was used: it still enrolls a free name.
     enroll(&args(&collector, &token, "free-name"))
         .await
