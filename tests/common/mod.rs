@@ -294,8 +294,13 @@ impl CentralRig {
         self.agent_with(name, labels, &files);
     }
 
-    /// Starts agent process `name` with these TLS files (e.g. from enrollment).
-    pub fn agent_with(&mut self, name: &str, labels: &str, files: &fleetmon::tls::ClientTlsFiles) {
+    /// Starts agent process `name` with these TLS files (e.g. from enrollment); its pid.
+    pub fn agent_with(
+        &mut self,
+        name: &str,
+        labels: &str,
+        files: &fleetmon::tls::ClientTlsFiles,
+    ) -> u32 {
         let config = self.logs.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -317,7 +322,7 @@ impl CentralRig {
             Command::new(binary("fleetmon-agent"))
                 .arg("--config")
                 .arg(&config),
-        );
+        )
     }
 
     /// Runs `fleetmon ARGS` against this rig's servers; (exit ok, stdout, stderr).
