@@ -17,9 +17,11 @@ pub const CPU_BUSY: &str = "cpu_busy";
 pub const TLS_EXPIRING: &str = "tls_expiring";
 /// An agent's clock is off from its collector's.
 pub const CLOCK_SKEW: &str = "clock_skew";
+/// A heartbeat check's job did not ping in time, or reported a failure.
+pub const HEARTBEAT_MISSED: &str = "heartbeat_missed";
 
 /// Every kind.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     CHECK_DOWN,
     LOCATION_UNREACHABLE,
     AGENT_SILENT,
@@ -28,6 +30,7 @@ pub const ALL: [&str; 8] = [
     CPU_BUSY,
     TLS_EXPIRING,
     CLOCK_SKEW,
+    HEARTBEAT_MISSED,
 ];
 
 /// How urgent an alert of `kind` is, in the words PagerDuty and Alertmanager routes
@@ -35,7 +38,7 @@ pub const ALL: [&str; 8] = [
 /// is cut off), `warning` (something to fix in working hours).
 pub fn severity(kind: &str) -> &'static str {
     match kind {
-        CHECK_DOWN | AGENT_SILENT => "critical",
+        CHECK_DOWN | AGENT_SILENT | HEARTBEAT_MISSED => "critical",
         LOCATION_UNREACHABLE | DISK_FULL | MEMORY_FULL => "error",
         _ => "warning",
     }

@@ -311,9 +311,26 @@ pub fn reloading_server_config_with(
 pub fn reloading_enrollment_config(
     files: &ServerTlsFiles,
 ) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
+    reloading_without_client_auth(files, "enrollment", b"h2")
+}
+
+/// [`reloading_enrollment_config`] offering HTTP/1.1 instead of HTTP/2: a listener for
+/// plain HTTPS clients (curl in a cron job) that present no certificate.
+pub fn reloading_http1_config(
+    files: &ServerTlsFiles,
+    what: &'static str,
+) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
+    reloading_without_client_auth(files, what, b"http/1.1")
+}
+
+fn reloading_without_client_auth(
+    files: &ServerTlsFiles,
+    what: &'static str,
+    alpn: &'static [u8],
+) -> Result<Reloading<Arc<ServerConfig>>, TlsError> {
     let owned = files.clone();
     reloading(
-        "enrollment",
+        what,
         files.paths(),
         Duration::from_secs(files.reload_interval_seconds),
         move || {
@@ -324,7 +341,7 @@ pub fn reloading_enrollment_config(
                 .with_safe_default_protocol_versions()?
                 .with_no_client_auth()
                 .with_single_cert(chain, key)?;
-            config.alpn_protocols = vec![b"h2".to_vec()];
+            config.alpn_protocols = vec![alpn.to_vec()];
             Ok(Arc::new(config))
         },
     )

@@ -426,6 +426,7 @@ async fn quickstart(broker: &str, tls: bool) {
         .env("FLEETMON_DEMO_HTTP_PORT", late_port().to_string())
         .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
         .env("FLEETMON_ENROLL_PORT", enroll_port.to_string())
+        .env("FLEETMON_HEARTBEAT_PORT", late_port().to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
         .env("FLEETMON_DEMO_TLS", if tls { "1" } else { "" })
         .stdin(Stdio::null())
@@ -554,6 +555,28 @@ async fn quickstart(broker: &str, tls: bool) {
         .unwrap()
         .get(0);
     assert!(hosts > 0);
+    // The demo's heartbeat check is pinged by its loop, through the collector's
+    // heartbeat listener.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pings: i64 = db
+            .query_one(
+                "SELECT count(*) FROM fleetmon.site_checks WHERE check_id = 'demo-job' \
+                 AND method = 'PING' AND ok",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if pings > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ping of demo-job stored in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // The two sites that fail on purpose (a 404, a closed port) alert like any check:
     // three failed runs 10 s apart, one location.
     let deadline = Instant::now() + Duration::from_secs(120);

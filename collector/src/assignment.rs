@@ -36,12 +36,21 @@ pub struct AssignmentIndex {
     by_agent: HashMap<String, Vec<Arc<CheckDefinition>>>,
     /// Under one of the assignment's label pairs (any: candidates are checked in full).
     by_label: HashMap<(String, String), Vec<Arc<CheckDefinition>>>,
+    /// Heartbeat checks (paused too) by the SHA-256 of their ping token.
+    heartbeats: HashMap<String, Arc<CheckDefinition>>,
 }
 
 impl AssignmentIndex {
     /// Indexes every active check of `checks`.
     pub fn new(checks: &BTreeMap<String, Arc<CheckDefinition>>) -> Self {
         let mut index = AssignmentIndex::default();
+        for check in checks.values() {
+            if let Some(beat) = fleetmon::checks::heartbeat::of(check) {
+                index
+                    .heartbeats
+                    .insert(beat.token_sha256.clone(), check.clone());
+            }
+        }
         for check in checks.values().filter(|c| !c.paused) {
             let Some(assignment) = &check.assignment else {
                 continue;
@@ -66,6 +75,11 @@ impl AssignmentIndex {
             }
         }
         index
+    }
+
+    /// The heartbeat check whose ping token has this SHA-256 (hex).
+    pub fn heartbeat(&self, token_sha256: &str) -> Option<&Arc<CheckDefinition>> {
+        self.heartbeats.get(token_sha256)
     }
 
     /// The checks that select `agent_id` with `labels`, by id.

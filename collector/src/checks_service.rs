@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use fleetmon::checks::ProbeDefaults;
 use fleetmon::checks::pattern::Patterns;
-use fleetmon::checks::{DefinitionError, interval_seconds, site_from_definition};
+use fleetmon::checks::{DefinitionError, heartbeat, interval_seconds, site_from_definition};
 use fleetmon::grpc::GrpcError;
 use fleetmon::pb::checks_server::Checks;
 use fleetmon::pb::{
@@ -39,6 +39,9 @@ pub enum ChecksError {
     /// Secret header values could not be sealed or opened.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// A ping token asked of a check that is not a heartbeat.
+    #[error("check `{0}` is not a heartbeat: only heartbeat checks have a ping token")]
+    NotHeartbeat(String),
 }
 
 impl GrpcError for ChecksError {
@@ -47,7 +50,7 @@ impl GrpcError for ChecksError {
             ChecksError::Missing | ChecksError::Invalid(_) => Code::InvalidArgument,
             ChecksError::Catalog(error) => error.code(),
             ChecksError::Secrets(SecretsError::NothingToKeep { .. }) => Code::InvalidArgument,
-            ChecksError::Secrets(_) => Code::FailedPrecondition,
+            ChecksError::Secrets(_) | ChecksError::NotHeartbeat(_) => Code::FailedPrecondition,
         }
     }
 }
@@ -125,6 +128,32 @@ fn validate_plain_headers(definition: &CheckDefinition) -> Result<(), Definition
     }
 }
 
+/// A heartbeat definition with its token's hash: the one `before` holds, or a new token
+/// (returned, to be answered once). What a caller sent as the hash never counts.
+/// Other kinds pass unchanged.
+fn with_ping_token(
+    mut definition: CheckDefinition,
+    before: Option<&CheckDefinition>,
+) -> (CheckDefinition, Option<String>) {
+    let stored = before
+        .and_then(heartbeat::of)
+        .map(|beat| beat.token_sha256.clone());
+    let Some(check_definition::Kind::Heartbeat(beat)) = &mut definition.kind else {
+        return (definition, None);
+    };
+    match stored {
+        Some(hash) => {
+            beat.token_sha256 = hash;
+            (definition, None)
+        }
+        None => {
+            let (token, hash) = heartbeat::new_token();
+            beat.token_sha256 = hash;
+            (definition, Some(token))
+        }
+    }
+}
+
 /// The service over the catalog and the fleet view.
 #[derive(Debug, Clone)]
 pub struct ChecksService {
@@ -199,6 +228,17 @@ impl ChecksService {
         definition: Option<CheckDefinition>,
     ) -> Result<CheckDefinition, ChecksError> {
         let definition = definition.ok_or(ChecksError::Missing)?;
+        if let Some(heartbeat) = heartbeat::of(&definition) {
+            heartbeat::validate(&definition, heartbeat)?;
+            if definition.alerting.is_some() {
+                return Err(DefinitionError::new(
+                    "check.alerting",
+                    "does not apply to a heartbeat (its period and grace decide): remove it",
+                )
+                .into());
+            }
+            return Ok(definition);
+        }
         site_from_definition(
             &definition,
             &ProbeDefaults::default(),
@@ -252,7 +292,9 @@ impl ChecksService {
         let agents = self.fleet.check_agents(&check.id, |agent, labels| {
             selects(&assignment, agent, labels)
         });
-        let note = if agents.is_empty() {
+        let note = if heartbeat::of(&check).is_some() {
+            "no agent runs it: jobs ping /ping/TOKEN on a collector's heartbeat listener".to_owned()
+        } else if agents.is_empty() {
             "the assignment selects no agent known to this collector yet".to_owned()
         } else {
             String::new()
@@ -261,6 +303,7 @@ impl ChecksService {
             check: Some(check),
             agents,
             note,
+            ping_token: String::new(),
         }
     }
 }
@@ -274,6 +317,7 @@ impl Checks for ChecksService {
     ) -> Result<Response<CheckStatus>, Status> {
         let author = Author::of(&request)?;
         let definition = self.validate(request.into_inner().check)?;
+        let (definition, token) = with_ping_token(definition, None);
         let definition = self.secrets.seal(definition).map_err(ChecksError::from)?;
         let created = self
             .catalog
@@ -283,7 +327,10 @@ impl Checks for ChecksService {
         tracing::info!(check_id = %created.id, "check created");
         self.record(&author, "checks.create", &created.id, None, Some(&created))
             .await;
-        Ok(Response::new(self.status(created)))
+        Ok(Response::new(CheckStatus {
+            ping_token: token.unwrap_or_default(),
+            ..self.status(created)
+        }))
     }
 
     #[instrument(skip_all)]
@@ -300,6 +347,7 @@ impl Checks for ChecksService {
             .keep_stored(definition, before.as_ref())
             .map_err(ChecksError::from)?;
         let definition = self.validate(Some(definition))?;
+        let (definition, token) = with_ping_token(definition, before.as_ref());
         if let Some(stored) = before.as_ref().filter(|stored| {
             stored.version == request.expected_version
                 && self.secrets.open(stored).is_ok_and(|stored| {
@@ -329,7 +377,10 @@ impl Checks for ChecksService {
             Some(&updated),
         )
         .await;
-        Ok(Response::new(self.status(updated)))
+        Ok(Response::new(CheckStatus {
+            ping_token: token.unwrap_or_default(),
+            ..self.status(updated)
+        }))
     }
 
     #[instrument(skip_all)]
@@ -364,6 +415,55 @@ impl Checks for ChecksService {
         request: Request<CheckRef>,
     ) -> Result<Response<CheckStatus>, Status> {
         self.set_paused(request, false).await
+    }
+
+    #[instrument(skip_all)]
+    async fn rotate_ping_token(
+        &self,
+        request: Request<CheckRef>,
+    ) -> Result<Response<CheckStatus>, Status> {
+        let author = Author::of(&request)?;
+        let id = request.into_inner().id;
+        let before = self.catalog.get(&id).ok_or_else(|| {
+            ChecksError::from(CatalogError::NotFound {
+                kind: "check",
+                id: id.clone(),
+            })
+        })?;
+        if heartbeat::of(&before).is_none() {
+            return Err(ChecksError::NotHeartbeat(id).into());
+        }
+        let (token, hash) = heartbeat::new_token();
+        let rotated = self
+            .catalog
+            .modify(&id, |current| {
+                let mut changed = current.clone();
+                match &mut changed.kind {
+                    Some(check_definition::Kind::Heartbeat(beat)) => {
+                        beat.token_sha256.clone_from(&hash);
+                        Some(changed)
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .map_err(ChecksError::from)?;
+        if heartbeat::of(&rotated).is_none_or(|beat| beat.token_sha256 != hash) {
+            return Err(ChecksError::NotHeartbeat(id).into());
+        }
+        tracing::info!(check_id = %id, version = rotated.version, "heartbeat ping token rotated");
+        self.record(
+            &author,
+            "checks.rotate_ping_token",
+            &id,
+            Some(&before),
+            Some(&rotated),
+        )
+        .await;
+        Ok(Response::new(CheckStatus {
+            ping_token: token,
+            ..self.status(rotated)
+        }))
     }
 
     #[instrument(skip_all)]

@@ -56,6 +56,38 @@ pub struct CollectorConfig {
     /// `secret_headers` is refused).
     #[serde(default)]
     pub check_secrets: Option<CheckSecretsConfig>,
+    /// The heartbeat listener jobs ping (off without this section).
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// The heartbeat listener: HTTPS without client certificates, where jobs signal the
+/// runs of heartbeat checks (`/ping/TOKEN`, `/start`, `/fail`, `/EXIT-CODE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Where it listens.
+    #[serde(default = "default_heartbeat_listen")]
+    pub listen: SocketAddr,
+    /// Bytes of a ping's body kept as its message (the rest is cut, said so).
+    #[serde(default = "default_ping_body")]
+    pub max_body_bytes: usize,
+    /// Connections held at once (more wait to be accepted).
+    #[serde(default = "default_enroll_connections")]
+    pub max_connections: usize,
+    /// Pings per minute from one source address (0: no limit).
+    #[serde(default = "default_pings_per_address")]
+    pub requests_per_minute_per_address: u32,
+}
+
+fn default_heartbeat_listen() -> SocketAddr {
+    "0.0.0.0:7404".parse().expect("valid default")
+}
+fn default_ping_body() -> usize {
+    10 * 1024
+}
+fn default_pings_per_address() -> u32 {
+    600
 }
 
 /// The key every collector seals and opens secret check header values with.
@@ -308,6 +340,7 @@ impl CollectorConfig {
             assignment: AssignmentConfig::default(),
             enrollment: None,
             check_secrets: None,
+            heartbeat: None,
         }
     }
 
@@ -391,6 +424,23 @@ impl CollectorConfig {
                 ));
             }
         }
+        if let Some(heartbeat) = &self.heartbeat {
+            if heartbeat.max_body_bytes > 1024 * 1024 {
+                return Err(ConfigError::field(
+                    "heartbeat.max_body_bytes",
+                    format!(
+                        "is {}: keep at most 1048576 bytes of a ping's body",
+                        heartbeat.max_body_bytes
+                    ),
+                ));
+            }
+            if heartbeat.max_connections == 0 {
+                return Err(ConfigError::field(
+                    "heartbeat.max_connections",
+                    "must be at least 1",
+                ));
+            }
+        }
         if let Some(enrollment) = &self.enrollment {
             if enrollment.certificate_lifetime_seconds < 10 {
                 return Err(ConfigError::field(
@@ -465,6 +515,12 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid config: `kafka.host_samples_topic` `bad topic` is not a Kafka topic name: use 1-249 of [A-Za-z0-9._-]"
+        );
+        let error =
+            CollectorConfig::load(None, env("HEARTBEAT__MAX_BODY_BYTES", "2000000")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `heartbeat.max_body_bytes` is 2000000: keep at most 1048576 bytes of a ping's body"
         );
         let error = CollectorConfig::load(None, env("LIMITS__MAX_MESAGE_BYTES", "1")).unwrap_err();
         assert!(

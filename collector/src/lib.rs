@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod enrollment_service;
 pub mod fleet_service;
 pub mod fleet_state;
+pub mod heartbeat;
 pub mod ingest_service;
 pub mod kafka_publisher;
 pub mod metrics;

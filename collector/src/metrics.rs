@@ -42,6 +42,9 @@ pub struct CollectorMetrics {
     /// Agents forgotten by the live view after `limits.forget_agents_after_seconds`
     /// without a connection (their rows stay in PostgreSQL).
     pub agents_forgotten: Counter,
+    /// Heartbeat pings with a known token, counted before they reach Kafka (each is
+    /// then delivered, or answered with an error for the job to ping again).
+    pub heartbeats_received: Counter,
 }
 
 impl CollectorMetrics {
@@ -56,6 +59,7 @@ impl CollectorMetrics {
             connected_agents: Gauge::default(),
             latest_sites_dropped: Counter::default(),
             agents_forgotten: Counter::default(),
+            heartbeats_received: Counter::default(),
         };
         // Every label value exists from the start, so rates work from the first scrape.
         for kind in fleetmon::samples::SampleKind::ALL {
@@ -108,6 +112,11 @@ impl CollectorMetrics {
             "agents_forgotten",
             "Agents the live view forgot after a long time without a connection",
             metrics.agents_forgotten.clone(),
+        );
+        prefixed.register(
+            "heartbeats_received",
+            "Heartbeat pings with a known token, before they reach Kafka",
+            metrics.heartbeats_received.clone(),
         );
         metrics
     }

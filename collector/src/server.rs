@@ -128,6 +128,8 @@ pub struct RunningCollector {
     pub metrics_addr: SocketAddr,
     /// The enrollment listener's address, with `[enrollment]`.
     pub enroll_addr: Option<SocketAddr>,
+    /// The heartbeat listener's address, with `[heartbeat]`.
+    pub heartbeat_addr: Option<SocketAddr>,
     /// Resolves when the collector has stopped.
     pub task: JoinHandle<Result<(), CollectorError>>,
 }
@@ -178,6 +180,11 @@ pub async fn start(
         None => None,
     };
     let enroll_addr = enroll_listener.as_ref().map(|(_, addr)| *addr);
+    let heartbeat_listener = match &config.heartbeat {
+        Some(h) => Some(bind(h.listen).await?),
+        None => None,
+    };
+    let heartbeat_addr = heartbeat_listener.as_ref().map(|(_, addr)| *addr);
 
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::new(&mut registry);
@@ -303,6 +310,19 @@ pub async fn start(
     if let Some(serve) = enroll_serve {
         tasks.spawn_fallible("enrollment listener", serve);
     }
+    if let (Some((listener, addr)), Some(heartbeat)) = (heartbeat_listener, &config.heartbeat) {
+        tracing::info!(%addr, "heartbeat listening");
+        tasks.spawn_fallible(
+            "heartbeat listener",
+            crate::heartbeat::serve(
+                listener,
+                fleetmon::tls::reloading_http1_config(&config.tls, "heartbeat")?,
+                heartbeat.clone(),
+                ctx.clone(),
+                shutdown.clone(),
+            ),
+        );
+    }
     let supervisor = tasks.supervise(SHUTDOWN_GRACE);
     let task = tokio::spawn(async move {
         let serve =
@@ -333,6 +353,7 @@ pub async fn start(
         grpc_addr,
         metrics_addr,
         enroll_addr,
+        heartbeat_addr,
         task,
     })
 }

@@ -54,22 +54,30 @@ pub fn validate_id(id: &str) -> Result<(), DefinitionError> {
     }
 }
 
-/// The interval a definition asks for, with 0 meaning the default.
+/// The interval a definition asks for, with 0 meaning the default (a heartbeat's is
+/// its period).
 pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
+    if let Some(check_definition::Kind::Heartbeat(heartbeat)) = &definition.kind {
+        return heartbeat.period_seconds;
+    }
     match definition.interval_seconds {
         0 => crate::config::DEFAULT_CHECK_INTERVAL_SECONDS,
         seconds => seconds,
     }
 }
 
-/// What a definition checks: its kind (`http`, `tcp`, `dns`; `unknown` without one) and
-/// its target as results show it (the URL, `tcp://address`, `dns://name`).
+/// What a definition checks: its kind (`http`, `tcp`, `dns`, `grpc`, `heartbeat`;
+/// `unknown` without one) and its target as results show it (the URL, `tcp://address`,
+/// `dns://name`, `heartbeat://id`).
 pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
     match &definition.kind {
         Some(check_definition::Kind::Http(http)) => ("http", http.url.clone()),
         Some(check_definition::Kind::Tcp(tcp)) => ("tcp", format!("tcp://{}", tcp.address)),
         Some(check_definition::Kind::Dns(dns)) => ("dns", format!("dns://{}", dns.name)),
         Some(check_definition::Kind::Grpc(grpc)) => ("grpc", grpc_url(grpc)),
+        Some(check_definition::Kind::Heartbeat(_)) => {
+            ("heartbeat", format!("heartbeat://{}", definition.id))
+        }
         None => ("unknown", String::new()),
     }
 }
@@ -101,6 +109,12 @@ pub fn site_from_definition(
         Some(check_definition::Kind::Grpc(grpc)) => {
             let site = grpc_site(grpc, definition, defaults)?;
             return with_assertions(site, definition);
+        }
+        Some(check_definition::Kind::Heartbeat(_)) => {
+            return Err(DefinitionError::new(
+                "check.kind",
+                "is heartbeat: no agent runs it (jobs ping a collector's heartbeat listener)",
+            ));
         }
         None => {
             return Err(DefinitionError::new(

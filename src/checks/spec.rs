@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::DefinitionError;
 use crate::pb::{
-    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HttpCheck,
-    JsonAssertion, TcpCheck, check_definition,
+    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HeartbeatCheck,
+    HttpCheck, JsonAssertion, TcpCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub struct ChecksFile {
 pub struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
     pub id: String,
-    /// `http`, `tcp`, `dns` or `grpc`.
+    /// `http`, `tcp`, `dns`, `grpc` or `heartbeat`.
     #[serde(default = "http_kind")]
     pub kind: String,
     /// http:// or https:// URL (kind `http`).
@@ -55,6 +55,12 @@ pub struct CheckSpec {
     /// Addresses the answer must include (kind `dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_addresses: Vec<String>,
+    /// Seconds between two runs of the job (kind `heartbeat`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub period_seconds: u32,
+    /// Seconds a run may be late, or take once started (kind `heartbeat`).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub grace_seconds: u32,
     /// GET (default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub method: String,
@@ -216,6 +222,7 @@ impl CheckSpec {
                 tls: self.tls,
             }),
             "dns" => format!("dns://{}", self.name),
+            "heartbeat" => format!("heartbeat://{}", self.id),
             _ => self.url.clone(),
         }
     }
@@ -251,11 +258,16 @@ impl CheckSpec {
                 service: self.service.clone(),
                 tls: self.tls,
             }),
+            "heartbeat" => check_definition::Kind::Heartbeat(HeartbeatCheck {
+                period_seconds: self.period_seconds,
+                grace_seconds: self.grace_seconds,
+                token_sha256: String::new(),
+            }),
             other => {
                 return Err(DefinitionError::new(
                     "check.kind",
                     format!(
-                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc",
+                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, heartbeat",
                         self.id
                     ),
                 ));
@@ -283,10 +295,13 @@ impl CheckSpec {
             paused: self.paused,
             interval_seconds: self.interval_seconds,
             timeout_seconds: self.timeout_seconds,
-            assignment: Some(Assignment {
-                all: self.all_agents,
-                agents: self.agents.clone(),
-                labels: self.labels.clone().into_iter().collect(),
+            // A heartbeat selects no agent: its assignment stays empty.
+            assignment: (!matches!(kind, check_definition::Kind::Heartbeat(_))).then(|| {
+                Assignment {
+                    all: self.all_agents,
+                    agents: self.agents.clone(),
+                    labels: self.labels.clone().into_iter().collect(),
+                }
             }),
             kind: Some(kind),
             assertions,
@@ -365,6 +380,11 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.address = grpc.address.clone();
                 spec.service = grpc.service.clone();
                 spec.tls = grpc.tls;
+            }
+            Some(check_definition::Kind::Heartbeat(heartbeat)) => {
+                spec.kind = "heartbeat".to_owned();
+                spec.period_seconds = heartbeat.period_seconds;
+                spec.grace_seconds = heartbeat.grace_seconds;
             }
             None => spec.kind = "unknown".to_owned(),
         }

@@ -72,6 +72,13 @@ pub(crate) enum ChecksCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// A heartbeat check's new ping token (the old one stops working at once).
+    RotateToken {
+        /// The check id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Make the checks what a file says: prints the changes, then makes them.
     Apply {
         /// A TOML file of `[[checks]]` entries.
@@ -92,8 +99,16 @@ pub(crate) enum ChecksCommand {
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CheckFlags {
     /// http:// or https:// URL: an HTTP check.
-    #[arg(long, conflicts_with_all = ["address", "name", "grpc"])]
+    #[arg(long, conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
     url: Option<String>,
+    /// A heartbeat check: the job pings it every PERIOD (`90s`, `15m`, `1h`, `1d`);
+    /// no agent runs it.
+    #[arg(long, value_name = "PERIOD", value_parser = whole_seconds, conflicts_with_all = ["address", "name", "grpc"])]
+    heartbeat: Option<u32>,
+    /// Heartbeat: how late a run may be, or how long a started run may take, before
+    /// the check is DOWN (`5m`; default 0).
+    #[arg(long, value_name = "GRACE", value_parser = whole_seconds)]
+    grace: Option<u32>,
     /// host:port of a gRPC server: a health check (grpc.health.v1), passing on SERVING.
     #[arg(long, conflicts_with_all = ["address", "name"])]
     grpc: Option<String>,
@@ -192,6 +207,13 @@ impl CheckFlags {
             spec.kind = "grpc".to_owned();
             spec.address = address.clone();
         }
+        if let Some(period) = self.heartbeat {
+            spec.kind = "heartbeat".to_owned();
+            spec.period_seconds = period;
+        }
+        if let Some(grace) = self.grace {
+            spec.grace_seconds = grace;
+        }
         if let Some(service) = &self.service {
             spec.service = service.clone();
         }
@@ -260,6 +282,12 @@ impl CheckFlags {
     }
 }
 
+/// A duration flag (`90s`, `15m`, `1h`) in whole seconds.
+fn whole_seconds(text: &str) -> Result<u32, String> {
+    let duration = super::parse_duration(text).map_err(|e| e.to_string())?;
+    u32::try_from(duration.as_secs()).map_err(|_| format!("`{text}` is too long"))
+}
+
 async fn client(conn: &Connection) -> anyhow::Result<ChecksClient<Channel>> {
     let channel = fleetmon::tls::connect(&conn.collector, &conn.tls()).await?;
     Ok(ChecksClient::new(channel))
@@ -288,9 +316,10 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 && fields.address.is_none()
                 && fields.name.is_none()
                 && fields.grpc.is_none()
+                && fields.heartbeat.is_none()
             {
                 bail!(
-                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS) or --grpc (a gRPC health check)"
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check) or --heartbeat PERIOD (a job pings it)"
                 );
             }
             let spec = fields.apply_to(CheckSpec {
@@ -350,6 +379,16 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 .resume_check(CheckRef { id })
                 .await
                 .map_err(|s| call_error("ResumeCheck", &connection, s))?
+                .into_inner();
+            print_status(&connection, &status);
+            Ok(())
+        }
+        ChecksCommand::RotateToken { id, connection } => {
+            let status = client(&connection)
+                .await?
+                .rotate_ping_token(CheckRef { id })
+                .await
+                .map_err(|s| call_error("RotatePingToken", &connection, s))?
                 .into_inner();
             print_status(&connection, &status);
             Ok(())
@@ -489,6 +528,7 @@ fn status_json(status: &CheckStatus) -> Value {
         "paused": check.paused,
         "definition": serde_json::to_value(CheckSpec::from(&check)).unwrap_or_default(),
         "note": status.note,
+        "ping_token": (!status.ping_token.is_empty()).then_some(&status.ping_token),
         "agents": status.agents.iter().map(|a| json!({
             "agent_id": a.agent_id,
             "connected": a.connected,
@@ -522,7 +562,20 @@ fn print_status(conn: &Connection, status: &CheckStatus) {
         interval(check)
     );
     println!("  target    {}", target(check));
-    println!("  assigned  {}", assignment(check));
+    if let Some(beat) = fleetmon::checks::heartbeat::of(check) {
+        println!(
+            "  heartbeat every {} s, grace {} s",
+            beat.period_seconds, beat.grace_seconds
+        );
+    } else {
+        println!("  assigned  {}", assignment(check));
+    }
+    if !status.ping_token.is_empty() {
+        println!(
+            "  ping      https://COLLECTOR:7404/ping/{}  (shown once: keep it; `fleetmon checks rotate-token {}` makes a new one)",
+            status.ping_token, check.id
+        );
+    }
     if !status.note.is_empty() {
         println!("  note      {}", status.note);
     }

@@ -149,8 +149,29 @@ pub struct CentralRig {
     pub logs: tempfile::TempDir,
     pub schema: PgSchema,
     pub collector: u16,
+    /// The collector's `/metrics` port.
+    pub collector_metrics: u16,
+    /// The collector's arguments and environment, to start it again.
+    collector_command: (Vec<String>, Vec<(String, String)>),
     pub writer: u16,
     pub procs: Processes,
+}
+
+/// Starts the collector of `command` (arguments, environment) and waits for `port`.
+fn spawn_collector(
+    procs: &mut Processes,
+    logs: &Path,
+    command: &(Vec<String>, Vec<(String, String)>),
+    port: u16,
+) {
+    procs.spawn(
+        "collector",
+        logs,
+        Command::new(binary("fleetmon-collector"))
+            .args(&command.0)
+            .envs(command.1.iter().cloned()),
+    );
+    procs.wait_port("collector", port);
 }
 
 /// How a [`CentralRig`] differs from the plain one.
@@ -196,37 +217,35 @@ impl CentralRig {
         let credentials_topic = unique_name("fleetmon-cc-credentials");
         let audit_topic = unique_name("fleetmon-cc-audit");
         let mut procs = Processes::default();
-        procs.spawn(
-            "collector",
-            logs.path(),
-            Command::new(binary("fleetmon-collector"))
-                .args(["--listen", &format!("127.0.0.1:{collector}")])
-                .args([
-                    "--metrics-listen",
-                    "127.0.0.1:0",
-                    "--kafka",
-                    &options.collector_kafka.unwrap_or_else(kafka_bootstrap),
-                ])
-                .envs(options.collector_env)
-                .env("FLEETMON_COLLECTOR__TLS__CERT", certs.join("collector.pem"))
-                .env(
-                    "FLEETMON_COLLECTOR__TLS__KEY",
-                    certs.join("collector-key.pem"),
-                )
-                .env("FLEETMON_COLLECTOR__TLS__CLIENT_CA", certs.join("ca.pem"))
-                .env("FLEETMON_COLLECTOR__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
-                .env("FLEETMON_COLLECTOR__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
-                .env("FLEETMON_COLLECTOR__KAFKA__CHECKS_TOPIC", &checks_topic)
-                .env(
-                    "FLEETMON_COLLECTOR__KAFKA__CREDENTIALS_TOPIC",
-                    &credentials_topic,
-                )
-                .env("FLEETMON_COLLECTOR__KAFKA__AUDIT_TOPIC", &audit_topic)
-                .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "2")
+        let collector_metrics = free_port();
+        let path = |p: PathBuf| p.display().to_string();
+        let mut collector_env: Vec<(String, String)> = options.collector_env;
+        collector_env.extend(
+            [
+                ("TLS__CERT", path(certs.join("collector.pem"))),
+                ("TLS__KEY", path(certs.join("collector-key.pem"))),
+                ("TLS__CLIENT_CA", path(certs.join("ca.pem"))),
+                ("KAFKA__HOST_SAMPLES_TOPIC", host_topic.clone()),
+                ("KAFKA__SITE_CHECKS_TOPIC", site_topic.clone()),
+                ("KAFKA__CHECKS_TOPIC", checks_topic.clone()),
+                ("KAFKA__CREDENTIALS_TOPIC", credentials_topic),
+                ("KAFKA__AUDIT_TOPIC", audit_topic.clone()),
+                ("KAFKA__PARTITIONS", "2".to_owned()),
                 // Hand-issued agent certificates: their config labels select them.
-                .env("FLEETMON_COLLECTOR__ASSIGNMENT__TRUST_AGENT_LABELS", "true"),
+                ("ASSIGNMENT__TRUST_AGENT_LABELS", "true".to_owned()),
+            ]
+            .map(|(key, value)| (format!("FLEETMON_COLLECTOR__{key}"), value)),
         );
-        procs.wait_port("collector", collector);
+        let collector_args = vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{collector}"),
+            "--metrics-listen".to_owned(),
+            format!("127.0.0.1:{collector_metrics}"),
+            "--kafka".to_owned(),
+            options.collector_kafka.unwrap_or_else(kafka_bootstrap),
+        ];
+        let collector_command = (collector_args, collector_env);
+        spawn_collector(&mut procs, logs.path(), &collector_command, collector);
         let writer_config = logs.path().join("writer.toml");
         std::fs::write(&writer_config, writer_toml).unwrap();
         procs.spawn(
@@ -277,12 +296,24 @@ impl CentralRig {
             logs,
             schema,
             collector,
+            collector_metrics,
+            collector_command,
             writer,
             procs,
         }
     }
 
     /// The directory of the operator's certificates.
+    /// Starts the collector again (after `procs.kill("collector")`), as it was.
+    pub fn restart_collector(&mut self) {
+        spawn_collector(
+            &mut self.procs,
+            self.logs.path(),
+            &self.collector_command,
+            self.collector,
+        );
+    }
+
     pub fn certs(&self) -> &Path {
         self.pki.dir()
     }

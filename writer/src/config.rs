@@ -951,7 +951,7 @@ mod tests {
             error(
                 "[[alerts.channels]]\nname = \"db\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nkinds = [\"disk_ful\"]\n"
             ),
-            "invalid config: `alerts.channels[0].kinds` `disk_ful` is not an alert kind: use some of check_down, location_unreachable, agent_silent, disk_full, memory_full, cpu_busy, tls_expiring, clock_skew"
+            "invalid config: `alerts.channels[0].kinds` `disk_ful` is not an alert kind: use some of check_down, location_unreachable, agent_silent, disk_full, memory_full, cpu_busy, tls_expiring, clock_skew, heartbeat_missed"
         );
         assert_eq!(
             error("[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\n"),

@@ -1,5 +1,5 @@
 //! The alert rules decided by time rather than by an arriving row: an agent gone
-//! silent, host resources, certificates about to expire, check alerts whose
+//! silent, host resources, certificates about to expire, heartbeats missed, check alerts whose
 //! locations stopped reporting, and reminders. Every `evaluate_interval_seconds`,
 //! one writer at a time (a transaction-scoped advisory lock; the others skip that
 //! round), in one transaction.
@@ -10,6 +10,8 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use fleetmon::checks::heartbeat::Signal;
 
 use crate::alerts::store::{self as alert_store, Candidate, Channels, Transitions, kind};
 use crate::config::{AlertsConfig, HostRules};
@@ -24,6 +26,7 @@ const FULL_DISKS: &str = include_str!("../../sql/full_disks.sql");
 const FULL_MEMORY: &str = include_str!("../../sql/full_memory.sql");
 const BUSY_CPUS: &str = include_str!("../../sql/busy_cpus.sql");
 const EXPIRING_CERTIFICATES: &str = include_str!("../../sql/expiring_certificates.sql");
+const MISSED_HEARTBEATS: &str = include_str!("../../sql/missed_heartbeats.sql");
 const DUE_REMINDERS: &str = include_str!("../../sql/due_reminders.sql");
 
 /// With the schema's hash, the advisory lock taken by the writer evaluating a round
@@ -82,6 +85,7 @@ pub async fn evaluate(
         kind::CPU_BUSY,
         kind::TLS_EXPIRING,
         kind::CLOCK_SKEW,
+        kind::HEARTBEAT_MISSED,
     ] {
         // Each rule under a savepoint: one that fails on the data (a value no
         // arithmetic of it can hold) is skipped this round, the others still decide.
@@ -93,6 +97,7 @@ pub async fn evaluate(
                 kind::MEMORY_FULL => full(&tx, "memory", rules.memory_percent).await?,
                 kind::CPU_BUSY => busy_cpus(&tx, rules).await?,
                 kind::CLOCK_SKEW => skewed_clocks(&tx, rules).await?,
+                kind::HEARTBEAT_MISSED => missed_heartbeats(&tx).await?,
                 _ => expiring_certificates(&tx, rules).await?,
             };
             alert_store::reconcile(&tx, kind, &candidates, channels).await
@@ -149,6 +154,44 @@ async fn silent_agents(
                 cause: format!(
                     "agent {agent} has sent nothing for {silent:.0} s (it samples every {interval} s)"
                 ),
+                locations: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// Heartbeat checks whose job did not ping in time, or said it failed.
+async fn missed_heartbeats(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<Vec<Candidate>, SinkError> {
+    let rows = tx.query(MISSED_HEARTBEATS, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let check: String = row.get("check_id");
+            let period: i32 = row.get("interval_seconds");
+            let grace: i32 = row.get("grace_seconds");
+            let method: String = row.get("last_method");
+            let ago: f64 = row.get("last_seconds_ago");
+            let cause = if !row.get::<_, bool>("last_ok") {
+                let message: String = row.get("last_message");
+                format!("heartbeat {check}: the job reported a failure {ago:.0} s ago: {message}")
+            } else if method == Signal::Start.method() {
+                format!(
+                    "heartbeat {check}: a run started {ago:.0} s ago and has not finished (grace {grace} s)"
+                )
+            } else {
+                let late: Option<f64> = row.get("success_seconds_ago");
+                format!(
+                    "heartbeat {check}: no success for {:.0} s (period {period} s + grace {grace} s)",
+                    late.unwrap_or(ago)
+                )
+            };
+            Candidate {
+                kind: kind::HEARTBEAT_MISSED,
+                subject: check,
+                agent_id: String::new(),
+                cause,
                 locations: Vec::new(),
             }
         })

@@ -52,6 +52,9 @@ async fn store(
             let version = i64::try_from(definition.version).unwrap_or(i64::MAX);
             let interval =
                 i32::try_from(fleetmon::checks::interval_seconds(definition)).unwrap_or(i32::MAX);
+            let grace = fleetmon::checks::heartbeat::of(definition).map_or(0, |beat| {
+                i32::try_from(beat.grace_seconds).unwrap_or(i32::MAX)
+            });
             client
                 .execute(
                     UPSERT_CHECK,
@@ -63,6 +66,7 @@ async fn store(
                         &target,
                         &interval,
                         &definition.encode_to_vec(),
+                        &grace,
                     ],
                 )
                 .await

@@ -56,7 +56,11 @@ pub(super) async fn upsert_agents(
             seen.latest_host = Some(row);
         }
     }
-    for &row in checks {
+    // A heartbeat's signals come from jobs, not from an agent.
+    for &row in checks
+        .iter()
+        .filter(|row| !fleetmon::checks::heartbeat::is_signal(&row.check.method))
+    {
         seen(&mut agents, row.check.agent_id.as_str(), row.ts);
     }
     let ids: Vec<&str> = agents.keys().copied().collect();

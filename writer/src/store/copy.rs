@@ -11,6 +11,7 @@ use futures::SinkExt as _;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 
+use fleetmon::checks::heartbeat::{self, Signal};
 use fleetmon::samples::SampleKind;
 
 use super::SinkError;
@@ -310,14 +311,27 @@ pub(super) async fn insert_checks(
 /// What the check rows `inserted` add up to: their rollups, and the alert rules'
 /// input (`staging_check_results`: every check alerts, central or the agent's own);
 /// returns how many rows that input holds.
+///
+/// Heartbeat signals are decided by time (`heartbeat_missed`), not by these rules; a
+/// heartbeat's start is no run of its own, so it adds nothing to the rollups either.
 async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<usize, SinkError> {
-    if !inserted.is_empty() {
+    let results: Vec<&CheckRow> = inserted
+        .iter()
+        .filter(|row| !heartbeat::is_signal(&row.check.method))
+        .copied()
+        .collect();
+    if !results.is_empty() {
         tx.batch_execute(include_str!("../../sql/create_staging_check_results.sql"))
             .await?;
-        copy_results_into(tx, "staging_check_results", inserted.iter().copied()).await?;
+        copy_results_into(tx, "staging_check_results", results.iter().copied()).await?;
     }
-    super::rollups::add_to_rollups(tx, inserted).await?;
-    Ok(inserted.len())
+    let runs: Vec<&CheckRow> = inserted
+        .iter()
+        .filter(|row| row.check.method != Signal::Start.method())
+        .copied()
+        .collect();
+    super::rollups::add_to_rollups(tx, &runs).await?;
+    Ok(results.len())
 }
 
 /// The rows whose [`SampleKey`] was not seen before, in order.
