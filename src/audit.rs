@@ -11,6 +11,23 @@ use crate::pb;
 /// The content type of an audit record in Kafka.
 pub const AUDIT_EVENT_CONTENT_TYPE: &str = "application/x-protobuf; message=fleetmon.v1.AuditEvent";
 
+/// A change recorded before it is attempted ([`pb::AuditEvent::outcome`]).
+pub const REQUESTED: &str = "requested";
+/// A change that was made.
+pub const DONE: &str = "done";
+/// A change that was not made.
+pub const FAILED: &str = "failed";
+
+/// What became of `event`'s change: [`REQUESTED`], [`DONE`] (also for events without an
+/// outcome, as older ones) or [`FAILED`].
+pub fn outcome(event: &pb::AuditEvent) -> &str {
+    if event.outcome.is_empty() {
+        DONE
+    } else {
+        &event.outcome
+    }
+}
+
 /// Who asked for a change: the operator and the address the request came from.
 #[derive(Debug, Clone)]
 pub struct Author {
@@ -69,5 +86,7 @@ fn event(
         subject: subject.to_owned(),
         before_json: json(before),
         after_json: json(after),
+        outcome: DONE.to_owned(),
+        error: String::new(),
     }
 }

@@ -196,7 +196,9 @@ async fn every_operator_change_is_in_the_audit_trail_with_its_author() {
     let (text, events) = loop {
         let text = rig.fleetmon_ok(&["audit", "--json"]);
         let events: serde_json::Value = serde_json::from_str(&text).unwrap();
-        if events.as_array().unwrap().len() >= expected.len() {
+        // Each collector change is recorded as requested, then as done.
+        let all = events.as_array().unwrap();
+        if all.len() >= expected.len() && all.iter().all(|e| e["outcome"] == "done") {
             break (text, events);
         }
         assert!(std::time::Instant::now() < deadline, "{text}");
@@ -259,5 +261,103 @@ async fn every_operator_change_is_in_the_audit_trail_with_its_author() {
     assert!(
         table.starts_with("AT") && table.contains("checks.create") && table.contains("  ed  "),
         "{table}"
+    );
+}
+
+/// A change is recorded before it is attempted: one the collector refuses after that is
+/// in the trail as failed, with the error; and one whose collector stopped between the
+/// change and its outcome stays in the trail as requested, shown as not confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_change_and_an_unconfirmed_one_are_still_in_the_audit_trail() {
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let rig = CentralRig::start("").await;
+    rig.fleetmon_ok(&["checks", "add", "shop", "--url", "http://127.0.0.1:9/"]);
+    // An update against a version that is no longer current: refused by the catalog.
+    let (ok, _, stderr) = grpcurl_as(
+        rig.certs(),
+        &rig.certs().join("operator.pem"),
+        &rig.certs().join("operator-key.pem"),
+        &[
+            "-d",
+            r#"{"check": {"id": "shop", "http": {"url": "http://127.0.0.1:9/"}}, "expectedVersion": 7}"#,
+            &format!("127.0.0.1:{}", rig.collector),
+            "fleetmon.v1.Checks/UpdateCheck",
+        ],
+    );
+    assert!(!ok && stderr.contains("FailedPrecondition"), "{stderr}");
+
+    // What a collector that died after its change leaves: the request alone.
+    let author = fleetmon::audit::Author {
+        peer: fleetmon::identity::PeerIdentity::from_der(
+            fleetmon::tls::first_certificate(
+                &std::fs::read_to_string(rig.certs().join("operator.pem")).unwrap(),
+            )
+            .unwrap()
+            .as_ref(),
+        )
+        .unwrap(),
+        remote: None,
+    };
+    let mut requested = author.event("checks.pause", "shop", None, None);
+    requested.outcome = fleetmon::audit::REQUESTED.to_owned();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", fleetmon::testkit::kafka_bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&rig.audit_topic)
+                .key(&requested.id)
+                .payload(&requested.encode_to_vec()),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let table = loop {
+        let table = rig.fleetmon_ok(&["audit"]);
+        if table.contains("checks.update FAILED") && table.contains("checks.pause NOT CONFIRMED") {
+            break table;
+        }
+        assert!(std::time::Instant::now() < deadline, "{table}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        table.contains(
+            "checks.update FAILED: check `shop` is at version 1, not 7: get it again, then retry the change"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "checks.pause NOT CONFIRMED (its collector stopped before it could say; see the shop itself)"
+        ),
+        "{table}"
+    );
+    let events: serde_json::Value =
+        serde_json::from_str(&rig.fleetmon_ok(&["audit", "--json"])).unwrap();
+    let outcomes: std::collections::BTreeMap<String, String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("checks.create", "done"),
+            ("checks.pause", "requested"),
+            ("checks.update", "failed")
+        ]
+        .map(|(a, o)| (a.to_owned(), o.to_owned()))
+        .into()
     );
 }

@@ -1,10 +1,11 @@
 //! The collector's side of the audit trail: each change an operator makes here
-//! (checks, tokens, revocations) is published to the audit topic once it is done;
-//! writers store it in `audit_log` (docs/SECURITY.md).
+//! (checks, tokens, revocations) is published to the audit topic before it is attempted
+//! (`requested`), and again once it is done or failed, under the same id; writers store
+//! it in `audit_log`, the second settling the first (docs/SECURITY.md).
 //!
-//! The event follows the change (a record of its own, not part of the change's): a
-//! collector that dies between the two loses that one event, and says so in no log.
-//! A failure to publish is logged as an error with the whole event, and counted.
+//! So no change goes unrecorded: one whose request cannot be published is not made
+//! (UNAVAILABLE), and a collector that dies between the change and its outcome leaves a
+//! `requested` record naming who asked for what.
 
 use std::time::Duration;
 
@@ -73,24 +74,33 @@ impl AuditLog {
         AuditLog { to: None }
     }
 
-    /// Records that `author` did `action` to `subject`, changing it from `before` to
-    /// `after` (JSON, secrets left out; `None`: it did not exist).
-    pub async fn change(
+    /// Records that `author` asks for `action` on `subject` (as it is `before`: JSON,
+    /// secrets left out; `None`: it does not exist) and waits until Kafka has it. Only
+    /// then may the change be attempted: a change whose record cannot be kept is not
+    /// made. Settle the answer with [`Pending::settle`].
+    pub async fn request(
         &self,
         author: &Author,
         action: &str,
         subject: &str,
         before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) {
-        self.record(author.event(action, subject, before, after))
-            .await;
+    ) -> Result<Pending, Unrecorded> {
+        let mut event = author.event(action, subject, before, None);
+        event.outcome = fleetmon::audit::REQUESTED.to_owned();
+        self.publish(&event).await.map_err(|error| Unrecorded {
+            action: event.action.clone(),
+            error,
+        })?;
+        Ok(Pending {
+            log: self.clone(),
+            event,
+        })
     }
 
     /// Publishes `event` and waits until Kafka has it.
-    pub async fn record(&self, event: AuditEvent) {
+    async fn publish(&self, event: &AuditEvent) -> Result<(), String> {
         let Some((producer, topic)) = &self.to else {
-            return;
+            return Ok(());
         };
         let payload = event.encode_to_vec();
         let record = FutureRecord::to(topic)
@@ -102,11 +112,55 @@ impl AuditLog {
             }));
         match producer.send(record, PUBLISH_TIMEOUT).await {
             Ok(_) => {
-                tracing::info!(actor = %event.actor_uri, action = %event.action, subject = %event.subject, "audited");
+                tracing::info!(actor = %event.actor_uri, action = %event.action, subject = %event.subject, outcome = %event.outcome, "audited");
+                Ok(())
             }
-            Err((error, _)) => {
-                tracing::error!(%error, ?event, "cannot publish an audit event: the change was made, its record is only in this log");
+            Err((error, _)) => Err(error.to_string()),
+        }
+    }
+}
+
+/// The audit trail could not record a change, so it was not made.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the audit trail could not record {action} ({error}): nothing was changed; try again once Kafka answers"
+)]
+pub struct Unrecorded {
+    action: String,
+    error: String,
+}
+
+/// A change recorded as requested, to be settled as done or failed.
+#[derive(Debug)]
+#[must_use = "settle it: the record says `requested` until then"]
+pub struct Pending {
+    log: AuditLog,
+    event: AuditEvent,
+}
+
+impl Pending {
+    /// Records what became of the change: done, with the thing as it is `after` it, or
+    /// failed, with the error; hands `result` back. A record that cannot be published
+    /// leaves the trail saying `requested`, and is logged whole.
+    pub async fn settle<T, E: std::fmt::Display>(
+        self,
+        result: Result<T, E>,
+        after: impl FnOnce(&T) -> Option<serde_json::Value>,
+    ) -> Result<T, E> {
+        let mut event = self.event;
+        match &result {
+            Ok(value) => {
+                event.outcome = fleetmon::audit::DONE.to_owned();
+                event.after_json = after(value).map(|v| v.to_string()).unwrap_or_default();
+            }
+            Err(error) => {
+                event.outcome = fleetmon::audit::FAILED.to_owned();
+                event.error = error.to_string();
             }
         }
+        if let Err(error) = self.log.publish(&event).await {
+            tracing::error!(%error, ?event, "cannot publish what became of an audited change: the trail says `requested`; this log has the outcome");
+        }
+        result
     }
 }

@@ -18,7 +18,7 @@ use fleetmon::pb::{
 };
 
 use crate::assignment::selects;
-use crate::audit_log::AuditLog;
+use crate::audit_log::{AuditLog, Pending, Unrecorded};
 use crate::check_catalog::{CatalogError, CheckCatalog};
 use crate::fleet_state::FleetState;
 use fleetmon::audit::Author;
@@ -39,6 +39,9 @@ pub enum ChecksError {
     /// Secret header values could not be sealed or opened.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// The audit trail could not record the change: it was not made.
+    #[error(transparent)]
+    Unrecorded(#[from] Unrecorded),
     /// A ping token asked of a check that is not a heartbeat.
     #[error("check `{0}` is not a heartbeat: only heartbeat checks have a ping token")]
     NotHeartbeat(String),
@@ -51,6 +54,7 @@ impl GrpcError for ChecksError {
             ChecksError::Catalog(error) => error.code(),
             ChecksError::Secrets(SecretsError::NothingToKeep { .. }) => Code::InvalidArgument,
             ChecksError::Secrets(_) | ChecksError::NotHeartbeat(_) => Code::FailedPrecondition,
+            ChecksError::Unrecorded(_) => Code::Unavailable,
         }
     }
 }
@@ -203,23 +207,19 @@ impl ChecksService {
         ChecksService { audit, ..self }
     }
 
-    async fn record(
+    /// Records the change `author` asks for on check `subject` (as it is `before`) in
+    /// the audit trail, before it is attempted.
+    async fn request(
         &self,
         author: &Author,
         action: &str,
         subject: &str,
         before: Option<&CheckDefinition>,
-        after: Option<&CheckDefinition>,
-    ) {
-        self.audit
-            .change(
-                author,
-                action,
-                subject,
-                before.map(audited),
-                after.map(audited),
-            )
-            .await;
+    ) -> Result<Pending, ChecksError> {
+        Ok(self
+            .audit
+            .request(author, action, subject, before.map(audited))
+            .await?)
     }
 
     /// Checks a definition with the agent's rules and the collector's limits.
@@ -268,19 +268,21 @@ impl ChecksService {
         let author = Author::of(&request)?;
         let check = request.into_inner();
         let before = self.catalog.get(&check.id);
-        let check = self
-            .catalog
-            .set_paused(&check.id, paused)
-            .await
-            .map_err(ChecksError::from)?;
-        tracing::info!(check_id = %check.id, version = check.version, paused, "check paused or resumed");
         let action = if paused {
             "checks.pause"
         } else {
             "checks.resume"
         };
-        self.record(&author, action, &check.id, before.as_ref(), Some(&check))
-            .await;
+        let pending = self
+            .request(&author, action, &check.id, before.as_ref())
+            .await?;
+        let changed = self
+            .catalog
+            .set_paused(&check.id, paused)
+            .await
+            .map_err(ChecksError::from);
+        let check = pending.settle(changed, |c| Some(audited(c))).await?;
+        tracing::info!(check_id = %check.id, version = check.version, paused, "check paused or resumed");
         Ok(Response::new(self.status(check)))
     }
 
@@ -319,14 +321,16 @@ impl Checks for ChecksService {
         let definition = self.validate(request.into_inner().check)?;
         let (definition, token) = with_ping_token(definition, None);
         let definition = self.secrets.seal(definition).map_err(ChecksError::from)?;
+        let pending = self
+            .request(&author, "checks.create", &definition.id, None)
+            .await?;
         let created = self
             .catalog
             .create(definition)
             .await
-            .map_err(ChecksError::from)?;
+            .map_err(ChecksError::from);
+        let created = pending.settle(created, |c| Some(audited(c))).await?;
         tracing::info!(check_id = %created.id, "check created");
-        self.record(&author, "checks.create", &created.id, None, Some(&created))
-            .await;
         Ok(Response::new(CheckStatus {
             ping_token: token.unwrap_or_default(),
             ..self.status(created)
@@ -363,20 +367,16 @@ impl Checks for ChecksService {
             return Ok(Response::new(self.status(stored.clone())));
         }
         let definition = self.secrets.seal(definition).map_err(ChecksError::from)?;
+        let pending = self
+            .request(&author, "checks.update", &definition.id, before.as_ref())
+            .await?;
         let updated = self
             .catalog
             .update(definition, request.expected_version)
             .await
-            .map_err(ChecksError::from)?;
+            .map_err(ChecksError::from);
+        let updated = pending.settle(updated, |c| Some(audited(c))).await?;
         tracing::info!(check_id = %updated.id, version = updated.version, "check updated");
-        self.record(
-            &author,
-            "checks.update",
-            &updated.id,
-            before.as_ref(),
-            Some(&updated),
-        )
-        .await;
         Ok(Response::new(CheckStatus {
             ping_token: token.unwrap_or_default(),
             ..self.status(updated)
@@ -391,13 +391,16 @@ impl Checks for ChecksService {
         let author = Author::of(&request)?;
         let request = request.into_inner();
         let before = self.catalog.get(&request.id);
-        self.catalog
+        let pending = self
+            .request(&author, "checks.delete", &request.id, before.as_ref())
+            .await?;
+        let deleted = self
+            .catalog
             .delete(&request.id, request.expected_version)
             .await
-            .map_err(ChecksError::from)?;
+            .map_err(ChecksError::from);
+        pending.settle(deleted, |_| None).await?;
         tracing::info!(check_id = %request.id, "check deleted");
-        self.record(&author, "checks.delete", &request.id, before.as_ref(), None)
-            .await;
         Ok(Response::new(DeleteCheckResponse { id: request.id }))
     }
 
@@ -434,6 +437,9 @@ impl Checks for ChecksService {
             return Err(ChecksError::NotHeartbeat(id).into());
         }
         let (token, hash) = heartbeat::new_token();
+        let pending = self
+            .request(&author, "checks.rotate_ping_token", &id, Some(&before))
+            .await?;
         let rotated = self
             .catalog
             .modify(&id, |current| {
@@ -447,19 +453,13 @@ impl Checks for ChecksService {
                 }
             })
             .await
-            .map_err(ChecksError::from)?;
-        if heartbeat::of(&rotated).is_none_or(|beat| beat.token_sha256 != hash) {
-            return Err(ChecksError::NotHeartbeat(id).into());
-        }
+            .map_err(ChecksError::from)
+            .and_then(|rotated| match heartbeat::of(&rotated) {
+                Some(beat) if beat.token_sha256 == hash => Ok(rotated),
+                _ => Err(ChecksError::NotHeartbeat(id.clone())),
+            });
+        let rotated = pending.settle(rotated, |c| Some(audited(c))).await?;
         tracing::info!(check_id = %id, version = rotated.version, "heartbeat ping token rotated");
-        self.record(
-            &author,
-            "checks.rotate_ping_token",
-            &id,
-            Some(&before),
-            Some(&rotated),
-        )
-        .await;
         Ok(Response::new(CheckStatus {
             ping_token: token,
             ..self.status(rotated)

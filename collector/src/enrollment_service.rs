@@ -40,6 +40,9 @@ const NEW_TOKEN: &str = "create a new one with `fleetmon tokens create`";
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
+    /// The audit trail could not record the change: it was not made.
+    #[error(transparent)]
+    Unrecorded(#[from] crate::audit_log::Unrecorded),
     /// A field is missing or malformed.
     #[error("malformed enrollment request: {0}")]
     Malformed(String),
@@ -122,7 +125,7 @@ impl GrpcError for EnrollError {
             EnrollError::Sign(_) | EnrollError::NotAnAgent(_) => Code::Internal,
             EnrollError::Store(LogError::NotFound { .. }) => Code::NotFound,
             // A credential change that met a race or an unavailable Kafka: try again.
-            EnrollError::Store(_) => Code::Unavailable,
+            EnrollError::Store(_) | EnrollError::Unrecorded(_) => Code::Unavailable,
         }
     }
 }
@@ -488,20 +491,18 @@ impl Credentials for EnrollmentService {
             created_by: operator.name,
             description: request.description,
         };
-        self.store
-            .create(token_record(info.clone()))
+        let pending = self
+            .audit
+            .request(&author, "tokens.create", &info.id, None)
             .await
             .map_err(EnrollError::from)?;
+        let created = self
+            .store
+            .create(token_record(info.clone()))
+            .await
+            .map_err(EnrollError::from);
+        pending.settle(created, |_| Some(token_json(&info))).await?;
         tracing::info!(token_id = %info.id, by = %info.created_by, max_uses = info.max_uses, "enrollment token created");
-        self.audit
-            .change(
-                &author,
-                "tokens.create",
-                &info.id,
-                None,
-                Some(token_json(&info)),
-            )
-            .await;
         Ok(Response::new(CreateTokenResponse {
             token,
             info: Some(info),
@@ -526,6 +527,11 @@ impl Credentials for EnrollmentService {
         let Some((before, _)) = self.store.token(&id) else {
             return Err(EnrollError::NoSuchToken(id).into());
         };
+        let pending = self
+            .audit
+            .request(&author, "tokens.revoke", &id, Some(token_json(&before)))
+            .await
+            .map_err(EnrollError::from)?;
         let record = self
             .store
             .modify(&crate::credentials::token_key(&id), |current| {
@@ -539,23 +545,16 @@ impl Credentials for EnrollmentService {
                 }
             })
             .await
-            .map_err(EnrollError::from)?;
-        match record.record {
-            Some(fleetmon::pb::credential_record::Record::Token(token)) => {
-                tracing::info!(token_id = %token.id, "enrollment token revoked");
-                self.audit
-                    .change(
-                        &author,
-                        "tokens.revoke",
-                        &token.id,
-                        Some(token_json(&before)),
-                        Some(token_json(&token)),
-                    )
-                    .await;
-                Ok(Response::new(token))
-            }
-            _ => Err(EnrollError::NoSuchToken(id).into()),
-        }
+            .map_err(EnrollError::from)
+            .and_then(|record| match record.record {
+                Some(fleetmon::pb::credential_record::Record::Token(token)) => Ok(token),
+                _ => Err(EnrollError::NoSuchToken(id.clone())),
+            });
+        let token = pending
+            .settle(record, |token| Some(token_json(token)))
+            .await?;
+        tracing::info!(token_id = %token.id, "enrollment token revoked");
+        Ok(Response::new(token))
     }
 
     async fn revoke_agent(
@@ -595,6 +594,16 @@ impl Credentials for EnrollmentService {
             serial,
             ..Default::default()
         };
+        let subject = if request.name.is_empty() {
+            format!("serial {}", fresh.serial)
+        } else {
+            request.name.clone()
+        };
+        let pending = self
+            .audit
+            .request(&author, "agents.revoke", &subject, None)
+            .await
+            .map_err(EnrollError::from)?;
         let stored = match self
             .store
             .create(agent_record(key.clone(), revoke(fresh)))
@@ -612,28 +621,16 @@ impl Credentials for EnrollmentService {
             }
             other => other,
         }
-        .map_err(EnrollError::from)?;
-        match stored.record {
-            Some(fleetmon::pb::credential_record::Record::Agent(agent)) => {
-                tracing::warn!(agent = %agent.name, serial = %agent.serial, by = %operator.name, "agent revoked");
-                let subject = if agent.name.is_empty() {
-                    format!("serial {}", agent.serial)
-                } else {
-                    agent.name.clone()
-                };
-                self.audit
-                    .change(
-                        &author,
-                        "agents.revoke",
-                        &subject,
-                        None,
-                        Some(credential_json(&agent)),
-                    )
-                    .await;
-                Ok(Response::new(agent))
-            }
-            _ => Err(EnrollError::NotAnAgent(key).into()),
-        }
+        .map_err(EnrollError::from)
+        .and_then(|stored| match stored.record {
+            Some(fleetmon::pb::credential_record::Record::Agent(agent)) => Ok(agent),
+            _ => Err(EnrollError::NotAnAgent(key.clone())),
+        });
+        let agent = pending
+            .settle(stored, |agent| Some(credential_json(agent)))
+            .await?;
+        tracing::warn!(agent = %agent.name, serial = %agent.serial, by = %operator.name, "agent revoked");
+        Ok(Response::new(agent))
     }
 
     async fn register_agent(
@@ -663,6 +660,11 @@ impl Credentials for EnrollmentService {
         }
         let credential =
             crate::credentials::hand_issued(&peer.name, key, &peer.serial, peer.not_after);
+        let pending = self
+            .audit
+            .request(&author, "agents.register", &peer.name, None)
+            .await
+            .map_err(EnrollError::from)?;
         let stored = self
             .store
             .create(agent_record(agent_key(&peer.name), credential.clone()))
@@ -670,17 +672,11 @@ impl Credentials for EnrollmentService {
             .map_err(|error| match error {
                 LogError::AlreadyExists { .. } => EnrollError::NameTaken(peer.name.clone()),
                 other => EnrollError::from(other),
-            })?;
+            });
+        let stored = pending
+            .settle(stored, |_| Some(credential_json(&credential)))
+            .await?;
         tracing::info!(agent = %peer.name, serial = %peer.serial, "hand-issued agent certificate registered");
-        self.audit
-            .change(
-                &author,
-                "agents.register",
-                &peer.name,
-                None,
-                Some(credential_json(&credential)),
-            )
-            .await;
         match stored.record {
             Some(fleetmon::pb::credential_record::Record::Agent(agent)) => Ok(Response::new(agent)),
             _ => Ok(Response::new(credential)),

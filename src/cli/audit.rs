@@ -22,7 +22,21 @@ fn event_json(event: &AuditEvent) -> Value {
         "subject": event.subject,
         "before": parsed(&event.before_json),
         "after": parsed(&event.after_json),
+        "outcome": fleetmon::audit::outcome(event),
+        "error": event.error,
     })
+}
+
+/// The ACTION cell: the action, and what became of it unless it was done.
+fn action_cell(event: &AuditEvent) -> String {
+    match fleetmon::audit::outcome(event) {
+        fleetmon::audit::FAILED => format!("{} FAILED: {}", event.action, event.error),
+        fleetmon::audit::REQUESTED => format!(
+            "{} NOT CONFIRMED (its collector stopped before it could say; see the {} itself)",
+            event.action, event.subject
+        ),
+        _ => event.action.clone(),
+    }
 }
 
 /// `fleetmon audit [--since D] [--who NAME]`.
@@ -54,7 +68,7 @@ pub(crate) async fn audit(
                 rfc3339(e.at),
                 e.actor.clone(),
                 e.actor_role.clone(),
-                e.action.clone(),
+                action_cell(e),
                 e.subject.clone(),
                 e.remote_address.clone(),
             ]

@@ -151,6 +151,8 @@ pub struct CentralRig {
     pub collector: u16,
     /// The collector's `/metrics` port.
     pub collector_metrics: u16,
+    /// The audit topic collectors publish to and the writer mirrors.
+    pub audit_topic: String,
     /// The collector's arguments and environment, to start it again.
     collector_command: (Vec<String>, Vec<(String, String)>),
     pub writer: u16,
@@ -298,6 +300,7 @@ impl CentralRig {
             collector,
             collector_metrics,
             collector_command,
+            audit_topic,
             writer,
             procs,
         }

@@ -525,8 +525,8 @@ async fn migrations_are_idempotent_and_every_kept_day_gets_a_partition_and_no_ot
         setup
             .scalar("SELECT count(*) FROM refinery_schema_history")
             .await,
-        13,
-        "V1 to V13, each once"
+        14,
+        "V1 to V14, each once"
     );
 
     // One from last week gets its partition. One ten days ahead and one for each of

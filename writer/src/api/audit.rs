@@ -47,6 +47,8 @@ pub async fn insert(
                 &event.subject,
                 &event.before_json,
                 &event.after_json,
+                &fleetmon::audit::outcome(event),
+                &event.error,
             ],
         )
         .await?;
@@ -103,6 +105,8 @@ impl AuditService {
                 subject: row.get("subject"),
                 before_json: row.get("before"),
                 after_json: row.get("after"),
+                outcome: row.get("outcome"),
+                error: row.get("error"),
             })
             .collect();
         Ok(ListAuditEventsResponse { events })
