@@ -307,3 +307,79 @@ async fn a_ping_is_answered_only_once_kafka_has_it_so_a_killed_collector_loses_n
     }
     eventually(&rig.schema, stored, "the ping sent again", |n| n == 2).await;
 }
+
+/// A job on a host with an agent signals over the agent's mutual TLS: `fleetmon-agent
+/// ping`, allowed to the agents the heartbeat's assignment selects, stored with the
+/// agent's name as the location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_pings_a_heartbeat_that_selects_it_over_its_mutual_tls() {
+    let receiver = WebhookReceiver::start().await;
+    let (mut rig, _) = heartbeat_rig(&receiver.url(), None).await;
+    rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "backup",
+        "--heartbeat",
+        "1h",
+        "--agents",
+        "web-1",
+    ]);
+    rig.agent("web-1", "");
+    rig.agent("web-2", "");
+    let ping = |agent: &str, args: &[&str]| {
+        let out = Command::new(common::binary("fleetmon-agent"))
+            .arg("ping")
+            .args(args)
+            .arg("--config")
+            .arg(rig.agent_config(agent))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = ping("web-1", &["backup"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "backup: stored\n");
+    let (ok, _, stderr) = ping(
+        "web-1",
+        &["backup", "--exit-code", "2", "--message", "dump failed"],
+    );
+    assert!(ok, "{stderr}");
+    eventually(
+        &rig.schema,
+        "SELECT count(*) FROM site_checks WHERE check_id = 'backup' AND agent_id = 'web-1' \
+         AND ((method = 'PING' AND ok) \
+           OR (method = 'EXIT' AND status_code = 2 AND NOT ok AND error_message = 'exit code 2: dump failed'))",
+        "both signals of web-1",
+        |n| n == 2,
+    )
+    .await;
+
+    // An agent the heartbeat does not select is refused, and so is a check that is none.
+    let collector = format!("https://127.0.0.1:{}", rig.collector);
+    let (ok, _, stderr) = ping("web-2", &["backup"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "Control/Ping on {collector}: PermissionDenied: heartbeat `backup` does not select agent web-2: add it to the check's agents or labels (fleetmon checks edit backup --agents …)"
+        )),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ping("web-1", &["nightly"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "NotFound: no check `nightly`: ping a heartbeat check by its id (fleetmon checks list)"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        rig.schema
+            .scalar("SELECT count(*) FROM site_checks WHERE agent_id = 'web-2' AND check_id <> ''")
+            .await,
+        0
+    );
+}

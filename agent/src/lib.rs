@@ -16,6 +16,7 @@ pub mod key_pair;
 pub mod metrics;
 pub mod net_prober;
 pub mod outbox;
+pub mod ping;
 pub mod renewal;
 pub mod sender;
 pub mod site_prober;

@@ -56,6 +56,9 @@ struct Cli {
 enum AgentCommand {
     /// Get a certificate of this host's own with an enrollment token, then exit.
     Enroll(fleetmon_agent::enroll::EnrollArgs),
+    /// Signal a heartbeat check over this agent's mutual TLS (a run succeeded, began,
+    /// failed or ended with an exit code), then exit: for jobs on this host.
+    Ping(fleetmon_agent::ping::PingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +93,13 @@ async fn agent_main() -> anyhow::Result<()> {
             "[collector]\nca = {:?}\ncert = {:?}\nkey = {:?}",
             files.ca, files.cert, files.key
         );
+        return Ok(());
+    }
+    if let Some(AgentCommand::Ping(args)) = &cli.command {
+        fleetmon::tls::install_crypto_provider();
+        let config = AgentConfig::parse(args.config.as_deref(), std::env::vars())?.validate()?;
+        fleetmon_agent::ping::ping(&config.config.collector, args).await?;
+        println!("{}: stored", args.check);
         return Ok(());
     }
     // Parse, apply flags, then validate once: a flag can fix a bad file value.

@@ -51,7 +51,10 @@ impl AssignmentIndex {
                     .insert(beat.token_sha256.clone(), check.clone());
             }
         }
-        for check in checks.values().filter(|c| !c.paused) {
+        // A heartbeat's assignment names who may ping it: no agent runs it.
+        let runnable =
+            |c: &&Arc<CheckDefinition>| !c.paused && fleetmon::checks::heartbeat::of(c).is_none();
+        for check in checks.values().filter(runnable) {
             let Some(assignment) = &check.assignment else {
                 continue;
             };
@@ -231,5 +234,33 @@ mod tests {
             .insert("a".into(), check("a", 2, false, all));
         let second = effective_set(&changed, "x", &edge, &first.hash).unwrap();
         assert_ne!(first.hash, second.hash);
+    }
+
+    #[test]
+    fn a_heartbeat_is_in_no_set_and_is_found_by_its_token() {
+        let (_, hash) = fleetmon::checks::heartbeat::new_token();
+        let mut beat = (*check(
+            "backup",
+            1,
+            false,
+            Assignment {
+                all: true,
+                ..Default::default()
+            },
+        ))
+        .clone();
+        beat.kind = Some(fleetmon::pb::check_definition::Kind::Heartbeat(
+            fleetmon::pb::HeartbeatCheck {
+                period_seconds: 60,
+                grace_seconds: 0,
+                token_sha256: hash.clone(),
+            },
+        ));
+        let mut view = CatalogView::default();
+        view.records.insert("backup".into(), Arc::new(beat));
+        let set = effective_set(&view, "x", &labels(&[]), "").unwrap();
+        assert!(set.checks.is_empty(), "{set:?}");
+        assert_eq!(view.index().heartbeat(&hash).unwrap().id, "backup");
+        assert!(view.index().heartbeat("0").is_none());
     }
 }

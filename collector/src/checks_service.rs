@@ -295,7 +295,7 @@ impl ChecksService {
             selects(&assignment, agent, labels)
         });
         let note = if heartbeat::of(&check).is_some() {
-            "no agent runs it: jobs ping /ping/TOKEN on a collector's heartbeat listener".to_owned()
+            "no agent runs it: jobs ping /ping/TOKEN on a collector's heartbeat listener, and the agents it selects may ping it with fleetmon-agent ping".to_owned()
         } else if agents.is_empty() {
             "the assignment selects no agent known to this collector yet".to_owned()
         } else {

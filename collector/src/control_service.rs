@@ -15,9 +15,9 @@ use tracing::instrument;
 
 use fleetmon::check_secrets::{CheckSecrets, has_secrets};
 use fleetmon::grpc::GrpcError;
-use fleetmon::identity::peer_identity;
+use fleetmon::identity::{PeerIdentity, peer_identity};
 use fleetmon::pb::control_server::Control;
-use fleetmon::pb::{AgentReport, CheckSet};
+use fleetmon::pb::{AgentReport, CheckSet, PingRequest, PingResponse};
 
 use crate::assignment::effective_set;
 use crate::check_catalog::CheckCatalog;
@@ -40,6 +40,34 @@ pub enum ControlError {
     /// The stream ended before its first report.
     #[error("control stream closed before its first report")]
     ClosedBeforeFirstReport,
+    /// A ping names no check.
+    #[error("no check `{0}`: ping a heartbeat check by its id (fleetmon checks list)")]
+    NoSuchCheck(String),
+    /// A ping names a check that is not a heartbeat.
+    #[error("check `{0}` is not a heartbeat: only heartbeat checks take pings")]
+    NotHeartbeat(String),
+    /// A ping from an agent the check's assignment does not select.
+    #[error(
+        "heartbeat `{check}` does not select agent {agent}: add it to the check's agents or labels (fleetmon checks edit {check} --agents …)"
+    )]
+    NotSelected {
+        /// The check.
+        check: String,
+        /// The agent.
+        agent: String,
+    },
+    /// A ping with a signal that is not one.
+    #[error("signal `{0}` is not one: send \"\" (a success), start, fail or an exit code 0-255")]
+    BadSignal(String),
+    /// A ping with a message longer than allowed.
+    #[error("message is {0} bytes: keep at most 10240")]
+    MessageTooLong(usize),
+    /// This collector takes no pings (no `[heartbeat]`).
+    #[error("this collector takes no heartbeat pings: give it a [heartbeat] section")]
+    NoHeartbeats,
+    /// Kafka did not take the ping.
+    #[error("{0}; the ping was not stored: send it again")]
+    Undelivered(crate::kafka_publisher::PublishError),
 }
 
 impl GrpcError for ControlError {
@@ -47,6 +75,14 @@ impl GrpcError for ControlError {
         match self {
             ControlError::NoFirstReport | ControlError::Idle(_) => tonic::Code::DeadlineExceeded,
             ControlError::ClosedBeforeFirstReport => tonic::Code::Cancelled,
+            ControlError::NoSuchCheck(_) => tonic::Code::NotFound,
+            ControlError::NotHeartbeat(_) => tonic::Code::FailedPrecondition,
+            ControlError::NotSelected { .. } => tonic::Code::PermissionDenied,
+            ControlError::BadSignal(_) | ControlError::MessageTooLong(_) => {
+                tonic::Code::InvalidArgument
+            }
+            ControlError::NoHeartbeats => tonic::Code::Unimplemented,
+            ControlError::Undelivered(_) => tonic::Code::Unavailable,
         }
     }
 }
@@ -69,6 +105,8 @@ pub struct ControlService {
     idle: Duration,
     /// Opens secret header values into the sets sent.
     secrets: OpenSets,
+    /// Where agents' heartbeat pings go (`None`: this collector takes none).
+    heartbeats: Option<Arc<crate::heartbeat::Heartbeats>>,
 }
 
 /// Opens the secret header values of the checks in a set. A check whose values do not
@@ -132,9 +170,55 @@ impl ControlService {
                 secrets,
                 reported: Arc::default(),
             },
+            heartbeats: None,
         }
     }
+
+    /// Takes agents' heartbeat pings into `heartbeats`.
+    pub fn pinging(self, heartbeats: Arc<crate::heartbeat::Heartbeats>) -> Self {
+        ControlService {
+            heartbeats: Some(heartbeats),
+            ..self
+        }
+    }
+
+    /// Stores `request`, a ping of `peer`'s, once Kafka has it.
+    async fn ping(&self, peer: &PeerIdentity, request: PingRequest) -> Result<(), ControlError> {
+        let heartbeats = self.heartbeats.as_ref().ok_or(ControlError::NoHeartbeats)?;
+        let signal = fleetmon::checks::heartbeat::Signal::parse(Some(&request.signal))
+            .ok_or_else(|| ControlError::BadSignal(request.signal.clone()))?;
+        if request.message.len() > MAX_PING_MESSAGE {
+            return Err(ControlError::MessageTooLong(request.message.len()));
+        }
+        let check = heartbeats
+            .by_id(&request.check_id)
+            .ok_or_else(|| ControlError::NoSuchCheck(request.check_id.clone()))?;
+        if fleetmon::checks::heartbeat::of(&check).is_none() {
+            return Err(ControlError::NotHeartbeat(check.id.clone()));
+        }
+        let mut labels = assignment_labels(
+            &self.credentials,
+            &peer.name,
+            &AgentReport::default(),
+            false,
+        );
+        labels.extend(self.fleet.labels(&peer.name));
+        let assignment = check.assignment.clone().unwrap_or_default();
+        if !crate::assignment::selects(&assignment, &peer.name, &labels) {
+            return Err(ControlError::NotSelected {
+                check: check.id.clone(),
+                agent: peer.name.clone(),
+            });
+        }
+        heartbeats
+            .signal(&check, &peer.name, signal, request.message)
+            .await
+            .map_err(ControlError::Undelivered)
+    }
 }
+
+/// The longest message a ping over the control service carries.
+const MAX_PING_MESSAGE: usize = 10 * 1024;
 
 /// The labels that select `agent` into checks: its enrollment token's, and, only when
 /// `trust_agent_labels`, those it reports (which then override the token's). An agent
@@ -160,6 +244,13 @@ type SetStream = Pin<Box<dyn Stream<Item = Result<CheckSet, Status>> + Send>>;
 #[tonic::async_trait]
 impl Control for ControlService {
     type SubscribeStream = SetStream;
+
+    #[instrument(skip_all)]
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let peer = peer_identity(&request)?;
+        ControlService::ping(self, &peer, request.into_inner()).await?;
+        Ok(Response::new(PingResponse {}))
+    }
 
     #[instrument(skip_all)]
     async fn subscribe(

@@ -25,13 +25,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fleetmon::checks::heartbeat::{self, Signal};
-use fleetmon::pb::{CheckFailure, SiteCheck};
+use fleetmon::pb::{CheckDefinition, CheckFailure, SiteCheck};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HeartbeatConfig;
 use crate::ingest_service::IngestContext;
-use crate::kafka_publisher::delivery_result;
+use crate::kafka_publisher::{PublishError, delivery_result};
 use crate::rate_limit::RateLimit;
 use crate::validation::ValidSample;
 
@@ -47,9 +47,16 @@ const CONNECTION_AGE: Duration = Duration::from_secs(120);
 
 /// What every request shares.
 struct Listener {
-    ctx: Arc<IngestContext>,
+    heartbeats: Arc<Heartbeats>,
     max_body_bytes: usize,
     per_address: RateLimit,
+}
+
+/// Heartbeat signals, from the HTTPS listener and from agents (`Control/Ping`), stored
+/// as results of their check; shared.
+#[derive(Debug)]
+pub struct Heartbeats {
+    ctx: Arc<IngestContext>,
     /// This process's stream of results: a random id and a counter.
     stream_id: String,
     seq: AtomicU64,
@@ -62,16 +69,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: fleetmon::tls::Reloading<Arc<rustls::ServerConfig>>,
     config: HeartbeatConfig,
-    ctx: Arc<IngestContext>,
+    heartbeats: Arc<Heartbeats>,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
     let shared = Arc::new(Listener {
-        ctx,
+        heartbeats,
         max_body_bytes: config.max_body_bytes,
         per_address: RateLimit::per_minute(config.requests_per_minute_per_address),
-        stream_id: format!("heartbeat-{}", uuid::Uuid::new_v4()),
-        seq: AtomicU64::new(0),
-        started: Mutex::default(),
     });
     let router = axum::Router::new()
         .route("/ping/{token}", axum::routing::any(ping))
@@ -189,13 +193,7 @@ async fn signal(
         )
             .into_response();
     };
-    let check = {
-        let view = shared.ctx.checks.borrow();
-        view.index()
-            .heartbeat(&heartbeat::token_sha256(token))
-            .cloned()
-    };
-    let Some(check) = check else {
+    let Some(check) = shared.heartbeats.by_token(token) else {
         return (
             StatusCode::NOT_FOUND,
             "no heartbeat check has this token: copy the ping URL again (fleetmon checks rotate-token gives a new one)\n",
@@ -203,31 +201,17 @@ async fn signal(
             .into_response();
     };
     let message = read_message(body, shared.max_body_bytes).await;
-    shared.ctx.metrics.heartbeats_received.inc();
-    let result = shared.result(&check, signal, message);
-    let delivered = match shared
-        .ctx
-        .publisher
-        .publish(&ValidSample::Site(result))
+    match shared
+        .heartbeats
+        .signal(&check, LOCATION, signal, message)
         .await
     {
-        Ok(delivery) => delivery_result(delivery.await),
-        Err(error) => Err(error),
-    };
-    match delivered {
-        Ok(()) => {
-            shared.ctx.metrics.records_delivered.inc();
-            (StatusCode::OK, "OK\n").into_response()
-        }
-        Err(error) => {
-            shared.ctx.metrics.records_failed.inc();
-            tracing::warn!(check_id = %check.id, %error, "heartbeat not delivered to Kafka");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not stored (Kafka did not take it): ping again\n",
-            )
-                .into_response()
-        }
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not stored (Kafka did not take it): ping again\n",
+        )
+            .into_response(),
     }
 }
 
@@ -256,11 +240,59 @@ async fn read_message(body: axum::body::Body, limit: usize) -> String {
     text
 }
 
-impl Listener {
-    /// The result a signal of `check` stores.
+impl Heartbeats {
+    /// Signals stored through `ctx` (its publisher, metrics and check catalog).
+    pub fn new(ctx: Arc<IngestContext>) -> Self {
+        Heartbeats {
+            ctx,
+            stream_id: format!("heartbeat-{}", uuid::Uuid::new_v4()),
+            seq: AtomicU64::new(0),
+            started: Mutex::default(),
+        }
+    }
+
+    /// The heartbeat check whose ping token is `token`.
+    pub fn by_token(&self, token: &str) -> Option<Arc<CheckDefinition>> {
+        let view = self.ctx.checks.borrow();
+        view.index()
+            .heartbeat(&heartbeat::token_sha256(token))
+            .cloned()
+    }
+
+    /// Check `id` as the catalog holds it now.
+    pub fn by_id(&self, id: &str) -> Option<Arc<CheckDefinition>> {
+        self.ctx.checks.borrow().records.get(id).cloned()
+    }
+
+    /// Stores `signal` of `check`, from `location`, with the job's `message`; returns
+    /// once Kafka has it.
+    pub async fn signal(
+        &self,
+        check: &CheckDefinition,
+        location: &str,
+        signal: Signal,
+        message: String,
+    ) -> Result<(), PublishError> {
+        self.ctx.metrics.heartbeats_received.inc();
+        let result = self.result(check, location, signal, message);
+        let delivered = match self.ctx.publisher.publish(&ValidSample::Site(result)).await {
+            Ok(delivery) => delivery_result(delivery.await),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &delivered {
+            self.ctx.metrics.records_failed.inc();
+            tracing::warn!(check_id = %check.id, %error, "heartbeat not delivered to Kafka");
+        } else {
+            self.ctx.metrics.records_delivered.inc();
+        }
+        delivered
+    }
+
+    /// The result a signal of `check` from `location` stores.
     fn result(
         &self,
-        check: &fleetmon::pb::CheckDefinition,
+        check: &CheckDefinition,
+        location: &str,
         signal: Signal,
         message: String,
     ) -> SiteCheck {
@@ -289,7 +321,7 @@ impl Listener {
             _ => (None, message),
         };
         SiteCheck {
-            agent_id: LOCATION.to_owned(),
+            agent_id: location.to_owned(),
             stream_id: self.stream_id.clone(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             checked_at: Some(prost_types::Timestamp::from(now)),

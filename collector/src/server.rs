@@ -209,6 +209,7 @@ pub async fn start(
         checks: catalog.watch(),
         claims: Some(crate::credentials::NameClaims::new(credentials.clone())),
     });
+    let heartbeats = Arc::new(crate::heartbeat::Heartbeats::new(ctx.clone()));
     let max_message = config.limits.max_message_bytes;
     let ingest =
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
@@ -223,15 +224,18 @@ pub async fn start(
         .audited_in(audit),
     );
     let fleet_view = fleet.clone();
-    let control_service = ControlServer::new(ControlService::new(
-        catalog.clone(),
-        fleet,
-        credentials.clone(),
-        revocations.clone(),
-        config.assignment.trust_agent_labels,
-        Duration::from_secs(config.limits.idle_control_seconds),
-        secrets,
-    ));
+    let control_service = ControlServer::new(
+        ControlService::new(
+            catalog.clone(),
+            fleet,
+            credentials.clone(),
+            revocations.clone(),
+            config.assignment.trust_agent_labels,
+            Duration::from_secs(config.limits.idle_control_seconds),
+            secrets,
+        )
+        .pinging(heartbeats.clone()),
+    );
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let health_task = watch_health(
         health_reporter,
@@ -318,7 +322,7 @@ pub async fn start(
                 listener,
                 fleetmon::tls::reloading_http1_config(&config.tls, "heartbeat")?,
                 heartbeat.clone(),
-                ctx.clone(),
+                heartbeats.clone(),
                 shutdown.clone(),
             ),
         );

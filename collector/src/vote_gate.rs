@@ -67,6 +67,15 @@ pub fn admit(
             ),
         ));
     }
+    // A heartbeat's signals come from its listener and from Control/Ping only.
+    if fleetmon::checks::heartbeat::of(check).is_some() {
+        return Err(Violation::new(
+            Reason::UnassignedCheck,
+            format!(
+                "check `{id}` is a heartbeat: no agent runs it (signal it with fleetmon-agent ping)"
+            ),
+        ));
+    }
     // The set last sent answers most results; the agent's labels are copied only
     // when it does not.
     let selected = sent

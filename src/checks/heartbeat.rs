@@ -72,8 +72,9 @@ pub fn of(definition: &CheckDefinition) -> Option<&HeartbeatCheck> {
     }
 }
 
-/// Checks a heartbeat definition's fields: a period and grace in range, and no
-/// assignment (no agent runs it).
+/// Checks a heartbeat definition's fields: a period and grace in range, no assertions.
+/// Its assignment runs nothing: it names the agents that may ping it over their mutual
+/// TLS (`fleetmon-agent ping`).
 pub fn validate(
     definition: &CheckDefinition,
     heartbeat: &HeartbeatCheck,
@@ -95,16 +96,6 @@ pub fn validate(
                 "is {}: use at most {MAX_GRACE_SECONDS} seconds (how late a run may be)",
                 heartbeat.grace_seconds
             ),
-        ));
-    }
-    let assigned = definition
-        .assignment
-        .as_ref()
-        .is_some_and(|a| a.all || !a.agents.is_empty() || !a.labels.is_empty());
-    if assigned {
-        return Err(DefinitionError::new(
-            "check.assignment",
-            "must be empty for a heartbeat: no agent runs it, jobs ping the collector",
         ));
     }
     if definition.assertions.is_some() {
@@ -186,10 +177,14 @@ mod tests {
         assert_eq!(error.field, "check.heartbeat.period_seconds");
         let error = validate(&definition(false), &beat(60, 8 * 86_400)).unwrap_err();
         assert_eq!(error.field, "check.heartbeat.grace_seconds");
-        let error = validate(&definition(true), &beat(60, 0)).unwrap_err();
+        // An assignment names the agents that may ping it.
+        assert!(validate(&definition(true), &beat(60, 0)).is_ok());
+        let mut asserted = definition(false);
+        asserted.assertions = Some(Default::default());
+        let error = validate(&asserted, &beat(60, 0)).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "`check.assignment` must be empty for a heartbeat: no agent runs it, jobs ping the collector"
+            "`check.assertions` do not apply to a heartbeat: remove them"
         );
     }
 }

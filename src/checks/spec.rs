@@ -295,13 +295,11 @@ impl CheckSpec {
             paused: self.paused,
             interval_seconds: self.interval_seconds,
             timeout_seconds: self.timeout_seconds,
-            // A heartbeat selects no agent: its assignment stays empty.
-            assignment: (!matches!(kind, check_definition::Kind::Heartbeat(_))).then(|| {
-                Assignment {
-                    all: self.all_agents,
-                    agents: self.agents.clone(),
-                    labels: self.labels.clone().into_iter().collect(),
-                }
+            // A heartbeat's: the agents that may ping it (`fleetmon-agent ping`).
+            assignment: Some(Assignment {
+                all: self.all_agents,
+                agents: self.agents.clone(),
+                labels: self.labels.clone().into_iter().collect(),
             }),
             kind: Some(kind),
             assertions,

@@ -567,6 +567,7 @@ fn print_status(conn: &Connection, status: &CheckStatus) {
             "  heartbeat every {} s, grace {} s",
             beat.period_seconds, beat.grace_seconds
         );
+        println!("  pinged by {} (fleetmon-agent ping)", assignment(check));
     } else {
         println!("  assigned  {}", assignment(check));
     }

@@ -328,6 +328,11 @@ impl CentralRig {
         self.agent_with(name, labels, &files);
     }
 
+    /// The config file of agent `name` (once started).
+    pub fn agent_config(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("{name}.toml"))
+    }
+
     /// Starts agent process `name` with these TLS files (e.g. from enrollment); its pid.
     pub fn agent_with(
         &mut self,
@@ -335,7 +340,7 @@ impl CentralRig {
         labels: &str,
         files: &fleetmon::tls::ClientTlsFiles,
     ) -> u32 {
-        let config = self.logs.path().join(format!("{name}.toml"));
+        let config = self.agent_config(name);
         std::fs::write(
             &config,
             format!(
