@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod enroll;
 pub mod host_sampler;
+pub mod icmp;
 pub mod key_pair;
 pub mod metrics;
 pub mod net_prober;

@@ -1,7 +1,7 @@
-//! TCP, DNS and gRPC health checks (central checks of kind `tcp`, `dns` and `grpc`),
-//! turned into a `SiteCheck` like HTTP ones: `url` is `tcp://host:port`, `dns://name`
-//! or `grpc://host:port/service`, the method `TCP`, `DNS` or `GRPC`, and every outcome,
-//! failures included, is a result.
+//! TCP, DNS, gRPC health and ICMP checks (central checks of kind `tcp`, `dns`, `grpc`
+//! and `icmp`), turned into a `SiteCheck` like HTTP ones: `url` is `tcp://host:port`,
+//! `dns://name`, `grpc://host:port/service` or `icmp://host`, the method `TCP`, `DNS`,
+//! `GRPC` or `ICMP`, and every outcome, failures included, is a result.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -253,4 +253,99 @@ pub(crate) async fn grpc(site: &Site, address: &str, service: &str, tls: bool) -
         )),
     };
     done(check, started, failure)
+}
+
+/// Pings `host` (IPv4) `count` times, `interval` apart: passes when at most
+/// `max_loss_percent` of the requests go unanswered (`None`: when one is answered).
+/// The response time is the average round trip; the matched text sums the run up.
+pub(crate) async fn icmp(
+    site: &Site,
+    host: &str,
+    count: u32,
+    interval: std::time::Duration,
+    max_loss_percent: Option<f64>,
+) -> SiteCheck {
+    let started = Instant::now();
+    let deadline = started + site.timeout;
+    let mut check = skeleton(site);
+    let target = match tokio::time::timeout(
+        site.timeout,
+        tokio::net::lookup_host(format!("{host}:0")),
+    )
+    .await
+    {
+        Err(_) => Err((
+            CheckFailure::Timeout,
+            format!("no answer for {host} within {:?}", site.timeout),
+        )),
+        Ok(Err(error)) => Err((CheckFailure::Dns, format!("cannot resolve {host}: {error}"))),
+        Ok(Ok(found)) => found
+            .filter_map(|a| match a.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .next()
+            .ok_or_else(|| {
+                (
+                    CheckFailure::Dns,
+                    format!("{host} resolves to no IPv4 address (icmp checks are IPv4)"),
+                )
+            }),
+    };
+    let target = match target {
+        Ok(target) => target,
+        Err(failure) => return done(check, started, Some(failure)),
+    };
+    check.final_url = format!("icmp://{target}");
+    let echoes =
+        tokio::task::spawn_blocking(move || crate::icmp::echo(target, count, interval, deadline))
+            .await;
+    let echoes = match echoes {
+        Ok(Ok(echoes)) => echoes,
+        Ok(Err(error)) => {
+            return done(
+                check,
+                started,
+                Some((CheckFailure::Other, error.to_string())),
+            );
+        }
+        Err(error) => {
+            return done(
+                check,
+                started,
+                Some((
+                    CheckFailure::Other,
+                    format!("the ping thread failed: {error}"),
+                )),
+            );
+        }
+    };
+    check.matched_text = echoes.summary(count);
+    let loss = echoes.loss_percent(count);
+    let failure = if echoes.round_trips.is_empty() {
+        let why = echoes
+            .send_error
+            .as_deref()
+            .map(|e| format!(" (sending failed: {e})"))
+            .unwrap_or_default();
+        Some((
+            CheckFailure::Timeout,
+            format!("no echo reply from {host} ({target}): {count} of {count} requests lost{why}"),
+        ))
+    } else if let Some(limit) = max_loss_percent.filter(|limit| loss > *limit) {
+        Some((
+            CheckFailure::Other,
+            format!(
+                "{} of {count} requests to {host} lost ({loss:.0} %, above max_loss_percent {limit})",
+                count as usize - echoes.round_trips.len()
+            ),
+        ))
+    } else {
+        None
+    };
+    let mut check = done(check, started, failure);
+    if let Some((_, avg, _)) = echoes.min_avg_max() {
+        check.response_time_ms = avg;
+    }
+    check
 }

@@ -104,6 +104,12 @@ impl SiteProber {
                 service,
                 tls,
             } => net_prober::grpc(site, address, service, *tls).await,
+            Probe::Icmp {
+                host,
+                count,
+                interval,
+                max_loss_percent,
+            } => net_prober::icmp(site, host, *count, *interval, *max_loss_percent).await,
         };
         if check.ok
             && let Some((kind, message)) = assertion_failure(site, &check)

@@ -420,7 +420,7 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     no_kind.kind = None;
     cases.push((
         no_kind,
-        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)",
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping) or `heartbeat` (a job pings it)",
     ));
     cases.push((
         http_check("Shop!", url, 30, everyone.clone()),
@@ -1231,4 +1231,62 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
     );
     agent.stop().await;
     collector.shutdown.cancel();
+}
+
+/// An ICMP check pings 127.0.0.1 from a real agent: every request answered, the
+/// average round trip as the response time, a summary as the matched text; a loss limit
+/// below what a run lost fails it (the lost requests are proven in `agent/src/icmp.rs`,
+/// in a network namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
+    use fleetmon::pb::IcmpCheck;
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, mut results, on_agent) = lone_agent(&collector, "icmp-1", dir.path()).await;
+    let mut api = collector.checks();
+    let mut check = http_check("gateway", "", 1, on_agent.clone());
+    check.kind = Some(check_definition::Kind::Icmp(IcmpCheck {
+        host: "127.0.0.1".into(),
+        count: 3,
+        interval_ms: 20,
+        max_loss_percent: Some(0.0),
+    }));
+    create(&mut api, check).await;
+    let result = results
+        .next("gateway", Duration::from_secs(10))
+        .await
+        .expect("an icmp result");
+    assert!(result.ok, "{}", result.error_message);
+    assert_eq!(
+        (result.url.as_str(), result.method.as_str()),
+        ("icmp://127.0.0.1", "ICMP")
+    );
+    assert!(
+        result
+            .matched_text
+            .starts_with("3/3 replies, loss 0 %, rtt min/avg/max "),
+        "{}",
+        result.matched_text
+    );
+    assert!(result.response_time_ms > 0.0 && result.response_time_ms < 1000.0);
+
+    // Bad definitions are refused naming the field.
+    let mut bad = http_check("too-many", "", 1, on_agent);
+    bad.kind = Some(check_definition::Kind::Icmp(IcmpCheck {
+        host: "127.0.0.1".into(),
+        count: 50,
+        ..Default::default()
+    }));
+    let error = api
+        .create_check(fleetmon::pb::CreateCheckRequest { check: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "invalid check: `check.icmp.count` is 50: send 1 to 20 echo requests per run"
+        )
+    );
+    drop(agent);
 }

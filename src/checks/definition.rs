@@ -9,7 +9,9 @@ use super::json_assertion::JsonRule;
 use super::pattern::Patterns;
 use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::config::ConfigError;
-use crate::pb::{CheckDefinition, DnsCheck, GrpcCheck, HttpCheck, TcpCheck, check_definition};
+use crate::pb::{
+    CheckDefinition, DnsCheck, GrpcCheck, HttpCheck, IcmpCheck, TcpCheck, check_definition,
+};
 
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
@@ -78,6 +80,7 @@ pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
         Some(check_definition::Kind::Heartbeat(_)) => {
             ("heartbeat", format!("heartbeat://{}", definition.id))
         }
+        Some(check_definition::Kind::Icmp(icmp)) => ("icmp", format!("icmp://{}", icmp.host)),
         None => ("unknown", String::new()),
     }
 }
@@ -116,10 +119,14 @@ pub fn site_from_definition(
                 "is heartbeat: no agent runs it (jobs ping a collector's heartbeat listener)",
             ));
         }
+        Some(check_definition::Kind::Icmp(icmp)) => {
+            let site = icmp_site(icmp, definition, defaults)?;
+            return with_assertions(site, definition);
+        }
         None => {
             return Err(DefinitionError::new(
                 "check.kind",
-                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)",
+                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping) or `heartbeat` (a job pings it)",
             ));
         }
     };
@@ -286,6 +293,70 @@ fn grpc_site(
         tls: grpc.tls,
     };
     plain_site(probe, &grpc_url(grpc), "GRPC", definition, defaults)
+}
+
+/// Most echo requests in one run.
+pub const MAX_ICMP_COUNT: u32 = 20;
+
+fn icmp_site(
+    icmp: &IcmpCheck,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+) -> Result<Site, DefinitionError> {
+    let host_ok = !icmp.host.is_empty()
+        && icmp.host.len() <= 253
+        && icmp
+            .host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    if !host_ok {
+        return Err(DefinitionError::new(
+            "check.icmp.host",
+            format!(
+                "`{}` is not a host name or IPv4 address (e.g. gateway.example or 192.0.2.1)",
+                icmp.host.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    let count = if icmp.count == 0 { 3 } else { icmp.count };
+    if count > MAX_ICMP_COUNT {
+        return Err(DefinitionError::new(
+            "check.icmp.count",
+            format!("is {count}: send 1 to {MAX_ICMP_COUNT} echo requests per run"),
+        ));
+    }
+    let interval_ms = if icmp.interval_ms == 0 {
+        200
+    } else {
+        icmp.interval_ms
+    };
+    if !(10..=5000).contains(&interval_ms) {
+        return Err(DefinitionError::new(
+            "check.icmp.interval_ms",
+            format!("is {interval_ms}: use 10 to 5000 ms between two requests"),
+        ));
+    }
+    if let Some(loss) = icmp.max_loss_percent
+        && !(0.0..=100.0).contains(&loss)
+    {
+        return Err(DefinitionError::new(
+            "check.icmp.max_loss_percent",
+            format!("is {loss}: use 0 to 100"),
+        ));
+    }
+    let probe = Probe::Icmp {
+        host: icmp.host.clone(),
+        count,
+        interval: Duration::from_millis(u64::from(interval_ms)),
+        max_loss_percent: icmp.max_loss_percent,
+    };
+    plain_site(
+        probe,
+        &format!("icmp://{}", icmp.host),
+        "ICMP",
+        definition,
+        defaults,
+    )
 }
 
 fn tcp_site(

@@ -151,6 +151,18 @@ pub enum Probe {
         /// Over TLS (the system's CAs), else plaintext HTTP/2.
         tls: bool,
     },
+    /// ICMP echo requests to a host (IPv4).
+    Icmp {
+        /// A name or an IPv4 address.
+        host: String,
+        /// Requests per run.
+        count: u32,
+        /// Time between two requests.
+        interval: std::time::Duration,
+        /// The most unanswered requests, in percent, a passing run may have (`None`:
+        /// one answer is enough).
+        max_loss_percent: Option<f64>,
+    },
     /// A name resolved with the system's resolver.
     Dns {
         /// The name.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::DefinitionError;
 use crate::pb::{
     Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HeartbeatCheck,
-    HttpCheck, JsonAssertion, TcpCheck, check_definition,
+    HttpCheck, IcmpCheck, JsonAssertion, TcpCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub struct ChecksFile {
 pub struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
     pub id: String,
-    /// `http`, `tcp`, `dns`, `grpc` or `heartbeat`.
+    /// `http`, `tcp`, `dns`, `grpc`, `icmp` or `heartbeat`.
     #[serde(default = "http_kind")]
     pub kind: String,
     /// http:// or https:// URL (kind `http`).
@@ -55,6 +55,19 @@ pub struct CheckSpec {
     /// Addresses the answer must include (kind `dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_addresses: Vec<String>,
+    /// The host pinged: a name or an IPv4 address (kind `icmp`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Echo requests per run (kind `icmp`; default 3).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub count: u32,
+    /// Milliseconds between two echo requests (kind `icmp`; default 200).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub interval_ms: u32,
+    /// The most unanswered requests, in percent, of a passing run (kind `icmp`;
+    /// default: one answer is enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loss_percent: Option<f64>,
     /// Seconds between two runs of the job (kind `heartbeat`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub period_seconds: u32,
@@ -223,6 +236,7 @@ impl CheckSpec {
             }),
             "dns" => format!("dns://{}", self.name),
             "heartbeat" => format!("heartbeat://{}", self.id),
+            "icmp" => format!("icmp://{}", self.host),
             _ => self.url.clone(),
         }
     }
@@ -258,6 +272,12 @@ impl CheckSpec {
                 service: self.service.clone(),
                 tls: self.tls,
             }),
+            "icmp" => check_definition::Kind::Icmp(IcmpCheck {
+                host: self.host.clone(),
+                count: self.count,
+                interval_ms: self.interval_ms,
+                max_loss_percent: self.max_loss_percent,
+            }),
             "heartbeat" => check_definition::Kind::Heartbeat(HeartbeatCheck {
                 period_seconds: self.period_seconds,
                 grace_seconds: self.grace_seconds,
@@ -267,7 +287,7 @@ impl CheckSpec {
                 return Err(DefinitionError::new(
                     "check.kind",
                     format!(
-                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, heartbeat",
+                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, icmp, heartbeat",
                         self.id
                     ),
                 ));
@@ -378,6 +398,13 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.address = grpc.address.clone();
                 spec.service = grpc.service.clone();
                 spec.tls = grpc.tls;
+            }
+            Some(check_definition::Kind::Icmp(icmp)) => {
+                spec.kind = "icmp".to_owned();
+                spec.host = icmp.host.clone();
+                spec.count = icmp.count;
+                spec.interval_ms = icmp.interval_ms;
+                spec.max_loss_percent = icmp.max_loss_percent;
             }
             Some(check_definition::Kind::Heartbeat(heartbeat)) => {
                 spec.kind = "heartbeat".to_owned();

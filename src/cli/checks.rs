@@ -101,6 +101,16 @@ pub(crate) struct CheckFlags {
     /// http:// or https:// URL: an HTTP check.
     #[arg(long, conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
     url: Option<String>,
+    /// A host to ping (a name or an IPv4 address): an ICMP check.
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
+    icmp: Option<String>,
+    /// ICMP: echo requests per run (default 3).
+    #[arg(long)]
+    count: Option<u32>,
+    /// ICMP: the most unanswered requests, in percent, of a passing run (default: one
+    /// answer is enough).
+    #[arg(long = "max-loss", value_name = "PERCENT")]
+    max_loss_percent: Option<f64>,
     /// A heartbeat check: the job pings it every PERIOD (`90s`, `15m`, `1h`, `1d`);
     /// no agent runs it.
     #[arg(long, value_name = "PERIOD", value_parser = whole_seconds, conflicts_with_all = ["address", "name", "grpc"])]
@@ -206,6 +216,16 @@ impl CheckFlags {
         if let Some(address) = &self.grpc {
             spec.kind = "grpc".to_owned();
             spec.address = address.clone();
+        }
+        if let Some(host) = &self.icmp {
+            spec.kind = "icmp".to_owned();
+            spec.host = host.clone();
+        }
+        if let Some(count) = self.count {
+            spec.count = count;
+        }
+        if self.max_loss_percent.is_some() {
+            spec.max_loss_percent = self.max_loss_percent;
         }
         if let Some(period) = self.heartbeat {
             spec.kind = "heartbeat".to_owned();
@@ -317,9 +337,10 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 && fields.name.is_none()
                 && fields.grpc.is_none()
                 && fields.heartbeat.is_none()
+                && fields.icmp.is_none()
             {
                 bail!(
-                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check) or --heartbeat PERIOD (a job pings it)"
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping) or --heartbeat PERIOD (a job pings it)"
                 );
             }
             let spec = fields.apply_to(CheckSpec {
