@@ -26,6 +26,19 @@ fn done(
     check
 }
 
+/// What came (`text`, shortened for the result) does not match `pattern`.
+fn mismatch(site: &Site, text: &str, pattern: &Pattern) -> (CheckFailure, String) {
+    let shown: String = text.chars().take(site.max_matched_chars).collect();
+    (
+        CheckFailure::RegexMismatch,
+        format!(
+            "received `{}` does not match `{}`",
+            shown.escape_debug(),
+            pattern.as_str()
+        ),
+    )
+}
+
 /// Resolves `host:port`, connects, sends `send`, and reads until `expect` matches.
 pub(crate) async fn tcp(
     site: &Site,
@@ -94,15 +107,7 @@ pub(crate) async fn tcp(
             }
             if read == 0 || received.len() >= MAX_BANNER_BYTES {
                 check.regex_matched = Some(false);
-                let shown: String = text.chars().take(site.max_matched_chars).collect();
-                return Some((
-                    CheckFailure::RegexMismatch,
-                    format!(
-                        "received `{}` does not match `{}`",
-                        shown.escape_debug(),
-                        pattern.as_str()
-                    ),
-                ));
+                return Some(mismatch(site, &text, pattern));
             }
         }
     };
@@ -113,18 +118,7 @@ pub(crate) async fn tcp(
             Some(pattern) if !received.is_empty() => {
                 check.regex_matched = Some(false);
                 check.body_bytes = received.len() as u64;
-                let shown: String = String::from_utf8_lossy(&received)
-                    .chars()
-                    .take(site.max_matched_chars)
-                    .collect();
-                Some((
-                    CheckFailure::RegexMismatch,
-                    format!(
-                        "received `{}` does not match `{}`",
-                        shown.escape_debug(),
-                        pattern.as_str()
-                    ),
-                ))
+                Some(mismatch(site, &String::from_utf8_lossy(&received), pattern))
             }
             _ => Some((
                 CheckFailure::Timeout,
@@ -348,4 +342,151 @@ pub(crate) async fn icmp(
         check.response_time_ms = avg;
     }
     check
+}
+
+/// Upgrades `site.url` (ws:// or wss://) to a WebSocket, sends `send` as a text message
+/// (when not empty) and, with `expect`, waits for a message that matches it.
+pub(crate) async fn websocket(site: &Site, send: &str, expect: Option<&Pattern>) -> SiteCheck {
+    let started = Instant::now();
+    let mut check = skeleton(site);
+    check.regex = expect.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let url = site.url.clone();
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| {
+                (
+                    CheckFailure::Connect,
+                    format!("cannot connect to {host}:{port}: {e}"),
+                )
+            })?;
+        check.time_to_first_byte_ms = Some(millis(started.elapsed()));
+        if url.scheme() == "wss" {
+            let tls =
+                wss_connector().map_err(|e| (CheckFailure::Tls, format!("system CAs: {e}")))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| (CheckFailure::Tls, format!("{host}: {e}")))?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| (CheckFailure::Tls, format!("TLS with {host}:{port}: {e}")))?;
+            converse(&mut check, site, stream, send, expect).await
+        } else {
+            converse(&mut check, site, tcp, send, expect).await
+        }
+    };
+    let failure = match tokio::time::timeout(site.timeout, run).await {
+        Ok(outcome) => outcome.err(),
+        Err(_) => Some((
+            CheckFailure::Timeout,
+            format!(
+                "no {} from {url} within {:?}",
+                if expect.is_some() {
+                    "matching message"
+                } else {
+                    "upgrade"
+                },
+                site.timeout
+            ),
+        )),
+    };
+    done(check, started, failure)
+}
+
+/// TLS for wss:// with the system's CAs.
+fn wss_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A CA the system lists but rustls cannot read is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(fleetmon::tls::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// The upgrade, the message sent and the answer expected, on `stream`.
+async fn converse<S>(
+    check: &mut SiteCheck,
+    site: &Site,
+    stream: S,
+    send: &str,
+    expect: Option<&Pattern>,
+) -> Result<(), (CheckFailure, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let url = site.url.as_str();
+    let (mut socket, response) = match tokio_tungstenite::client_async(url, stream).await {
+        Ok(upgraded) => upgraded,
+        Err(Error::Http(response)) => {
+            check.status_code = Some(u32::from(response.status().as_u16()));
+            return Err((
+                CheckFailure::StatusMismatch,
+                format!(
+                    "{url} answered {} instead of upgrading to a WebSocket (101)",
+                    response.status()
+                ),
+            ));
+        }
+        Err(error) => {
+            return Err((
+                CheckFailure::Connect,
+                format!("WebSocket handshake with {url} failed: {error}"),
+            ));
+        }
+    };
+    check.status_code = Some(u32::from(response.status().as_u16()));
+    if !send.is_empty() {
+        socket
+            .send(Message::text(send))
+            .await
+            .map_err(|e| (CheckFailure::Connect, format!("cannot send to {url}: {e}")))?;
+    }
+    let outcome = match expect {
+        None => Ok(()),
+        Some(pattern) => loop {
+            let text = match socket.next().await {
+                Some(Ok(Message::Text(text))) => text.to_string(),
+                Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => {
+                    break Err((
+                        CheckFailure::RegexMismatch,
+                        format!("{url} closed the WebSocket before a message came"),
+                    ));
+                }
+                Some(Err(error)) => {
+                    break Err((
+                        CheckFailure::Connect,
+                        format!("reading from {url} failed: {error}"),
+                    ));
+                }
+            };
+            check.body_bytes = text.len() as u64;
+            match pattern.find(&text) {
+                Some(found) => {
+                    check.regex_matched = Some(true);
+                    check.matched_text = found.chars().take(site.max_matched_chars).collect();
+                    break Ok(());
+                }
+                None => {
+                    check.regex_matched = Some(false);
+                    break Err(mismatch(site, &text, pattern));
+                }
+            }
+        },
+    };
+    // A polite close; a server that already went is no failure of the check.
+    let _ = socket.close(None).await;
+    outcome
 }

@@ -104,6 +104,9 @@ impl SiteProber {
                 service,
                 tls,
             } => net_prober::grpc(site, address, service, *tls).await,
+            Probe::WebSocket { send, expect } => {
+                net_prober::websocket(site, send, expect.as_ref()).await
+            }
             Probe::Icmp {
                 host,
                 count,

@@ -420,7 +420,7 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     no_kind.kind = None;
     cases.push((
         no_kind,
-        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping) or `heartbeat` (a job pings it)",
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)",
     ));
     cases.push((
         http_check("Shop!", url, 30, everyone.clone()),
@@ -1286,6 +1286,100 @@ async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
         (
             tonic::Code::InvalidArgument,
             "invalid check: `check.icmp.count` is 50: send 1 to 20 echo requests per run"
+        )
+    );
+    drop(agent);
+}
+
+/// A WebSocket check against a server the test starts: the upgrade, a message sent and
+/// the answer matched; an answer that does not match, and a server that will not
+/// upgrade, fail saying what came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
+    use fleetmon::pb::WebSocketCheck;
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Answers each text message with "pong " and the message.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if let Message::Text(text) = message {
+                        let _ = socket.send(Message::text(format!("pong {text}"))).await;
+                    }
+                }
+            });
+        }
+    });
+    // An HTTP server that does not upgrade.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = plain.accept().await {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut request = [0u8; 1024];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let (agent, mut results, on_agent) = lone_agent(&collector, "ws-1", dir.path()).await;
+    let mut api = collector.checks();
+    let websocket = |id: &str, port: u16, expect: &str| {
+        let mut check = http_check(id, "", 1, on_agent.clone());
+        check.kind = Some(check_definition::Kind::Websocket(WebSocketCheck {
+            url: format!("ws://127.0.0.1:{port}/live"),
+            send: "ping".into(),
+            expect: expect.into(),
+        }));
+        check
+    };
+    create(&mut api, websocket("live", ws_port, "^pong (\\w+)")).await;
+    create(&mut api, websocket("wrong", ws_port, "^nope")).await;
+    create(&mut api, websocket("plain", plain_port, "")).await;
+    let live = results
+        .next("live", Duration::from_secs(10))
+        .await
+        .expect("a websocket result");
+    assert_eq!(
+        (
+            live.ok,
+            live.method.as_str(),
+            live.status_code,
+            live.matched_text.as_str()
+        ),
+        (true, "WS", Some(101), "pong ping"),
+        "{}",
+        live.error_message
+    );
+    let wrong = results
+        .next("wrong", Duration::from_secs(10))
+        .await
+        .expect("a websocket result");
+    assert_eq!(
+        (wrong.ok, wrong.error_message.as_str()),
+        (false, "received `pong ping` does not match `^nope`")
+    );
+    let plain = results
+        .next("plain", Duration::from_secs(10))
+        .await
+        .expect("a websocket result");
+    assert_eq!(
+        (plain.ok, plain.status_code, plain.error_message),
+        (
+            false,
+            Some(404),
+            format!(
+                "ws://127.0.0.1:{plain_port}/live answered 404 Not Found instead of upgrading to a WebSocket (101)"
+            )
         )
     );
     drop(agent);

@@ -10,7 +10,8 @@ use super::pattern::Patterns;
 use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
 use crate::config::ConfigError;
 use crate::pb::{
-    CheckDefinition, DnsCheck, GrpcCheck, HttpCheck, IcmpCheck, TcpCheck, check_definition,
+    CheckDefinition, DnsCheck, GrpcCheck, HttpCheck, IcmpCheck, TcpCheck, WebSocketCheck,
+    check_definition,
 };
 
 /// Longest check id.
@@ -81,6 +82,7 @@ pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
             ("heartbeat", format!("heartbeat://{}", definition.id))
         }
         Some(check_definition::Kind::Icmp(icmp)) => ("icmp", format!("icmp://{}", icmp.host)),
+        Some(check_definition::Kind::Websocket(ws)) => ("websocket", ws.url.clone()),
         None => ("unknown", String::new()),
     }
 }
@@ -123,10 +125,14 @@ pub fn site_from_definition(
             let site = icmp_site(icmp, definition, defaults)?;
             return with_assertions(site, definition);
         }
+        Some(check_definition::Kind::Websocket(ws)) => {
+            let site = websocket_site(ws, definition, defaults, patterns)?;
+            return with_assertions(site, definition);
+        }
         None => {
             return Err(DefinitionError::new(
                 "check.kind",
-                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping) or `heartbeat` (a job pings it)",
+                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)",
             ));
         }
     };
@@ -293,6 +299,52 @@ fn grpc_site(
         tls: grpc.tls,
     };
     plain_site(probe, &grpc_url(grpc), "GRPC", definition, defaults)
+}
+
+/// Most bytes a WebSocket check sends.
+pub const MAX_WEBSOCKET_SEND: usize = 4096;
+
+fn websocket_site(
+    ws: &WebSocketCheck,
+    definition: &CheckDefinition,
+    defaults: &ProbeDefaults,
+    patterns: &mut Patterns,
+) -> Result<Site, DefinitionError> {
+    let url_ok = url::Url::parse(&ws.url)
+        .is_ok_and(|u| matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some());
+    if !url_ok {
+        return Err(DefinitionError::new(
+            "check.websocket.url",
+            format!(
+                "`{}` is not a ws:// or wss:// URL (e.g. wss://chat.example/socket)",
+                ws.url.chars().take(200).collect::<String>()
+            ),
+        ));
+    }
+    if ws.send.len() > MAX_WEBSOCKET_SEND {
+        return Err(DefinitionError::new(
+            "check.websocket.send",
+            format!(
+                "is {} bytes: send at most {MAX_WEBSOCKET_SEND}",
+                ws.send.len()
+            ),
+        ));
+    }
+    let expect = (!ws.expect.is_empty())
+        .then(|| {
+            patterns.get(&ws.expect).map_err(|e| {
+                DefinitionError::new(
+                    "check.websocket.expect",
+                    format!("is not a valid regex: {e}"),
+                )
+            })
+        })
+        .transpose()?;
+    let probe = Probe::WebSocket {
+        send: ws.send.clone(),
+        expect,
+    };
+    plain_site(probe, &ws.url, "WS", definition, defaults)
 }
 
 /// Most echo requests in one run.

@@ -151,6 +151,13 @@ pub enum Probe {
         /// Over TLS (the system's CAs), else plaintext HTTP/2.
         tls: bool,
     },
+    /// A WebSocket upgrade at `url` (ws:// or wss://), a message sent and one expected.
+    WebSocket {
+        /// Sent as a text message once upgraded; empty: nothing.
+        send: String,
+        /// A pattern the first message back must match.
+        expect: Option<Pattern>,
+    },
     /// ICMP echo requests to a host (IPv4).
     Icmp {
         /// A name or an IPv4 address.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::DefinitionError;
 use crate::pb::{
     Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HeartbeatCheck,
-    HttpCheck, IcmpCheck, JsonAssertion, TcpCheck, check_definition,
+    HttpCheck, IcmpCheck, JsonAssertion, TcpCheck, WebSocketCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +28,10 @@ pub struct ChecksFile {
 pub struct CheckSpec {
     /// A slug: lowercase letters, digits and `-`.
     pub id: String,
-    /// `http`, `tcp`, `dns`, `grpc`, `icmp` or `heartbeat`.
+    /// `http`, `tcp`, `dns`, `grpc`, `icmp`, `websocket` or `heartbeat`.
     #[serde(default = "http_kind")]
     pub kind: String,
-    /// http:// or https:// URL (kind `http`).
+    /// http:// or https:// URL (kind `http`); ws:// or wss:// (kind `websocket`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// host:port (kinds `tcp` and `grpc`).
@@ -43,10 +43,11 @@ pub struct CheckSpec {
     /// Over TLS (kind `grpc`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls: bool,
-    /// Sent once connected (kind `tcp`).
+    /// Sent once connected (kind `tcp`; kind `websocket`: a text message).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub send: String,
-    /// A pattern the first bytes received must match (kind `tcp`).
+    /// A pattern the first bytes received must match (kind `tcp`; kind `websocket`: the
+    /// first message back).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub expect: String,
     /// The name to resolve (kind `dns`).
@@ -272,6 +273,11 @@ impl CheckSpec {
                 service: self.service.clone(),
                 tls: self.tls,
             }),
+            "websocket" => check_definition::Kind::Websocket(WebSocketCheck {
+                url: self.url.clone(),
+                send: self.send.clone(),
+                expect: self.expect.clone(),
+            }),
             "icmp" => check_definition::Kind::Icmp(IcmpCheck {
                 host: self.host.clone(),
                 count: self.count,
@@ -287,7 +293,7 @@ impl CheckSpec {
                 return Err(DefinitionError::new(
                     "check.kind",
                     format!(
-                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, icmp, heartbeat",
+                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, icmp, websocket, heartbeat",
                         self.id
                     ),
                 ));
@@ -398,6 +404,12 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.address = grpc.address.clone();
                 spec.service = grpc.service.clone();
                 spec.tls = grpc.tls;
+            }
+            Some(check_definition::Kind::Websocket(ws)) => {
+                spec.kind = "websocket".to_owned();
+                spec.url = ws.url.clone();
+                spec.send = ws.send.clone();
+                spec.expect = ws.expect.clone();
             }
             Some(check_definition::Kind::Icmp(icmp)) => {
                 spec.kind = "icmp".to_owned();

@@ -101,6 +101,10 @@ pub(crate) struct CheckFlags {
     /// http:// or https:// URL: an HTTP check.
     #[arg(long, conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
     url: Option<String>,
+    /// A ws:// or wss:// URL: a WebSocket check (the upgrade; with --send and --expect,
+    /// a message and the answer expected).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp"])]
+    websocket: Option<String>,
     /// A host to ping (a name or an IPv4 address): an ICMP check.
     #[arg(long, value_name = "HOST", conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
     icmp: Option<String>,
@@ -216,6 +220,10 @@ impl CheckFlags {
         if let Some(address) = &self.grpc {
             spec.kind = "grpc".to_owned();
             spec.address = address.clone();
+        }
+        if let Some(url) = &self.websocket {
+            spec.kind = "websocket".to_owned();
+            spec.url = url.clone();
         }
         if let Some(host) = &self.icmp {
             spec.kind = "icmp".to_owned();
@@ -338,9 +346,10 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 && fields.grpc.is_none()
                 && fields.heartbeat.is_none()
                 && fields.icmp.is_none()
+                && fields.websocket.is_none()
             {
                 bail!(
-                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping) or --heartbeat PERIOD (a job pings it)"
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping), --websocket URL or --heartbeat PERIOD (a job pings it)"
                 );
             }
             let spec = fields.apply_to(CheckSpec {
