@@ -217,6 +217,17 @@ pub struct ChannelConfig {
     /// The alert kinds sent here (e.g. `["disk_full", "memory_full"]`); empty: every kind.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// The severities sent here (`critical`, `error`, `warning`); empty: every one.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Only alerts whose subject (a check id, or an agent for host alerts) is one of
+    /// these; `db-*` takes every subject starting with `db-`. Empty: every subject.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Only alerts about one of these agents (a host's alerts, a location's); `db-*` by
+    /// prefix. Empty: every agent, and alerts about no single agent (a check's).
+    #[serde(default)]
+    pub agents: Vec<String>,
     /// `pagerduty`: the integration's routing key (a secret).
     #[serde(default)]
     pub routing_key: String,
@@ -334,6 +345,9 @@ impl std::fmt::Debug for ChannelConfig {
             .field("send_resolved", &self.send_resolved)
             .field("headers", &headers)
             .field("kinds", &self.kinds)
+            .field("severities", &self.severities)
+            .field("subjects", &self.subjects)
+            .field("agents", &self.agents)
             .field(
                 "routing_key",
                 &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
@@ -372,6 +386,26 @@ impl From<&WebhookConfig> for ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// Whether an alert of `kind` about `subject` (and agent `agent_id`, empty when it
+    /// is about no single agent) goes to this channel.
+    pub fn takes(&self, kind: &str, subject: &str, agent_id: &str) -> bool {
+        let matches = |patterns: &[String], name: &str| {
+            patterns.is_empty()
+                || patterns.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name == p,
+                })
+        };
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && (self.severities.is_empty()
+                || self
+                    .severities
+                    .iter()
+                    .any(|s| s == fleetmon::alert_kind::severity(kind)))
+            && matches(&self.subjects, subject)
+            && (self.agents.is_empty() || (!agent_id.is_empty() && matches(&self.agents, agent_id)))
+    }
+
     /// A channel `name` of `kind` at `url`, every other setting its default.
     pub fn new(name: &str, kind: ChannelKind, url: &str) -> Self {
         ChannelConfig {
@@ -381,6 +415,9 @@ impl ChannelConfig {
             send_resolved: true,
             headers: BTreeMap::new(),
             kinds: Vec::new(),
+            severities: Vec::new(),
+            subjects: Vec::new(),
+            agents: Vec::new(),
             routing_key: String::new(),
             body_template: String::new(),
             token: String::new(),
@@ -568,6 +605,29 @@ impl ChannelConfig {
                     fleetmon::alert_kind::ALL.join(", ")
                 ),
             ));
+        }
+        if let Some(unknown) = self
+            .severities
+            .iter()
+            .find(|s| !["critical", "error", "warning"].contains(&s.as_str()))
+        {
+            return Err(ConfigError::field(
+                &field("severities"),
+                format!("`{unknown}` is not a severity: use some of critical, error, warning"),
+            ));
+        }
+        for (name, patterns) in [("subjects", &self.subjects), ("agents", &self.agents)] {
+            if let Some(bad) = patterns
+                .iter()
+                .find(|p| p.is_empty() || p.len() > 200 || p.trim_end_matches('*').contains('*'))
+            {
+                return Err(ConfigError::field(
+                    &field(name),
+                    format!(
+                        "`{bad}` is not a name or a prefix: write `shop` or `db-*` (one `*`, at the end)"
+                    ),
+                ));
+            }
         }
         if self.kind == ChannelKind::Alertmanager && self.resend_seconds == 0 {
             return Err(ConfigError::field(
@@ -952,6 +1012,18 @@ mod tests {
                 "[[alerts.channels]]\nname = \"db\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nkinds = [\"disk_ful\"]\n"
             ),
             "invalid config: `alerts.channels[0].kinds` `disk_ful` is not an alert kind: use some of check_down, location_unreachable, agent_silent, disk_full, memory_full, cpu_busy, tls_expiring, clock_skew, heartbeat_missed"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"db\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nseverities = [\"page\"]\n"
+            ),
+            "invalid config: `alerts.channels[0].severities` `page` is not a severity: use some of critical, error, warning"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.channels]]\nname = \"db\"\nkind = \"webhook\"\nurl = \"https://x.example/h\"\nsubjects = [\"*-db\"]\n"
+            ),
+            "invalid config: `alerts.channels[0].subjects` `*-db` is not a name or a prefix: write `shop` or `db-*` (one `*`, at the end)"
         );
         assert_eq!(
             error("[[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\n"),

@@ -1007,7 +1007,8 @@ async fn alertmanager_fires_the_alert_keeps_it_firing_and_ends_it_on_resolve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channels_route_by_kind() {
+async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channels_route_by_kind_severity_and_subject()
+ {
     let setup = Setup::new().await;
     let pagerduty = WebhookReceiver::start().await;
     pagerduty.answer_with(202);
@@ -1020,7 +1021,21 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channel
         kinds: vec!["disk_full".to_owned()],
         ..channel("disks", ChannelKind::Webhook, &disks.url())
     };
-    let writer = writer_with_channels(&setup, vec![pd, disk_only]).await;
+    // Routes that take the shop's alert (critical, subject `sho*`) and routes that do
+    // not (warnings only, `db-*` subjects, agents `db-*`).
+    let route = |name: &str, change: fn(&mut ChannelConfig)| {
+        let mut config = channel(name, ChannelKind::Webhook, &disks.url());
+        change(&mut config);
+        config
+    };
+    let routes = vec![
+        route("critical", |c| c.severities = vec!["critical".into()]),
+        route("shop-team", |c| c.subjects = vec!["sho*".into()]),
+        route("warnings", |c| c.severities = vec!["warning".into()]),
+        route("dbas", |c| c.subjects = vec!["db-*".into()]),
+        route("db-hosts", |c| c.agents = vec!["db-*".into()]),
+    ];
+    let writer = writer_with_channels(&setup, [vec![pd, disk_only], routes].concat()).await;
     let base = seconds_ago(60);
     setup.produce_checks(&shop_runs(base, false)).await;
     pagerduty
@@ -1074,7 +1089,21 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channel
             .await,
         0
     );
-    assert!(disks.requests().is_empty());
+    let routed: Vec<String> = setup
+        .schema
+        .connect()
+        .await
+        .query(
+            "SELECT DISTINCT channel FROM notifications WHERE channel NOT IN ('pd', 'disks') \
+             ORDER BY channel",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(routed, ["critical", "shop-team"]);
     writer.stop().await;
 }
 

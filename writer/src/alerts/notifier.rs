@@ -131,10 +131,23 @@ impl Notifier {
         if rows.is_empty() {
             return Ok(());
         }
+        let text = |alert: &serde_json::Value, key: &str| -> String {
+            alert[key].as_str().unwrap_or_default().to_owned()
+        };
         let alerts: Vec<serde_json::Value> = rows
             .iter()
             .filter_map(|row| serde_json::from_str(row.get::<_, &str>("alert")).ok())
+            .filter(|alert| {
+                channel.takes(
+                    &text(alert, "kind"),
+                    &text(alert, "subject"),
+                    &text(alert, "agent_id"),
+                )
+            })
             .collect();
+        if alerts.is_empty() {
+            return Ok(());
+        }
         let request = channels::Outgoing {
             url: channel.endpoint(),
             body: channels::alertmanager_alerts(&alerts, channel, SystemTime::now()),

@@ -17,7 +17,7 @@ use tokio_postgres::Transaction;
 use crate::alerts::rules::{
     CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
 };
-use crate::config::AlertsConfig;
+use crate::config::{AlertsConfig, ChannelConfig};
 use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
 
 const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
@@ -45,11 +45,21 @@ pub struct Channels {
 /// One channel's share of the notifications.
 #[derive(Debug, Clone)]
 struct Route {
-    name: String,
-    /// The alert kinds it takes; empty: every kind.
-    kinds: BTreeSet<String>,
+    /// The channel, with what it takes ([`ChannelConfig::takes`]).
+    channel: ChannelConfig,
     /// Whether it is told of resolutions.
     resolved: bool,
+}
+
+/// What routes an alert: its kind, subject and agent (empty: about no single agent).
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    /// `alerts.kind`.
+    pub kind: &'a str,
+    /// `alerts.subject`.
+    pub subject: &'a str,
+    /// `alerts.agent_id`.
+    pub agent_id: &'a str,
 }
 
 impl Channels {
@@ -60,33 +70,34 @@ impl Channels {
                 .all_channels()
                 .iter()
                 .map(|channel| Route {
-                    name: channel.name.clone(),
-                    kinds: channel.kinds.iter().cloned().collect(),
                     resolved: channel.tells_resolved(),
+                    channel: channel.clone(),
                 })
                 .collect(),
         }
     }
 
-    fn takes(route: &Route, kind: &str) -> bool {
-        route.kinds.is_empty() || route.kinds.contains(kind)
+    fn takes(route: &Route, alert: Routed<'_>) -> bool {
+        route
+            .channel
+            .takes(alert.kind, alert.subject, alert.agent_id)
     }
 
-    /// The channels told that an alert of `kind` opened (or is still open).
-    pub fn for_kind(&self, kind: &str) -> Vec<String> {
+    /// The channels told that `alert` opened (or is still open).
+    pub fn for_alert(&self, alert: Routed<'_>) -> Vec<String> {
         self.routes
             .iter()
-            .filter(|route| Self::takes(route, kind))
-            .map(|route| route.name.clone())
+            .filter(|route| Self::takes(route, alert))
+            .map(|route| route.channel.name.clone())
             .collect()
     }
 
-    /// The channels told that an alert of `kind` resolved.
-    pub fn resolved_for(&self, kind: &str) -> Vec<String> {
+    /// The channels told that `alert` resolved.
+    pub fn resolved_for(&self, alert: Routed<'_>) -> Vec<String> {
         self.routes
             .iter()
-            .filter(|route| route.resolved && Self::takes(route, kind))
-            .map(|route| route.name.clone())
+            .filter(|route| route.resolved && Self::takes(route, alert))
+            .map(|route| route.channel.name.clone())
             .collect()
     }
 
@@ -220,7 +231,11 @@ pub async fn open(
             "opened",
             &candidate.cause,
             &candidate.locations,
-            &channels.for_kind(candidate.kind),
+            &channels.for_alert(Routed {
+                kind: candidate.kind,
+                subject: &candidate.subject,
+                agent_id: &candidate.agent_id,
+            }),
         )
         .await?;
         tracing::info!(alert_id = id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
@@ -264,13 +279,19 @@ pub async fn resolve(
         return Ok(false);
     };
     let id: i64 = row.get("alert_id");
+    let agent_id: String = row.get("agent_id");
+    let alert = Routed {
+        kind,
+        subject,
+        agent_id: &agent_id,
+    };
     record(
         tx,
         id,
         "resolved",
         detail,
         &[],
-        &channels.resolved_for(kind),
+        &channels.resolved_for(alert),
     )
     .await?;
     tracing::info!(alert_id = id, kind, subject, "alert resolved");

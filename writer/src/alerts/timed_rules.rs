@@ -338,7 +338,11 @@ async fn remind(
             "reminder",
             &cause,
             &[],
-            &channels.for_kind(row.get("kind")),
+            &channels.for_alert(alert_store::Routed {
+                kind: row.get("kind"),
+                subject: row.get("subject"),
+                agent_id: row.get("agent_id"),
+            }),
         )
         .await?;
     }
