@@ -172,7 +172,14 @@ pub(crate) async fn dns(site: &Site, name: &str, expected: &[IpAddr]) -> SiteChe
 
 /// Asks the gRPC server at `host:port` for the health of `service`
 /// (grpc.health.v1.Health/Check): passes on SERVING.
-pub(crate) async fn grpc(site: &Site, address: &str, service: &str, tls: bool) -> SiteCheck {
+/// With `ca_pem`, the server's certificate must chain to that CA instead of the system's.
+pub(crate) async fn grpc(
+    site: &Site,
+    address: &str,
+    service: &str,
+    tls: bool,
+    ca_pem: Option<&str>,
+) -> SiteCheck {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -183,8 +190,13 @@ pub(crate) async fn grpc(site: &Site, address: &str, service: &str, tls: bool) -
         let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| (CheckFailure::Connect, format!("{address}: {e}")))?;
         let endpoint = if tls {
+            let config = match ca_pem {
+                Some(pem) => tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
             endpoint
-                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                .tls_config(config)
                 .map_err(|e| (CheckFailure::Tls, format!("{address}: {e}")))?
         } else {
             endpoint

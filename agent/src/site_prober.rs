@@ -103,7 +103,8 @@ impl SiteProber {
                 address,
                 service,
                 tls,
-            } => net_prober::grpc(site, address, service, *tls).await,
+                ca_pem,
+            } => net_prober::grpc(site, address, service, *tls, ca_pem.as_deref()).await,
             Probe::WebSocket { send, expect } => {
                 net_prober::websocket(site, send, expect.as_ref()).await
             }

@@ -1175,6 +1175,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
             address: address.clone(),
             service: service.into(),
             tls: false,
+            ca_pem: String::new(),
         }));
         check
     };
@@ -1383,4 +1384,78 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
         )
     );
     drop(agent);
+}
+
+/// A gRPC check over TLS to a server whose certificate comes from a private CA: with
+/// that CA in the check it passes; with the system's CAs the handshake fails, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
+    use fleetmon::pb::GrpcCheck;
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_reporter, health) = fleetmon::grpc::health_service().await;
+    let files = collector.pki.server("writer");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&files.cert).unwrap(),
+        std::fs::read(&files.key).unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let ca_pem = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
+    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-tls", dir.path()).await;
+    let mut api = collector.checks();
+    let grpc = |id: &str, ca_pem: &str| {
+        let mut check = http_check(id, "", 1, on_agent.clone());
+        check.kind = Some(check_definition::Kind::Grpc(GrpcCheck {
+            address: format!("localhost:{port}"),
+            service: String::new(),
+            tls: true,
+            ca_pem: ca_pem.into(),
+        }));
+        check
+    };
+    create(&mut api, grpc("private", &ca_pem)).await;
+    create(&mut api, grpc("system", "")).await;
+    let private = results
+        .next("private", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert_eq!(
+        (private.ok, private.matched_text.as_str()),
+        (true, "SERVING"),
+        "{}",
+        private.error_message
+    );
+    let system = results
+        .next("system", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert!(!system.ok);
+    assert!(
+        system
+            .error_message
+            .starts_with(&format!("cannot connect to localhost:{port}: ")),
+        "{}",
+        system.error_message
+    );
+    // A CA that is no certificate is refused naming the field.
+    let error = api
+        .create_check(fleetmon::pb::CreateCheckRequest {
+            check: Some(grpc("broken", "not a pem")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message(),
+        "invalid check: `check.grpc.ca_pem` holds no PEM certificate (at most 64 KiB): paste the CA's -----BEGIN CERTIFICATE----- block"
+    );
+    agent.stop().await;
+    collector.shutdown.cancel();
 }

@@ -293,10 +293,26 @@ fn grpc_site(
             ),
         ));
     }
+    let ca_pem = (!grpc.ca_pem.is_empty()).then(|| grpc.ca_pem.clone());
+    if let Some(pem) = &ca_pem {
+        if !grpc.tls {
+            return Err(DefinitionError::new(
+                "check.grpc.ca_pem",
+                "is set without `tls`: set tls = true, or remove the CA",
+            ));
+        }
+        if pem.len() > 64 * 1024 || crate::tls::first_certificate(pem).is_none() {
+            return Err(DefinitionError::new(
+                "check.grpc.ca_pem",
+                "holds no PEM certificate (at most 64 KiB): paste the CA's -----BEGIN CERTIFICATE----- block",
+            ));
+        }
+    }
     let probe = Probe::Grpc {
         address: grpc.address.clone(),
         service: grpc.service.clone(),
         tls: grpc.tls,
+        ca_pem,
     };
     plain_site(probe, &grpc_url(grpc), "GRPC", definition, defaults)
 }

@@ -150,6 +150,8 @@ pub enum Probe {
         service: String,
         /// Over TLS (the system's CAs), else plaintext HTTP/2.
         tls: bool,
+        /// With `tls`: the CA (PEM) to trust instead of the system's.
+        ca_pem: Option<String>,
     },
     /// A WebSocket upgrade at `url` (ws:// or wss://), a message sent and one expected.
     WebSocket {

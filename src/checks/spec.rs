@@ -40,6 +40,10 @@ pub struct CheckSpec {
     /// The service whose health is asked (kind `grpc`; empty: the whole server).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service: String,
+    /// With `tls` (kind `grpc`): the CA (PEM) the server's certificate must chain to,
+    /// instead of the system's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_pem: String,
     /// Over TLS (kind `grpc`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls: bool,
@@ -234,6 +238,7 @@ impl CheckSpec {
                 address: self.address.clone(),
                 service: self.service.clone(),
                 tls: self.tls,
+                ca_pem: String::new(),
             }),
             "dns" => format!("dns://{}", self.name),
             "heartbeat" => format!("heartbeat://{}", self.id),
@@ -272,6 +277,7 @@ impl CheckSpec {
                 address: self.address.clone(),
                 service: self.service.clone(),
                 tls: self.tls,
+                ca_pem: self.ca_pem.clone(),
             }),
             "websocket" => check_definition::Kind::Websocket(WebSocketCheck {
                 url: self.url.clone(),
@@ -404,6 +410,7 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.address = grpc.address.clone();
                 spec.service = grpc.service.clone();
                 spec.tls = grpc.tls;
+                spec.ca_pem = grpc.ca_pem.clone();
             }
             Some(check_definition::Kind::Websocket(ws)) => {
                 spec.kind = "websocket".to_owned();

@@ -132,6 +132,9 @@ pub(crate) struct CheckFlags {
     /// gRPC: connect over TLS (the system's CAs verify the server).
     #[arg(long = "grpc-tls")]
     grpc_tls: bool,
+    /// gRPC over TLS: a CA file (PEM) to verify the server with instead of the system's.
+    #[arg(long = "grpc-ca", value_name = "FILE", requires = "grpc_tls")]
+    grpc_ca: Option<std::path::PathBuf>,
     /// host:port: a TCP check.
     #[arg(long, conflicts_with = "name")]
     address: Option<String>,
@@ -208,7 +211,7 @@ pub(crate) fn parse_label(text: &str) -> Result<(String, String), LabelError> {
 
 impl CheckFlags {
     /// `spec` with every given flag applied.
-    fn apply_to(&self, mut spec: CheckSpec) -> CheckSpec {
+    fn apply_to(&self, mut spec: CheckSpec) -> anyhow::Result<CheckSpec> {
         if let Some(url) = &self.url {
             spec.kind = "http".to_owned();
             spec.url = url.clone();
@@ -247,6 +250,10 @@ impl CheckFlags {
         }
         if self.grpc_tls {
             spec.tls = true;
+        }
+        if let Some(path) = &self.grpc_ca {
+            spec.ca_pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --grpc-ca {}", path.display()))?;
         }
         if let Some(send) = &self.send {
             spec.send = send.replace("\\r", "\r").replace("\\n", "\n");
@@ -306,7 +313,7 @@ impl CheckFlags {
         if let Some(labels) = &self.labels {
             spec.labels = labels.iter().cloned().collect::<BTreeMap<_, _>>();
         }
-        spec
+        Ok(spec)
     }
 }
 
@@ -356,7 +363,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 id,
                 kind: "http".to_owned(),
                 ..CheckSpec::default()
-            });
+            })?;
             let status = create(
                 &connection,
                 spec.to_definition().map_err(anyhow::Error::new)?,
@@ -374,7 +381,7 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 .await?
                 .check
                 .context("the collector answered without a definition")?;
-            let spec = fields.apply_to(CheckSpec::from(&current));
+            let spec = fields.apply_to(CheckSpec::from(&current))?;
             let status = update(
                 &connection,
                 spec.to_definition().map_err(anyhow::Error::new)?,
