@@ -383,3 +383,42 @@ async fn an_agent_pings_a_heartbeat_that_selects_it_over_its_mutual_tls() {
         0
     );
 }
+
+/// A heartbeat from a checks file: `checks apply` prints its ping URL once, the token
+/// works, and applying the file again changes nothing (the token stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_from_a_checks_file_prints_its_ping_url_once() {
+    let receiver = WebhookReceiver::start().await;
+    let (rig, port) = heartbeat_rig(&receiver.url(), None).await;
+    let file = rig.logs.path().join("checks.toml");
+    std::fs::write(
+        &file,
+        "[[checks]]\nid = \"nightly\"\nkind = \"heartbeat\"\nperiod_seconds = 86400\ngrace_seconds = 3600\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let applied = rig.fleetmon_ok(&["checks", "apply", "-f", &file]);
+    let token = applied
+        .lines()
+        .find_map(|line| line.strip_prefix("nightly: ping https://COLLECTOR:7404/ping/"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ping URL: {applied}"))
+        .to_owned();
+    assert!(
+        applied.starts_with("+ nightly (heartbeat://nightly)\n1 to create"),
+        "{applied}"
+    );
+    assert_eq!(
+        curl(&rig, port, &format!("/ping/{token}"), None),
+        (200, "OK\n".to_owned())
+    );
+    assert_eq!(
+        rig.fleetmon_ok(&["checks", "apply", "-f", &file]),
+        "0 to create, 0 to update, 0 to delete, 1 unchanged\n"
+    );
+    assert_eq!(
+        curl(&rig, port, &format!("/ping/{token}"), None).0,
+        200,
+        "the token outlived the second apply"
+    );
+}

@@ -771,7 +771,14 @@ async fn apply(
     for change in changes {
         match change {
             Change::Create(c) => {
-                create(conn, c).await?;
+                let id = c.id.clone();
+                let status = create(conn, c).await?;
+                if !status.ping_token.is_empty() {
+                    println!(
+                        "{id}: ping https://COLLECTOR:7404/ping/{}  (shown once: keep it; `fleetmon checks rotate-token {id}` makes a new one)",
+                        status.ping_token
+                    );
+                }
             }
             Change::Update(c, version) => {
                 update(conn, c, version).await?;
