@@ -136,7 +136,7 @@ async fn request_deadline(
         Ok(response) => response,
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,
-            "the request took too long: nothing was stored, ping again\n",
+            "the request took too long: the ping may not be stored; ping again\n",
         )
             .into_response(),
     }
