@@ -594,7 +594,7 @@ mod tests {
         no_kind.kind = None;
         assert_eq!(
             error(&no_kind),
-            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup) or `grpc` (a health check)"
+            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)"
         );
         let mut bad_id = http("https://a.example/");
         bad_id.id = "Shop Home".into();
