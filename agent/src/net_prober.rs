@@ -407,21 +407,29 @@ pub(crate) async fn websocket(site: &Site, send: &str, expect: Option<&Pattern>)
     done(check, started, failure)
 }
 
-/// TLS for wss:// with the system's CAs.
-fn wss_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A CA the system lists but rustls cannot read is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(fleetmon::tls::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        config,
-    )))
+/// TLS for wss:// with the system's CAs, read once per agent run (not at every check).
+fn wss_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    static CONNECTOR: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A CA the system lists but rustls cannot read is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+            let mut config =
+                rustls::ClientConfig::builder_with_provider(fleetmon::tls::crypto_provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            )))
+        })
+        .clone()
 }
 
 /// The upgrade, the message sent and the answer expected, on `stream`.

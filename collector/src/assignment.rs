@@ -45,16 +45,17 @@ impl AssignmentIndex {
     pub fn new(checks: &BTreeMap<String, Arc<CheckDefinition>>) -> Self {
         let mut index = AssignmentIndex::default();
         for check in checks.values() {
+            // A heartbeat (paused too) is found by its token; its assignment names who
+            // may ping it: no agent runs it.
             if let Some(beat) = fleetmon::checks::heartbeat::of(check) {
                 index
                     .heartbeats
                     .insert(beat.token_sha256.clone(), check.clone());
+                continue;
             }
-        }
-        // A heartbeat's assignment names who may ping it: no agent runs it.
-        let runnable =
-            |c: &&Arc<CheckDefinition>| !c.paused && fleetmon::checks::heartbeat::of(c).is_none();
-        for check in checks.values().filter(runnable) {
+            if check.paused {
+                continue;
+            }
             let Some(assignment) = &check.assignment else {
                 continue;
             };

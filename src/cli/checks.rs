@@ -485,6 +485,18 @@ async fn update(
         .into_inner())
 }
 
+/// A new heartbeat's ping URL, said once, with how to get another; `None` when the
+/// answer carries no ping token.
+fn ping_url(status: &CheckStatus) -> Option<String> {
+    let id = &status.check.as_ref()?.id;
+    (!status.ping_token.is_empty()).then(|| {
+        format!(
+            "https://COLLECTOR:7404/ping/{}  (shown once: keep it; `fleetmon checks rotate-token {id}` makes a new one)",
+            status.ping_token
+        )
+    })
+}
+
 fn target(check: &CheckDefinition) -> String {
     CheckSpec::from(check).target()
 }
@@ -608,11 +620,8 @@ fn print_status(conn: &Connection, status: &CheckStatus) {
     } else {
         println!("  assigned  {}", assignment(check));
     }
-    if !status.ping_token.is_empty() {
-        println!(
-            "  ping      https://COLLECTOR:7404/ping/{}  (shown once: keep it; `fleetmon checks rotate-token {}` makes a new one)",
-            status.ping_token, check.id
-        );
+    if let Some(url) = ping_url(status) {
+        println!("  ping      {url}");
     }
     if !status.note.is_empty() {
         println!("  note      {}", status.note);
@@ -772,12 +781,8 @@ async fn apply(
         match change {
             Change::Create(c) => {
                 let id = c.id.clone();
-                let status = create(conn, c).await?;
-                if !status.ping_token.is_empty() {
-                    println!(
-                        "{id}: ping https://COLLECTOR:7404/ping/{}  (shown once: keep it; `fleetmon checks rotate-token {id}` makes a new one)",
-                        status.ping_token
-                    );
+                if let Some(url) = ping_url(&create(conn, c).await?) {
+                    println!("{id}: ping {url}");
                 }
             }
             Change::Update(c, version) => {
