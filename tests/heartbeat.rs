@@ -422,3 +422,82 @@ async fn a_heartbeat_from_a_checks_file_prints_its_ping_url_once() {
         "the token outlived the second apply"
     );
 }
+
+/// A heartbeat on a cron schedule in a time zone, from the CLI and from a checks file;
+/// a bad expression or zone is refused naming the field, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_heartbeat_in_a_time_zone_is_added_shown_and_refused_when_bad() {
+    let receiver = WebhookReceiver::start().await;
+    let (rig, port) = heartbeat_rig(&receiver.url(), None).await;
+    let added = rig.fleetmon_ok(&[
+        "checks",
+        "add",
+        "backup",
+        "--cron",
+        "30 2 * * *",
+        "--time-zone",
+        "Europe/Berlin",
+        "--grace",
+        "1h",
+    ]);
+    assert!(
+        added.contains("check backup  version 1  active  every 30 2 * * * Europe/Berlin\n")
+            && added.contains("  heartbeat at `30 2 * * *` (Europe/Berlin), grace 3600 s\n"),
+        "{added}"
+    );
+    let token = added
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("ping      https://COLLECTOR:7404/ping/")
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ping URL: {added}"))
+        .to_owned();
+    assert_eq!(
+        curl(&rig, port, &format!("/ping/{token}"), None),
+        (200, "OK\n".to_owned())
+    );
+
+    let refused = |args: &[&str]| {
+        let (ok, _, stderr) = rig.fleetmon(&[&["checks", "add", "bad"], args].concat());
+        assert!(!ok);
+        stderr
+            .split_once("InvalidArgument: invalid check: ")
+            .map(|(_, message)| message.trim_end().to_owned())
+            .unwrap_or(stderr)
+    };
+    assert_eq!(
+        refused(&["--cron", "30 26 * * *"]),
+        "`check.heartbeat.cron` is `30 26 * * *`: the hour `26` is not a number from 0 to 23"
+    );
+    assert_eq!(
+        refused(&["--cron", "@daily", "--time-zone", "Europe/Atlantis"]),
+        "`check.heartbeat.time_zone` is `Europe/Atlantis`, not a time zone: use an IANA name such as Europe/Berlin, America/New_York or UTC"
+    );
+
+    let file = rig.logs.path().join("checks.toml");
+    std::fs::write(
+        &file,
+        "[[checks]]\nid = \"report\"\nkind = \"heartbeat\"\ncron = \"0 6 * * mon-fri\"\ntime_zone = \"America/New_York\"\ngrace_seconds = 900\n",
+    )
+    .unwrap();
+    rig.fleetmon_ok(&["checks", "apply", "-f", &file.display().to_string()]);
+    let listed = rig.fleetmon_ok(&["checks", "list"]);
+    let row = |id: &str| {
+        listed
+            .lines()
+            .find(|line| line.starts_with(id))
+            .unwrap_or_else(|| panic!("no {id}: {listed}"))
+            .to_owned()
+    };
+    assert!(
+        row("report").contains("0 6 * * mon-fri America/New_York"),
+        "{listed}"
+    );
+    assert!(
+        row("backup").contains("30 2 * * * Europe/Berlin"),
+        "{listed}"
+    );
+    assert!(!listed.contains("bad"), "{listed}");
+}

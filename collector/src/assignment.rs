@@ -253,8 +253,8 @@ mod tests {
         beat.kind = Some(fleetmon::pb::check_definition::Kind::Heartbeat(
             fleetmon::pb::HeartbeatCheck {
                 period_seconds: 60,
-                grace_seconds: 0,
                 token_sha256: hash.clone(),
+                ..Default::default()
             },
         ));
         let mut view = CatalogView::default();

@@ -8,11 +8,13 @@
 //! - [`site`]: [`SiteConfig`] and its validation into a [`Site`];
 //! - [`definition`]: a `CheckDefinition` (HTTP, TCP, DNS) into a [`Site`];
 //! - [`heartbeat`]: push checks, pinged by jobs rather than run by agents;
+//! - [`cron`]: when a heartbeat's job is expected, in its time zone;
 //! - [`pattern`]: regexes compiled once with bounded size and shared;
 //! - [`json_assertion`]: conditions on a JSON body;
 //! - [`spec`]: a central check as an operator writes it (`checks.toml`, CLI flags),
 //!   to and from a `CheckDefinition`.
 
+pub mod cron;
 pub mod definition;
 pub mod heartbeat;
 pub mod json_assertion;

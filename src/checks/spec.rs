@@ -79,6 +79,13 @@ pub struct CheckSpec {
     /// Seconds a run may be late, or take once started (kind `heartbeat`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub grace_seconds: u32,
+    /// Instead of `period_seconds`: when the job runs, a crontab line's five fields
+    /// (kind `heartbeat`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cron: String,
+    /// The IANA time zone `cron` is read in (kind `heartbeat`; default UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
     /// GET (default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH (kind `http`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub method: String,
@@ -294,6 +301,8 @@ impl CheckSpec {
                 period_seconds: self.period_seconds,
                 grace_seconds: self.grace_seconds,
                 token_sha256: String::new(),
+                cron: self.cron.clone(),
+                time_zone: self.time_zone.clone(),
             }),
             other => {
                 return Err(DefinitionError::new(
@@ -429,6 +438,8 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.kind = "heartbeat".to_owned();
                 spec.period_seconds = heartbeat.period_seconds;
                 spec.grace_seconds = heartbeat.grace_seconds;
+                spec.cron = heartbeat.cron.clone();
+                spec.time_zone = heartbeat.time_zone.clone();
             }
             None => spec.kind = "unknown".to_owned(),
         }

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 use super::Connection;
 use super::table::{ago, render};
 use fleetmon::check_secrets::{has_secrets, masked};
+use fleetmon::checks::heartbeat::Schedule;
 use fleetmon::checks::spec::{CheckSpec, JsonSpec, StatusText, parse_file};
 
 /// The `checks` subcommands.
@@ -117,8 +118,15 @@ pub(crate) struct CheckFlags {
     max_loss_percent: Option<f64>,
     /// A heartbeat check: the job pings it every PERIOD (`90s`, `15m`, `1h`, `1d`);
     /// no agent runs it.
-    #[arg(long, value_name = "PERIOD", value_parser = whole_seconds, conflicts_with_all = ["address", "name", "grpc"])]
+    #[arg(long, value_name = "PERIOD", value_parser = whole_seconds, conflicts_with_all = ["address", "name", "grpc", "cron"])]
     heartbeat: Option<u32>,
+    /// A heartbeat check whose job runs at the times of a crontab line's five fields
+    /// (`'30 2 * * *'`, `@daily`): due at the first of them after its last success.
+    #[arg(long, value_name = "EXPRESSION", conflicts_with_all = ["address", "name", "grpc"])]
+    cron: Option<String>,
+    /// Heartbeat: the IANA time zone --cron is read in (`Europe/Berlin`; default UTC).
+    #[arg(long = "time-zone", value_name = "ZONE")]
+    time_zone: Option<String>,
     /// Heartbeat: how late a run may be, or how long a started run may take, before
     /// the check is DOWN (`5m`; default 0).
     #[arg(long, value_name = "GRACE", value_parser = whole_seconds)]
@@ -241,6 +249,16 @@ impl CheckFlags {
         if let Some(period) = self.heartbeat {
             spec.kind = "heartbeat".to_owned();
             spec.period_seconds = period;
+            spec.cron.clear();
+            spec.time_zone.clear();
+        }
+        if let Some(cron) = &self.cron {
+            spec.kind = "heartbeat".to_owned();
+            spec.cron = cron.clone();
+            spec.period_seconds = 0;
+        }
+        if let Some(zone) = &self.time_zone {
+            spec.time_zone = zone.clone();
         }
         if let Some(grace) = self.grace {
             spec.grace_seconds = grace;
@@ -352,11 +370,12 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 && fields.name.is_none()
                 && fields.grpc.is_none()
                 && fields.heartbeat.is_none()
+                && fields.cron.is_none()
                 && fields.icmp.is_none()
                 && fields.websocket.is_none()
             {
                 bail!(
-                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping), --websocket URL or --heartbeat PERIOD (a job pings it)"
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping), --websocket URL, or --heartbeat PERIOD or --cron EXPRESSION (a job pings it)"
                 );
             }
             let spec = fields.apply_to(CheckSpec {
@@ -542,7 +561,7 @@ async fn list(conn: &Connection) -> anyhow::Result<()> {
                 check.id.clone(),
                 if check.paused { "paused" } else { "active" }.to_owned(),
                 check.version.to_string(),
-                format!("{} s", interval(check)),
+                every(check),
                 target(check),
                 assignment(check),
                 format!("{applied}/{}", status.agents.len()),
@@ -561,11 +580,15 @@ async fn list(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn interval(check: &CheckDefinition) -> u32 {
-    if check.interval_seconds == 0 {
-        fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS
-    } else {
-        check.interval_seconds
+/// How often a check runs (`60 s`), or a heartbeat's job (`60 s`, `30 2 * * * Europe/Berlin`).
+fn every(check: &CheckDefinition) -> String {
+    match fleetmon::checks::heartbeat::of(check).map(Schedule::of) {
+        Some(Ok(Schedule::Cron {
+            expression,
+            zone_name,
+            ..
+        })) => format!("{expression} {zone_name}"),
+        _ => format!("{} s", fleetmon::checks::interval_seconds(check)),
     }
 }
 
@@ -604,18 +627,16 @@ fn print_status(conn: &Connection, status: &CheckStatus) {
         return;
     };
     println!(
-        "check {}  version {}  {}  every {} s",
+        "check {}  version {}  {}  every {}",
         check.id,
         check.version,
         if check.paused { "PAUSED" } else { "active" },
-        interval(check)
+        every(check)
     );
     println!("  target    {}", target(check));
     if let Some(beat) = fleetmon::checks::heartbeat::of(check) {
-        println!(
-            "  heartbeat every {} s, grace {} s",
-            beat.period_seconds, beat.grace_seconds
-        );
+        let schedule = Schedule::of(beat).map_or_else(|e| e.to_string(), |s| s.to_string());
+        println!("  heartbeat {schedule}, grace {} s", beat.grace_seconds);
         println!("  pinged by {} (fleetmon-agent ping)", assignment(check));
     } else {
         println!("  assigned  {}", assignment(check));

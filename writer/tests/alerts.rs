@@ -1504,3 +1504,84 @@ async fn a_webhook_with_a_body_template_gets_that_body() {
     assert_eq!(body["count"], 1);
     writer.stop().await;
 }
+
+/// A heartbeat signal of `check_id` at `ts`, as a collector's listener stores it.
+fn ping(check_id: &str, ts: SystemTime) -> SiteCheck {
+    SiteCheck {
+        agent_id: "ping".to_owned(),
+        stream_id: "heartbeat-listener".to_owned(),
+        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        checked_at: at(ts),
+        url: format!("heartbeat://{check_id}"),
+        method: "PING".to_owned(),
+        ok: true,
+        check_id: check_id.to_owned(),
+        check_version: 1,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_heartbeat_is_due_at_its_next_run_in_its_time_zone() {
+    use fleetmon::pb::HeartbeatCheck;
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let nightly = |id: &str| CheckDefinition {
+        id: id.to_owned(),
+        version: 1,
+        kind: Some(check_definition::Kind::Heartbeat(HeartbeatCheck {
+            cron: "30 2 * * *".to_owned(),
+            time_zone: "Europe/Berlin".to_owned(),
+            grace_seconds: 3600,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    setup.produce_definition(&nightly("backup")).await;
+    setup.produce_definition(&nightly("export")).await;
+    setup
+        .wait_for("SELECT count(*) FROM checks WHERE kind = 'heartbeat'", 2)
+        .await;
+    // backup last ran 49 hours ago: the nightly run after it, plus the grace, is past.
+    // export ran 10 minutes ago: its next run is at least 23 hours away (an hour of
+    // grace is more than the 10 minutes, whatever the time of day now).
+    setup
+        .produce_checks(&[
+            ping("backup", seconds_ago(49 * 3600)),
+            ping("export", seconds_ago(600)),
+        ])
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'heartbeat_missed' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    // Both were decided in that round: only backup is DOWN.
+    let cause = setup
+        .text("SELECT cause FROM alerts WHERE kind = 'heartbeat_missed' AND subject = 'backup'")
+        .await;
+    assert!(
+        cause.starts_with("heartbeat backup: no success since ")
+            && cause.contains(" 02:30 CET (at `30 2 * * *` (Europe/Berlin)) + grace 3600 s"),
+        "{cause}"
+    );
+    // Tonight's run pings: resolved.
+    setup
+        .produce_checks(&[ping("backup", SystemTime::now())])
+        .await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'heartbeat_missed' AND subject = 'backup' AND resolved_at IS NOT NULL",
+            1,
+        )
+        .await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE kind = 'heartbeat_missed'")
+            .await,
+        1
+    );
+    writer.stop().await;
+}

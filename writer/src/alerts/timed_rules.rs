@@ -11,7 +11,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use fleetmon::checks::heartbeat::Signal;
+use fleetmon::checks::heartbeat::{self, Latest, Schedule};
+use fleetmon::pb::CheckDefinition;
+use prost::Message as _;
 
 use crate::alerts::store::{self as alert_store, Candidate, Channels, Transitions, kind};
 use crate::config::{AlertsConfig, HostRules};
@@ -160,40 +162,34 @@ async fn silent_agents(
         .collect())
 }
 
-/// Heartbeat checks whose job did not ping in time, or said it failed.
+/// Heartbeat checks whose job did not ping in time (by its period, or its cron schedule
+/// in its time zone), or said it failed.
 async fn missed_heartbeats(
     tx: &tokio_postgres::Transaction<'_>,
 ) -> Result<Vec<Candidate>, SinkError> {
     let rows = tx.query(MISSED_HEARTBEATS, &[]).await?;
     Ok(rows
         .iter()
-        .map(|row| {
+        .filter_map(|row| {
             let check: String = row.get("check_id");
-            let period: i32 = row.get("interval_seconds");
-            let grace: i32 = row.get("grace_seconds");
-            let method: String = row.get("last_method");
-            let ago: f64 = row.get("last_seconds_ago");
-            let cause = if !row.get::<_, bool>("last_ok") {
-                let message: String = row.get("last_message");
-                format!("heartbeat {check}: the job reported a failure {ago:.0} s ago: {message}")
-            } else if method == Signal::Start.method() {
-                format!(
-                    "heartbeat {check}: a run started {ago:.0} s ago and has not finished (grace {grace} s)"
-                )
-            } else {
-                let late: Option<f64> = row.get("success_seconds_ago");
-                format!(
-                    "heartbeat {check}: no success for {:.0} s (period {period} s + grace {grace} s)",
-                    late.unwrap_or(ago)
-                )
+            let definition = CheckDefinition::decode(row.get::<_, &[u8]>("definition")).ok()?;
+            let schedule = Schedule::of(heartbeat::of(&definition)?).ok()?;
+            let grace = u32::try_from(row.get::<_, i32>("grace_seconds")).unwrap_or(0);
+            let latest = Latest {
+                method: row.get("last_method"),
+                ok: row.get("last_ok"),
+                message: row.get("last_message"),
+                at: row.get("last_at"),
+                success: row.get("success_at"),
             };
-            Candidate {
+            let cause = heartbeat::missed(&check, &schedule, grace, &latest, row.get("now"))?;
+            Some(Candidate {
                 kind: kind::HEARTBEAT_MISSED,
                 subject: check,
                 agent_id: String::new(),
                 cause,
                 locations: Vec::new(),
-            }
+            })
         })
         .collect())
 }
