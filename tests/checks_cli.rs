@@ -201,6 +201,37 @@ async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id(
         "{listed}"
     );
 
+    // A gRPC check's flags land in its definition (the runs are proven in
+    // collector/tests/checks.rs).
+    let grpc = checks_ok(&[
+        "add",
+        "orders",
+        "--grpc",
+        "127.0.0.1:9",
+        "--grpc-tls",
+        "--client-cert",
+        "orders",
+        "--expect-health",
+        "not_serving",
+        "--labels",
+        "location=nowhere",
+        "--json",
+    ]);
+    let grpc: serde_json::Value = serde_json::from_str(&grpc).unwrap();
+    assert_eq!(
+        (
+            &grpc["definition"]["client_certificate"],
+            &grpc["definition"]["expected_health"],
+            &grpc["definition"]["tls"]
+        ),
+        (
+            &serde_json::json!("orders"),
+            &serde_json::json!("NOT_SERVING"),
+            &serde_json::json!(true)
+        ),
+        "{grpc}"
+    );
+
     // grpcurl sees the service through reflection.
     let services = grpcurl_operator(&certs, &[&format!("127.0.0.1:{collector}"), "list"]);
     assert!(services.contains("fleetmon.v1.Checks\n"), "{services}");

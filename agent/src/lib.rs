@@ -162,7 +162,8 @@ pub async fn start(
         .map_err(AgentError::Metrics)?;
     let metrics_addr = metrics_server.local_addr().map_err(AgentError::Metrics)?;
     let sampler = HostSampler::new(config.hostname.clone())?;
-    let prober = SiteProber::new(&sites)?;
+    let prober = SiteProber::new(&sites)?
+        .with_client_certificates(config.remote_checks.client_certificates_dir.clone());
     tracing::info!(
         collector = %config.collector.urls().join(","),
         hostname = sampler.hostname(),

@@ -3,7 +3,9 @@
 //! `dns://name`, `grpc://host:port/service` or `icmp://host`, the method `TCP`, `DNS`,
 //! `GRPC` or `ICMP`, and every outcome, failures included, is a result.
 
+use std::io::Read as _;
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Instant;
 
 use fleetmon::pb::{CheckFailure, SiteCheck};
@@ -170,15 +172,70 @@ pub(crate) async fn dns(site: &Site, name: &str, expected: &[IpAddr]) -> SiteChe
     done(check, started, failure)
 }
 
+/// How a gRPC check speaks TLS.
+pub(crate) struct GrpcTls<'a> {
+    /// The CA (PEM) to trust instead of the system's.
+    pub(crate) ca_pem: Option<&'a str>,
+    /// The client certificate to present: the agent's directory of them (if it has
+    /// one) and the name.
+    pub(crate) identity: Option<(Option<&'a Path>, &'a str)>,
+}
+
+/// Most bytes of a client certificate or key file.
+const MAX_IDENTITY_FILE: u64 = 64 * 1024;
+
+/// The client certificate `name` from `dir`: `NAME.pem` and `NAME-key.pem`.
+fn client_identity(
+    dir: Option<&Path>,
+    name: &str,
+) -> Result<tonic::transport::Identity, (CheckFailure, String)> {
+    let dir = dir.ok_or_else(|| {
+        (
+            CheckFailure::Tls,
+            format!(
+                "the check presents client certificate `{name}`, and this agent has no remote_checks.client_certificates_dir: set it to a directory holding {name}.pem and {name}-key.pem"
+            ),
+        )
+    })?;
+    let read = |file: String| {
+        let path = dir.join(file);
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_IDENTITY_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| {
+                (
+                    CheckFailure::Tls,
+                    format!("cannot read client certificate {}: {e}", path.display()),
+                )
+            })?;
+        if bytes.len() as u64 > MAX_IDENTITY_FILE {
+            return Err((
+                CheckFailure::Tls,
+                format!(
+                    "client certificate {} is larger than {MAX_IDENTITY_FILE} bytes",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(bytes)
+    };
+    Ok(tonic::transport::Identity::from_pem(
+        read(format!("{name}.pem"))?,
+        read(format!("{name}-key.pem"))?,
+    ))
+}
+
 /// Asks the gRPC server at `host:port` for the health of `service`
-/// (grpc.health.v1.Health/Check): passes on SERVING.
-/// With `ca_pem`, the server's certificate must chain to that CA instead of the system's.
+/// (grpc.health.v1.Health/Check): passes on `expected_health` (`SERVING`,
+/// `NOT_SERVING` or `UNKNOWN`). Plaintext HTTP/2 without `tls`; with it, the server's
+/// certificate chains to its `ca_pem` (else the system's CAs), and its client
+/// certificate, if named, is presented.
 pub(crate) async fn grpc(
     site: &Site,
     address: &str,
     service: &str,
-    tls: bool,
-    ca_pem: Option<&str>,
+    tls: Option<GrpcTls<'_>>,
+    expected_health: &str,
 ) -> SiteCheck {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -186,20 +243,24 @@ pub(crate) async fn grpc(
     let started = Instant::now();
     let mut check = skeleton(site);
     let run = async {
-        let scheme = if tls { "https" } else { "http" };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| (CheckFailure::Connect, format!("{address}: {e}")))?;
-        let endpoint = if tls {
-            let config = match ca_pem {
-                Some(pem) => tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
-            };
-            endpoint
-                .tls_config(config)
-                .map_err(|e| (CheckFailure::Tls, format!("{address}: {e}")))?
-        } else {
-            endpoint
+        let endpoint = match tls {
+            Some(tls) => {
+                let mut config = match tls.ca_pem {
+                    Some(pem) => tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                    None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+                };
+                if let Some((dir, name)) = tls.identity {
+                    config = config.identity(client_identity(dir, name)?);
+                }
+                endpoint
+                    .tls_config(config)
+                    .map_err(|e| (CheckFailure::Tls, format!("{address}: {e}")))?
+            }
+            None => endpoint,
         };
         let channel = endpoint.connect().await.map_err(|e| {
             let mut message = format!("cannot connect to {address}: {e}");
@@ -228,12 +289,12 @@ pub(crate) async fn grpc(
                     .map(|s| s.as_str_name().to_owned())
                     .unwrap_or_else(|_| format!("status {status}"));
                 check.matched_text = name.clone();
-                if status == ServingStatus::Serving as i32 {
+                if name == expected_health {
                     Ok(())
                 } else {
                     Err((
                         CheckFailure::StatusMismatch,
-                        format!("health of {asked} is {name} (expected SERVING)"),
+                        format!("health of {asked} is {name} (expected {expected_health})"),
                     ))
                 }
             }

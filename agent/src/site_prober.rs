@@ -30,6 +30,8 @@ pub struct ProberError(#[from] reqwest::Error);
 #[derive(Debug, Clone)]
 pub struct SiteProber {
     clients: Arc<Mutex<HashMap<(usize, bool), reqwest::Client>>>,
+    /// Where client certificates named by gRPC checks are (`NAME.pem`, `NAME-key.pem`).
+    client_certificates: Option<Arc<std::path::Path>>,
 }
 
 fn client(max_redirects: usize, verify_tls: bool) -> Result<reqwest::Client, reqwest::Error> {
@@ -61,7 +63,14 @@ impl SiteProber {
         }
         Ok(SiteProber {
             clients: Arc::new(Mutex::new(clients)),
+            client_certificates: None,
         })
+    }
+
+    /// Client certificates named by gRPC checks are read from `dir`.
+    pub fn with_client_certificates(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.client_certificates = dir.map(Arc::from);
+        self
     }
 
     /// The client for `site`'s settings, built the first time they are seen.
@@ -104,7 +113,18 @@ impl SiteProber {
                 service,
                 tls,
                 ca_pem,
-            } => net_prober::grpc(site, address, service, *tls, ca_pem.as_deref()).await,
+                expected_health,
+                client_certificate,
+            } => {
+                let identity = client_certificate
+                    .as_deref()
+                    .map(|name| (self.client_certificates.as_deref(), name));
+                let tls = tls.then_some(net_prober::GrpcTls {
+                    ca_pem: ca_pem.as_deref(),
+                    identity,
+                });
+                net_prober::grpc(site, address, service, tls, expected_health).await
+            }
             Probe::WebSocket { send, expect } => {
                 net_prober::websocket(site, send, expect.as_ref()).await
             }

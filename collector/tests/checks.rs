@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TestCollector;
@@ -96,7 +96,9 @@ max_backoff_seconds = 1
 [remote_checks]
 enabled = {remote}
 cache_file = {cache:?}
+client_certificates_dir = {client_certs:?}
 "#,
+            client_certs = client_certificates(cache),
             endpoints = endpoints.join(", "),
             ca = files.ca,
             cert = files.cert,
@@ -144,6 +146,11 @@ async fn lone_agent(
         ..Default::default()
     };
     (agent, results, by_name)
+}
+
+/// The client certificates directory of the test agent whose cache is `cache`.
+fn client_certificates(cache: &Path) -> PathBuf {
+    cache.parent().unwrap().join("client-certs")
 }
 
 fn http_check(id: &str, url: &str, interval: u32, assignment: Assignment) -> CheckDefinition {
@@ -1174,13 +1181,45 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
         check.kind = Some(check_definition::Kind::Grpc(GrpcCheck {
             address: address.clone(),
             service: service.into(),
-            tls: false,
-            ca_pem: String::new(),
+            ..Default::default()
         }));
         check
     };
     create(&mut api, grpc("orders", "shop.Orders")).await;
     create(&mut api, grpc("ghost", "shop.Ghost")).await;
+    // A standby that must stay out of rotation: NOT_SERVING is what passes.
+    reporter
+        .set_service_status("shop.Standby", tonic_health::ServingStatus::NotServing)
+        .await;
+    let mut standby = grpc("standby", "shop.Standby");
+    if let Some(check_definition::Kind::Grpc(grpc)) = &mut standby.kind {
+        grpc.expected_health = "NOT_SERVING".into();
+    }
+    create(&mut api, standby.clone()).await;
+    let passing = results
+        .next("standby", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert_eq!(
+        (passing.ok, passing.matched_text.as_str()),
+        (true, "NOT_SERVING"),
+        "{}",
+        passing.error_message
+    );
+    if let Some(check_definition::Kind::Grpc(grpc)) = &mut standby.kind {
+        grpc.expected_health = "ASLEEP".into();
+    }
+    standby.id = "asleep".into();
+    let error = api
+        .create_check(CreateCheckRequest {
+            check: Some(standby),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message(),
+        "invalid check: `check.grpc.expected_health` is `ASLEEP`: use SERVING (the default), NOT_SERVING or UNKNOWN"
+    );
     let serving = results
         .next("orders", Duration::from_secs(10))
         .await
@@ -1393,21 +1432,7 @@ async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
     use fleetmon::pb::GrpcCheck;
     let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_reporter, health) = fleetmon::grpc::health_service().await;
-    let files = collector.pki.server("writer");
-    let identity = tonic::transport::Identity::from_pem(
-        std::fs::read(&files.cert).unwrap(),
-        std::fs::read(&files.key).unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .unwrap()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let port = tls_health_server(&collector.pki, None).await;
     let ca_pem = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
     let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-tls", dir.path()).await;
     let mut api = collector.checks();
@@ -1418,6 +1443,7 @@ async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
             service: String::new(),
             tls: true,
             ca_pem: ca_pem.into(),
+            ..Default::default()
         }));
         check
     };
@@ -1456,6 +1482,118 @@ async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
         error.message(),
         "invalid check: `check.grpc.ca_pem` holds no PEM certificate (at most 64 KiB): paste the CA's -----BEGIN CERTIFICATE----- block"
     );
+    agent.stop().await;
+    collector.shutdown.cancel();
+}
+
+/// A gRPC server with the standard health service over TLS, on a port of 127.0.0.1
+/// (its certificate, for `localhost`, from `pki`); with `client_ca`, it asks for a
+/// client certificate signed by that CA.
+async fn tls_health_server(pki: &TestPki, client_ca: Option<&str>) -> u16 {
+    let (_reporter, health) = fleetmon::grpc::health_service().await;
+    let files = pki.server("writer");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&files.cert).unwrap(),
+        std::fs::read(&files.key).unwrap(),
+    );
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    port
+}
+
+/// A gRPC server that asks for a client certificate: the check presents the one it
+/// names from the agent's own directory, and passes; without one, or naming one the
+/// agent does not have, it fails saying why. A name without TLS is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_check_presents_the_client_certificate_it_names_from_the_agents_directory() {
+    use fleetmon::pb::GrpcCheck;
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
+    let port = tls_health_server(&collector.pki, Some(&ca_pem)).await;
+    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-mtls", dir.path()).await;
+    // The agent's host holds the certificate `orders`, signed by the server's client CA.
+    let certs = client_certificates(&dir.path().join("grpc-mtls.pb"));
+    std::fs::create_dir_all(&certs).unwrap();
+    let client = collector.pki.client(Role::Operator, "orders-client");
+    std::fs::copy(&client.cert, certs.join("orders.pem")).unwrap();
+    std::fs::copy(&client.key, certs.join("orders-key.pem")).unwrap();
+
+    let mut api = collector.checks();
+    let grpc = |id: &str, tls: bool, client_certificate: &str| {
+        let mut check = http_check(id, "", 1, on_agent.clone());
+        check.kind = Some(check_definition::Kind::Grpc(GrpcCheck {
+            address: format!("localhost:{port}"),
+            tls,
+            ca_pem: if tls { ca_pem.clone() } else { String::new() },
+            client_certificate: client_certificate.into(),
+            ..Default::default()
+        }));
+        check
+    };
+    create(&mut api, grpc("mutual", true, "orders")).await;
+    create(&mut api, grpc("anonymous", true, "")).await;
+    create(&mut api, grpc("stranger", true, "payments")).await;
+    let mutual = results
+        .next("mutual", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert_eq!(
+        (mutual.ok, mutual.matched_text.as_str()),
+        (true, "SERVING"),
+        "{}",
+        mutual.error_message
+    );
+    let anonymous = results
+        .next("anonymous", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert!(
+        !anonymous.ok,
+        "a server asking for a client certificate let one without in"
+    );
+    let stranger = results
+        .next("stranger", Duration::from_secs(10))
+        .await
+        .expect("a grpc result");
+    assert_eq!(
+        (stranger.ok, stranger.error_message.as_str()),
+        (
+            false,
+            format!(
+                "cannot read client certificate {}: No such file or directory (os error 2)",
+                certs.join("payments.pem").display()
+            )
+            .as_str()
+        )
+    );
+    for (check, message) in [
+        (
+            grpc("plain", false, "orders"),
+            "invalid check: `check.grpc.client_certificate` is set without `tls`: set tls = true, or remove the client certificate",
+        ),
+        (
+            grpc("odd", true, "../etc/key"),
+            "invalid check: `check.grpc.client_certificate` `../etc/key` is not a certificate name: use 1 to 63 lowercase letters, digits and `-` (the agent reads NAME.pem and NAME-key.pem from its remote_checks.client_certificates_dir)",
+        ),
+    ] {
+        let error = api
+            .create_check(CreateCheckRequest { check: Some(check) })
+            .await
+            .unwrap_err();
+        assert_eq!(error.message(), message);
+    }
     agent.stop().await;
     collector.shutdown.cancel();
 }

@@ -308,11 +308,47 @@ fn grpc_site(
             ));
         }
     }
+    let expected_health = match grpc.expected_health.trim() {
+        "" => "SERVING".to_owned(),
+        known @ ("SERVING" | "NOT_SERVING" | "UNKNOWN") => known.to_owned(),
+        other => {
+            return Err(DefinitionError::new(
+                "check.grpc.expected_health",
+                format!(
+                    "is `{}`: use SERVING (the default), NOT_SERVING or UNKNOWN",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    };
+    let client_certificate = match grpc.client_certificate.trim() {
+        "" => None,
+        name => {
+            if !grpc.tls {
+                return Err(DefinitionError::new(
+                    "check.grpc.client_certificate",
+                    "is set without `tls`: set tls = true, or remove the client certificate",
+                ));
+            }
+            validate_id(name).map_err(|_| {
+                DefinitionError::new(
+                    "check.grpc.client_certificate",
+                    format!(
+                        "`{}` is not a certificate name: use 1 to {MAX_ID_LEN} lowercase letters, digits and `-` (the agent reads NAME.pem and NAME-key.pem from its remote_checks.client_certificates_dir)",
+                        name.chars().take(80).collect::<String>()
+                    ),
+                )
+            })?;
+            Some(name.to_owned())
+        }
+    };
     let probe = Probe::Grpc {
         address: grpc.address.clone(),
         service: grpc.service.clone(),
         tls: grpc.tls,
         ca_pem,
+        expected_health,
+        client_certificate,
     };
     plain_site(probe, &grpc_url(grpc), "GRPC", definition, defaults)
 }

@@ -152,6 +152,11 @@ pub enum Probe {
         tls: bool,
         /// With `tls`: the CA (PEM) to trust instead of the system's.
         ca_pem: Option<String>,
+        /// The health that passes: `SERVING`, `NOT_SERVING` or `UNKNOWN`.
+        expected_health: String,
+        /// With `tls`: the name of the client certificate to present, from the agent's
+        /// `remote_checks.client_certificates_dir`.
+        client_certificate: Option<String>,
     },
     /// A WebSocket upgrade at `url` (ws:// or wss://), a message sent and one expected.
     WebSocket {

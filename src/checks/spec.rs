@@ -47,6 +47,13 @@ pub struct CheckSpec {
     /// Over TLS (kind `grpc`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls: bool,
+    /// The health that passes (kind `grpc`): SERVING (default), NOT_SERVING or UNKNOWN.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expected_health: String,
+    /// With `tls` (kind `grpc`): the client certificate the agent presents, by name,
+    /// from its `remote_checks.client_certificates_dir`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate: String,
     /// Sent once connected (kind `tcp`; kind `websocket`: a text message).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub send: String,
@@ -245,7 +252,7 @@ impl CheckSpec {
                 address: self.address.clone(),
                 service: self.service.clone(),
                 tls: self.tls,
-                ca_pem: String::new(),
+                ..Default::default()
             }),
             "dns" => format!("dns://{}", self.name),
             "heartbeat" => format!("heartbeat://{}", self.id),
@@ -285,6 +292,8 @@ impl CheckSpec {
                 service: self.service.clone(),
                 tls: self.tls,
                 ca_pem: self.ca_pem.clone(),
+                expected_health: self.expected_health.clone(),
+                client_certificate: self.client_certificate.clone(),
             }),
             "websocket" => check_definition::Kind::Websocket(WebSocketCheck {
                 url: self.url.clone(),
@@ -420,6 +429,8 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.service = grpc.service.clone();
                 spec.tls = grpc.tls;
                 spec.ca_pem = grpc.ca_pem.clone();
+                spec.expected_health = grpc.expected_health.clone();
+                spec.client_certificate = grpc.client_certificate.clone();
             }
             Some(check_definition::Kind::Websocket(ws)) => {
                 spec.kind = "websocket".to_owned();

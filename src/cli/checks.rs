@@ -143,6 +143,13 @@ pub(crate) struct CheckFlags {
     /// gRPC over TLS: a CA file (PEM) to verify the server with instead of the system's.
     #[arg(long = "grpc-ca", value_name = "FILE", requires = "grpc_tls")]
     grpc_ca: Option<std::path::PathBuf>,
+    /// gRPC: the health that passes, SERVING (default), NOT_SERVING or UNKNOWN.
+    #[arg(long = "expect-health", value_name = "STATUS")]
+    expected_health: Option<String>,
+    /// gRPC over TLS: present the agent's client certificate NAME (NAME.pem and
+    /// NAME-key.pem in its remote_checks.client_certificates_dir).
+    #[arg(long = "client-cert", value_name = "NAME", requires = "grpc_tls")]
+    client_certificate: Option<String>,
     /// host:port: a TCP check.
     #[arg(long, conflicts_with = "name")]
     address: Option<String>,
@@ -272,6 +279,12 @@ impl CheckFlags {
         if let Some(path) = &self.grpc_ca {
             spec.ca_pem = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --grpc-ca {}", path.display()))?;
+        }
+        if let Some(health) = &self.expected_health {
+            spec.expected_health = health.to_ascii_uppercase();
+        }
+        if let Some(name) = &self.client_certificate {
+            spec.client_certificate = name.clone();
         }
         if let Some(send) = &self.send {
             spec.send = send.replace("\\r", "\r").replace("\\n", "\n");

@@ -64,6 +64,11 @@ pub struct RemoteChecksConfig {
     /// answers goes on checking (default: `central-checks.pb` in `outbox.spool_dir`
     /// when that is set; otherwise none, and a restarted agent waits for a collector).
     pub cache_file: Option<PathBuf>,
+    /// Client certificates central gRPC checks may present, by name: `NAME.pem` (the
+    /// certificate, with any intermediates) and `NAME-key.pem` here. None: a check that
+    /// asks for one fails saying so. Central configuration names a certificate; only
+    /// this host decides which exist, and their keys stay here.
+    pub client_certificates_dir: Option<PathBuf>,
 }
 
 impl Default for RemoteChecksConfig {
@@ -71,6 +76,7 @@ impl Default for RemoteChecksConfig {
         RemoteChecksConfig {
             enabled: true,
             cache_file: None,
+            client_certificates_dir: None,
         }
     }
 }
