@@ -322,7 +322,8 @@ pub(crate) async fn grpc(
     done(check, started, failure)
 }
 
-/// Pings `host` (IPv4) `count` times, `interval` apart: passes when at most
+/// Pings `host` (an IPv4 or IPv6 address, or a name: its first IPv4 address, else its
+/// first IPv6 one) `count` times, `interval` apart: passes when at most
 /// `max_loss_percent` of the requests go unanswered (`None`: when one is answered).
 /// The response time is the average round trip; the matched text sums the run up.
 pub(crate) async fn icmp(
@@ -335,35 +336,28 @@ pub(crate) async fn icmp(
     let started = Instant::now();
     let deadline = started + site.timeout;
     let mut check = skeleton(site);
-    let target = match tokio::time::timeout(
-        site.timeout,
-        tokio::net::lookup_host(format!("{host}:0")),
-    )
-    .await
+    let target = match tokio::time::timeout(site.timeout, tokio::net::lookup_host((host, 0))).await
     {
         Err(_) => Err((
             CheckFailure::Timeout,
             format!("no answer for {host} within {:?}", site.timeout),
         )),
         Ok(Err(error)) => Err((CheckFailure::Dns, format!("cannot resolve {host}: {error}"))),
-        Ok(Ok(found)) => found
-            .filter_map(|a| match a.ip() {
-                IpAddr::V4(ip) => Some(ip),
-                IpAddr::V6(_) => None,
-            })
-            .next()
-            .ok_or_else(|| {
-                (
-                    CheckFailure::Dns,
-                    format!("{host} resolves to no IPv4 address (icmp checks are IPv4)"),
-                )
-            }),
+        Ok(Ok(found)) => {
+            let found: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+            found
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or_else(|| found.first())
+                .copied()
+                .ok_or_else(|| (CheckFailure::Dns, format!("{host} resolves to no address")))
+        }
     };
     let target = match target {
         Ok(target) => target,
         Err(failure) => return done(check, started, Some(failure)),
     };
-    check.final_url = format!("icmp://{target}");
+    check.final_url = fleetmon::checks::definition::icmp_url(&target.to_string());
     let echoes =
         tokio::task::spawn_blocking(move || crate::icmp::echo(target, count, interval, deadline))
             .await;

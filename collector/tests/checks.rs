@@ -1310,6 +1310,31 @@ async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
     );
     assert!(result.response_time_ms > 0.0 && result.response_time_ms < 1000.0);
 
+    // IPv6 (ICMPv6 echo).
+    let mut check = http_check("gateway6", "", 1, on_agent.clone());
+    check.kind = Some(check_definition::Kind::Icmp(IcmpCheck {
+        host: "::1".into(),
+        count: 2,
+        interval_ms: 20,
+        max_loss_percent: Some(0.0),
+    }));
+    create(&mut api, check).await;
+    let result = results
+        .next("gateway6", Duration::from_secs(10))
+        .await
+        .expect("an icmp result");
+    assert_eq!(
+        (result.ok, result.url.as_str(), result.final_url.as_str()),
+        (true, "icmp://[::1]", "icmp://[::1]"),
+        "{}",
+        result.error_message
+    );
+    assert!(
+        result.matched_text.starts_with("2/2 replies, loss 0 %"),
+        "{}",
+        result.matched_text
+    );
+
     // Bad definitions are refused naming the field.
     let mut bad = http_check("too-many", "", 1, on_agent);
     bad.kind = Some(check_definition::Kind::Icmp(IcmpCheck {

@@ -81,7 +81,7 @@ pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
         Some(check_definition::Kind::Heartbeat(_)) => {
             ("heartbeat", format!("heartbeat://{}", definition.id))
         }
-        Some(check_definition::Kind::Icmp(icmp)) => ("icmp", format!("icmp://{}", icmp.host)),
+        Some(check_definition::Kind::Icmp(icmp)) => ("icmp", icmp_url(&icmp.host)),
         Some(check_definition::Kind::Websocket(ws)) => ("websocket", ws.url.clone()),
         None => ("unknown", String::new()),
     }
@@ -399,6 +399,15 @@ fn websocket_site(
     plain_site(probe, &ws.url, "WS", definition, defaults)
 }
 
+/// What results of an ICMP check of `host` show as their URL: `icmp://host`, an IPv6
+/// address in brackets (`icmp://[2001:db8::1]`).
+pub fn icmp_url(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("icmp://[{ip}]"),
+        Err(_) => format!("icmp://{host}"),
+    }
+}
+
 /// Most echo requests in one run.
 pub const MAX_ICMP_COUNT: u32 = 20;
 
@@ -407,17 +416,18 @@ fn icmp_site(
     definition: &CheckDefinition,
     defaults: &ProbeDefaults,
 ) -> Result<Site, DefinitionError> {
-    let host_ok = !icmp.host.is_empty()
-        && icmp.host.len() <= 253
-        && icmp
-            .host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    let host_ok = icmp.host.parse::<std::net::Ipv6Addr>().is_ok()
+        || (!icmp.host.is_empty()
+            && icmp.host.len() <= 253
+            && icmp
+                .host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)));
     if !host_ok {
         return Err(DefinitionError::new(
             "check.icmp.host",
             format!(
-                "`{}` is not a host name or IPv4 address (e.g. gateway.example or 192.0.2.1)",
+                "`{}` is not a host name or an IPv4 or IPv6 address (e.g. gateway.example, 192.0.2.1 or 2001:db8::1)",
                 icmp.host.chars().take(80).collect::<String>()
             ),
         ));
@@ -454,13 +464,7 @@ fn icmp_site(
         interval: Duration::from_millis(u64::from(interval_ms)),
         max_loss_percent: icmp.max_loss_percent,
     };
-    plain_site(
-        probe,
-        &format!("icmp://{}", icmp.host),
-        "ICMP",
-        definition,
-        defaults,
-    )
+    plain_site(probe, &icmp_url(&icmp.host), "ICMP", definition, defaults)
 }
 
 fn tcp_site(

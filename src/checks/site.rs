@@ -165,9 +165,9 @@ pub enum Probe {
         /// A pattern the first message back must match.
         expect: Option<Pattern>,
     },
-    /// ICMP echo requests to a host (IPv4).
+    /// ICMP echo requests to a host (IPv4 or IPv6).
     Icmp {
-        /// A name or an IPv4 address.
+        /// A name, or an IPv4 or IPv6 address.
         host: String,
         /// Requests per run.
         count: u32,

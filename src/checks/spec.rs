@@ -67,7 +67,7 @@ pub struct CheckSpec {
     /// Addresses the answer must include (kind `dns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_addresses: Vec<String>,
-    /// The host pinged: a name or an IPv4 address (kind `icmp`).
+    /// The host pinged: a name, or an IPv4 or IPv6 address (kind `icmp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// Echo requests per run (kind `icmp`; default 3).
@@ -256,7 +256,7 @@ impl CheckSpec {
             }),
             "dns" => format!("dns://{}", self.name),
             "heartbeat" => format!("heartbeat://{}", self.id),
-            "icmp" => format!("icmp://{}", self.host),
+            "icmp" => super::definition::icmp_url(&self.host),
             _ => self.url.clone(),
         }
     }

@@ -106,7 +106,7 @@ pub(crate) struct CheckFlags {
     /// a message and the answer expected).
     #[arg(long, value_name = "URL", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp"])]
     websocket: Option<String>,
-    /// A host to ping (a name or an IPv4 address): an ICMP check.
+    /// A host to ping (a name, or an IPv4 or IPv6 address): an ICMP check.
     #[arg(long, value_name = "HOST", conflicts_with_all = ["address", "name", "grpc", "heartbeat"])]
     icmp: Option<String>,
     /// ICMP: echo requests per run (default 3).
