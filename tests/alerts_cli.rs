@@ -107,7 +107,7 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
     );
     let listed = rig.fleetmon_ok(&["maintenance", "list"]);
     assert!(
-        listed.starts_with("ID  CHECK  AGENT  WHEN")
+        listed.starts_with("ID  NAME  CHECK  AGENT  WHEN")
             && listed.contains("  shop  ")
             && listed.contains("sun,sat 02:00 for 120 min (Europe/Berlin)")
             && listed.contains("backups"),
@@ -129,6 +129,7 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
         rig.fleetmon_ok(&["maintenance", "list"]),
         "no maintenance windows\n"
     );
+    maintenance_from_a_file(&rig);
     let (ok, _, stderr) = rig.fleetmon(&["silence", "add", "--check", "nope", "--for", "1h"]);
     assert!(!ok);
     assert!(
@@ -215,5 +216,100 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
             "NotFound: channel: no channel `nope` in this writer's [alerts] (webhooks and channels)"
         ),
         "{stderr}"
+    );
+}
+
+/// Named windows from a file: created, left alone when unchanged, replaced when
+/// changed, pruned when dropped; a window made by hand is never touched; mistakes are
+/// named by file, window and field.
+fn maintenance_from_a_file(rig: &CentralRig) {
+    let rfc3339 = |offset: time::Duration| {
+        (time::OffsetDateTime::now_utc() + offset)
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (from, until) = (
+        rfc3339(time::Duration::hours(1)),
+        rfc3339(time::Duration::hours(3)),
+    );
+    let file = rig.logs.path().join("maintenance.toml");
+    let path = file.display().to_string();
+    let write = |patching_for: &str, with_move: bool| {
+        let mut text = format!(
+            "[[windows]]\nname = \"db-patching\"\ncheck = \"shop\"\nreason = \"patching\"\n\
+             weekly = [\"sun\"]\nat = \"02:00\"\nfor = \"{patching_for}\"\ntime_zone = \"Europe/Berlin\"\n\n\
+             [[windows]]\nname = \"last-year\"\ncheck = \"shop\"\n\
+             from = \"2025-01-01T00:00:00Z\"\nuntil = \"2025-01-02T00:00:00Z\"\n"
+        );
+        if with_move {
+            text.push_str(&format!(
+                "\n[[windows]]\nname = \"move\"\ncheck = \"shop\"\nfrom = \"{from}\"\nuntil = \"{until}\"\n"
+            ));
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    let apply =
+        |extra: &[&str]| rig.fleetmon_ok(&[&["maintenance", "apply", "-f", &path], extra].concat());
+
+    write("2h", true);
+    assert_eq!(
+        apply(&[]),
+        "+ db-patching\n+ move\n  last-year: over, left out\n2 to create, 0 to update, 0 to remove, 0 unchanged\n"
+    );
+    assert_eq!(
+        apply(&[]),
+        "  last-year: over, left out\n0 to create, 0 to update, 0 to remove, 2 unchanged\n"
+    );
+    // A window made by hand has no name: apply never touches it.
+    let by_hand: Vec<&str> = "maintenance add --check shop --weekly mon --at 03:00 --for 1h"
+        .split(' ')
+        .collect();
+    rig.fleetmon_ok(&by_hand);
+    let (ok, _, stderr) = rig.fleetmon(&[&by_hand[..], &["--name", "db-patching"]].concat());
+    assert!(!ok);
+    assert!(
+        stderr.contains("AlreadyExists: maintenance window `db-patching` exists (window 2): remove it first, or change it with fleetmon maintenance apply"),
+        "{stderr}"
+    );
+
+    write("3h", false);
+    assert_eq!(
+        apply(&["--prune", "--dry-run"]),
+        "~ db-patching\n- move (window 3)\n  last-year: over, left out\n0 to create, 1 to update, 1 to remove, 0 unchanged\n"
+    );
+    apply(&["--prune"]);
+    let listed = rig.fleetmon_ok(&["maintenance", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let windows: Vec<(String, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                w["duration_minutes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [("".to_owned(), 60), ("db-patching".to_owned(), 180)],
+        "{listed}"
+    );
+
+    std::fs::write(
+        &file,
+        "[[windows]]\nname = \"odd\"\ncheck = \"shop\"\nweekly = [\"funday\"]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = rig.fleetmon(&["maintenance", "apply", "-f", &path]);
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {path}: window `odd`: `weekly` `funday` is not a day: use sun, mon, tue, wed, thu, fri or sat\n"
+        )
     );
 }

@@ -13,8 +13,8 @@ use fleetmon::pb::{
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::Connection;
 use super::table::{ago, render};
+use super::{ApplyArgs, Connection};
 use fleetmon::check_secrets::{has_secrets, masked};
 use fleetmon::checks::heartbeat::Schedule;
 use fleetmon::checks::spec::{CheckSpec, JsonSpec, StatusText, parse_file};
@@ -80,20 +80,9 @@ pub(crate) enum ChecksCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Make the checks what a file says: prints the changes, then makes them.
-    Apply {
-        /// A TOML file of `[[checks]]` entries.
-        #[arg(short = 'f', long = "file")]
-        file: std::path::PathBuf,
-        /// Print the changes only.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also delete the checks the file does not list.
-        #[arg(long)]
-        prune: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    /// Make the checks what a file of `[[checks]]` entries says: prints the changes,
+    /// then makes them (with --prune, deletes the checks it does not list).
+    Apply(ApplyArgs),
 }
 
 /// Fields of a check as flags (`add` needs `--url`, `--address` or `--name`).
@@ -462,12 +451,12 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
             print_status(&connection, &status);
             Ok(())
         }
-        ChecksCommand::Apply {
+        ChecksCommand::Apply(ApplyArgs {
             file,
             dry_run,
             prune,
             connection,
-        } => apply(&connection, &file, dry_run, prune).await,
+        }) => apply(&connection, &file, dry_run, prune).await,
     }
 }
 

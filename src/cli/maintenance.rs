@@ -1,53 +1,29 @@
 //! `fleetmon maintenance`: planned work on the writer's `Alerts` service. While a
 //! window is active, notifications of the alerts it covers are held back.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use clap::Subcommand;
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
 use fleetmon::pb::alerts_client::AlertsClient;
 use fleetmon::pb::{
     CreateMaintenanceRequest, ListMaintenanceRequest, MaintenanceWindow, RemoveMaintenanceRequest,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::table::{print_list, rfc3339};
-use super::{Connection, call_error, parse_duration};
+use super::{ApplyArgs, Connection, call_error, parse_duration};
 
 /// `fleetmon maintenance …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum MaintenanceCommand {
     /// Plan a window: one-off (--from, --until) or weekly (--weekly, --at, --for, --tz).
-    Add {
-        #[command(flatten)]
-        connection: Connection,
-        /// Alerts about this check id.
-        #[arg(long = "check", default_value = "")]
-        check_id: String,
-        /// Alerts about this agent (its host, its own sites, or it as a location).
-        #[arg(long = "agent", default_value = "")]
-        agent_id: String,
-        /// One-off: when it starts (RFC 3339, e.g. 2026-12-24T22:00:00Z).
-        #[arg(long = "from", requires = "until", value_parser = parse_time)]
-        from: Option<prost_types::Timestamp>,
-        /// One-off: when it ends.
-        #[arg(long = "until", requires = "from", value_parser = parse_time)]
-        until: Option<prost_types::Timestamp>,
-        /// Weekly: the days, comma-separated: sun,mon,tue,wed,thu,fri,sat.
-        #[arg(long, value_delimiter = ',', value_parser = parse_weekday, conflicts_with = "from")]
-        weekly: Vec<u32>,
-        /// Weekly: the local time it starts, HH:MM.
-        #[arg(long = "at", requires = "weekly", default_value = "")]
-        start_time: String,
-        /// Weekly: how long (30m, 2h; at most 7d).
-        #[arg(long = "for", requires = "weekly", value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Weekly: the time zone of --at (an IANA name: Europe/Berlin, UTC).
-        #[arg(long = "tz", requires = "weekly", default_value = "UTC")]
-        time_zone: String,
-        /// Why, for whoever reads the list.
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
+    Add(Box<AddArgs>),
+    /// Make the named windows match a file of `[[windows]]` entries: create those it
+    /// adds, replace those it changes, leave the rest (with --prune, remove the named
+    /// windows it no longer lists; windows without a name are never touched).
+    Apply(ApplyArgs),
     /// The windows not removed and not over; ACTIVE ones hold notifications back now.
     List {
         #[command(flatten)]
@@ -60,6 +36,263 @@ pub(crate) enum MaintenanceCommand {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+/// `maintenance add`: a window and where the writer is.
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    #[command(flatten)]
+    window: Window,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// A window as an operator gives it, on `add`'s flags or in a file.
+#[derive(Debug, Clone, Default, Args)]
+struct Window {
+    /// A name (a slug), unique among windows: what `apply` keys a file's windows by.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Alerts about this check id.
+    #[arg(long = "check", default_value = "")]
+    check_id: String,
+    /// Alerts about this agent (its host, its own sites, or it as a location).
+    #[arg(long = "agent", default_value = "")]
+    agent_id: String,
+    /// Why, for whoever reads the list.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// One-off: when it starts (RFC 3339, e.g. 2026-12-24T22:00:00Z).
+    #[arg(long = "from", requires = "until", value_parser = parse_time)]
+    from: Option<prost_types::Timestamp>,
+    /// One-off: when it ends.
+    #[arg(long = "until", requires = "from", value_parser = parse_time)]
+    until: Option<prost_types::Timestamp>,
+    /// Weekly: the days, comma-separated: sun,mon,tue,wed,thu,fri,sat.
+    #[arg(long, value_delimiter = ',', value_parser = parse_weekday, conflicts_with = "from")]
+    weekly: Vec<u32>,
+    /// Weekly: the local time it starts, HH:MM.
+    #[arg(long = "at", requires = "weekly", default_value = "")]
+    start_time: String,
+    /// Weekly: how long (30m, 2h; at most 7d).
+    #[arg(long = "for", requires = "weekly", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Weekly: the time zone of --at (an IANA name: Europe/Berlin, UTC).
+    #[arg(long = "tz", requires = "weekly", default_value = "UTC")]
+    time_zone: String,
+}
+
+impl Window {
+    /// The request that creates it (the weekly fields only for a weekly window).
+    fn request(self) -> CreateMaintenanceRequest {
+        let weekly = !self.weekly.is_empty();
+        CreateMaintenanceRequest {
+            name: self.name,
+            check_id: self.check_id,
+            agent_id: self.agent_id,
+            reason: self.reason,
+            starts_at: self.from,
+            ends_at: self.until,
+            weekdays: self.weekly,
+            start_time: if weekly {
+                self.start_time
+            } else {
+                String::new()
+            },
+            duration_minutes: self
+                .duration
+                .map(|d| u32::try_from(d.as_secs() / 60).unwrap_or(u32::MAX))
+                .unwrap_or_default(),
+            time_zone: if weekly {
+                self.time_zone
+            } else {
+                String::new()
+            },
+            replace: false,
+        }
+    }
+}
+
+/// A `[[windows]]` entry of a maintenance file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowEntry {
+    name: String,
+    #[serde(default)]
+    check: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    weekly: Vec<String>,
+    #[serde(default)]
+    at: String,
+    #[serde(default, rename = "for")]
+    duration: Option<String>,
+    #[serde(default = "utc")]
+    time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowsFile {
+    #[serde(default)]
+    windows: Vec<WindowEntry>,
+}
+
+/// The requests a maintenance file asks for, or what is wrong in it: the file, the
+/// window and the field.
+fn parse_file(path: &str, text: &str) -> anyhow::Result<Vec<CreateMaintenanceRequest>> {
+    let file: WindowsFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let mut names = std::collections::BTreeSet::new();
+    file.windows
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let at = if entry.name.is_empty() {
+                format!("{path}: window {}", index + 1)
+            } else {
+                format!("{path}: window `{}`", entry.name)
+            };
+            if entry.name.is_empty() {
+                bail!("{at}: `name` is missing: give each window a name (a slug), which apply keys it by");
+            }
+            if !names.insert(entry.name.clone()) {
+                bail!("{at}: the name comes twice: give each window its own");
+            }
+            let time = |field: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{at}: `{field}` {e}"))
+            };
+            let weekly = entry
+                .weekly
+                .iter()
+                .map(|day| parse_weekday(day))
+                .collect::<Result<Vec<u32>, String>>()
+                .map_err(|e| anyhow::anyhow!("{at}: `weekly` {e}"))?;
+            let duration = entry
+                .duration
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{at}: `for` {e}"))?;
+            Ok(Window {
+                name: entry.name.clone(),
+                check_id: entry.check,
+                agent_id: entry.agent,
+                reason: entry.reason,
+                from: time("from", &entry.from)?,
+                until: time("until", &entry.until)?,
+                weekly,
+                start_time: entry.at,
+                duration,
+                time_zone: entry.time_zone,
+            }
+            .request())
+        })
+        .collect()
+}
+
+/// What an apply does: windows to create, to replace (changed), to remove (pruned),
+/// and how many were unchanged or already over.
+#[derive(Debug, Default)]
+struct Plan {
+    create: Vec<CreateMaintenanceRequest>,
+    replace: Vec<CreateMaintenanceRequest>,
+    remove: Vec<MaintenanceWindow>,
+    unchanged: usize,
+    over: Vec<String>,
+}
+
+/// Whether `window` is what `request` asks for.
+fn same(window: &MaintenanceWindow, request: &CreateMaintenanceRequest) -> bool {
+    let mut days = request.weekdays.clone();
+    days.sort_unstable();
+    days.dedup();
+    let seconds = |t: Option<prost_types::Timestamp>| t.map(|t| t.seconds);
+    window.check_id == request.check_id.trim()
+        && window.agent_id == request.agent_id.trim()
+        && window.reason == request.reason
+        && seconds(window.starts_at) == seconds(request.starts_at)
+        && seconds(window.ends_at) == seconds(request.ends_at)
+        && window.weekdays == days
+        && window.start_time == request.start_time
+        && window.duration_minutes == request.duration_minutes
+        && window.time_zone == request.time_zone.trim()
+}
+
+/// The changes that make the named windows of `current` what `wanted` lists. A
+/// one-off window of the file that has ended is left out (the writer refuses windows
+/// that hold nothing back) and said so.
+fn plan(
+    wanted: &[CreateMaintenanceRequest],
+    current: &[MaintenanceWindow],
+    prune: bool,
+    now: SystemTime,
+) -> Plan {
+    let mut plan = Plan::default();
+    for request in wanted {
+        let existing = current.iter().find(|w| w.name == request.name);
+        let ended = request
+            .ends_at
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .is_some_and(|end| end <= now);
+        match existing {
+            _ if ended => plan.over.push(request.name.clone()),
+            Some(window) if same(window, request) => plan.unchanged += 1,
+            Some(_) => plan.replace.push(CreateMaintenanceRequest {
+                replace: true,
+                ..request.clone()
+            }),
+            None => plan.create.push(request.clone()),
+        }
+    }
+    if prune {
+        plan.remove = current
+            .iter()
+            .filter(|w| !w.name.is_empty() && !wanted.iter().any(|r| r.name == w.name))
+            .cloned()
+            .collect();
+    }
+    plan
+}
+
+impl Plan {
+    /// `+ name`, `~ name`, `- name` lines and the counts.
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        for request in &self.create {
+            text.push_str(&format!("+ {}\n", request.name));
+        }
+        for request in &self.replace {
+            text.push_str(&format!("~ {}\n", request.name));
+        }
+        for window in &self.remove {
+            text.push_str(&format!("- {} (window {})\n", window.name, window.id));
+        }
+        for name in &self.over {
+            text.push_str(&format!("  {name}: over, left out\n"));
+        }
+        text.push_str(&format!(
+            "{} to create, {} to update, {} to remove, {} unchanged\n",
+            self.create.len(),
+            self.replace.len(),
+            self.remove.len(),
+            self.unchanged
+        ));
+        text
+    }
 }
 
 /// A time given as RFC 3339.
@@ -88,6 +321,7 @@ fn parse_weekday(text: &str) -> Result<u32, String> {
 fn window_json(w: &MaintenanceWindow) -> Value {
     json!({
         "id": w.id,
+        "name": w.name,
         "check_id": w.check_id,
         "agent_id": w.agent_id,
         "reason": w.reason,
@@ -132,42 +366,12 @@ pub(crate) async fn run(command: MaintenanceCommand) -> anyhow::Result<()> {
         }
     };
     match command {
-        MaintenanceCommand::Add {
-            connection,
-            check_id,
-            agent_id,
-            from,
-            until,
-            weekly,
-            start_time,
-            duration,
-            time_zone,
-            reason,
-        } => {
-            let weekly_given = !weekly.is_empty();
+        MaintenanceCommand::Add(add) => {
+            let AddArgs { window, connection } = *add;
+            let request = window.request();
             let created = client(&connection)
                 .await?
-                .create_maintenance(CreateMaintenanceRequest {
-                    check_id,
-                    agent_id,
-                    reason,
-                    starts_at: from,
-                    ends_at: until,
-                    weekdays: weekly,
-                    start_time: if weekly_given {
-                        start_time
-                    } else {
-                        String::new()
-                    },
-                    duration_minutes: duration
-                        .map(|d| u32::try_from(d.as_secs() / 60).unwrap_or(u32::MAX))
-                        .unwrap_or_default(),
-                    time_zone: if weekly_given {
-                        time_zone
-                    } else {
-                        String::new()
-                    },
-                })
+                .create_maintenance(request)
                 .await
                 .map_err(|s| call_error("Alerts/CreateMaintenance", &connection.writer, s))?
                 .into_inner();
@@ -195,10 +399,13 @@ pub(crate) async fn run(command: MaintenanceCommand) -> anyhow::Result<()> {
                 &list,
                 window_json,
                 "no maintenance windows",
-                &["ID", "CHECK", "AGENT", "WHEN", "NOW", "BY", "REASON"],
+                &[
+                    "ID", "NAME", "CHECK", "AGENT", "WHEN", "NOW", "BY", "REASON",
+                ],
                 |w| {
                     vec![
                         w.id.to_string(),
+                        w.name.clone(),
                         w.check_id.clone(),
                         w.agent_id.clone(),
                         schedule(w),
@@ -208,6 +415,40 @@ pub(crate) async fn run(command: MaintenanceCommand) -> anyhow::Result<()> {
                     ]
                 },
             )?;
+        }
+        MaintenanceCommand::Apply(ApplyArgs {
+            file,
+            dry_run,
+            prune,
+            connection,
+        }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let wanted = parse_file(&file.display().to_string(), &text)?;
+            let mut alerts = client(&connection).await?;
+            let current = alerts
+                .list_maintenance(ListMaintenanceRequest {})
+                .await
+                .map_err(|s| call_error("Alerts/ListMaintenance", &connection.writer, s))?
+                .into_inner()
+                .windows;
+            let plan = plan(&wanted, &current, prune, SystemTime::now());
+            print!("{}", plan.describe());
+            if dry_run {
+                return Ok(());
+            }
+            for request in plan.create.into_iter().chain(plan.replace) {
+                alerts
+                    .create_maintenance(request)
+                    .await
+                    .map_err(|s| call_error("Alerts/CreateMaintenance", &connection.writer, s))?;
+            }
+            for window in plan.remove {
+                alerts
+                    .remove_maintenance(RemoveMaintenanceRequest { id: window.id })
+                    .await
+                    .map_err(|s| call_error("Alerts/RemoveMaintenance", &connection.writer, s))?;
+            }
         }
         MaintenanceCommand::Rm { id, connection } => {
             let removed = client(&connection)

@@ -18,6 +18,22 @@ use std::time::Duration;
 use clap::Args;
 use fleetmon::tls::ClientTlsFiles;
 
+/// `apply -f FILE [--dry-run] [--prune]`: make what a declarative TOML file lists so.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApplyArgs {
+    /// The TOML file.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: std::path::PathBuf,
+    /// Print the changes only.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Also delete (remove) what the file no longer lists.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+}
+
 /// Where the servers are and which operator certificate to use.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Connection {

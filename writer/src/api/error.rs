@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// What the request would create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A query ran past `postgres.query_timeout_seconds` (PostgreSQL cancelled it).
     #[error(
         "the query ran longer than postgres.query_timeout_seconds and was cancelled: \
@@ -36,6 +39,9 @@ impl From<tokio_postgres::Error> for ServiceError {
     fn from(error: tokio_postgres::Error) -> Self {
         if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
             ServiceError::TimedOut
+        } else if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            // Two requests raced to create the same name; the loser hears it exists.
+            ServiceError::AlreadyExists(format!("exists already: {}", describe(&error)))
         } else {
             ServiceError::Query(error)
         }
@@ -52,6 +58,11 @@ impl ServiceError {
     pub fn not_found(message: impl Into<String>) -> Self {
         ServiceError::NotFound(message.into())
     }
+
+    /// Something the request would create exists.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        ServiceError::AlreadyExists(message.into())
+    }
 }
 
 impl GrpcError for ServiceError {
@@ -59,6 +70,7 @@ impl GrpcError for ServiceError {
         match self {
             ServiceError::InvalidArgument(_) => Code::InvalidArgument,
             ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::TimedOut => Code::DeadlineExceeded,
             // The database or Kafka is down or restarting: the client may retry.
             ServiceError::Query(_) | ServiceError::Pool(_) | ServiceError::Kafka(_) => {

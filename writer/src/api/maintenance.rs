@@ -15,6 +15,7 @@ const LIST_MAINTENANCE: &str = include_str!("../../sql/list_maintenance.sql");
 const REMOVE_MAINTENANCE: &str = include_str!("../../sql/remove_maintenance.sql");
 const TIME_ZONE_EXISTS: &str = include_str!("../../sql/time_zone_exists.sql");
 const MAINTENANCE_WINDOW: &str = include_str!("../../sql/maintenance_window.sql");
+const NAMED_MAINTENANCE: &str = include_str!("../../sql/named_maintenance.sql");
 
 /// Longest one-off window.
 pub const MAX_ONE_OFF: Duration = Duration::from_secs(31 * 24 * 3600);
@@ -53,6 +54,7 @@ pub fn window(row: &tokio_postgres::Row) -> MaintenanceWindow {
             .get::<_, Option<String>>("time_zone")
             .unwrap_or_default(),
         active: row.get("active"),
+        name: row.get::<_, Option<String>>("name").unwrap_or_default(),
     }
 }
 
@@ -148,6 +150,19 @@ pub async fn create(
     let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
     crate::api::matcher::reason(&request.reason)?;
     crate::api::matcher::check(client, "a maintenance window", check_id, agent_id).await?;
+    let name = request.name.trim();
+    if !name.is_empty() {
+        fleetmon::checks::validate_id(name).map_err(|_| {
+            ServiceError::invalid(format!(
+                "name `{}` is not a slug: use 1 to 63 lowercase letters, digits and `-`, starting with a letter (e.g. db-patching)",
+                name.chars().take(80).collect::<String>()
+            ))
+        })?;
+    } else if request.replace {
+        return Err(ServiceError::invalid(
+            "replace needs a name: it replaces the window of that name",
+        ));
+    }
     let schedule = schedule(&request)?;
     let operator = author.peer.name.clone();
     let (starts, ends, weekdays, start_time, minutes, time_zone) = match schedule {
@@ -179,6 +194,20 @@ pub async fn create(
         }
     };
     let tx = client.transaction().await?;
+    let name = (!name.is_empty()).then_some(name);
+    if let Some(name) = name
+        && let Some(existing) = tx.query_opt(NAMED_MAINTENANCE, &[&name]).await?
+    {
+        let existing: i64 = existing.get("window_id");
+        if !request.replace {
+            return Err(ServiceError::already_exists(format!(
+                "maintenance window `{name}` exists (window {existing}): remove it first, or change it with fleetmon maintenance apply"
+            )));
+        }
+        tx.execute(REMOVE_MAINTENANCE, &[&existing]).await?;
+        let removed = window(&tx.query_one(MAINTENANCE_WINDOW, &[&existing]).await?);
+        record(&tx, author, "maintenance.remove", &removed).await?;
+    }
     let id: i64 = tx
         .query_one(
             CREATE_MAINTENANCE,
@@ -193,6 +222,7 @@ pub async fn create(
                 &start_time,
                 &minutes,
                 &time_zone,
+                &name,
             ],
         )
         .await?
@@ -243,6 +273,7 @@ async fn record(
 ) -> Result<(), ServiceError> {
     let after = serde_json::json!({
         "id": window.id,
+        "name": window.name,
         "check_id": window.check_id,
         "agent_id": window.agent_id,
         "reason": window.reason,
