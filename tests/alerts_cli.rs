@@ -241,7 +241,8 @@ fn maintenance_from_a_file(rig: &CentralRig) {
             "[[windows]]\nname = \"db-patching\"\ncheck = \"shop\"\nreason = \"patching\"\n\
              weekly = [\"sun\"]\nat = \"02:00\"\nfor = \"{patching_for}\"\ntime_zone = \"Europe/Berlin\"\n\n\
              [[windows]]\nname = \"last-year\"\ncheck = \"shop\"\n\
-             from = \"2025-01-01T00:00:00Z\"\nuntil = \"2025-01-02T00:00:00Z\"\n"
+             from = \"2025-01-01T00:00:00Z\"\nuntil = \"2025-01-02T00:00:00Z\"\n\n\
+             [[windows]]\nname = \"db-tier\"\nlabels = {{ role = \"db\" }}\nweekly = [\"sat\"]\nat = \"23:00\"\nfor = \"30m\"\n"
         );
         if with_move {
             text.push_str(&format!(
@@ -256,11 +257,11 @@ fn maintenance_from_a_file(rig: &CentralRig) {
     write("2h", true);
     assert_eq!(
         apply(&[]),
-        "+ db-patching\n+ move\n  last-year: over, left out\n2 to create, 0 to update, 0 to remove, 0 unchanged\n"
+        "+ db-patching\n+ db-tier\n+ move\n  last-year: over, left out\n3 to create, 0 to update, 0 to remove, 0 unchanged\n"
     );
     assert_eq!(
         apply(&[]),
-        "  last-year: over, left out\n0 to create, 0 to update, 0 to remove, 2 unchanged\n"
+        "  last-year: over, left out\n0 to create, 0 to update, 0 to remove, 3 unchanged\n"
     );
     // A window made by hand has no name: apply never touches it.
     let by_hand: Vec<&str> = "maintenance add --check shop --weekly mon --at 03:00 --for 1h"
@@ -277,7 +278,7 @@ fn maintenance_from_a_file(rig: &CentralRig) {
     write("3h", false);
     assert_eq!(
         apply(&["--prune", "--dry-run"]),
-        "~ db-patching\n- move (window 3)\n  last-year: over, left out\n0 to create, 1 to update, 1 to remove, 0 unchanged\n"
+        "~ db-patching\n- move (window 4)\n  last-year: over, left out\n0 to create, 1 to update, 1 to remove, 1 unchanged\n"
     );
     apply(&["--prune"]);
     let listed = rig.fleetmon_ok(&["maintenance", "list", "--json"]);
@@ -295,8 +296,19 @@ fn maintenance_from_a_file(rig: &CentralRig) {
         .collect();
     assert_eq!(
         windows,
-        [("".to_owned(), 60), ("db-patching".to_owned(), 180)],
+        [
+            ("db-tier".to_owned(), 30),
+            ("".to_owned(), 60),
+            ("db-patching".to_owned(), 180)
+        ],
         "{listed}"
+    );
+    let table = rig.fleetmon_ok(&["maintenance", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("db-tier") && line.contains(" role=db ")),
+        "{table}"
     );
 
     std::fs::write(

@@ -59,6 +59,10 @@ struct Window {
     /// Alerts about this agent (its host, its own sites, or it as a location).
     #[arg(long = "agent", default_value = "")]
     agent_id: String,
+    /// Alerts about agents with these labels (from their enrollment tokens):
+    /// role=db,location=eu-west.
+    #[arg(long, value_delimiter = ',', value_parser = super::checks::parse_label)]
+    labels: Vec<(String, String)>,
     /// Why, for whoever reads the list.
     #[arg(long, default_value = "")]
     reason: String,
@@ -90,6 +94,7 @@ impl Window {
             name: self.name,
             check_id: self.check_id,
             agent_id: self.agent_id,
+            labels: self.labels.into_iter().collect(),
             reason: self.reason,
             starts_at: self.from,
             ends_at: self.until,
@@ -122,6 +127,8 @@ struct WindowEntry {
     check: String,
     #[serde(default)]
     agent: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -191,6 +198,7 @@ fn parse_file(path: &str, text: &str) -> anyhow::Result<Vec<CreateMaintenanceReq
                 name: entry.name.clone(),
                 check_id: entry.check,
                 agent_id: entry.agent,
+                labels: entry.labels.into_iter().collect(),
                 reason: entry.reason,
                 from: time("from", &entry.from)?,
                 until: time("until", &entry.until)?,
@@ -223,6 +231,7 @@ fn same(window: &MaintenanceWindow, request: &CreateMaintenanceRequest) -> bool 
     let seconds = |t: Option<prost_types::Timestamp>| t.map(|t| t.seconds);
     window.check_id == request.check_id.trim()
         && window.agent_id == request.agent_id.trim()
+        && window.labels == request.labels
         && window.reason == request.reason
         && seconds(window.starts_at) == seconds(request.starts_at)
         && seconds(window.ends_at) == seconds(request.ends_at)
@@ -324,6 +333,7 @@ fn window_json(w: &MaintenanceWindow) -> Value {
         "name": w.name,
         "check_id": w.check_id,
         "agent_id": w.agent_id,
+        "labels": w.labels,
         "reason": w.reason,
         "created_by": w.created_by,
         "starts_at": rfc3339(w.starts_at),
@@ -334,6 +344,16 @@ fn window_json(w: &MaintenanceWindow) -> Value {
         "time_zone": w.time_zone,
         "active": w.active,
     })
+}
+
+/// The agents a window covers: its agent, and/or its labels (`role=db`).
+fn agents(w: &MaintenanceWindow) -> String {
+    let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    let mut parts = vec![w.agent_id.clone()];
+    parts.extend(labels);
+    parts.retain(|p| !p.is_empty());
+    parts.join(",")
 }
 
 /// When a window holds notifications back, in words.
@@ -407,7 +427,7 @@ pub(crate) async fn run(command: MaintenanceCommand) -> anyhow::Result<()> {
                         w.id.to_string(),
                         w.name.clone(),
                         w.check_id.clone(),
-                        w.agent_id.clone(),
+                        agents(w),
                         schedule(w),
                         if w.active { "ACTIVE" } else { "planned" }.to_owned(),
                         w.created_by.clone(),

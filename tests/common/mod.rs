@@ -230,7 +230,7 @@ impl CentralRig {
                 ("KAFKA__HOST_SAMPLES_TOPIC", host_topic.clone()),
                 ("KAFKA__SITE_CHECKS_TOPIC", site_topic.clone()),
                 ("KAFKA__CHECKS_TOPIC", checks_topic.clone()),
-                ("KAFKA__CREDENTIALS_TOPIC", credentials_topic),
+                ("KAFKA__CREDENTIALS_TOPIC", credentials_topic.clone()),
                 ("KAFKA__AUDIT_TOPIC", audit_topic.clone()),
                 ("KAFKA__PARTITIONS", "2".to_owned()),
                 // Hand-issued agent certificates: their config labels select them.
@@ -286,6 +286,7 @@ impl CentralRig {
                 .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
                 .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
                 .env("FLEETMON_WRITER__KAFKA__AUDIT_TOPIC", &audit_topic)
+                .env("FLEETMON_WRITER__KAFKA__CREDENTIALS_TOPIC", &credentials_topic)
                 .env(
                     "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
                     unique_name("fleetmon-cc-dlq"),

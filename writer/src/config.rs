@@ -64,6 +64,10 @@ pub struct KafkaConfig {
     /// The audit topic collectors publish operators' changes to (mirrored into
     /// `audit_log`).
     pub audit_topic: String,
+    /// The collectors' credentials topic, whose agent records give each enrolled
+    /// agent's labels (mirrored into `agent_labels`, for maintenance windows and
+    /// channels that select by label).
+    pub credentials_topic: String,
     /// Where records that cannot be decoded or stored go, with an `error` header.
     pub dead_letter_topic: String,
     /// Replicas of the dead-letter topic when the writer creates it at start.
@@ -224,6 +228,10 @@ pub struct ChannelConfig {
     /// these; `db-*` takes every subject starting with `db-`. Empty: every subject.
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// Only alerts about an agent whose labels (from the token it enrolled with)
+    /// include every pair: `labels = { role = "db" }`. Empty: no label is asked for.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Only alerts about one of these agents (a host's alerts, a location's); `db-*` by
     /// prefix. Empty: every agent, and alerts about no single agent (a check's).
     #[serde(default)]
@@ -348,6 +356,7 @@ impl std::fmt::Debug for ChannelConfig {
             .field("severities", &self.severities)
             .field("subjects", &self.subjects)
             .field("agents", &self.agents)
+            .field("labels", &self.labels)
             .field(
                 "routing_key",
                 &(!self.routing_key.is_empty()).then_some(fleetmon::redact::HIDDEN),
@@ -387,8 +396,14 @@ impl From<&WebhookConfig> for ChannelConfig {
 
 impl ChannelConfig {
     /// Whether an alert of `kind` about `subject` (and agent `agent_id`, empty when it
-    /// is about no single agent) goes to this channel.
-    pub fn takes(&self, kind: &str, subject: &str, agent_id: &str) -> bool {
+    /// is about no single agent, whose labels are `labels`) goes to this channel.
+    pub fn takes(
+        &self,
+        kind: &str,
+        subject: &str,
+        agent_id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
         let matches = |patterns: &[String], name: &str| {
             patterns.is_empty()
                 || patterns.iter().any(|p| match p.strip_suffix('*') {
@@ -404,6 +419,10 @@ impl ChannelConfig {
                     .any(|s| s == fleetmon::alert_kind::severity(kind)))
             && matches(&self.subjects, subject)
             && (self.agents.is_empty() || (!agent_id.is_empty() && matches(&self.agents, agent_id)))
+            && self
+                .labels
+                .iter()
+                .all(|(key, value)| labels.get(key) == Some(value))
     }
 
     /// A channel `name` of `kind` at `url`, every other setting its default.
@@ -418,6 +437,7 @@ impl ChannelConfig {
             severities: Vec::new(),
             subjects: Vec::new(),
             agents: Vec::new(),
+            labels: BTreeMap::new(),
             routing_key: String::new(),
             body_template: String::new(),
             token: String::new(),
@@ -629,6 +649,16 @@ impl ChannelConfig {
                 ));
             }
         }
+        if let Some((key, _)) = self
+            .labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 255)
+        {
+            return Err(ConfigError::field(
+                &field("labels"),
+                format!("`{key}` is not a label: a key is 1 to 63 bytes, a value at most 255"),
+            ));
+        }
         if self.kind == ChannelKind::Alertmanager && self.resend_seconds == 0 {
             return Err(ConfigError::field(
                 &field("resend_seconds"),
@@ -762,6 +792,7 @@ impl Default for KafkaConfig {
             site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
             checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
             audit_topic: fleetmon::config::DEFAULT_AUDIT_TOPIC.to_owned(),
+            credentials_topic: fleetmon::config::DEFAULT_CREDENTIALS_TOPIC.to_owned(),
             dead_letter_topic: "fleetmon.dead-letters".to_owned(),
             replication_factor: 1,
             options: BTreeMap::new(),

@@ -30,7 +30,7 @@ use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
 use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
-use crate::consume::{audit_mirror, check_mirror, topic_mirror};
+use crate::consume::{audit_mirror, check_mirror, label_mirror, topic_mirror};
 use crate::metrics::WriterMetrics;
 use crate::store::{PostgresSink, SinkError};
 
@@ -176,6 +176,7 @@ pub async fn start(
     let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
     let checks_consumer = topic_mirror::consumer(&config.kafka, &check_mirror::spec())?;
     let audit_consumer = topic_mirror::consumer(&config.kafka, &audit_mirror::spec())?;
+    let labels_consumer = topic_mirror::consumer(&config.kafka, &label_mirror::spec())?;
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka)?);
     let cluster = kafka_source::watch_cluster(dead_letters.clone(), shutdown.clone());
     let sender = Arc::new(Sender::new(&config.alerts)?);
@@ -260,10 +261,21 @@ pub async fn start(
             "audit mirror",
             topic_mirror::run(
                 audit_consumer,
+                checks_kafka.clone(),
+                cluster.clone(),
+                sink.clone(),
+                audit_mirror::spec(),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn(
+            "labels mirror",
+            topic_mirror::run(
+                labels_consumer,
                 checks_kafka,
                 cluster,
                 sink.clone(),
-                audit_mirror::spec(),
+                label_mirror::spec(),
                 shutdown.clone(),
             ),
         );

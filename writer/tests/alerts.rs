@@ -1333,7 +1333,7 @@ async fn a_weekly_window_in_its_time_zone_holds_notifications_back_until_removed
     let status = refused(CreateMaintenanceRequest::default()).await;
     assert_eq!(
         status.message(),
-        "check_id or agent_id is required: a maintenance window must match something"
+        "check_id, agent_id or labels is required: a maintenance window must match something"
     );
     writer.stop().await;
 }
@@ -1582,6 +1582,118 @@ async fn a_cron_heartbeat_is_due_at_its_next_run_in_its_time_zone() {
             .scalar("SELECT count(*) FROM alerts WHERE kind = 'heartbeat_missed'")
             .await,
         1
+    );
+    writer.stop().await;
+}
+
+/// An agent's labels come from its credential on the credentials topic (the token it
+/// enrolled with): a window selecting `role=web` holds back web-1's alert and not
+/// db-1's, and a channel selecting `role=db` is told of db-1's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_and_channels_select_alerts_by_the_labels_an_agent_enrolled_with() {
+    use fleetmon::pb::{
+        AgentCredential, CreateMaintenanceRequest, CredentialRecord, credential_record,
+    };
+    use prost::Message as _;
+    let setup = Setup::new().await;
+    let (everyone, dbas) = (
+        WebhookReceiver::start().await,
+        WebhookReceiver::start().await,
+    );
+    let mut for_dbas = channel("dbas", ChannelKind::Webhook, &dbas.url());
+    for_dbas.labels = [("role".to_owned(), "db".to_owned())].into();
+    let writer = writer_with_channels(
+        &setup,
+        vec![
+            channel("ops", ChannelKind::Webhook, &everyone.url()),
+            for_dbas,
+        ],
+    )
+    .await;
+    for (agent, role) in [("db-1", "db"), ("web-1", "web")] {
+        let record = CredentialRecord {
+            key: format!("agent/{agent}"),
+            version: 1,
+            record: Some(credential_record::Record::Agent(AgentCredential {
+                name: agent.to_owned(),
+                labels: [("role".to_owned(), role.to_owned())].into(),
+                ..Default::default()
+            })),
+        };
+        setup
+            .produce_raw(
+                &setup.config.kafka.credentials_topic,
+                &record.key,
+                &record.encode_to_vec(),
+                None,
+            )
+            .await;
+    }
+    setup
+        .wait_for(
+            "SELECT count(*) FROM agent_labels WHERE labels ->> 'role' IN ('db', 'web')",
+            2,
+        )
+        .await;
+    let mut alerts = alerts_client(&setup, &writer);
+    let now = SystemTime::now();
+    let window = alerts
+        .create_maintenance(CreateMaintenanceRequest {
+            labels: [("role".to_owned(), "web".to_owned())].into(),
+            reason: "web tier upgrade".to_owned(),
+            starts_at: at(now - Duration::from_secs(60)),
+            ends_at: at(now + Duration::from_secs(3600)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(window.labels.get("role").map(String::as_str), Some("web"));
+
+    // Both agents go silent: two alerts; web-1's is held by the window.
+    let sample = |agent: &str| {
+        HostSampleAt {
+            seq: 1,
+            ts: SystemTime::now(),
+        }
+        .sample(agent)
+    };
+    setup
+        .produce_hosts(&[sample("db-1"), sample("web-1")])
+        .await;
+    setup
+        .wait_for(
+            &format!(
+                "SELECT count(*) FROM notifications n JOIN alerts a USING (alert_id) \
+                 WHERE a.subject = 'web-1' AND n.held_by_window = {}",
+                window.id
+            ),
+            1,
+        )
+        .await;
+    delivered_exactly(&everyone, &[note("opened", "agent_silent", "db-1")]).await;
+    delivered_exactly(&dbas, &[note("opened", "agent_silent", "db-1")]).await;
+    let open = open_alerts(&mut alerts).await;
+    let in_maintenance: Vec<(&str, bool)> = open
+        .iter()
+        .map(|a| (a.subject.as_str(), a.in_maintenance))
+        .collect();
+    assert!(
+        in_maintenance.contains(&("web-1", true)) && in_maintenance.contains(&("db-1", false)),
+        "{in_maintenance:?}"
+    );
+    // A window must select something; labels alone are enough.
+    let error = alerts
+        .create_maintenance(CreateMaintenanceRequest {
+            starts_at: at(now),
+            ends_at: at(now + Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message(),
+        "check_id, agent_id or labels is required: a maintenance window must match something"
     );
     writer.stop().await;
 }

@@ -10,7 +10,7 @@
 //! [`super::channels`]'; an Alertmanager channel is also sent every open alert again
 //! every `resend_seconds`, since Alertmanager ends an alert that is not.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -136,13 +136,19 @@ impl Notifier {
         };
         let alerts: Vec<serde_json::Value> = rows
             .iter()
-            .filter_map(|row| serde_json::from_str(row.get::<_, &str>("alert")).ok())
-            .filter(|alert| {
-                channel.takes(
-                    &text(alert, "kind"),
-                    &text(alert, "subject"),
-                    &text(alert, "agent_id"),
-                )
+            .filter_map(|row| {
+                let alert: serde_json::Value =
+                    serde_json::from_str(row.get::<_, &str>("alert")).ok()?;
+                let labels: BTreeMap<String, String> =
+                    serde_json::from_value(row.get("agent_labels")).unwrap_or_default();
+                channel
+                    .takes(
+                        &text(&alert, "kind"),
+                        &text(&alert, "subject"),
+                        &text(&alert, "agent_id"),
+                        &labels,
+                    )
+                    .then_some(alert)
             })
             .collect();
         if alerts.is_empty() {

@@ -20,6 +20,7 @@ use crate::alerts::rules::{
 use crate::config::{AlertsConfig, ChannelConfig};
 use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
 
+const AGENT_LABELS: &str = include_str!("../../sql/agent_labels.sql");
 const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
 const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
 const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
@@ -51,7 +52,8 @@ struct Route {
     resolved: bool,
 }
 
-/// What routes an alert: its kind, subject and agent (empty: about no single agent).
+/// What routes an alert: its kind, subject and agent (empty: about no single agent)
+/// with the agent's labels.
 #[derive(Debug, Clone, Copy)]
 pub struct Routed<'a> {
     /// `alerts.kind`.
@@ -60,6 +62,25 @@ pub struct Routed<'a> {
     pub subject: &'a str,
     /// `alerts.agent_id`.
     pub agent_id: &'a str,
+    /// The agent's labels (`agent_labels`), empty when it has none or there is no agent.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// The labels of `agent_id` (none for an empty id or an agent that did not enroll
+/// with a token), read when some channel routes by label.
+pub async fn agent_labels(
+    tx: &Transaction<'_>,
+    channels: &Channels,
+    agent_id: &str,
+) -> Result<BTreeMap<String, String>, SinkError> {
+    if agent_id.is_empty() || !channels.route_by_labels() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(tx
+        .query_opt(AGENT_LABELS, &[&agent_id])
+        .await?
+        .and_then(|row| serde_json::from_value(row.get("labels")).ok())
+        .unwrap_or_default())
 }
 
 impl Channels {
@@ -80,7 +101,7 @@ impl Channels {
     fn takes(route: &Route, alert: Routed<'_>) -> bool {
         route
             .channel
-            .takes(alert.kind, alert.subject, alert.agent_id)
+            .takes(alert.kind, alert.subject, alert.agent_id, alert.labels)
     }
 
     /// The channels told that `alert` opened (or is still open).
@@ -99,6 +120,13 @@ impl Channels {
             .filter(|route| route.resolved && Self::takes(route, alert))
             .map(|route| route.channel.name.clone())
             .collect()
+    }
+
+    /// Whether some channel selects by agent labels.
+    pub fn route_by_labels(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|route| !route.channel.labels.is_empty())
     }
 
     /// Whether there is no channel at all.
@@ -225,6 +253,7 @@ pub async fn open(
         .await?;
     if let Some(row) = opened {
         let id: i64 = row.get("alert_id");
+        let labels = agent_labels(tx, channels, &candidate.agent_id).await?;
         record(
             tx,
             id,
@@ -235,6 +264,7 @@ pub async fn open(
                 kind: candidate.kind,
                 subject: &candidate.subject,
                 agent_id: &candidate.agent_id,
+                labels: &labels,
             }),
         )
         .await?;
@@ -280,10 +310,12 @@ pub async fn resolve(
     };
     let id: i64 = row.get("alert_id");
     let agent_id: String = row.get("agent_id");
+    let labels = agent_labels(tx, channels, &agent_id).await?;
     let alert = Routed {
         kind,
         subject,
         agent_id: &agent_id,
+        labels: &labels,
     };
     record(
         tx,

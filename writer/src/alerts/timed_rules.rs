@@ -328,6 +328,8 @@ async fn remind(
     let due = tx.query(DUE_REMINDERS, &[&minutes]).await?;
     for row in &due {
         let cause: String = row.get("cause");
+        let agent_id: &str = row.get("agent_id");
+        let labels = alert_store::agent_labels(tx, channels, agent_id).await?;
         alert_store::record(
             tx,
             row.get("alert_id"),
@@ -337,7 +339,8 @@ async fn remind(
             &channels.for_alert(alert_store::Routed {
                 kind: row.get("kind"),
                 subject: row.get("subject"),
-                agent_id: row.get("agent_id"),
+                agent_id,
+                labels: &labels,
             }),
         )
         .await?;

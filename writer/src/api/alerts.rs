@@ -181,7 +181,7 @@ impl AlertsService {
         }
         let mut client = self.client().await?;
         matcher::reason(&request.reason)?;
-        matcher::check(&client, "a silence", check_id, agent_id).await?;
+        matcher::check(&client, "a silence", check_id, agent_id, None).await?;
         let seconds = request.duration_seconds as f64;
         // The silence and its audit record commit together.
         let tx = client.transaction().await?;

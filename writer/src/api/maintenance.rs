@@ -55,6 +55,8 @@ pub fn window(row: &tokio_postgres::Row) -> MaintenanceWindow {
             .unwrap_or_default(),
         active: row.get("active"),
         name: row.get::<_, Option<String>>("name").unwrap_or_default(),
+        labels: serde_json::from_value(row.get::<_, serde_json::Value>("labels"))
+            .unwrap_or_default(),
     }
 }
 
@@ -149,7 +151,15 @@ pub async fn create(
 ) -> Result<MaintenanceWindow, ServiceError> {
     let (check_id, agent_id) = (request.check_id.trim(), request.agent_id.trim());
     crate::api::matcher::reason(&request.reason)?;
-    crate::api::matcher::check(client, "a maintenance window", check_id, agent_id).await?;
+    crate::api::matcher::check(
+        client,
+        "a maintenance window",
+        check_id,
+        agent_id,
+        Some(&request.labels),
+    )
+    .await?;
+    let labels = serde_json::json!(request.labels);
     let name = request.name.trim();
     if !name.is_empty() {
         fleetmon::checks::validate_id(name).map_err(|_| {
@@ -223,6 +233,7 @@ pub async fn create(
                 &minutes,
                 &time_zone,
                 &name,
+                &labels,
             ],
         )
         .await?
@@ -275,6 +286,7 @@ async fn record(
         "id": window.id,
         "name": window.name,
         "check_id": window.check_id,
+        "labels": window.labels,
         "agent_id": window.agent_id,
         "reason": window.reason,
         "starts_at": window.starts_at.map(|t| t.seconds),

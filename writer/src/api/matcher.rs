@@ -20,17 +20,46 @@ pub fn reason(text: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Most label pairs a maintenance window selects by.
+pub const MAX_LABELS: usize = 16;
+
 /// What a silence or a maintenance window (`what`) matches: a check and/or an agent,
-/// at least one, each known.
+/// at least one, each known; a window may give agent labels instead (`labels`, `None`
+/// for a silence), each pair bounded.
 pub async fn check(
     client: &deadpool_postgres::Object,
     what: &str,
     check_id: &str,
     agent_id: &str,
+    labels: Option<&std::collections::HashMap<String, String>>,
 ) -> Result<(), ServiceError> {
-    if check_id.is_empty() && agent_id.is_empty() {
+    if let Some(labels) = labels {
+        if labels.len() > MAX_LABELS {
+            return Err(ServiceError::invalid(format!(
+                "labels has {} pairs: select by at most {MAX_LABELS}",
+                labels.len()
+            )));
+        }
+        if let Some((key, value)) = labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 255)
+        {
+            return Err(ServiceError::invalid(format!(
+                "labels `{}={}`: a key is 1 to 63 bytes, a value at most 255",
+                key.chars().take(70).collect::<String>(),
+                value.chars().take(70).collect::<String>()
+            )));
+        }
+    }
+    let no_labels = labels.is_none_or(|l| l.is_empty());
+    if check_id.is_empty() && agent_id.is_empty() && no_labels {
+        let fields = if labels.is_some() {
+            "check_id, agent_id or labels"
+        } else {
+            "check_id or agent_id"
+        };
         return Err(ServiceError::invalid(format!(
-            "check_id or agent_id is required: {what} must match something"
+            "{fields} is required: {what} must match something"
         )));
     }
     if !check_id.is_empty()

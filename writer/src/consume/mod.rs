@@ -7,6 +7,7 @@
 pub mod audit_mirror;
 pub mod check_mirror;
 pub mod kafka_source;
+pub mod label_mirror;
 pub mod pipeline;
 pub mod quarantine;
 pub mod row_batch;

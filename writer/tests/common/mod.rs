@@ -64,6 +64,7 @@ impl Setup {
         config.kafka.dead_letter_topic = unique_name("fleetmon-test-dlq");
         config.kafka.checks_topic = unique_name("fleetmon-test-checks");
         config.kafka.audit_topic = unique_name("fleetmon-test-audit");
+        config.kafka.credentials_topic = unique_name("fleetmon-test-credentials");
         config.postgres.url = schema.url().to_owned();
         config.postgres.schema = schema.name.clone();
         config.batch.linger_ms = 50;
@@ -82,6 +83,7 @@ impl Setup {
             create_topic(&bootstrap, topic, 3).await;
         }
         create_topic(&bootstrap, &config.kafka.checks_topic, 1).await;
+        create_topic(&bootstrap, &config.kafka.credentials_topic, 1).await;
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("enable.idempotence", "true")
