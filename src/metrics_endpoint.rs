@@ -20,6 +20,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub struct MetricsServer {
     listener: TcpListener,
     registry: Arc<Registry>,
+    extra: Router,
 }
 
 impl MetricsServer {
@@ -31,7 +32,11 @@ impl MetricsServer {
                 format!("cannot bind metrics endpoint {addr}: {e}"),
             )
         })?;
-        Ok(MetricsServer { listener, registry })
+        Ok(MetricsServer {
+            listener,
+            registry,
+            extra: Router::new(),
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -39,16 +44,24 @@ impl MetricsServer {
         self.listener.local_addr()
     }
 
-    /// Serves `/metrics` until `shutdown` is cancelled.
+    /// Serves `routes` beside `/metrics` (e.g. the writer's `/metrics/fleet`).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.extra = self.extra.merge(routes);
+        self
+    }
+
+    /// Serves `/metrics` (and the routes added) until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let registry = self.registry;
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { render(&registry) }
-            }),
-        );
+        let app = Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let registry = registry.clone();
+                    async move { render(&registry) }
+                }),
+            )
+            .merge(self.extra);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

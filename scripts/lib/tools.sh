@@ -166,6 +166,11 @@ ensure_alertmanager() {
   [ -x /usr/bin/prometheus-alertmanager ] || apt_install prometheus-alertmanager
 }
 
+# Debian's Prometheus (and promtool), a real scraper of the writer's /metrics/fleet.
+ensure_prometheus() {
+  [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || apt_install prometheus
+}
+
 # aiosmtpd (PyPI), a real SMTP server for the email channel's tests.
 ensure_aiosmtpd() {
   if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then

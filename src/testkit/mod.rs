@@ -16,6 +16,7 @@
 
 mod alertmanager;
 mod bench;
+mod daemon;
 mod env;
 mod grpc;
 mod kafka;
@@ -23,6 +24,7 @@ mod metrics;
 mod pki;
 mod postgres;
 mod process;
+mod prometheus;
 mod smtp;
 mod tls;
 mod webhook;
@@ -37,6 +39,7 @@ pub use kafka::{
 pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
+pub use prometheus::{PROMETHEUS_ENV, Prometheus};
 pub use smtp::SmtpServer;
 pub use tls::{handshake_refusal, server_certificate, tls_alert, tls_connector};
 pub use webhook::{WebhookReceiver, WebhookRequest};

@@ -286,7 +286,10 @@ impl CentralRig {
                 .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
                 .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
                 .env("FLEETMON_WRITER__KAFKA__AUDIT_TOPIC", &audit_topic)
-                .env("FLEETMON_WRITER__KAFKA__CREDENTIALS_TOPIC", &credentials_topic)
+                .env(
+                    "FLEETMON_WRITER__KAFKA__CREDENTIALS_TOPIC",
+                    &credentials_topic,
+                )
                 .env(
                     "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
                     unique_name("fleetmon-cc-dlq"),

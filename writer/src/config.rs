@@ -45,6 +45,33 @@ pub struct WriterConfig {
     /// Alert rules and where notifications go.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The fleet's state for Prometheus, on the metrics port at `/metrics/fleet`.
+    #[serde(default)]
+    pub fleet_metrics: FleetMetricsConfig,
+}
+
+/// `/metrics/fleet`: the fleet's current state in the Prometheus text format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetMetricsConfig {
+    /// Serve it (`false`: 404).
+    pub enabled: bool,
+    /// The most series one scrape returns; those past it are left out and counted in
+    /// `fleetmon_fleet_series_dropped`.
+    pub max_series: usize,
+    /// The oldest a scrape's answer may be: it is rendered from PostgreSQL at most this
+    /// often, however many scrapers ask.
+    pub refresh_seconds: u64,
+}
+
+impl Default for FleetMetricsConfig {
+    fn default() -> Self {
+        FleetMetricsConfig {
+            enabled: true,
+            max_series: 100_000,
+            refresh_seconds: 5,
+        }
+    }
 }
 
 /// Kafka settings.
@@ -866,6 +893,7 @@ impl WriterConfig {
             postgres: PostgresConfig::default(),
             batch: BatchConfig::default(),
             alerts: AlertsConfig::default(),
+            fleet_metrics: FleetMetricsConfig::default(),
         }
     }
 
@@ -921,6 +949,18 @@ impl WriterConfig {
             if size == 0 {
                 return Err(ConfigError::field(field, "must be at least 1"));
             }
+        }
+        if self.fleet_metrics.max_series == 0 || self.fleet_metrics.max_series > 10_000_000 {
+            return Err(ConfigError::field(
+                "fleet_metrics.max_series",
+                "must be from 1 to 10000000 (set enabled = false to serve none)",
+            ));
+        }
+        if self.fleet_metrics.refresh_seconds == 0 {
+            return Err(ConfigError::field(
+                "fleet_metrics.refresh_seconds",
+                "must be at least 1: every scrape would query PostgreSQL",
+            ));
         }
         if self.postgres.query_timeout_seconds == 0 {
             return Err(ConfigError::field(

@@ -26,6 +26,7 @@ use crate::alerts::timed_rules;
 use crate::api::alerts::AlertsService;
 use crate::api::audit::AuditService;
 use crate::api::dead_letters::DeadLetterService;
+use crate::api::fleet_metrics::{self, FleetMetrics};
 use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
 use crate::consume::kafka_source::{self, DeadLetters};
@@ -201,6 +202,14 @@ pub async fn start(
 
     let (listener, grpc_addr) = bind(config.listen).await?;
     let (metrics_server, metrics_addr) = bind_metrics(config.metrics_listen, registry).await?;
+    let metrics_server = if config.fleet_metrics.enabled {
+        metrics_server.with_routes(fleet_metrics::routes(FleetMetrics::new(
+            sink.queries().clone(),
+            config.fleet_metrics.clone(),
+        )))
+    } else {
+        metrics_server
+    };
 
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
     let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());

@@ -1591,10 +1591,7 @@ async fn a_cron_heartbeat_is_due_at_its_next_run_in_its_time_zone() {
 /// db-1's, and a channel selecting `role=db` is told of db-1's only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_and_channels_select_alerts_by_the_labels_an_agent_enrolled_with() {
-    use fleetmon::pb::{
-        AgentCredential, CreateMaintenanceRequest, CredentialRecord, credential_record,
-    };
-    use prost::Message as _;
+    use fleetmon::pb::CreateMaintenanceRequest;
     let setup = Setup::new().await;
     let (everyone, dbas) = (
         WebhookReceiver::start().await,
@@ -1610,25 +1607,8 @@ async fn windows_and_channels_select_alerts_by_the_labels_an_agent_enrolled_with
         ],
     )
     .await;
-    for (agent, role) in [("db-1", "db"), ("web-1", "web")] {
-        let record = CredentialRecord {
-            key: format!("agent/{agent}"),
-            version: 1,
-            record: Some(credential_record::Record::Agent(AgentCredential {
-                name: agent.to_owned(),
-                labels: [("role".to_owned(), role.to_owned())].into(),
-                ..Default::default()
-            })),
-        };
-        setup
-            .produce_raw(
-                &setup.config.kafka.credentials_topic,
-                &record.key,
-                &record.encode_to_vec(),
-                None,
-            )
-            .await;
-    }
+    setup.produce_credential("db-1", &[("role", "db")]).await;
+    setup.produce_credential("web-1", &[("role", "web")]).await;
     setup
         .wait_for(
             "SELECT count(*) FROM agent_labels WHERE labels ->> 'role' IN ('db', 'web')",

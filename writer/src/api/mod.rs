@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod audit;
 pub mod dead_letters;
 pub mod error;
+pub mod fleet_metrics;
 pub mod history;
 pub mod maintenance;
 pub mod matcher;

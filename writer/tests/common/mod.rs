@@ -143,6 +143,31 @@ impl Setup {
         .await;
     }
 
+    /// Writes `agent`'s credential, with `labels` (the token's), to the credentials
+    /// topic, as a collector does at enrollment.
+    pub async fn produce_credential(&self, agent: &str, labels: &[(&str, &str)]) {
+        use fleetmon::pb::{AgentCredential, CredentialRecord, credential_record};
+        let record = CredentialRecord {
+            key: format!("agent/{agent}"),
+            version: 1,
+            record: Some(credential_record::Record::Agent(AgentCredential {
+                name: agent.to_owned(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            })),
+        };
+        self.produce_raw(
+            &self.config.kafka.credentials_topic,
+            &record.key,
+            &record.encode_to_vec(),
+            None,
+        )
+        .await;
+    }
+
     pub async fn produce_hosts(&self, samples: &[HostSample]) {
         for sample in samples {
             let topic = &self.config.kafka.host_samples_topic;
