@@ -11,6 +11,7 @@ pub mod check_scheduler;
 pub mod config;
 pub mod control;
 pub mod enroll;
+pub mod host_prober;
 pub mod host_sampler;
 pub mod icmp;
 pub mod key_pair;

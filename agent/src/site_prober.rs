@@ -125,6 +125,7 @@ impl SiteProber {
                 });
                 net_prober::grpc(site, address, service, tls, expected_health).await
             }
+            Probe::Host(probe) => crate::host_prober::check(site, probe).await,
             Probe::WebSocket { send, expect } => {
                 net_prober::websocket(site, send, expect.as_ref()).await
             }

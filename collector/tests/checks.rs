@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::TestCollector;
 use fleetmon::identity::Role;
@@ -237,6 +237,13 @@ impl Results {
         );
     }
 
+    /// The next result of `check_id`, within 15 s.
+    async fn expect(&mut self, check_id: &str) -> SiteCheck {
+        self.next(check_id, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no result of {check_id} within 15 s"))
+    }
+
     /// The next result of `check_id` within `within`, if any.
     async fn next(&mut self, check_id: &str, within: Duration) -> Option<SiteCheck> {
         let deadline = tokio::time::Instant::now() + within;
@@ -427,7 +434,7 @@ async fn bad_definitions_and_stale_versions_get_exact_statuses() {
     no_kind.kind = None;
     cases.push((
         no_kind,
-        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)",
+        "invalid check: `check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade), `process`, `systemd`, `file` or `disk` (about the agent's own host), or `heartbeat` (a job pings it)",
     ));
     cases.push((
         http_check("Shop!", url, 30, everyone.clone()),
@@ -1619,6 +1626,183 @@ async fn a_grpc_check_presents_the_client_certificate_it_names_from_the_agents_d
             .unwrap_err();
         assert_eq!(error.message(), message);
     }
+    agent.stop().await;
+    collector.shutdown.cancel();
+}
+
+/// Host checks on a real agent, about its own host: a process that runs and then is
+/// killed, a file older than allowed and one fresh enough, the root filesystem against
+/// two limits, and a systemd unit (or, where systemd does not run the host, the result
+/// that says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_checks_see_the_agents_own_processes_files_disks_and_units() {
+    use fleetmon::pb::{DiskCheck, FileCheck, ProcessCheck, SystemdCheck};
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, mut results, on_agent) = lone_agent(&collector, "host-1", dir.path()).await;
+    let mut api = collector.checks();
+    let host_check = |id: &str, kind: check_definition::Kind| {
+        let mut check = http_check(id, "", 1, on_agent.clone());
+        check.kind = Some(kind);
+        check
+    };
+    let mut job = std::process::Command::new("sleep")
+        .arg("86397.25")
+        .spawn()
+        .expect("sleep");
+    let old = dir.path().join("nightly.dump");
+    std::fs::write(&old, vec![0u8; 2048]).unwrap();
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let old = old.display().to_string();
+    for check in [
+        host_check(
+            "job",
+            check_definition::Kind::Process(ProcessCheck {
+                command_regex: r"^sleep 86397\.25$".into(),
+                ..Default::default()
+            }),
+        ),
+        host_check(
+            "stale-backup",
+            check_definition::Kind::File(FileCheck {
+                path: old.clone(),
+                max_age_seconds: 3600,
+                ..Default::default()
+            }),
+        ),
+        host_check(
+            "backup",
+            check_definition::Kind::File(FileCheck {
+                path: old.clone(),
+                max_age_seconds: 3 * 3600,
+                min_size_bytes: 1024,
+                ..Default::default()
+            }),
+        ),
+        host_check(
+            "root-room",
+            check_definition::Kind::Disk(DiskCheck {
+                mount_point: "/".into(),
+                max_used_percent: 100.0,
+                ..Default::default()
+            }),
+        ),
+        host_check(
+            "root-tight",
+            check_definition::Kind::Disk(DiskCheck {
+                mount_point: "/".into(),
+                max_used_percent: 0.001,
+                ..Default::default()
+            }),
+        ),
+        host_check(
+            "journal",
+            check_definition::Kind::Systemd(SystemdCheck {
+                unit: "systemd-journald.service".into(),
+            }),
+        ),
+    ] {
+        create(&mut api, check).await;
+    }
+    let running = results.expect("job").await;
+    assert_eq!(
+        (running.ok, running.method.as_str(), running.url.as_str()),
+        (true, "PROCESS", r"process:~^sleep 86397\.25$"),
+        "{}",
+        running.error_message
+    );
+    assert_eq!(
+        running.matched_text,
+        format!(
+            r"1 process whose command line matches `^sleep 86397\.25$` (pid {})",
+            job.id()
+        )
+    );
+    let stale = results.expect("stale-backup").await;
+    assert!(!stale.ok);
+    assert!(
+        stale
+            .error_message
+            .starts_with(&format!("{old} was modified 720"))
+            && stale
+                .error_message
+                .ends_with(" s ago: at most 3600 s may have passed"),
+        "{}",
+        stale.error_message
+    );
+    let fresh = results.expect("backup").await;
+    assert!(
+        fresh.ok && fresh.matched_text.starts_with("2048 bytes, modified 720"),
+        "{fresh:?}"
+    );
+    let room = results.expect("root-room").await;
+    assert!(
+        room.ok && room.matched_text.contains(" % used, "),
+        "{room:?}"
+    );
+    let tight = results.expect("root-tight").await;
+    assert!(
+        !tight.ok
+            && tight.error_message.starts_with("/ is ")
+            && tight
+                .error_message
+                .ends_with(" % full: at most 0.001 % may be used"),
+        "{}",
+        tight.error_message
+    );
+    let journal = results.expect("journal").await;
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        assert!(journal.ok, "{}", journal.error_message);
+        assert!(journal.matched_text.starts_with("active ("), "{journal:?}");
+    } else {
+        eprintln!("systemd does not run this host: the systemd check's failure is what is checked");
+        assert_eq!(
+            (journal.ok, journal.error_message.as_str()),
+            (
+                false,
+                "systemd is not running on this host (no /run/systemd/system)"
+            )
+        );
+    }
+
+    // The job ends: the next run says none is left.
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let result = results.expect("job").await;
+        if !result.ok {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "still running: {result:?}");
+    };
+    assert_eq!(
+        gone.error_message,
+        r"0 processes whose command line matches `^sleep 86397\.25$` run: at least 1 must"
+    );
+    // A path that climbs is refused at the API, naming the field.
+    let error = api
+        .create_check(CreateCheckRequest {
+            check: Some(host_check(
+                "shadow",
+                check_definition::Kind::File(FileCheck {
+                    path: "/tmp/../etc/shadow".into(),
+                    ..Default::default()
+                }),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message(),
+        "invalid check: `check.file.path` `/tmp/../etc/shadow` is not an absolute path without `..` (e.g. /var/backups/db.dump)"
+    );
     agent.stop().await;
     collector.shutdown.cancel();
 }

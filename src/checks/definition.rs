@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use super::error::DefinitionError;
 use super::json_assertion::JsonRule;
 use super::pattern::Patterns;
 use super::site::{CheckRef, Probe, ProbeDefaults, Site, SiteConfig, StatusSpec};
@@ -16,27 +17,6 @@ use crate::pb::{
 
 /// Longest check id.
 pub const MAX_ID_LEN: usize = 63;
-
-/// A definition that cannot run: names the field and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}` {message}")]
-pub struct DefinitionError {
-    /// Dotted path of the field, from `check`.
-    pub field: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl DefinitionError {
-    /// An error of `field` (a dotted path from `check`) saying what is wrong and what
-    /// to do.
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        DefinitionError {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Checks that `id` is a slug: lowercase letters, digits and `-`, starting with a letter.
 pub fn validate_id(id: &str) -> Result<(), DefinitionError> {
@@ -83,9 +63,16 @@ pub fn kind_and_target(definition: &CheckDefinition) -> (&'static str, String) {
         }
         Some(check_definition::Kind::Icmp(icmp)) => ("icmp", icmp_url(&icmp.host)),
         Some(check_definition::Kind::Websocket(ws)) => ("websocket", ws.url.clone()),
+        Some(kind) => match super::host::kind_of(kind) {
+            Some((kind, target, _)) => (kind, target),
+            None => ("unknown", String::new()),
+        },
         None => ("unknown", String::new()),
     }
 }
+
+/// What a definition without a kind is told.
+const MISSING_KIND: &str = "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade), `process`, `systemd`, `file` or `disk` (about the agent's own host), or `heartbeat` (a job pings it)";
 
 /// The site that runs `definition`; identical patterns are shared through `patterns`.
 pub fn site_from_definition(
@@ -129,11 +116,19 @@ pub fn site_from_definition(
             let site = websocket_site(ws, definition, defaults, patterns)?;
             return with_assertions(site, definition);
         }
+        Some(
+            kind @ (check_definition::Kind::Process(_)
+            | check_definition::Kind::Systemd(_)
+            | check_definition::Kind::File(_)
+            | check_definition::Kind::Disk(_)),
+        ) => {
+            let probe = super::host::probe(kind, patterns).expect("a host kind")?;
+            let (_, target, method) = super::host::kind_of(kind).expect("a host kind");
+            let site = plain_site(Probe::Host(probe), &target, method, definition, defaults)?;
+            return with_assertions(site, definition);
+        }
         None => {
-            return Err(DefinitionError::new(
-                "check.kind",
-                "is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)",
-            ));
+            return Err(DefinitionError::new("check.kind", MISSING_KIND));
         }
     };
     let optional = |text: &str| (!text.is_empty()).then(|| text.to_owned());
@@ -632,10 +627,7 @@ mod tests {
         );
         let mut no_kind = http("https://a.example/");
         no_kind.kind = None;
-        assert_eq!(
-            error(&no_kind),
-            "`check.kind` is missing: set `http` (an HTTP or HTTPS request), `tcp` (a connection), `dns` (a lookup), `grpc` (a health check), `icmp` (a ping), `websocket` (an upgrade) or `heartbeat` (a job pings it)"
-        );
+        assert_eq!(error(&no_kind), format!("`check.kind` {MISSING_KIND}"));
         let mut bad_id = http("https://a.example/");
         bad_id.id = "Shop Home".into();
         assert_eq!(

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::cron::{self, Cron};
-use super::definition::DefinitionError;
+use super::error::DefinitionError;
 use crate::pb::{CheckDefinition, HeartbeatCheck, check_definition};
 
 /// Shortest period.

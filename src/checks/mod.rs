@@ -9,6 +9,7 @@
 //! - [`definition`]: a `CheckDefinition` (HTTP, TCP, DNS) into a [`Site`];
 //! - [`heartbeat`]: push checks, pinged by jobs rather than run by agents;
 //! - [`cron`]: when a heartbeat's job is expected, in its time zone;
+//! - [`host`]: checks an agent runs about its own host (process, systemd, file, disk);
 //! - [`pattern`]: regexes compiled once with bounded size and shared;
 //! - [`json_assertion`]: conditions on a JSON body;
 //! - [`spec`]: a central check as an operator writes it (`checks.toml`, CLI flags),
@@ -16,7 +17,9 @@
 
 pub mod cron;
 pub mod definition;
+pub mod error;
 pub mod heartbeat;
+pub mod host;
 pub mod json_assertion;
 pub mod pattern;
 pub mod site;

@@ -165,6 +165,8 @@ pub enum Probe {
         /// A pattern the first message back must match.
         expect: Option<Pattern>,
     },
+    /// A check of the agent's own host: a process, a systemd unit, a file, a disk.
+    Host(super::host::HostProbe),
     /// ICMP echo requests to a host (IPv4 or IPv6).
     Icmp {
         /// A name, or an IPv4 or IPv6 address.

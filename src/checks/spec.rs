@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use super::DefinitionError;
 use crate::pb::{
-    Alerting, Assertions, Assignment, CheckDefinition, DnsCheck, GrpcCheck, HeartbeatCheck,
-    HttpCheck, IcmpCheck, JsonAssertion, TcpCheck, WebSocketCheck, check_definition,
+    Alerting, Assertions, Assignment, CheckDefinition, DiskCheck, DnsCheck, FileCheck, GrpcCheck,
+    HeartbeatCheck, HttpCheck, IcmpCheck, JsonAssertion, ProcessCheck, SystemdCheck, TcpCheck,
+    WebSocketCheck, check_definition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +62,8 @@ pub struct CheckSpec {
     /// first message back).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub expect: String,
-    /// The name to resolve (kind `dns`).
+    /// The name to resolve (kind `dns`); the process name, as `ps -e` shows it (kind
+    /// `process`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Addresses the answer must include (kind `dns`).
@@ -80,6 +82,43 @@ pub struct CheckSpec {
     /// default: one answer is enough).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_loss_percent: Option<f64>,
+    /// A pattern of the command line (kind `process`, instead of `name`: the process
+    /// name as `ps -e` shows it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command_regex: String,
+    /// The fewest matching processes that pass (kind `process`; default 1).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub min_instances: u32,
+    /// The most matching processes that pass (kind `process`; default: no bound).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub max_instances: u32,
+    /// Only processes of this user, a name or uid (kind `process`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// A systemd unit that must be active (kind `systemd`), e.g. `nginx.service`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
+    /// An absolute path (kind `file`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// The oldest the file's modification may be (kind `file`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_age_seconds: u64,
+    /// The smallest the file may be (kind `file`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub min_size_bytes: u64,
+    /// The largest the file may be (kind `file`; default: no bound).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_size_bytes: u64,
+    /// An absolute path: the filesystem holding it (kind `disk`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mount_point: String,
+    /// The most space in use, percent (kind `disk`).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub max_used_percent: f64,
+    /// The most inodes in use, percent (kind `disk`).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub max_inodes_used_percent: f64,
     /// Seconds between two runs of the job (kind `heartbeat`).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub period_seconds: u32,
@@ -235,6 +274,9 @@ fn http_kind() -> String {
 fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
 fn is_zero_f64(n: &f64) -> bool {
     *n == 0.0
 }
@@ -257,6 +299,13 @@ impl CheckSpec {
             "dns" => format!("dns://{}", self.name),
             "heartbeat" => format!("heartbeat://{}", self.id),
             "icmp" => super::definition::icmp_url(&self.host),
+            "process" | "systemd" | "file" | "disk" => self
+                .to_definition()
+                .ok()
+                .and_then(|d| d.kind)
+                .and_then(|kind| super::host::kind_of(&kind))
+                .map(|(_, target, _)| target)
+                .unwrap_or_default(),
             _ => self.url.clone(),
         }
     }
@@ -295,6 +344,27 @@ impl CheckSpec {
                 expected_health: self.expected_health.clone(),
                 client_certificate: self.client_certificate.clone(),
             }),
+            "process" => check_definition::Kind::Process(ProcessCheck {
+                name: self.name.clone(),
+                command_regex: self.command_regex.clone(),
+                min_instances: self.min_instances,
+                max_instances: self.max_instances,
+                user: self.user.clone(),
+            }),
+            "systemd" => check_definition::Kind::Systemd(SystemdCheck {
+                unit: self.unit.clone(),
+            }),
+            "file" => check_definition::Kind::File(FileCheck {
+                path: self.path.clone(),
+                max_age_seconds: self.max_age_seconds,
+                min_size_bytes: self.min_size_bytes,
+                max_size_bytes: self.max_size_bytes,
+            }),
+            "disk" => check_definition::Kind::Disk(DiskCheck {
+                mount_point: self.mount_point.clone(),
+                max_used_percent: self.max_used_percent,
+                max_inodes_used_percent: self.max_inodes_used_percent,
+            }),
             "websocket" => check_definition::Kind::Websocket(WebSocketCheck {
                 url: self.url.clone(),
                 send: self.send.clone(),
@@ -317,7 +387,7 @@ impl CheckSpec {
                 return Err(DefinitionError::new(
                     "check.kind",
                     format!(
-                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, icmp, websocket, heartbeat",
+                        "of check `{}`: `{other}` is not one of http, tcp, dns, grpc, icmp, websocket, process, systemd, file, disk, heartbeat",
                         self.id
                     ),
                 ));
@@ -452,6 +522,31 @@ impl From<&CheckDefinition> for CheckSpec {
                 spec.cron = heartbeat.cron.clone();
                 spec.time_zone = heartbeat.time_zone.clone();
             }
+            Some(check_definition::Kind::Process(process)) => {
+                spec.kind = "process".to_owned();
+                spec.name = process.name.clone();
+                spec.command_regex = process.command_regex.clone();
+                spec.min_instances = process.min_instances;
+                spec.max_instances = process.max_instances;
+                spec.user = process.user.clone();
+            }
+            Some(check_definition::Kind::Systemd(systemd)) => {
+                spec.kind = "systemd".to_owned();
+                spec.unit = systemd.unit.clone();
+            }
+            Some(check_definition::Kind::File(file)) => {
+                spec.kind = "file".to_owned();
+                spec.path = file.path.clone();
+                spec.max_age_seconds = file.max_age_seconds;
+                spec.min_size_bytes = file.min_size_bytes;
+                spec.max_size_bytes = file.max_size_bytes;
+            }
+            Some(check_definition::Kind::Disk(disk)) => {
+                spec.kind = "disk".to_owned();
+                spec.mount_point = disk.mount_point.clone();
+                spec.max_used_percent = disk.max_used_percent;
+                spec.max_inodes_used_percent = disk.max_inodes_used_percent;
+            }
             None => spec.kind = "unknown".to_owned(),
         }
         spec
@@ -583,11 +678,19 @@ max_response_time_ms = 800.0
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/checks.example.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let specs = parse_file(path, &text).unwrap();
-        assert_eq!(specs.len(), 4);
+        assert_eq!(specs.len(), 8);
         for spec in &specs {
-            spec.to_definition().unwrap();
+            let definition = spec.to_definition().unwrap();
+            super::super::site_from_definition(
+                &definition,
+                &Default::default(),
+                &mut Default::default(),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
         }
         assert_eq!(specs[2].target(), "tcp://bastion.example:22");
+        assert_eq!(specs[4].target(), "process:nginx");
+        assert_eq!(specs[5].target(), "file:///var/backups/db.dump");
     }
 
     #[test]

@@ -151,6 +151,46 @@ pub(crate) struct CheckFlags {
     /// A host name to resolve: a DNS check.
     #[arg(long)]
     name: Option<String>,
+    /// A process check on each selected agent's own host: processes with this name (as
+    /// `ps -e` shows it) must run.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp", "websocket"])]
+    process: Option<String>,
+    /// A process check by command line instead: a pattern it must match.
+    #[arg(long = "process-cmd", value_name = "REGEX", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp", "websocket", "process"])]
+    process_cmd: Option<String>,
+    /// Process: the fewest that pass (default 1).
+    #[arg(long = "min", value_name = "N")]
+    min_instances: Option<u32>,
+    /// Process: the most that pass (default: no bound).
+    #[arg(long = "max", value_name = "N")]
+    max_instances: Option<u32>,
+    /// Process: only those of this user (a name or a uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// A systemd unit that must be active on each selected agent's host (nginx.service).
+    #[arg(long, value_name = "UNIT", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp", "websocket", "process", "process_cmd"])]
+    systemd: Option<String>,
+    /// A file on each selected agent's host that must exist (an absolute path).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp", "websocket", "process", "process_cmd", "systemd"])]
+    file: Option<String>,
+    /// File: the oldest its modification may be (`26h`, `2d`).
+    #[arg(long = "max-age", value_name = "AGE", value_parser = whole_seconds)]
+    max_age: Option<u32>,
+    /// File: the smallest it may be, in bytes.
+    #[arg(long = "min-size", value_name = "BYTES")]
+    min_size: Option<u64>,
+    /// File: the largest it may be, in bytes.
+    #[arg(long = "max-size", value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// A filesystem on each selected agent's host (its mount point) that must have room.
+    #[arg(long, value_name = "MOUNT", conflicts_with_all = ["url", "address", "name", "grpc", "heartbeat", "icmp", "websocket", "process", "process_cmd", "systemd", "file"])]
+    disk: Option<String>,
+    /// Disk: the most space in use, percent.
+    #[arg(long = "max-used", value_name = "PERCENT")]
+    max_used: Option<f64>,
+    /// Disk: the most inodes in use, percent.
+    #[arg(long = "max-inodes-used", value_name = "PERCENT")]
+    max_inodes_used: Option<f64>,
     /// DNS: addresses the answer must include, comma-separated.
     #[arg(long = "expect-address", value_delimiter = ',')]
     expected_addresses: Option<Vec<String>>,
@@ -227,6 +267,52 @@ impl CheckFlags {
         if let Some(address) = &self.grpc {
             spec.kind = "grpc".to_owned();
             spec.address = address.clone();
+        }
+        if let Some(name) = &self.process {
+            spec.kind = "process".to_owned();
+            spec.name = name.clone();
+            spec.command_regex.clear();
+        }
+        if let Some(regex) = &self.process_cmd {
+            spec.kind = "process".to_owned();
+            spec.command_regex = regex.clone();
+            spec.name.clear();
+        }
+        if let Some(min) = self.min_instances {
+            spec.min_instances = min;
+        }
+        if let Some(max) = self.max_instances {
+            spec.max_instances = max;
+        }
+        if let Some(user) = &self.user {
+            spec.user = user.clone();
+        }
+        if let Some(unit) = &self.systemd {
+            spec.kind = "systemd".to_owned();
+            spec.unit = unit.clone();
+        }
+        if let Some(path) = &self.file {
+            spec.kind = "file".to_owned();
+            spec.path = path.clone();
+        }
+        if let Some(age) = self.max_age {
+            spec.max_age_seconds = u64::from(age);
+        }
+        if let Some(size) = self.min_size {
+            spec.min_size_bytes = size;
+        }
+        if let Some(size) = self.max_size {
+            spec.max_size_bytes = size;
+        }
+        if let Some(mount) = &self.disk {
+            spec.kind = "disk".to_owned();
+            spec.mount_point = mount.clone();
+        }
+        if let Some(percent) = self.max_used {
+            spec.max_used_percent = percent;
+        }
+        if let Some(percent) = self.max_inodes_used {
+            spec.max_inodes_used_percent = percent;
         }
         if let Some(url) = &self.websocket {
             spec.kind = "websocket".to_owned();
@@ -374,10 +460,15 @@ pub(crate) async fn run(command: ChecksCommand) -> anyhow::Result<()> {
                 && fields.heartbeat.is_none()
                 && fields.cron.is_none()
                 && fields.icmp.is_none()
+                && fields.process.is_none()
+                && fields.process_cmd.is_none()
+                && fields.systemd.is_none()
+                && fields.file.is_none()
+                && fields.disk.is_none()
                 && fields.websocket.is_none()
             {
                 bail!(
-                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping), --websocket URL, or --heartbeat PERIOD or --cron EXPRESSION (a job pings it)"
+                    "checks add needs --url (an HTTP check), --address (TCP), --name (DNS), --grpc (a gRPC health check), --icmp HOST (a ping), --websocket URL, --process NAME, --process-cmd REGEX, --systemd UNIT, --file PATH or --disk MOUNT (about each agent's own host), or --heartbeat PERIOD or --cron EXPRESSION (a job pings it)"
                 );
             }
             let spec = fields.apply_to(CheckSpec {

@@ -155,6 +155,14 @@ async fn the_fleet_is_exported_for_prometheus_with_agent_labels_and_open_alerts(
             .await,
         "1"
     );
+    assert_eq!(
+        prometheus
+            .wait_for(
+                "fleetmon_node_memory_available_bytes{agent=\"eu\",label_location=\"eu-west\"}"
+            )
+            .await,
+        "5368709120"
+    );
     writer.stop().await;
 }
 

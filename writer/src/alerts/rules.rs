@@ -52,7 +52,14 @@ impl Thresholds {
                 alerting.map_or(0, |a| a.success_threshold),
                 DEFAULT_SUCCESS_THRESHOLD,
             ),
-            quorum: alerting.map(|a| a.quorum).filter(|q| *q > 0),
+            // A host check's locations are each about their own host: one DOWN is
+            // enough, unless the check says otherwise.
+            quorum: alerting.map(|a| a.quorum).filter(|q| *q > 0).or_else(|| {
+                definition
+                    .and_then(|d| d.kind.as_ref())
+                    .and_then(fleetmon::checks::host::kind_of)
+                    .map(|_| 1)
+            }),
             interval_seconds: match definition.map_or(0, |d| d.interval_seconds) {
                 0 => fleetmon::config::DEFAULT_CHECK_INTERVAL_SECONDS,
                 seconds => seconds,
@@ -303,6 +310,26 @@ mod tests {
         };
         assert!(tally(4, 1).is_down(one));
         assert!(!tally(0, 0).is_down(thresholds));
+    }
+
+    #[test]
+    fn a_host_check_is_down_when_one_host_is_unless_it_says_otherwise() {
+        let mut process = CheckDefinition {
+            kind: Some(fleetmon::pb::check_definition::Kind::Process(
+                fleetmon::pb::ProcessCheck {
+                    name: "nginx".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        assert_eq!(Thresholds::of(Some(&process)).quorum_of(10), 1);
+        process.alerting = Some(fleetmon::pb::Alerting {
+            quorum: 3,
+            ..Default::default()
+        });
+        assert_eq!(Thresholds::of(Some(&process)).quorum_of(10), 3);
+        assert_eq!(Thresholds::of(None).quorum_of(10), 6);
     }
 
     #[test]
