@@ -11,7 +11,13 @@ SELECT r.url,
               FROM site_check_rollups r2, jsonb_each_text(r2.status_codes) kv
               WHERE r2.url = r.url AND r2.resolution = $4
                 AND r2.bucket_start >= date_trunc($4, $2::timestamptz) AND r2.bucket_start < $3::timestamptz
-              GROUP BY kv.key) codes) AS status_codes
+              GROUP BY kv.key) codes) AS status_codes,
+       (SELECT jsonb_object_agg(key, total)
+        FROM (SELECT kv.key, sum(kv.value::bigint) AS total
+              FROM site_check_rollups r2, jsonb_each_text(r2.response_time_buckets) kv
+              WHERE r2.url = r.url AND r2.resolution = $4
+                AND r2.bucket_start >= date_trunc($4, $2::timestamptz) AND r2.bucket_start < $3::timestamptz
+              GROUP BY kv.key) latency) AS latency_buckets
 FROM site_check_rollups r
 WHERE ($1 = '' OR r.url = $1) AND r.resolution = $4
   AND r.bucket_start >= date_trunc($4, $2::timestamptz) AND r.bucket_start < $3::timestamptz

@@ -2,7 +2,8 @@
 //!
 //! Site availability comes from raw rows for ranges up to [`RAW_RANGE_LIMIT`] (exact
 //! percentiles), from minute rollups up to [`MINUTE_ROLLUP_LIMIT`] and from hour
-//! rollups beyond (no percentiles: rollups keep min, max and sum only).
+//! rollups beyond, whose percentiles come from their response-time histograms
+//! ([`crate::store::latency`]: within 4.4 % of a time in the exact one's bucket).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,6 +157,17 @@ impl HistoryService {
             rows.iter()
                 .map(|row| {
                     let mut site = availability(row);
+                    let buckets: std::collections::BTreeMap<u16, i64> = row
+                        .get::<_, Option<serde_json::Value>>("latency_buckets")
+                        .and_then(|v| serde_json::from_value::<HashMap<String, i64>>(v).ok())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(bucket, n)| Some((bucket.parse().ok()?, n)))
+                        .collect();
+                    let quantile = |q| crate::store::latency::quantile(&buckets, q);
+                    site.response_time_p50_ms = quantile(0.5);
+                    site.response_time_p95_ms = quantile(0.95);
+                    site.response_time_p99_ms = quantile(0.99);
                     site.source = format!("rollup_{resolution}");
                     site
                 })

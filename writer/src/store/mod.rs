@@ -22,6 +22,7 @@ use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
 mod agents;
 mod copy;
 mod error;
+pub mod latency;
 mod partitions;
 mod rollups;
 pub mod tls;

@@ -28,6 +28,8 @@ struct Bucket {
     sum_ms: f64,
     /// Status code (`None` without a response) → checks.
     status_codes: BTreeMap<Option<u32>, i64>,
+    /// Response-time bucket ([`super::latency`]) → checks.
+    latency: BTreeMap<u16, i64>,
 }
 
 impl Bucket {
@@ -39,6 +41,7 @@ impl Bucket {
             max_ms: response_ms,
             sum_ms: 0.0,
             status_codes: BTreeMap::new(),
+            latency: BTreeMap::new(),
         }
     }
 
@@ -50,6 +53,10 @@ impl Bucket {
         self.max_ms = self.max_ms.max(check.response_time_ms);
         self.sum_ms += check.response_time_ms;
         *self.status_codes.entry(check.status_code).or_default() += 1;
+        *self
+            .latency
+            .entry(super::latency::bucket_of(check.response_time_ms))
+            .or_default() += 1;
     }
 }
 
@@ -116,6 +123,16 @@ pub(super) async fn add_to_rollups(
             Value::Object(counts.collect())
         })
         .collect();
+    let latency: Vec<Value> = buckets
+        .iter()
+        .map(|b| {
+            let counts = b
+                .latency
+                .iter()
+                .map(|(bucket, n)| (bucket.to_string(), Value::from(*n)));
+            Value::Object(counts.collect())
+        })
+        .collect();
     let upsert = tx.prepare_cached(UPSERT_ROLLUPS).await?;
     tx.execute(
         &upsert,
@@ -129,6 +146,7 @@ pub(super) async fn add_to_rollups(
             &max,
             &sum,
             &codes,
+            &latency,
         ],
     )
     .await?;
