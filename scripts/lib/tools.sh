@@ -150,9 +150,9 @@ release_bins() {
   fi
   local target
   target=$(agent_target)
-  step "building release binaries (cargo build --release; the agent with --profile agent --target $target)"
-  cargo build --release --quiet --workspace --bins >&2
-  cargo build --profile agent --quiet -p fleetmon-agent --target "$target" >&2
+  step "building release binaries (cargo build --release; the agent with --profile agent --target $target; 5 to 10 minutes the first time)"
+  cargo build --release --workspace --bins >&2
+  cargo build --profile agent -p fleetmon-agent --target "$target" >&2
   mkdir -p target/bin
   for binary in fleetmon fleetmon-collector fleetmon-writer fleetmon-loadgen; do
     ln -f "target/release/$binary" "target/bin/$binary"
@@ -188,8 +188,8 @@ ensure_packaging() {
 # cargo-nextest, the test runner (installed with cargo the first time, about 4 minutes).
 ensure_nextest() {
   if ! cargo nextest --version >/dev/null 2>&1; then
-    step "installing cargo-nextest (cargo install, once)"
-    cargo install cargo-nextest --locked --quiet
+    step "installing cargo-nextest (cargo install, once; about 5 minutes)"
+    cargo install cargo-nextest --locked
   fi
 }
 
