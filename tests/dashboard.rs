@@ -367,7 +367,7 @@ async fn behind_mutual_tls_an_operator_certificate_signs_in_with_its_role() {
     use fleetmon::pki::LeafSpec;
     let mut rig = CentralRig::start("").await;
     let site = switchable_site(Default::default()).await;
-    rig.agent("web-1", "");
+    rig.agent("web-1", "role = \"web\"");
     rig.fleetmon_ok(&[
         "checks",
         "add",
@@ -443,6 +443,41 @@ async fn behind_mutual_tls_an_operator_certificate_signs_in_with_its_role() {
     let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(checks[0]["id"], "shop", "{body}");
     assert_eq!(checks[0]["maintenance"]["reason"], "upgrade", "{body}");
+    // A window by labels marks the locations whose agents carry them.
+    rig.fleetmon_ok(&[
+        "maintenance",
+        "add",
+        "--labels",
+        "role=web",
+        "--from",
+        &at(-60),
+        "--until",
+        &at(3600),
+        "--reason",
+        "patching",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = https_as(&rig, Some(&viewer), port, "GET /api/checks", &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let web_1 = checks[0]["agents"]
+            .as_array()
+            .and_then(|agents| agents.iter().find(|a| a["agent_id"] == "web-1"))
+            .cloned();
+        if let Some(web_1) = web_1 {
+            assert_eq!(web_1["maintenance"]["reason"], "patching", "{body}");
+            assert_eq!(checks[0]["maintenance"]["reason"], "upgrade", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-1 never listed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let viewer_csrf = seen["csrf"].as_str().unwrap().to_owned();
     let change = |csrf: &'static str| {
         [

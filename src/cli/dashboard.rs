@@ -646,17 +646,40 @@ async fn checks(State(servers): State<Shared>) -> Response {
         .into_iter()
         .filter(|w| w.active)
         .collect();
+    // A window by labels covers the locations whose agents carry them (the labels of
+    // the tokens they enrolled with, which the writer mirrors too).
+    let labels: HashMap<String, HashMap<String, String>> =
+        if windows.iter().any(|w| !w.labels.is_empty()) {
+            let mut fleet = servers.fleet.clone();
+            super::queries::every_agent(&mut fleet)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| (a.agent_id, a.labels))
+                .collect()
+        } else {
+            HashMap::new()
+        };
     let window_json = |w: &MaintenanceWindow| json!({"id": w.id, "reason": w.reason});
     let whole_check = |id: &str| {
         windows
             .iter()
-            .find(|w| w.check_id == id && w.agent_id.is_empty())
+            .find(|w| w.check_id == id && w.agent_id.is_empty() && w.labels.is_empty())
             .map(window_json)
     };
     let location = |id: &str, agent: &str| {
+        let carries = |w: &MaintenanceWindow| {
+            w.labels
+                .iter()
+                .all(|(k, v)| labels.get(agent).and_then(|l| l.get(k)) == Some(v))
+        };
         windows
             .iter()
-            .find(|w| (w.check_id.is_empty() || w.check_id == id) && w.agent_id == agent)
+            .find(|w| {
+                (w.check_id.is_empty() || w.check_id == id)
+                    && (w.agent_id == agent || (w.agent_id.is_empty() && !w.labels.is_empty()))
+                    && carries(w)
+            })
             .map(window_json)
     };
     match checks.list_checks(ListChecksRequest {}).await {
