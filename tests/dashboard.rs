@@ -135,6 +135,24 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     );
     assert_eq!(seen["site_uptime"], "100.00 %", "{seen}");
     assert_eq!(seen["alerts"], "no open alerts", "{seen}");
+    assert_eq!(
+        seen["summary_checks"], "Checks: 1 up, 0 degraded, 0 down",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["summary_checks_after"], "Checks: 0 up, 0 degraded, 0 down, 1 paused",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["summary_agents"], "Agents: 1 live, 0 stale, 0 disconnected",
+        "{seen}"
+    );
+    assert_eq!(seen["summary_alerts"], "Alerts: 0 open", "{seen}");
+    assert_eq!(
+        seen["summary_links"],
+        serde_json::json!(["#fleet-title", "#checks-title", "#alerts-panel"]),
+        "{seen}"
+    );
     assert_eq!(seen["page_scrolls_sideways"], false, "{seen}");
     for shot in ["fleet.png", "agent.png", "checks.png", "phone.png"] {
         assert!(shots.join(shot).is_file(), "{shot} written");

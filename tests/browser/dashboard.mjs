@@ -78,6 +78,9 @@ try {
   await checkRow.waitFor({ timeout: 20000 });
   await checkRow.locator(`[data-location="${agent}"].state-ok`).waitFor({ timeout: 20000 });
   seen.check_location = await checkRow.locator(`[data-location="${agent}"]`).textContent();
+  // The summary line counts what the sections show.
+  await page.locator('[data-summary="checks"]:has-text("1 up")').waitFor({ timeout: 20000 });
+  seen.summary_checks = await page.locator('[data-summary="checks"]').textContent();
   seen.check_state = await checkRow.locator('td[data-field="check-state"]').textContent();
   await checkRow.locator("button").click();
   await page.locator(`#checks tr[data-check-row="${check}"] td[data-field="check-state"]:has-text("paused")`).waitFor({ timeout: 20000 });
@@ -91,6 +94,10 @@ try {
   await page.locator(`#sites tr[data-site]`).first().waitFor({ timeout: 40000 });
   seen.site_uptime = await page.locator(`#sites tr[data-site] td[data-field="uptime-24h"]`).first().textContent();
   seen.alerts = await page.locator("#alerts").textContent();
+  seen.summary_agents = await page.locator('[data-summary="agents"]').textContent();
+  seen.summary_alerts = await page.locator('[data-summary="alerts"]').textContent();
+  seen.summary_checks_after = await page.locator('[data-summary="checks"]').textContent();
+  seen.summary_links = await page.locator("#summary a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
   await page.screenshot({ path: `${out}/checks.png`, fullPage: true });
 
   // Phone width: the fleet table scrolls inside its box, the page does not.

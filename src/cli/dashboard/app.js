@@ -76,6 +76,29 @@ function renderFleet() {
   const body = $("#fleet tbody");
   body.replaceChildren(...[...agents.keys()].sort().map(fleetRow));
   if (agents.size === 0) body.append(el("tr", {}, el("td", { colspan: "9", class: "muted", text: "no agent has connected yet" })));
+  renderSummary();
+}
+
+// The one-line summary at the top, each part a link to its section. A check is down
+// while a check_down alert (its quorum) is open, degraded while some location's latest
+// result failed, up otherwise.
+let shownChecks = null;
+let shownAlerts = null;
+function renderSummary() {
+  const count = (list, f) => list.reduce((n, x) => n + (f(x) ? 1 : 0), 0);
+  const all = [...agents.values()].filter((a) => a.info);
+  $('[data-summary="agents"]').textContent =
+    `Agents: ${count(all, (a) => state(a) === "live")} live, ${count(all, (a) => state(a) === "stale")} stale, ${count(all, (a) => state(a) === "disconnected")} disconnected`;
+  if (shownChecks && shownAlerts) {
+    const down = new Set(shownAlerts.filter((a) => a.kind === "check_down").map((a) => a.subject));
+    const active = shownChecks.filter((c) => !c.paused);
+    const isDown = (c) => down.has(c.id);
+    const degraded = (c) => !isDown(c) && c.agents.some((a) => a.last && !a.last.ok);
+    const paused = shownChecks.length - active.length;
+    $('[data-summary="checks"]').textContent =
+      `Checks: ${count(active, (c) => !isDown(c) && !degraded(c))} up, ${count(active, degraded)} degraded, ${count(active, isDown)} down${paused ? `, ${paused} paused` : ""}`;
+  }
+  if (shownAlerts) $('[data-summary="alerts"]').textContent = `Alerts: ${shownAlerts.length} open`;
 }
 
 // The CSRF token changes must carry, and what this dashboard's token may do.
@@ -112,7 +135,7 @@ function live() {
     a.info.connected = true;
     a.info.last_sample_at = h.sampled_at;
     const row = document.querySelector(`#fleet tr[data-agent="${CSS.escape(h.agent_id)}"]`);
-    if (row) row.replaceWith(fleetRow(h.agent_id)); else renderFleet();
+    if (row) { row.replaceWith(fleetRow(h.agent_id)); renderSummary(); } else renderFleet();
     if (selected === h.agent_id && range === "1h") appendPoint(h);
   });
   events.addEventListener("site", (e) => {
@@ -206,6 +229,8 @@ session.then((s) => { viewer = s.role === "viewer"; }).catch(show);
 async function loadChecks() {
   let checks;
   try { checks = await getJson("/api/checks"); } catch (e) { return show(e); }
+  shownChecks = checks;
+  renderSummary();
   const body = $("#checks tbody");
   if (checks.length === 0) {
     body.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "no central checks (fleetmon checks add)" })));
@@ -260,6 +285,8 @@ async function loadSites() {
 async function loadAlerts() {
   let alerts;
   try { alerts = await getJson("/api/alerts"); } catch (e) { return show(e); }
+  shownAlerts = alerts;
+  renderSummary();
   const list = $("#alerts");
   if (alerts.length === 0) { list.replaceChildren(el("li", { class: "muted", text: "no open alerts" })); return; }
   list.replaceChildren(...alerts.map((a) => el("li", { "data-alert": String(a.id) },
