@@ -1,8 +1,8 @@
 //! Response times in rollups: a histogram of fixed logarithmic buckets, mergeable by
 //! adding counts, so p50/p95/p99 over any range come from rollups. Bucket `i` holds
-//! times in `[2^(i/8), 2^((i+1)/8))` ms (times under 1 ms are bucket 0); a quantile is
-//! reported as its bucket's geometric middle, so it is within 4.4 % (2^(1/16) - 1) of
-//! a time in the same bucket as the exact quantile.
+//! times in `[2^(i/8), 2^((i+1)/8))` ms; a quantile is reported as its bucket's
+//! geometric middle, so it is within 4.4 % (2^(1/16) - 1) of a time in the same bucket
+//! as the exact quantile. Times of 1 ms and less share bucket 0, reported as 1 ms.
 
 use std::collections::BTreeMap;
 
