@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fleetmon::backoff::Backoff;
 use fleetmon::server::{BindError, SHUTDOWN_GRACE, TaskFailed, Tasks, bind, bind_metrics};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -156,7 +157,7 @@ pub async fn start(
 ) -> Result<RunningWriter, WriterError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let sink = open_store(&config, committed.clone()).await?;
+    let sink = open_store_when_up(&config, committed.clone(), &shutdown).await?;
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WriterMetrics::new(&mut registry));
@@ -350,6 +351,39 @@ async fn maintain(
 
 /// PostgreSQL ready for batches: migrated, today's partitions and those ahead made, the
 /// alert rules run with every batch when alerts are on (waking `committed`).
+/// How long the writer waits between tries while PostgreSQL is not up.
+const WAIT_FOR_POSTGRES: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// [`open_store`], tried again while PostgreSQL is unreachable (the writer may start
+/// before it), each wait logged with the address and the reason; a configuration
+/// error, or `shutdown`, ends the wait.
+async fn open_store_when_up(
+    config: &WriterConfig,
+    committed: Arc<tokio::sync::Notify>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<PostgresSink>, WriterError> {
+    let mut retries = WAIT_FOR_POSTGRES.retries();
+    loop {
+        match open_store(config, committed.clone()).await {
+            Ok(sink) => return Ok(sink),
+            Err(WriterError::Postgres(error)) if error.is_unreachable() => {
+                let delay = retries.failed();
+                tracing::warn!(
+                    postgres = %fleetmon::redact::url(&config.postgres.url),
+                    %error,
+                    retry_in = ?delay,
+                    "waiting for PostgreSQL: the writer serves once it answers"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Err(error.into()),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 async fn open_store(
     config: &WriterConfig,
     committed: Arc<tokio::sync::Notify>,

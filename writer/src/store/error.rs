@@ -41,6 +41,24 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Whether PostgreSQL is not there yet (no answer, refused, starting up, out of
+    /// connections) rather than set up wrong (a bad URL, TLS, password or database
+    /// name): at start the writer waits for the first and exits on the second.
+    pub fn is_unreachable(&self) -> bool {
+        let transient = |error: &tokio_postgres::Error| match error.as_db_error() {
+            None => true,
+            Some(db) => matches!(&db.code().code()[..2], "08" | "53" | "57"),
+        };
+        match self {
+            SinkError::Pool(deadpool_postgres::PoolError::Timeout(_)) => true,
+            SinkError::Pool(deadpool_postgres::PoolError::Backend(error))
+            | SinkError::Query(error) => transient(error),
+            _ => false,
+        }
+    }
+}
+
 /// The server's message for a database error (tokio-postgres only says "db error").
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {

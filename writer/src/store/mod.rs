@@ -202,9 +202,16 @@ impl PostgresSink {
                 }
                 other => other.to_string(),
             };
+            let pool_error = SinkError::Pool(error);
             match crate::store::tls::hint(&reason, self.mode) {
                 Some(hint) => SinkError::Connect { reason, hint },
-                None => SinkError::Pool(error),
+                // The server answered and refused: a user, password or database that
+                // is not there, which waiting will not fix.
+                None if !pool_error.is_unreachable() => SinkError::Connect {
+                    reason,
+                    hint: "the server refuses what postgres.url asks for: fix its user, password or database name, or create the database".to_owned(),
+                },
+                None => pool_error,
             }
         })?;
         // Any constant works; it only has to be the same for every writer.
