@@ -21,6 +21,7 @@ pub mod grpc_codec;
 pub mod identity;
 #[cfg(feature = "kafka")]
 pub mod kafka_topics;
+pub mod labels;
 pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;

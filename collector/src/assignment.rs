@@ -23,10 +23,7 @@ pub fn selects(assignment: &Assignment, agent_id: &str, labels: &BTreeMap<String
     assignment.all
         || assignment.agents.iter().any(|a| a == agent_id)
         || (!assignment.labels.is_empty()
-            && assignment
-                .labels
-                .iter()
-                .all(|(key, value)| labels.get(key) == Some(value)))
+            && fleetmon::labels::includes(&assignment.labels, |key| labels.get(key)))
 }
 
 /// The active (not paused) checks of a view, by what could select an agent.

@@ -669,9 +669,7 @@ async fn checks(State(servers): State<Shared>) -> Response {
     };
     let location = |id: &str, agent: &str| {
         let carries = |w: &MaintenanceWindow| {
-            w.labels
-                .iter()
-                .all(|(k, v)| labels.get(agent).and_then(|l| l.get(k)) == Some(v))
+            fleetmon::labels::includes(&w.labels, |k| labels.get(agent).and_then(|l| l.get(k)))
         };
         windows
             .iter()

@@ -446,10 +446,7 @@ impl ChannelConfig {
                     .any(|s| s == fleetmon::alert_kind::severity(kind)))
             && matches(&self.subjects, subject)
             && (self.agents.is_empty() || (!agent_id.is_empty() && matches(&self.agents, agent_id)))
-            && self
-                .labels
-                .iter()
-                .all(|(key, value)| labels.get(key) == Some(value))
+            && fleetmon::labels::includes(&self.labels, |key| labels.get(key))
     }
 
     /// A channel `name` of `kind` at `url`, every other setting its default.
@@ -676,14 +673,14 @@ impl ChannelConfig {
                 ));
             }
         }
-        if let Some((key, _)) = self
-            .labels
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 255)
-        {
+        if let Some((key, _)) = fleetmon::labels::out_of_bounds(&self.labels) {
             return Err(ConfigError::field(
                 &field("labels"),
-                format!("`{key}` is not a label: a key is 1 to 63 bytes, a value at most 255"),
+                format!(
+                    "`{key}` is not a label: a key is 1 to {} bytes, a value at most {}",
+                    fleetmon::labels::MAX_KEY_BYTES,
+                    fleetmon::labels::MAX_VALUE_BYTES
+                ),
             ));
         }
         if self.kind == ChannelKind::Alertmanager && self.resend_seconds == 0 {

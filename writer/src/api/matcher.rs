@@ -40,14 +40,13 @@ pub async fn check(
                 labels.len()
             )));
         }
-        if let Some((key, value)) = labels
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.len() > 63 || v.len() > 255)
-        {
+        if let Some((key, value)) = fleetmon::labels::out_of_bounds(labels) {
             return Err(ServiceError::invalid(format!(
-                "labels `{}={}`: a key is 1 to 63 bytes, a value at most 255",
+                "labels `{}={}`: a key is 1 to {} bytes, a value at most {}",
                 key.chars().take(70).collect::<String>(),
-                value.chars().take(70).collect::<String>()
+                value.chars().take(70).collect::<String>(),
+                fleetmon::labels::MAX_KEY_BYTES,
+                fleetmon::labels::MAX_VALUE_BYTES
             )));
         }
     }
