@@ -220,6 +220,33 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A free port for a server that binds it seconds later (a Kafka node): drawn between
+# 32000 (where the tests' late_port blocks end) and the kernel's ephemeral range, so no
+# bind(0) of a test's own server meanwhile (a webhook receiver, a metrics endpoint) can
+# be handed it and answer the node's peers in HTTP. Where that range leaves no room, a
+# free_port.
+late_free_port() {
+  python3 - <<'PY'
+import random, socket
+low = 32000
+start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+candidates = list(range(low, start))
+random.shuffle(candidates)
+for port in candidates[:2000]:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+PY
+}
+
 # Waits until 127.0.0.1:PORT accepts connections (or PID dies, or SECONDS pass).
 wait_port() {
   local port=$1 pid=$2 seconds=${3:-30}
