@@ -21,6 +21,8 @@ pub mod bounds {
     pub const BYTES_PER_SECOND: (f64, f64) = (0.0, 1e15);
     /// A duration in milliseconds: a check's response time, time to first byte (a day).
     pub const DURATION_MS: (f64, f64) = (0.0, 86_400_000.0);
+    /// A process's CPU usage, 100 per core as `top` counts (4096 cores).
+    pub const PROCESS_CPU_PERCENT: (f64, f64) = (0.0, 409_600.0);
     /// `interval_seconds` of a host sample or a site check (0: unknown, older agents).
     pub const INTERVAL_SECONDS: (u32, u32) = (1, 86_400);
     /// How far a certificate's expiry may lie from now, in seconds (100 years).
@@ -92,11 +94,14 @@ pub enum Reason {
     UnknownCheckVersion,
     /// A sample of one stream more than a connection may carry.
     TooManyStreams,
+    /// A host sample's process list names a pid twice, or ranks a process out of
+    /// its list.
+    InvalidProcess,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::MissingKind,
         Reason::MissingStreamId,
         Reason::StreamIdTooLong,
@@ -117,6 +122,7 @@ impl Reason {
         Reason::UnassignedCheck,
         Reason::UnknownCheckVersion,
         Reason::TooManyStreams,
+        Reason::InvalidProcess,
     ];
 
     /// The stable name, in snake case.
@@ -142,6 +148,7 @@ impl Reason {
             Reason::UnassignedCheck => "unassigned_check",
             Reason::UnknownCheckVersion => "unknown_check_version",
             Reason::TooManyStreams => "too_many_streams",
+            Reason::InvalidProcess => "invalid_process",
         }
     }
 }
@@ -292,6 +299,13 @@ impl Sample for HostSample {
                 .iter()
                 .map(|i| ("interfaces.name", i.name.as_str())),
         );
+        for process in &self.processes {
+            fields.extend([
+                ("processes.name", process.name.as_str()),
+                ("processes.user", &process.user),
+                ("processes.command_line", &process.command_line),
+            ]);
+        }
         fields
     }
 }

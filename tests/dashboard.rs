@@ -109,6 +109,16 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     );
     assert_eq!(seen["charts"], 6, "{seen}");
     assert!(seen["chart_points"].as_u64().unwrap() >= 1, "{seen}");
+    // Ten by CPU and ten by memory (the agent's default), each process once.
+    let processes = seen["processes"].as_u64().unwrap();
+    assert!((10..=20).contains(&processes), "{seen}");
+    let cells = seen["process_cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 8, "{seen}");
+    assert!(
+        cells[0].as_str().unwrap().parse::<u32>().is_ok(),
+        "pid: {seen}"
+    );
+    assert!(cells[3].as_str().unwrap().ends_with(" %"), "cpu: {seen}");
     assert!(
         seen["check_location"]
             .as_str()

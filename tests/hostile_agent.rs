@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
-use fleetmon::pb::{DiskUsage, HostSample, IngestBatch, NetworkInterface, Sample, SiteCheck};
+use fleetmon::pb::{
+    DiskUsage, HostSample, IngestBatch, NetworkInterface, ProcessUsage, Sample, SiteCheck,
+};
 use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
@@ -163,6 +165,49 @@ fn list_len() -> BoxedStrategy<usize> {
     )
 }
 
+/// A process list: pids that may repeat, ranks that may lie, hostile texts.
+fn processes() -> impl Strategy<Value = Vec<ProcessUsage>> {
+    let process = (
+        small(),
+        text(),
+        text(),
+        float(),
+        big(),
+        timestamp(),
+        small(),
+        small(),
+    )
+        .prop_map(
+            |(pid, name, command_line, cpu, resident, started_at, cpu_rank, memory_rank)| {
+                ProcessUsage {
+                    pid,
+                    name,
+                    user: "root".to_owned(),
+                    command_line,
+                    cpu_usage_percent: cpu,
+                    resident_bytes: resident,
+                    threads: 1,
+                    started_at,
+                    cpu_rank: cpu_rank % 4,
+                    memory_rank: memory_rank % 4,
+                }
+            },
+        );
+    let listed = ProcessUsage {
+        pid: 42,
+        name: "nginx".to_owned(),
+        user: "www-data".to_owned(),
+        command_line: "nginx: worker process".to_owned(),
+        cpu_usage_percent: 12.5,
+        resident_bytes: 1 << 30,
+        threads: 4,
+        started_at: None,
+        cpu_rank: 1,
+        memory_rank: 1,
+    };
+    mostly(vec![listed], proptest::collection::vec(process, 0..4))
+}
+
 fn host(stream_id: String) -> impl Strategy<Value = HostSample> {
     (
         (big(), timestamp(), text(), text(), text(), text(), text()),
@@ -170,8 +215,9 @@ fn host(stream_id: String) -> impl Strategy<Value = HostSample> {
         (big(), big(), big(), big(), big(), big(), big()),
         (list_len(), big(), big(), float(), float(), list_len()),
         (small(), big(), small(), proptest::option::of(big())),
+        processes(),
     )
-        .prop_map(move |(identity, cpu, memory, disks, rest)| {
+        .prop_map(move |(identity, cpu, memory, disks, rest, processes)| {
             let (seq, sampled_at, hostname, os_name, os_version, kernel_version, agent_version) =
                 identity;
             let (cpu_usage_percent, cores, core, load_1m, load_5m, load_15m) = cpu;
@@ -232,6 +278,7 @@ fn host(stream_id: String) -> impl Strategy<Value = HostSample> {
                 disk_available_bytes,
                 // The collector's to set: whatever the agent claims is overwritten.
                 clock_offset_ms: Some(i64::MIN),
+                processes,
             }
         })
 }
@@ -319,6 +366,7 @@ const FIELDS: &[&str] = &[
     "cpu_core_usage_percent",
     "load_average_",
     "disks",
+    "processes",
     "interfaces",
     "network_",
     "interval_seconds",

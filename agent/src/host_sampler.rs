@@ -1,6 +1,7 @@
 //! Host metrics with sysinfo: CPU, load, memory, swap, disks, network, processes,
 //! uptime and identity, as one `HostSample`. Each reading touches only what the
-//! sample reports: no per-process files, no disk I/O counters.
+//! sample reports: no disk I/O counters, and per process only its `stat` file when
+//! the busiest processes are reported ([`crate::processes`]).
 //!
 //! CPU usage and network rates are differences between two refreshes, so
 //! [`HostSampler::new`] takes the first reading and [`HostSampler::sample`] must not
@@ -11,6 +12,8 @@ use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
 use fleetmon::pb::{DiskUsage, HostSample, NetworkInterface};
+
+use crate::processes::ProcessTable;
 use sysinfo::{
     CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System,
 };
@@ -76,6 +79,8 @@ pub struct HostSampler {
     system: System,
     disks: Disks,
     networks: Networks,
+    /// The busiest processes' table; `None` when none are reported.
+    processes: Option<ProcessTable>,
     last_refresh: Instant,
     hostname: String,
     os_name: String,
@@ -104,6 +109,7 @@ impl HostSampler {
             system,
             disks,
             networks,
+            processes: None,
             last_refresh: Instant::now(),
             hostname: hostname
                 .or_else(|| System::host_name().ok())
@@ -112,6 +118,18 @@ impl HostSampler {
             os_version: System::os_version().unwrap_or_default(),
             kernel_version: System::kernel_version().unwrap_or_default(),
         })
+    }
+
+    /// Reports the `top` busiest processes by CPU and by memory with each sample (none
+    /// when 0); takes the process table's first reading.
+    pub fn with_processes(mut self, top: usize) -> Self {
+        self.processes = (top > 0).then(|| ProcessTable::new(top));
+        self
+    }
+
+    /// How many of the busiest processes each list reports (0: none).
+    pub fn processes(&self) -> usize {
+        self.processes.as_ref().map_or(0, ProcessTable::per_list)
     }
 
     /// The reported host name.
@@ -214,6 +232,11 @@ impl HostSampler {
             interfaces,
             process_count: process_count(),
             uptime_seconds: System::uptime().unwrap_or_default(),
+            processes: self
+                .processes
+                .as_mut()
+                .map(ProcessTable::top)
+                .unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod net_prober;
 pub mod outbox;
 pub mod ping;
+pub mod processes;
 pub mod renewal;
 pub mod sender;
 pub mod site_prober;
@@ -162,7 +163,7 @@ pub async fn start(
         .await
         .map_err(AgentError::Metrics)?;
     let metrics_addr = metrics_server.local_addr().map_err(AgentError::Metrics)?;
-    let sampler = HostSampler::new(config.hostname.clone())?;
+    let sampler = HostSampler::new(config.hostname.clone())?.with_processes(config.processes);
     let prober = SiteProber::new(&sites)?
         .with_client_certificates(config.remote_checks.client_certificates_dir.clone());
     tracing::info!(
@@ -266,6 +267,7 @@ async fn sample_host(
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let hostname = sampler.hostname().to_owned();
+    let processes = sampler.processes();
     let mut sampler = Some(sampler);
     loop {
         tokio::select! {
@@ -286,7 +288,7 @@ async fn sample_host(
                 // reading is again not reported.
                 tracing::error!(%error, "host sampling failed; starting the sampler again");
                 match HostSampler::new(Some(hostname.clone())) {
-                    Ok(fresh) => sampler = Some(fresh),
+                    Ok(fresh) => sampler = Some(fresh.with_processes(processes)),
                     Err(error) => {
                         tracing::error!(%error, "host sampling stops");
                         return;

@@ -234,7 +234,12 @@ impl FleetState {
                 ValidSample::Host(host) => {
                     let entry = agents.entry(host.agent_id.clone()).or_default();
                     entry.hostname = host.hostname.clone();
-                    entry.latest_host = Some(host.clone());
+                    // Kept without its processes (up to 200 of them): they travel
+                    // in the event only, so a watcher lists them from the next
+                    // sample and an agent's entry here stays small.
+                    let mut kept = host.clone();
+                    kept.processes = Vec::new();
+                    entry.latest_host = Some(kept);
                     watch_event::Kind::Host(host.clone())
                 }
                 ValidSample::Site(site) => {

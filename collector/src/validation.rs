@@ -183,8 +183,9 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// A certificate expiry: within [`bounds::CERT_EXPIRY_SECONDS`] of now.
-    fn expiry(&self, field: &str, ts: &prost_types::Timestamp) -> Result<(), Rejection> {
+    /// A time within [`bounds::CERT_EXPIRY_SECONDS`] (a century) of now: a certificate's
+    /// expiry, a process's start.
+    fn within_a_century(&self, field: &str, ts: &prost_types::Timestamp) -> Result<(), Rejection> {
         let at = self.instant(field, ts)?;
         let now = unix_seconds(self.now);
         let span = bounds::CERT_EXPIRY_SECONDS;
@@ -197,6 +198,45 @@ impl Check<'_> {
                     now + span
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// The busiest processes: each pid once, figures in bounds, each ranked in at
+    /// least one of the two lists and within the list's length.
+    fn processes(&self, processes: &[pb::ProcessUsage]) -> Result<(), Rejection> {
+        let mut pids = std::collections::HashSet::with_capacity(processes.len());
+        let longest = processes.len() as u32;
+        for p in processes {
+            if !pids.insert(p.pid) {
+                return Err(self.reject(
+                    Reason::InvalidProcess,
+                    format!(
+                        "processes lists pid {} twice; list each process once",
+                        p.pid
+                    ),
+                ));
+            }
+            if (p.cpu_rank == 0 && p.memory_rank == 0)
+                || p.cpu_rank > longest
+                || p.memory_rank > longest
+            {
+                return Err(self.reject(
+                    Reason::InvalidProcess,
+                    format!(
+                        "processes: pid {} has cpu_rank {} and memory_rank {}, expected at least one from 1 to {longest} (the list's length)",
+                        p.pid, p.cpu_rank, p.memory_rank
+                    ),
+                ));
+            }
+            self.number(
+                "processes.cpu_usage_percent",
+                p.cpu_usage_percent,
+                bounds::PROCESS_CPU_PERCENT,
+            )?;
+            if let Some(started) = &p.started_at {
+                self.within_a_century("processes.started_at", started)?;
+            }
         }
         Ok(())
     }
@@ -271,6 +311,7 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
     c.list("cpu_core_usage_percent", s.cpu_core_usage_percent.len())?;
     c.list("disks", s.disks.len())?;
     c.list("interfaces", s.interfaces.len())?;
+    c.list("processes", s.processes.len())?;
     c.number("cpu_usage_percent", s.cpu_usage_percent, bounds::PERCENT)?;
     for core in &s.cpu_core_usage_percent {
         c.number("cpu_core_usage_percent", *core, bounds::PERCENT)?;
@@ -304,6 +345,7 @@ fn validate_host(s: &HostSample, limits: &Limits, now: SystemTime) -> Result<(),
             bounds::BYTES_PER_SECOND,
         )?;
     }
+    c.processes(&s.processes)?;
     c.interval(s.interval_seconds)
 }
 
@@ -331,7 +373,7 @@ fn validate_site(s: &SiteCheck, limits: &Limits, now: SystemTime) -> Result<(), 
         c.number("time_to_first_byte_ms", ttfb, bounds::DURATION_MS)?;
     }
     if let Some(ts) = &s.tls_cert_not_after {
-        c.expiry("tls_cert_not_after", ts)?;
+        c.within_a_century("tls_cert_not_after", ts)?;
     }
     c.interval(s.interval_seconds)
 }
@@ -443,6 +485,44 @@ mod tests {
                 "list_too_long",
                 "cpu_core_usage_percent has more than 1024 entries",
             ),
+            (
+                HostSample {
+                    processes: vec![process(7, 1, 0), process(7, 0, 1)],
+                    ..host(1)
+                },
+                "invalid_process",
+                "processes lists pid 7 twice; list each process once",
+            ),
+            (
+                HostSample {
+                    processes: vec![process(7, 2, 0)],
+                    ..host(1)
+                },
+                "invalid_process",
+                "processes: pid 7 has cpu_rank 2 and memory_rank 0, expected at least one from 1 to 1 (the list's length)",
+            ),
+            (
+                HostSample {
+                    processes: vec![pb::ProcessUsage {
+                        cpu_usage_percent: -1.0,
+                        ..process(7, 1, 1)
+                    }],
+                    ..host(1)
+                },
+                "invalid_number",
+                "processes.cpu_usage_percent is -1, expected a finite number from 0 to 409600",
+            ),
+            (
+                HostSample {
+                    processes: vec![pb::ProcessUsage {
+                        command_line: "x\0y".into(),
+                        ..process(7, 1, 1)
+                    }],
+                    ..host(1)
+                },
+                "string_has_nul",
+                "processes.command_line contains a NUL character, which PostgreSQL text cannot store",
+            ),
         ];
         for (sample, reason, message) in cases {
             let rejection = check(sample).unwrap_err();
@@ -457,6 +537,16 @@ mod tests {
             ..host(1)
         })
         .unwrap();
+    }
+
+    fn process(pid: u32, cpu_rank: u32, memory_rank: u32) -> pb::ProcessUsage {
+        pb::ProcessUsage {
+            pid,
+            name: "nginx".into(),
+            cpu_rank,
+            memory_rank,
+            ..Default::default()
+        }
     }
 
     fn site(sample: SiteCheck) -> Result<ValidSample, Rejection> {

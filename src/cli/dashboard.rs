@@ -417,6 +417,18 @@ fn host_json(agent_id: &str, h: &HostSample) -> Value {
         "rx_bytes_per_second": h.network_rx_bytes_per_second,
         "tx_bytes_per_second": h.network_tx_bytes_per_second,
         "interval_seconds": h.interval_seconds,
+        "processes": h.processes.iter().map(|p| json!({
+            "pid": p.pid,
+            "name": p.name,
+            "user": p.user,
+            "command_line": p.command_line,
+            "cpu_percent": p.cpu_usage_percent,
+            "resident_bytes": p.resident_bytes,
+            "threads": p.threads,
+            "started_at": millis(p.started_at),
+            "cpu_rank": p.cpu_rank,
+            "memory_rank": p.memory_rank,
+        })).collect::<Vec<_>>(),
     })
 }
 

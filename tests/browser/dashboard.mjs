@@ -49,6 +49,11 @@ try {
   await page.locator("#charts .chart canvas").first().waitFor({ timeout: 20000 });
   seen.charts = await page.locator("#charts .chart").count();
   seen.chart_points = Number(await page.locator("#charts").getAttribute("data-points"));
+  // The busiest processes, from the next sample.
+  await page.locator("#processes tbody tr[data-pid]").first().waitFor({ timeout: 20000 });
+  seen.processes = await page.locator("#processes tbody tr[data-pid]").count();
+  seen.process_cells = await page.locator("#processes tbody tr[data-pid]").first()
+    .locator("td").allTextContents();
   await page.screenshot({ path: `${out}/agent.png`, fullPage: true });
 
   // The attack: a page on another local origin (same site: 127.0.0.1, another port)

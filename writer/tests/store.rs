@@ -56,6 +56,42 @@ async fn every_record_becomes_exactly_one_row_with_every_field() {
         .await
         .unwrap();
     let expected = &hosts[6];
+    // Its busiest processes, in a table of their own.
+    let processes = db
+        .query(
+            "SELECT pid, name, username, command_line, cpu_usage_percent, resident_bytes, threads, \
+             started_at, cpu_rank, memory_rank FROM host_processes WHERE seq = 7 ORDER BY pid DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = processes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {:?} {} {} {} {:?} {:?} {:?}",
+                p.get::<_, i64>("pid"),
+                p.get::<_, String>("name"),
+                p.get::<_, String>("username"),
+                p.get::<_, String>("command_line"),
+                p.get::<_, f64>("cpu_usage_percent"),
+                p.get::<_, i64>("resident_bytes"),
+                p.get::<_, i64>("threads"),
+                p.get::<_, Option<SystemTime>>("started_at")
+                    .map(|t| expected.sampled_at.unwrap().seconds
+                        - prost_types::Timestamp::from(t).seconds),
+                p.get::<_, Option<i32>>("cpu_rank"),
+                p.get::<_, Option<i32>>("memory_rank"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "4242 postgres postgres \"postgres: checkpointer\" 150.5 2147483648 1 Some(3600) Some(1) Some(1)",
+            "1 systemd root \"/sbin/init\" 0.5 12582912 1 None Some(2) None",
+        ]
+    );
     assert_eq!(row.get::<_, String>(0), "a1");
     assert_eq!(row.get::<_, String>(1), "stream-1");
     assert_eq!(row.get::<_, i64>(2), 7);
@@ -278,6 +314,11 @@ async fn redelivery_and_replay_store_nothing_twice() {
     setup.wait_for("SELECT count(*) FROM site_checks", 61).await;
     writer.stop().await;
     assert_eq!(setup.scalar("SELECT count(*) FROM host_samples").await, 40);
+    assert_eq!(
+        setup.scalar("SELECT count(*) FROM host_processes").await,
+        2 * 40,
+        "a redelivered sample's processes are not stored again"
+    );
     assert_eq!(setup.scalar(rollups).await, 61 * 1_000_000 + 46);
 
     // A writer whose offsets were never stored reads everything again.
@@ -306,6 +347,11 @@ async fn redelivery_and_replay_store_nothing_twice() {
         setup.scalar(rollups).await,
         61 * 1_000_000 + 46,
         "rollups not double-counted"
+    );
+    assert_eq!(
+        setup.scalar("SELECT count(*) FROM host_processes").await,
+        2 * 41,
+        "replayed samples' processes not stored again"
     );
     assert_eq!(
         setup

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub host_interval_seconds: u64,
     /// Reported host name (default: the system's).
     pub hostname: Option<String>,
+    /// With each host sample, this many of the busiest processes by CPU and as many by
+    /// resident memory (each process once); 0 reports none.
+    pub processes: usize,
     /// Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
     /// Log format: `text` or `json`.
@@ -148,6 +151,7 @@ impl Default for AgentConfig {
             collector: CollectorConfig::default(),
             host_interval_seconds: 10,
             hostname: None,
+            processes: 10,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9402)),
             log_format: LogFormat::default(),
             outbox: OutboxConfig::default(),
@@ -221,6 +225,16 @@ impl AgentConfig {
             return Err(ConfigError::field(
                 "host_interval_seconds",
                 "must be at least 1",
+            ));
+        }
+        if self.processes > crate::processes::MAX_TOP {
+            return Err(ConfigError::field(
+                "processes",
+                format!(
+                    "is {}, at most {} (0 reports none)",
+                    self.processes,
+                    crate::processes::MAX_TOP
+                ),
             ));
         }
         if !self.collector.endpoints.is_empty()
@@ -315,6 +329,25 @@ mod tests {
         assert_eq!(valid.sites.len(), valid.config.sites.len());
         assert!(!valid.sites.is_empty());
         assert_eq!(valid.config.host_interval_seconds, 10);
+    }
+
+    #[test]
+    fn more_processes_than_a_list_may_hold_are_refused_by_name() {
+        let error = AgentConfig::load(
+            None,
+            [("FLEETMON_AGENT__PROCESSES".to_owned(), "101".to_owned())],
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `processes` is 101, at most 100 (0 reports none)"
+        );
+        let none = AgentConfig::load(
+            None,
+            [("FLEETMON_AGENT__PROCESSES".to_owned(), "0".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(none.config.processes, 0);
     }
 
     #[test]

@@ -136,7 +136,10 @@ function live() {
     a.info.last_sample_at = h.sampled_at;
     const row = document.querySelector(`#fleet tr[data-agent="${CSS.escape(h.agent_id)}"]`);
     if (row) { row.replaceWith(fleetRow(h.agent_id)); renderSummary(); } else renderFleet();
-    if (selected === h.agent_id && range === "1h") appendPoint(h);
+    if (selected === h.agent_id) {
+      renderProcesses(h);
+      if (range === "1h") appendPoint(h);
+    }
   });
   events.addEventListener("site", (e) => {
     const s = JSON.parse(e.data);
@@ -161,6 +164,7 @@ async function select(id) {
   selected = id;
   $("#agent-panel").hidden = false;
   $("#agent-title").textContent = `Agent ${id}`;
+  renderProcesses(agents.get(id).host || {});
   await drawCharts();
 }
 
@@ -206,6 +210,31 @@ function appendPoint(h) {
     c.setData([chartData.t, chartData[key].map(scale)]);
   });
   $("#charts").dataset.points = String(chartData.t.length);
+}
+
+// The busiest processes of the latest sample (by CPU, then the rest of the
+// largest by memory), as the agent ranked them; the live view's first load has
+// none, the next sample brings them.
+function renderProcesses(h) {
+  const body = $("#processes tbody");
+  const list = h.processes || [];
+  if (list.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "8", class: "muted", text: h.sampled_at ? "this agent reports no processes (processes = 0)" : "the next sample lists them" })));
+    return;
+  }
+  body.replaceChildren(...list.map((p) => {
+    const rank = [p.cpu_rank ? `#${p.cpu_rank} by CPU` : "", p.memory_rank ? `#${p.memory_rank} by memory` : ""].filter(Boolean).join(", ");
+    const tr = el("tr", { "data-pid": String(p.pid), title: rank });
+    const cells = [
+      ["pid", String(p.pid)], ["name", p.name], ["user", p.user],
+      ["cpu", pct(p.cpu_percent)], ["memory", bytes(p.resident_bytes)],
+      ["threads", String(p.threads)], ["started", ago(p.started_at)],
+      ["command", p.command_line],
+    ];
+    for (const [field, text] of cells) tr.append(el("td", { "data-field": field, text }));
+    tr.lastChild.title = p.command_line;
+    return tr;
+  }));
 }
 
 // --- checks ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! `INSERT … SELECT` are built from that list.
 
 use std::sync::LazyLock;
+use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Transaction;
@@ -12,6 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 
 use fleetmon::checks::heartbeat::{self, Signal};
+use fleetmon::pb::ProcessUsage;
 use fleetmon::samples::SampleKind;
 
 use super::SinkError;
@@ -132,6 +134,35 @@ copy_columns! {
     }
 }
 
+/// One of a host row's busiest processes, as a `host_processes` row.
+struct ProcessRow<'a> {
+    host: &'a HostRow,
+    process: &'a ProcessUsage,
+}
+
+copy_columns! {
+    PROCESS_COLUMNS,
+    /// Binary COPY of the busiest processes of host rows into `table`
+    /// (`host_processes`); returns the rows copied.
+    async fn copy_processes_into(row: &ProcessRow<'a>) { let p = row.process; }
+    {
+        agent_id: TEXT = row.host.sample.agent_id,
+        stream_id: TEXT = row.host.sample.stream_id,
+        seq: INT8 = row.host.seq,
+        ts: TIMESTAMPTZ = row.host.ts,
+        pid: INT8 = i64::from(p.pid),
+        name: TEXT = p.name,
+        username: TEXT = p.user,
+        command_line: TEXT = p.command_line,
+        cpu_usage_percent: FLOAT8 = p.cpu_usage_percent,
+        resident_bytes: INT8 = big(p.resident_bytes),
+        threads: INT8 = i64::from(p.threads),
+        started_at: TIMESTAMPTZ = p.started_at.and_then(|t| SystemTime::try_from(t).ok()),
+        cpu_rank: INT4 = rank(p.cpu_rank),
+        memory_rank: INT4 = rank(p.memory_rank),
+    }
+}
+
 copy_columns! {
     CHECK_COLUMNS,
     /// Binary COPY of check rows into `table` (the staging table, or for benchmarks
@@ -204,6 +235,11 @@ fn status_code(check: &fleetmon::pb::SiteCheck) -> Option<i32> {
         .map(|code| i32::try_from(code).unwrap_or(i32::MAX))
 }
 
+/// A 1-based rank as a nullable integer: 0 (not ranked) is NULL.
+fn rank(rank: u32) -> Option<i32> {
+    (rank > 0).then(|| i32::try_from(rank).unwrap_or(i32::MAX))
+}
+
 /// Clamps an unsigned counter into a bigint.
 fn big(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -231,28 +267,69 @@ async fn copied_directly(
     }
 }
 
-/// Stores host rows, skipping those already stored or repeated; returns the rows
-/// inserted. The common case, a batch of new rows, is one COPY into `host_samples`;
-/// a batch that meets a stored or repeated row goes through the staging table.
+/// Stores host rows, skipping those already stored or repeated, and the busiest
+/// processes of those it inserted; returns the host rows inserted. The common case,
+/// a batch of new rows, is one COPY into `host_samples`; a batch that meets a stored
+/// or repeated row goes through the staging table.
 pub(super) async fn insert_hosts(
     tx: &Transaction<'_>,
     hosts: &[&HostRow],
 ) -> Result<u64, SinkError> {
-    if copied_directly(
+    let inserted = if copied_directly(
         tx,
         copy_hosts_into(tx, SampleKind::Host.table(), hosts.iter().copied()),
     )
     .await?
     {
-        return Ok(hosts.len() as u64);
+        hosts.to_vec()
+    } else {
+        tx.batch_execute(include_str!("../../sql/create_staging_host_samples.sql"))
+            .await?;
+        let hosts = distinct(hosts.iter().copied(), HostRow::key);
+        copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
+        inserted_rows(tx, &INSERT_HOST_SAMPLES, &hosts, HostRow::key).await?
+    };
+    let processes: Vec<ProcessRow<'_>> = inserted
+        .iter()
+        .flat_map(|&host| {
+            host.sample
+                .processes
+                .iter()
+                .map(move |process| ProcessRow { host, process })
+        })
+        .collect();
+    if !processes.is_empty() {
+        copy_processes_into(tx, super::partitions::PROCESS_TABLE, processes.iter()).await?;
     }
-    tx.batch_execute(include_str!("../../sql/create_staging_host_samples.sql"))
-        .await?;
-    let hosts = distinct(hosts.iter().copied(), HostRow::key);
-    copy_hosts_into(tx, "staging_host_samples", hosts.iter().copied()).await?;
-    let insert = tx.prepare_cached(&INSERT_HOST_SAMPLES).await?;
-    let inserted: i64 = tx.query_one(&insert, &[]).await?.get("inserted");
-    Ok(inserted as u64)
+    Ok(inserted.len() as u64)
+}
+
+/// Runs `insert`, an `INSERT … SELECT` from a staging table that returns the key of
+/// each row it inserted, and gives those of `rows` it inserted.
+async fn inserted_rows<'a, R>(
+    tx: &Transaction<'_>,
+    insert: &str,
+    rows: &[&'a R],
+    key: impl Fn(&'a R) -> SampleKey<'a>,
+) -> Result<Vec<&'a R>, SinkError> {
+    let insert = tx.prepare_cached(insert).await?;
+    let returned = tx.query(&insert, &[]).await?;
+    let keys: HashSet<SampleKey<'_>> = returned
+        .iter()
+        .map(|row| {
+            (
+                row.get("agent_id"),
+                row.get("stream_id"),
+                row.get("seq"),
+                micros(row.get("ts")),
+            )
+        })
+        .collect();
+    Ok(rows
+        .iter()
+        .filter(|&&row| keys.contains(&key(row)))
+        .copied()
+        .collect())
 }
 
 /// What [`insert_checks`] stored.
@@ -282,24 +359,7 @@ pub(super) async fn insert_checks(
             .await?;
         let checks = distinct(checks.iter().copied(), CheckRow::key);
         copy_checks_into(tx, "staging_site_checks", checks.iter().copied()).await?;
-        let insert = tx.prepare_cached(&INSERT_SITE_CHECKS).await?;
-        let returned = tx.query(&insert, &[]).await?;
-        let keys: HashSet<SampleKey<'_>> = returned
-            .iter()
-            .map(|row| {
-                (
-                    row.get("agent_id"),
-                    row.get("stream_id"),
-                    row.get("seq"),
-                    micros(row.get("ts")),
-                )
-            })
-            .collect();
-        checks
-            .iter()
-            .filter(|row| keys.contains(&row.key()))
-            .copied()
-            .collect()
+        inserted_rows(tx, &INSERT_SITE_CHECKS, &checks, CheckRow::key).await?
     };
     let results = record_checks(tx, &inserted).await?;
     Ok(ChecksInserted {

@@ -14,8 +14,15 @@ use super::SinkError;
 
 const PARTITIONS_OF: &str = include_str!("../../sql/partitions_of.sql");
 
-/// The partitioned tables, by day on `ts`.
-pub const PARTITIONED_TABLES: [&str; 2] = [SampleKind::Host.table(), SampleKind::Site.table()];
+/// The busiest processes of each host sample, stored beside `host_samples`.
+pub(super) const PROCESS_TABLE: &str = "host_processes";
+
+/// The partitioned tables, by day on `ts`, all kept `retention_days`.
+pub const PARTITIONED_TABLES: [&str; 3] = [
+    SampleKind::Host.table(),
+    PROCESS_TABLE,
+    SampleKind::Site.table(),
+];
 
 /// The daily partitions of one schema, and the days known to have theirs.
 #[derive(Debug)]

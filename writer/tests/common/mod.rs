@@ -317,6 +317,32 @@ pub fn host(agent: &str, seq: u64, ts: SystemTime) -> HostSample {
         uptime_seconds: 86_400,
         interval_seconds: 0,
         clock_offset_ms: None,
+        processes: vec![
+            fleetmon::pb::ProcessUsage {
+                pid: 4242,
+                name: "postgres".to_owned(),
+                user: "postgres".to_owned(),
+                command_line: "postgres: checkpointer".to_owned(),
+                cpu_usage_percent: 150.5,
+                resident_bytes: 2 << 30,
+                threads: 1,
+                started_at: at(ts - Duration::from_secs(3600)),
+                cpu_rank: 1,
+                memory_rank: 1,
+            },
+            fleetmon::pb::ProcessUsage {
+                pid: 1,
+                name: "systemd".to_owned(),
+                user: "root".to_owned(),
+                command_line: "/sbin/init".to_owned(),
+                cpu_usage_percent: 0.5,
+                resident_bytes: 12 << 20,
+                threads: 1,
+                started_at: None,
+                cpu_rank: 2,
+                memory_rank: 0,
+            },
+        ],
     }
 }
 
