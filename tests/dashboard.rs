@@ -109,6 +109,10 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     );
     assert_eq!(seen["charts"], 6, "{seen}");
     assert!(seen["chart_points"].as_u64().unwrap() >= 1, "{seen}");
+    // Today's samples, as the year's chart of day rollups shows them: one point (two
+    // when the test runs across midnight UTC).
+    let year_points = seen["year_points"].as_u64().unwrap();
+    assert!((1..=2).contains(&year_points), "{seen}");
     // Ten by CPU and ten by memory (the agent's default), each process once.
     let processes = seen["processes"].as_u64().unwrap();
     assert!((10..=20).contains(&processes), "{seen}");

@@ -6,8 +6,8 @@
 //! dropped because its outbox was full. After each scenario, for every agent and
 //! stream: the seqs stored in Postgres are exactly `1..=last_seq` minus the reported
 //! drops (a dropped sample may still have arrived when it was in flight at the cut),
-//! no `(agent, stream, seq)` is stored twice, and the minute and hour rollups count
-//! every raw row. Each test prints one line of the table in docs/RELIABILITY.md.
+//! no `(agent, stream, seq)` is stored twice, and the check rollups (minute, hour)
+//! and host rollups (minute, hour, day) count every raw row. Each test prints one line of the table in docs/RELIABILITY.md.
 
 mod common;
 
@@ -419,7 +419,8 @@ impl Rig {
         }
     }
 
-    /// URLs whose rollup counts differ from their raw rows, per resolution.
+    /// URLs whose check rollup counts, and agents whose host rollup counts, differ
+    /// from their raw rows, per resolution.
     async fn rollup_mismatches(&self) -> Vec<(String, String, i64, i64)> {
         let db = self.schema.connect().await;
         db.query(
@@ -428,7 +429,14 @@ impl Rig {
              CROSS JOIN (VALUES ('minute'), ('hour')) v(resolution) \
              LEFT JOIN (SELECT url, resolution, sum(checks) AS checks FROM site_check_rollups GROUP BY 1, 2) r \
                ON r.url = c.url AND r.resolution = v.resolution \
-             WHERE coalesce(r.checks, 0) <> c.checks",
+             WHERE coalesce(r.checks, 0) <> c.checks \
+             UNION ALL \
+             SELECT v.resolution, h.agent_id, h.samples, coalesce(r.samples, 0)::bigint \
+             FROM (SELECT agent_id, count(*) AS samples FROM host_samples GROUP BY agent_id) h \
+             CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) v(resolution) \
+             LEFT JOIN (SELECT agent_id, resolution, sum(samples) AS samples FROM host_rollups GROUP BY 1, 2) r \
+               ON r.agent_id = h.agent_id AND r.resolution = v.resolution \
+             WHERE coalesce(r.samples, 0) <> h.samples",
             &[],
         )
         .await

@@ -514,12 +514,15 @@ async fn events(State(servers): State<Shared>) -> Response {
         .into_response()
 }
 
-/// `1h`, `24h`, `7d`, `30d` as a duration and a chart step.
+/// `1h`, `24h`, `7d`, `30d`, `1y` as a duration and a chart step. Steps of whole
+/// minutes, hours or days read host rollups (History picks the tier): only the
+/// hour's chart reads raw rows.
 fn range_of(text: Option<&String>) -> (Duration, u32) {
     match text.map(String::as_str) {
         Some("24h") => (Duration::from_secs(86_400), 300),
         Some("7d") => (Duration::from_secs(7 * 86_400), 3600),
         Some("30d") => (Duration::from_secs(30 * 86_400), 3 * 3600),
+        Some("1y") => (Duration::from_secs(365 * 86_400), 86_400),
         _ => (Duration::from_secs(3600), 10),
     }
 }
@@ -552,6 +555,7 @@ async fn series(State(servers): State<Shared>, Path(agent): Path<String>, uri: U
     json_response(json!({
         "agent_id": agent,
         "step_seconds": series.step_seconds,
+        "resolution": series.resolution,
         "t": series.points.iter().map(|p| p.bucket_start.map_or(0, |t| t.seconds)).collect::<Vec<_>>(),
         "cpu_percent": column(|p| p.cpu_usage_percent),
         "memory_used_bytes": column(|p| p.memory_used_bytes),

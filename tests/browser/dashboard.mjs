@@ -55,6 +55,12 @@ try {
   seen.process_cells = await page.locator("#processes tbody tr[data-pid]").first()
     .locator("td").allTextContents();
   await page.screenshot({ path: `${out}/agent.png`, fullPage: true });
+  // A year's chart reads day rollups.
+  await page.locator('[data-range="1y"]').click();
+  await page.locator('#charts[data-resolution="day"]').waitFor({ timeout: 20000 });
+  seen.year_points = Number(await page.locator("#charts").getAttribute("data-points"));
+  await page.locator('[data-range="1h"]').click();
+  await page.locator('#charts[data-resolution="raw"]').waitFor({ timeout: 20000 });
 
   // The attack: a page on another local origin (same site: 127.0.0.1, another port)
   // posts a plain form to pause the check, in the browser that holds the session.

@@ -138,8 +138,45 @@ pub struct PostgresConfig {
     pub key: Option<PathBuf>,
     /// Days of raw samples kept; older daily partitions are dropped.
     pub retention_days: u32,
+    /// Days of host rollups kept per tier (minute, hour, day buckets); older
+    /// partitions are dropped.
+    pub rollup_retention_days: RollupRetention,
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
+}
+
+/// Days of host rollups kept, per tier.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupRetention {
+    /// Minute buckets (default 90 days).
+    pub minute: u32,
+    /// Hour buckets (default 2 years).
+    pub hour: u32,
+    /// Day buckets (default 10 years).
+    pub day: u32,
+}
+
+impl Default for RollupRetention {
+    fn default() -> Self {
+        RollupRetention {
+            minute: 90,
+            hour: 730,
+            day: 3650,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// How long each table's rows are kept.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            raw_days: self.retention_days,
+            minute_days: self.rollup_retention_days.minute,
+            hour_days: self.rollup_retention_days.hour,
+            day_days: self.rollup_retention_days.day,
+        }
+    }
 }
 
 /// Batching.
@@ -839,6 +876,7 @@ impl Default for PostgresConfig {
             cert: None,
             key: None,
             retention_days: 30,
+            rollup_retention_days: RollupRetention::default(),
             partitions_ahead_days: 3,
         }
     }
@@ -971,6 +1009,19 @@ impl WriterConfig {
                 "must be at least 1",
             ));
         }
+        let tiers = self.postgres.rollup_retention_days;
+        for (tier, days) in [
+            ("minute", tiers.minute),
+            ("hour", tiers.hour),
+            ("day", tiers.day),
+        ] {
+            if days == 0 {
+                return Err(ConfigError::field(
+                    &format!("postgres.rollup_retention_days.{tier}"),
+                    "must be at least 1",
+                ));
+            }
+        }
         if self.batch.max_rows == 0 {
             return Err(ConfigError::field("batch.max_rows", "must be at least 1"));
         }
@@ -1064,6 +1115,22 @@ mod tests {
         let example = WriterConfig::load(Some(&path), Vec::new()).unwrap();
         let defaults = WriterConfig::load(None, Vec::new()).unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn a_rollup_tier_kept_no_day_is_refused_by_name() {
+        let error = WriterConfig::load(
+            None,
+            [(
+                "FLEETMON_WRITER__POSTGRES__ROLLUP_RETENTION_DAYS__HOUR".to_owned(),
+                "0".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: `postgres.rollup_retention_days.hour` must be at least 1"
+        );
     }
 
     #[test]

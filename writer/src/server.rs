@@ -34,7 +34,7 @@ use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
 use crate::consume::{audit_mirror, check_mirror, label_mirror, topic_mirror};
 use crate::metrics::WriterMetrics;
-use crate::store::{PostgresSink, SinkError};
+use crate::store::{PostgresSink, Retention, SinkError};
 
 /// How often partitions are created ahead and expired ones dropped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -252,7 +252,7 @@ pub async fn start(
 
     let alerts = config.alerts.clone();
     let checks_kafka = config.kafka.clone();
-    let retention = config.postgres.retention_days;
+    let retention = config.postgres.retention();
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
         let mut tasks = Tasks::new(shutdown.clone());
@@ -331,17 +331,25 @@ pub async fn start(
 
 async fn maintain(
     sink: Arc<PostgresSink>,
-    retention: u32,
+    retention: Retention,
     ahead: u32,
     shutdown: CancellationToken,
 ) {
     loop {
+        // The host rows stored before the host rollups began (after an upgrade):
+        // nothing once they are all added up.
+        tokio::select! {
+            result = sink.backfill_host_rollups() => if let Err(error) = result {
+                tracing::warn!(%error, "adding up earlier host rows into rollups failed; retrying in an hour");
+            },
+            () = shutdown.cancelled() => return,
+        }
         tokio::select! {
             () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
             () = shutdown.cancelled() => return,
         }
         if let Err(error) = sink
-            .maintain_partitions(retention, ahead, SystemTime::now())
+            .maintain_partitions(&retention, ahead, SystemTime::now())
             .await
         {
             tracing::warn!(%error, "partition maintenance failed; retrying in an hour");
@@ -398,7 +406,7 @@ async fn open_store(
     let sink = Arc::new(sink);
     sink.migrate().await?;
     sink.maintain_partitions(
-        config.postgres.retention_days,
+        &config.postgres.retention(),
         config.postgres.partitions_ahead_days,
         SystemTime::now(),
     )

@@ -235,6 +235,48 @@ async fn host_series_averages_per_step_and_agents_are_listed() {
         ]
     );
     assert_eq!(series.points[0].memory_used_bytes, (3u64 << 30) as f64);
+    assert_eq!(series.resolution, "minute");
+
+    // Each step from the coarsest tier it is made of, or raw rows: the same
+    // averages per step as the samples give.
+    for (step, resolution) in [(20, "raw"), (60, "minute"), (3600, "hour"), (86_400, "day")] {
+        let series = history
+            .get_host_series(HostSeriesRequest {
+                agent_id: "a9".to_owned(),
+                range: Some(TimeRange {
+                    start: at(base - Duration::from_secs(2 * 86_400)),
+                    end: None,
+                }),
+                step_seconds: step,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(series.resolution, resolution, "step {step}");
+        let mut expected: Vec<(Option<prost_types::Timestamp>, u32, f64)> = Vec::new();
+        for sample in &samples {
+            let secs = sample.sampled_at.unwrap().seconds as u64;
+            let bucket = at(SystemTime::UNIX_EPOCH
+                + Duration::from_secs(secs / u64::from(step) * u64::from(step)));
+            match expected.last_mut() {
+                Some((b, n, sum)) if *b == bucket => {
+                    *n += 1;
+                    *sum += sample.cpu_usage_percent;
+                }
+                _ => expected.push((bucket, 1, sample.cpu_usage_percent)),
+            }
+        }
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(b, n, sum)| (b, n, sum / f64::from(n)))
+            .collect();
+        let points: Vec<_> = series
+            .points
+            .iter()
+            .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
+            .collect();
+        assert_eq!(points, expected, "step {step}");
+    }
 
     let agents = history
         .list_stored_agents(ListStoredAgentsRequest {})
@@ -291,4 +333,34 @@ async fn grpcurl_queries_history_with_json() {
     assert_eq!(site["statusCodes"]["503"], "2");
     assert!(grpcurl(&[&addr, "grpc.health.v1.Health/Check"]).contains("SERVING"));
     writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_year_at_a_day_step_reads_day_rollups_and_no_raw_partition() {
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    setup.produce_hosts(&[host("a9", 1, seconds_ago(60))]).await;
+    setup.wait_for("SELECT count(*) FROM host_samples", 1).await;
+    writer.stop().await;
+    let db = setup.schema.connect().await;
+    let now = SystemTime::now();
+    let year_ago = now - Duration::from_secs(365 * 86_400);
+    let plan: Vec<String> = db
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                fleetmon_writer::store::host_series_sql(fleetmon_writer::store::Tier::Day)
+            ),
+            &[&"a9", &year_ago, &now, &86_400f64],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("host_rollups_day_p"), "{plan}");
+    assert!(!plan.contains("host_samples"), "{plan}");
+    assert!(!plan.contains("host_rollups_minute"), "{plan}");
+    assert!(!plan.contains("host_rollups_hour"), "{plan}");
 }

@@ -435,19 +435,8 @@ async fn rollups_hold_what_the_stored_checks_add_up_to_per_utc_minute_and_hour()
     db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
         .await
         .unwrap();
-    let lines = |sql: &'static str| {
-        let db = &db;
-        async move {
-            db.query(sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get::<_, String>(0))
-                .collect::<Vec<_>>()
-        }
-    };
-    let stored = lines(STORED_ROLLUPS).await;
-    assert_eq!(stored, lines(ROLLUPS_OF_THE_ROWS).await);
+    let stored = text_lines(&db, STORED_ROLLUPS).await;
+    assert_eq!(stored, text_lines(&db, ROLLUPS_OF_THE_ROWS).await);
     // Site a in 101 minutes, b in 100 (15 s earlier), both in 2 hours; codes counted
     // apart, "none" included.
     assert_eq!(stored.len(), 101 + 100 + 2 * 2, "{stored:#?}");
@@ -455,6 +444,141 @@ async fn rollups_hold_what_the_stored_checks_add_up_to_per_utc_minute_and_hour()
         stored.iter().any(|line| line.contains(r#""none": "#)),
         "{stored:#?}"
     );
+}
+
+/// The first column of each row `sql` returns, as text.
+async fn text_lines(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect()
+}
+
+/// The gauges of `host_rollups`, as columns of `host_samples`.
+const HOST_GAUGES: [&str; 9] = [
+    "cpu_usage_percent",
+    "load_average_1m",
+    "memory_used_bytes",
+    "memory_available_bytes",
+    "swap_used_bytes",
+    "disk_used_bytes",
+    "network_rx_bytes_per_second",
+    "network_tx_bytes_per_second",
+    "process_count",
+];
+
+/// Each host rollup row as text in key order: what `host_rollups` holds (`stored`),
+/// or what the stored samples add up to per UTC minute, hour and day, worked out
+/// here in SQL.
+fn host_rollup_lines(stored: bool) -> String {
+    let figures: Vec<String> = HOST_GAUGES
+        .iter()
+        .flat_map(|g| {
+            if stored {
+                ["sum", "min", "max", "last"].map(|f| format!("{g}_{f}::text"))
+            } else {
+                [
+                    format!("sum({g}::float8)::text"),
+                    format!("min({g}::float8)::text"),
+                    format!("max({g}::float8)::text"),
+                    format!("((array_agg({g}::float8 ORDER BY ts DESC))[1])::text"),
+                ]
+            }
+        })
+        .collect();
+    if stored {
+        format!(
+            "SELECT concat_ws(' ', agent_id, resolution, bucket_start, samples, last_ts, {}) \
+             FROM host_rollups ORDER BY agent_id, resolution, bucket_start",
+            figures.join(", ")
+        )
+    } else {
+        let tiers = [("minute", 60), ("hour", 3600), ("day", 86_400)].map(|(name, secs)| {
+            format!(
+                "SELECT agent_id, '{name}' AS resolution, \
+                 date_bin(interval '{secs} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start, \
+                 concat_ws(' ', agent_id, '{name}', date_bin(interval '{secs} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), \
+                 count(*), max(ts), {}) AS line FROM host_samples GROUP BY 1, 2, 3",
+                figures.join(", ")
+            )
+        });
+        format!(
+            "SELECT line FROM ({}) t ORDER BY agent_id, resolution, bucket_start",
+            tiers.join(" UNION ALL ")
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rollups_hold_what_the_samples_add_up_to_through_a_crash_a_redelivery_and_a_backfill()
+{
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    // Two agents every 20 s over 150 minutes, across hour boundaries.
+    let start = seconds_ago(3 * 3600);
+    let hosts: Vec<HostSample> = (1..=900u64)
+        .map(|seq| {
+            let agent = ["h1", "h2"][(seq % 2) as usize];
+            let mut sample = host(agent, seq, start + Duration::from_secs(seq * 10));
+            sample.cpu_usage_percent = (seq % 41) as f64 + 0.5;
+            sample.load_average_1m = (seq % 7) as f64 * 0.25;
+            sample.memory_used_bytes = (seq % 13) << 28;
+            sample.network_rx_bytes_per_second = (seq % 5) as f64 * 1024.0;
+            sample.process_count = 100 + (seq % 17) as u32;
+            sample
+        })
+        .collect();
+    // The first part, then the writer dies without a goodbye (its offsets may or may
+    // not be stored), and a new one in its group gets the rest and some again.
+    setup.produce_hosts(&hosts[..400]).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 400)
+        .await;
+    writer.running.task.abort();
+    let writer = setup.start_writer().await;
+    setup.produce_hosts(&hosts[400..]).await;
+    setup.produce_hosts(&hosts[100..300]).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 900)
+        .await;
+    // A marker after the redelivery proves it was read.
+    setup
+        .produce_hosts(&[host("h3", 1, start + Duration::from_secs(9500))])
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 901)
+        .await;
+    writer.stop().await;
+
+    let db = setup.schema.connect().await;
+    db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
+        .await
+        .unwrap();
+    let stored = text_lines(&db, &host_rollup_lines(true)).await;
+    assert_eq!(stored, text_lines(&db, &host_rollup_lines(false)).await);
+    // h1 and h2: 150 or 151 minutes each, 3 or 4 hours, 1 or 2 days; h3: one each.
+    assert!(stored.len() >= 2 * 150 + 2 * 3 + 2 + 3, "{}", stored.len());
+
+    // Rows stored before the rollups existed: the writer adds up each such day once.
+    db.batch_execute(
+        "TRUNCATE host_rollups; \
+         INSERT INTO host_rollup_backfill (day, cutoff) \
+         SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date, now() FROM host_samples \
+         ON CONFLICT (day) DO UPDATE SET done = false, cutoff = now()",
+    )
+    .await
+    .unwrap();
+    let writer = setup.start_writer().await;
+    setup
+        .wait_for(
+            "SELECT count(*) FROM host_rollup_backfill WHERE NOT done",
+            0,
+        )
+        .await;
+    writer.stop().await;
+    assert_eq!(text_lines(&db, &host_rollup_lines(true)).await, stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

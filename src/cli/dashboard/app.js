@@ -175,7 +175,7 @@ async function drawCharts() {
   charts.forEach((c) => c.destroy());
   charts = [];
   box.replaceChildren();
-  const seconds = { "1h": 3600, "24h": 86400, "7d": 7 * 86400 }[range];
+  const seconds = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400 }[range];
   for (const [key, label, scale] of SERIES) {
     const holder = el("div", { class: "chart", "data-series": key }, el("h3", { text: label }));
     box.append(holder);
@@ -190,6 +190,7 @@ async function drawCharts() {
     charts.push(new uPlot(opts, [data.t, data[key].map(scale)], holder));
   }
   $("#charts").dataset.points = String(data.t.length);
+  $("#charts").dataset.resolution = data.resolution;
 }
 
 function chartWidth(holder) {

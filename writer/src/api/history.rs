@@ -20,9 +20,12 @@ use fleetmon::pb::{
 };
 
 use crate::api::error::ServiceError;
-use crate::store::PostgresSink;
+use crate::store::{PostgresSink, Tier, host_series_sql};
 
 const HOST_SERIES: &str = include_str!("../../sql/host_series.sql");
+/// The host series of each rollup tier, in [`Tier::ALL`]'s order.
+static TIER_SERIES: std::sync::LazyLock<[String; 3]> =
+    std::sync::LazyLock::new(|| Tier::ALL.map(host_series_sql));
 const AVAILABILITY_RAW: &str = include_str!("../../sql/site_availability_raw.sql");
 const AVAILABILITY_ROLLUP: &str = include_str!("../../sql/site_availability_rollup.sql");
 const RECENT_CHECKS: &str = include_str!("../../sql/recent_checks.sql");
@@ -91,13 +94,15 @@ impl HistoryService {
                 "range / step_seconds gives more than {MAX_POINTS} points: use a larger step"
             )));
         }
+        let tier = Tier::for_step(u64::from(step));
+        let sql = match tier {
+            Some(tier) => &*TIER_SERIES[tier as usize],
+            None => HOST_SERIES,
+        };
         let rows = self
             .client()
             .await?
-            .query(
-                HOST_SERIES,
-                &[&request.agent_id, &start, &end, &f64::from(step)],
-            )
+            .query(sql, &[&request.agent_id, &start, &end, &f64::from(step)])
             .await?;
         let points = rows
             .iter()
@@ -118,6 +123,7 @@ impl HistoryService {
             agent_id: request.agent_id,
             step_seconds: step,
             points,
+            resolution: tier.map_or("raw", Tier::name).to_owned(),
         })
     }
 

@@ -20,16 +20,22 @@ use crate::config::PostgresConfig;
 use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
 
 mod agents;
+mod buckets;
 mod copy;
 mod error;
+mod host_rollups;
 pub mod latency;
 mod partitions;
 mod rollups;
 pub mod tls;
 
+pub use buckets::Tier;
 pub use copy::{copy_checks_into, copy_hosts_into};
 pub use error::{Failure, SinkError, describe};
-pub use partitions::{PARTITIONED_TABLES, Partitions, day_of, partition_day, partition_ddl};
+pub use host_rollups::series_sql as host_series_sql;
+pub use partitions::{
+    PARTITIONED_TABLES, Partitions, Retention, day_of, partition_day, partition_ddl,
+};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -166,13 +172,26 @@ impl PostgresSink {
     /// wholly older than `retention_days`. Returns the partitions dropped.
     pub async fn maintain_partitions(
         &self,
-        retention_days: u32,
+        retention: &Retention,
         ahead: u32,
         now: std::time::SystemTime,
     ) -> Result<Vec<String>, SinkError> {
         self.partitions
-            .maintain(&self.pool, retention_days, ahead, now)
+            .maintain(&self.pool, retention, ahead, now)
             .await
+    }
+
+    /// Adds the host rows stored before the host rollups began to them, a day per
+    /// transaction, until no day is left; returns the days added up.
+    pub async fn backfill_host_rollups(&self) -> Result<u64, SinkError> {
+        let mut client = self.background.get().await?;
+        let mut days = 0;
+        while let Some(day) = host_rollups::backfill_next_day(&mut client).await? {
+            days += 1;
+            let day = partitions::ymd(day_of(day));
+            tracing::info!(%day, "host rows stored before the rollups began are added up");
+        }
+        Ok(days)
     }
 
     /// The pool of the History and Alerts APIs: its statements are cancelled after

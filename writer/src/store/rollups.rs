@@ -5,19 +5,20 @@
 //! inserts nothing, adds nothing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use foldhash::{HashMap, HashMapExt as _};
 use serde_json::Value;
 
 use super::SinkError;
+use super::buckets::{Tier, bucket_start};
 use crate::consume::row_batch::CheckRow;
 
 const UPSERT_ROLLUPS: &str = include_str!("../../sql/upsert_check_rollups.sql");
 
-/// The two resolutions kept, with their bucket length in seconds.
-const RESOLUTIONS: [(&str, u64); 2] = [("minute", 60), ("hour", 3600)];
+/// The two resolutions kept of site checks.
+const RESOLUTIONS: [Tier; 2] = [Tier::Minute, Tier::Hour];
 
 /// One bucket's figures, as a `site_check_rollups` row holds them.
 struct Bucket {
@@ -60,21 +61,6 @@ impl Bucket {
     }
 }
 
-/// The start of the `seconds`-long UTC bucket holding `ts` (before the epoch too,
-/// as `date_trunc` floors).
-fn bucket_start(ts: SystemTime, seconds: u64) -> SystemTime {
-    match ts.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(after) => {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(after.as_secs() / seconds * seconds)
-        }
-        Err(before) => {
-            let before = before.duration();
-            let secs = before.as_secs() + u64::from(before.subsec_nanos() > 0);
-            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.div_ceil(seconds) * seconds)
-        }
-    }
-}
-
 /// Adds the check rows `inserted` to their minute and hour rollups.
 pub(super) async fn add_to_rollups(
     tx: &Transaction<'_>,
@@ -85,7 +71,8 @@ pub(super) async fn add_to_rollups(
     }
     let mut buckets: HashMap<(&str, &'static str, SystemTime), Bucket> = HashMap::new();
     for &row in inserted {
-        for (resolution, seconds) in RESOLUTIONS {
+        for tier in RESOLUTIONS {
+            let (resolution, seconds) = (tier.name(), tier.seconds());
             let key = (
                 row.check.url.as_str(),
                 resolution,
@@ -151,30 +138,4 @@ pub(super) async fn add_to_rollups(
     )
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64, nanos: u32) -> SystemTime {
-        if secs >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-                + Duration::from_nanos(u64::from(nanos))
-        }
-    }
-
-    #[test]
-    fn buckets_start_on_utc_minutes_and_hours_as_date_trunc_does() {
-        assert_eq!(bucket_start(at(3_725, 5), 60), at(3_720, 0));
-        assert_eq!(bucket_start(at(3_725, 5), 3600), at(3_600, 0));
-        assert_eq!(bucket_start(at(3_600, 0), 3600), at(3_600, 0));
-        // Before the epoch, a bucket still starts at or before the time.
-        assert_eq!(bucket_start(at(-30, 0), 60), at(-60, 0));
-        assert_eq!(bucket_start(at(-60, 0), 60), at(-60, 0));
-        assert_eq!(bucket_start(at(-60, 1), 60), at(-60, 0));
-        assert_eq!(bucket_start(at(-61, 0), 60), at(-120, 0));
-    }
 }

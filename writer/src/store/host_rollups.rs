@@ -1,0 +1,300 @@
+//! Host samples added up per agent into minute, hour and day buckets (UTC), so that
+//! a chart over weeks or years reads a few hundred rollup rows, never the raw ones.
+//!
+//! Each bucket keeps, per gauge, the sum (the average is sum / samples), the minimum,
+//! the maximum and the last value (of the latest sample, `last_ts`). The network
+//! counters are kept as the rates the agent computed over each interval, so a
+//! bucket's average rate is the bytes moved per second over it.
+//!
+//! Like the check rollups, a batch adds only the host rows it inserted, in the rows'
+//! transaction, so a redelivered or replayed sample adds nothing. Rows stored before
+//! these rollups existed are added once by [`backfill_next_day`].
+//!
+//! Each tier is a partition of `host_rollups` (by resolution), itself partitioned by
+//! time (`store/partitions.rs`) and kept as long as `postgres.rollup_retention_days`
+//! says for it.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::SystemTime;
+
+use deadpool_postgres::Transaction;
+use fleetmon::pb::HostSample;
+
+use super::SinkError;
+use super::buckets::{Tier, bucket_start};
+use crate::consume::row_batch::HostRow;
+
+/// A gauge rolled up: its column in `host_samples` (and the stem of its four
+/// rollup columns) and its value in a sample.
+struct Gauge {
+    column: &'static str,
+    of: fn(&HostSample) -> f64,
+}
+
+/// The gauges rolled up, in column order.
+const GAUGES: [Gauge; 9] = [
+    Gauge {
+        column: "cpu_usage_percent",
+        of: |s| s.cpu_usage_percent,
+    },
+    Gauge {
+        column: "load_average_1m",
+        of: |s| s.load_average_1m,
+    },
+    Gauge {
+        column: "memory_used_bytes",
+        of: |s| s.memory_used_bytes as f64,
+    },
+    Gauge {
+        column: "memory_available_bytes",
+        of: |s| s.memory_available_bytes as f64,
+    },
+    Gauge {
+        column: "swap_used_bytes",
+        of: |s| s.swap_used_bytes as f64,
+    },
+    Gauge {
+        column: "disk_used_bytes",
+        of: |s| s.disk_used_bytes as f64,
+    },
+    Gauge {
+        column: "network_rx_bytes_per_second",
+        of: |s| s.network_rx_bytes_per_second,
+    },
+    Gauge {
+        column: "network_tx_bytes_per_second",
+        of: |s| s.network_tx_bytes_per_second,
+    },
+    Gauge {
+        column: "process_count",
+        of: |s| f64::from(s.process_count),
+    },
+];
+
+/// The four figures kept of each gauge, as column suffixes.
+const FIGURES: [&str; 4] = ["sum", "min", "max", "last"];
+
+/// `host_rollups`' value columns after the key: samples, last_ts, then each gauge's
+/// sum, min, max and last.
+fn value_columns() -> Vec<String> {
+    let mut columns = vec!["samples".to_owned(), "last_ts".to_owned()];
+    for gauge in &GAUGES {
+        columns.extend(FIGURES.iter().map(|f| format!("{}_{f}", gauge.column)));
+    }
+    columns
+}
+
+/// How a stored bucket and one being added (`EXCLUDED`) combine: counts and sums
+/// add, minimum and maximum widen, the last value is the later sample's.
+fn merge_clause() -> String {
+    let mut sets = vec![
+        "samples = r.samples + EXCLUDED.samples".to_owned(),
+        "last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)".to_owned(),
+    ];
+    for gauge in &GAUGES {
+        let c = gauge.column;
+        sets.extend([
+            format!("{c}_sum = r.{c}_sum + EXCLUDED.{c}_sum"),
+            format!("{c}_min = LEAST(r.{c}_min, EXCLUDED.{c}_min)"),
+            format!("{c}_max = GREATEST(r.{c}_max, EXCLUDED.{c}_max)"),
+            format!(
+                "{c}_last = CASE WHEN EXCLUDED.last_ts >= r.last_ts THEN EXCLUDED.{c}_last ELSE r.{c}_last END"
+            ),
+        ]);
+    }
+    format!(
+        "ON CONFLICT (agent_id, resolution, bucket_start) DO UPDATE SET {}",
+        sets.join(", ")
+    )
+}
+
+/// Adds a batch's buckets, given as one array per column, to `host_rollups`.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let values = value_columns();
+    let mut arrays = vec![
+        "$1::text[]".to_owned(),
+        "$2::text[]".to_owned(),
+        "$3::timestamptz[]".to_owned(),
+        "$4::int8[]".to_owned(),
+        "$5::timestamptz[]".to_owned(),
+    ];
+    arrays.extend((6..=values.len() + 3).map(|n| format!("${n}::float8[]")));
+    format!(
+        "INSERT INTO host_rollups AS r (agent_id, resolution, bucket_start, {}) \
+         SELECT * FROM unnest({}) {}",
+        values.join(", "),
+        arrays.join(", "),
+        merge_clause()
+    )
+});
+
+/// One bucket's figures.
+struct Bucket {
+    samples: i64,
+    last_ts: SystemTime,
+    sum: [f64; GAUGES.len()],
+    min: [f64; GAUGES.len()],
+    max: [f64; GAUGES.len()],
+    last: [f64; GAUGES.len()],
+}
+
+impl Bucket {
+    fn new(row: &HostRow) -> Self {
+        let values = GAUGES.each_ref().map(|g| (g.of)(&row.sample));
+        Bucket {
+            samples: 0,
+            last_ts: row.ts,
+            sum: [0.0; GAUGES.len()],
+            min: values,
+            max: values,
+            last: values,
+        }
+    }
+
+    fn add(&mut self, row: &HostRow) {
+        self.samples += 1;
+        for (i, gauge) in GAUGES.iter().enumerate() {
+            let value = (gauge.of)(&row.sample);
+            self.sum[i] += value;
+            self.min[i] = self.min[i].min(value);
+            self.max[i] = self.max[i].max(value);
+            if row.ts >= self.last_ts {
+                self.last[i] = value;
+            }
+        }
+        if row.ts >= self.last_ts {
+            self.last_ts = row.ts;
+        }
+    }
+}
+
+/// Adds the host rows `inserted` to their minute, hour and day rollups.
+pub(super) async fn add_to_host_rollups(
+    tx: &Transaction<'_>,
+    inserted: &[&HostRow],
+) -> Result<(), SinkError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    // Ordered by key, so concurrent writers lock rollup rows in the same order.
+    let mut buckets: BTreeMap<(&str, Tier, SystemTime), Bucket> = BTreeMap::new();
+    for &row in inserted {
+        for tier in Tier::ALL {
+            let start = bucket_start(row.ts, tier.seconds());
+            buckets
+                .entry((row.sample.agent_id.as_str(), tier, start))
+                .or_insert_with(|| Bucket::new(row))
+                .add(row);
+        }
+    }
+    let agents: Vec<&str> = buckets.keys().map(|(agent, ..)| *agent).collect();
+    let tiers: Vec<&str> = buckets.keys().map(|(_, tier, _)| tier.name()).collect();
+    let starts: Vec<SystemTime> = buckets.keys().map(|(.., start)| *start).collect();
+    let samples: Vec<i64> = buckets.values().map(|b| b.samples).collect();
+    let last_ts: Vec<SystemTime> = buckets.values().map(|b| b.last_ts).collect();
+    let mut figures: Vec<Vec<f64>> = Vec::with_capacity(GAUGES.len() * FIGURES.len());
+    for i in 0..GAUGES.len() {
+        figures.push(buckets.values().map(|b| b.sum[i]).collect());
+        figures.push(buckets.values().map(|b| b.min[i]).collect());
+        figures.push(buckets.values().map(|b| b.max[i]).collect());
+        figures.push(buckets.values().map(|b| b.last[i]).collect());
+    }
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&agents, &tiers, &starts, &samples, &last_ts];
+    params.extend(
+        figures
+            .iter()
+            .map(|f| f as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
+    let upsert = tx.prepare_cached(&UPSERT).await?;
+    tx.execute(&upsert, &params).await?;
+    Ok(())
+}
+
+/// Adds up the host rows of one UTC day ($1, its midnight) stored before $2 (when
+/// the rollups began) into every tier, added to what the writer added since.
+static BACKFILL: LazyLock<String> = LazyLock::new(|| {
+    let mut selects = vec!["count(*)".to_owned(), "max(ts)".to_owned()];
+    for gauge in &GAUGES {
+        let c = format!("{}::float8", gauge.column);
+        selects.extend([
+            format!("sum({c})"),
+            format!("min({c})"),
+            format!("max({c})"),
+            format!("(array_agg({c} ORDER BY ts DESC, stream_id DESC, seq DESC))[1]"),
+        ]);
+    }
+    let tiers: Vec<String> = Tier::ALL
+        .iter()
+        .map(|tier| {
+            format!(
+                "SELECT agent_id, '{name}', date_bin(interval '{seconds} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), {selects} \
+                 FROM host_samples WHERE ts >= $1 AND ts < $1 + interval '1 day' AND stored_at < $2 \
+                 GROUP BY 1, 2, 3",
+                name = tier.name(),
+                seconds = tier.seconds(),
+                selects = selects.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO host_rollups AS r (agent_id, resolution, bucket_start, {}) {} ORDER BY 1, 2, 3 {}",
+        value_columns().join(", "),
+        tiers.join(" UNION ALL "),
+        merge_clause()
+    )
+});
+
+const NEXT_BACKFILL_DAY: &str = include_str!("../../sql/next_backfill_day.sql");
+const BACKFILL_DONE: &str = include_str!("../../sql/backfill_done.sql");
+
+/// Adds up the rows stored before the rollups began of one day not yet backfilled,
+/// and marks the day done, in one transaction (so each day is added exactly once,
+/// also with several writers: a day being backfilled is skipped by the others).
+/// Returns the day (its UTC midnight), or `None` when none is left.
+pub(super) async fn backfill_next_day(
+    client: &mut deadpool_postgres::Client,
+) -> Result<Option<SystemTime>, SinkError> {
+    let tx = client.transaction().await?;
+    let Some(row) = tx.query_opt(NEXT_BACKFILL_DAY, &[]).await? else {
+        return Ok(None);
+    };
+    let day: SystemTime = row.get("day");
+    let cutoff: SystemTime = row.get("cutoff");
+    let backfill = tx.prepare_cached(&BACKFILL).await?;
+    tx.execute(&backfill, &[&day, &cutoff]).await?;
+    tx.execute(BACKFILL_DONE, &[&day]).await?;
+    tx.commit().await?;
+    Ok(Some(day))
+}
+
+/// The History query of a host series from `tier`: one agent ($1) over [$2, $3) in
+/// steps of $4 seconds, averages of the buckets in each step.
+pub fn series_sql(tier: Tier) -> String {
+    let averages: Vec<String> = GAUGES
+        .iter()
+        .map(|g| format!("(sum({c}_sum) / sum(samples))::float8 AS {c}", c = g.column))
+        .collect();
+    format!(
+        "SELECT date_bin(make_interval(secs => $4::double precision), bucket_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
+         sum(samples)::bigint AS samples, {} \
+         FROM host_rollups WHERE agent_id = $1 AND resolution = '{}' AND bucket_start >= $2 AND bucket_start < $3 \
+         GROUP BY bucket ORDER BY bucket",
+        averages.join(", "),
+        tier.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upsert_names_as_many_arrays_as_columns() {
+        let columns = 3 + value_columns().len();
+        assert_eq!(columns, 3 + 2 + 4 * GAUGES.len());
+        assert!(UPSERT.contains(&format!("${columns}::float8[]")));
+        assert!(!UPSERT.contains(&format!("${}::", columns + 1)));
+    }
+}
