@@ -1,5 +1,7 @@
--- Host metrics of one agent over [$2, $3), averaged per bucket of $4 seconds.
-SELECT date_bin(make_interval(secs => $4::double precision), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+-- Host metrics over [$1, $2), averaged per bucket of $3 seconds, from raw rows (a
+-- step that is not whole minutes; api/history.rs). `{agent}` is `agent_id = $4 AND`
+-- for one agent's series, or empty for the whole fleet's.
+SELECT date_bin(make_interval(secs => $3::double precision), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
        count(*)::bigint AS samples,
        avg(cpu_usage_percent) AS cpu_usage_percent,
        avg(load_average_1m) AS load_average_1m,
@@ -10,6 +12,6 @@ SELECT date_bin(make_interval(secs => $4::double precision), ts, TIMESTAMPTZ '20
        avg(network_rx_bytes_per_second) AS network_rx_bytes_per_second,
        avg(network_tx_bytes_per_second) AS network_tx_bytes_per_second
 FROM host_samples
-WHERE agent_id = $1 AND ts >= $2 AND ts < $3
+WHERE {agent} ts >= $1 AND ts < $2
 GROUP BY bucket
 ORDER BY bucket

@@ -276,6 +276,25 @@ async fn host_series_averages_per_step_and_agents_are_listed() {
             .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
             .collect();
         assert_eq!(points, expected, "step {step}");
+        // The whole fleet is this one agent here: the same points.
+        let fleet = history
+            .get_host_series(HostSeriesRequest {
+                agent_id: String::new(),
+                range: Some(TimeRange {
+                    start: at(base - Duration::from_secs(2 * 86_400)),
+                    end: None,
+                }),
+                step_seconds: step,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let fleet: Vec<_> = fleet
+            .points
+            .iter()
+            .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
+            .collect();
+        assert_eq!(fleet, points, "fleet, step {step}");
     }
 
     let agents = history
@@ -349,9 +368,12 @@ async fn a_year_at_a_day_step_reads_day_rollups_and_no_raw_partition() {
         .query(
             &format!(
                 "EXPLAIN {}",
-                fleetmon_writer::store::host_series_sql(fleetmon_writer::store::Tier::Day)
+                fleetmon_writer::store::host_series_sql(
+                    Some(fleetmon_writer::store::Tier::Day),
+                    false
+                )
             ),
-            &[&"a9", &year_ago, &now, &86_400f64],
+            &[&year_ago, &now, &86_400f64, &"a9"],
         )
         .await
         .unwrap()

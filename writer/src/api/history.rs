@@ -22,10 +22,14 @@ use fleetmon::pb::{
 use crate::api::error::ServiceError;
 use crate::store::{PostgresSink, Tier, host_series_sql};
 
-const HOST_SERIES: &str = include_str!("../../sql/host_series.sql");
-/// The host series of each rollup tier, in [`Tier::ALL`]'s order.
-static TIER_SERIES: std::sync::LazyLock<[String; 3]> =
-    std::sync::LazyLock::new(|| Tier::ALL.map(host_series_sql));
+/// The host series queries: of one agent, then of the whole fleet; each from raw
+/// rows, then from each rollup tier in [`Tier::ALL`]'s order.
+static SERIES: std::sync::LazyLock<[[String; 4]; 2]> = std::sync::LazyLock::new(|| {
+    [false, true].map(|fleet| {
+        [None, Some(Tier::Minute), Some(Tier::Hour), Some(Tier::Day)]
+            .map(|tier| host_series_sql(tier, fleet))
+    })
+});
 const AVAILABILITY_RAW: &str = include_str!("../../sql/site_availability_raw.sql");
 const AVAILABILITY_ROLLUP: &str = include_str!("../../sql/site_availability_rollup.sql");
 const RECENT_CHECKS: &str = include_str!("../../sql/recent_checks.sql");
@@ -83,9 +87,6 @@ impl HistoryService {
     }
 
     async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, ServiceError> {
-        if request.agent_id.is_empty() {
-            return Err(ServiceError::invalid("agent_id is required"));
-        }
         let (start, end) = range(request.range)?;
         let step = request.step_seconds.max(1);
         let span = end.duration_since(start).unwrap_or_default().as_secs();
@@ -95,15 +96,17 @@ impl HistoryService {
             )));
         }
         let tier = Tier::for_step(u64::from(step));
-        let sql = match tier {
-            Some(tier) => &*TIER_SERIES[tier as usize],
-            None => HOST_SERIES,
+        let fleet = request.agent_id.is_empty();
+        let sql = &SERIES[usize::from(fleet)][tier.map_or(0, |tier| tier as usize + 1)];
+        let step_seconds = f64::from(step);
+        let client = self.client().await?;
+        let rows = if fleet {
+            client.query(sql, &[&start, &end, &step_seconds]).await?
+        } else {
+            client
+                .query(sql, &[&start, &end, &step_seconds, &request.agent_id])
+                .await?
         };
-        let rows = self
-            .client()
-            .await?
-            .query(sql, &[&request.agent_id, &start, &end, &f64::from(step)])
-            .await?;
         let points = rows
             .iter()
             .map(|row| HostSeriesPoint {

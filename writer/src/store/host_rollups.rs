@@ -269,17 +269,22 @@ pub(super) async fn backfill_next_day(
     Ok(Some(day))
 }
 
-/// The History query of a host series from `tier`: one agent ($1) over [$2, $3) in
-/// steps of $4 seconds, averages of the buckets in each step.
-pub fn series_sql(tier: Tier) -> String {
+/// The History query of a host series over [$1, $2) in steps of $3 seconds, from
+/// `tier` (`None`: raw rows): one agent's ($4), or with `fleet` every agent's
+/// samples averaged together.
+pub fn series_sql(tier: Option<Tier>, fleet: bool) -> String {
+    let agent = if fleet { "" } else { "agent_id = $4 AND" };
+    let Some(tier) = tier else {
+        return include_str!("../../sql/host_series.sql").replace("{agent}", agent);
+    };
     let averages: Vec<String> = GAUGES
         .iter()
         .map(|g| format!("(sum({c}_sum) / sum(samples))::float8 AS {c}", c = g.column))
         .collect();
     format!(
-        "SELECT date_bin(make_interval(secs => $4::double precision), bucket_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
+        "SELECT date_bin(make_interval(secs => $3::double precision), bucket_start, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, \
          sum(samples)::bigint AS samples, {} \
-         FROM host_rollups WHERE agent_id = $1 AND resolution = '{}' AND bucket_start >= $2 AND bucket_start < $3 \
+         FROM host_rollups WHERE {agent} resolution = '{}' AND bucket_start >= $1 AND bucket_start < $2 \
          GROUP BY bucket ORDER BY bucket",
         averages.join(", "),
         tier.name()
