@@ -146,3 +146,27 @@ fn disk_figures_agree_with_df() {
         Some(once.iter().map(|d| d.available_bytes).sum::<u64>())
     );
 }
+
+#[test]
+fn the_busiest_processes_are_bounded_in_count_and_bytes() {
+    use prost::Message as _;
+    let mut sampler = HostSampler::new(None).unwrap().with_processes(10);
+    std::thread::sleep(
+        sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(std::time::Duration::from_millis(300)),
+    );
+    let sample = sampler.sample();
+    let listed = sample.processes.len();
+    assert!((10..=20).contains(&listed), "{listed} processes");
+    let by_cpu = sample.processes.iter().filter(|p| p.cpu_rank > 0).count();
+    let by_memory = sample.processes.iter().filter(|p| p.memory_rank > 0).count();
+    assert_eq!((by_cpu, by_memory), (10, 10));
+    let with = sample.encoded_len();
+    let without = fleetmon::pb::HostSample {
+        processes: Vec::new(),
+        ..sample
+    }
+    .encoded_len();
+    println!("a host sample: {without} bytes, {with} with its {listed} busiest processes");
+    // 20 processes of at most 256 bytes of command line and ~100 of the rest.
+    assert!(with - without <= 20 * 360, "{with} - {without}");
+}
