@@ -42,6 +42,11 @@ struct Rig {
     site_topic: String,
     dead_letter_topic: String,
     group: String,
+    /// Lines added to each writer's `[kafka]` (e.g. its `instance_id`).
+    writer_kafka: String,
+    /// Each writer's `session.timeout.ms` (short by default: a killed writer's
+    /// partitions move on quickly).
+    writer_session_ms: u32,
     site_port: u16,
     procs: Processes,
     agents: Vec<String>,
@@ -92,6 +97,8 @@ impl Rig {
             site_topic: unique_name("faults-site"),
             dead_letter_topic: unique_name("faults-dlq"),
             group: unique_name("faults-writer"),
+            writer_kafka: String::new(),
+            writer_session_ms: 6000,
             site_port: local_site().await,
             procs: Processes::default(),
             agents: Vec::new(),
@@ -154,8 +161,8 @@ impl Rig {
                 "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
                  [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n\
                  [kafka]\nbootstrap_servers = \"{kafka}\"\ngroup_id = \"{group}\"\n\
-                 host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\nreplication_factor = {replicas}\n\
-                 [kafka.options]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n\
+                 host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\nreplication_factor = {replicas}\n{extra}\
+                 [kafka.options]\n\"session.timeout.ms\" = {session}\n\"heartbeat.interval.ms\" = 1000\n\
                  [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\n\
                  [batch]\nmax_rows = 500\nlinger_ms = 100\n",
                 cert = certs.join("writer.pem").display(),
@@ -167,6 +174,8 @@ impl Rig {
                 site = self.site_topic,
                 dlq = self.dead_letter_topic,
                 replicas = self.replicas,
+                extra = self.writer_kafka,
+                session = self.writer_session_ms,
                 pg = self.schema.url(),
                 schema = self.schema.name,
             ),
@@ -552,6 +561,48 @@ async fn writer_killed_mid_stream_and_restarted() {
     hold(1).await;
     rig.start_writer("writer");
     rig.recovered(2, "writer SIGKILL, restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_writer_killed_takes_its_partitions_back_at_once_and_a_twin_is_fenced() {
+    let mut rig = Rig::new(&kafka_bootstrap(), &fleetmon::testkit::pg_url()).await;
+    // A session far longer than the wait below: restarted after a SIGKILL, a writer
+    // without a name would store nothing until its dead self's session expired.
+    rig.writer_kafka = "instance_id = \"fault-writer-1\"\n".to_owned();
+    rig.writer_session_ms = 120_000;
+    rig.start_all(&AGENTS, &AgentOptions::default()).await;
+    rig.procs.kill("writer");
+    let before = stored_rows(&rig).await;
+    let restarted = Instant::now();
+    rig.start_writer("writer");
+    while stored_rows(&rig).await < before + 20 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "the restarted writer stored nothing within half its session: it waited for its dead self"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "named writer restarted after SIGKILL: storing again after {:.1} s (session 120 s)",
+        restarted.elapsed().as_secs_f64()
+    );
+    // A second writer under the same name fences the first, which stops and says why.
+    rig.start_writer("writer-twin");
+    let log = Processes::log(rig.logs.path(), "writer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("another writer joined the group with this kafka.instance_id")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fenced writer did not say why within 60 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.recovered(2, "named writer SIGKILL, restarted; then fenced by a twin")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

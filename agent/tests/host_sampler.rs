@@ -158,7 +158,11 @@ fn the_busiest_processes_are_bounded_in_count_and_bytes() {
     let listed = sample.processes.len();
     assert!((10..=20).contains(&listed), "{listed} processes");
     let by_cpu = sample.processes.iter().filter(|p| p.cpu_rank > 0).count();
-    let by_memory = sample.processes.iter().filter(|p| p.memory_rank > 0).count();
+    let by_memory = sample
+        .processes
+        .iter()
+        .filter(|p| p.memory_rank > 0)
+        .count();
     assert_eq!((by_cpu, by_memory), (10, 10));
     let with = sample.encoded_len();
     let without = fleetmon::pb::HostSample {

@@ -82,6 +82,13 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Consumer group; writers in one group split the partitions between them.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a stable name, unique among the
+    /// group's writers (the packaged unit uses the host name). A writer restarted
+    /// under the same name takes its partitions back at once, where an unnamed one
+    /// waits for its dead self's session to expire (`session.timeout.ms`, 45 s). A
+    /// second writer under the same name fences the first, which stops saying so. A
+    /// named writer stopped for good keeps its partitions until the session expires.
+    pub instance_id: Option<String>,
     /// Topic of host samples.
     pub host_samples_topic: String,
     /// Topic of site checks.
@@ -849,6 +856,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             bootstrap_servers: fleetmon::config::DEFAULT_KAFKA.to_owned(),
             group_id: "fleetmon-writer".to_owned(),
+            instance_id: None,
             host_samples_topic: fleetmon::config::DEFAULT_HOST_SAMPLES_TOPIC.to_owned(),
             site_checks_topic: fleetmon::config::DEFAULT_SITE_CHECKS_TOPIC.to_owned(),
             checks_topic: fleetmon::config::DEFAULT_CHECKS_TOPIC.to_owned(),
@@ -1038,7 +1046,20 @@ impl WriterConfig {
             ));
         }
         self.alerts.validate()?;
-        for key in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+        if let Some(id) = &self.kafka.instance_id
+            && (id.trim().is_empty() || id.len() > 249)
+        {
+            return Err(ConfigError::field(
+                "kafka.instance_id",
+                "must be 1 to 249 characters (a name unique among the group's writers, e.g. the host name), or unset",
+            ));
+        }
+        for key in [
+            "enable.auto.offset.store",
+            "group.id",
+            "group.instance.id",
+            "bootstrap.servers",
+        ] {
             if self.kafka.options.contains_key(key) {
                 return Err(ConfigError::field(
                     &format!("kafka.options.\"{key}\""),
@@ -1115,6 +1136,23 @@ mod tests {
         let example = WriterConfig::load(Some(&path), Vec::new()).unwrap();
         let defaults = WriterConfig::load(None, Vec::new()).unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn an_empty_instance_id_and_a_fixed_option_are_refused_by_name() {
+        let load = |key: &str, value: &str| {
+            WriterConfig::load(None, [(key.to_owned(), value.to_owned())])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            load("FLEETMON_WRITER__KAFKA__INSTANCE_ID", " "),
+            "invalid config: `kafka.instance_id` must be 1 to 249 characters (a name unique among the group's writers, e.g. the host name), or unset"
+        );
+        assert!(
+            load("FLEETMON_WRITER__KAFKA__OPTIONS__GROUP.INSTANCE.ID", "w1")
+                .contains("kafka.options.\"group.instance.id\""),
+        );
     }
 
     #[test]

@@ -102,22 +102,29 @@ pub fn consumer(
         revoked: revoked.clone(),
         metrics,
     };
+    let mut settings = vec![("group.id", config.group_id.as_str())];
+    if let Some(id) = &config.instance_id {
+        settings.push(("group.instance.id", id));
+    }
     let consumer = fleetmon::kafka_topics::client_config_tuned(
         &config.bootstrap_servers,
         &[
-            ("group.id", &config.group_id),
-            ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("statistics.interval.ms", "5000"),
-            // A broker may hold a fetch for this long even with records waiting (tansu
-            // does): it bounds what the fetch adds to end-to-end latency. Kafka answers
-            // as soon as there is data; when idle this costs ten small fetches a second.
-            ("fetch.wait.max.ms", "100"),
-            // Bounds what librdkafka prefetches while Postgres is slow or down.
-            ("queued.max.messages.kbytes", "16384"),
-        ],
+            settings.as_slice(),
+            &[
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("statistics.interval.ms", "5000"),
+                // A broker may hold a fetch for this long even with records waiting (tansu
+                // does): it bounds what the fetch adds to end-to-end latency. Kafka answers
+                // as soon as there is data; when idle this costs ten small fetches a second.
+                ("fetch.wait.max.ms", "100"),
+                // Bounds what librdkafka prefetches while Postgres is slow or down.
+                ("queued.max.messages.kbytes", "16384"),
+            ],
+        ]
+        .concat(),
         &config.options,
     )
     .create_with_context(context)?;

@@ -65,6 +65,22 @@ pub enum PipelineError {
     /// A batch write task panicked; its batch was not stored, nor its offsets.
     #[error("batch write task failed: {0}")]
     Write(#[from] tokio::task::JoinError),
+    /// The consumer hit an error it cannot recover from, e.g. another writer joined
+    /// the group under this one's `kafka.instance_id`.
+    #[error("kafka consumer stopped: {0}")]
+    Fatal(String),
+}
+
+/// A fatal consumer error as the writer reports it, with the fix when it is a
+/// fencing: another member of the group took this writer's `kafka.instance_id`.
+fn fatal_reason(reason: &str) -> String {
+    if reason.to_ascii_lowercase().contains("fenced") {
+        format!(
+            "{reason}: another writer joined the group with this kafka.instance_id; give each writer a name of its own"
+        )
+    } else {
+        reason.to_owned()
+    }
 }
 
 /// The sample times a row may have: within the retention, at most [`MAX_AHEAD`] ahead.
@@ -264,6 +280,7 @@ impl Pipeline {
         let mut in_flight: Option<JoinHandle<(RowBatch, bool)>> = None;
         let mut paused: Option<TopicPartitionList> = None;
         let mut failed: Option<tokio::task::JoinError> = None;
+        let mut fatal: Option<String> = None;
         let max_rows = self.batch_config.max_rows;
         while !shutdown.is_cancelled() {
             filling.forget(&self.revoked);
@@ -316,7 +333,13 @@ impl Pipeline {
                         self.take_queued(&mut filling.rows, &window, &shutdown).await;
                         filling.started(self.batch_config.linger());
                     }
-                    Err(error) => tracing::warn!(%error, "kafka consume error"),
+                    Err(error) => {
+                        if let Some((_, reason)) = self.consumer.client().fatal_error() {
+                            fatal = Some(fatal_reason(&reason));
+                            break;
+                        }
+                        tracing::warn!(%error, "kafka consume error");
+                    }
                 },
             }
             if rebuild {
@@ -365,6 +388,9 @@ impl Pipeline {
             tracing::debug!(%error, "final offset commit");
         }
         tracing::info!("writer pipeline stopped");
+        if let Some(reason) = fatal {
+            return Err(PipelineError::Fatal(reason));
+        }
         match failed {
             Some(error) => Err(error.into()),
             None => Ok(()),
