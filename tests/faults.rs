@@ -428,6 +428,20 @@ impl Rig {
         }
     }
 
+    /// No agent was called silent: the agents sampled all along, and what waited in
+    /// Kafka while the writer was down proves it (the writer judges silence only up
+    /// to what it stored).
+    async fn no_agent_called_silent(&self) {
+        let silent = self
+            .schema
+            .scalar("SELECT count(*) FROM alerts WHERE kind = 'agent_silent'")
+            .await;
+        assert_eq!(
+            silent, 0,
+            "an agent was called silent while its samples waited in Kafka"
+        );
+    }
+
     /// URLs whose check rollup counts, and agents whose host rollup counts, differ
     /// from their raw rows, per resolution.
     async fn rollup_mismatches(&self) -> Vec<(String, String, i64, i64)> {
@@ -561,6 +575,7 @@ async fn writer_killed_mid_stream_and_restarted() {
     hold(1).await;
     rig.start_writer("writer");
     rig.recovered(2, "writer SIGKILL, restarted").await;
+    rig.no_agent_called_silent().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,6 +618,7 @@ async fn a_named_writer_killed_takes_its_partitions_back_at_once_and_a_twin_is_f
     }
     rig.recovered(2, "named writer SIGKILL, restarted; then fenced by a twin")
         .await;
+    rig.no_agent_called_silent().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,8 @@ async fn protobuf_records_round_trip_through_a_consumer_group() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(fleetmon_writer::metrics::WriterMetrics::new(&mut registry));
     let (consumer, _revoked) =
-        fleetmon_writer::consume::kafka_source::consumer(&writer, metrics).expect("consumer");
+        fleetmon_writer::consume::kafka_source::consumer(&writer, metrics, Default::default())
+            .expect("consumer");
     consumer.subscribe(&[&topic]).expect("subscribe");
 
     let mut received = BTreeMap::new();

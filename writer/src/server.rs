@@ -32,6 +32,7 @@ use crate::api::history::HistoryService;
 use crate::config::WriterConfig;
 use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
+use crate::consume::progress::{self, Progress};
 use crate::consume::{audit_mirror, check_mirror, label_mirror, topic_mirror};
 use crate::metrics::WriterMetrics;
 use crate::store::{PostgresSink, Retention, SinkError};
@@ -175,7 +176,8 @@ pub async fn start(
         DEAD_LETTER_TOPIC_TIMEOUT,
     )
     .await?;
-    let consumer = kafka_source::consumer(&config.kafka, metrics.clone())?;
+    let progress = Progress::default();
+    let consumer = kafka_source::consumer(&config.kafka, metrics.clone(), progress.clone())?;
     let checks_consumer = topic_mirror::consumer(&config.kafka, &check_mirror::spec())?;
     let audit_consumer = topic_mirror::consumer(&config.kafka, &audit_mirror::spec())?;
     let labels_consumer = topic_mirror::consumer(&config.kafka, &label_mirror::spec())?;
@@ -199,7 +201,8 @@ pub async fn start(
         metrics,
         cluster.clone(),
     )
-    .keeping(config.postgres.retention_days);
+    .keeping(config.postgres.retention_days)
+    .reporting_to(progress.clone());
 
     let (listener, grpc_addr) = bind(config.listen).await?;
     let (metrics_server, metrics_addr) = bind_metrics(config.metrics_listen, registry).await?;
@@ -253,6 +256,7 @@ pub async fn start(
     let alerts = config.alerts.clone();
     let checks_kafka = config.kafka.clone();
     let retention = config.postgres.retention();
+    let host_topic = config.kafka.host_samples_topic.clone();
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
         let mut tasks = Tasks::new(shutdown.clone());
@@ -295,6 +299,7 @@ pub async fn start(
                 timed_rules::run(
                     sink.clone(),
                     alerts,
+                    host_topic,
                     committed,
                     rules_skipped,
                     rounds,
@@ -303,6 +308,10 @@ pub async fn start(
             );
             tasks.spawn("notifier", notifier.run(shutdown.clone()));
         }
+        tasks.spawn(
+            "partition progress",
+            progress::save(sink.background().clone(), progress, shutdown.clone()),
+        );
         tasks.spawn(
             "partition maintenance",
             maintain(sink, retention, ahead, shutdown.clone()),

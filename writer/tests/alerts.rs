@@ -531,13 +531,7 @@ async fn an_agent_silent_for_three_intervals_alerts_and_resolves_when_it_returns
     let setup = Setup::new().await;
     let receiver = WebhookReceiver::start().await;
     let writer = writer_with_webhook(&setup, &receiver).await;
-    let sample = |seq| {
-        HostSampleAt {
-            seq,
-            ts: SystemTime::now(),
-        }
-        .sample("edge-1")
-    };
+    let sample = |seq| HostSampleAt::now(seq).sample("edge-1");
     setup.produce_hosts(&[sample(1)]).await;
     setup
         .wait_for("SELECT count(*) FROM agents WHERE interval_seconds = 1", 1)
@@ -564,6 +558,68 @@ async fn an_agent_silent_for_three_intervals_alerts_and_resolves_when_it_returns
         ],
     )
     .await;
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_waiting_behind_a_stalled_writer_never_make_an_agent_silent() {
+    let setup = Setup::new().await;
+    let receiver = WebhookReceiver::start().await;
+    let writer = writer_with_webhook(&setup, &receiver).await;
+    let sample = |seq| HostSampleAt::now(seq).sample("edge-1");
+    // The agent samples every second (the scenario's clock), stored as it comes,
+    // until the writers have saved how far they stored the host topic.
+    let mut seq = 1;
+    setup.produce_hosts(&[sample(seq)]).await;
+    let progress = format!(
+        "SELECT count(*) FROM partition_progress WHERE topic = '{}' AND stored_up_to > now() - interval '5 seconds'",
+        setup.config.kafka.host_samples_topic
+    );
+    while setup.scalar(&progress).await == 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seq += 1;
+        setup.produce_hosts(&[sample(seq)]).await;
+    }
+    // The writer stalls: storing host rows waits for a lock the test holds (reading
+    // does not), while the agent goes on for 12 s, four times its silent threshold.
+    let blocker = setup.schema.connect().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE host_samples IN SHARE MODE")
+        .await
+        .unwrap();
+    let stalled_at = seq;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seq += 1;
+        setup.produce_hosts(&[sample(seq)]).await;
+    }
+    // The rules ran meanwhile (two full rounds after the last sample), judging by what
+    // was stored, which stopped at the stall.
+    writer.after_a_full_round().await;
+    assert!(
+        setup.scalar("SELECT count(*) FROM host_samples").await <= stalled_at as i64,
+        "the writer did not stall"
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", seq as i64)
+        .await;
+    writer.after_a_full_round().await;
+    assert_eq!(
+        setup
+            .scalar("SELECT count(*) FROM alerts WHERE kind = 'agent_silent'")
+            .await,
+        0,
+        "an agent was called silent while its samples waited in Kafka"
+    );
+    // The rule still decides: the agent stops, and it is silent.
+    setup
+        .wait_for(
+            "SELECT count(*) FROM alerts WHERE kind = 'agent_silent' AND subject = 'edge-1' AND resolved_at IS NULL",
+            1,
+        )
+        .await;
+    delivered_exactly(&receiver, &[note("opened", "agent_silent", "edge-1")]).await;
     writer.stop().await;
 }
 
@@ -658,6 +714,14 @@ struct HostSampleAt {
 }
 
 impl HostSampleAt {
+    /// Sample `seq`, taken now.
+    fn now(seq: u64) -> Self {
+        HostSampleAt {
+            seq,
+            ts: SystemTime::now(),
+        }
+    }
+
     fn sample(&self, agent: &str) -> fleetmon::pb::HostSample {
         fleetmon::pb::HostSample {
             interval_seconds: 1,

@@ -40,6 +40,7 @@ const LOCK: i32 = 0x666c_6d6e; // "flmn"
 pub async fn run(
     sink: Arc<PostgresSink>,
     config: AlertsConfig,
+    host_topic: String,
     wake: Arc<Notify>,
     skipped: Counter,
     rounds: Counter,
@@ -52,7 +53,7 @@ pub async fn run(
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-        match evaluate(&sink, &config, &channels, &skipped).await {
+        match evaluate(&sink, &config, &host_topic, &channels, &skipped).await {
             Ok(Some(transitions)) => {
                 rounds.inc();
                 if transitions != Transitions::default() {
@@ -65,10 +66,12 @@ pub async fn run(
     }
 }
 
-/// One round; `None` when another writer holds the round.
+/// One round; `None` when another writer holds the round. Agents are judged silent
+/// only up to where the writers have stored `host_topic`.
 pub async fn evaluate(
     sink: &PostgresSink,
     config: &AlertsConfig,
+    host_topic: &str,
     channels: &Channels,
     skipped: &Counter,
 ) -> Result<Option<Transitions>, SinkError> {
@@ -94,7 +97,7 @@ pub async fn evaluate(
         tx.batch_execute("SAVEPOINT timed_rule").await?;
         let decided = async {
             let candidates = match kind {
-                kind::AGENT_SILENT => silent_agents(&tx, rules).await?,
+                kind::AGENT_SILENT => silent_agents(&tx, rules, host_topic).await?,
                 kind::DISK_FULL => full(&tx, "disk", rules.disk_percent).await?,
                 kind::MEMORY_FULL => full(&tx, "memory", rules.memory_percent).await?,
                 kind::CPU_BUSY => busy_cpus(&tx, rules).await?,
@@ -140,16 +143,21 @@ pub async fn evaluate(
 async fn silent_agents(
     tx: &tokio_postgres::Transaction<'_>,
     rules: &HostRules,
+    host_topic: &str,
 ) -> Result<Vec<Candidate>, SinkError> {
     let intervals = f64::from(rules.agent_silent_intervals);
-    let rows = tx.query(SILENT_AGENTS, &[&intervals]).await?;
-    Ok(rows
+    let rows = tx.query(SILENT_AGENTS, &[&intervals, &host_topic]).await?;
+    let behind = rows
+        .first()
+        .map_or(0.0, |row| row.get::<_, f64>("behind_seconds"));
+    let mut candidates: Vec<Candidate> = rows
         .iter()
-        .map(|row| {
-            let agent: String = row.get("agent_id");
+        .filter_map(|row| {
+            // The horizon's row without a silent agent has none.
+            let agent: String = row.get::<_, Option<String>>("agent_id")?;
             let silent: f64 = row.get("silent_seconds");
             let interval: i32 = row.get("interval_seconds");
-            Candidate {
+            Some(Candidate {
                 kind: kind::AGENT_SILENT,
                 subject: agent.clone(),
                 agent_id: agent.clone(),
@@ -157,10 +165,35 @@ async fn silent_agents(
                     "agent {agent} has sent nothing for {silent:.0} s (it samples every {interval} s)"
                 ),
                 locations: Vec::new(),
-            }
+            })
         })
-        .collect())
+        .collect();
+    // While the writers are behind, what is stored cannot show an agent is back:
+    // its open alert stays open until they catch up.
+    if behind > STORED_SLACK_SECONDS {
+        tracing::info!(
+            behind_seconds = behind,
+            "host samples are stored {behind:.0} s behind: agents are judged silent up to then"
+        );
+        let open = alert_store::open_subjects(tx, kind::AGENT_SILENT).await?;
+        for subject in open {
+            if candidates.iter().all(|c| c.subject != subject) {
+                candidates.push(Candidate {
+                    kind: kind::AGENT_SILENT,
+                    agent_id: subject.clone(),
+                    cause: String::new(),
+                    subject,
+                    locations: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(candidates)
 }
+
+/// How far behind now the stored host samples may be and still count as caught up:
+/// progress is read every 5 s (the consumer's statistics) and saved every 2 s.
+const STORED_SLACK_SECONDS: f64 = 10.0;
 
 /// Heartbeat checks whose job did not ping in time (by its period, or its cron schedule
 /// in its time zone), or said it failed.

@@ -12,6 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 
 use crate::config::KafkaConfig;
+use crate::consume::progress::Progress;
 use crate::consume::row_batch::PartitionKey;
 use crate::metrics::{PartitionLabel, WriterMetrics};
 
@@ -22,6 +23,7 @@ pub type Revoked = Arc<Mutex<Vec<PartitionKey>>>;
 #[derive(Debug)]
 pub struct WriterContext {
     revoked: Revoked,
+    progress: Progress,
     metrics: Arc<WriterMetrics>,
 }
 
@@ -43,6 +45,14 @@ impl ClientContext for WriterContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
+                // Nothing left to store: every record published so far is stored
+                // (the stored offset, or before any, the committed one, is at the end).
+                let nothing_left = p.consumer_lag_stored == 0
+                    || (p.consumer_lag_stored < 0 && p.consumer_lag == 0);
+                if *partition >= 0 && nothing_left {
+                    self.progress
+                        .advance((topic.clone(), *partition), std::time::SystemTime::now());
+                }
                 // -1 is librdkafka's "not consumed by us" / unknown.
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     self.metrics
@@ -69,6 +79,7 @@ impl ConsumerContext for WriterContext {
                     .collect();
                 tracing::info!(partitions = ?keys, "partitions revoked");
                 self.mark_assigned(&keys, 0);
+                self.progress.forget(&keys);
                 self.revoked
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -96,10 +107,12 @@ pub type WriterConsumer = StreamConsumer<WriterContext>;
 pub fn consumer(
     config: &KafkaConfig,
     metrics: Arc<WriterMetrics>,
+    progress: Progress,
 ) -> KafkaResult<(WriterConsumer, Revoked)> {
     let revoked = Revoked::default();
     let context = WriterContext {
         revoked: revoked.clone(),
+        progress,
         metrics,
     };
     let mut settings = vec![("group.id", config.group_id.as_str())];

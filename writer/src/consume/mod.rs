@@ -9,6 +9,7 @@ pub mod check_mirror;
 pub mod kafka_source;
 pub mod label_mirror;
 pub mod pipeline;
+pub mod progress;
 pub mod quarantine;
 pub mod row_batch;
 pub mod topic_mirror;

@@ -29,6 +29,7 @@ use crate::config::{BatchConfig, KafkaConfig};
 use crate::consume::kafka_source::{
     self, ClusterId, DeadLetters, Revoked, WriterConsumer, cluster_changed, content_type,
 };
+use crate::consume::progress::Progress;
 use crate::consume::quarantine::{Isolated, Refused, store_isolating};
 use crate::consume::row_batch::{DecodeError, RowBatch, decode_host, decode_site};
 use crate::metrics::{ReasonLabel, TableLabel, WriterMetrics};
@@ -203,6 +204,8 @@ pub struct Pipeline {
     /// To build a new consumer when the cluster changes.
     kafka: KafkaConfig,
     cluster: ClusterId,
+    /// How far each held partition is stored (for the timed rules).
+    progress: Progress,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -239,7 +242,14 @@ impl Pipeline {
             retention: Duration::from_secs(30 * 86_400),
             kafka: kafka.clone(),
             cluster,
+            progress: Progress::default(),
         }
+    }
+
+    /// Reports how far each held partition is stored to `progress` (the one its
+    /// consumer's statistics report to).
+    pub fn reporting_to(self, progress: Progress) -> Self {
+        Pipeline { progress, ..self }
     }
 
     /// Keeps rows of the last `retention_days` (`postgres.retention_days`, 30 unless
@@ -413,7 +423,8 @@ impl Pipeline {
     /// A new consumer (no positions, no stored offsets) subscribed to the topics; the
     /// old one is closed on a blocking thread.
     fn replace_consumer(&mut self) -> Result<(), PipelineError> {
-        let (consumer, revoked) = kafka_source::consumer(&self.kafka, self.metrics.clone())?;
+        let (consumer, revoked) =
+            kafka_source::consumer(&self.kafka, self.metrics.clone(), self.progress.clone())?;
         consumer.subscribe(&[&self.host_topic, &self.site_topic])?;
         let old = std::mem::replace(&mut self.consumer, Arc::new(consumer));
         self.revoked = revoked;
@@ -483,6 +494,11 @@ impl Pipeline {
     /// After the batch committed: its offsets become the group's resume points.
     fn store_offsets(&self, batch: &RowBatch) {
         for ((topic, partition), rows) in batch.partitions() {
+            // Samples arrive about in the order they were taken: what this batch
+            // stored of a partition, it stored up to its newest sample.
+            if let Some(newest) = rows.hosts.iter().map(|row| row.ts).max() {
+                self.progress.advance((topic.clone(), *partition), newest);
+            }
             if let Err(error) = self
                 .consumer
                 .store_offset(topic, *partition, rows.last_offset)
