@@ -180,7 +180,8 @@ pub struct KafkaConfig {
     /// `min.insync.replicas` of topics the collector creates (default: the broker's):
     /// with `acks=all`, a sample is acknowledged only once this many replicas have it.
     pub min_insync_replicas: Option<i32>,
-    /// How long to wait for the broker at start-up before giving up, in seconds.
+    /// How long one try to reach the broker lasts, in seconds; at start-up the
+    /// collector tries again until one answers.
     pub connect_timeout_seconds: u64,
     /// Producer `linger.ms`: a little waiting buys much larger, compressed batches.
     pub linger_ms: u32,

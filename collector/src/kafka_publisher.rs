@@ -95,7 +95,39 @@ impl std::fmt::Debug for KafkaPublisher {
     }
 }
 
+/// How long the collector waits between tries while Kafka is not up at start.
+const WAIT_FOR_KAFKA: fleetmon::backoff::Backoff =
+    fleetmon::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
 impl KafkaPublisher {
+    /// [`KafkaPublisher::connect`], tried again while no broker answers (the collector
+    /// may start before Kafka), each wait logged with the address and the reason; a
+    /// configuration error, or `shutdown`, ends the wait with its error.
+    pub async fn connect_when_up(
+        config: &KafkaConfig,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Self, PublishError> {
+        let mut retries = WAIT_FOR_KAFKA.retries();
+        loop {
+            match Self::connect(config).await {
+                Err(error @ PublishError::Unreachable { .. }) => {
+                    let delay = retries.failed();
+                    tracing::warn!(
+                        kafka = %config.bootstrap_servers,
+                        %error,
+                        retry_in = ?delay,
+                        "waiting for Kafka: the collector serves once it answers"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return Err(error),
+                    }
+                }
+                connected => return connected,
+            }
+        }
+    }
+
     /// Creates the producer, waits (up to the configured timeout) until the broker
     /// answers, and creates missing topics.
     pub async fn connect(config: &KafkaConfig) -> Result<Self, PublishError> {

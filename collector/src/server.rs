@@ -148,7 +148,7 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
-    let publisher = KafkaPublisher::connect(&config.kafka).await?;
+    let publisher = KafkaPublisher::connect_when_up(&config.kafka, &shutdown).await?;
     let catalog = CheckCatalog::open_checks(&config.kafka, shutdown.clone()).await?;
     let credentials = CredentialStore::open_credentials(&config.kafka, shutdown.clone()).await?;
     let revocations = credentials.revocations(fleetmon::tls::reloading_crl_serials(&config.tls)?);

@@ -396,8 +396,57 @@ async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadl
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_started_before_kafka_waits_for_it_then_serves() {
+    fleetmon::tls::install_crypto_provider();
+    let pki = fleetmon::testkit::TestPki::new();
+    // Nothing answers Kafka's port yet: only a listener that hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = fleetmon_collector::CollectorConfig::new(pki.server("collector"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
+    config.kafka.connect_timeout_seconds = 1;
+    config.kafka.host_samples_topic = fleetmon::testkit::unique_name("late-kafka-host");
+    config.kafka.site_checks_topic = fleetmon::testkit::unique_name("late-kafka-site");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let starting = tokio::spawn(fleetmon_collector::start(config, shutdown.clone()));
+
+    // The collector tries, is hung up on, and tries again: it waits rather than exits.
+    for _ in 0..2 {
+        let (socket, _) = listener.accept().await.unwrap();
+        drop(socket);
+    }
+    assert!(!starting.is_finished(), "the collector gave up waiting");
+
+    // Kafka "comes up": the port now leads to the suite's broker (whose metadata
+    // then names its own address).
+    let real = kafka_bootstrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let real = real.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&real).await {
+                    // A proxy: the copy ends when either side closes.
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let running = starting
+        .await
+        .unwrap()
+        .expect("the collector starts once Kafka answers");
+    shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
-async fn an_unreachable_broker_fails_start_up_naming_it() {
+async fn a_collector_stopped_while_waiting_for_kafka_names_it() {
     fleetmon::tls::install_crypto_provider();
     let pki = fleetmon::testkit::TestPki::new();
     let port = fleetmon::testkit::free_port();
@@ -405,14 +454,16 @@ async fn an_unreachable_broker_fails_start_up_naming_it() {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
-    config.kafka.connect_timeout_seconds = 2;
-    let error = fleetmon_collector::start(config, tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap_err();
+    config.kafka.connect_timeout_seconds = 1;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let starting = tokio::spawn(fleetmon_collector::start(config, shutdown.clone()));
+    // Stopped (Ctrl-C, systemd) while it waits: the start ends naming the broker.
+    shutdown.cancel();
+    let error = starting.await.unwrap().unwrap_err();
     let text = error.to_string();
     assert!(
         text.starts_with(&format!(
-            "cannot reach Kafka at 127.0.0.1:{port} within 2 s: "
+            "cannot reach Kafka at 127.0.0.1:{port} within 1 s: "
         )),
         "{text}"
     );
