@@ -215,6 +215,19 @@ start_bench_kafka() {
   step "Kafka: $kafka (${FLEETMON_KAFKA:+FLEETMON_KAFKA}${FLEETMON_KAFKA:-${FLEETMON_BENCH_BROKER:-kafka}})"
 }
 
+# Stops the processes in the caller's pids (last started first) and waits until each
+# has exited, children or not (a bench's Kafka node is a grandchild, still writing
+# its data directory for a moment): TERM, then KILL after 30 s.
+stop_pids() {
+  local i pid
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
