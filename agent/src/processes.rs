@@ -70,7 +70,8 @@ pub struct ProcessTable {
     page_bytes: u64,
     /// When the host booted (from `/proc/stat`'s `btime`).
     boot_time: SystemTime,
-    /// uid → user name, from `/etc/passwd`; read again when a uid is missing.
+    /// uid → user name, from `/etc/passwd`; read again when a uid is missing (one
+    /// without a name is then named by its number).
     users: HashMap<u32, String>,
 }
 
@@ -188,10 +189,12 @@ impl ProcessTable {
         if !self.users.contains_key(&uid) {
             self.users = users();
         }
+        // A uid the host has no name for is named by its number, and remembered so,
+        // so that /etc/passwd is not read again for it at every sample.
         self.users
-            .get(&uid)
-            .cloned()
-            .unwrap_or_else(|| uid.to_string())
+            .entry(uid)
+            .or_insert_with(|| uid.to_string())
+            .clone()
     }
 }
 

@@ -37,10 +37,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// midnight, unless a completed load is there; then the rollups.
 async fn load(sink: &PostgresSink, agents: u64, days: u64, interval: u64, end: i64) {
     let client = sink.queries().get().await.unwrap();
-    let loaded = client
-        .query_opt("SELECT 1 FROM bench_loaded", &[])
+    let loaded: bool = client
+        .query_one(
+            "SELECT to_regclass('bench_loaded') IS NOT NULL AS loaded",
+            &[],
+        )
         .await
-        .is_ok_and(|row| row.is_some());
+        .unwrap()
+        .get("loaded");
     if loaded {
         eprintln!("==> reusing the loaded schema");
         return;
