@@ -237,13 +237,14 @@ free_port() {
 # 32000 (where the tests' late_port blocks end) and the kernel's ephemeral range, so no
 # bind(0) of a test's own server meanwhile (a webhook receiver, a metrics endpoint) can
 # be handed it and answer the node's peers in HTTP. Where that range leaves no room, a
-# free_port.
+# free_port. Ports given as arguments (drawn before and not yet bound) are not drawn.
 late_free_port() {
-  python3 - <<'PY'
-import random, socket
+  python3 - "$@" <<'PY'
+import random, socket, sys
 low = 32000
 start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-candidates = list(range(low, start))
+taken = {int(port) for port in sys.argv[1:]}
+candidates = [port for port in range(low, start) if port not in taken]
 random.shuffle(candidates)
 for port in candidates[:2000]:
     s = socket.socket()
