@@ -422,21 +422,7 @@ async fn a_collector_started_before_kafka_waits_for_it_then_serves() {
 
     // Kafka "comes up": the port now leads to the suite's broker (whose metadata
     // then names its own address).
-    let real = kafka_bootstrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let real = real.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&real).await {
-                    // A proxy: the copy ends when either side closes.
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    fleetmon::testkit::forward_to(listener, kafka_bootstrap());
     let running = starting
         .await
         .unwrap()

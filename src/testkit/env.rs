@@ -61,6 +61,24 @@ pub fn late_port() -> u16 {
     )
 }
 
+/// From now on, every connection `listener` accepts is forwarded to `real`, byte for
+/// byte: a server that "comes up" behind a port that until then only hung up (a
+/// writer or collector started before its PostgreSQL or Kafka).
+pub fn forward_to(listener: tokio::net::TcpListener, real: String) {
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let real = real.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&real).await {
+                    // Either side closing ends the copy; how it ended is no concern
+                    // of the test, which checks what the server does.
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,20 +239,29 @@ async fn host_series_averages_per_step_and_agents_are_listed() {
 
     // Each step from the coarsest tier it is made of, or raw rows: the same
     // averages per step as the samples give.
+    let series_of = |agent: &str, step: u32| {
+        let request = HostSeriesRequest {
+            agent_id: agent.to_owned(),
+            range: Some(TimeRange {
+                start: at(base - Duration::from_secs(2 * 86_400)),
+                end: None,
+            }),
+            step_seconds: step,
+        };
+        let mut history = history.clone();
+        async move {
+            let series = history.get_host_series(request).await.unwrap().into_inner();
+            let points: Vec<(Option<prost_types::Timestamp>, u32, f64)> = series
+                .points
+                .iter()
+                .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
+                .collect();
+            (series.resolution, points)
+        }
+    };
     for (step, resolution) in [(20, "raw"), (60, "minute"), (3600, "hour"), (86_400, "day")] {
-        let series = history
-            .get_host_series(HostSeriesRequest {
-                agent_id: "a9".to_owned(),
-                range: Some(TimeRange {
-                    start: at(base - Duration::from_secs(2 * 86_400)),
-                    end: None,
-                }),
-                step_seconds: step,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(series.resolution, resolution, "step {step}");
+        let (read_from, points) = series_of("a9", step).await;
+        assert_eq!(read_from, resolution, "step {step}");
         let mut expected: Vec<(Option<prost_types::Timestamp>, u32, f64)> = Vec::new();
         for sample in &samples {
             let secs = sample.sampled_at.unwrap().seconds as u64;
@@ -270,31 +279,10 @@ async fn host_series_averages_per_step_and_agents_are_listed() {
             .into_iter()
             .map(|(b, n, sum)| (b, n, sum / f64::from(n)))
             .collect();
-        let points: Vec<_> = series
-            .points
-            .iter()
-            .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
-            .collect();
         assert_eq!(points, expected, "step {step}");
-        // The whole fleet is this one agent here: the same points.
-        let fleet = history
-            .get_host_series(HostSeriesRequest {
-                agent_id: String::new(),
-                range: Some(TimeRange {
-                    start: at(base - Duration::from_secs(2 * 86_400)),
-                    end: None,
-                }),
-                step_seconds: step,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let fleet: Vec<_> = fleet
-            .points
-            .iter()
-            .map(|p| (p.bucket_start, p.samples, p.cpu_usage_percent))
-            .collect();
-        assert_eq!(fleet, points, "fleet, step {step}");
+        // The whole fleet is this one agent here: the same points, from the same tier.
+        let fleet = series_of("", step).await;
+        assert_eq!(fleet, (read_from, points), "fleet, step {step}");
     }
 
     let agents = history

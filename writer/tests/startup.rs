@@ -41,20 +41,7 @@ async fn a_writer_started_before_postgresql_waits_for_it_then_stores() {
     assert!(!starting.is_finished(), "the writer gave up waiting");
 
     // PostgreSQL "comes up": the port now leads to the real server.
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let real = real.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&real).await {
-                    // A proxy: the copy ends when either side closes.
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    fleetmon::testkit::forward_to(listener, real);
     let running = starting
         .await
         .unwrap()

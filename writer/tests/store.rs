@@ -430,11 +430,7 @@ async fn rollups_hold_what_the_stored_checks_add_up_to_per_utc_minute_and_hour()
         .await;
     writer.stop().await;
 
-    let db = setup.schema.connect().await;
-    // Buckets are UTC whatever the session's zone.
-    db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
-        .await
-        .unwrap();
+    let db = connected_elsewhere(&setup).await;
     let stored = text_lines(&db, STORED_ROLLUPS).await;
     assert_eq!(stored, text_lines(&db, ROLLUPS_OF_THE_ROWS).await);
     // Site a in 101 minutes, b in 100 (15 s earlier), both in 2 hours; codes counted
@@ -444,6 +440,16 @@ async fn rollups_hold_what_the_stored_checks_add_up_to_per_utc_minute_and_hour()
         stored.iter().any(|line| line.contains(r#""none": "#)),
         "{stored:#?}"
     );
+}
+
+/// A connection to the test schema in a time zone far from UTC: rollup buckets are
+/// UTC whatever the session's zone.
+async fn connected_elsewhere(setup: &Setup) -> tokio_postgres::Client {
+    let db = setup.schema.connect().await;
+    db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
+        .await
+        .unwrap();
+    db
 }
 
 /// The first column of each row `sql` returns, as text.
@@ -552,10 +558,7 @@ async fn host_rollups_hold_what_the_samples_add_up_to_through_a_crash_a_redelive
         .await;
     writer.stop().await;
 
-    let db = setup.schema.connect().await;
-    db.batch_execute("SET TIME ZONE 'Asia/Kolkata'")
-        .await
-        .unwrap();
+    let db = connected_elsewhere(&setup).await;
     let stored = text_lines(&db, &host_rollup_lines(true)).await;
     assert_eq!(stored, text_lines(&db, &host_rollup_lines(false)).await);
     // h1 and h2: 150 or 151 minutes each, 3 or 4 hours, 1 or 2 days; h3: one each.
