@@ -199,6 +199,11 @@ impl HostSampler {
             fifteen: 0.0,
         });
         let clamp = |usage: f32| f64::from(usage).clamp(0.0, 100.0);
+        // With the busiest processes reported, their reading of /proc counts them too.
+        let (process_count, processes) = match self.processes.as_mut() {
+            Some(table) => table.top(),
+            None => (process_count(), Vec::new()),
+        };
         HostSample {
             sampled_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             hostname: self.hostname.clone(),
@@ -230,13 +235,9 @@ impl HostSampler {
             network_rx_bytes_per_second: external().map(|i| i.rx_bytes_per_second).sum(),
             network_tx_bytes_per_second: external().map(|i| i.tx_bytes_per_second).sum(),
             interfaces,
-            process_count: process_count(),
+            process_count,
             uptime_seconds: System::uptime().unwrap_or_default(),
-            processes: self
-                .processes
-                .as_mut()
-                .map(ProcessTable::top)
-                .unwrap_or_default(),
+            processes,
             ..Default::default()
         }
     }

@@ -147,15 +147,14 @@ impl ProcessTable {
         readings
     }
 
-    /// The top processes by CPU and by resident memory, each once, busiest by CPU
-    /// first; empty when `top` is 0.
-    pub fn top(&mut self) -> Vec<ProcessUsage> {
-        if self.top == 0 {
-            return Vec::new();
-        }
+    /// How many processes run now (as `ps -e` counts them: this reading lists each
+    /// numbered entry of `/proc` it could read), and the top by CPU and by resident
+    /// memory, each once, busiest by CPU first.
+    pub fn top(&mut self) -> (u32, Vec<ProcessUsage>) {
         let readings = self.read();
+        let count = u32::try_from(readings.len()).unwrap_or(u32::MAX);
         let ranked = rank(&readings, self.top);
-        ranked
+        let listed = ranked
             .into_iter()
             .map(|(index, cpu_rank, memory_rank)| {
                 let reading = &readings[index];
@@ -177,7 +176,8 @@ impl ProcessTable {
                     memory_rank,
                 }
             })
-            .collect()
+            .collect();
+        (count, listed)
     }
 
     /// The name of the user owning `/proc/PID` (the process's effective uid), or the
@@ -346,7 +346,11 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(1);
         }
         assert_ne!(x, 1);
-        let listed = table.top();
+        let (count, listed) = table.top();
+        assert!(
+            count as usize >= listed.len() && count > 1,
+            "{count} processes"
+        );
         let me = listed
             .iter()
             .find(|p| p.pid == std::process::id())

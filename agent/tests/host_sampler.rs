@@ -157,6 +157,12 @@ fn the_busiest_processes_are_bounded_in_count_and_bytes() {
     let sample = sampler.sample();
     let listed = sample.processes.len();
     assert!((10..=20).contains(&listed), "{listed} processes");
+    // Counted from the same reading of /proc.
+    assert!(
+        sample.process_count as usize >= listed,
+        "{}",
+        sample.process_count
+    );
     let by_cpu = sample.processes.iter().filter(|p| p.cpu_rank > 0).count();
     let by_memory = sample
         .processes

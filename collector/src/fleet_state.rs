@@ -236,11 +236,13 @@ impl FleetState {
                     entry.hostname = host.hostname.clone();
                     // Kept without its processes (up to 200 of them): they travel
                     // in the event only, so a watcher lists them from the next
-                    // sample and an agent's entry here stays small.
-                    let mut kept = host.clone();
-                    kept.processes = Vec::new();
-                    entry.latest_host = Some(kept);
-                    watch_event::Kind::Host(host.clone())
+                    // sample and an agent's entry here stays small. One copy with
+                    // them (the event's), one without (the entry's).
+                    let mut event = host.clone();
+                    let processes = std::mem::take(&mut event.processes);
+                    entry.latest_host = Some(event.clone());
+                    event.processes = processes;
+                    watch_event::Kind::Host(event)
                 }
                 ValidSample::Site(site) => {
                     let entry = agents.entry(site.agent_id.clone()).or_default();
