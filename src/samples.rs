@@ -239,6 +239,39 @@ impl SampleKind {
     }
 }
 
+/// A sample on the wire, whatever its kind: where the agent and the collector read
+/// what every kind has, so they need no `match` of their own.
+impl crate::pb::sample::Kind {
+    /// The sample's sequence number within its stream.
+    pub fn seq(&self) -> u64 {
+        match self {
+            crate::pb::sample::Kind::Host(s) => s.seq,
+            crate::pb::sample::Kind::Site(s) => s.seq,
+        }
+    }
+
+    /// Puts the sample in `stream_id` as number `seq`.
+    pub fn number(&mut self, stream_id: &str, seq: u64) {
+        let (stream, number) = match self {
+            crate::pb::sample::Kind::Host(s) => (&mut s.stream_id, &mut s.seq),
+            crate::pb::sample::Kind::Site(s) => (&mut s.stream_id, &mut s.seq),
+        };
+        stream_id.clone_into(stream);
+        *number = seq;
+    }
+}
+
+/// A live event, whatever kind of sample it carries.
+impl crate::pb::watch_event::Kind {
+    /// The agent the sample is from.
+    pub fn agent_id(&self) -> &str {
+        match self {
+            crate::pb::watch_event::Kind::Host(s) => &s.agent_id,
+            crate::pb::watch_event::Kind::Site(s) => &s.agent_id,
+        }
+    }
+}
+
 /// What host samples and site checks share.
 pub trait Sample {
     /// The fully qualified protobuf message name.
@@ -255,6 +288,9 @@ pub trait Sample {
     fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>);
     /// Every text field, named as in the proto (`disks.device` for repeated ones).
     fn text_fields(&self) -> Vec<(&'static str, &str)>;
+    /// The key of its Kafka record, which picks the partition and so the writer that
+    /// stores it.
+    fn partition_key(&self) -> &str;
 }
 
 impl Sample for HostSample {
@@ -275,6 +311,11 @@ impl Sample for HostSample {
 
     fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>) {
         ("sampled_at", self.sampled_at)
+    }
+
+    /// Its agent: one writer stores an agent's host rows in order.
+    fn partition_key(&self) -> &str {
+        &self.agent_id
     }
 
     fn text_fields(&self) -> Vec<(&'static str, &str)> {
@@ -328,6 +369,17 @@ impl Sample for SiteCheck {
 
     fn taken_at(&self) -> (&'static str, Option<prost_types::Timestamp>) {
         ("checked_at", self.checked_at)
+    }
+
+    /// Its check: every location's result for one check lands in one partition, so
+    /// one writer owns its rollups and alert state; a site of an agent's own config by
+    /// its URL.
+    fn partition_key(&self) -> &str {
+        if self.check_id.is_empty() {
+            &self.url
+        } else {
+            &self.check_id
+        }
     }
 
     fn text_fields(&self) -> Vec<(&'static str, &str)> {

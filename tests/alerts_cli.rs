@@ -3,12 +3,10 @@
 //! HTTP receiver gets the notifications, and `fleetmon alerts` / `fleetmon silence`
 //! show and change what an operator relies on.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{CentralRig, eventually, switchable_site};
+use fleetmon::testkit::{CentralRig, eventually, switchable_site};
 use fleetmon::testkit::{WebhookReceiver, late_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,19 +37,17 @@ async fn a_site_down_everywhere_alerts_once_and_resolves_once_through_the_whole_
         rig.agent(agent, "tier = \"edge\"");
     }
     let url = format!("http://127.0.0.1:{port}/");
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
+    rig.add_shop(
         &url,
-        "--interval",
-        "1",
-        "--labels",
-        "tier=edge",
-        "--failure-threshold",
-        "2",
-    ]);
+        &[
+            "--interval",
+            "1",
+            "--labels",
+            "tier=edge",
+            "--failure-threshold",
+            "2",
+        ],
+    );
     eventually(
         &rig.schema,
         "SELECT count(DISTINCT agent_id) FROM site_checks WHERE check_id = 'shop' AND ok",

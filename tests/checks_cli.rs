@@ -2,17 +2,15 @@
 //! processes, real Kafka and Postgres. What the operator types, what it prints, and the
 //! rows with the check's id that land in Postgres.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{CentralRig, eventually};
 use fleetmon::testkit::grpcurl_operator;
+use fleetmon::testkit::{CentralRig, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_adds_pauses_and_applies_checks_and_rows_carry_the_check_id() {
     let mut rig = CentralRig::start("").await;
-    let site_port = common::switchable_site(Default::default()).await;
+    let site_port = fleetmon::testkit::switchable_site(Default::default()).await;
     rig.agent("edge-1", "location = \"eu-west\"");
     let (schema, collector, certs) = (&rig.schema, rig.collector, rig.certs().to_owned());
     let checks = |args: &[&str]| rig.fleetmon(&[&["checks"], args].concat());
@@ -262,14 +260,14 @@ async fn site_requiring_token(token: &'static str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_header_from_a_checks_file_is_sent_by_the_agent_and_stored_sealed() {
     let keys = tempfile::tempdir().unwrap();
-    let made = std::process::Command::new(common::binary("fleetmon"))
+    let made = std::process::Command::new(fleetmon::testkit::binary("fleetmon"))
         .args(["certs", "new-secret-key", "--dir"])
         .arg(keys.path())
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
     let key_file = keys.path().join("check-secrets.key");
-    let mut rig = common::CentralRig::start_with(common::RigOptions {
+    let mut rig = fleetmon::testkit::CentralRig::start_with(fleetmon::testkit::RigOptions {
         collector_env: vec![(
             "FLEETMON_COLLECTOR__CHECK_SECRETS__KEY_FILE".to_owned(),
             key_file.display().to_string(),

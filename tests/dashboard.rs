@@ -3,12 +3,10 @@
 //! hold, a sample arriving without a reload, a check paused from the page. Screenshots
 //! are written under the target directory (`dashboard-screenshots/`).
 
-mod common;
-
 use std::process::Command;
 
-use common::{CentralRig, binary, eventually, switchable_site};
 use fleetmon::testkit::free_port;
+use fleetmon::testkit::{CentralRig, binary, eventually, switchable_site};
 
 /// The access token of the dashboards these tests start.
 const TOKEN: &str = "7e57dashboardtoken";
@@ -48,16 +46,7 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     let site = switchable_site(Default::default()).await;
     rig.agent("web-1", "role = \"web\"");
     let url = format!("http://127.0.0.1:{site}/");
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
-        &url,
-        "--interval",
-        "1",
-        "--all-agents",
-    ]);
+    rig.add_shop(&url, &["--interval", "1", "--all-agents"]);
     eventually(
         &rig.schema,
         "SELECT count(*) FROM site_checks WHERE check_id = 'shop' AND ok",
@@ -82,8 +71,11 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
         out.status.success(),
         "the browser script failed: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(common::Processes::log(rig.logs.path(), "dashboard"))
-            .unwrap_or_default()
+        std::fs::read_to_string(fleetmon::testkit::Processes::log(
+            rig.logs.path(),
+            "dashboard"
+        ))
+        .unwrap_or_default()
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -201,14 +193,7 @@ fn http(port: u16, request_line: &str, headers: &[(&str, &str)]) -> (u16, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_refuses_strangers_other_hosts_cross_site_changes_and_viewers() {
     let mut rig = CentralRig::start("").await;
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
-        "http://127.0.0.1:9/",
-        "--all-agents",
-    ]);
+    rig.add_shop("http://127.0.0.1:9/", &["--all-agents"]);
     let port = start_dashboard(&mut rig, "dashboard", &["--max-live-views", "1"]);
 
     // No token, a wrong one, another Host (DNS rebinding).
@@ -400,14 +385,7 @@ async fn behind_mutual_tls_an_operator_certificate_signs_in_with_its_role() {
     let mut rig = CentralRig::start("").await;
     let site = switchable_site(Default::default()).await;
     rig.agent("web-1", "role = \"web\"");
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
-        &format!("http://127.0.0.1:{site}/"),
-        "--all-agents",
-    ]);
+    rig.add_shop(&format!("http://127.0.0.1:{site}/"), &["--all-agents"]);
     let certs = rig.certs().to_owned();
     let file = |name: &str| certs.join(name).display().to_string();
     let (cert, key, ca) = (

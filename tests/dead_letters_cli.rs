@@ -2,11 +2,9 @@
 //! listed with their SQLSTATE, shown with their sample, and once the cause is fixed
 //! replayed into rows, each stored once.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{CentralRig, eventually};
+use fleetmon::testkit::{CentralRig, eventually};
 use serde_json::Value;
 
 /// Polls `fleetmon ARGS --json` until `ok` holds for its answer (90 s at most).

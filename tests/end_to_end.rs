@@ -2,13 +2,11 @@
 //! agents (binaries built with the workspace), a real Kafka-protocol broker, the
 //! real Postgres, and the real grpcurl; plus the quickstart script itself.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Processes, binary, eventually};
+use fleetmon::testkit::{Processes, binary, eventually, writer_command};
 
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
@@ -68,29 +66,15 @@ async fn three_agents_through_the_real_binaries() {
     procs.spawn(
         "writer",
         logs.path(),
-        Command::new(binary("fleetmon-writer"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{writer_port}"),
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--kafka", &kafka_bootstrap(), "--pg-url", schema.url()])
-            .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
-            .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
-            .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
-            .env("FLEETMON_WRITER__POSTGRES__SCHEMA", &schema.name)
-            .env(
-                "FLEETMON_WRITER__KAFKA__GROUP_ID",
-                unique_name("fleetmon-e2e-writer"),
-            )
-            .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
-            .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
-            .env(
-                "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
-                unique_name("fleetmon-e2e-dlq"),
-            )
-            .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100"),
+        writer_command(
+            &certs,
+            &schema,
+            writer_port,
+            &kafka_bootstrap(),
+            schema.url(),
+        )
+        .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+        .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic),
     );
     procs.wait_port("writer", writer_port);
 
@@ -588,17 +572,12 @@ async fn quickstart(broker: &str, tls: bool) {
     // three failed runs 10 s apart, one location.
     let deadline = Instant::now() + Duration::from_secs(120);
     let alerted = loop {
-        let subjects: Vec<String> = db
-            .query(
-                "SELECT subject FROM fleetmon.alerts WHERE kind = 'check_down' \
-                 AND resolved_at IS NULL ORDER BY subject",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let subjects = fleetmon::testkit::texts(
+            &db,
+            "SELECT subject FROM fleetmon.alerts WHERE kind = 'check_down' \
+             AND resolved_at IS NULL ORDER BY subject",
+        )
+        .await;
         if subjects.len() >= 2 || Instant::now() > deadline {
             break subjects;
         }

@@ -2,14 +2,12 @@
 //! tokens create`, `fleetmon certs fingerprint`, `fleetmon-agent enroll`, the agent's
 //! rows in PostgreSQL under its name, then `fleetmon certs revoke` and `fleetmon agents`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{CentralRig, RigOptions, binary, eventually};
 use fleetmon::testkit::free_port;
+use fleetmon::testkit::{CentralRig, RigOptions, binary, eventually};
 use fleetmon::tls::ClientTlsFiles;
 
 /// A collector that enrolls agents on its own port (the second value), and a writer;

@@ -9,18 +9,16 @@
 //! no `(agent, stream, seq)` is stored twice, and the check rollups (minute, hour)
 //! and host rollups (minute, hour, day) count every raw row. Each test prints one line of the table in docs/RELIABILITY.md.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Processes, binary, eventually};
 use fleetmon::identity::Role;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, TestPki, free_port, kafka_bootstrap, unique_name,
 };
+use fleetmon::testkit::{Processes, binary, eventually};
 
 /// Sites each agent checks every second (plus one host sample a second).
 const SITES_PER_AGENT: usize = 4;

@@ -2,15 +2,13 @@
 //! the collector's memory is held (a second flood adds next to nothing), the live view
 //! keeps its bounded share, every sample is stored, and `fleetmon status` answers.
 
-mod common;
-
 use std::time::SystemTime;
 
-use common::{CentralRig, eventually};
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{IngestBatch, Sample, SiteCheck};
+use fleetmon::testkit::{CentralRig, eventually};
 
 const SITES: u64 = 10_000;
 

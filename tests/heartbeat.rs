@@ -3,12 +3,10 @@
 //! certificate), the rows in PostgreSQL, and `heartbeat_missed` alerts opened and
 //! resolved by time, notified through a webhook.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{CentralRig, RigOptions, eventually};
+use fleetmon::testkit::{CentralRig, RigOptions, eventually};
 use fleetmon::testkit::{KafkaCluster, WebhookReceiver, free_port, wait_for_metric};
 
 /// `curl -sS` of `path` on the heartbeat listener, trusting the CA in `certs`: (HTTP
@@ -327,7 +325,7 @@ async fn an_agent_pings_a_heartbeat_that_selects_it_over_its_mutual_tls() {
     rig.agent("web-1", "");
     rig.agent("web-2", "");
     let ping = |agent: &str, args: &[&str]| {
-        let out = Command::new(common::binary("fleetmon-agent"))
+        let out = Command::new(fleetmon::testkit::binary("fleetmon-agent"))
             .arg("ping")
             .args(args)
             .arg("--config")

@@ -3,12 +3,10 @@
 //! installed agent runs with the packaged config against a real collector and writer
 //! until its rows land, and `dpkg --purge` leaves nothing behind.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{CentralRig, binary, eventually};
+use fleetmon::testkit::{CentralRig, binary, eventually};
 
 const PACKAGES: [&str; 4] = [
     "fleetmon-agent",

@@ -2,13 +2,11 @@
 //! holding 200 MB on this machine are listed in the agent's stored samples
 //! (`host_processes`), with figures that agree with what /proc says of them.
 
-mod common;
-
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{CentralRig, Processes, eventually};
+use fleetmon::testkit::{CentralRig, Processes, eventually};
 
 /// `/proc/PID/stat`'s user plus system time, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {

@@ -4,13 +4,11 @@
 //! misconfigured part gets: a wrong SCRAM password, an untrusted broker certificate, and
 //! a plaintext client on the TLS listener.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{CentralRig, RigOptions, switchable_site};
 use fleetmon::identity::Role;
 use fleetmon::pki::LeafSpec;
+use fleetmon::testkit::{CentralRig, RigOptions, switchable_site};
 use fleetmon::testkit::{KafkaCluster, PgCluster, TestPki};
 
 const USER: &str = "fleetmon";
@@ -67,16 +65,10 @@ async fn rows_land_with_tls_on_every_hop() {
     .await;
     let site = switchable_site(Default::default()).await;
     rig.agent("tls-1", "hop = \"all\"");
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
+    rig.add_shop(
         &format!("http://127.0.0.1:{site}/"),
-        "--interval",
-        "1",
-        "--all-agents",
-    ]);
+        &["--interval", "1", "--all-agents"],
+    );
     // The writer's schema lives on the TLS-only server; read it over its socket.
     let (local, connection) = tokio_postgres::connect(&pg.socket_url(), tokio_postgres::NoTls)
         .await
@@ -109,7 +101,7 @@ async fn rows_land_with_tls_on_every_hop() {
 /// exits; the line under `Caused by:`.
 fn writer_refusal(certs: &std::path::Path, kafka: &str, env: &[(&str, String)]) -> String {
     let schema_url = fleetmon::testkit::pg_url();
-    let out = std::process::Command::new(common::binary("fleetmon-writer"))
+    let out = std::process::Command::new(fleetmon::testkit::binary("fleetmon-writer"))
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(["--kafka", kafka, "--pg-url", &schema_url])
         .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))

@@ -1,11 +1,9 @@
 //! Who may do what, tried as an attacker would against the real binaries: each test
 //! performs the attack and checks that it fails to get in (docs/SECURITY.md).
 
-mod common;
-
-use common::CentralRig;
 use fleetmon::identity::{OperatorRole, Role};
 use fleetmon::pki::LeafSpec;
+use fleetmon::testkit::CentralRig;
 use fleetmon::testkit::grpcurl_as;
 
 /// A collector's issuing CA key (every collector that enrolls holds it) mints an
@@ -58,7 +56,7 @@ fn fleetmon_as(
     files: &fleetmon::tls::ClientTlsFiles,
     args: &[&str],
 ) -> (bool, String, String) {
-    let out = std::process::Command::new(common::binary("fleetmon"))
+    let out = std::process::Command::new(fleetmon::testkit::binary("fleetmon"))
         .args(args)
         .args([
             "--collector",
@@ -85,14 +83,7 @@ fn fleetmon_as(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_roles_allow_reading_changing_and_administering_in_turn() {
     let rig = CentralRig::start("").await;
-    rig.fleetmon_ok(&[
-        "checks",
-        "add",
-        "shop",
-        "--url",
-        "http://127.0.0.1:9/",
-        "--all-agents",
-    ]);
+    rig.add_shop("http://127.0.0.1:9/", &["--all-agents"]);
     let as_role = |role: OperatorRole| {
         rig.pki
             .client_from(&format!("op-{role}"), &LeafSpec::operator("vic", role))

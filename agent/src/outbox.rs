@@ -58,11 +58,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 
 /// The seq of a sample.
 pub fn seq_of(sample: &Sample) -> u64 {
-    match &sample.kind {
-        Some(Kind::Host(h)) => h.seq,
-        Some(Kind::Site(s)) => s.seq,
-        None => 0,
-    }
+    sample.kind.as_ref().map_or(0, Kind::seq)
 }
 
 #[derive(Debug)]
@@ -412,16 +408,7 @@ impl Outbox {
             let seq = state.next_seq;
             state.next_seq += 1;
             let mut kind = kind;
-            match &mut kind {
-                Kind::Host(h) => {
-                    h.stream_id = state.stream_id.clone();
-                    h.seq = seq;
-                }
-                Kind::Site(s) => {
-                    s.stream_id = state.stream_id.clone();
-                    s.seq = seq;
-                }
-            }
+            kind.number(&state.stream_id, seq);
             let sample = Sample { kind: Some(kind) };
             if let Some(spool) = &mut state.spool {
                 let bytes = sample.encode_length_delimited_to_vec();

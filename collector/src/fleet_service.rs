@@ -51,11 +51,7 @@ impl FleetService {
 }
 
 fn event_agent(event: &WatchEvent) -> &str {
-    match &event.kind {
-        Some(watch_event::Kind::Host(h)) => &h.agent_id,
-        Some(watch_event::Kind::Site(s)) => &s.agent_id,
-        None => "",
-    }
+    event.kind.as_ref().map_or("", watch_event::Kind::agent_id)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;

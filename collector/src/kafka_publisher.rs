@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -22,6 +21,7 @@ use crate::config::KafkaConfig;
 use crate::validation::ValidSample;
 use fleetmon::grpc::NotServing;
 use fleetmon::kafka_topics::{CreateTopicError, TopicSpec, create_missing, missing_topics};
+use fleetmon::samples::SampleKind;
 
 /// Why Kafka could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -221,36 +221,25 @@ impl KafkaPublisher {
         Ok(())
     }
 
+    /// The topic samples of `kind` are published to.
+    fn topic(&self, kind: SampleKind) -> &str {
+        match kind {
+            SampleKind::Host => &self.host_topic,
+            SampleKind::Site => &self.site_topic,
+        }
+    }
+
     /// Queues one sample; the returned future resolves when Kafka confirmed it.
     /// Waits while the producer queue is full.
     pub async fn publish(&self, sample: &ValidSample) -> Result<DeliveryFuture, PublishError> {
-        let (topic, key, payload, content_type) = match sample {
-            ValidSample::Host(s) => (
-                &self.host_topic,
-                &s.agent_id,
-                s.encode_to_vec(),
-                sample.kind().content_type(),
-            ),
-            // Every location's result for one check lands in one partition, so one
-            // writer owns its rollups and alert state; sites of an agent's own config
-            // by their URL.
-            ValidSample::Site(s) => (
-                &self.site_topic,
-                if s.check_id.is_empty() {
-                    &s.url
-                } else {
-                    &s.check_id
-                },
-                s.encode_to_vec(),
-                sample.kind().content_type(),
-            ),
-        };
+        let kind = sample.kind();
+        let payload = sample.encode_to_vec();
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
-            value: Some(content_type),
+            value: Some(kind.content_type()),
         });
-        let mut record = FutureRecord::to(topic)
-            .key(key.as_str())
+        let mut record = FutureRecord::to(self.topic(kind))
+            .key(sample.partition_key())
             .payload(&payload)
             .headers(headers);
         let producer = self.producer().await;

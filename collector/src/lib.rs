@@ -28,6 +28,8 @@ pub mod rate_limit;
 pub mod server;
 pub mod status_codes;
 pub mod stream_acks;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod validation;
 pub mod vote_gate;
 

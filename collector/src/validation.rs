@@ -50,6 +50,23 @@ impl ValidSample {
         }
     }
 
+    /// The key of its Kafka record ([`Sample::partition_key`]).
+    pub fn partition_key(&self) -> &str {
+        match self {
+            ValidSample::Host(s) => s.partition_key(),
+            ValidSample::Site(s) => s.partition_key(),
+        }
+    }
+
+    /// Its protobuf encoding, the value of its Kafka record.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        use prost::Message as _;
+        match self {
+            ValidSample::Host(s) => s.encode_to_vec(),
+            ValidSample::Site(s) => s.encode_to_vec(),
+        }
+    }
+
     /// When the sample was taken.
     pub fn timestamp(&self) -> Option<SystemTime> {
         let (_, ts) = match self {

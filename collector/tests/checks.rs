@@ -3,12 +3,9 @@
 //! HTTP site they check. Results are watched through `Fleet/WatchLatest` and read from
 //! the agents' outboxes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::TestCollector;
 use fleetmon::identity::Role;
 use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::sample::Kind;
@@ -19,13 +16,15 @@ use fleetmon::pb::{
 };
 use fleetmon::testkit::{TestPki, kafka_bootstrap};
 use fleetmon_agent::RunningAgent;
+use fleetmon_collector::testkit::TestCollector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// A site answering `200 ok` to every request, until the test ends.
-async fn local_site() -> String {
+/// A site on 127.0.0.1 until the test ends, answering each request (read up to 4 KiB,
+/// lower-cased) with what `answer` makes of it; its address.
+async fn raw_site(answer: fn(&str) -> &'static [u8]) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -35,16 +34,21 @@ async fn local_site() -> String {
             };
             tokio::spawn(async move {
                 let mut buffer = [0u8; 4096];
-                let _ = socket.read(&mut buffer).await;
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
+                let read = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..read]).to_ascii_lowercase();
+                // A client that went away needs no answer.
+                let _ = socket.write_all(answer(&request)).await;
             });
         }
     });
-    format!("http://{addr}/health")
+    addr
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+/// A site answering `200 ok` to every request, until the test ends.
+async fn local_site() -> String {
+    format!("http://{}/health", raw_site(|_| OK).await)
 }
 
 struct Agent {
@@ -129,6 +133,17 @@ client_certificates_dir = {client_certs:?}
             })
             .collect()
     }
+}
+
+/// A plain collector and agent `name` alone on it: (collector, the directory of the
+/// agent's cache, agent, the watch of its results, an assignment that selects it).
+async fn collector_with_lone_agent(
+    name: &str,
+) -> (TestCollector, tempfile::TempDir, Agent, Results, Assignment) {
+    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, results, on_agent) = lone_agent(&collector, name, dir.path()).await;
+    (collector, dir, agent, results, on_agent)
 }
 
 /// Agent `name` alone on `collector` (its cache in `dir`), the watch of its results and
@@ -292,10 +307,7 @@ async fn a_check_added_through_the_api_runs_on_the_selected_agents_and_follows_e
     .await;
     assert_eq!(created.check.as_ref().unwrap().version, 1);
     applied(&mut api, "home", "edge-1", 1).await;
-    let first = results
-        .next("home", Duration::from_secs(10))
-        .await
-        .expect("the selected agent runs the new check");
+    let first = results.expect("home").await;
     assert_eq!(
         (
             first.agent_id.as_str(),
@@ -358,10 +370,7 @@ async fn a_check_added_through_the_api_runs_on_the_selected_agents_and_follows_e
     assert_eq!(updated.check.as_ref().unwrap().version, 4);
     let mut times = Vec::new();
     while times.len() < 3 {
-        let result = results
-            .next("home", Duration::from_secs(10))
-            .await
-            .expect("the edited check runs");
+        let result = results.expect("home").await;
         if result.check_version == 4 {
             times.push(result.checked_at.unwrap().seconds);
         }
@@ -564,10 +573,7 @@ async fn a_change_made_through_one_collector_reaches_an_agent_on_another() {
     // The agent's certificate must chain to the second collector's CA.
     let (agent, mut results, by_name) = lone_agent(&second, "far-1", dir.path()).await;
     create(&mut first.checks(), http_check("far", &url, 1, by_name)).await;
-    let result = results
-        .next("far", Duration::from_secs(15))
-        .await
-        .expect("the agent on the other collector runs the check");
+    let result = results.expect("far").await;
     assert_eq!(result.agent_id, "far-1");
     applied(&mut second.checks(), "far", "far-1", 1).await;
     agent.stop().await;
@@ -724,8 +730,7 @@ async fn an_agent_that_cannot_apply_one_check_reports_why_and_runs_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
     use fleetmon::pb::{DnsCheck, TcpCheck};
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (collector, _dir, agent, mut results, on_agent) = collector_with_lone_agent("net-1").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -733,7 +738,6 @@ async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
             let _ = socket.write_all(b"+OK fleetmon test server\r\n").await;
         }
     });
-    let (agent, mut results, on_agent) = lone_agent(&collector, "net-1", dir.path()).await;
     let mut api = collector.checks();
     let mut tcp = http_check("banner", "", 1, on_agent.clone());
     tcp.kind = Some(check_definition::Kind::Tcp(TcpCheck {
@@ -748,18 +752,12 @@ async fn tcp_and_dns_checks_run_on_agents_like_http_ones() {
         expected_addresses: vec!["127.0.0.1".into()],
     }));
     create(&mut api, dns).await;
-    let banner = results
-        .next("banner", Duration::from_secs(10))
-        .await
-        .expect("a tcp result");
+    let banner = results.expect("banner").await;
     assert_eq!(
         (banner.ok, banner.url.as_str(), banner.matched_text.as_str()),
         (true, format!("tcp://{address}").as_str(), "+OK")
     );
-    let resolved = results
-        .next("resolver", Duration::from_secs(10))
-        .await
-        .expect("a dns result");
+    let resolved = results.expect("resolver").await;
     assert!(resolved.ok, "{}", resolved.error_message);
     assert_eq!(resolved.url, "dns://localhost");
     agent.stop().await;
@@ -942,33 +940,21 @@ async fn a_control_stream_that_goes_quiet_is_closed_and_one_that_reports_is_kept
     collector.shutdown.cancel();
 }
 
-/// A site answering 200 to requests carrying `Authorization: {authorization}` and 401
-/// to every other, until the test ends.
-async fn site_requiring(authorization: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let read = socket.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..read]).to_ascii_lowercase();
-                let wanted = format!(
-                    "\r\nauthorization: {}\r\n",
-                    authorization.to_ascii_lowercase()
-                );
-                let answer: &[u8] = if request.contains(&wanted) {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                } else {
-                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                };
-                let _ = socket.write_all(answer).await;
-            });
+/// The secret `Authorization` value of the secret-header tests.
+const TOKEN: &str = "Bearer s3cret-token-7f3a";
+
+/// A site answering 200 to requests carrying `Authorization:` [`TOKEN`] and 401 to
+/// every other, until the test ends.
+async fn site_requiring_the_token() -> String {
+    let addr = raw_site(|request| {
+        let wanted = format!("\r\nauthorization: {}\r\n", TOKEN.to_ascii_lowercase());
+        if request.contains(&wanted) {
+            OK
+        } else {
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         }
-    });
+    })
+    .await;
     format!("http://{addr}/private")
 }
 
@@ -989,7 +975,6 @@ fn secret_header(status: &CheckStatus, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
-    const TOKEN: &str = "Bearer s3cret-token-7f3a";
     let keys = tempfile::tempdir().unwrap();
     let key_file = fleetmon::pki::new_secret_key(keys.path(), false).unwrap();
     let collector = TestCollector::start(&kafka_bootstrap(), |config| {
@@ -999,7 +984,7 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let url = site_requiring(TOKEN).await;
+    let url = site_requiring_the_token().await;
     let (agent, mut results, _) = lone_agent(&collector, "edge-1", dir.path()).await;
     let mut api = collector.checks();
     let every_agent = Assignment {
@@ -1014,10 +999,7 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
     );
     let created = create(&mut api, check).await;
     assert_eq!(secret_header(&created, "Authorization"), "•••");
-    let first = results
-        .next("private", Duration::from_secs(10))
-        .await
-        .expect("the agent runs the check");
+    let first = results.expect("private").await;
     assert_eq!(
         (first.ok, first.status_code),
         (true, Some(200)),
@@ -1071,10 +1053,7 @@ async fn a_secret_header_value_reaches_the_agent_only_and_is_kept_sealed() {
         .into_inner();
     assert_eq!(updated.check.as_ref().unwrap().version, 2);
     let result = loop {
-        let result = results
-            .next("private", Duration::from_secs(10))
-            .await
-            .expect("the agent runs version 2");
+        let result = results.expect("private").await;
         if result.check_version == 2 {
             break result;
         }
@@ -1167,8 +1146,7 @@ async fn a_collector_without_a_key_refuses_secret_headers_and_says_how_to_give_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
     use fleetmon::pb::GrpcCheck;
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (collector, _dir, agent, mut results, on_agent) = collector_with_lone_agent("grpc-1").await;
     // A real gRPC server with the standard health service, plaintext HTTP/2.
     let (reporter, health) = fleetmon::grpc::health_service().await;
     reporter
@@ -1181,7 +1159,6 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
             .add_service(health)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-1", dir.path()).await;
     let mut api = collector.checks();
     let grpc = |id: &str, service: &str| {
         let mut check = http_check(id, "", 1, on_agent.clone());
@@ -1203,10 +1180,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
         grpc.expected_health = "NOT_SERVING".into();
     }
     create(&mut api, standby.clone()).await;
-    let passing = results
-        .next("standby", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let passing = results.expect("standby").await;
     assert_eq!(
         (passing.ok, passing.matched_text.as_str()),
         (true, "NOT_SERVING"),
@@ -1227,10 +1201,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
         error.message(),
         "invalid check: `check.grpc.expected_health` is `ASLEEP`: use SERVING (the default), NOT_SERVING or UNKNOWN"
     );
-    let serving = results
-        .next("orders", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let serving = results.expect("orders").await;
     assert_eq!(
         (
             serving.ok,
@@ -1247,10 +1218,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
         "{}",
         serving.error_message
     );
-    let ghost = results
-        .next("ghost", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let ghost = results.expect("ghost").await;
     assert!(!ghost.ok);
     assert_eq!(
         ghost.error_message,
@@ -1263,10 +1231,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let failed = loop {
-        let result = results
-            .next("orders", Duration::from_secs(10))
-            .await
-            .expect("a grpc result");
+        let result = results.expect("orders").await;
         if !result.ok {
             break result;
         }
@@ -1287,9 +1252,7 @@ async fn a_grpc_check_passes_on_serving_and_names_any_other_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
     use fleetmon::pb::IcmpCheck;
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, mut results, on_agent) = lone_agent(&collector, "icmp-1", dir.path()).await;
+    let (collector, _dir, agent, mut results, on_agent) = collector_with_lone_agent("icmp-1").await;
     let mut api = collector.checks();
     let mut check = http_check("gateway", "", 1, on_agent.clone());
     check.kind = Some(check_definition::Kind::Icmp(IcmpCheck {
@@ -1299,10 +1262,7 @@ async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
         max_loss_percent: Some(0.0),
     }));
     create(&mut api, check).await;
-    let result = results
-        .next("gateway", Duration::from_secs(10))
-        .await
-        .expect("an icmp result");
+    let result = results.expect("gateway").await;
     assert!(result.ok, "{}", result.error_message);
     assert_eq!(
         (result.url.as_str(), result.method.as_str()),
@@ -1326,10 +1286,7 @@ async fn an_icmp_check_pings_a_host_and_reports_replies_and_round_trips() {
         max_loss_percent: Some(0.0),
     }));
     create(&mut api, check).await;
-    let result = results
-        .next("gateway6", Duration::from_secs(10))
-        .await
-        .expect("an icmp result");
+    let result = results.expect("gateway6").await;
     assert_eq!(
         (result.ok, result.url.as_str(), result.final_url.as_str()),
         (true, "icmp://[::1]", "icmp://[::1]"),
@@ -1371,8 +1328,7 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
     use fleetmon::pb::WebSocketCheck;
     use futures::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (collector, _dir, agent, mut results, on_agent) = collector_with_lone_agent("ws-1").await;
     // Answers each text message with "pong " and the message.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_port = listener.local_addr().unwrap().port();
@@ -1403,7 +1359,6 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
                 .await;
         }
     });
-    let (agent, mut results, on_agent) = lone_agent(&collector, "ws-1", dir.path()).await;
     let mut api = collector.checks();
     let websocket = |id: &str, port: u16, expect: &str| {
         let mut check = http_check(id, "", 1, on_agent.clone());
@@ -1417,10 +1372,7 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
     create(&mut api, websocket("live", ws_port, "^pong (\\w+)")).await;
     create(&mut api, websocket("wrong", ws_port, "^nope")).await;
     create(&mut api, websocket("plain", plain_port, "")).await;
-    let live = results
-        .next("live", Duration::from_secs(10))
-        .await
-        .expect("a websocket result");
+    let live = results.expect("live").await;
     assert_eq!(
         (
             live.ok,
@@ -1432,18 +1384,12 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
         "{}",
         live.error_message
     );
-    let wrong = results
-        .next("wrong", Duration::from_secs(10))
-        .await
-        .expect("a websocket result");
+    let wrong = results.expect("wrong").await;
     assert_eq!(
         (wrong.ok, wrong.error_message.as_str()),
         (false, "received `pong ping` does not match `^nope`")
     );
-    let plain = results
-        .next("plain", Duration::from_secs(10))
-        .await
-        .expect("a websocket result");
+    let plain = results.expect("plain").await;
     assert_eq!(
         (plain.ok, plain.status_code, plain.error_message),
         (
@@ -1462,11 +1408,10 @@ async fn a_websocket_check_upgrades_sends_and_matches_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
     use fleetmon::pb::GrpcCheck;
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (collector, _dir, agent, mut results, on_agent) =
+        collector_with_lone_agent("grpc-tls").await;
     let port = tls_health_server(&collector.pki, None).await;
     let ca_pem = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
-    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-tls", dir.path()).await;
     let mut api = collector.checks();
     let grpc = |id: &str, ca_pem: &str| {
         let mut check = http_check(id, "", 1, on_agent.clone());
@@ -1481,20 +1426,14 @@ async fn a_grpc_check_over_tls_trusts_the_ca_it_is_given() {
     };
     create(&mut api, grpc("private", &ca_pem)).await;
     create(&mut api, grpc("system", "")).await;
-    let private = results
-        .next("private", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let private = results.expect("private").await;
     assert_eq!(
         (private.ok, private.matched_text.as_str()),
         (true, "SERVING"),
         "{}",
         private.error_message
     );
-    let system = results
-        .next("system", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let system = results.expect("system").await;
     assert!(!system.ok);
     assert!(
         system
@@ -1550,11 +1489,10 @@ async fn tls_health_server(pki: &TestPki, client_ca: Option<&str>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_check_presents_the_client_certificate_it_names_from_the_agents_directory() {
     use fleetmon::pb::GrpcCheck;
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (collector, dir, agent, mut results, on_agent) =
+        collector_with_lone_agent("grpc-mtls").await;
     let ca_pem = std::fs::read_to_string(collector.pki.dir().join("ca.pem")).unwrap();
     let port = tls_health_server(&collector.pki, Some(&ca_pem)).await;
-    let (agent, mut results, on_agent) = lone_agent(&collector, "grpc-mtls", dir.path()).await;
     // The agent's host holds the certificate `orders`, signed by the server's client CA.
     let certs = client_certificates(&dir.path().join("grpc-mtls.pb"));
     std::fs::create_dir_all(&certs).unwrap();
@@ -1577,28 +1515,19 @@ async fn a_grpc_check_presents_the_client_certificate_it_names_from_the_agents_d
     create(&mut api, grpc("mutual", true, "orders")).await;
     create(&mut api, grpc("anonymous", true, "")).await;
     create(&mut api, grpc("stranger", true, "payments")).await;
-    let mutual = results
-        .next("mutual", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let mutual = results.expect("mutual").await;
     assert_eq!(
         (mutual.ok, mutual.matched_text.as_str()),
         (true, "SERVING"),
         "{}",
         mutual.error_message
     );
-    let anonymous = results
-        .next("anonymous", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let anonymous = results.expect("anonymous").await;
     assert!(
         !anonymous.ok,
         "a server asking for a client certificate let one without in"
     );
-    let stranger = results
-        .next("stranger", Duration::from_secs(10))
-        .await
-        .expect("a grpc result");
+    let stranger = results.expect("stranger").await;
     assert_eq!(
         (stranger.ok, stranger.error_message.as_str()),
         (
@@ -1637,9 +1566,7 @@ async fn a_grpc_check_presents_the_client_certificate_it_names_from_the_agents_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_checks_see_the_agents_own_processes_files_disks_and_units() {
     use fleetmon::pb::{DiskCheck, FileCheck, ProcessCheck, SystemdCheck};
-    let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, mut results, on_agent) = lone_agent(&collector, "host-1", dir.path()).await;
+    let (collector, dir, agent, mut results, on_agent) = collector_with_lone_agent("host-1").await;
     let mut api = collector.checks();
     let host_check = |id: &str, kind: check_definition::Kind| {
         let mut check = http_check(id, "", 1, on_agent.clone());

@@ -4,12 +4,9 @@
 //! and message and nothing is issued; a revocation on one collector closes the agent's
 //! streams on two and refuses its next handshake.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{TestCollector, hosts};
 use fleetmon::identity::Role;
 use fleetmon::pb::credentials_client::CredentialsClient;
 use fleetmon::pb::enrollment_client::EnrollmentClient;
@@ -22,6 +19,7 @@ use fleetmon::testkit::{kafka_bootstrap, tls_alert, unique_name};
 use fleetmon::tls::ClientTlsFiles;
 use fleetmon_agent::enroll::{EnrollArgs, EnrollConfig, enroll};
 use fleetmon_collector::config::EnrollmentConfig;
+use fleetmon_collector::testkit::{TestCollector, hosts};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -111,6 +109,21 @@ async fn raw_enrollment(collector: &TestCollector) -> EnrollmentClient<Channel> 
             .await
             .unwrap(),
     )
+}
+
+/// What the enrollment service answers `agent_name` with a made-up token; it must refuse.
+async fn refused(
+    raw: &mut EnrollmentClient<Channel>,
+    agent_name: impl Into<String>,
+    csr: &[u8],
+) -> tonic::Status {
+    raw.enroll(EnrollRequest {
+        token: "deadbeef.0000".into(),
+        agent_name: agent_name.into(),
+        csr_der: csr.to_vec(),
+    })
+    .await
+    .unwrap_err()
 }
 
 fn enrolled_client(files: &fleetmon_agent::enroll::EnrolledFiles) -> ClientTlsFiles {
@@ -344,16 +357,7 @@ async fn a_revocation_closes_the_agents_streams_on_two_collectors_and_refuses_it
     // One open ingest stream on each collector.
     let mut streams = Vec::new();
     for collector in [&first, &second] {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(hosts("s", 1..=1)).await.unwrap();
-        let mut acks = IngestClient::new(collector.channel(&agent))
-            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        let ack = acks.message().await.unwrap().unwrap();
-        assert_eq!(ack.streams[0].acked_through_seq, 1);
-        streams.push((tx, acks));
+        streams.push(open_stream(collector.channel(&agent), "s").await);
     }
 
     let revoked = credentials(&first)
@@ -697,24 +701,10 @@ async fn the_enrollment_listener_limits_each_source_and_each_request() {
     let (csr, _key) = fleetmon::pki::certificate_request("x").unwrap();
 
     // A name of 100 KB is refused before the service reads it: the request is too large.
-    let status = raw
-        .enroll(EnrollRequest {
-            token: "deadbeef.0000".into(),
-            agent_name: "n".repeat(100_000),
-            csr_der: csr.clone(),
-        })
-        .await
-        .unwrap_err();
+    let status = refused(&mut raw, "n".repeat(100_000), &csr).await;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     // A long name that fits is refused with a short message.
-    let status = raw
-        .enroll(EnrollRequest {
-            token: "deadbeef.0000".into(),
-            agent_name: "n".repeat(10_000),
-            csr_der: csr.clone(),
-        })
-        .await
-        .unwrap_err();
+    let status = refused(&mut raw, "n".repeat(10_000), &csr).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().len() < 200, "{}", status.message());
     assert!(
@@ -728,24 +718,10 @@ async fn the_enrollment_listener_limits_each_source_and_each_request() {
     // The long name was this address's first request this minute (the oversized one
     // never reached the service); the third is the last served.
     for _ in 2..=3 {
-        let status = raw
-            .enroll(EnrollRequest {
-                token: "deadbeef.0000".into(),
-                agent_name: "a1".into(),
-                csr_der: csr.clone(),
-            })
-            .await
-            .unwrap_err();
+        let status = refused(&mut raw, "a1", &csr).await;
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    let status = raw
-        .enroll(EnrollRequest {
-            token: "deadbeef.0000".into(),
-            agent_name: "a1".into(),
-            csr_der: csr,
-        })
-        .await
-        .unwrap_err();
+    let status = refused(&mut raw, "a1", &csr).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(
         status.message(),

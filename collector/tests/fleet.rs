@@ -1,15 +1,13 @@
 //! The live fleet view (`Fleet` service) and what grpcurl sees, over real mTLS.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use fleetmon::pb::sample::Kind;
 use fleetmon::pb::{
     GetAgentRequest, GetLatestRequest, ListAgentsRequest, WatchLatestRequest, watch_event,
 };
 use fleetmon::testkit::{grpcurl_as, kafka_bootstrap};
+use fleetmon_collector::testkit::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 

@@ -1,12 +1,9 @@
 //! Hostile input at the collector, each with its exact outcome, and the servers keep
 //! serving everyone else; certificate files replaced while it runs.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
@@ -14,6 +11,7 @@ use fleetmon::pb::{IngestAck, IngestBatch};
 use fleetmon::pki::{CertificateAuthority, LeafSpec};
 use fleetmon::testkit::{handshake_refusal, kafka_bootstrap, server_certificate, tls_alert};
 use fleetmon::tls::ClientTlsFiles;
+use fleetmon_collector::testkit::*;
 use prost::Message as _;
 use tokio_stream::StreamExt;
 use tonic::Code;

@@ -1,11 +1,8 @@
 //! The collector's ingest path against a real Kafka-protocol broker with real
 //! certificates: identity, validation, limits and acknowledgements.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
@@ -14,6 +11,7 @@ use fleetmon::pb::{
     ListAgentsRequest, SiteCheck, StreamAck, check_definition,
 };
 use fleetmon::testkit::{KafkaCluster, ServingStatus, kafka_bootstrap, tls_alert, wait_for_health};
+use fleetmon_collector::testkit::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 

@@ -1,36 +1,48 @@
 //! `fleetmon-loadgen` against a real collector and broker: every simulated agent has
 //! its own certificate, and every sample it reports acknowledged is in Kafka.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use fleetmon::pb::HostSample;
 use fleetmon::testkit::{kafka_bootstrap, read_all};
+use fleetmon_collector::testkit::*;
 use prost::Message as _;
 use rdkafka::Message as _;
+
+/// Runs `fleetmon-loadgen ARGS` against `collector` with its PKI's certificates.
+async fn loadgen(collector: &TestCollector, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"));
+    command
+        .args(["--collector", &collector.url(), "--certs"])
+        .arg(collector.pki.dir())
+        .args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
     let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let out = tokio::task::spawn_blocking({
-        let url = collector.url();
-        let certs = collector.pki.dir().to_owned();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"))
-                .args(["--collector", &url, "--certs"])
-                .arg(certs)
-                .args(["--agents", "20", "--rate", "5", "--seconds", "3"])
-                .args(["--batch-interval-ms", "200", "--prefix", "lg", "--json"])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = loadgen(
+        &collector,
+        &[
+            "--agents",
+            "20",
+            "--rate",
+            "5",
+            "--seconds",
+            "3",
+            "--batch-interval-ms",
+            "200",
+            "--prefix",
+            "lg",
+            "--json",
+        ],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -77,21 +89,22 @@ async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_agents_hold_their_streams_open_without_sending() {
     let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
-    let out = tokio::task::spawn_blocking({
-        let url = collector.url();
-        let certs = collector.pki.dir().to_owned();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"))
-                .args(["--collector", &url, "--certs"])
-                .arg(certs)
-                .args(["--agents", "10", "--idle", "--seconds", "2"])
-                .args(["--max-connecting", "3", "--prefix", "idle", "--json"])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = loadgen(
+        &collector,
+        &[
+            "--agents",
+            "10",
+            "--idle",
+            "--seconds",
+            "2",
+            "--max-connecting",
+            "3",
+            "--prefix",
+            "idle",
+            "--json",
+        ],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("all 10 streams open"), "{stderr}");

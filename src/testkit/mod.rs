@@ -12,7 +12,7 @@
 //! - Names: [`unique_name`] for topics and consumer groups, so tests run in parallel.
 //!
 //! One file per role: `kafka`, `postgres`, `pki`, `tls` (handshake probes), `grpc`
-//! (grpcurl, health), `metrics`, `webhook`, `alertmanager`, `smtp`, `bench` and `process` (signals); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
+//! (grpcurl, health), `metrics`, `webhook`, `alertmanager`, `smtp`, `bench`, `process` (signals, the workspace binaries as child processes) and `rig` (a collector and a writer as processes); `env` holds the variables it reads, [`unique_name`] and [`free_port`].
 
 mod alertmanager;
 mod bench;
@@ -25,6 +25,7 @@ mod pki;
 mod postgres;
 mod process;
 mod prometheus;
+mod rig;
 mod smtp;
 mod tls;
 mod webhook;
@@ -38,8 +39,10 @@ pub use kafka::{
 };
 pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
-pub use postgres::{PgCluster, PgSchema, pg_checkpoint, pg_url};
+pub use postgres::{PgCluster, PgSchema, eventually, pg_checkpoint, pg_url, texts};
+pub use process::{Processes, binary};
 pub use prometheus::{PROMETHEUS_ENV, Prometheus};
+pub use rig::{CentralRig, RigOptions, switchable_site, writer_command};
 pub use smtp::SmtpServer;
 pub use tls::{handshake_refusal, server_certificate, tls_alert, tls_connector};
 pub use webhook::{WebhookReceiver, WebhookRequest};

@@ -334,3 +334,31 @@ impl Drop for PgCluster {
             .status();
     }
 }
+
+/// The first column of every row `sql` returns on `client`, as text.
+pub async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Polls `sql` until `ok` holds of its value (90 s at most).
+pub async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let value = schema.scalar(sql).await;
+        if ok(value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: `{sql}` is still {value} after 90 s (schema {})",
+            schema.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

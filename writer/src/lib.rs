@@ -17,6 +17,8 @@ pub mod consume;
 pub mod metrics;
 pub mod server;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config::WriterConfig;
 pub use server::{RunningWriter, run, start};

@@ -1,13 +1,10 @@
 //! Alerts end to end through the writer: check results on Kafka from several
 //! locations, state and alerts in Postgres, notifications at a real HTTP receiver.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::alerts_client::AlertsClient;
 use fleetmon::pb::{
@@ -16,6 +13,7 @@ use fleetmon::pb::{
 };
 use fleetmon::testkit::WebhookReceiver;
 use fleetmon_writer::config::{ChannelConfig, ChannelKind, WebhookConfig};
+use fleetmon_writer::testkit::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -1153,20 +1151,12 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_under_one_dedup_key_and_channel
             .await,
         0
     );
-    let routed: Vec<String> = setup
-        .schema
-        .connect()
-        .await
-        .query(
-            "SELECT DISTINCT channel FROM notifications WHERE channel NOT IN ('pd', 'disks') \
-             ORDER BY channel",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let routed = fleetmon::testkit::texts(
+        &setup.schema.connect().await,
+        "SELECT DISTINCT channel FROM notifications WHERE channel NOT IN ('pd', 'disks') \
+         ORDER BY channel",
+    )
+    .await;
     assert_eq!(routed, ["critical", "shop-team"]);
     writer.stop().await;
 }

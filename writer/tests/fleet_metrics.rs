@@ -2,14 +2,12 @@
 //! agent's labels and open alerts, as exact lines of the Prometheus text format, valid
 //! by `promtool check metrics`, and scraped by a real Prometheus.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use common::*;
 use fleetmon::pb::{CheckDefinition, HttpCheck, SiteCheck, check_definition};
 use fleetmon::testkit::Prometheus;
+use fleetmon_writer::testkit::*;
 
 fn result(check_id: &str, agent: &str, seq: u64, ok: bool) -> SiteCheck {
     let mut row = check(

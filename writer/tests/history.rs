@@ -1,18 +1,16 @@
 //! The History service over mutual TLS against hand-computed answers on a known
 //! data set, and what grpcurl sees.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::{
     HostSeriesRequest, ListStoredAgentsRequest, RecentChecksRequest, SiteAvailability,
     SiteAvailabilityRequest, TimeRange,
 };
 use fleetmon::testkit::grpcurl_operator;
+use fleetmon_writer::testkit::*;
 use tonic::Code;
 
 const URL: &str = "https://h.example/";

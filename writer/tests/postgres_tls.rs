@@ -4,11 +4,9 @@
 //! server without TLS and plaintext to a TLS-only server are each refused at start with
 //! what to change.
 
-mod common;
-
-use common::*;
 use fleetmon::pki::{CertificateAuthority, LeafSpec};
 use fleetmon::testkit::{PgCluster, TestPki};
+use fleetmon_writer::testkit::*;
 use tokio_util::sync::CancellationToken;
 
 fn server_cert(pki: &TestPki, names: &[&str]) -> (String, String) {

@@ -1,11 +1,9 @@
 //! Starting in any order: a writer started before PostgreSQL waits for it and then
 //! stores; a configuration error still ends the start at once, naming the cause.
 
-mod common;
-
 use std::time::SystemTime;
 
-use common::*;
+use fleetmon_writer::testkit::*;
 use tokio_util::sync::CancellationToken;
 
 /// `url` with its host and port replaced by 127.0.0.1:`port`.

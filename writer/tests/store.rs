@@ -1,16 +1,14 @@
 //! Kafka → Postgres with a real broker and a real database: rows, duplicates,
 //! replays, dead letters, migrations and recovery from lost connections.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use fleetmon::identity::Role;
 use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, wait_for_health,
 };
+use fleetmon_writer::testkit::*;
 use prost::Message as _;
 use rdkafka::Message as _;
 

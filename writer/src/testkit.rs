@@ -1,14 +1,13 @@
-//! Shared set-up of the writer tests: a writer in-process with its own topics,
+//! Test harness (feature `testkit`): shared set-up of the writer tests: a writer in-process with its own topics,
 //! consumer group and Postgres schema, fed by a real producer.
-#![allow(dead_code, unreachable_pub)]
 
 use std::time::{Duration, SystemTime};
 
+use crate::{RunningWriter, WriterConfig};
 use fleetmon::identity::Role;
 use fleetmon::pb::history_client::HistoryClient;
 use fleetmon::pb::{HOST_SAMPLE_CONTENT_TYPE, HostSample, SITE_CHECK_CONTENT_TYPE, SiteCheck};
 use fleetmon::testkit::{PgSchema, TestPki, create_topic, kafka_bootstrap, unique_name};
-use fleetmon_writer::{RunningWriter, WriterConfig};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -18,14 +17,20 @@ use tonic::transport::Channel;
 
 /// Topics, group and schema of one test, shared by the writers it starts.
 pub struct Setup {
+    /// The certificates of the writers and their clients.
     pub pki: TestPki,
+    /// The schema every writer of this test stores into.
     pub schema: PgSchema,
+    /// The writers' configuration (each start may tweak a copy).
     pub config: WriterConfig,
     producer: FutureProducer,
 }
 
+/// A writer running in this process.
 pub struct TestWriter {
+    /// Its addresses and tasks.
     pub running: RunningWriter,
+    /// Cancelled to stop it.
     pub shutdown: CancellationToken,
 }
 
@@ -49,6 +54,7 @@ impl TestWriter {
 }
 
 impl Setup {
+    /// Fresh topics, consumer group, schema and certificates.
     pub async fn new() -> Self {
         fleetmon::tls::install_crypto_provider();
         let bootstrap = kafka_bootstrap();
@@ -98,20 +104,23 @@ impl Setup {
         }
     }
 
+    /// Starts a writer with this set-up's configuration.
     pub async fn start_writer(&self) -> TestWriter {
         self.start_writer_with(|_| {}).await
     }
 
+    /// Starts a writer with this set-up's configuration as `tweak` changes it.
     pub async fn start_writer_with(&self, tweak: impl FnOnce(&mut WriterConfig)) -> TestWriter {
         let mut config = self.config.clone();
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let running = fleetmon_writer::start(config, shutdown.clone())
+        let running = crate::start(config, shutdown.clone())
             .await
             .expect("writer starts");
         TestWriter { running, shutdown }
     }
 
+    /// Produces one record as it is, with `content_type` as its header if given.
     pub async fn produce_raw(
         &self,
         topic: &str,
@@ -168,6 +177,7 @@ impl Setup {
         .await;
     }
 
+    /// Produces host samples to the host topic, keyed by agent.
     pub async fn produce_hosts(&self, samples: &[HostSample]) {
         for sample in samples {
             let topic = &self.config.kafka.host_samples_topic;
@@ -234,6 +244,7 @@ impl Setup {
         }
     }
 
+    /// A History client of `writer` with a certificate of `role`.
     pub fn history(&self, writer: &TestWriter, role: Role) -> HistoryClient<Channel> {
         let files = self.pki.client(role, "ops");
         let url = format!("https://{}", writer.running.grpc_addr);
@@ -265,6 +276,7 @@ pub fn seconds_ago(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(now - secs)
 }
 
+/// `t` as a protobuf timestamp.
 pub fn at(t: SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(t))
 }

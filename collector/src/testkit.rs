@@ -1,9 +1,9 @@
-//! Shared set-up of the collector tests: a collector in-process on 127.0.0.1:0 with
+//! Test harness (feature `testkit`): shared set-up of the collector tests: a collector in-process on 127.0.0.1:0 with
 //! real certificates, talking to a real Kafka-protocol broker.
-#![allow(dead_code, unreachable_pub)]
 
 use std::time::{Duration, SystemTime};
 
+use crate::{CollectorConfig, RunningCollector};
 use fleetmon::identity::Role;
 use fleetmon::pb::checks_client::ChecksClient;
 use fleetmon::pb::fleet_client::FleetClient;
@@ -11,20 +11,26 @@ use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::{HostSample, IngestBatch, Sample, SiteCheck, sample::Kind};
 use fleetmon::testkit::{TestPki, read_topic, unique_name};
 use fleetmon::tls::ClientTlsFiles;
-use fleetmon_collector::{CollectorConfig, RunningCollector};
 use rdkafka::Message as _;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// A collector running in this process.
 pub struct TestCollector {
+    /// Its certificates and those of its clients.
     pub pki: TestPki,
+    /// The configuration it started with.
     pub config: CollectorConfig,
+    /// Its addresses and tasks.
     pub running: RunningCollector,
+    /// Cancelled to stop it.
     pub shutdown: CancellationToken,
 }
 
 impl TestCollector {
+    /// Starts one on 127.0.0.1 with topics of its own on `bootstrap`, configured as
+    /// `tweak` changes the test defaults.
     pub async fn start(bootstrap: &str, tweak: impl FnOnce(&mut CollectorConfig)) -> Self {
         fleetmon::tls::install_crypto_provider();
         let pki = TestPki::new();
@@ -45,7 +51,7 @@ impl TestCollector {
         config.assignment.trust_agent_labels = true;
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let running = fleetmon_collector::start(config.clone(), shutdown.clone())
+        let running = crate::start(config.clone(), shutdown.clone())
             .await
             .expect("collector starts");
         TestCollector {
@@ -56,33 +62,40 @@ impl TestCollector {
         }
     }
 
+    /// Its gRPC address as a URL.
     pub fn url(&self) -> String {
         format!("https://{}", self.running.grpc_addr)
     }
 
+    /// A channel to it presenting `files`.
     pub fn channel(&self, files: &ClientTlsFiles) -> Channel {
         fleetmon::tls::endpoint(&self.url(), files)
             .unwrap()
             .connect_lazy()
     }
 
+    /// An ingest client presenting agent `name`'s certificate.
     pub fn agent(&self, name: &str) -> IngestClient<Channel> {
         IngestClient::new(self.channel(&self.pki.client(Role::Agent, name)))
     }
 
+    /// A fleet client presenting an operator certificate.
     pub fn operator(&self) -> FleetClient<Channel> {
         FleetClient::new(self.channel(&self.pki.client(Role::Operator, "ops")))
     }
 
+    /// A checks client presenting an operator certificate.
     pub fn checks(&self) -> ChecksClient<Channel> {
         ChecksClient::new(self.channel(&self.pki.client(Role::Operator, "ops")))
     }
 
+    /// The first `count` records of the host topic.
     pub async fn host_records(&self, count: usize) -> Vec<(String, HostSample)> {
         self.records(&self.config.kafka.host_samples_topic, count)
             .await
     }
 
+    /// The first `count` records of the site topic.
     pub async fn site_records(&self, count: usize) -> Vec<(String, SiteCheck)> {
         self.records(&self.config.kafka.site_checks_topic, count)
             .await
@@ -112,10 +125,13 @@ fn decode<M: prost::Message + Default>(messages: Vec<OwnedMessage>) -> Vec<(Stri
         .collect()
 }
 
+/// Now, as a protobuf timestamp.
 pub fn now() -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(SystemTime::now()))
 }
 
+/// Host sample `seq` of `stream_id`, claiming agent `evil` (the collector stamps the
+/// real one).
 pub fn host(stream_id: &str, seq: u64) -> HostSample {
     HostSample {
         agent_id: "evil".to_owned(),
@@ -129,6 +145,7 @@ pub fn host(stream_id: &str, seq: u64) -> HostSample {
     }
 }
 
+/// A passing site check `seq` of `stream_id` against `url`.
 pub fn site(stream_id: &str, seq: u64, url: &str) -> SiteCheck {
     SiteCheck {
         stream_id: stream_id.to_owned(),
@@ -143,6 +160,7 @@ pub fn site(stream_id: &str, seq: u64, url: &str) -> SiteCheck {
     }
 }
 
+/// A batch of `samples`.
 pub fn batch(samples: impl IntoIterator<Item = Kind>) -> IngestBatch {
     IngestBatch {
         sent_at: None,
@@ -153,6 +171,7 @@ pub fn batch(samples: impl IntoIterator<Item = Kind>) -> IngestBatch {
     }
 }
 
+/// A batch of host samples `seqs` of `stream_id`.
 pub fn hosts(stream_id: &str, seqs: std::ops::RangeInclusive<u64>) -> IngestBatch {
     batch(seqs.map(|seq| Kind::Host(host(stream_id, seq))))
 }

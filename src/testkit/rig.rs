@@ -1,153 +1,23 @@
-//! Helpers for the tests that run the real binaries as processes.
-
-#![allow(dead_code, unreachable_pub)]
+//! A collector and a writer run as processes (the workspace binaries), with topics,
+//! group and schema of their own, for tests of the whole path; agents join with
+//! [`CentralRig::agent`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use fleetmon::testkit::PgSchema;
-
-/// The workspace binaries sit beside `fleetmon` (nextest builds every package's).
-pub fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_fleetmon"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} missing: build the workspace binaries first (cargo build --workspace --bins; scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-/// Child processes by name, killed (and reaped) when the test ends, however it ends.
-/// Each writes stdout and stderr to `NAME.log` in the log directory, appending, so a
-/// restarted process keeps its earlier lines.
-#[derive(Default)]
-pub struct Processes(Vec<(String, Child, PathBuf)>);
-
-impl Processes {
-    pub fn spawn(&mut self, name: &str, logs: &Path, command: &mut Command) -> u32 {
-        assert!(
-            self.0.iter().all(|(n, ..)| n != name),
-            "{name} is already running"
-        );
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let pid = child.id();
-        self.0.push((name.to_owned(), child, log));
-        pid
-    }
-
-    pub fn wait_port(&mut self, name: &str, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let (_, child, log) = self.0.iter_mut().find(|(n, ..)| n == name).unwrap();
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{name} exited ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not listening on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The process id of `name`.
-    pub fn pid(&self, name: &str) -> u32 {
-        self.0
-            .iter()
-            .find(|(n, ..)| n == name)
-            .map(|(_, child, _)| child.id())
-            .unwrap_or_else(|| panic!("{name} is not running"))
-    }
-
-    /// Sends `signal` to the process.
-    pub fn signal(&self, name: &str, signal: libc::c_int) {
-        let (_, child, _) = self
-            .0
-            .iter()
-            .find(|(n, ..)| n == name)
-            .unwrap_or_else(|| panic!("{name} is not running"));
-        // SAFETY: plain kill(2) on our own child.
-        let rc = unsafe { libc::kill(child.id() as i32, signal) };
-        assert_eq!(rc, 0, "kill {name} with {signal}");
-    }
-
-    /// Stops the process with SIGTERM and waits for it (a graceful stop).
-    pub fn stop(&mut self, name: &str) {
-        self.end(name, libc::SIGTERM);
-    }
-
-    /// Kills the process with SIGKILL and reaps it (a crash).
-    pub fn kill(&mut self, name: &str) {
-        self.end(name, libc::SIGKILL);
-    }
-
-    fn end(&mut self, name: &str, signal: libc::c_int) {
-        if let Some(at) = self.0.iter().position(|(n, ..)| n == name) {
-            let (_, mut child, _) = self.0.remove(at);
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, signal) };
-            let _ = child.wait();
-        }
-    }
-
-    /// The log file of `name` (also after it ended).
-    pub fn log(logs: &Path, name: &str) -> PathBuf {
-        logs.join(format!("{name}.log"))
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls `sql` until `ok` holds of its value (90 s at most).
-pub async fn eventually(schema: &PgSchema, sql: &str, what: &str, ok: impl Fn(i64) -> bool) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let value = schema.scalar(sql).await;
-        if ok(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: `{sql}` is still {value} after 90 s (schema {})",
-            schema.name
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use super::process::{Processes, binary};
+use super::{PgSchema, TestPki};
 
 /// A collector and a writer as processes with topics, group and schema of their own,
 /// for tests of central checks and alerts; agents join with [`CentralRig::agent`].
 pub struct CentralRig {
-    pub pki: fleetmon::testkit::TestPki,
+    /// The certificates of every process and of the operator.
+    pub pki: TestPki,
+    /// The processes' logs and config files.
     pub logs: tempfile::TempDir,
+    /// The writer's schema.
     pub schema: PgSchema,
+    /// The collector's gRPC port.
     pub collector: u16,
     /// The collector's `/metrics` port.
     pub collector_metrics: u16,
@@ -155,7 +25,9 @@ pub struct CentralRig {
     pub audit_topic: String,
     /// The collector's arguments and environment, to start it again.
     collector_command: (Vec<String>, Vec<(String, String)>),
+    /// The writer's gRPC port.
     pub writer: u16,
+    /// The collector, the writer and the agents.
     pub procs: Processes,
 }
 
@@ -176,18 +48,51 @@ fn spawn_collector(
     procs.wait_port("collector", port);
 }
 
+/// The writer binary listening on 127.0.0.1:`listen` with its test certificates from
+/// `certs`, storing into `schema` of `pg_url`, in a consumer group and with a
+/// dead-letter topic of its own and batches of 100 ms; the caller adds its topics.
+pub fn writer_command(
+    certs: &Path,
+    schema: &PgSchema,
+    listen: u16,
+    kafka: &str,
+    pg_url: &str,
+) -> Command {
+    let mut command = Command::new(binary("fleetmon-writer"));
+    command
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--metrics-listen", "127.0.0.1:0", "--kafka", kafka])
+        .args(["--pg-url", pg_url])
+        .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
+        .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
+        .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
+        .env("FLEETMON_WRITER__POSTGRES__SCHEMA", &schema.name)
+        .env(
+            "FLEETMON_WRITER__KAFKA__GROUP_ID",
+            super::unique_name("fleetmon-test-writer"),
+        )
+        .env(
+            "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
+            super::unique_name("fleetmon-test-dlq"),
+        )
+        .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100");
+    command
+}
+
 /// How a [`CentralRig`] differs from the plain one.
 #[derive(Default)]
 pub struct RigOptions {
     /// The writer's config file (env and flags add the rest).
     pub writer_toml: String,
     /// The PKI (default: a fresh one).
-    pub pki: Option<fleetmon::testkit::TestPki>,
-    /// Bootstrap addresses for the collector and the writer (default: the suite's broker).
+    pub pki: Option<TestPki>,
+    /// The collector's bootstrap addresses (default: the suite's broker).
     pub collector_kafka: Option<String>,
+    /// The writer's bootstrap addresses (default: the suite's broker).
     pub writer_kafka: Option<String>,
-    /// Extra environment of each.
+    /// Extra environment of the collector.
     pub collector_env: Vec<(String, String)>,
+    /// Extra environment of the writer.
     pub writer_env: Vec<(String, String)>,
     /// The writer's `postgres.url` (default: the test schema's database).
     pub pg_url: Option<String>,
@@ -206,7 +111,7 @@ impl CentralRig {
 
     /// Starts both as `options` say.
     pub async fn start_with(options: RigOptions) -> Self {
-        use fleetmon::testkit::{free_port, kafka_bootstrap, unique_name};
+        use super::{free_port, kafka_bootstrap, unique_name};
         let writer_toml = options.writer_toml.as_str();
         let pki = options.pki.unwrap_or_default();
         let certs = pki.dir().to_owned();
@@ -253,48 +158,30 @@ impl CentralRig {
         procs.spawn(
             "writer",
             logs.path(),
-            Command::new(binary("fleetmon-writer"))
-                .arg("--config")
-                .arg(&writer_config)
-                .args(["--listen", &format!("127.0.0.1:{writer}")])
-                .args([
-                    "--metrics-listen",
-                    "127.0.0.1:0",
-                    "--kafka",
-                    &options.writer_kafka.unwrap_or_else(kafka_bootstrap),
-                ])
-                .args([
-                    "--pg-url",
-                    options.pg_url.as_deref().unwrap_or(schema.url()),
-                ])
-                // The agents sample this machine, whose disk, memory or CPU may well be
-                // past the default limits while the suite runs: host rules stay quiet
-                // here (writer/tests/alerts.rs drives them with samples of its own).
-                .env("FLEETMON_WRITER__ALERTS__RULES__DISK_PERCENT", "100")
-                .env("FLEETMON_WRITER__ALERTS__RULES__MEMORY_PERCENT", "100")
-                .env("FLEETMON_WRITER__ALERTS__RULES__CPU_PERCENT", "100")
-                .envs(options.writer_env)
-                .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
-                .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
-                .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
-                .env("FLEETMON_WRITER__POSTGRES__SCHEMA", &schema.name)
-                .env(
-                    "FLEETMON_WRITER__KAFKA__GROUP_ID",
-                    unique_name("fleetmon-cc-writer"),
-                )
-                .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
-                .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
-                .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
-                .env("FLEETMON_WRITER__KAFKA__AUDIT_TOPIC", &audit_topic)
-                .env(
-                    "FLEETMON_WRITER__KAFKA__CREDENTIALS_TOPIC",
-                    &credentials_topic,
-                )
-                .env(
-                    "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
-                    unique_name("fleetmon-cc-dlq"),
-                )
-                .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100"),
+            writer_command(
+                &certs,
+                &schema,
+                writer,
+                &options.writer_kafka.unwrap_or_else(kafka_bootstrap),
+                options.pg_url.as_deref().unwrap_or(schema.url()),
+            )
+            .arg("--config")
+            .arg(&writer_config)
+            // The agents sample this machine, whose disk, memory or CPU may well be
+            // past the default limits while the suite runs: host rules stay quiet
+            // here (writer/tests/alerts.rs drives them with samples of its own).
+            .env("FLEETMON_WRITER__ALERTS__RULES__DISK_PERCENT", "100")
+            .env("FLEETMON_WRITER__ALERTS__RULES__MEMORY_PERCENT", "100")
+            .env("FLEETMON_WRITER__ALERTS__RULES__CPU_PERCENT", "100")
+            .envs(options.writer_env)
+            .env("FLEETMON_WRITER__KAFKA__HOST_SAMPLES_TOPIC", &host_topic)
+            .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic)
+            .env("FLEETMON_WRITER__KAFKA__CHECKS_TOPIC", &checks_topic)
+            .env("FLEETMON_WRITER__KAFKA__AUDIT_TOPIC", &audit_topic)
+            .env(
+                "FLEETMON_WRITER__KAFKA__CREDENTIALS_TOPIC",
+                &credentials_topic,
+            ),
         );
         procs.wait_port("writer", writer);
         CentralRig {
@@ -310,7 +197,6 @@ impl CentralRig {
         }
     }
 
-    /// The directory of the operator's certificates.
     /// Starts the collector again (after `procs.kill("collector")`), as it was.
     pub fn restart_collector(&mut self) {
         spawn_collector(
@@ -321,6 +207,7 @@ impl CentralRig {
         );
     }
 
+    /// The directory of the operator's certificates.
     pub fn certs(&self) -> &Path {
         self.pki.dir()
     }
@@ -328,7 +215,7 @@ impl CentralRig {
     /// Starts agent `name` with `labels` (TOML inline-table body, e.g.
     /// `location = "eu-west"`), running whatever checks the collector assigns it.
     pub fn agent(&mut self, name: &str, labels: &str) {
-        let files = self.pki.client(fleetmon::identity::Role::Agent, name);
+        let files = self.pki.client(crate::identity::Role::Agent, name);
         self.agent_with(name, labels, &files);
     }
 
@@ -342,7 +229,7 @@ impl CentralRig {
         &mut self,
         name: &str,
         labels: &str,
-        files: &fleetmon::tls::ClientTlsFiles,
+        files: &crate::tls::ClientTlsFiles,
     ) -> u32 {
         let config = self.agent_config(name);
         std::fs::write(
@@ -386,6 +273,11 @@ impl CentralRig {
             String::from_utf8(out.stdout).unwrap(),
             String::from_utf8(out.stderr).unwrap(),
         )
+    }
+
+    /// `fleetmon checks add shop --url URL MORE`, which must succeed; its stdout.
+    pub fn add_shop(&self, url: &str, more: &[&str]) -> String {
+        self.fleetmon_ok(&[&["checks", "add", "shop", "--url", url], more].concat())
     }
 
     /// `fleetmon ARGS`, which must succeed; its stdout.
