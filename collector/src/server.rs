@@ -271,38 +271,13 @@ pub async fn start(
     let incoming = fleetmon::tls::tls_incoming(listener, tls);
     tracing::info!(%grpc_addr, %metrics_addr, kafka = %config.kafka.bootstrap_servers, "collector listening");
 
-    // Enrollment: its own listener, server-authenticated TLS, the Enrollment service only.
     let enroll_serve = enroll_listener
         .map(|(listener, addr)| {
             tracing::info!(%addr, "enrollment listening");
-            let limits = config
-                .enrollment
-                .as_ref()
-                .expect("a listener means [enrollment]");
-            let incoming = fleetmon::tls::tls_incoming_capped(
-                listener,
-                fleetmon::tls::reloading_enrollment_config(&config.tls)?,
-                Some(limits.max_connections),
-            );
-            // Open to hosts without certificates: small requests, short calls, short
-            // connections.
-            Ok::<_, CollectorError>(
-                fleetmon::server::grpc_builder()
-                    .timeout(ENROLL_CALL_TIMEOUT)
-                    .max_connection_age(ENROLL_CONNECTION_AGE)
-                    .max_connection_age_grace(ENROLL_CALL_TIMEOUT)
-                    .http2_max_header_list_size(ENROLL_MAX_HEADERS)
-                    .max_concurrent_streams(Some(4))
-                    .add_service(
-                        EnrollmentServer::new(enrollment.clone())
-                            .max_decoding_message_size(ENROLL_MAX_REQUEST),
-                    )
-                    .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
-            )
+            enrollment_server(&config, listener, enrollment, shutdown.clone())
         })
         .transpose()?;
 
-    let drain = Duration::from_secs(config.shutdown_drain_seconds);
     let forget_after = Duration::from_secs(config.limits.forget_agents_after_seconds);
     let mut tasks = Tasks::new(shutdown.clone());
     tasks.spawn_fallible("metrics endpoint", metrics_server.serve(shutdown.clone()));
@@ -328,31 +303,14 @@ pub async fn start(
         );
     }
     let supervisor = tasks.supervise(SHUTDOWN_GRACE);
-    let task = tokio::spawn(async move {
-        let serve =
-            router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        tokio::pin!(serve);
-        // Streams end once what they sent is acknowledged; with Kafka unreachable that
-        // never happens, so the drain has a deadline. Agents resend what was not acked.
-        let served = tokio::select! {
-            served = &mut serve => served,
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(drain).await;
-            } => {
-                tracing::warn!(seconds = drain.as_secs(), "drain deadline passed: ending the streams still waiting for Kafka");
-                abandon.cancel();
-                tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.unwrap_or(Ok(()))
-            }
-        };
-        // The server ending for any reason stops the tasks too.
-        shutdown.cancel();
-        ctx.publisher.flush(SHUTDOWN_GRACE).await;
-        let tasks_result = supervisor.await;
-        tracing::info!("collector stopped");
-        served?;
-        Ok(tasks_result??)
-    });
+    let task = tokio::spawn(serve_and_drain(
+        router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+        Duration::from_secs(config.shutdown_drain_seconds),
+        ctx,
+        abandon,
+        supervisor,
+        shutdown,
+    ));
     Ok(RunningCollector {
         grpc_addr,
         metrics_addr,
@@ -360,6 +318,69 @@ pub async fn start(
         heartbeat_addr,
         task,
     })
+}
+
+/// The enrollment server on `listener`: server-authenticated TLS for hosts without
+/// certificates, the Enrollment service only, small requests, short calls and short
+/// connections.
+fn enrollment_server(
+    config: &CollectorConfig,
+    listener: tokio::net::TcpListener,
+    enrollment: EnrollmentService,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<>, CollectorError> {
+    let limits = config
+        .enrollment
+        .as_ref()
+        .expect("a listener means [enrollment]");
+    let incoming = fleetmon::tls::tls_incoming_capped(
+        listener,
+        fleetmon::tls::reloading_enrollment_config(&config.tls)?,
+        Some(limits.max_connections),
+    );
+    Ok(fleetmon::server::grpc_builder()
+        .timeout(ENROLL_CALL_TIMEOUT)
+        .max_connection_age(ENROLL_CONNECTION_AGE)
+        .max_connection_age_grace(ENROLL_CALL_TIMEOUT)
+        .http2_max_header_list_size(ENROLL_MAX_HEADERS)
+        .max_concurrent_streams(Some(4))
+        .add_service(
+            EnrollmentServer::new(enrollment).max_decoding_message_size(ENROLL_MAX_REQUEST),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
+}
+
+/// Runs the agents' server until it ends; after `shutdown`, streams end once what they
+/// sent is acknowledged, and with Kafka unreachable that never happens, so the drain has
+/// a deadline (agents resend what was not acked). Then flushes the producer and waits
+/// for the other tasks.
+async fn serve_and_drain(
+    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+    drain: Duration,
+    ctx: Arc<IngestContext>,
+    abandon: CancellationToken,
+    supervisor: JoinHandle<Result<(), TaskFailed>>,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        served = &mut serve => served,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(seconds = drain.as_secs(), "drain deadline passed: ending the streams still waiting for Kafka");
+            abandon.cancel();
+            tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.unwrap_or(Ok(()))
+        }
+    };
+    // The server ending for any reason stops the tasks too.
+    shutdown.cancel();
+    ctx.publisher.flush(SHUTDOWN_GRACE).await;
+    let tasks_result = supervisor.await;
+    tracing::info!("collector stopped");
+    served?;
+    Ok(tasks_result??)
 }
 
 /// Every minute until `shutdown`, forgets agents the live view has not heard from for

@@ -33,7 +33,8 @@ use crate::config::WriterConfig;
 use crate::consume::kafka_source::{self, DeadLetters};
 use crate::consume::pipeline::{Pipeline, PipelineError};
 use crate::consume::progress::{self, Progress};
-use crate::consume::{audit_mirror, check_mirror, label_mirror, topic_mirror};
+use crate::consume::topic_mirror::{self, Mirrors};
+use crate::consume::{audit_mirror, check_mirror, label_mirror};
 use crate::metrics::WriterMetrics;
 use crate::store::{PostgresSink, Retention, SinkError};
 
@@ -216,23 +217,11 @@ pub async fn start(
     };
 
     let (health_reporter, health) = fleetmon::grpc::health_service().await;
-    let (probe_sink, probe_kafka) = (sink.clone(), dead_letters.clone());
-    let failing = pipeline.failing();
-    let health_task = fleetmon::grpc::watch_health(
+    let health_task = watch_health(
         health_reporter,
-        SERVICES,
-        move || {
-            let (sink, kafka) = (probe_sink.clone(), probe_kafka.clone());
-            let failing = failing.load(std::sync::atomic::Ordering::Relaxed);
-            async move {
-                kafka.check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
-                sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
-                if failing {
-                    return Err(NotServing("batches are not being stored (PostgreSQL refuses them for want of a resource or connection); retrying".to_owned()));
-                }
-                Ok(())
-            }
-        },
+        sink.clone(),
+        dead_letters.clone(),
+        pipeline.failing(),
         shutdown.clone(),
     );
     let (reflection_v1, reflection_v1alpha) = fleetmon::grpc::reflection_services(SERVICES);
@@ -260,38 +249,23 @@ pub async fn start(
     let ahead = config.postgres.partitions_ahead_days;
     let task = tokio::spawn(async move {
         let mut tasks = Tasks::new(shutdown.clone());
+        let mirrors = Mirrors {
+            config: checks_kafka,
+            cluster,
+            sink: sink.clone(),
+            shutdown: shutdown.clone(),
+        };
         tasks.spawn(
             "checks mirror",
-            topic_mirror::run(
-                checks_consumer,
-                checks_kafka.clone(),
-                cluster.clone(),
-                sink.clone(),
-                check_mirror::spec(),
-                shutdown.clone(),
-            ),
+            mirrors.follow(checks_consumer, check_mirror::spec()),
         );
         tasks.spawn(
             "audit mirror",
-            topic_mirror::run(
-                audit_consumer,
-                checks_kafka.clone(),
-                cluster.clone(),
-                sink.clone(),
-                audit_mirror::spec(),
-                shutdown.clone(),
-            ),
+            mirrors.follow(audit_consumer, audit_mirror::spec()),
         );
         tasks.spawn(
             "labels mirror",
-            topic_mirror::run(
-                labels_consumer,
-                checks_kafka,
-                cluster,
-                sink.clone(),
-                label_mirror::spec(),
-                shutdown.clone(),
-            ),
+            mirrors.follow(labels_consumer, label_mirror::spec()),
         );
         if alerts.enabled {
             tasks.spawn(
@@ -336,6 +310,34 @@ pub async fn start(
         metrics_addr,
         task,
     })
+}
+
+/// Reports the writer's health until `shutdown`: SERVING while Kafka and PostgreSQL
+/// answer and batches are being stored.
+fn watch_health(
+    reporter: fleetmon::grpc::HealthReporter,
+    sink: Arc<PostgresSink>,
+    kafka: Arc<DeadLetters>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> {
+    fleetmon::grpc::watch_health(
+        reporter,
+        SERVICES,
+        move || {
+            let (sink, kafka) = (sink.clone(), kafka.clone());
+            let failing = failing.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                kafka.check(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
+                sink.ping(fleetmon::grpc::HEALTH_PROBE_TIMEOUT).await?;
+                if failing {
+                    return Err(NotServing("batches are not being stored (PostgreSQL refuses them for want of a resource or connection); retrying".to_owned()));
+                }
+                Ok(())
+            }
+        },
+        shutdown,
+    )
 }
 
 async fn maintain(

@@ -67,6 +67,41 @@ pub fn consumer<Fut>(
     Ok(consumer)
 }
 
+/// What every mirror of one writer shares: the Kafka settings, the cluster watch, the
+/// store and the shutdown.
+#[derive(Clone)]
+pub struct Mirrors {
+    /// The writer's Kafka settings.
+    pub config: KafkaConfig,
+    /// The cluster id watch (a new cluster rebuilds each consumer).
+    pub cluster: ClusterId,
+    /// Where each mirror stores.
+    pub sink: Arc<PostgresSink>,
+    /// Ends every mirror.
+    pub shutdown: CancellationToken,
+}
+
+impl Mirrors {
+    /// Follows `spec`'s topic with `consumer` ([`run`]).
+    pub fn follow<Fut>(
+        &self,
+        consumer: StreamConsumer,
+        spec: Spec<Fut>,
+    ) -> impl Future<Output = ()> + use<Fut>
+    where
+        Fut: Future<Output = Result<(), SinkError>>,
+    {
+        run(
+            consumer,
+            self.config.clone(),
+            self.cluster.clone(),
+            self.sink.clone(),
+            spec,
+            self.shutdown.clone(),
+        )
+    }
+}
+
 /// Follows the mirror's topic into `sink` until `shutdown`.
 pub async fn run<Fut>(
     mut consumer: StreamConsumer,
