@@ -25,6 +25,8 @@ pub mod labels;
 pub mod metrics_endpoint;
 pub mod pb;
 pub mod pki;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redact;
 pub mod samples;
 pub mod server;

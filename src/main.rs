@@ -81,6 +81,8 @@ enum Command {
     },
     /// Serve the web dashboard (live fleet, charts, checks, alerts) on 127.0.0.1:8080.
     Dashboard(Box<cli::dashboard::DashboardArgs>),
+    /// Serve public status pages (read-only, no login) as `--config` publishes them.
+    StatusPage(cli::status_page::StatusPageArgs),
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
@@ -282,6 +284,7 @@ fn main() -> ExitCode {
         Command::Maintenance(command) => Query::Maintenance(command),
         Command::DeadLetters(command) => Query::DeadLetters(command),
         Command::Dashboard(args) => Query::Dashboard(args),
+        Command::StatusPage(args) => Query::StatusPage(args),
         Command::Audit {
             connection,
             since,
@@ -289,10 +292,14 @@ fn main() -> ExitCode {
             limit,
         } => Query::Audit(connection, since, who, limit),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // The status page serves the public: it gets every core.
+    let runtime = match query {
+        Query::StatusPage(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
     fleetmon::tls::install_crypto_provider();
     let result = runtime.block_on(async move {
         match query {
@@ -309,6 +316,7 @@ fn main() -> ExitCode {
             Query::Maintenance(command) => cli::maintenance::run(command).await,
             Query::DeadLetters(command) => cli::dead_letters::run(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
+            Query::StatusPage(args) => cli::status_page::run(args).await,
             Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
@@ -336,6 +344,7 @@ enum Query {
     Maintenance(cli::maintenance::MaintenanceCommand),
     DeadLetters(cli::dead_letters::DeadLettersCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
+    StatusPage(cli::status_page::StatusPageArgs),
     Audit(cli::Connection, Duration, Option<String>, u32),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),

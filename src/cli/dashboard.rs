@@ -240,7 +240,7 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
 
 /// HTTPS with `cert` and `key`; with `client_ca`, a client certificate chained to it
 /// is required (verified as every fleetmon server verifies one).
-fn https_config(
+pub(super) fn https_config(
     cert: &std::path::Path,
     key: &std::path::Path,
     client_ca: Option<&std::path::Path>,
@@ -274,13 +274,13 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 }
 
 /// TCP connections with their TLS handshake done, for `axum::serve`.
-struct TlsListener {
+pub(super) struct TlsListener {
     tcp: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl TlsListener {
-    fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+    pub(super) fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
         TlsListener {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(config),

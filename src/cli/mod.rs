@@ -10,6 +10,7 @@ pub(crate) mod dashboard;
 pub(crate) mod dead_letters;
 pub(crate) mod maintenance;
 pub(crate) mod queries;
+pub(crate) mod status_page;
 pub(crate) mod table;
 
 use std::path::PathBuf;

@@ -175,6 +175,16 @@ impl Default for RollupRetention {
 }
 
 impl PostgresConfig {
+    /// Its TLS settings.
+    pub fn tls_files(&self) -> fleetmon::postgres::PgTlsFiles<'_> {
+        fleetmon::postgres::PgTlsFiles {
+            url: &self.url,
+            ca: self.ca.as_deref(),
+            cert: self.cert.as_deref(),
+            key: self.key.as_deref(),
+        }
+    }
+
     /// How long each table's rows are kept.
     pub fn retention(&self) -> crate::store::Retention {
         crate::store::Retention {
@@ -947,40 +957,8 @@ impl WriterConfig {
             self.kafka.sasl.as_ref(),
             &mut self.kafka.options,
         )?;
-        let schema = &self.postgres.schema;
-        let legal = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
-        if schema.is_empty()
-            || schema.len() > 63
-            || !schema.chars().all(legal)
-            || schema.starts_with(|c: char| c.is_ascii_digit())
-        {
-            return Err(ConfigError::field(
-                "postgres.schema",
-                format!(
-                    "`{schema}` is not a plain identifier: use 1-63 of [a-z0-9_], not starting with a digit"
-                ),
-            ));
-        }
-        let (mode, _) = SslMode::of_url(&self.postgres.url);
-        if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && self.postgres.ca.is_none() {
-            return Err(ConfigError::field(
-                "postgres.ca",
-                format!(
-                    "is required by sslmode={} in postgres.url: set it to the CA bundle that signed the server's certificate",
-                    mode.as_str()
-                ),
-            ));
-        }
-        if self.postgres.cert.is_some() != self.postgres.key.is_some() {
-            return Err(ConfigError::field(
-                if self.postgres.cert.is_some() {
-                    "postgres.key"
-                } else {
-                    "postgres.cert"
-                },
-                "is missing: a client certificate needs both postgres.cert and postgres.key",
-            ));
-        }
+        fleetmon::postgres::validate_schema_name(&self.postgres.schema)?;
+        self.postgres.tls_files().validate()?;
         for (field, size) in [
             ("postgres.pool_size", self.postgres.pool_size),
             ("postgres.query_pool_size", self.postgres.query_pool_size),
@@ -1068,49 +1046,6 @@ impl WriterConfig {
             }
         }
         Ok(self)
-    }
-}
-
-/// What `sslmode` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Plaintext (`disable`, `prefer`, or no `sslmode`).
-    Disable,
-    /// Encrypted; verified only when a CA is set.
-    Require,
-    /// Encrypted; the chain verified, not the host name.
-    VerifyCa,
-    /// Encrypted; the chain and the host name verified.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The mode `url` names, and the URL tokio-postgres can parse (`verify-*` as `require`).
-    pub fn of_url(url: &str) -> (SslMode, String) {
-        for (text, mode) in [
-            ("sslmode=verify-full", SslMode::VerifyFull),
-            ("sslmode=verify-ca", SslMode::VerifyCa),
-        ] {
-            if url.contains(text) {
-                return (mode, url.replace(text, "sslmode=require"));
-            }
-        }
-        let mode = if url.contains("sslmode=require") {
-            SslMode::Require
-        } else {
-            SslMode::Disable
-        };
-        (mode, url.to_owned())
-    }
-
-    /// As written in a URL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
     }
 }
 

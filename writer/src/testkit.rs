@@ -358,6 +358,32 @@ pub fn host(agent: &str, seq: u64, ts: SystemTime) -> HostSample {
     }
 }
 
+/// Seqs unique within the test process ([`next_seq`]).
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A seq no other sample of this test process has (one stream per agent).
+pub fn next_seq() -> u64 {
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One run of central check `check_id` (an https check of `https://ID.example/`) at
+/// location `agent`, taken at `ts`: passing with 200 or failing with 503.
+pub fn check_run(check_id: &str, agent: &str, ts: SystemTime, ok: bool) -> SiteCheck {
+    let url = format!("https://{check_id}.example/");
+    let mut row = check(
+        agent,
+        next_seq(),
+        ts,
+        &url,
+        Some(if ok { 200 } else { 503 }),
+        ok,
+        20.0,
+    );
+    row.check_id = check_id.to_owned();
+    row.check_version = 1;
+    row
+}
+
 /// A site check with the given outcome.
 pub fn check(
     agent: &str,

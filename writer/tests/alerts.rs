@@ -2,7 +2,6 @@
 //! locations, state and alerts in Postgres, notifications at a real HTTP receiver.
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fleetmon::identity::Role;
@@ -17,24 +16,9 @@ use fleetmon_writer::testkit::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// Seqs unique within the test process (one stream per agent).
-static SEQ: AtomicU64 = AtomicU64::new(1);
-
 /// One run of `check_id` at `agent`, `secs` seconds after `base`.
 fn run(check_id: &str, agent: &str, base: SystemTime, secs: u64, ok: bool) -> SiteCheck {
-    let url = format!("https://{check_id}.example/");
-    let mut row = check(
-        agent,
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        base + Duration::from_secs(secs),
-        &url,
-        Some(if ok { 200 } else { 503 }),
-        ok,
-        20.0,
-    );
-    row.check_id = check_id.to_owned();
-    row.check_version = 1;
-    row
+    check_run(check_id, agent, base + Duration::from_secs(secs), ok)
 }
 
 /// An https check of `id` run by the agent `eu`.
@@ -247,7 +231,7 @@ async fn a_site_from_an_agents_own_config_alerts_as_one_location_of_its_own() {
     let local = |secs: u64, ok: bool| {
         let mut row = check(
             "edge",
-            SEQ.fetch_add(1, Ordering::Relaxed),
+            next_seq(),
             base + Duration::from_secs(secs),
             url,
             Some(if ok { 200 } else { 503 }),
@@ -1564,7 +1548,7 @@ fn ping(check_id: &str, ts: SystemTime) -> SiteCheck {
     SiteCheck {
         agent_id: "ping".to_owned(),
         stream_id: "heartbeat-listener".to_owned(),
-        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        seq: next_seq(),
         checked_at: at(ts),
         url: format!("heartbeat://{check_id}"),
         method: "PING".to_owned(),

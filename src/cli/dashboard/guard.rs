@@ -49,9 +49,9 @@ pub(crate) enum DashboardRole {
 /// Behind mutual TLS, the identity a connection's certificate carries (the connect
 /// info of every request on it).
 #[derive(Debug, Clone)]
-pub(super) struct Peer {
+pub(crate) struct Peer {
     /// The verified client certificate's identity, if one was presented.
-    pub(super) identity: Option<fleetmon::identity::PeerIdentity>,
+    pub(crate) identity: Option<fleetmon::identity::PeerIdentity>,
 }
 
 /// Who a request comes from: what it may do and, for a browser, the CSRF token it must

@@ -59,13 +59,7 @@ impl SinkError {
     }
 }
 
-/// The server's message for a database error (tokio-postgres only says "db error").
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => error.to_string(),
-    }
-}
+pub use fleetmon::postgres::describe;
 
 /// What kind of failure a batch write met.
 #[derive(Debug, Clone, PartialEq, Eq)]

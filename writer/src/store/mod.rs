@@ -14,7 +14,6 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::future::BoxFuture;
 use tokio_postgres::Transaction;
-use tokio_postgres::config::SslMode;
 
 use crate::config::PostgresConfig;
 use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
@@ -27,7 +26,6 @@ mod host_rollups;
 pub mod latency;
 mod partitions;
 mod rollups;
-pub mod tls;
 
 pub use buckets::Tier;
 pub use copy::{copy_checks_into, copy_hosts_into};
@@ -104,7 +102,7 @@ pub struct PostgresSink {
     /// Run in every batch's transaction after its check results.
     after_rows: Option<Box<dyn AfterRows>>,
     /// The TLS mode of `postgres.url`, for connection hints.
-    mode: crate::config::SslMode,
+    mode: fleetmon::postgres::SslMode,
 }
 
 impl PostgresSink {
@@ -112,11 +110,8 @@ impl PostgresSink {
     /// schema. TLS (rustls, verified against `postgres.ca`) is used when the URL says
     /// `sslmode=require`; `prefer` (the default) is treated as `disable`.
     pub fn new(config: &PostgresConfig) -> Result<Self, SinkError> {
-        let (mode, url) = crate::config::SslMode::of_url(&config.url);
-        let mut pg: tokio_postgres::Config = url.parse().map_err(SinkError::Url)?;
-        if pg.get_ssl_mode() == SslMode::Prefer {
-            pg.ssl_mode(SslMode::Disable);
-        }
+        let files = config.tls_files();
+        let (mode, mut pg) = files.config().map_err(SinkError::Url)?;
         pg.options(format!("-c search_path={}", config.schema));
         // Names the schema so an operator (or a test) can tell writers apart.
         pg.application_name(format!("fleetmon-writer:{}", config.schema));
@@ -124,7 +119,7 @@ impl PostgresSink {
         let pool = |pg: tokio_postgres::Config, size: usize| -> Result<Pool, SinkError> {
             let manager = Manager::from_config(
                 pg,
-                crate::store::tls::connector(mode, config)?,
+                fleetmon::postgres::connector(mode, &files)?,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -222,7 +217,7 @@ impl PostgresSink {
                 other => other.to_string(),
             };
             let pool_error = SinkError::Pool(error);
-            match crate::store::tls::hint(&reason, self.mode) {
+            match fleetmon::postgres::hint(&reason, self.mode) {
                 Some(hint) => SinkError::Connect { reason, hint },
                 // The server answered and refused: a user, password or database that
                 // is not there, which waiting will not fix.

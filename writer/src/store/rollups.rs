@@ -16,6 +16,7 @@ use super::buckets::{Tier, bucket_start};
 use crate::consume::row_batch::CheckRow;
 
 const UPSERT_ROLLUPS: &str = include_str!("../../sql/upsert_check_rollups.sql");
+const UPSERT_DAYS: &str = include_str!("../../sql/upsert_check_days.sql");
 
 /// The two resolutions kept of site checks.
 const RESOLUTIONS: [Tier; 2] = [Tier::Minute, Tier::Hour];
@@ -61,7 +62,8 @@ impl Bucket {
     }
 }
 
-/// Adds the check rows `inserted` to their minute and hour rollups.
+/// Adds the check rows `inserted` to their minute and hour rollups, and those of
+/// central checks to their days.
 pub(super) async fn add_to_rollups(
     tx: &Transaction<'_>,
     inserted: &[&CheckRow],
@@ -69,6 +71,7 @@ pub(super) async fn add_to_rollups(
     if inserted.is_empty() {
         return Ok(());
     }
+    add_to_days(tx, inserted).await?;
     let mut buckets: HashMap<(&str, &'static str, SystemTime), Bucket> = HashMap::new();
     for &row in inserted {
         for tier in RESOLUTIONS {
@@ -137,5 +140,28 @@ pub(super) async fn add_to_rollups(
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Adds the central checks among `inserted` to `check_days`.
+async fn add_to_days(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(), SinkError> {
+    let mut days: BTreeMap<(&str, time::Date), (i64, i64)> = BTreeMap::new();
+    for row in inserted.iter().filter(|row| !row.check.check_id.is_empty()) {
+        let day = time::OffsetDateTime::from(row.ts).date();
+        let counts = days.entry((row.check.check_id.as_str(), day)).or_default();
+        counts.0 += 1;
+        counts.1 += i64::from(row.check.ok);
+    }
+    if days.is_empty() {
+        return Ok(());
+    }
+    // A BTreeMap: in key order, so concurrent writers lock the rows in the same order.
+    let (keys, counts): (Vec<_>, Vec<_>) = days.into_iter().unzip();
+    let ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+    let dates: Vec<time::Date> = keys.iter().map(|(_, day)| *day).collect();
+    let results: Vec<i64> = counts.iter().map(|(n, _)| *n).collect();
+    let ok: Vec<i64> = counts.iter().map(|(_, ok)| *ok).collect();
+    let upsert = tx.prepare_cached(UPSERT_DAYS).await?;
+    tx.execute(&upsert, &[&ids, &dates, &results, &ok]).await?;
     Ok(())
 }

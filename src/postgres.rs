@@ -1,4 +1,6 @@
-//! TLS to PostgreSQL with libpq's `sslmode` meanings, on rustls:
+//! PostgreSQL connections as every fleetmon process that reads or writes the database
+//! makes them (the writer, the status page): TLS with libpq's `sslmode` meanings on
+//! rustls, the settings' validation and hints for failed connections.
 //!
 //! - `disable`, `prefer` (the default; treated as `disable`): plaintext;
 //! - `require`: encrypted; with `postgres.ca` the chain is verified (as libpq does when
@@ -17,7 +19,128 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{PostgresConfig, SslMode};
+use crate::config::ConfigError;
+
+/// The TLS settings of a `[postgres]` section: its URL (whose `sslmode` says what is
+/// asked), the CA and the client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct PgTlsFiles<'a> {
+    /// `postgres.url`.
+    pub url: &'a str,
+    /// `postgres.ca`.
+    pub ca: Option<&'a Path>,
+    /// `postgres.cert`.
+    pub cert: Option<&'a Path>,
+    /// `postgres.key`.
+    pub key: Option<&'a Path>,
+}
+
+impl PgTlsFiles<'_> {
+    /// Refuses settings that cannot work together, naming the field and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (mode, _) = SslMode::of_url(self.url);
+        if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && self.ca.is_none() {
+            return Err(ConfigError::field(
+                "postgres.ca",
+                format!(
+                    "is required by sslmode={} in postgres.url: set it to the CA bundle that signed the server's certificate",
+                    mode.as_str()
+                ),
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::field(
+                if self.cert.is_some() {
+                    "postgres.key"
+                } else {
+                    "postgres.cert"
+                },
+                "is missing: a client certificate needs both postgres.cert and postgres.key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The mode the URL asks for and the connection settings tokio-postgres takes
+    /// (`verify-*` as `require`, `prefer` as `disable`).
+    pub fn config(&self) -> Result<(SslMode, tokio_postgres::Config), tokio_postgres::Error> {
+        let (mode, url) = SslMode::of_url(self.url);
+        let mut pg: tokio_postgres::Config = url.parse()?;
+        if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        Ok((mode, pg))
+    }
+}
+
+/// The server's message for a database error (tokio-postgres only says "db error").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// Refuses a `postgres.schema` that is not a plain identifier (it is written into SQL).
+pub fn validate_schema_name(schema: &str) -> Result<(), ConfigError> {
+    let legal = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if schema.is_empty()
+        || schema.len() > 63
+        || !schema.chars().all(legal)
+        || schema.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(ConfigError::field(
+            "postgres.schema",
+            format!(
+                "`{schema}` is not a plain identifier: use 1-63 of [a-z0-9_], not starting with a digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext (`disable`, `prefer`, or no `sslmode`).
+    Disable,
+    /// Encrypted; verified only when a CA is set.
+    Require,
+    /// Encrypted; the chain verified, not the host name.
+    VerifyCa,
+    /// Encrypted; the chain and the host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode `url` names, and the URL tokio-postgres can parse (`verify-*` as `require`).
+    pub fn of_url(url: &str) -> (SslMode, String) {
+        for (text, mode) in [
+            ("sslmode=verify-full", SslMode::VerifyFull),
+            ("sslmode=verify-ca", SslMode::VerifyCa),
+        ] {
+            if url.contains(text) {
+                return (mode, url.replace(text, "sslmode=require"));
+            }
+        }
+        let mode = if url.contains("sslmode=require") {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        };
+        (mode, url.to_owned())
+    }
+
+    /// As written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
 
 /// A verifier less strict than verify-full: with `chain`, a chain that verifies but
 /// names another host is accepted (`verify-ca`, or `require` with a CA); without it,
@@ -84,10 +207,10 @@ impl ServerCertVerifier for Relaxed {
     }
 }
 
-fn roots(ca: &Path) -> Result<rustls::RootCertStore, fleetmon::tls::TlsError> {
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, crate::tls::TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in fleetmon::tls::read_certs("postgres CA (postgres.ca)", ca)? {
-        roots.add(cert).map_err(|e| fleetmon::tls::TlsError::File {
+    for cert in crate::tls::read_certs("postgres CA (postgres.ca)", ca)? {
+        roots.add(cert).map_err(|e| crate::tls::TlsError::File {
             what: "postgres CA (postgres.ca)",
             path: ca.to_owned(),
             reason: e.to_string(),
@@ -96,16 +219,16 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore, fleetmon::tls::TlsError> {
     Ok(roots)
 }
 
-/// The connector for `mode` with `config`'s CA and client certificate.
+/// The connector for `mode` with `files`' CA and client certificate.
 pub fn connector(
     mode: SslMode,
-    config: &PostgresConfig,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, fleetmon::tls::TlsError> {
-    let provider = fleetmon::tls::crypto_provider();
+    files: &PgTlsFiles<'_>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, crate::tls::TlsError> {
+    let provider = crate::tls::crypto_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(fleetmon::tls::TlsError::Rustls)?;
-    let builder = match (mode, config.ca.as_deref()) {
+        .map_err(crate::tls::TlsError::Rustls)?;
+    let builder = match (mode, files.ca) {
         (SslMode::VerifyFull, Some(ca)) => builder.with_root_certificates(roots(ca)?),
         (SslMode::VerifyCa | SslMode::Require, Some(ca)) => {
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -113,7 +236,7 @@ pub fn connector(
                 provider.clone(),
             )
             .build()
-            .map_err(|e| fleetmon::tls::TlsError::File {
+            .map_err(|e| crate::tls::TlsError::File {
                 what: "postgres CA (postgres.ca)",
                 path: ca.to_owned(),
                 reason: e.to_string(),
@@ -140,13 +263,13 @@ pub fn connector(
         (_, None) => builder.with_root_certificates(rustls::RootCertStore::empty()),
         (SslMode::Disable, Some(ca)) => builder.with_root_certificates(roots(ca)?),
     };
-    let config = match (&config.cert, &config.key) {
+    let config = match (files.cert, files.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(
-                fleetmon::tls::read_certs("postgres client certificate (postgres.cert)", cert)?,
-                fleetmon::tls::read_key("postgres client key (postgres.key)", key)?,
+                crate::tls::read_certs("postgres client certificate (postgres.cert)", cert)?,
+                crate::tls::read_key("postgres client key (postgres.key)", key)?,
             )
-            .map_err(fleetmon::tls::TlsError::Rustls)?,
+            .map_err(crate::tls::TlsError::Rustls)?,
         _ => builder.with_no_client_auth(),
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
