@@ -398,6 +398,7 @@ async fn quickstart(broker: &str, tls: bool) {
     let output = work.path().join("demo.out");
     // The demo binds these 20 s on, after Kafka started: ports no bind(0) can take.
     let dashboard_port = late_port();
+    let status_port = late_port();
     let enroll_port = late_port();
     let mut demo = Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
@@ -416,6 +417,7 @@ async fn quickstart(broker: &str, tls: bool) {
         )
         .env("FLEETMON_DEMO_HTTP_PORT", late_port().to_string())
         .env("FLEETMON_DASHBOARD_PORT", dashboard_port.to_string())
+        .env("FLEETMON_STATUS_PAGE_PORT", status_port.to_string())
         .env("FLEETMON_ENROLL_PORT", enroll_port.to_string())
         .env("FLEETMON_HEARTBEAT_PORT", late_port().to_string())
         .env("FLEETMON_DEMO_REFRESH", "1")
@@ -463,6 +465,20 @@ async fn quickstart(broker: &str, tls: bool) {
         .find_map(|line| line.split_once(&prefix).map(|(_, token)| token.trim()))
         .unwrap_or_else(|| panic!("no dashboard address in {printed}"));
     assert_eq!(token.len(), 32, "{token}");
+    // Beside it, the public status page, with the demo's checks and no login.
+    assert!(
+        printed.contains(&format!(
+            "Public status page (read-only, no login): http://127.0.0.1:{status_port}/"
+        )),
+        "{printed}"
+    );
+    let status = http_get(status_port, "/api/v1/status.json", "");
+    assert!(status.starts_with("HTTP/1.0 200 OK"), "{status}");
+    assert!(
+        status.contains("\"name\":\"Demo site\"")
+            && status.contains("\"target\":\"http://127.0.0.1:"),
+        "{status}"
+    );
     let refused = http_get(dashboard_port, "/api/fleet", "wrong");
     assert!(
         refused.starts_with("HTTP/1.0 401") || refused.starts_with("HTTP/1.1 401"),

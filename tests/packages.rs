@@ -8,11 +8,20 @@ use std::process::{Command, Stdio};
 
 use fleetmon::testkit::{CentralRig, binary, eventually};
 
-const PACKAGES: [&str; 4] = [
+const PACKAGES: [&str; 5] = [
     "fleetmon-agent",
     "fleetmon-collector",
     "fleetmon-writer",
     "fleetmon",
+    "fleetmon-status-page",
+];
+
+/// The packages that run a service: each has a user, a unit and a config of its own.
+const SERVERS: [&str; 4] = [
+    "fleetmon-agent",
+    "fleetmon-collector",
+    "fleetmon-writer",
+    "fleetmon-status-page",
 ];
 
 fn run(program: &str, args: &[&str]) -> String {
@@ -62,13 +71,13 @@ async fn the_packages_install_verify_run_and_purge_without_a_trace() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(debs.len(), 4, "{debs:?}");
+    assert_eq!(debs.len(), 5, "{debs:?}");
 
     let purge = Purge;
     let mut install = vec!["-i"];
     install.extend(debs.iter().map(String::as_str));
     run("dpkg", &install);
-    for name in ["fleetmon-agent", "fleetmon-collector", "fleetmon-writer"] {
+    for name in SERVERS {
         assert!(
             run("getent", &["passwd", name]).contains("/usr/sbin/nologin"),
             "a system user of its own"
@@ -134,6 +143,8 @@ async fn the_packages_install_verify_run_and_purge_without_a_trace() {
         "/var/lib/fleetmon-agent",
         "/var/lib/fleetmon-collector",
         "/var/lib/fleetmon-writer",
+        "/var/lib/fleetmon-status-page",
+        "/lib/systemd/system/fleetmon-status-page.service",
         "/usr/share/doc/fleetmon-agent",
     ] {
         assert!(!Path::new(path).exists(), "{path} is left after purge");
@@ -148,7 +159,7 @@ async fn the_packages_install_verify_run_and_purge_without_a_trace() {
             "{name} still known to dpkg"
         );
     }
-    for user in ["fleetmon-agent", "fleetmon-collector", "fleetmon-writer"] {
+    for user in SERVERS {
         assert!(
             !Command::new("getent")
                 .args(["passwd", user])

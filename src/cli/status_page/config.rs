@@ -262,3 +262,60 @@ fn name(field: &str, value: &str) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<StatusConfig, ConfigError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        StatusConfig::load(file.path(), Vec::new())
+    }
+
+    const PAGE: &str = "[postgres]\nurl = \"postgres://r@db/fleetmon\"\n\
+        [[pages]]\npath = \"/\"\ntitle = \"Status\"\n\
+        [[pages.groups]]\nname = \"Web\"\nchecks = [{ id = \"shop\", name = \"Shop\" }]\n";
+
+    #[test]
+    fn the_packaged_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/etc/status-page.toml");
+        let config = StatusConfig::load(&path, Vec::new()).unwrap();
+        assert_eq!(config.check_ids(), ["api", "shop-home"]);
+        assert_eq!(config.listen, default_listen());
+    }
+
+    #[test]
+    fn bad_pages_are_refused_naming_the_field_and_the_fix() {
+        assert!(load(PAGE).is_ok());
+        let refused = |from: &str, to: &str| load(&PAGE.replace(from, to)).unwrap_err().to_string();
+        assert_eq!(
+            refused("path = \"/\"", "path = \"/api\""),
+            "invalid config: `pages[0].path` `/api` is not `/` or `/NAME` (NAME: up to 40 of [a-z0-9-], not api, badge, feed.atom or static)"
+        );
+        assert_eq!(
+            refused("id = \"shop\"", "id = \"Shop Home\""),
+            "invalid config: `pages[0].groups[0].checks[0].id` `Shop Home` is not a check id: ids are lowercase letters, digits and `-` (`fleetmon checks list` shows them)"
+        );
+        assert_eq!(
+            refused("name = \"Shop\"", "name = \"\""),
+            "invalid config: `pages[0].groups[0].checks[0].name` is empty"
+        );
+        assert_eq!(
+            refused("[postgres]", "refresh_seconds = 0\n[postgres]"),
+            "invalid config: `refresh_seconds` is 0: use 1 to 300"
+        );
+        assert_eq!(
+            refused("db/fleetmon", "db/fleetmon?sslmode=verify-full"),
+            "invalid config: `postgres.ca` is required by sslmode=verify-full in postgres.url: set it to the CA bundle that signed the server's certificate"
+        );
+        let twice = format!(
+            "{PAGE}[[pages]]\npath = \"/\"\ntitle = \"Again\"\n[[pages.groups]]\nname = \"W\"\nchecks = []\n"
+        );
+        assert_eq!(
+            load(&twice).unwrap_err().to_string(),
+            "invalid config: `pages[1].path` `/` is the path of an earlier page"
+        );
+    }
+}

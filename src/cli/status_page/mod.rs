@@ -45,6 +45,9 @@ pub(crate) struct StatusPageArgs {
     /// Where to serve (overrides `listen`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "FLEETMON_LOG_FORMAT", default_value = "text")]
+    log_format: fleetmon::telemetry::LogFormat,
 }
 
 /// One answer, rendered once: its body, gzip-compressed body and entity tag.
@@ -251,9 +254,9 @@ async fn refuse_writers(client: &tokio_postgres::Client, schema: &str) -> anyhow
     Ok(())
 }
 
-/// Serves the pages until Ctrl-C.
+/// Serves the pages until SIGTERM or Ctrl-C.
 pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
-    fleetmon::telemetry::init_tracing(fleetmon::telemetry::LogFormat::Text);
+    fleetmon::telemetry::init_tracing(args.log_format);
     let mut config = StatusConfig::load(&args.config, std::env::vars())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -310,11 +313,8 @@ pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let stop = async {
-        // Without a Ctrl-C handler (an error) the page stops at once rather than run
-        // unstoppable.
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    // SIGTERM (systemd) or Ctrl-C.
+    let stop = fleetmon::shutdown::shutdown_signal();
     let served = match https {
         Some(tls) => {
             let incoming = super::dashboard::TlsListener::new(listener, tls);
