@@ -83,6 +83,10 @@ enum Command {
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     /// Serve public status pages (read-only, no login) as `--config` publishes them.
     StatusPage(cli::status_page::StatusPageArgs),
+    /// Incidents: what status pages tell the public (opened by quorum outages, or by
+    /// hand), with your updates.
+    #[command(subcommand)]
+    Incidents(cli::incidents::IncidentsCommand),
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
@@ -285,6 +289,7 @@ fn main() -> ExitCode {
         Command::DeadLetters(command) => Query::DeadLetters(command),
         Command::Dashboard(args) => Query::Dashboard(args),
         Command::StatusPage(args) => Query::StatusPage(args),
+        Command::Incidents(command) => Query::Incidents(command),
         Command::Audit {
             connection,
             since,
@@ -317,6 +322,7 @@ fn main() -> ExitCode {
             Query::DeadLetters(command) => cli::dead_letters::run(command).await,
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
             Query::StatusPage(args) => cli::status_page::run(args).await,
+            Query::Incidents(command) => cli::incidents::run(command).await,
             Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
@@ -345,6 +351,7 @@ enum Query {
     DeadLetters(cli::dead_letters::DeadLettersCommand),
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     StatusPage(cli::status_page::StatusPageArgs),
+    Incidents(cli::incidents::IncidentsCommand),
     Audit(cli::Connection, Duration, Option<String>, u32),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),

@@ -28,21 +28,29 @@ fn definition(id: &str) -> CheckDefinition {
     }
 }
 
-/// A role of its own that may only read what the status page reads; its URL.
-async fn read_only_role(schema: &PgSchema) -> String {
+/// A role of its own that may only read what the status page reads, made by
+/// `deploy/status-page-role.sql` as the docs say; its URL.
+fn read_only_role(schema: &PgSchema) -> String {
     let role = format!("{}_status", schema.name);
-    schema
-        .connect()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'only-reads';
-             GRANT USAGE ON SCHEMA {schema} TO {role};
-             GRANT SELECT ON {schema}.checks, {schema}.check_state, {schema}.check_days,
-                 {schema}.alerts, {schema}.maintenance_windows, {schema}.agent_labels TO {role};",
-            schema = schema.name
-        ))
-        .await
+    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/status-page-role.sql");
+    let out = Command::new("psql")
+        .arg(schema.url())
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-v", &format!("role={role}")])
+        .args([
+            "-v",
+            &format!("schema={}", schema.name),
+            "-v",
+            "password=only-reads",
+            "-f",
+        ])
+        .arg(sql)
+        .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = url::Url::parse(schema.url()).unwrap();
     format!(
         "postgres://{role}:only-reads@{}:{}{}",
@@ -226,7 +234,7 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
         refused(&with_operator_cert)
     );
 
-    let reader = read_only_role(schema).await;
+    let reader = read_only_role(schema);
     let good = config(logs.path(), port, &reader, &schema.name, "");
     let mut procs = Processes::default();
     procs.spawn(
@@ -237,6 +245,77 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
             .arg(&good),
     );
     procs.wait_port("status-page", port);
+
+    // Operators post to the incident the outage opened, and open one by hand.
+    let writer = format!("https://{}", _writer.running.grpc_addr);
+    let incidents = |args: &[&str]| {
+        let out = Command::new(binary("fleetmon"))
+            .arg("incidents")
+            .args(args)
+            .args(["--writer", &writer, "--certs"])
+            .arg(setup.pki.dir())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let listed = incidents(&["list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed.1).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["check_ids"], serde_json::json!(["shop"]));
+    assert_eq!(listed[0]["opened_by"], "fleetmon");
+    let auto = listed[0]["id"].as_u64().unwrap().to_string();
+    let (ok, _, error) = incidents(&[
+        "update",
+        &auto,
+        "--status",
+        "identified",
+        "--message",
+        "A bad deploy; rolling back.",
+    ]);
+    assert!(ok, "{error}");
+    let (ok, opened, error) = incidents(&[
+        "open",
+        "--title",
+        "Slow answers from the API",
+        "--check",
+        "api",
+        "--status",
+        "monitoring",
+        "--message",
+        "Answers take up to 5 s from one region.",
+        "--json",
+    ]);
+    assert!(ok, "{error}");
+    let manual: Value = serde_json::from_str(&opened).unwrap();
+    let (ok, _, error) = incidents(&["open", "--title", "X", "--check", "nope", "--message", "m"]);
+    assert!(!ok);
+    assert!(
+        error.contains("InvalidArgument: check_ids names nope, which is not a check (`fleetmon checks list` shows them)"),
+        "{error}"
+    );
+    let (ok, _, error) = incidents(&["update", &auto, "--status", "fixed", "--message", "m"]);
+    assert!(!ok);
+    assert!(
+        error.contains("InvalidArgument: status `fixed` is not one of investigating, identified, monitoring, resolved"),
+        "{error}"
+    );
+    // The page shows them from its next reading (one a second here).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !get(port, "/api/v1/status.json", &[])
+        .await
+        .2
+        .contains("Slow answers from the API")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never showed the incident"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The JSON: states as decided, the days, and nothing unpublished.
     let (status, headers, body) = get(port, "/api/v1/status.json", &[]).await;
@@ -285,6 +364,34 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     assert_eq!(day(0)["outages"], 1, "{shop}");
     assert_eq!(json["outages"][0]["name"], "Online shop");
     assert_eq!(json["outages"][0]["resolved_at"], Value::Null);
+    // Incidents, newest first, each with its updates in order.
+    let shown: Vec<(&str, &str)> = json["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["title"].as_str().unwrap(), i["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("Slow answers from the API", "monitoring"),
+            ("Online shop is down", "identified")
+        ]
+    );
+    let updates: Vec<&str> = json["incidents"][1]["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            "A quorum of locations finds it down.",
+            "A bad deploy; rolling back."
+        ]
+    );
+    assert_eq!(json["incidents"][0]["id"], manual["id"]);
     let maintenance: Vec<(&str, bool)> = json["maintenance"]
         .as_array()
         .unwrap()
@@ -324,6 +431,16 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     assert_eq!(partners["groups"][0]["checks"][0]["name"], "Partner API");
     assert_eq!(partners["groups"][0]["checks"].as_array().unwrap().len(), 1);
     assert_eq!(partners["status"]["state"], "degraded");
+    // Its incidents: the API's only, under its name there.
+    assert_eq!(
+        partners["incidents"].as_array().unwrap().len(),
+        1,
+        "{partners}"
+    );
+    assert_eq!(
+        partners["incidents"][0]["affects"],
+        serde_json::json!(["Partner API"])
+    );
 
     // Badges, only of published checks, each page of its own.
     let (status, headers, badge) = get(port, "/badge/shop/status.svg", &[]).await;
@@ -347,7 +464,7 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     // The feed names the outage.
     let feed = get(port, "/feed.atom", &[]).await.2;
     assert!(
-        feed.contains("<title>Outage: Online shop</title>"),
+        feed.contains("<title>[Identified] Online shop is down</title>"),
         "{feed}"
     );
     assert!(feed.contains("<link rel=\"self\" href=\"https://status.example.com/feed.atom\"/>"));
@@ -441,14 +558,27 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
         );
         assert_eq!(shown["checks"]["shop"]["bar_classes"][86], "n");
         assert_eq!(shown["checks"]["shop"]["bar_classes"][87], "u");
-        let outages = shown["outages"].as_array().unwrap();
-        assert_eq!(outages.len(), 1, "{view}: {outages:?}");
+        let incidents = shown["incidents"].as_array().unwrap();
+        assert_eq!(incidents.len(), 2, "{view}: {incidents:?}");
+        assert_eq!(incidents[1]["title"], "Online shop is down", "{view}");
+        assert_eq!(incidents[1]["status"], "Identified");
+        assert_eq!(incidents[1]["affects"], "Affects Online shop");
+        let timeline = incidents[1]["updates"].as_array().unwrap();
         assert!(
-            outages[0]
+            timeline[0]
                 .as_str()
                 .unwrap()
-                .starts_with("Online shop: down since ")
+                .starts_with("Identified A bad deploy; rolling back. "),
+            "{view}: {timeline:?}"
         );
+        assert!(
+            timeline[1]
+                .as_str()
+                .unwrap()
+                .starts_with("Investigating A quorum of locations finds it down. "),
+            "{view}: {timeline:?}"
+        );
+        assert_eq!(incidents[0]["affects"], "Affects Public API");
         let maintenance = shown["maintenance"].as_array().unwrap();
         assert!(
             maintenance[0]
@@ -477,16 +607,27 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     let after = &seen["after_change"];
     assert_eq!(after["checks"]["shop"]["state"], "operational", "{after}");
     assert_eq!(after["banner"], "Some locations report problems");
+    // Its incident resolved itself with the outage.
+    assert_eq!(after["incidents"][1]["status"], "Resolved", "{after}");
     assert!(
-        after["outages"][0]
+        after["incidents"][1]["updates"][0]
             .as_str()
             .unwrap()
-            .starts_with("Online shop: down from "),
+            .starts_with("Resolved Every location agrees it is back. "),
         "{after}"
     );
     assert_eq!(
         seen["reloaded"], 1,
         "one navigation: the page was not reloaded"
+    );
+    // A resolved incident takes no more updates.
+    let (ok, _, error) = incidents(&["update", &auto, "--status", "monitoring", "--message", "m"]);
+    assert!(!ok);
+    assert!(
+        error.contains(&format!(
+            "FailedPrecondition: incident {auto} is resolved: open a new one (fleetmon incidents open)"
+        )),
+        "{error}"
     );
     procs.stop("status-page");
     drop_role(schema).await;

@@ -8,6 +8,7 @@ pub(crate) mod checks;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;
 pub(crate) mod dead_letters;
+pub(crate) mod incidents;
 pub(crate) mod maintenance;
 pub(crate) mod queries;
 pub(crate) mod status_page;

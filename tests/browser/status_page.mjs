@@ -12,7 +12,7 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
 });
 
-// What a page shows: the banner, each check's state and bars, outages, maintenance.
+// What a page shows: the banner, each check's state and bars, incidents, maintenance.
 async function read(page) {
   const checks = {};
   for (const article of await page.locator("article.check").all()) {
@@ -35,7 +35,12 @@ async function read(page) {
     banner: await page.locator("#banner").textContent(),
     banner_class: await page.locator("#banner").getAttribute("class"),
     checks,
-    outages: await page.locator("#incidents li").allTextContents(),
+    incidents: await Promise.all((await page.locator("#incidents article").all()).map(async (article) => ({
+      title: await article.locator("h3").textContent(),
+      status: await article.locator(".status").textContent(),
+      affects: await article.locator(".affects").textContent(),
+      updates: await article.locator(".timeline li").allTextContents(),
+    }))),
     maintenance: await page.locator("#maintenance li").allTextContents(),
     text: await page.locator("body").innerText(),
     html: await page.content(),

@@ -67,6 +67,10 @@ const ACCESS: Rules = &[
         Caller::Operator(OperatorRole::Viewer),
     ),
     (
+        "/fleetmon.v1.Alerts/ListIncidents",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
         "/fleetmon.v1.Alerts/",
         Caller::Operator(OperatorRole::Editor),
     ),

@@ -91,6 +91,10 @@ pub(crate) struct PageConfig {
     pub(crate) description: String,
     /// Its groups of checks, in order.
     pub(crate) groups: Vec<GroupConfig>,
+    /// Show the incidents quorum outages open by themselves (default); when false, only
+    /// those an operator opened or posted an update to.
+    #[serde(default = "default_true")]
+    pub(crate) automatic_incidents: bool,
 }
 
 /// One `[[pages.groups]]`.
@@ -122,6 +126,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_refresh() -> u64 {
     5
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_schema() -> String {

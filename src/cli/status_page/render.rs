@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::config::{PageConfig, PublishedCheck};
-use super::snapshot::{CheckStatus, Day, Maintenance, Outage, Schedule, Snapshot, State};
+use super::snapshot::{CheckStatus, Day, Incident, Maintenance, Schedule, Snapshot, State};
 
-/// Outages listed as recent: those resolved within this many days.
+/// Incidents and outages listed as recent: those resolved within this many days.
 const RECENT_DAYS: u64 = 14;
 
 /// The page's state as its banner says it: the worst of its checks'.
@@ -45,17 +45,45 @@ fn name_on<'a>(page: &'a PageConfig, check_id: &str) -> Option<&'a str> {
         .map(|check| check.name.as_str())
 }
 
-/// The page's outages: open ones and those resolved lately, newest first.
-fn incidents<'a>(page: &PageConfig, snapshot: &'a Snapshot) -> Vec<&'a Outage> {
-    let recent = snapshot.taken - std::time::Duration::from_secs(RECENT_DAYS * 86_400);
-    let mut listed: Vec<&Outage> = snapshot
-        .outages
+/// The page's incidents: about a check it publishes (and, unless the page says
+/// otherwise, also those an outage opened by itself), open or resolved within `days`,
+/// newest first.
+fn incidents<'a>(page: &PageConfig, snapshot: &'a Snapshot, days: u64) -> Vec<&'a Incident> {
+    let recent = snapshot.taken - std::time::Duration::from_secs(days * 86_400);
+    snapshot
+        .incidents
         .iter()
-        .filter(|o| name_on(page, &o.check_id).is_some())
-        .filter(|o| o.resolved.is_none_or(|resolved| resolved > recent))
-        .collect();
-    listed.reverse();
-    listed
+        .filter(|i| i.check_ids.iter().any(|id| name_on(page, id).is_some()))
+        .filter(|i| page.automatic_incidents || !i.automatic)
+        .filter(|i| i.resolved.is_none_or(|resolved| resolved > recent))
+        .collect()
+}
+
+/// The public names of an incident's checks on `page`.
+fn affected<'a>(page: &'a PageConfig, incident: &Incident) -> Vec<&'a str> {
+    incident
+        .check_ids
+        .iter()
+        .filter_map(|id| name_on(page, id))
+        .collect()
+}
+
+/// An incident's title on `page`: its own, or for one an outage opened, "NAME is down".
+fn incident_title(page: &PageConfig, incident: &Incident) -> String {
+    if incident.title.is_empty() {
+        format!("{} is down", affected(page, incident).join(", "))
+    } else {
+        incident.title.clone()
+    }
+}
+
+/// A status as the page says it: `Investigating`.
+fn status_label(status: &str) -> String {
+    let mut chars = status.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// The page's maintenance windows.
@@ -222,7 +250,7 @@ pub(crate) fn html(page: &PageConfig, snapshot: &Snapshot, refresh_seconds: u64)
         }
         out.push_str("</ul></section>");
     }
-    let incidents = incidents(page, snapshot);
+    let incidents = incidents(page, snapshot, RECENT_DAYS);
     for group in &page.groups {
         let _ = write!(
             out,
@@ -234,41 +262,40 @@ pub(crate) fn html(page: &PageConfig, snapshot: &Snapshot, refresh_seconds: u64)
         }
         out.push_str("</section>");
     }
-    out.push_str("<section id=\"incidents\"><h2>Outages</h2>");
+    out.push_str("<section id=\"incidents\"><h2>Incidents</h2>");
     if incidents.is_empty() {
-        let _ = write!(out, "<p>No outage in the last {RECENT_DAYS} days.</p>");
-    } else {
-        out.push_str("<ul>");
-        for outage in &incidents {
-            let name = name_on(page, &outage.check_id).unwrap_or_default();
-            let end = outage.resolved.unwrap_or(snapshot.taken);
-            let lasted = duration(
-                end.duration_since(outage.started)
-                    .unwrap_or_default()
-                    .as_secs(),
+        let _ = write!(out, "<p>No incident in the last {RECENT_DAYS} days.</p>");
+    }
+    for incident in &incidents {
+        let _ = write!(
+            out,
+            "<article class=\"incident {}\" id=\"incident-{}\"><h3>{}</h3> \
+             <span class=\"status\">{}</span><p class=\"affects\">Affects {}</p><ol class=\"timeline\">",
+            if incident.resolved.is_some() {
+                "resolved"
+            } else {
+                "open"
+            },
+            incident.id,
+            escape(&incident_title(page, incident)),
+            status_label(&incident.status),
+            escape(&affected(page, incident).join(", ")),
+        );
+        for (at, status, message) in incident.updates.iter().rev() {
+            let _ = write!(
+                out,
+                "<li><strong>{}</strong> {} <span class=\"when\">{}</span></li>",
+                status_label(status),
+                escape(message),
+                shown(*at)
             );
-            let _ = match outage.resolved {
-                None => write!(
-                    out,
-                    "<li class=\"open\"><strong>{}</strong>: down since {} ({lasted} so far)</li>",
-                    escape(name),
-                    shown(outage.started)
-                ),
-                Some(resolved) => write!(
-                    out,
-                    "<li><strong>{}</strong>: down from {} to {} ({lasted})</li>",
-                    escape(name),
-                    shown(outage.started),
-                    shown(resolved)
-                ),
-            };
         }
-        out.push_str("</ul>");
+        out.push_str("</ol></article>");
     }
     let _ = write!(
         out,
         "</section><footer><p>Updated {} · <a href=\"{base}/api/v1/status.json\">JSON</a> · \
-         <a href=\"{base}/feed.atom\">Outage feed</a></p>\
+         <a href=\"{base}/feed.atom\">Incident feed</a></p>\
          <p class=\"legend\"><i class=\"u\"></i> no outage <i class=\"p\"></i> under 1 % down \
          <i class=\"d\"></i> 1 % or more down <i class=\"n\"></i> no data · a day is a UTC day; \
          down means a quorum of locations agreed</p></footer></main></body></html>",
@@ -387,17 +414,39 @@ pub(crate) fn json(page: &PageConfig, snapshot: &Snapshot) -> Value {
             json!({"name": group.name, "checks": checks})
         })
         .collect();
-    let incidents: Vec<Value> = incidents(page, snapshot)
-        .into_iter()
-        .map(|o| {
+    let recent = snapshot.taken - std::time::Duration::from_secs(RECENT_DAYS * 86_400);
+    let outages: Vec<Value> = snapshot
+        .outages
+        .iter()
+        .rev()
+        .filter(|o| o.resolved.is_none_or(|resolved| resolved > recent))
+        .filter_map(|o| {
+            let name = name_on(page, &o.check_id)?;
             let end = o.resolved.unwrap_or(snapshot.taken);
-            json!({
-                "id": o.id,
+            Some(json!({
                 "check": o.check_id,
-                "name": name_on(page, &o.check_id),
+                "name": name,
                 "started_at": rfc3339(o.started),
                 "resolved_at": o.resolved.map(rfc3339),
                 "duration_seconds": end.duration_since(o.started).unwrap_or_default().as_secs(),
+            }))
+        })
+        .collect();
+    let incidents: Vec<Value> = incidents(page, snapshot, RECENT_DAYS)
+        .into_iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "title": incident_title(page, i),
+                "status": i.status,
+                "affects": affected(page, i),
+                "opened_at": rfc3339(i.opened),
+                "resolved_at": i.resolved.map(rfc3339),
+                "updates": i.updates.iter().map(|(at, status, message)| json!({
+                    "at": rfc3339(*at),
+                    "status": status,
+                    "message": message,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -438,30 +487,28 @@ pub(crate) fn json(page: &PageConfig, snapshot: &Snapshot) -> Value {
         "updated_at": rfc3339(snapshot.taken),
         "status": {"state": state.as_str(), "description": banner},
         "groups": groups,
-        "outages": incidents,
+        "incidents": incidents,
+        "outages": outages,
         "maintenance": maintenance,
     })
 }
 
-/// The page's outages of the last 90 days as an Atom feed, newest first.
+/// The page's incidents of the last 90 days as an Atom feed, newest first: an entry
+/// per incident, updated with each of its updates.
 pub(crate) fn atom(page: &PageConfig, snapshot: &Snapshot, public_url: &str) -> String {
     let base = format!("{}{}", public_url, page.path.trim_end_matches('/'));
-    let outages: Vec<&Outage> = snapshot
-        .outages
+    let incidents = incidents(page, snapshot, super::snapshot::DAYS as u64);
+    let last_update = |i: &Incident| i.updates.last().map_or(i.opened, |(at, ..)| *at);
+    let updated = incidents
         .iter()
-        .rev()
-        .filter(|o| name_on(page, &o.check_id).is_some())
-        .collect();
-    let updated = outages
-        .iter()
-        .map(|o| o.resolved.unwrap_or(o.started))
+        .map(|i| last_update(i))
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut out = String::new();
     let _ = write!(
         out,
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\
-         <title>{} — outages</title><id>urn:fleetmon:status:{}</id><updated>{}</updated>\
+         <title>{} — incidents</title><id>urn:fleetmon:status:{}</id><updated>{}</updated>\
          <link rel=\"alternate\" href=\"{}/\"/><link rel=\"self\" href=\"{}/feed.atom\"/>",
         escape(&page.title),
         escape(&page.path),
@@ -469,40 +516,29 @@ pub(crate) fn atom(page: &PageConfig, snapshot: &Snapshot, public_url: &str) -> 
         escape(&base),
         escape(&base),
     );
-    for outage in outages {
-        let name = name_on(page, &outage.check_id).unwrap_or_default();
-        let (title, summary) = match outage.resolved {
-            None => (
-                format!("Outage: {name}"),
-                format!("{name} has been down since {}.", shown(outage.started)),
-            ),
-            Some(resolved) => (
-                format!("Resolved: {name}"),
-                format!(
-                    "{name} was down from {} to {} ({}).",
-                    shown(outage.started),
-                    shown(resolved),
-                    duration(
-                        resolved
-                            .duration_since(outage.started)
-                            .unwrap_or_default()
-                            .as_secs()
-                    )
-                ),
-            ),
-        };
+    for incident in incidents {
+        let timeline: Vec<String> = incident
+            .updates
+            .iter()
+            .rev()
+            .map(|(at, status, message)| {
+                format!("{}: {} — {}", shown(*at), status_label(status), message)
+            })
+            .collect();
         let _ = write!(
             out,
-            "<entry><id>urn:fleetmon:outage:{}</id><title>{}</title><updated>{}</updated>\
-             <published>{}</published><link rel=\"alternate\" href=\"{}/\"/>\
+            "<entry><id>urn:fleetmon:incident:{}</id><title>[{}] {}</title><updated>{}</updated>\
+             <published>{}</published><link rel=\"alternate\" href=\"{}/#incident-{}\"/>\
              <author><name>{}</name></author><summary>{}</summary></entry>",
-            outage.id,
-            escape(&title),
-            rfc3339(outage.resolved.unwrap_or(outage.started)),
-            rfc3339(outage.started),
+            incident.id,
+            status_label(&incident.status),
+            escape(&incident_title(page, incident)),
+            rfc3339(last_update(incident)),
+            rfc3339(incident.opened),
             escape(&base),
+            incident.id,
             escape(&page.title),
-            escape(&summary),
+            escape(&timeline.join("\n")),
         );
     }
     out.push_str("</feed>\n");

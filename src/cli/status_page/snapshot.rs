@@ -14,6 +14,7 @@ const CHECKS: &str = include_str!("sql/checks.sql");
 const DAYS_SQL: &str = include_str!("sql/days.sql");
 const OUTAGES: &str = include_str!("sql/outages.sql");
 const MAINTENANCE: &str = include_str!("sql/maintenance.sql");
+const INCIDENTS: &str = include_str!("sql/incidents.sql");
 
 /// A check's state as the public sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,6 +115,27 @@ pub(crate) struct Outage {
     pub(crate) resolved: Option<SystemTime>,
 }
 
+/// An incident about published checks, with its updates (oldest first).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Incident {
+    /// Its id.
+    pub(crate) id: i64,
+    /// Its title; empty for one a quorum outage opened.
+    pub(crate) title: String,
+    /// The checks it is about.
+    pub(crate) check_ids: Vec<String>,
+    /// investigating, identified, monitoring or resolved.
+    pub(crate) status: String,
+    /// When it was opened.
+    pub(crate) opened: SystemTime,
+    /// When it was resolved, if it was.
+    pub(crate) resolved: Option<SystemTime>,
+    /// Opened by an outage and not updated by anyone since.
+    pub(crate) automatic: bool,
+    /// Its updates: when, the status then and the message.
+    pub(crate) updates: Vec<(SystemTime, String, String)>,
+}
+
 /// A maintenance window of whole published checks.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Maintenance {
@@ -163,6 +185,8 @@ pub(crate) struct Snapshot {
     pub(crate) outages: Vec<Outage>,
     /// Maintenance windows not yet over.
     pub(crate) maintenance: Vec<Maintenance>,
+    /// Incidents open or resolved within the last [`DAYS`] days, newest first.
+    pub(crate) incidents: Vec<Incident>,
 }
 
 /// Reads the snapshot of `ids` over `client` (its `search_path` the writer's schema).
@@ -180,6 +204,9 @@ pub(crate) async fn read(
         .query(OUTAGES, &[&ids, &SystemTime::from(since)])
         .await?;
     let window_rows = client.query(MAINTENANCE, &[&ids]).await?;
+    let incident_rows = client
+        .query(INCIDENTS, &[&ids, &SystemTime::from(since)])
+        .await?;
 
     let outages: Vec<Outage> = outage_rows
         .iter()
@@ -261,12 +288,42 @@ pub(crate) async fn read(
             }
         })
         .collect();
+    let incidents = incident_rows.iter().map(incident).collect();
     Ok(Snapshot {
         taken,
         checks,
         outages,
         maintenance,
+        incidents,
     })
+}
+
+/// An incident from a row of `incidents_shown`.
+fn incident(row: &tokio_postgres::Row) -> Incident {
+    let updates: Vec<serde_json::Value> =
+        serde_json::from_value(row.get("updates")).unwrap_or_default();
+    let opened_by: String = row.get("opened_by");
+    let automatic = opened_by == "fleetmon" && updates.iter().all(|u| u["author"] == "fleetmon");
+    Incident {
+        id: row.get("incident_id"),
+        title: row.get("title"),
+        check_ids: row.get("check_ids"),
+        status: row.get("status"),
+        opened: row.get("opened_at"),
+        resolved: row.get("resolved_at"),
+        automatic,
+        updates: updates
+            .iter()
+            .map(|u| {
+                let at = u["at"].as_f64().unwrap_or_default().max(0.0);
+                (
+                    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at),
+                    u["status"].as_str().unwrap_or_default().to_owned(),
+                    u["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// The day `date` of a check with `outages`: the outage time within it (up to `now`),

@@ -10,15 +10,16 @@ use fleetmon::audit::Author;
 use fleetmon::pb::alerts_server::Alerts;
 use fleetmon::pb::{
     Alert, AlertEvent, CreateMaintenanceRequest, CreateSilenceRequest, ExpireSilenceRequest,
-    GetAlertRequest, GetAlertResponse, ListAlertsRequest, ListAlertsResponse,
-    ListMaintenanceRequest, ListMaintenanceResponse, ListSilencesRequest, ListSilencesResponse,
-    MaintenanceWindow, Notification, RemoveMaintenanceRequest, Silence, TestChannelRequest,
-    TestChannelResponse,
+    GetAlertRequest, GetAlertResponse, Incident, ListAlertsRequest, ListAlertsResponse,
+    ListIncidentsRequest, ListIncidentsResponse, ListMaintenanceRequest, ListMaintenanceResponse,
+    ListSilencesRequest, ListSilencesResponse, MaintenanceWindow, Notification,
+    OpenIncidentRequest, RemoveMaintenanceRequest, Silence, TestChannelRequest,
+    TestChannelResponse, UpdateIncidentRequest,
 };
 
 use crate::alerts::sender::Sender;
 use crate::api::error::ServiceError;
-use crate::api::{maintenance, matcher};
+use crate::api::{incidents, maintenance, matcher};
 use crate::store::PostgresSink;
 
 const ALERT_TIMELINE: &str = include_str!("../../sql/alert_timeline.sql");
@@ -375,5 +376,38 @@ impl Alerts for AlertsService {
         let mut client = self.client().await?;
         let removed = maintenance::remove(&mut client, &author, request.into_inner().id).await?;
         Ok(Response::new(removed))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<ListIncidentsRequest>,
+    ) -> Result<Response<ListIncidentsResponse>, Status> {
+        let client = self.client().await?;
+        let days = request.into_inner().resolved_within_days;
+        Ok(Response::new(ListIncidentsResponse {
+            incidents: incidents::list(&client, days).await?,
+        }))
+    }
+
+    async fn open_incident(
+        &self,
+        request: Request<OpenIncidentRequest>,
+    ) -> Result<Response<Incident>, Status> {
+        let author = Author::of(&request)?;
+        let mut client = self.client().await?;
+        let opened = incidents::open(&mut client, &author, request.into_inner()).await?;
+        tracing::info!(id = opened.id, by = %author.peer.name, "incident opened");
+        Ok(Response::new(opened))
+    }
+
+    async fn update_incident(
+        &self,
+        request: Request<UpdateIncidentRequest>,
+    ) -> Result<Response<Incident>, Status> {
+        let author = Author::of(&request)?;
+        let mut client = self.client().await?;
+        let updated = incidents::update(&mut client, &author, request.into_inner()).await?;
+        tracing::info!(id = updated.id, status = %updated.status, by = %author.peer.name, "incident updated");
+        Ok(Response::new(updated))
     }
 }

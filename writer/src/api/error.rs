@@ -18,6 +18,9 @@ pub enum ServiceError {
     /// What the request would create exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// What the request would change is in a state that refuses it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A query ran past `postgres.query_timeout_seconds` (PostgreSQL cancelled it).
     #[error(
         "the query ran longer than postgres.query_timeout_seconds and was cancelled: \
@@ -59,6 +62,11 @@ impl ServiceError {
         ServiceError::NotFound(message.into())
     }
 
+    /// What the request would change refuses it in its state.
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        ServiceError::FailedPrecondition(message.into())
+    }
+
     /// Something the request would create exists.
     pub fn already_exists(message: impl Into<String>) -> Self {
         ServiceError::AlreadyExists(message.into())
@@ -71,6 +79,7 @@ impl GrpcError for ServiceError {
             ServiceError::InvalidArgument(_) => Code::InvalidArgument,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::TimedOut => Code::DeadlineExceeded,
             // The database or Kafka is down or restarting: the client may retry.
             ServiceError::Query(_) | ServiceError::Pool(_) | ServiceError::Kafka(_) => {

@@ -1,6 +1,6 @@
 //! What operators ask the writer over gRPC: [`history`] (stored samples),
-//! [`alerts`] (alerts and silences, and [`maintenance`] windows; both match by
-//! [`matcher`]), [`audit`] (operators' changes) and
+//! [`alerts`] (alerts and silences, [`maintenance`] windows, both matching by
+//! [`matcher`], and [`incidents`]), [`audit`] (operators' changes) and
 //! [`dead_letters`] (what could not be stored);
 //! [`error`] is the one map from the writer's errors to gRPC statuses.
 
@@ -10,6 +10,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod fleet_metrics;
 pub mod history;
+pub mod incidents;
 pub mod maintenance;
 pub mod matcher;
 
