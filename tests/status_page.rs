@@ -470,11 +470,16 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     assert!(feed.contains("<link rel=\"self\" href=\"https://status.example.com/feed.atom\"/>"));
 
     // Cached and compressed: the same answer again is 304, and gzip when asked.
-    let (_, headers, _) = get(port, "/", &[]).await;
+    // (A badge that stays the same: the page itself changes with every reading while
+    // the open outage's length grows.)
+    let badge = "/badge/api/status.svg";
+    let (_, headers, _) = get(port, badge, &[]).await;
     let etag = headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(headers["cache-control"], "public, max-age=1");
-    let (status, _, _) = get(port, "/", &[("if-none-match", &etag)]).await;
+    let (status, _, _) = get(port, badge, &[("if-none-match", &etag)]).await;
     assert_eq!(status, 304);
+    let (status, _, _) = get(port, badge, &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(status, 200);
     let (_, headers, _) = get(port, "/", &[("accept-encoding", "gzip")]).await;
     assert_eq!(headers["content-encoding"], "gzip");
 

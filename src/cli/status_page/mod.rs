@@ -303,6 +303,7 @@ pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
             match snapshot::read(&client, &ids).await {
                 Ok(snapshot) => {
                     if snapshot != last {
+                        // Fails only without receivers, once serving has ended.
                         let _ = publish.send(Arc::new(render_site(&config, &snapshot)));
                     }
                     last = snapshot;

@@ -1,6 +1,9 @@
 //! A page of a snapshot as HTML (no script needed), JSON, an Atom feed of its outages
 //! and SVG badges. Only the checks the page lists appear, by their public names; every
 //! text is escaped.
+//!
+//! Pages are written into a `String` with `write!`, which cannot fail there: the
+//! `let _ = write!(…)` below drop a `fmt::Result` that is always `Ok`.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;

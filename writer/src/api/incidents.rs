@@ -144,7 +144,7 @@ pub async fn open(
         .query(UNKNOWN_CHECKS, &[&checks])
         .await?
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| row.get("id"))
         .collect();
     if !unknown.is_empty() {
         return Err(ServiceError::invalid(format!(
@@ -159,7 +159,7 @@ pub async fn open(
             &[&title, &checks, &first, operator, &request.message.trim()],
         )
         .await?
-        .get(0);
+        .get("incident_id");
     let opened = incident(&tx.query_one(INCIDENT, &[&id]).await?);
     record(&tx, author, "incidents.open", &opened).await?;
     tx.commit().await?;
