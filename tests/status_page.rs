@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use fleetmon::pb::{Assignment, CheckDefinition, HttpCheck, check_definition};
-use fleetmon::testkit::{PgSchema, Processes, binary, free_port};
+use fleetmon::testkit::{PgSchema, Processes, binary, free_port, late_port};
 use fleetmon_writer::testkit::{Setup, check_run, seconds_ago};
 use serde_json::Value;
 
@@ -234,8 +234,15 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
         refused(&with_operator_cert)
     );
 
+    // Started before PostgreSQL answers, the page waits for it: its URL leads to a
+    // port where nothing listens yet.
     let reader = read_only_role(schema);
-    let good = config(logs.path(), port, &reader, &schema.name, "");
+    let real = url::Url::parse(&reader).unwrap();
+    let real_address = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap());
+    let late = late_port();
+    let mut later = real.clone();
+    later.set_port(Some(late)).unwrap();
+    let good = config(logs.path(), port, later.as_str(), &schema.name, "");
     let mut procs = Processes::default();
     procs.spawn(
         "status-page",
@@ -244,6 +251,23 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
             .args(["status-page", "--config"])
             .arg(&good),
     );
+    let log = Processes::log(logs.path(), "status-page");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("waiting for PostgreSQL")
+    {
+        assert!(std::time::Instant::now() < deadline, "it did not say it waits");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        waiting.contains(&format!("127.0.0.1:{late}")) && !waiting.contains("only-reads"),
+        "it names the address, never the password: {waiting}"
+    );
+    // PostgreSQL "comes up": the port now leads to the real server.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late)).await.unwrap();
+    fleetmon::testkit::forward_to(listener, real_address);
     procs.wait_port("status-page", port);
 
     // Operators post to the incident the outage opened, and open one by hand.

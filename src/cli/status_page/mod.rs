@@ -213,7 +213,9 @@ async fn answer(
 }
 
 /// Connects to PostgreSQL as `config` says, with the writer's schema as the search
-/// path and every transaction read-only.
+/// path and every transaction read-only. A server that cannot be reached is waited for
+/// (logged, with backoff up to 30 s); one that answers and refuses ends the start with
+/// what to change.
 async fn connect(config: &StatusConfig) -> anyhow::Result<tokio_postgres::Client> {
     let files = config.postgres.tls_files();
     let (mode, mut pg) = files
@@ -226,13 +228,34 @@ async fn connect(config: &StatusConfig) -> anyhow::Result<tokio_postgres::Client
     pg.application_name("fleetmon-status-page");
     pg.connect_timeout(Duration::from_secs(10));
     let connector = fleetmon::postgres::connector(mode, &files)?;
-    let (client, connection) = pg.connect(connector).await.map_err(|error| {
-        let reason = fleetmon::postgres::describe(&error);
-        match fleetmon::postgres::hint(&reason, mode) {
-            Some(hint) => anyhow::anyhow!("cannot connect to PostgreSQL: {reason}: {hint}"),
-            None => anyhow::anyhow!("cannot connect to PostgreSQL: {reason}"),
+    let address = fleetmon::redact::url(&config.postgres.url);
+    let mut retries =
+        fleetmon::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).retries();
+    let (client, connection) = loop {
+        match pg.connect(connector.clone()).await {
+            Ok(connected) => break connected,
+            Err(error) => {
+                let reason = fleetmon::postgres::describe(&error);
+                // No answer from the server (nothing listens, or it is starting): wait.
+                let unreachable = error
+                    .as_db_error()
+                    .is_none_or(|db| matches!(&db.code().code()[..2], "08" | "53" | "57"));
+                match fleetmon::postgres::hint(&reason, mode) {
+                    Some(hint) => {
+                        anyhow::bail!("cannot connect to PostgreSQL at {address}: {reason}: {hint}")
+                    }
+                    None if !unreachable => anyhow::bail!(
+                        "cannot connect to PostgreSQL at {address}: {reason}: fix the user, password or database in postgres.url"
+                    ),
+                    None => {
+                        let delay = retries.failed();
+                        tracing::warn!(%address, %reason, retry_in_seconds = delay.as_secs(), "waiting for PostgreSQL");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
         }
-    })?;
+    };
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "PostgreSQL connection ended");
