@@ -257,7 +257,10 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
         .unwrap_or_default()
         .contains("waiting for PostgreSQL")
     {
-        assert!(std::time::Instant::now() < deadline, "it did not say it waits");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it did not say it waits"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let waiting = std::fs::read_to_string(&log).unwrap();
@@ -266,7 +269,9 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
         "it names the address, never the password: {waiting}"
     );
     // PostgreSQL "comes up": the port now leads to the real server.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late))
+        .await
+        .unwrap();
     fleetmon::testkit::forward_to(listener, real_address);
     procs.wait_port("status-page", port);
 
@@ -506,6 +511,13 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     assert_eq!(status, 200);
     let (_, headers, _) = get(port, "/", &[("accept-encoding", "gzip")]).await;
     assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'; script-src 'self';")
+    );
 
     // The browser, with JavaScript off, on a phone and on; then the outage ends and the
     // open page follows without a reload.

@@ -95,6 +95,21 @@ impl Rendered {
             (header::ETAG, self.etag.clone()),
             (header::CACHE_CONTROL, cache),
             (header::VARY, HeaderValue::from_static("accept-encoding")),
+            // Its own script and style only; never sniffed as another type.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'",
+                ),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
         ];
         if matches {
             return (StatusCode::NOT_MODIFIED, common).into_response();
