@@ -1,5 +1,6 @@
-//! Test harness (feature `testkit`): shared set-up of the collector tests: a collector in-process on 127.0.0.1:0 with
-//! real certificates, talking to a real Kafka-protocol broker.
+//! Test harness (feature `testkit`, which the crate's tests and benches turn on): a
+//! collector in-process on 127.0.0.1:0 with real certificates, talking to a real
+//! Kafka-protocol broker, and the samples its tests send.
 
 use std::time::{Duration, SystemTime};
 

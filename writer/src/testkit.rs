@@ -1,5 +1,6 @@
-//! Test harness (feature `testkit`): shared set-up of the writer tests: a writer in-process with its own topics,
-//! consumer group and Postgres schema, fed by a real producer.
+//! Test harness (feature `testkit`, which the crate's tests and benches turn on): a
+//! writer in-process with its own topics, consumer group and PostgreSQL schema, fed by
+//! a real producer, and the samples its tests store.
 
 use std::time::{Duration, SystemTime};
 
