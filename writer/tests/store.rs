@@ -293,6 +293,9 @@ async fn redelivery_and_replay_store_nothing_twice() {
     let rollups = "SELECT (sum(checks) FILTER (WHERE resolution = 'minute') * 1000000 \
                    + sum(ok_checks) FILTER (WHERE resolution = 'hour'))::bigint FROM site_check_rollups";
     assert_eq!(setup.scalar(rollups).await, 60 * 1_000_000 + 45);
+    // The check's days (every location together): results and passing ones.
+    let days = "SELECT (sum(results) * 1000 + sum(ok_results))::bigint FROM check_days";
+    assert_eq!(setup.scalar(days).await, 60 * 1000 + 45);
 
     // The same records delivered again (a producer retry, an agent resend).
     setup.produce_checks(&checks[10..30]).await;
@@ -318,6 +321,7 @@ async fn redelivery_and_replay_store_nothing_twice() {
         "a redelivered sample's processes are not stored again"
     );
     assert_eq!(setup.scalar(rollups).await, 61 * 1_000_000 + 46);
+    assert_eq!(setup.scalar(days).await, 61 * 1000 + 46);
 
     // A writer whose offsets were never stored reads everything again.
     let replay = setup
@@ -345,6 +349,11 @@ async fn redelivery_and_replay_store_nothing_twice() {
         setup.scalar(rollups).await,
         61 * 1_000_000 + 46,
         "rollups not double-counted"
+    );
+    assert_eq!(
+        setup.scalar(days).await,
+        61 * 1000 + 46,
+        "days not double-counted"
     );
     assert_eq!(
         setup.scalar("SELECT count(*) FROM host_processes").await,
