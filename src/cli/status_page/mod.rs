@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +38,7 @@ const CAN_WRITE: &str = include_str!("sql/can_write.sql");
 /// `fleetmon status-page`'s flags.
 #[derive(Debug, Args)]
 pub(crate) struct StatusPageArgs {
-    /// The config file (`status.example.toml` shows every key); `FLEETMON_STATUS__…`
+    /// The config file (`deploy/etc/status-page.toml` shows every key); `FLEETMON_STATUS__…`
     /// variables override its keys, e.g. `FLEETMON_STATUS__POSTGRES__URL`.
     #[arg(long, env = "FLEETMON_STATUS_CONFIG")]
     config: PathBuf,
@@ -50,16 +50,18 @@ pub(crate) struct StatusPageArgs {
     log_format: fleetmon::telemetry::LogFormat,
 }
 
-/// One answer, rendered once: its body, gzip-compressed body and entity tag.
+/// One answer, rendered once: its body, gzip-compressed body, entity tag and cache
+/// lifetime. Bodies are `Bytes`, so answering shares them rather than copying.
 struct Rendered {
     content_type: &'static str,
-    body: Vec<u8>,
-    gzip: Vec<u8>,
+    body: Bytes,
+    gzip: Bytes,
     etag: HeaderValue,
+    cache_control: HeaderValue,
 }
 
 impl Rendered {
-    fn new(content_type: &'static str, body: Vec<u8>) -> Self {
+    fn new(content_type: &'static str, body: Vec<u8>, cache_control: &HeaderValue) -> Self {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         // Writing to a Vec cannot fail.
         let gzip = encoder
@@ -72,17 +74,16 @@ impl Rendered {
                 .expect("hex is a valid header value");
         Rendered {
             content_type,
-            body,
-            gzip,
+            body: Bytes::from(body),
+            gzip: Bytes::from(gzip),
             etag,
+            cache_control: cache_control.clone(),
         }
     }
 
     /// The answer to a request with `headers`: 304 when its tag matches, gzip when
     /// accepted.
-    fn respond(&self, headers: &HeaderMap, max_age: u64) -> Response {
-        let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
-            .expect("a valid header value");
+    fn respond(&self, headers: &HeaderMap) -> Response {
         let matches = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -93,7 +94,7 @@ impl Rendered {
             });
         let common = [
             (header::ETAG, self.etag.clone()),
-            (header::CACHE_CONTROL, cache),
+            (header::CACHE_CONTROL, self.cache_control.clone()),
             (header::VARY, HeaderValue::from_static("accept-encoding")),
             // Its own script and style only; never sniffed as another type.
             (
@@ -149,6 +150,10 @@ struct Site {
 /// Renders every page of `config` from `snapshot`.
 fn render_site(config: &StatusConfig, snapshot: &snapshot::Snapshot) -> Site {
     let mut answers = HashMap::new();
+    // Proxies and browsers may keep an answer until the next reading.
+    let cache = HeaderValue::from_str(&format!("public, max-age={}", config.refresh_seconds))
+        .expect("a valid header value");
+    let rendered = |content_type, body: Vec<u8>| Rendered::new(content_type, body, &cache);
     let public_url = config
         .public_url
         .as_deref()
@@ -165,51 +170,46 @@ fn render_site(config: &StatusConfig, snapshot: &snapshot::Snapshot) -> Site {
             } else {
                 base.to_owned()
             },
-            Rendered::new("text/html; charset=utf-8", html.into_bytes()),
+            rendered("text/html; charset=utf-8", html.into_bytes()),
         );
         answers.insert(
             format!("{base}/api/v1/status.json"),
-            Rendered::new("application/json", json.into_bytes()),
+            rendered("application/json", json.into_bytes()),
         );
         answers.insert(
             format!("{base}/feed.atom"),
-            Rendered::new("application/atom+xml; charset=utf-8", atom.into_bytes()),
+            rendered("application/atom+xml; charset=utf-8", atom.into_bytes()),
         );
         for check in page.groups.iter().flat_map(|g| &g.checks) {
             let status = snapshot.checks.get(&check.id);
             answers.insert(
                 format!("{base}/badge/{}/status.svg", check.id),
-                Rendered::new("image/svg+xml", render::status_badge(status).into_bytes()),
+                rendered("image/svg+xml", render::status_badge(status).into_bytes()),
             );
             answers.insert(
                 format!("{base}/badge/{}/uptime-30d.svg", check.id),
-                Rendered::new("image/svg+xml", render::uptime_badge(status).into_bytes()),
+                rendered("image/svg+xml", render::uptime_badge(status).into_bytes()),
             );
         }
     }
     answers.insert(
         "/static/status.css".to_owned(),
-        Rendered::new("text/css", STATUS_CSS.as_bytes().to_vec()),
+        rendered("text/css", STATUS_CSS.as_bytes().to_vec()),
     );
     answers.insert(
         "/static/status.js".to_owned(),
-        Rendered::new("text/javascript", STATUS_JS.as_bytes().to_vec()),
+        rendered("text/javascript", STATUS_JS.as_bytes().to_vec()),
     );
     Site { answers }
 }
 
-struct Served {
-    site: watch::Receiver<Arc<Site>>,
-    max_age: u64,
-}
-
 /// Any GET: the rendered answer at its path, or 404.
 async fn answer(
-    State(served): State<Arc<Served>>,
+    State(site): State<watch::Receiver<Arc<Site>>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let site = served.site.borrow().clone();
+    let site = site.borrow().clone();
     let path = uri.path();
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -217,7 +217,7 @@ async fn answer(
         path
     };
     match site.answers.get(path) {
-        Some(rendered) => rendered.respond(&headers, served.max_age),
+        Some(rendered) => rendered.respond(&headers),
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -313,11 +313,7 @@ pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
         tracing::warn!(check = %id, "a published check is not defined (yet): it shows as no data");
     }
     let (publish, site) = watch::channel(Arc::new(render_site(&config, &first)));
-    let served = Arc::new(Served {
-        site,
-        max_age: config.refresh_seconds,
-    });
-    let app = Router::new().fallback(get(answer)).with_state(served);
+    let app = Router::new().fallback(get(answer)).with_state(site);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -326,7 +322,6 @@ pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
     println!("status page: {scheme}://{addr}/");
     let refresh = Duration::from_secs(config.refresh_seconds);
     let refresher = tokio::spawn(async move {
-        let mut last = first;
         loop {
             tokio::time::sleep(refresh).await;
             if client.is_closed() {
@@ -340,11 +335,10 @@ pub(crate) async fn run(args: StatusPageArgs) -> anyhow::Result<()> {
             }
             match snapshot::read(&client, &ids).await {
                 Ok(snapshot) => {
-                    if snapshot != last {
-                        // Fails only without receivers, once serving has ended.
-                        let _ = publish.send(Arc::new(render_site(&config, &snapshot)));
-                    }
-                    last = snapshot;
+                    // Every reading differs from the last (its time, an open outage's
+                    // length), so each is rendered anew. Sending fails only without
+                    // receivers, once serving has ended.
+                    let _ = publish.send(Arc::new(render_site(&config, &snapshot)));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "status page: cannot read PostgreSQL; still serving the last reading");

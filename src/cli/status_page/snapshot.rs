@@ -175,7 +175,7 @@ pub(crate) enum Schedule {
 }
 
 /// Everything the pages show, as of `taken`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     /// When it was read.
     pub(crate) taken: SystemTime,
