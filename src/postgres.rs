@@ -81,6 +81,16 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether `error` says PostgreSQL could not be reached or is not ready (no answer,
+/// SQLSTATE class 08 connection, 53 resources, 57 operator intervention: starting or
+/// shutting down), so waiting may cure it; a refusal (a user, password or database it
+/// does not know) will not be.
+pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_none_or(|db| matches!(&db.code().code()[..2], "08" | "53" | "57"))
+}
+
 /// Refuses a `postgres.schema` that is not a plain identifier (it is written into SQL).
 pub fn validate_schema_name(schema: &str) -> Result<(), ConfigError> {
     let legal = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';

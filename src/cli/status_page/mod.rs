@@ -252,9 +252,7 @@ async fn connect(config: &StatusConfig) -> anyhow::Result<tokio_postgres::Client
             Err(error) => {
                 let reason = fleetmon::postgres::describe(&error);
                 // No answer from the server (nothing listens, or it is starting): wait.
-                let unreachable = error
-                    .as_db_error()
-                    .is_none_or(|db| matches!(&db.code().code()[..2], "08" | "53" | "57"));
+                let unreachable = fleetmon::postgres::is_unreachable(&error);
                 match fleetmon::postgres::hint(&reason, mode) {
                     Some(hint) => {
                         anyhow::bail!("cannot connect to PostgreSQL at {address}: {reason}: {hint}")

@@ -46,10 +46,7 @@ impl SinkError {
     /// connections) rather than set up wrong (a bad URL, TLS, password or database
     /// name): at start the writer waits for the first and exits on the second.
     pub fn is_unreachable(&self) -> bool {
-        let transient = |error: &tokio_postgres::Error| match error.as_db_error() {
-            None => true,
-            Some(db) => matches!(&db.code().code()[..2], "08" | "53" | "57"),
-        };
+        let transient = fleetmon::postgres::is_unreachable;
         match self {
             SinkError::Pool(deadpool_postgres::PoolError::Timeout(_)) => true,
             SinkError::Pool(deadpool_postgres::PoolError::Backend(error))
