@@ -339,6 +339,13 @@ mod tests {
             .arg("86398.5")
             .spawn()
             .expect("sleep");
+        // Until the child has exec'd, /proc shows the test binary's command line.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep\0")) {
+            assert!(std::time::Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let pattern = fleetmon::checks::pattern::Pattern::new(r"^sleep 86398\.5$").unwrap();
         let uid = std::fs::read_to_string("/proc/self/status")
             .unwrap()
