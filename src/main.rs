@@ -87,6 +87,9 @@ enum Command {
     /// hand), with your updates.
     #[command(subcommand)]
     Incidents(cli::incidents::IncidentsCommand),
+    /// Reports to publish or sign: `report availability --from DATE --to DATE`.
+    #[command(subcommand)]
+    Report(cli::report::ReportCommand),
     /// Silences: hold back the notifications of matching alerts until they end.
     #[command(subcommand)]
     Silence(cli::alerts::SilenceCommand),
@@ -290,6 +293,7 @@ fn main() -> ExitCode {
         Command::Dashboard(args) => Query::Dashboard(args),
         Command::StatusPage(args) => Query::StatusPage(args),
         Command::Incidents(command) => Query::Incidents(command),
+        Command::Report(command) => Query::Report(command),
         Command::Audit {
             connection,
             since,
@@ -323,6 +327,7 @@ fn main() -> ExitCode {
             Query::Dashboard(args) => cli::dashboard::run(*args).await,
             Query::StatusPage(args) => cli::status_page::run(args).await,
             Query::Incidents(command) => cli::incidents::run(command).await,
+            Query::Report(command) => cli::report::run(command).await,
             Query::Audit(c, since, who, limit) => cli::audit::audit(&c, since, who, limit).await,
             Query::Tokens(command) => cli::credentials::tokens(command).await,
             Query::Revoke(c, name, serial) => cli::credentials::revoke(&c, name, serial).await,
@@ -352,6 +357,7 @@ enum Query {
     Dashboard(Box<cli::dashboard::DashboardArgs>),
     StatusPage(cli::status_page::StatusPageArgs),
     Incidents(cli::incidents::IncidentsCommand),
+    Report(cli::report::ReportCommand),
     Audit(cli::Connection, Duration, Option<String>, u32),
     Tokens(cli::credentials::TokensCommand),
     Revoke(Connection, Option<String>, Option<String>),

@@ -49,6 +49,18 @@ pub fn interval_seconds(definition: &CheckDefinition) -> u32 {
     }
 }
 
+/// How long after a run a location still counts as reporting its check: three
+/// intervals (0: the default interval), at least 10 s. The quorum's rule
+/// (writer/sql/check_tallies.sql) and what availability reports count as monitored
+/// (check_days.covered) both use it.
+pub fn reporting_window(interval_seconds: u32) -> std::time::Duration {
+    let interval = match interval_seconds {
+        0 => crate::config::DEFAULT_CHECK_INTERVAL_SECONDS,
+        seconds => seconds,
+    };
+    std::time::Duration::from_secs((3 * u64::from(interval)).max(10))
+}
+
 /// What a definition checks: its kind (`http`, `tcp`, `dns`, `grpc`, `heartbeat`;
 /// `unknown` without one) and its target as results show it (the URL, `tcp://address`,
 /// `dns://name`, `heartbeat://id`).

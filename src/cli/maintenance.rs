@@ -306,14 +306,7 @@ impl Plan {
 
 /// A time given as RFC 3339.
 fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
-    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-            format!("`{text}` is not an RFC 3339 time: write e.g. 2026-12-24T22:00:00Z")
-        })?;
-    Ok(prost_types::Timestamp {
-        seconds: time.unix_timestamp(),
-        nanos: 0,
-    })
+    super::table::parse_time(text, false)
 }
 
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];

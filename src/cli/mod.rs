@@ -11,6 +11,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod incidents;
 pub(crate) mod maintenance;
 pub(crate) mod queries;
+pub(crate) mod report;
 pub(crate) mod status_page;
 pub(crate) mod table;
 

@@ -100,6 +100,50 @@ pub(crate) fn labels(labels: &std::collections::HashMap<String, String>) -> Stri
     pairs.join(",")
 }
 
+/// Escapes text for HTML and XML.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A time given as RFC 3339 (`2026-12-24T22:00:00Z`), or with `dates`, also a UTC date
+/// (`2026-12-24`, its midnight).
+pub(crate) fn parse_time(text: &str, dates: bool) -> Result<prost_types::Timestamp, String> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .or_else(|| {
+            let date_format = time::macros::format_description!("[year]-[month]-[day]");
+            dates
+                .then(|| time::Date::parse(text, &date_format).ok())
+                .flatten()
+                .map(|day| day.midnight().assume_utc())
+        });
+    let Some(time) = parsed else {
+        return Err(if dates {
+            format!(
+                "`{text}` is not a date or an RFC 3339 time: write e.g. 2026-11-01 or 2026-12-24T22:00:00Z"
+            )
+        } else {
+            format!("`{text}` is not an RFC 3339 time: write e.g. 2026-12-24T22:00:00Z")
+        });
+    };
+    Ok(prost_types::Timestamp {
+        seconds: time.unix_timestamp(),
+        nanos: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

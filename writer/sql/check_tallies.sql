@@ -1,10 +1,13 @@
 -- Per check of $1: the locations reporting it (newest run within three intervals, the
--- definition's or, for an agent's own site, the one its results say; at least 10 s) and the DOWN ones among them, with their errors. A location under
--- an open location_unreachable alert does not vote: its failures are its own.
+-- definition's or, for an agent's own site, the one its results say; at least 10 s) and
+-- the DOWN ones among them, with their errors and (in order) when each went DOWN. A
+-- location under an open location_unreachable alert does not vote: its failures are
+-- its own.
 SELECT s.check_id,
        count(*) AS reporting,
        count(*) FILTER (WHERE s.down) AS down,
        coalesce(array_agg(s.agent_id ORDER BY s.agent_id) FILTER (WHERE s.down), '{}') AS down_at,
+       coalesce(array_agg(s.changed_at ORDER BY s.changed_at) FILTER (WHERE s.down), '{}') AS down_since,
        coalesce(string_agg(s.agent_id || ': ' || s.last_error, '; ' ORDER BY s.agent_id)
                 FILTER (WHERE s.down), '') AS errors
 FROM check_state s

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::cli::table::escape;
+
 use super::config::{PageConfig, PublishedCheck};
 use super::snapshot::{CheckStatus, Day, Incident, Maintenance, Schedule, Snapshot, State};
 
@@ -151,22 +153,6 @@ fn schedule_text(when: &Schedule) -> String {
             )
         }
     }
-}
-
-/// Escapes text for HTML and XML.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The bar class and tooltip of a day.

@@ -192,7 +192,7 @@ pub fn needs_storing(
 }
 
 /// How a check stands across its locations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Locations whose newest run is recent enough to count.
     pub reporting: usize,

@@ -31,6 +31,8 @@ const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sq
 const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
 const UPDATE_ALERT_LOCATIONS: &str = include_str!("../../sql/update_alert_locations.sql");
 const OPEN_ALERT: &str = include_str!("../../sql/open_alert.sql");
+const OUTAGE_BEGAN: &str = include_str!("../../sql/outage_began.sql");
+const OUTAGE_ENDED: &str = include_str!("../../sql/outage_ended.sql");
 const QUEUE_NOTIFICATIONS: &str = include_str!("../../sql/queue_notifications.sql");
 const INSERT_ALERT_EVENT: &str = include_str!("../../sql/insert_alert_event.sql");
 
@@ -192,6 +194,18 @@ pub struct Candidate {
     pub cause: String,
     /// The locations involved.
     pub locations: Vec<String>,
+}
+
+/// How a check stands across its locations, as `check_tallies.sql` reads it.
+#[derive(Debug, Clone, Default)]
+struct CheckTally {
+    tally: Tally,
+    /// The DOWN locations.
+    down_at: Vec<String>,
+    /// When each DOWN location went DOWN, earliest first.
+    down_since: Vec<SystemTime>,
+    /// Their errors, one line.
+    errors: String,
 }
 
 /// Transitions made by one call.
@@ -547,32 +561,32 @@ pub async fn decide_checks(
 ) -> Result<Transitions, SinkError> {
     let ids: Vec<&str> = checks.iter().map(String::as_str).collect();
     let thresholds = load_thresholds(tx, &ids).await?;
-    let tallies: BTreeMap<String, (Tally, Vec<String>, String)> = tx
+    let tallies: BTreeMap<String, CheckTally> = tx
         .query(CHECK_TALLIES, &[&ids])
         .await?
         .iter()
         .map(|row| {
-            let tally = Tally {
-                reporting: row.get::<_, i64>("reporting") as usize,
-                down: row.get::<_, i64>("down") as usize,
+            let tally = CheckTally {
+                tally: Tally {
+                    reporting: row.get::<_, i64>("reporting") as usize,
+                    down: row.get::<_, i64>("down") as usize,
+                },
+                down_at: row.get("down_at"),
+                down_since: row.get("down_since"),
+                errors: row.get("errors"),
             };
-            (
-                row.get("check_id"),
-                (tally, row.get("down_at"), row.get("errors")),
-            )
+            (row.get("check_id"), tally)
         })
         .collect();
     let mut transitions = Transitions::default();
     for check in checks {
         let rule = thresholds.get(check).copied().unwrap_or_default();
-        let (tally, down_at, errors) = tallies.get(check).cloned().unwrap_or((
-            Tally {
-                reporting: 0,
-                down: 0,
-            },
-            Vec::new(),
-            String::new(),
-        ));
+        let CheckTally {
+            tally,
+            down_at,
+            down_since,
+            errors,
+        } = tallies.get(check).cloned().unwrap_or_default();
         let quorum = rule.quorum_of(tally.reporting);
         // An agent's own site: `AGENT URL`, one location (fleetmon::samples::alert_check_key).
         let local = fleetmon::samples::local_site_of(check);
@@ -603,7 +617,15 @@ pub async fn decide_checks(
                 cause,
                 locations: down_at,
             };
-            transitions.opened += u64::from(open(tx, &candidate, channels).await?);
+            if open(tx, &candidate, channels).await? {
+                transitions.opened += 1;
+                // The outage began when the quorum-th location went DOWN.
+                let began = down_since
+                    .get(quorum.clamp(1, down_since.len().max(1)) - 1)
+                    .copied()
+                    .unwrap_or_else(SystemTime::now);
+                tx.execute(OUTAGE_BEGAN, &[check, &began]).await?;
+            }
         } else {
             let detail = match local {
                 Some((agent, url)) if tally.reporting == 0 => format!(
@@ -615,8 +637,10 @@ pub async fn decide_checks(
                     tally.down, tally.reporting
                 ),
             };
-            let resolved = resolve(tx, kind::CHECK_DOWN, check, &detail, channels).await?;
-            transitions.resolved += u64::from(resolved);
+            if resolve(tx, kind::CHECK_DOWN, check, &detail, channels).await? {
+                transitions.resolved += 1;
+                tx.execute(OUTAGE_ENDED, &[check]).await?;
+            }
         }
     }
     Ok(transitions)

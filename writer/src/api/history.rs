@@ -14,9 +14,10 @@ use tracing::instrument;
 
 use fleetmon::pb::history_server::History;
 use fleetmon::pb::{
-    HostSeries, HostSeriesPoint, HostSeriesRequest, ListStoredAgentsRequest,
-    ListStoredAgentsResponse, RecentChecksRequest, RecentChecksResponse, SiteAvailability,
-    SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent, TimeRange,
+    AvailabilityReport, AvailabilityReportRequest, HostSeries, HostSeriesPoint, HostSeriesRequest,
+    ListStoredAgentsRequest, ListStoredAgentsResponse, RecentChecksRequest, RecentChecksResponse,
+    SiteAvailability, SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent,
+    TimeRange,
 };
 
 use crate::api::error::ServiceError;
@@ -166,13 +167,7 @@ impl HistoryService {
             rows.iter()
                 .map(|row| {
                     let mut site = availability(row);
-                    let buckets: std::collections::BTreeMap<u16, i64> = row
-                        .get::<_, Option<serde_json::Value>>("latency_buckets")
-                        .and_then(|v| serde_json::from_value::<HashMap<String, i64>>(v).ok())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|(bucket, n)| Some((bucket.parse().ok()?, n)))
-                        .collect();
+                    let buckets = crate::store::latency::from_json(row.get("latency_buckets"));
                     let quantile = |q| crate::store::latency::quantile(&buckets, q);
                     site.response_time_p50_ms = quantile(0.5);
                     site.response_time_p95_ms = quantile(0.95);
@@ -338,6 +333,17 @@ impl History for HistoryService {
     ) -> Result<Response<RecentChecksResponse>, Status> {
         Ok(Response::new(
             self.recent_checks(request.into_inner()).await?,
+        ))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_availability_report(
+        &self,
+        request: Request<AvailabilityReportRequest>,
+    ) -> Result<Response<AvailabilityReport>, Status> {
+        let client = self.client().await.map_err(Status::from)?;
+        Ok(Response::new(
+            crate::api::reports::availability_report(&client, request.into_inner()).await?,
         ))
     }
 

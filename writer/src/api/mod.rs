@@ -13,6 +13,7 @@ pub mod history;
 pub mod incidents;
 pub mod maintenance;
 pub mod matcher;
+pub mod reports;
 
 /// A list's size: `requested`, or `default` when 0; more than `max` is refused.
 pub(crate) fn limit(requested: u32, default: u32, max: u32) -> Result<u32, error::ServiceError> {

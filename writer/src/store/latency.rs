@@ -45,6 +45,26 @@ pub fn quantile(buckets: &BTreeMap<u16, i64>, q: f64) -> Option<f64> {
     buckets.keys().next_back().map(|b| middle_of(*b))
 }
 
+/// Buckets as the rollup columns hold them: `{"bucket": count}`.
+pub fn to_json(buckets: &BTreeMap<u16, i64>) -> serde_json::Value {
+    let counts = buckets
+        .iter()
+        .map(|(bucket, n)| (bucket.to_string(), serde_json::Value::from(*n)));
+    serde_json::Value::Object(counts.collect())
+}
+
+/// Buckets from a rollup column or a sum of them (`None`, or keys that are not
+/// buckets, count as nothing).
+pub fn from_json(value: Option<serde_json::Value>) -> BTreeMap<u16, i64> {
+    let Some(serde_json::Value::Object(counts)) = value else {
+        return BTreeMap::new();
+    };
+    counts
+        .into_iter()
+        .filter_map(|(bucket, n)| Some((bucket.parse().ok()?, n.as_i64()?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +89,7 @@ mod tests {
         assert_eq!(bucket_of(f64::NAN), 0);
         assert_eq!(bucket_of(1e300), LAST);
         assert!(bucket_of(1.0 + 1e-9) < bucket_of(1.1));
+        assert_eq!(from_json(Some(to_json(&buckets))), buckets);
+        assert_eq!(from_json(None), BTreeMap::new());
     }
 }

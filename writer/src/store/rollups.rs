@@ -11,8 +11,8 @@ use deadpool_postgres::Transaction;
 use foldhash::{HashMap, HashMapExt as _};
 use serde_json::Value;
 
-use super::SinkError;
 use super::buckets::{Tier, bucket_start};
+use super::{SinkError, latency};
 use crate::consume::row_batch::CheckRow;
 
 const UPSERT_ROLLUPS: &str = include_str!("../../sql/upsert_check_rollups.sql");
@@ -57,7 +57,7 @@ impl Bucket {
         *self.status_codes.entry(check.status_code).or_default() += 1;
         *self
             .latency
-            .entry(super::latency::bucket_of(check.response_time_ms))
+            .entry(latency::bucket_of(check.response_time_ms))
             .or_default() += 1;
     }
 }
@@ -115,13 +115,7 @@ pub(super) async fn add_to_rollups(
         .collect();
     let latency: Vec<Value> = buckets
         .iter()
-        .map(|b| {
-            let counts = b
-                .latency
-                .iter()
-                .map(|(bucket, n)| (bucket.to_string(), Value::from(*n)));
-            Value::Object(counts.collect())
-        })
+        .map(|b| latency::to_json(&b.latency))
         .collect();
     let upsert = tx.prepare_cached(UPSERT_ROLLUPS).await?;
     tx.execute(
@@ -143,25 +137,78 @@ pub(super) async fn add_to_rollups(
     Ok(())
 }
 
+/// One central check's results on one UTC day, as a `check_days` row adds them up.
+#[derive(Default)]
+struct Day {
+    results: i64,
+    ok_results: i64,
+    /// What the results cover (each from its time for its reporting window), merged.
+    covered: Vec<(SystemTime, SystemTime)>,
+    /// Response-time bucket ([`super::latency`]) → results.
+    latency: BTreeMap<u16, i64>,
+}
+
+impl Day {
+    fn add(&mut self, row: &CheckRow) {
+        self.results += 1;
+        self.ok_results += i64::from(row.check.ok);
+        *self
+            .latency
+            .entry(latency::bucket_of(row.check.response_time_ms))
+            .or_default() += 1;
+        let window = fleetmon::checks::definition::reporting_window(row.check.interval_seconds);
+        self.covered.push((row.ts, row.ts + window));
+    }
+
+    /// `covered` as the fewest spans: sorted, overlapping and touching ones joined.
+    fn merged_coverage(&mut self) -> Vec<(SystemTime, SystemTime)> {
+        self.covered.sort_unstable();
+        let mut merged: Vec<(SystemTime, SystemTime)> = Vec::new();
+        for &(from, to) in &self.covered {
+            match merged.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        merged
+    }
+}
+
 /// Adds the central checks among `inserted` to `check_days`.
 async fn add_to_days(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<(), SinkError> {
-    let mut days: BTreeMap<(&str, time::Date), (i64, i64)> = BTreeMap::new();
+    let mut days: BTreeMap<(&str, time::Date), Day> = BTreeMap::new();
     for row in inserted.iter().filter(|row| !row.check.check_id.is_empty()) {
         let day = time::OffsetDateTime::from(row.ts).date();
-        let counts = days.entry((row.check.check_id.as_str(), day)).or_default();
-        counts.0 += 1;
-        counts.1 += i64::from(row.check.ok);
+        days.entry((row.check.check_id.as_str(), day))
+            .or_default()
+            .add(row);
     }
     if days.is_empty() {
         return Ok(());
     }
     // A BTreeMap: in key order, so concurrent writers lock the rows in the same order.
-    let (keys, counts): (Vec<_>, Vec<_>) = days.into_iter().unzip();
+    let (keys, mut days): (Vec<_>, Vec<Day>) = days.into_iter().unzip();
     let ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
     let dates: Vec<time::Date> = keys.iter().map(|(_, day)| *day).collect();
-    let results: Vec<i64> = counts.iter().map(|(n, _)| *n).collect();
-    let ok: Vec<i64> = counts.iter().map(|(_, ok)| *ok).collect();
+    let results: Vec<i64> = days.iter().map(|d| d.results).collect();
+    let ok: Vec<i64> = days.iter().map(|d| d.ok_results).collect();
+    let latency: Vec<Value> = days.iter().map(|d| latency::to_json(&d.latency)).collect();
+    // The spans flat, each with the 1-based position of its day's row.
+    let (mut owners, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    for (position, day) in (1i64..).zip(days.iter_mut()) {
+        for (from, to) in day.merged_coverage() {
+            owners.push(position);
+            starts.push(from);
+            ends.push(to);
+        }
+    }
     let upsert = tx.prepare_cached(UPSERT_DAYS).await?;
-    tx.execute(&upsert, &[&ids, &dates, &results, &ok]).await?;
+    tx.execute(
+        &upsert,
+        &[
+            &ids, &dates, &results, &ok, &latency, &owners, &starts, &ends,
+        ],
+    )
+    .await?;
     Ok(())
 }
