@@ -213,6 +213,25 @@ impl Setup {
         futures::future::join_all(sends).await;
     }
 
+    /// Produces one step of a scripted sequence of central check runs (runs dated
+    /// alike) and waits until they are stored: `stored` results of their checks before
+    /// them. One step per batch, as in production where runs seconds apart never share
+    /// one: the quorum is decided once per batch. Returns the count after them.
+    pub async fn produce_step(&self, runs: &[SiteCheck], stored: i64) -> i64 {
+        self.produce_checks(runs).await;
+        let ids: Vec<String> = runs.iter().map(|r| format!("'{}'", r.check_id)).collect();
+        let after = stored + runs.len() as i64;
+        self.wait_for(
+            &format!(
+                "SELECT coalesce(sum(results), 0)::bigint FROM check_days WHERE check_id IN ({})",
+                ids.join(",")
+            ),
+            after,
+        )
+        .await;
+        after
+    }
+
     /// One scalar from the test schema.
     pub async fn scalar(&self, sql: &str) -> i64 {
         self.schema.scalar(sql).await
@@ -383,6 +402,32 @@ pub fn check_run(check_id: &str, agent: &str, ts: SystemTime, ok: bool) -> SiteC
     row.check_id = check_id.to_owned();
     row.check_version = 1;
     row
+}
+
+/// A central http check `id` run by every agent every `interval_seconds`, that a
+/// scripted sequence decides at once: DOWN at a location on its first failure, UP on
+/// its first success, DOWN as a check when two locations say so.
+pub fn quorum_of_two(id: &str, interval_seconds: u32) -> fleetmon::pb::CheckDefinition {
+    use fleetmon::pb::{Alerting, Assignment, CheckDefinition, HttpCheck, check_definition};
+    CheckDefinition {
+        id: id.to_owned(),
+        version: 1,
+        interval_seconds,
+        assignment: Some(Assignment {
+            all: true,
+            ..Default::default()
+        }),
+        kind: Some(check_definition::Kind::Http(HttpCheck {
+            url: format!("https://{id}.example/"),
+            ..Default::default()
+        })),
+        alerting: Some(Alerting {
+            failure_threshold: 1,
+            success_threshold: 1,
+            quorum: 2,
+        }),
+        ..Default::default()
+    }
 }
 
 /// A site check with the given outcome.

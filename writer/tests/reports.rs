@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 use fleetmon::identity::Role;
 use fleetmon::pb::alerts_client::AlertsClient;
 use fleetmon::pb::{
-    Alerting, Assignment, AvailabilityReport, AvailabilityReportRequest, CheckDefinition,
-    CreateMaintenanceRequest, HttpCheck, SiteCheck, TimeRange, check_definition,
+    AvailabilityReport, AvailabilityReportRequest, CreateMaintenanceRequest, SiteCheck, TimeRange,
 };
 use fleetmon_writer::testkit::*;
 use tonic::Code;
@@ -16,30 +15,6 @@ use tonic::Code;
 const LOCATIONS: [&str; 3] = ["eu", "us", "ap"];
 /// Seconds between two runs at each location.
 const INTERVAL: u32 = 10;
-
-/// `pay` run everywhere every 10 s, DOWN at a location on its first failure and UP on
-/// its first success, DOWN as a check when two locations say so.
-fn definition() -> CheckDefinition {
-    CheckDefinition {
-        id: "pay".to_owned(),
-        version: 1,
-        interval_seconds: INTERVAL,
-        assignment: Some(Assignment {
-            all: true,
-            ..Default::default()
-        }),
-        kind: Some(check_definition::Kind::Http(HttpCheck {
-            url: "https://pay.example/".to_owned(),
-            ..Default::default()
-        })),
-        alerting: Some(Alerting {
-            failure_threshold: 1,
-            success_threshold: 1,
-            quorum: 2,
-        }),
-        ..Default::default()
-    }
-}
 
 /// The run of `pay` at `agent`, `secs` after `base`.
 fn run(agent: &str, base: SystemTime, secs: u64, ok: bool) -> SiteCheck {
@@ -82,7 +57,9 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     let writer = setup
         .start_writer_with(|config| config.alerts.evaluate_interval_seconds = 1)
         .await;
-    setup.produce_definition(&definition()).await;
+    setup
+        .produce_definition(&quorum_of_two("pay", INTERVAL))
+        .await;
     setup
         .wait_for("SELECT count(*) FROM checks WHERE check_id = 'pay'", 1)
         .await;
@@ -116,22 +93,13 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
         agent != "ap"
             && ((50..70).contains(&s) || (110..150).contains(&s) || (agent == "us" && s == 70))
     };
-    let mut produced = 0;
+    let mut stored = 0;
     for s in seconds {
         let runs: Vec<SiteCheck> = LOCATIONS
             .iter()
             .map(|agent| run(agent, base, s, !failing(agent, s)))
             .collect();
-        setup.produce_checks(&runs).await;
-        produced += runs.len() as i64;
-        // One step per batch: the quorum is decided once per batch, as in production
-        // where runs 10 s apart never share one.
-        setup
-            .wait_for(
-                "SELECT coalesce(sum(results), 0)::bigint FROM check_days WHERE check_id = 'pay'",
-                produced,
-            )
-            .await;
+        stored = setup.produce_step(&runs, stored).await;
     }
     assert_eq!(
         setup
@@ -205,12 +173,8 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     // A late run from ap inside the gap (older than its newest: it changes no state)
     // covers 220 to 250: the gap shrinks by 30 s, which count as up, and the report
     // says so by its results and spans.
-    setup.produce_checks(&[run("ap", base, 220, true)]).await;
     setup
-        .wait_for(
-            "SELECT coalesce(sum(results), 0)::bigint FROM check_days WHERE check_id = 'pay'",
-            produced + 1,
-        )
+        .produce_step(&[run("ap", base, 220, true)], stored)
         .await;
     let late = report(&mut history, base, &[]).await.unwrap();
     let pay = &late.checks[0];
