@@ -2,10 +2,9 @@
 //! Kafka and the writer, then the report as a table, CSV, JSON and HTML, and what it
 //! says to bad input.
 
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use fleetmon::testkit::binary;
+use fleetmon::testkit::fleetmon_against;
 use fleetmon_writer::testkit::{Setup, check_run, quorum_of_two, seconds_ago};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -40,17 +39,10 @@ async fn the_report_reads_alike_as_a_table_csv_json_and_html_and_refuses_bad_inp
     let (from, to) = (rfc3339(base), rfc3339(base + Duration::from_secs(60)));
     let server = format!("https://{}", writer.running.grpc_addr);
     let report = |args: &[&str]| {
-        let out = Command::new(binary("fleetmon"))
-            .args(["report", "availability"])
-            .args(args)
-            .args(["--writer", &server, "--certs"])
-            .arg(setup.pki.dir())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        fleetmon_against(
+            &[&["report", "availability"], args].concat(),
+            &server,
+            setup.pki.dir(),
         )
     };
     let period = ["--from", from.as_str(), "--to", to.as_str()];

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use fleetmon::pb::{Assignment, CheckDefinition, HttpCheck, check_definition};
-use fleetmon::testkit::{PgSchema, Processes, binary, free_port, late_port};
+use fleetmon::testkit::{PgSchema, Processes, binary, fleetmon_against, free_port, late_port};
 use fleetmon_writer::testkit::{Setup, check_run, seconds_ago};
 use serde_json::Value;
 
@@ -278,18 +278,7 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     // Operators post to the incident the outage opened, and open one by hand.
     let writer = format!("https://{}", _writer.running.grpc_addr);
     let incidents = |args: &[&str]| {
-        let out = Command::new(binary("fleetmon"))
-            .arg("incidents")
-            .args(args)
-            .args(["--writer", &writer, "--certs"])
-            .arg(setup.pki.dir())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        fleetmon_against(&[&["incidents"], args].concat(), &writer, setup.pki.dir())
     };
     let listed = incidents(&["list", "--json"]);
     let listed: Value = serde_json::from_str(&listed.1).unwrap();

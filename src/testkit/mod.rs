@@ -40,7 +40,7 @@ pub use kafka::{
 pub use metrics::{metric_value, metrics_text, wait_for_metric};
 pub use pki::TestPki;
 pub use postgres::{PgCluster, PgSchema, eventually, pg_checkpoint, pg_url, texts};
-pub use process::{Processes, binary};
+pub use process::{Processes, binary, fleetmon_against};
 pub use prometheus::{PROMETHEUS_ENV, Prometheus};
 pub use rig::{CentralRig, RigOptions, switchable_site, writer_command};
 pub use smtp::SmtpServer;

@@ -46,6 +46,22 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `fleetmon ARGS --writer WRITER --certs CERTS` run to its end: whether it
+/// succeeded, its stdout and its stderr.
+pub fn fleetmon_against(args: &[&str], writer: &str, certs: &Path) -> (bool, String, String) {
+    let out = Command::new(binary("fleetmon"))
+        .args(args)
+        .args(["--writer", writer, "--certs"])
+        .arg(certs)
+        .output()
+        .expect("fleetmon runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Child processes by name, killed (and reaped) when the test ends, however it ends.
 /// Each writes stdout and stderr to `NAME.log` in the log directory, appending, so a
 /// restarted process keeps its earlier lines.
