@@ -125,6 +125,23 @@ async fn the_dashboard_shows_the_fleet_live_and_pauses_a_check() {
     assert_eq!(seen["check_state"], "▶ active", "{seen}");
     assert_eq!(seen["check_state_after"], "‖ paused", "{seen}");
     assert_eq!(seen["audit_actor"], "admin", "{seen}");
+    // Every run of shop passed and no outage was recorded: 100 % of the time it was
+    // monitored, whatever the days before it existed (no data, counted apart).
+    assert_eq!(seen["report_rows"], serde_json::json!(["shop"]), "{seen}");
+    assert_eq!(seen["report_availability"], "100.0000 %", "{seen}");
+    assert_eq!(seen["report_outages"], "0", "{seen}");
+    assert!(
+        seen["report_csv"]
+            .as_str()
+            .unwrap()
+            .starts_with("200 check_id,target,from,to,period_seconds,availability_percent,"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["report_bad"],
+        "400 from: `yesterday` is not a date or an RFC 3339 time: write e.g. 2026-11-01 or 2026-12-24T22:00:00Z\n",
+        "{seen}"
+    );
     let shown = rig.fleetmon_ok(&["checks", "show", "shop"]);
     assert!(
         shown.contains("PAUSED"),

@@ -191,6 +191,7 @@ pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .route("/api/series/{agent}", get(series))
         .route("/api/sites", get(sites))
         .route("/api/alerts", get(alerts))
+        .route("/api/report", get(report))
         .route("/api/audit", get(audit))
         .route("/api/checks", get(checks))
         .route("/api/checks/{id}/{action}", post(pause_or_resume))
@@ -373,11 +374,8 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The query string as key → value (no percent-decoding beyond `+`; values here are
 /// ids, ranges and tokens).
 fn query(uri: &Uri) -> HashMap<String, String> {
-    uri.query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace('+', " ")))
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
 }
 
@@ -589,6 +587,42 @@ async fn sites(State(servers): State<Shared>, uri: Uri) -> Response {
                 .collect::<Vec<_>>(),
         )),
         Err(status) => upstream("History/GetSiteAvailability", status),
+    }
+}
+
+/// The availability report over `?from=&to=` (dates or RFC 3339 times, as the CLI
+/// takes them), optionally of one `&check=`; `&format=csv` for CSV.
+async fn report(State(servers): State<Shared>, uri: Uri) -> Response {
+    let query = query(&uri);
+    let time = |field: &str| -> Result<prost_types::Timestamp, String> {
+        let text = query
+            .get(field)
+            .ok_or_else(|| format!("{field} is required: a date such as 2026-11-01"))?;
+        super::table::parse_time(text, true).map_err(|e| format!("{field}: {e}"))
+    };
+    let (from, to) = match (time("from"), time("to")) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(error), _) | (_, Err(error)) => {
+            return (StatusCode::BAD_REQUEST, error + "\n").into_response();
+        }
+    };
+    let checks: Vec<String> = query
+        .get("check")
+        .filter(|c| !c.is_empty())
+        .map(|c| vec![c.clone()])
+        .unwrap_or_default();
+    let mut history = servers.history.clone();
+    match history
+        .get_availability_report(super::report::request(from, to, checks))
+        .await
+    {
+        Ok(response) if query.get("format").is_some_and(|f| f == "csv") => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            super::report::csv(&response.into_inner()),
+        )
+            .into_response(),
+        Ok(response) => json_response(super::report::report_json(&response.into_inner())),
+        Err(status) => upstream("History/GetAvailabilityReport", status),
     }
 }
 

@@ -55,13 +55,7 @@ pub(crate) async fn run(command: ReportCommand) -> anyhow::Result<()> {
     let mut history =
         HistoryClient::new(fleetmon::tls::connect(&connection.writer, &connection.tls()).await?);
     let report = history
-        .get_availability_report(AvailabilityReportRequest {
-            range: Some(TimeRange {
-                start: Some(args.from),
-                end: Some(args.to),
-            }),
-            check_ids: args.checks.clone(),
-        })
+        .get_availability_report(request(args.from, args.to, args.checks.clone()))
         .await
         .map_err(|status| call_error("History/GetAvailabilityReport", &connection.writer, status))?
         .into_inner();
@@ -78,6 +72,21 @@ pub(crate) async fn run(command: ReportCommand) -> anyhow::Result<()> {
     };
     print!("{text}");
     Ok(())
+}
+
+/// The report of `checks` (all when empty) over `[from, to)`.
+pub(crate) fn request(
+    from: prost_types::Timestamp,
+    to: prost_types::Timestamp,
+    checks: Vec<String>,
+) -> AvailabilityReportRequest {
+    AvailabilityReportRequest {
+        range: Some(TimeRange {
+            start: Some(from),
+            end: Some(to),
+        }),
+        check_ids: checks,
+    }
 }
 
 /// Seconds as people read a duration, to the second: `1 h 02 min 05 s`.
@@ -206,7 +215,8 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn csv(report: &AvailabilityReport) -> String {
+/// The report as CSV: one line per check under a header line.
+pub(crate) fn csv(report: &AvailabilityReport) -> String {
     let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut out = String::from(
         "check_id,target,from,to,period_seconds,availability_percent,up_seconds,down_seconds,maintenance_seconds,no_data_seconds,outages,mttr_seconds,mtbf_seconds,p50_ms,p95_ms,p99_ms,results,ok_results\n",
@@ -245,7 +255,8 @@ fn spans_json(spans: &[fleetmon::pb::ReportSpan]) -> Value {
         .collect()
 }
 
-fn report_json(report: &AvailabilityReport) -> Value {
+/// The report as JSON, as the CLI prints it and the dashboard serves it.
+pub(crate) fn report_json(report: &AvailabilityReport) -> Value {
     let checks: Vec<Value> = report
         .checks
         .iter()

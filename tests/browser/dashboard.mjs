@@ -111,6 +111,26 @@ try {
   seen.summary_links = await page.locator("#summary a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
   await page.screenshot({ path: `${out}/checks.png`, fullPage: true });
 
+  // The availability report over the default period (the last 30 days), then one
+  // check's, asked from the form.
+  const reported = page.locator(`#report tr[data-report="${check}"]`);
+  await reported.waitFor({ timeout: 20000 });
+  await page.fill('#report-form input[name="check"]', check);
+  await page.click('#report-form button[type="submit"]');
+  await page.locator("#report tbody tr").first().waitFor({ timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll("#report tbody tr").length === 1);
+  seen.report_rows = await page.locator("#report tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.report));
+  seen.report_availability = await reported.locator('td[data-field="availability"]').textContent();
+  seen.report_outages = await reported.locator('td[data-field="outages"]').textContent();
+  seen.report_csv = await page.evaluate(async () => {
+    const r = await fetch(document.querySelector("#report-csv").href, { credentials: "same-origin" });
+    return `${r.status} ${(await r.text()).split("\n")[0]}`;
+  });
+  seen.report_bad = await page.evaluate(async () => {
+    const r = await fetch("/api/report?from=yesterday&to=2026-12-01", { credentials: "same-origin" });
+    return `${r.status} ${await r.text()}`;
+  });
+
   // Phone width: the fleet table scrolls inside its box, the page does not.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForTimeout(300);

@@ -341,6 +341,62 @@ async function loadAudit() {
     el("td", { text: e.from }))));
 }
 
+// --- availability report (History/GetAvailabilityReport) --------------------------
+function duration(seconds) {
+  const t = Math.max(0, Math.round(seconds));
+  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
+  if (h > 0) return `${h} h ${String(m).padStart(2, "0")} min ${String(s).padStart(2, "0")} s`;
+  if (m > 0) return `${m} min ${String(s).padStart(2, "0")} s`;
+  return `${s} s`;
+}
+// Four decimals, never rounded up to 100.
+const share = (p) => (p == null ? "no data" : `${(Math.floor(p * 10000) / 10000).toFixed(4)} %`);
+const ms = (v) => (v == null ? "-" : v.toFixed(0));
+
+function reportQuery() {
+  const form = new FormData($("#report-form"));
+  const q = new URLSearchParams({ from: form.get("from"), to: form.get("to") });
+  if (form.get("check")) q.set("check", form.get("check"));
+  return q;
+}
+
+async function loadReport() {
+  const q = reportQuery();
+  $("#report-csv").href = `/api/report?${q}&format=csv`;
+  const body = $("#report tbody");
+  let report;
+  try { report = await getJson(`/api/report?${q}`); } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "10", class: "state-bad", text: String(e.message || e) })));
+    return;
+  }
+  if (report.checks.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "10", class: "muted", text: "no checks existed in the period" })));
+  } else {
+    body.replaceChildren(...report.checks.map((c) => el("tr", { "data-report": c.check_id },
+      el("td", { text: c.check_id }),
+      el("td", { "data-field": "availability", text: share(c.availability_percent) }),
+      el("td", { "data-field": "down", text: duration(c.down_seconds) }),
+      el("td", { "data-field": "outages", text: String(c.outage_count) }),
+      el("td", { text: c.mttr_seconds == null ? "-" : duration(c.mttr_seconds) }),
+      el("td", { text: c.mtbf_seconds == null ? "-" : duration(c.mtbf_seconds) }),
+      el("td", { "data-field": "maintenance", text: duration(c.maintenance_seconds) }),
+      el("td", { "data-field": "no-data", text: duration(c.no_data_seconds) }),
+      el("td", { text: `${ms(c.response_time_p50_ms)} / ${ms(c.response_time_p95_ms)} / ${ms(c.response_time_p99_ms)} ms` }),
+      el("td", { text: String(c.results) }))));
+  }
+  $("#report-outages").replaceChildren(...report.checks.flatMap((c) => c.outages.map((o) =>
+    el("li", { "data-outage": c.check_id },
+      `${c.check_id}: down ${o.started_at} to ${o.ended_at || "now"} (${duration(o.duration_seconds)}, counted ${duration(o.counted_seconds)}) at ${o.locations.join(", ")}`))));
+}
+
+{
+  const day = (offset) => new Date(Date.now() + offset * 86400000).toISOString().slice(0, 10);
+  const form = $("#report-form");
+  form.elements.from.value = day(-30);
+  form.elements.to.value = day(1);
+  form.addEventListener("submit", (e) => { e.preventDefault(); loadReport(); });
+}
+
 function show(error) {
   const badge = $("#live");
   badge.dataset.state = "down";
@@ -361,6 +417,7 @@ loadSites();
 loadAlerts();
 setInterval(() => loadFleet().catch(show), 10000);
 loadAudit();
+loadReport();
 setInterval(() => { loadChecks(); loadAlerts(); loadAudit(); }, 5000);
 setInterval(loadSites, 30000);
 // Ages and staleness move with the clock, not only with samples.
