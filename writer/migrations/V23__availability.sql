@@ -95,3 +95,7 @@ CREATE FUNCTION check_spans(
                     AND a.began_at < to_ts AND coalesce(a.ended_at, 'infinity') > from_ts), '{}')
             * tstzmultirange(tstzrange(from_ts, to_ts))
 $$;
+
+-- Site rollups are now kept per tier (postgres.rollup_retention_days: minute buckets
+-- 90 days, hour buckets two years by default): found by age for the daily expiry.
+CREATE INDEX site_check_rollups_age ON site_check_rollups (resolution, bucket_start);

@@ -152,7 +152,9 @@ pub struct PostgresConfig {
     pub partitions_ahead_days: u32,
 }
 
-/// Days of host rollups kept, per tier.
+/// Days of rollups kept, per tier: host rollups, and the minute and hour buckets of
+/// site rollups (availability reports and status pages read `check_days` and the
+/// outages, kept for good).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RollupRetention {

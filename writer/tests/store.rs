@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use fleetmon::identity::Role;
 use fleetmon::pb::HostSample;
 use fleetmon::testkit::{
-    KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, wait_for_health,
+    KafkaCluster, PgCluster, PgSchema, ServingStatus, read_topic, texts, wait_for_health,
 };
 use fleetmon_writer::testkit::*;
 use prost::Message as _;
@@ -760,6 +760,62 @@ async fn migrations_are_idempotent_and_every_kept_day_gets_a_partition_and_no_ot
         .await;
     assert_eq!(partitions, 5 + 1);
     assert_eq!(setup.scalar("SELECT count(*) FROM host_samples").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_raw_days_and_site_rollups_and_keeps_check_days_and_outages() {
+    let setup = Setup::new().await;
+    setup.start_writer().await.stop().await;
+    let sink = fleetmon_writer::store::PostgresSink::new(&setup.config.postgres).unwrap();
+    let now = SystemTime::now();
+    let day = 86_400;
+    let today = fleetmon_writer::store::day_of(now);
+    // A raw day past the 30 kept, and one within them.
+    sink.ensure_partitions(&[today - 40 * day, today - 20 * day].into())
+        .await
+        .unwrap();
+    setup
+        .schema
+        .connect()
+        .await
+        .batch_execute(
+            "INSERT INTO site_check_rollups (url, resolution, bucket_start, checks, ok_checks,
+                 response_time_min_ms, response_time_max_ms, response_time_sum_ms, status_codes)
+             SELECT 'https://x.example/', r, now() - d * interval '1 day', 1, 1, 1, 1, 1, '{}'
+             FROM (VALUES ('minute', 100), ('minute', 10), ('hour', 800), ('hour', 100)) v(r, d);
+             INSERT INTO check_days (check_id, day, results, ok_results)
+                 VALUES ('shop', '2001-01-01', 10, 9);
+             INSERT INTO alerts (kind, subject, cause, opened_at, resolved_at, began_at, ended_at)
+                 VALUES ('check_down', 'shop', 'down', '2001-01-01', '2001-01-02', '2001-01-01', '2001-01-02');",
+        )
+        .await
+        .unwrap();
+    let retention = setup.config.postgres.retention();
+    let dropped = sink.maintain_partitions(&retention, 3, now).await.unwrap();
+    let old_day = time::OffsetDateTime::from_unix_timestamp(today - 40 * day)
+        .unwrap()
+        .date();
+    let suffix = format!(
+        "_p{:04}{:02}{:02}",
+        old_day.year(),
+        u8::from(old_day.month()),
+        old_day.day()
+    );
+    assert!(
+        !dropped.is_empty() && dropped.iter().all(|name| name.ends_with(&suffix)),
+        "only the day 40 days back goes: {dropped:?}"
+    );
+    // Minute buckets are kept 90 days, hour buckets two years; the days and the
+    // outages that reports and status pages read are kept for good.
+    let kept = texts(
+        &setup.schema.connect().await,
+        "SELECT resolution || ' ' || round(extract(epoch FROM now() - bucket_start) / 86400)
+         FROM site_check_rollups ORDER BY resolution, bucket_start",
+    )
+    .await;
+    assert_eq!(kept, ["hour 100", "minute 10"]);
+    assert_eq!(setup.scalar("SELECT count(*) FROM check_days").await, 1);
+    assert_eq!(setup.scalar("SELECT count(*) FROM alerts").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

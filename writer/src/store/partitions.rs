@@ -14,6 +14,7 @@ use super::SinkError;
 use super::buckets::Tier;
 
 const PARTITIONS_OF: &str = include_str!("../../sql/partitions_of.sql");
+const EXPIRE_SITE_ROLLUPS: &str = include_str!("../../sql/expire_site_rollups.sql");
 
 /// The busiest processes of each host sample, stored beside `host_samples`.
 pub(super) const PROCESS_TABLE: &str = "host_processes";
@@ -80,7 +81,8 @@ impl Partitions {
 
     /// Creates partitions from yesterday to `ahead` days from now and drops those
     /// wholly older than their retention: `retention.raw_days` for the sample
-    /// tables, each tier's for the host rollups. Returns the partitions dropped.
+    /// tables, each tier's for the host rollups; deletes the site rollups older than
+    /// their tier's. Returns the partitions dropped.
     pub async fn maintain(
         &self,
         pool: &Pool,
@@ -132,6 +134,24 @@ impl Partitions {
                     dropped.push(name);
                 }
             }
+        }
+        let before = |days: u32| {
+            SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    u64::try_from(today - i64::from(days) * 86_400).unwrap_or(0),
+                )
+        };
+        let expired = client
+            .execute(
+                EXPIRE_SITE_ROLLUPS,
+                &[
+                    &before(retention.rollup_days(Tier::Minute)),
+                    &before(retention.rollup_days(Tier::Hour)),
+                ],
+            )
+            .await?;
+        if expired > 0 {
+            tracing::info!(rows = expired, "deleted expired site rollups");
         }
         Ok(dropped)
     }
