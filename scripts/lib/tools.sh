@@ -238,15 +238,40 @@ free_port() {
 # bind(0) of a test's own server meanwhile (a webhook receiver, a metrics endpoint) can
 # be handed it and answer the node's peers in HTTP. Where that range leaves no room, a
 # free_port. Ports given as arguments (drawn before and not yet bound) are not drawn.
+# Each port drawn is reserved for five to ten minutes (a file made with O_EXCL under
+# $TMPDIR/fleetmon-late-ports, named by port and five-minute period): test processes
+# starting Kafka nodes at the same time never draw the same port before either binds it.
 late_free_port() {
   python3 - "$@" <<'PY'
-import random, socket, sys
+import os, random, socket, sys, time
 low = 32000
 start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 taken = {int(port) for port in sys.argv[1:]}
+reservations = os.path.join(os.environ.get("TMPDIR", "/tmp"), "fleetmon-late-ports")
+os.makedirs(reservations, exist_ok=True)
+period = int(time.time() // 300)
+for name in os.listdir(reservations):
+    if not name.endswith((f".{period}", f".{period - 1}")):
+        try:
+            os.unlink(os.path.join(reservations, name))
+        except OSError:
+            pass
+
+def reserve(port):
+    """True when this process now holds PORT's reservation for this period."""
+    if os.path.exists(os.path.join(reservations, f"{port}.{period - 1}")):
+        return False
+    try:
+        os.close(os.open(os.path.join(reservations, f"{port}.{period}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
 candidates = [port for port in range(low, start) if port not in taken]
 random.shuffle(candidates)
 for port in candidates[:2000]:
+    if not reserve(port):
+        continue
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
