@@ -33,6 +33,10 @@ pub(crate) struct AvailabilityArgs {
     /// A check to report (repeatable); without it, every check of the period.
     #[arg(long = "check")]
     checks: Vec<String>,
+    /// Only checks assigned to agents by these labels (`checks add --labels`), e.g.
+    /// region=eu,tier=1.
+    #[arg(long, value_delimiter = ',', value_parser = super::checks::parse_label)]
+    labels: Vec<(String, String)>,
     /// How to print it (`--json` is `--format json`).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -55,7 +59,10 @@ pub(crate) async fn run(command: ReportCommand) -> anyhow::Result<()> {
     let mut history =
         HistoryClient::new(fleetmon::tls::connect(&connection.writer, &connection.tls()).await?);
     let report = history
-        .get_availability_report(request(args.from, args.to, args.checks.clone()))
+        .get_availability_report(AvailabilityReportRequest {
+            labels: args.labels.iter().cloned().collect(),
+            ..request(args.from, args.to, args.checks.clone())
+        })
         .await
         .map_err(|status| call_error("History/GetAvailabilityReport", &connection.writer, status))?
         .into_inner();
@@ -86,6 +93,7 @@ pub(crate) fn request(
             end: Some(to),
         }),
         check_ids: checks,
+        labels: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 -- An availability report's figures per check of $3 (every central check not deleted
--- before the period when empty) over [$1, $2): the period split into maintenance, no
+-- before the period when null) over [$1, $2): the period split into maintenance, no
 -- data, down and up (check_spans; each second counted once, in that order), the first
 -- 200 spans of maintenance and of no data, and the results of the UTC days the period
 -- touches with their response-time buckets.
@@ -37,6 +37,6 @@ LEFT JOIN LATERAL (
       AND d.day BETWEEN ($1 AT TIME ZONE 'UTC')::date
                     AND (($2 - interval '1 microsecond') AT TIME ZONE 'UTC')::date
 ) days ON true
-WHERE (cardinality($3::text[]) = 0 OR c.check_id = ANY($3))
+WHERE ($3::text[] IS NULL OR c.check_id = ANY($3))
   AND (c.deleted_at IS NULL OR c.deleted_at > $1)
 ORDER BY c.check_id

@@ -31,6 +31,7 @@ async fn report(
     history: &mut fleetmon::pb::history_client::HistoryClient<tonic::transport::Channel>,
     base: SystemTime,
     checks: &[&str],
+    labels: &[(&str, &str)],
 ) -> Result<AvailabilityReport, tonic::Status> {
     history
         .get_availability_report(AvailabilityReportRequest {
@@ -39,6 +40,10 @@ async fn report(
                 end: at_secs(base, 300),
             }),
             check_ids: checks.iter().map(|c| (*c).to_owned()).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -60,9 +65,14 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     setup
         .produce_definition(&quorum_of_two("pay", INTERVAL))
         .await;
-    setup
-        .wait_for("SELECT count(*) FROM checks WHERE check_id = 'pay'", 1)
-        .await;
+    // And one run only on agents labelled region=eu, which never reports.
+    let mut eu_only = quorum_of_two("eu-only", INTERVAL);
+    eu_only.assignment = Some(fleetmon::pb::Assignment {
+        labels: [("region".to_owned(), "eu".to_owned())].into(),
+        ..Default::default()
+    });
+    setup.produce_definition(&eu_only).await;
+    setup.wait_for("SELECT count(*) FROM checks", 2).await;
     // The period lies a little ahead: locations count as reporting for three intervals
     // after their newest run, so runs dated ahead stay current however slow the test.
     let base = seconds_ago(0) + Duration::from_secs(120);
@@ -111,7 +121,7 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     );
 
     let mut history = setup.history(&writer, Role::Operator);
-    let first = report(&mut history, base, &["pay"]).await.unwrap();
+    let first = report(&mut history, base, &["pay"], &[]).await.unwrap();
     let pay = &first.checks[0];
     assert_eq!(pay.check_id, "pay");
     assert_eq!(pay.target, "https://pay.example/");
@@ -167,7 +177,7 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     );
 
     // The same period again: the same report.
-    let again = report(&mut history, base, &["pay"]).await.unwrap();
+    let again = report(&mut history, base, &["pay"], &[]).await.unwrap();
     assert_eq!(again.checks, first.checks);
 
     // A late run from ap inside the gap (older than its newest: it changes no state)
@@ -176,8 +186,10 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     setup
         .produce_step(&[run("ap", base, 220, true)], stored)
         .await;
-    let late = report(&mut history, base, &[]).await.unwrap();
-    let pay = &late.checks[0];
+    let late = report(&mut history, base, &[], &[]).await.unwrap();
+    let ids: Vec<&str> = late.checks.iter().map(|c| c.check_id.as_str()).collect();
+    assert_eq!(ids, ["eu-only", "pay"]);
+    let pay = &late.checks[1];
     assert_eq!(
         (
             pay.no_data_seconds,
@@ -189,8 +201,35 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
     );
     assert_eq!(pay.no_data, [span(base, 190, 220), span(base, 250, 260)]);
 
+    // By labels: eu-only, which has no result, so no data and no availability (never
+    // 100 %); pay runs on every agent, not on agents chosen by labels, so it is left
+    // out, also when named.
+    for named in [&[][..], &["pay"][..]] {
+        let by_labels = report(&mut history, base, named, &[("region", "eu")])
+            .await
+            .unwrap();
+        let ids: Vec<&str> = by_labels
+            .checks
+            .iter()
+            .map(|c| c.check_id.as_str())
+            .collect();
+        let expected: &[&str] = if named.is_empty() { &["eu-only"] } else { &[] };
+        assert_eq!(ids, expected);
+    }
+    let silent = &late.checks[0];
+    assert_eq!(
+        (
+            silent.no_data_seconds,
+            silent.up_seconds,
+            silent.availability_percent
+        ),
+        (300.0, 0.0, None)
+    );
+
     // Bad requests are refused with what to fix.
-    let missing = report(&mut history, base, &["nope"]).await.unwrap_err();
+    let missing = report(&mut history, base, &["nope"], &[])
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     assert_eq!(
         missing.message(),
@@ -202,7 +241,7 @@ async fn a_scripted_period_reports_its_downtime_maintenance_and_gap_to_the_secon
                 start: at_secs(base, 10),
                 end: at_secs(base, 0),
             }),
-            check_ids: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

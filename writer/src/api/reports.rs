@@ -9,19 +9,24 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use fleetmon::pb::{
-    AvailabilityReport, AvailabilityReportRequest, CheckAvailabilityReport, ReportSpan,
-    ReportedOutage,
+    AvailabilityReport, AvailabilityReportRequest, CheckAvailabilityReport, CheckDefinition,
+    ReportSpan, ReportedOutage,
 };
+
+use prost::Message as _;
 
 use crate::api::error::ServiceError;
 
 const REPORT_CHECKS: &str = include_str!("../../sql/report_checks.sql");
 const REPORT_OUTAGES: &str = include_str!("../../sql/report_outages.sql");
+const REPORT_CANDIDATES: &str = include_str!("../../sql/report_candidates.sql");
 
 /// The longest period a report covers.
 pub const MAX_PERIOD: Duration = Duration::from_secs(400 * 86_400);
 /// The most checks one request may name.
 pub const MAX_CHECK_IDS: usize = 1000;
+/// The most label pairs one request may give.
+pub const MAX_LABELS: usize = 16;
 
 /// The validated period `[start, end)` of a request: both ends required.
 fn period(request: &AvailabilityReportRequest) -> Result<(SystemTime, SystemTime), ServiceError> {
@@ -64,16 +69,51 @@ pub async fn availability_report(
             request.check_ids.len()
         )));
     }
+    if request.labels.len() > MAX_LABELS {
+        return Err(ServiceError::invalid(format!(
+            "labels has {} pairs: at most {MAX_LABELS}",
+            request.labels.len()
+        )));
+    }
     let as_of = SystemTime::now();
+    // None: every check of the period.
+    let mut chosen: Option<Vec<String>> =
+        (!request.check_ids.is_empty()).then(|| request.check_ids.clone());
+    // With labels: every check of the period, to tell a check chosen out by its labels
+    // from one that did not exist.
+    let mut existing: Vec<String> = Vec::new();
+    if !request.labels.is_empty() {
+        let mut by_labels = Vec::new();
+        for row in client.query(REPORT_CANDIDATES, &[&start]).await? {
+            existing.push(row.get("check_id"));
+            let definition = CheckDefinition::decode(row.get::<_, &[u8]>("definition")).ok();
+            let assigned = definition
+                .and_then(|d| d.assignment)
+                .map(|a| a.labels)
+                .unwrap_or_default();
+            if request
+                .labels
+                .iter()
+                .all(|(key, value)| assigned.get(key) == Some(value))
+            {
+                by_labels.push(row.get::<_, String>("check_id"));
+            }
+        }
+        chosen = Some(match chosen {
+            Some(ids) => ids
+                .into_iter()
+                .filter(|id| by_labels.contains(id))
+                .collect(),
+            None => by_labels,
+        });
+    }
     let rows = client
-        .query(REPORT_CHECKS, &[&start, &end, &request.check_ids])
+        .query(REPORT_CHECKS, &[&start, &end, &chosen])
         .await?;
     let found: Vec<String> = rows.iter().map(|row| row.get("check_id")).collect();
-    if let Some(missing) = request
-        .check_ids
-        .iter()
-        .find(|id| !found.iter().any(|f| f == *id))
-    {
+    // A check named by id must have existed (whether or not its labels chose it).
+    let existed = |id: &String| found.contains(id) || existing.contains(id);
+    if let Some(missing) = request.check_ids.iter().find(|id| !existed(id)) {
         return Err(ServiceError::not_found(format!(
             "check_ids: no check `{missing}` existed in the period (see `fleetmon checks list`)"
         )));
@@ -185,7 +225,7 @@ mod tests {
                 start: start.map(at),
                 end: end.map(at),
             }),
-            check_ids: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -209,5 +249,6 @@ mod tests {
             "range is 401 days long: a report covers at most 400 days; ask for several"
         );
         assert!(period(&request(Some(0), Some(400 * 86_400))).is_ok());
+        assert!(AvailabilityReportRequest::default().labels.is_empty());
     }
 }
