@@ -31,6 +31,99 @@ pub fn grpc_builder() -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
 
+/// While `ready` is pending (the server waits for `waiting_for`, Kafka or PostgreSQL),
+/// answers gRPC health checks on `listener` (TLS by `tls`) with NOT_SERVING, for the
+/// server as a whole and every service in `services`, and every other call with
+/// UNAVAILABLE ("starting: waiting for …", which clients retry); once it resolves,
+/// stops that (its connections are closed; clients reconnect to the real server) and
+/// gives back the listener and what `ready` gave. A probe thus tells "starting,
+/// waiting" from "down", and the port is bound from the start.
+pub async fn not_serving_until<T>(
+    listener: TcpListener,
+    tls: crate::tls::Reloading<Arc<rustls::ServerConfig>>,
+    services: &[&str],
+    waiting_for: &'static str,
+    ready: impl Future<Output = T>,
+) -> Result<(TcpListener, T), BindError> {
+    let addr = listener.local_addr().map_err(|source| BindError {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let error = |source| BindError { addr, source };
+    let listener = listener.into_std().map_err(error)?;
+    let waiting = TcpListener::from_std(listener.try_clone().map_err(error)?).map_err(error)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in std::iter::once(&"").chain(services) {
+        reporter
+            .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(
+        grpc_builder()
+            .layer(tower::layer::layer_fn(move |inner| OnlyHealth {
+                inner,
+                waiting_for,
+            }))
+            .add_service(health)
+            .serve_with_incoming_shutdown(
+                crate::tls::tls_incoming(waiting, tls),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let out = ready.await;
+    stop.cancel();
+    // Open health watches would hold a graceful stop: a second is enough for the rest.
+    let abort = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    Ok((TcpListener::from_std(listener).map_err(error)?, out))
+}
+
+/// What a starting server serves: health checks; any other call is UNAVAILABLE.
+#[derive(Clone)]
+struct OnlyHealth<S> {
+    inner: S,
+    waiting_for: &'static str,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for OnlyHealth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(request));
+        }
+        let status = tonic::Status::unavailable(format!(
+            "starting: waiting for {}; try again shortly",
+            self.waiting_for
+        ));
+        Box::pin(std::future::ready(Ok(status.into_http())))
+    }
+}
+
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]

@@ -63,6 +63,7 @@ async fn three_agents_through_the_real_binaries() {
             .env("FLEETMON_COLLECTOR__KAFKA__PARTITIONS", "3"),
     );
     procs.wait_port("collector", collector_port);
+    fleetmon::testkit::wait_serving(collector_port, &pki.client(Role::Operator, "ops"));
     procs.spawn(
         "writer",
         logs.path(),
@@ -77,6 +78,7 @@ async fn three_agents_through_the_real_binaries() {
         .env("FLEETMON_WRITER__KAFKA__SITE_CHECKS_TOPIC", &site_topic),
     );
     procs.wait_port("writer", writer_port);
+    fleetmon::testkit::wait_serving(writer_port, &pki.client(Role::Operator, "ops"));
 
     let ok_url = format!("http://127.0.0.1:{site_port}/");
     let broken_url = format!("http://127.0.0.1:{site_port}/broken");

@@ -148,7 +148,18 @@ pub async fn start(
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningCollector, CollectorError> {
-    let publisher = KafkaPublisher::connect_when_up(&config.kafka, &shutdown).await?;
+    // Bound at once: while Kafka is awaited, health answers NOT_SERVING there (over
+    // the configured TLS; revocations are known once Kafka is).
+    let (listener, grpc_addr) = bind(config.listen).await?;
+    let (listener, publisher) = fleetmon::server::not_serving_until(
+        listener,
+        fleetmon::tls::reloading_server_config(&config.tls)?,
+        SERVICES,
+        "Kafka",
+        KafkaPublisher::connect_when_up(&config.kafka, &shutdown),
+    )
+    .await?;
+    let publisher = publisher?;
     let catalog = CheckCatalog::open_checks(&config.kafka, shutdown.clone()).await?;
     let credentials = CredentialStore::open_credentials(&config.kafka, shutdown.clone()).await?;
     let revocations = credentials.revocations(fleetmon::tls::reloading_crl_serials(&config.tls)?);
@@ -174,7 +185,6 @@ pub async fn start(
             limits.requests_per_minute_per_token,
         );
     }
-    let (listener, grpc_addr) = bind(config.listen).await?;
     let enroll_listener = match &config.enrollment {
         Some(e) => Some(bind(e.listen).await?),
         None => None,

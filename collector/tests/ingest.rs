@@ -402,7 +402,8 @@ async fn a_collector_started_before_kafka_waits_for_it_then_serves() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut config = fleetmon_collector::CollectorConfig::new(pki.server("collector"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let grpc_port = fleetmon::testkit::free_port();
+    config.listen = format!("127.0.0.1:{grpc_port}").parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.kafka.bootstrap_servers = format!("127.0.0.1:{port}");
     config.kafka.connect_timeout_seconds = 1;
@@ -417,6 +418,19 @@ async fn a_collector_started_before_kafka_waits_for_it_then_serves() {
         drop(socket);
     }
     assert!(!starting.is_finished(), "the collector gave up waiting");
+    // Meanwhile its port answers health checks: NOT_SERVING, as a whole and per service.
+    let grpc = format!("https://127.0.0.1:{grpc_port}");
+    let operator = pki.client(fleetmon::identity::Role::Operator, "ops");
+    for service in ["", "fleetmon.v1.Ingest"] {
+        fleetmon::testkit::wait_for_health(
+            &grpc,
+            &operator,
+            service,
+            fleetmon::testkit::ServingStatus::NotServing,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
 
     // Kafka "comes up": the port now leads to the suite's broker (whose metadata
     // then names its own address).
@@ -425,6 +439,14 @@ async fn a_collector_started_before_kafka_waits_for_it_then_serves() {
         .await
         .unwrap()
         .expect("the collector starts once Kafka answers");
+    fleetmon::testkit::wait_for_health(
+        &grpc,
+        &operator,
+        "",
+        fleetmon::testkit::ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
     shutdown.cancel();
     running.task.await.unwrap().unwrap();
 }

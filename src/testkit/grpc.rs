@@ -68,6 +68,29 @@ pub fn grpcurl_operator(certs: &Path, args: &[&str]) -> String {
 
 pub use tonic_health::ServingStatus;
 
+/// Waits (from synchronous code, on a thread of its own) until the fleetmon server on
+/// 127.0.0.1:`port` answers health SERVING: a collector or a writer whose port is bound
+/// but which still waits for Kafka or PostgreSQL answers NOT_SERVING, and UNAVAILABLE
+/// to any other call. Panics after a minute.
+pub fn wait_serving(port: u16, files: &ClientTlsFiles) {
+    let files = files.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(wait_for_health(
+                &format!("https://127.0.0.1:{port}"),
+                &files,
+                "",
+                tonic_health::ServingStatus::Serving,
+                Duration::from_secs(60),
+            ));
+    })
+    .join()
+    .expect("the server serves within a minute");
+}
+
 /// Asks `grpc.health.v1.Health/Check` for `service` (`""`: the whole server) at `url`
 /// every 200 ms until the answer is `want`; panics with the last answer after `within`.
 pub async fn wait_for_health(

@@ -33,7 +33,9 @@ mod webhook;
 pub use alertmanager::{ALERTMANAGER_ENV, Alertmanager};
 pub use bench::{Runs, bench_repeats};
 pub use env::{KAFKA_ENV, PG_ENV, TANSU_ENV, forward_to, free_port, late_port, unique_name};
-pub use grpc::{ServingStatus, grpcurl_as, grpcurl_binary, grpcurl_operator, wait_for_health};
+pub use grpc::{
+    ServingStatus, grpcurl_as, grpcurl_binary, grpcurl_operator, wait_for_health, wait_serving,
+};
 pub use kafka::{
     KafkaCluster, TansuBroker, create_topic, kafka_bootstrap, read_all, read_topic, tansu_binary,
 };

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use super::process::{Processes, binary};
 use super::{PgSchema, TestPki};
+use crate::identity::Role;
+use crate::tls::ClientTlsFiles;
 
 /// A collector and a writer as processes with topics, group and schema of their own,
 /// for tests of central checks and alerts; agents join with [`CentralRig::agent`].
@@ -31,12 +33,14 @@ pub struct CentralRig {
     pub procs: Processes,
 }
 
-/// Starts the collector of `command` (arguments, environment) and waits for `port`.
+/// Starts the collector of `command` (arguments, environment) and waits until it
+/// serves on `port` (asking as `operator`).
 fn spawn_collector(
     procs: &mut Processes,
     logs: &Path,
     command: &(Vec<String>, Vec<(String, String)>),
     port: u16,
+    operator: &ClientTlsFiles,
 ) {
     procs.spawn(
         "collector",
@@ -46,6 +50,7 @@ fn spawn_collector(
             .envs(command.1.iter().cloned()),
     );
     procs.wait_port("collector", port);
+    super::wait_serving(port, operator);
 }
 
 /// The writer binary listening on 127.0.0.1:`listen` with its test certificates from
@@ -152,7 +157,14 @@ impl CentralRig {
             options.collector_kafka.unwrap_or_else(kafka_bootstrap),
         ];
         let collector_command = (collector_args, collector_env);
-        spawn_collector(&mut procs, logs.path(), &collector_command, collector);
+        let operator = pki.client(Role::Operator, "rig");
+        spawn_collector(
+            &mut procs,
+            logs.path(),
+            &collector_command,
+            collector,
+            &operator,
+        );
         let writer_config = logs.path().join("writer.toml");
         std::fs::write(&writer_config, writer_toml).unwrap();
         procs.spawn(
@@ -184,6 +196,7 @@ impl CentralRig {
             ),
         );
         procs.wait_port("writer", writer);
+        super::wait_serving(writer, &operator);
         CentralRig {
             pki,
             logs,
@@ -204,6 +217,7 @@ impl CentralRig {
             self.logs.path(),
             &self.collector_command,
             self.collector,
+            &self.pki.client(Role::Operator, "rig"),
         );
     }
 

@@ -163,7 +163,17 @@ pub async fn start(
 ) -> Result<RunningWriter, WriterError> {
     let tls = fleetmon::tls::reloading_server_config(&config.tls)?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let sink = open_store_when_up(&config, committed.clone(), &shutdown).await?;
+    // Bound at once: while PostgreSQL is awaited, health answers NOT_SERVING there.
+    let (listener, grpc_addr) = bind(config.listen).await?;
+    let (listener, sink) = fleetmon::server::not_serving_until(
+        listener,
+        tls.clone(),
+        SERVICES,
+        "PostgreSQL",
+        open_store_when_up(&config, committed.clone(), &shutdown),
+    )
+    .await?;
+    let sink = sink?;
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WriterMetrics::new(&mut registry));
@@ -209,7 +219,6 @@ pub async fn start(
     .keeping(config.postgres.retention_days)
     .reporting_to(progress.clone());
 
-    let (listener, grpc_addr) = bind(config.listen).await?;
     let (metrics_server, metrics_addr) = bind_metrics(config.metrics_listen, registry).await?;
     let metrics_server = if config.fleet_metrics.enabled {
         metrics_server.with_routes(fleet_metrics::routes(FleetMetrics::new(

@@ -1,8 +1,10 @@
-//! Starting in any order: a writer started before PostgreSQL waits for it and then
-//! stores; a configuration error still ends the start at once, naming the cause.
+//! Starting in any order: a writer started before PostgreSQL waits for it (its port
+//! answering health checks NOT_SERVING) and then stores; a configuration error still ends the start at once, naming the cause.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use fleetmon::identity::Role;
+use fleetmon::testkit::{ServingStatus, wait_for_health};
 use fleetmon_writer::testkit::*;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,8 @@ async fn a_writer_started_before_postgresql_waits_for_it_then_stores() {
     let port = listener.local_addr().unwrap().port();
     let mut config = setup.config.clone();
     config.postgres.url = at_port(setup.schema.url(), port);
+    let grpc_port = fleetmon::testkit::free_port();
+    config.listen = format!("127.0.0.1:{grpc_port}").parse().unwrap();
     let shutdown = CancellationToken::new();
     let starting = tokio::spawn(fleetmon_writer::start(config, shutdown.clone()));
 
@@ -37,6 +41,36 @@ async fn a_writer_started_before_postgresql_waits_for_it_then_stores() {
         drop(socket);
     }
     assert!(!starting.is_finished(), "the writer gave up waiting");
+    // Meanwhile its port answers health checks: NOT_SERVING, as a whole and per service.
+    let grpc = format!("https://127.0.0.1:{grpc_port}");
+    let operator = setup.pki.client(Role::Operator, "ops");
+    for service in ["", "fleetmon.v1.History"] {
+        wait_for_health(
+            &grpc,
+            &operator,
+            service,
+            ServingStatus::NotServing,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    // And any other call: UNAVAILABLE, which clients retry, saying why.
+    let mut history = fleetmon::pb::history_client::HistoryClient::new(
+        fleetmon::tls::endpoint(&grpc, &operator)
+            .unwrap()
+            .connect_lazy(),
+    );
+    let early = history
+        .list_stored_agents(fleetmon::pb::ListStoredAgentsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (early.code(), early.message()),
+        (
+            tonic::Code::Unavailable,
+            "starting: waiting for PostgreSQL; try again shortly"
+        )
+    );
 
     // PostgreSQL "comes up": the port now leads to the real server.
     fleetmon::testkit::forward_to(listener, real);
@@ -44,6 +78,15 @@ async fn a_writer_started_before_postgresql_waits_for_it_then_stores() {
         .await
         .unwrap()
         .expect("the writer starts once PostgreSQL answers");
+    assert_eq!(running.grpc_addr.port(), grpc_port);
+    wait_for_health(
+        &grpc,
+        &operator,
+        "",
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
     setup
         .produce_hosts(&[host("late-db", 1, SystemTime::now())])
         .await;
