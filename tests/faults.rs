@@ -18,7 +18,7 @@ use fleetmon::identity::Role;
 use fleetmon::testkit::{
     KafkaCluster, PgCluster, PgSchema, TestPki, free_port, kafka_bootstrap, unique_name,
 };
-use fleetmon::testkit::{Processes, binary, eventually};
+use fleetmon::testkit::{Processes, binary, eventually, wait_serving};
 
 /// Sites each agent checks every second (plus one host sample a second).
 const SITES_PER_AGENT: usize = 4;
@@ -148,6 +148,7 @@ impl Rig {
                 .arg(config),
         );
         self.procs.wait_port(name, port);
+        wait_serving(port, &self.pki.client(Role::Operator, "ops"));
     }
 
     fn start_writer(&mut self, name: &str) {
@@ -186,6 +187,7 @@ impl Rig {
                 .arg(config),
         );
         self.procs.wait_port(name, port);
+        wait_serving(port, &self.pki.client(Role::Operator, "ops"));
     }
 
     fn start_agent(&mut self, name: &str, options: &AgentOptions) {

@@ -309,6 +309,17 @@ async fn the_status_page_shows_published_checks_states_days_outages_and_maintena
     ]);
     assert!(ok, "{error}");
     let manual: Value = serde_json::from_str(&opened).unwrap();
+    // One incident, by its id; an id that is none is refused by name.
+    let id = manual["id"].as_u64().unwrap().to_string();
+    let (ok, shown, error) = incidents(&["show", &id, "--json"]);
+    assert!(ok, "{error}");
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), manual);
+    let (ok, _, error) = incidents(&["show", "999999"]);
+    assert!(!ok);
+    assert!(
+        error.contains("NotFound: no incident 999999 (fleetmon incidents list shows them)"),
+        "{error}"
+    );
     let (ok, _, error) = incidents(&["open", "--title", "X", "--check", "nope", "--message", "m"]);
     assert!(!ok);
     assert!(

@@ -286,6 +286,21 @@ else:
 PY
 }
 
+# Waits until the collector or writer logging to LOG is ready (its log says "collector
+# listening" or "writer running"), or PID dies, or SECONDS pass. Their gRPC port is
+# bound at once and answers NOT_SERVING while they wait for Kafka or PostgreSQL, so a
+# bound port alone does not mean ready.
+wait_ready() {
+  local log=$1 pid=$2 seconds=${3:-60}
+  local tries=$((seconds * 10))
+  for _ in $(seq 1 "$tries"); do
+    grep -qE 'collector listening|writer running' "$log" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
 # Waits until 127.0.0.1:PORT accepts connections (or PID dies, or SECONDS pass).
 wait_port() {
   local port=$1 pid=$2 seconds=${3:-30}

@@ -4,7 +4,9 @@
 
 use clap::Subcommand;
 use fleetmon::pb::alerts_client::AlertsClient;
-use fleetmon::pb::{Incident, ListIncidentsRequest, OpenIncidentRequest, UpdateIncidentRequest};
+use fleetmon::pb::{
+    GetIncidentRequest, Incident, ListIncidentsRequest, OpenIncidentRequest, UpdateIncidentRequest,
+};
 use serde_json::{Value, json};
 
 use super::table::{print_list, rfc3339};
@@ -161,18 +163,12 @@ pub(crate) async fn run(command: IncidentsCommand) -> anyhow::Result<()> {
             )?;
         }
         IncidentsCommand::Show { id, .. } => {
-            let incidents = client
-                .list_incidents(ListIncidentsRequest {
-                    resolved_within_days: 3650,
-                })
+            let incident = client
+                .get_incident(GetIncidentRequest { id })
                 .await
-                .map_err(failed("Alerts/ListIncidents"))?
-                .into_inner()
-                .incidents;
-            let Some(incident) = incidents.iter().find(|i| i.id == id) else {
-                anyhow::bail!("no incident {id} (fleetmon incidents list shows them)");
-            };
-            print_one(incident, connection.json)?;
+                .map_err(failed("Alerts/GetIncident"))?
+                .into_inner();
+            print_one(&incident, connection.json)?;
         }
         IncidentsCommand::Open {
             title,

@@ -71,6 +71,10 @@ const ACCESS: Rules = &[
         Caller::Operator(OperatorRole::Viewer),
     ),
     (
+        "/fleetmon.v1.Alerts/GetIncident",
+        Caller::Operator(OperatorRole::Viewer),
+    ),
+    (
         "/fleetmon.v1.Alerts/",
         Caller::Operator(OperatorRole::Editor),
     ),

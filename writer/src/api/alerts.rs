@@ -10,10 +10,10 @@ use fleetmon::audit::Author;
 use fleetmon::pb::alerts_server::Alerts;
 use fleetmon::pb::{
     Alert, AlertEvent, CreateMaintenanceRequest, CreateSilenceRequest, ExpireSilenceRequest,
-    GetAlertRequest, GetAlertResponse, Incident, ListAlertsRequest, ListAlertsResponse,
-    ListIncidentsRequest, ListIncidentsResponse, ListMaintenanceRequest, ListMaintenanceResponse,
-    ListSilencesRequest, ListSilencesResponse, MaintenanceWindow, Notification,
-    OpenIncidentRequest, RemoveMaintenanceRequest, Silence, TestChannelRequest,
+    GetAlertRequest, GetAlertResponse, GetIncidentRequest, Incident, ListAlertsRequest,
+    ListAlertsResponse, ListIncidentsRequest, ListIncidentsResponse, ListMaintenanceRequest,
+    ListMaintenanceResponse, ListSilencesRequest, ListSilencesResponse, MaintenanceWindow,
+    Notification, OpenIncidentRequest, RemoveMaintenanceRequest, Silence, TestChannelRequest,
     TestChannelResponse, UpdateIncidentRequest,
 };
 
@@ -387,6 +387,16 @@ impl Alerts for AlertsService {
         Ok(Response::new(ListIncidentsResponse {
             incidents: incidents::list(&client, days).await?,
         }))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<GetIncidentRequest>,
+    ) -> Result<Response<Incident>, Status> {
+        let client = self.client().await?;
+        Ok(Response::new(
+            incidents::get(&client, request.into_inner().id).await?,
+        ))
     }
 
     async fn open_incident(

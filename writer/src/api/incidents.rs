@@ -83,6 +83,19 @@ pub async fn list(
         .collect())
 }
 
+/// Incident `id`, or NOT_FOUND naming it.
+pub async fn get(client: &deadpool_postgres::Object, id: u64) -> Result<Incident, ServiceError> {
+    let row = client
+        .query_opt(INCIDENT, &[&i64::try_from(id).unwrap_or(i64::MAX)])
+        .await?
+        .ok_or_else(|| {
+            ServiceError::not_found(format!(
+                "no incident {id} (fleetmon incidents list shows them)"
+            ))
+        })?;
+    Ok(incident(&row))
+}
+
 /// A status an operator may give, or why not.
 fn status(status: &str, field: &str) -> Result<(), ServiceError> {
     if STATUSES.contains(&status) {

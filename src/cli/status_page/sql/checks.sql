@@ -1,7 +1,7 @@
 -- The published checks ($1) as they stand: their definition's kind and target, how many
 -- locations reported lately (within three intervals, at least three minutes) and how
 -- many of those are failing, since when a quorum outage (an open check_down alert) has
--- lasted, and whether a maintenance window for the whole check is active.
+-- lasted (in sample time), and whether a maintenance window for the whole check is active.
 SELECT c.check_id,
        c.kind,
        c.target,
@@ -9,7 +9,7 @@ SELECT c.check_id,
        c.deleted_at IS NOT NULL AS deleted,
        count(s.agent_id) AS locations,
        count(s.agent_id) FILTER (WHERE s.down) AS failing,
-       (SELECT min(a.opened_at) FROM alerts a
+       (SELECT min(a.began_at) FROM alerts a
         WHERE a.kind = 'check_down' AND a.subject = c.check_id
           AND a.resolved_at IS NULL) AS outage_since,
        EXISTS (SELECT 1 FROM maintenance_windows w
