@@ -1,7 +1,8 @@
 //! What the collector and the writer share in running a server: the gRPC builder
 //! every listener starts from, the health-only server that holds the port while they
-//! wait for Kafka or PostgreSQL ([`not_serving_until`]), and [`Tasks`], the background tasks of a server
-//! (metrics, health, maintenance, notifier…) named, watched and stopped together.
+//! wait for Kafka or PostgreSQL ([`not_serving_until`]), and [`Tasks`], the background
+//! tasks of a server (metrics, health, maintenance, notifier…) named, watched and
+//! stopped together.
 //!
 //! A task that panics or fails is reported with its name and is fatal: the server's
 //! shutdown token is cancelled, everything stops, and the server's result is the
