@@ -56,7 +56,7 @@ fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 /// Validated `[start, end)` of a request.
-fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), ServiceError> {
+pub(crate) fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), ServiceError> {
     let range =
         range.ok_or_else(|| ServiceError::invalid("range is required (range.start at least)"))?;
     let start = range

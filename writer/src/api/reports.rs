@@ -28,25 +28,22 @@ pub const MAX_CHECK_IDS: usize = 1000;
 /// The most label pairs one request may give.
 pub const MAX_LABELS: usize = 16;
 
-/// The validated period `[start, end)` of a request: both ends required.
+/// The validated period `[start, end)` of a request: History's range, with its end
+/// required and at most [`MAX_PERIOD`] long.
 fn period(request: &AvailabilityReportRequest) -> Result<(SystemTime, SystemTime), ServiceError> {
-    let range = request
-        .range
-        .as_ref()
-        .ok_or_else(|| ServiceError::invalid("range is required (range.start and range.end)"))?;
-    let time = |field: &str, t: Option<prost_types::Timestamp>| {
-        let t = t.ok_or_else(|| ServiceError::invalid(format!("{field} is required")))?;
-        SystemTime::try_from(t)
-            .map_err(|_| ServiceError::invalid(format!("{field} is out of range")))
-    };
-    let start = time("range.start", range.start)?;
-    let end = time("range.end", range.end)?;
-    let span = end
-        .duration_since(start)
-        .map_err(|_| ServiceError::invalid("range.end must be after range.start"))?;
-    if span.is_zero() {
-        return Err(ServiceError::invalid("range.end must be after range.start"));
+    match &request.range {
+        None => {
+            return Err(ServiceError::invalid(
+                "range is required (range.start and range.end)",
+            ));
+        }
+        Some(range) if range.start.is_some() && range.end.is_none() => {
+            return Err(ServiceError::invalid("range.end is required"));
+        }
+        Some(_) => {}
     }
+    let (start, end) = crate::api::history::range(request.range)?;
+    let span = end.duration_since(start).unwrap_or_default();
     if span > MAX_PERIOD {
         return Err(ServiceError::invalid(format!(
             "range is {} days long: a report covers at most {} days; ask for several",
