@@ -17,7 +17,6 @@ use fleetmon::pb::{
     AvailabilityReport, AvailabilityReportRequest, HostSeries, HostSeriesPoint, HostSeriesRequest,
     ListStoredAgentsRequest, ListStoredAgentsResponse, RecentChecksRequest, RecentChecksResponse,
     SiteAvailability, SiteAvailabilityRequest, SiteAvailabilityResponse, SiteCheck, StoredAgent,
-    TimeRange,
 };
 
 use crate::api::error::ServiceError;
@@ -55,28 +54,6 @@ fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
-/// Validated `[start, end)` of a request.
-pub(crate) fn range(range: Option<TimeRange>) -> Result<(SystemTime, SystemTime), ServiceError> {
-    let range =
-        range.ok_or_else(|| ServiceError::invalid("range is required (range.start at least)"))?;
-    let start = range
-        .start
-        .ok_or_else(|| ServiceError::invalid("range.start is required"))
-        .and_then(|t| {
-            SystemTime::try_from(t)
-                .map_err(|_| ServiceError::invalid("range.start is out of range"))
-        })?;
-    let end = match range.end {
-        Some(t) => SystemTime::try_from(t)
-            .map_err(|_| ServiceError::invalid("range.end is out of range"))?,
-        None => SystemTime::now(),
-    };
-    if end <= start {
-        return Err(ServiceError::invalid("range.end must be after range.start"));
-    }
-    Ok((start, end))
-}
-
 impl HistoryService {
     /// A service reading through `sink`'s pool.
     pub fn new(sink: Arc<PostgresSink>) -> Self {
@@ -88,7 +65,7 @@ impl HistoryService {
     }
 
     async fn host_series(&self, request: HostSeriesRequest) -> Result<HostSeries, ServiceError> {
-        let (start, end) = range(request.range)?;
+        let (start, end) = super::range(request.range)?;
         let step = request.step_seconds.max(1);
         let span = end.duration_since(start).unwrap_or_default().as_secs();
         if span / u64::from(step) > MAX_POINTS {
@@ -135,7 +112,7 @@ impl HistoryService {
         &self,
         request: SiteAvailabilityRequest,
     ) -> Result<SiteAvailabilityResponse, ServiceError> {
-        let (start, end) = range(request.range)?;
+        let (start, end) = super::range(request.range)?;
         let span = end.duration_since(start).unwrap_or_default();
         let client = self.client().await?;
         let sites = if span <= RAW_RANGE_LIMIT {

@@ -42,7 +42,7 @@ fn period(request: &AvailabilityReportRequest) -> Result<(SystemTime, SystemTime
         }
         Some(_) => {}
     }
-    let (start, end) = crate::api::history::range(request.range)?;
+    let (start, end) = crate::api::range(request.range)?;
     let span = end.duration_since(start).unwrap_or_default();
     if span > MAX_PERIOD {
         return Err(ServiceError::invalid(format!(
