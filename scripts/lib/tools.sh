@@ -326,3 +326,31 @@ ensure_browser() {
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >&2)
   fi
 }
+
+# Records, every 100 ms until "$work/polling" is removed, when the host rows of the
+# agents in $tracked (a quoted SQL list) first become visible to a second connection:
+# table bench_visible in schema $schema at $pg_url (sample time ts, stored_at, seen_at).
+# Appends the poller's pid to pids.
+start_visibility_poller() {
+  touch "$work/polling"
+  {
+    echo "SET search_path = $schema;"
+    echo "CREATE UNLOGGED TABLE bench_visible (agent_id text, stream_id text, seq bigint, ts timestamptz, stored_at timestamptz, seen_at timestamptz, PRIMARY KEY (agent_id, stream_id, seq));"
+    while [ -e "$work/polling" ]; do
+      echo "INSERT INTO bench_visible SELECT agent_id, stream_id, seq, ts, stored_at, clock_timestamp() FROM host_samples WHERE agent_id IN ($tracked) AND ts > now() - interval '2 minutes' ON CONFLICT DO NOTHING;"
+      sleep 0.1
+    done
+  } | psql -q -v ON_ERROR_STOP=1 "$pg_url" >"$work/poller.log" 2>&1 &
+  pids+=($!)
+}
+
+# Prints host rows stored in $schema against ACKED samples acknowledged: missing rows,
+# streams with a gap in their seqs, seqs stored twice.
+stored_once_report() {
+  psql -qtA "$pg_url" -c "SET search_path = $schema" -c \
+    "SELECT format('stored %s  acked %s  missing %s  streams %s  streams with a gap %s  duplicate seqs %s',
+            sum(n), $1, $1 - sum(n), count(*), count(*) FILTER (WHERE n <> hi OR lo <> 1), sum(n - distinct_seqs))
+     FROM (SELECT stream_id, count(*) AS n, count(DISTINCT seq) AS distinct_seqs, min(seq) AS lo, max(seq) AS hi
+           FROM host_samples GROUP BY stream_id) s"
+}
+

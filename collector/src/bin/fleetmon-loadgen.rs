@@ -11,6 +11,11 @@
 //! sampling clock of the agent's own, so its wait for the next batch is counted in
 //! end-to-end latency as an agent's would be. `--idle` opens the streams and holds them
 //! without sending, to price idle connections.
+//!
+//! With `--collector` given more than once, agent N starts on collector N mod K and,
+//! as an agent does, moves to the next collector when its stream fails, sending again
+//! every sample not yet acknowledged (the writer stores each seq once). The summary
+//! then also counts reconnections and the longest time an agent went without an ack.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -23,10 +28,11 @@ use clap::Parser;
 use fleetmon::identity::Role;
 use fleetmon::pb::ingest_client::IngestClient;
 use fleetmon::pb::sample::Kind;
-use fleetmon::pb::{HostSample, IngestBatch, Sample};
+use fleetmon::pb::{HostSample, IngestAck, IngestBatch, Sample};
 use fleetmon::pki::{CertificateAuthority, LeafSpec};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// How long the simulated agents wait for their last acknowledgements.
@@ -36,9 +42,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Parser)]
 #[command(name = "fleetmon-loadgen", version)]
 struct Cli {
-    /// The collector.
-    #[arg(long, default_value = "https://127.0.0.1:7400")]
-    collector: String,
+    /// A collector; give it several times to spread the agents over them, each moving
+    /// to the next when its stream fails.
+    #[arg(long = "collector", default_value = "https://127.0.0.1:7400")]
+    collectors: Vec<String>,
     /// Directory with the CA (`ca.pem`, `ca-key.pem`) that issues the agents' certificates.
     #[arg(long, default_value = "certs")]
     certs: PathBuf,
@@ -83,6 +90,10 @@ struct AgentRun {
     error: Option<String>,
     /// Ack latencies, microseconds, one per sample.
     latencies: Vec<u64>,
+    /// Streams opened again after one failed.
+    reconnects: u64,
+    /// The longest time between acks while samples awaited one.
+    longest_unacked: Duration,
 }
 
 #[tokio::main]
@@ -105,11 +116,17 @@ async fn main() -> anyhow::Result<()> {
             .ca_certificate(Certificate::from_pem(ca.cert_pem()))
             .identity(Identity::from_pem(issued.cert_pem, issued.key_pem))
             .domain_name(cli.server_name.clone());
-        endpoints.push(
-            Endpoint::from_shared(cli.collector.clone())?
-                .tls_config(tls)?
-                .connect_timeout(Duration::from_secs(10)),
-        );
+        // This agent's endpoint at each collector, its first one first.
+        let mut own = Vec::with_capacity(cli.collectors.len());
+        for k in 0..cli.collectors.len() {
+            let collector = &cli.collectors[(n + k) % cli.collectors.len()];
+            own.push(
+                Endpoint::from_shared(collector.clone())?
+                    .tls_config(tls.clone())?
+                    .connect_timeout(Duration::from_secs(10)),
+            );
+        }
+        endpoints.push(own);
     }
     let start = Instant::now();
     let wall_start = SystemTime::now();
@@ -184,9 +201,43 @@ struct Schedule {
     send_until: Instant,
 }
 
+/// One batch sent and not yet acknowledged.
+struct InFlight {
+    first: u64,
+    last: u64,
+    /// When it was first sent: its ack latency counts from here, through any
+    /// reconnection.
+    sent: Instant,
+    samples: Vec<Sample>,
+}
+
+/// An ingest stream opened at `endpoint`: its sending half and its acks.
+async fn open(
+    endpoint: &Endpoint,
+) -> Result<(mpsc::Sender<IngestBatch>, Streaming<IngestAck>), String> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|error| format!("connect: {error}"))?;
+    let (tx, rx) = mpsc::channel::<IngestBatch>(16);
+    let acks = IngestClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| format!("stream: {status}"))?
+        .into_inner();
+    Ok((tx, acks))
+}
+
+fn batch(samples: Vec<Sample>) -> IngestBatch {
+    IngestBatch {
+        samples,
+        sent_at: Some(SystemTime::now().into()),
+    }
+}
+
 async fn simulate(
     opening: Opening,
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     stream_id: String,
     schedule: Schedule,
 ) -> AgentRun {
@@ -200,21 +251,10 @@ async fn simulate(
     } = schedule;
     let mut run = AgentRun::default();
     let permit = opening.permits.acquire().await.expect("never closed");
-    let channel = match endpoint.connect().await {
-        Ok(channel) => channel,
+    let (tx, mut acks) = match open(&endpoints[0]).await {
+        Ok(stream) => stream,
         Err(error) => {
-            run.error = Some(format!("connect: {error}"));
-            return run;
-        }
-    };
-    let (tx, rx) = mpsc::channel::<IngestBatch>(16);
-    let mut acks = match IngestClient::new(channel)
-        .stream(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            run.error = Some(format!("stream: {status}"));
+            run.error = Some(error);
             return run;
         }
     };
@@ -236,13 +276,17 @@ async fn simulate(
     let mut next_sample = first_tick + per_sample.mul_f64(phase);
     let mut ticks = tokio::time::interval_at(first_tick.into(), interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // (first seq, last seq, when sent) of each unacknowledged batch, oldest first.
-    let mut in_flight: VecDeque<(u64, u64, Instant)> = VecDeque::new();
+    // Each unacknowledged batch, oldest first.
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Since when the oldest unacknowledged sample has waited for an ack to progress.
+    let mut waiting_since: Option<Instant> = None;
+    let mut sending = true;
     let mut sender = Some(tx);
+    let mut at = 0;
     let drain_until = send_until + DRAIN_TIMEOUT;
     loop {
-        tokio::select! {
-            _ = ticks.tick(), if sender.is_some() => {
+        let failure = tokio::select! {
+            _ = ticks.tick(), if sending => {
                 let now = Instant::now();
                 let first = run.sent + 1;
                 let mut samples = Vec::new();
@@ -254,53 +298,104 @@ async fn simulate(
                     samples.push(sample(&stream_id, run.sent, sampled_at));
                     next_sample += per_sample;
                 }
+                let mut failure = None;
                 if !samples.is_empty() {
-                    in_flight.push_back((first, run.sent, now));
-                    let batch = IngestBatch {
-                        samples,
-                        sent_at: Some(SystemTime::now().into()),
-                    };
-                    if sender.as_ref().expect("checked").send(batch).await.is_err() {
-                        run.error = Some("stream closed while sending".to_owned());
-                        return run;
+                    waiting_since.get_or_insert(now);
+                    in_flight.push_back(InFlight { first, last: run.sent, sent: now, samples: samples.clone() });
+                    if let Some(tx) = &sender
+                        && tx.send(batch(samples)).await.is_err()
+                    {
+                        failure = Some("stream closed while sending".to_owned());
                     }
                 }
                 if now >= send_until {
                     // Everything is sent: close our side, keep reading acks.
+                    sending = false;
                     sender = None;
                 }
+                failure
             }
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
                     run.rejected += ack.rejected.len() as u64;
                     let through = ack.streams.iter().map(|s| s.acked_through_seq).max().unwrap_or(0);
                     let now = Instant::now();
-                    while let Some(&(first, last, sent)) = in_flight.front() {
-                        if last > through {
+                    let before = in_flight.len();
+                    while let Some(batch) = in_flight.front() {
+                        if batch.last > through {
                             break;
                         }
+                        let micros = now.duration_since(batch.sent).as_micros() as u64;
+                        run.latencies.extend(std::iter::repeat_n(micros, (batch.last - batch.first + 1) as usize));
                         in_flight.pop_front();
-                        let micros = now.duration_since(sent).as_micros() as u64;
-                        run.latencies.extend(std::iter::repeat_n(micros, (last - first + 1) as usize));
+                    }
+                    if in_flight.len() < before && let Some(since) = waiting_since {
+                        run.longest_unacked = run.longest_unacked.max(now.duration_since(since));
+                        waiting_since = (!in_flight.is_empty()).then_some(now);
                     }
                     run.acked = through.max(run.acked);
+                    None
                 }
-                Ok(None) => break,
-                Err(status) => {
-                    run.error = Some(format!("stream ended: {status}"));
-                    break;
-                }
+                Ok(None) if !sending && in_flight.is_empty() => None,
+                Ok(None) => Some("stream ended by the collector".to_owned()),
+                Err(status) => Some(format!("stream ended: {status}")),
             },
             () = tokio::time::sleep_until(drain_until.into()) => {
                 run.error = Some(format!("{} samples unacknowledged after the drain timeout", run.sent - run.acked));
                 break;
             }
+        };
+        if let Some(reason) = failure {
+            if endpoints.len() == 1 {
+                run.error = Some(reason);
+                break;
+            }
+            // As an agent does: the next collector, and every unacknowledged sample again.
+            match reconnect(&endpoints, &mut at, drain_until).await {
+                Ok((tx, new_acks)) => {
+                    run.reconnects += 1;
+                    acks = new_acks;
+                    for batch_in_flight in &in_flight {
+                        if tx
+                            .send(batch(batch_in_flight.samples.clone()))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    sender = sending.then_some(tx);
+                }
+                Err(error) => {
+                    run.error = Some(format!("{reason}; then {error}"));
+                    break;
+                }
+            }
         }
-        if sender.is_none() && in_flight.is_empty() {
+        if !sending && in_flight.is_empty() {
             break;
         }
     }
     run
+}
+
+/// Opens a stream at the collectors after `at`, in turn, backing off from 100 ms to
+/// 2 s between tries, until one answers or `until`.
+async fn reconnect(
+    endpoints: &[Endpoint],
+    at: &mut usize,
+    until: Instant,
+) -> Result<(mpsc::Sender<IngestBatch>, Streaming<IngestAck>), String> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        *at = (*at + 1) % endpoints.len();
+        tokio::time::sleep(backoff).await;
+        match open(&endpoints[*at]).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if Instant::now() >= until => return Err(format!("no collector: {error}")),
+            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
+        }
+    }
 }
 
 fn sample(stream_id: &str, seq: u64, sampled_at: SystemTime) -> Sample {
@@ -332,6 +427,12 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
     let sent: u64 = runs.iter().map(|r| r.sent).sum();
     let acked: u64 = runs.iter().map(|r| r.acked).sum();
     let rejected: u64 = runs.iter().map(|r| r.rejected).sum();
+    let reconnects: u64 = runs.iter().map(|r| r.reconnects).sum();
+    let moved = runs.iter().filter(|r| r.reconnects > 0).count();
+    let longest_unacked_ms = runs
+        .iter()
+        .map(|r| r.longest_unacked.as_secs_f64() * 1000.0)
+        .fold(0.0, f64::max);
     let opened = runs.iter().filter(|r| r.opened).count();
     let errors: Vec<&str> = runs.iter().filter_map(|r| r.error.as_deref()).collect();
     let mut latencies: Vec<u64> = runs
@@ -362,6 +463,9 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
                 "acked": acked,
                 "rejected": rejected,
                 "errors": errors.len(),
+                "reconnects": reconnects,
+                "agents_reconnected": moved,
+                "longest_unacked_ms": longest_unacked_ms,
                 "first_error": errors.first(),
                 "elapsed_seconds": elapsed.as_secs_f64(),
                 "acked_per_second": rate,
@@ -382,6 +486,9 @@ fn report(cli: &Cli, runs: &[AgentRun], elapsed: Duration) {
             errors.len()
         );
         println!("ack latency ms: p50 {p50:.1}  p95 {p95:.1}  p99 {p99:.1}  max {max:.1}");
+        println!(
+            "reconnects {reconnects} (by {moved} agents)  longest without an ack {longest_unacked_ms:.0} ms"
+        );
         if let Some(first) = errors.first() {
             println!("first error: {first}");
         }
