@@ -226,26 +226,34 @@ impl FleetState {
         }
     }
 
-    /// Remembers a sample Kafka confirmed and tells the watchers.
+    /// Remembers a sample Kafka confirmed and tells the watchers, if any.
     pub fn delivered(&self, sample: &ValidSample) {
+        let watched = self.events.receiver_count() > 0;
         let event = {
             let mut agents = self.lock();
+            let agent_id = match sample {
+                ValidSample::Host(host) => &host.agent_id,
+                ValidSample::Site(site) => &site.agent_id,
+            };
+            // The entry is there already (made when the batch came): no key to copy.
+            let entry = match agents.get_mut(agent_id) {
+                Some(entry) => entry,
+                None => agents.entry(agent_id.clone()).or_default(),
+            };
             match sample {
                 ValidSample::Host(host) => {
-                    let entry = agents.entry(host.agent_id.clone()).or_default();
-                    entry.hostname = host.hostname.clone();
-                    // Kept without its processes (up to 200 of them): they travel
-                    // in the event only, so a watcher lists them from the next
-                    // sample and an agent's entry here stays small. One copy with
-                    // them (the event's), one without (the entry's).
-                    let mut event = host.clone();
-                    let processes = std::mem::take(&mut event.processes);
-                    entry.latest_host = Some(event.clone());
-                    event.processes = processes;
-                    watch_event::Kind::Host(event)
+                    if entry.hostname != host.hostname {
+                        entry.hostname.clone_from(&host.hostname);
+                    }
+                    // Kept without its processes (up to 200 of them): they travel in
+                    // the event only, so a watcher lists them from the next sample and
+                    // an agent's entry here stays small.
+                    let mut latest = host.clone();
+                    latest.processes = Vec::new();
+                    entry.latest_host = Some(latest);
+                    watched.then(|| watch_event::Kind::Host(host.clone()))
                 }
                 ValidSample::Site(site) => {
-                    let entry = agents.entry(site.agent_id.clone()).or_default();
                     let key = site_key(site);
                     let live = live_copy(site);
                     if entry.latest_sites.len() < self.max_sites
@@ -255,12 +263,14 @@ impl FleetState {
                     } else {
                         self.sites_dropped.inc();
                     }
-                    watch_event::Kind::Site(live)
+                    watched.then_some(watch_event::Kind::Site(live))
                 }
             }
         };
-        // No subscribers is fine.
-        let _ = self.events.send(Arc::new(WatchEvent { kind: Some(event) }));
+        if let Some(event) = event {
+            // A watcher may have left since: that is fine.
+            let _ = self.events.send(Arc::new(WatchEvent { kind: Some(event) }));
+        }
     }
 
     /// Every agent seen since start, sorted by id.

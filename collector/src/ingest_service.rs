@@ -22,7 +22,7 @@ use fleetmon::grpc::GrpcError;
 use fleetmon::identity::{PeerIdentity, peer_identity};
 use fleetmon::pb::ingest_server::Ingest;
 use fleetmon::pb::{IngestAck, IngestBatch};
-use fleetmon::samples::Reason;
+use fleetmon::samples::{Reason, SampleKind};
 
 use crate::check_catalog::CatalogView;
 use crate::config::Limits;
@@ -186,16 +186,11 @@ impl IngestService {
         };
         let mut valid = Vec::with_capacity(batch.samples.len());
         let mut rejected = Vec::new();
+        let mut hosts = 0;
         for sample in batch.samples {
             match validate(sample, &peer.name, limits, now).and_then(admitted) {
                 Ok(sample) => {
-                    self.ctx
-                        .metrics
-                        .samples_received
-                        .get_or_create(&KindLabel {
-                            kind: sample.kind().label(),
-                        })
-                        .inc();
+                    hosts += u64::from(matches!(sample, ValidSample::Host(_)));
                     valid.push(sample);
                 }
                 Err(rejection) => {
@@ -203,6 +198,17 @@ impl IngestService {
                     tracing::debug!(agent_id = %peer.name, seq = rejection.seq, reason = rejection.reason.as_str(), "sample rejected");
                     rejected.push(rejection);
                 }
+            }
+        }
+        // Counted once a batch: a labelled counter is a map lookup.
+        let sites = valid.len() as u64 - hosts;
+        for (kind, count) in [(SampleKind::Host, hosts), (SampleKind::Site, sites)] {
+            if count > 0 {
+                self.ctx
+                    .metrics
+                    .samples_received
+                    .get_or_create(&KindLabel { kind: kind.label() })
+                    .inc_by(count);
             }
         }
         Ok((valid, rejected))
