@@ -57,8 +57,8 @@ struct AgentEntry {
 }
 
 /// A site result as the live view keeps it: its texts cut to [`LIVE_TEXT_BYTES`].
-fn live_copy(site: &SiteCheck) -> SiteCheck {
-    let mut live = site.clone();
+fn live_copy(site: SiteCheck) -> SiteCheck {
+    let mut live = site;
     for text in [
         &mut live.url,
         &mut live.method,
@@ -226,12 +226,13 @@ impl FleetState {
         }
     }
 
-    /// Remembers a sample Kafka confirmed and tells the watchers, if any.
-    pub fn delivered(&self, sample: &ValidSample) {
+    /// Remembers a sample Kafka confirmed (kept, not copied) and tells the watchers,
+    /// if any.
+    pub fn delivered(&self, sample: ValidSample) {
         let watched = self.events.receiver_count() > 0;
         let event = {
             let mut agents = self.lock();
-            let agent_id = match sample {
+            let agent_id = match &sample {
                 ValidSample::Host(host) => &host.agent_id,
                 ValidSample::Site(site) => &site.agent_id,
             };
@@ -241,29 +242,35 @@ impl FleetState {
                 None => agents.entry(agent_id.clone()).or_default(),
             };
             match sample {
-                ValidSample::Host(host) => {
+                ValidSample::Host(mut host) => {
                     if entry.hostname != host.hostname {
                         entry.hostname.clone_from(&host.hostname);
                     }
                     // Kept without its processes (up to 200 of them): they travel in
                     // the event only, so a watcher lists them from the next sample and
                     // an agent's entry here stays small.
-                    let mut latest = host.clone();
-                    latest.processes = Vec::new();
-                    entry.latest_host = Some(latest);
-                    watched.then(|| watch_event::Kind::Host(host.clone()))
+                    let processes = std::mem::take(&mut host.processes);
+                    let event = watched.then(|| {
+                        watch_event::Kind::Host(HostSample {
+                            processes,
+                            ..host.clone()
+                        })
+                    });
+                    entry.latest_host = Some(host);
+                    event
                 }
                 ValidSample::Site(site) => {
-                    let key = site_key(site);
+                    let key = site_key(&site);
                     let live = live_copy(site);
+                    let event = watched.then(|| watch_event::Kind::Site(live.clone()));
                     if entry.latest_sites.len() < self.max_sites
                         || entry.latest_sites.contains_key(&key)
                     {
-                        entry.latest_sites.insert(key, live.clone());
+                        entry.latest_sites.insert(key, live);
                     } else {
                         self.sites_dropped.inc();
                     }
-                    watched.then_some(watch_event::Kind::Site(live))
+                    event
                 }
             }
         };
@@ -498,7 +505,7 @@ mod tests {
     #[test]
     fn the_live_view_keeps_little_of_what_a_site_controls_and_forgets_the_long_gone() {
         let fleet = FleetState::new();
-        fleet.delivered(&site("a1", "https://x.example/"));
+        fleet.delivered(site("a1", "https://x.example/"));
         let kept = fleet.latest("a1").unwrap().sites.remove(0);
         assert!(kept.error_message.len() <= LIVE_TEXT_BYTES);
         assert!(

@@ -279,24 +279,16 @@ impl IngestService {
         }
     }
 
-    fn record_delivery(
-        &self,
-        sample: &ValidSample,
-        started: Instant,
-        result: &Result<(), PublishError>,
-    ) {
+    /// Counts a delivery report; the caller hands a delivered sample to the fleet.
+    fn record_delivery(&self, started: Instant, delivered: bool) {
         let metrics = &self.ctx.metrics;
         metrics
             .delivery_latency_seconds
             .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(()) => {
-                metrics.records_delivered.inc();
-                self.ctx.fleet.delivered(sample);
-            }
-            Err(_) => {
-                metrics.records_failed.inc();
-            }
+        if delivered {
+            metrics.records_delivered.inc();
+        } else {
+            metrics.records_failed.inc();
         }
     }
 
@@ -316,12 +308,13 @@ impl IngestService {
             deliveries.push(self.publish(sample).await);
         }
         for (sample, started, result) in futures::future::join_all(deliveries).await {
-            self.record_delivery(&sample, started, &result);
+            self.record_delivery(started, result.is_ok());
             if let Err(error) = result {
                 tracing::warn!(agent_id = %peer.name, %error, "kafka delivery failed");
                 return Err(IngestError::BatchUndelivered(error));
             }
             acks.delivered(sample.stream_id(), sample.seq());
+            self.ctx.fleet.delivered(sample);
         }
         Ok(IngestAck {
             streams: acks.take_progress(),
@@ -422,10 +415,11 @@ impl IngestService {
         started: Instant,
         result: Result<(), PublishError>,
     ) -> Result<(), IngestError> {
-        self.record_delivery(&sample, started, &result);
+        self.record_delivery(started, result.is_ok());
         match result {
             Ok(()) => {
                 acks.delivered(sample.stream_id(), sample.seq());
+                self.ctx.fleet.delivered(sample);
                 Ok(())
             }
             Err(error) => {
