@@ -1,13 +1,27 @@
 //! The protobuf codec of every fleetmon service: prost's, except that bytes which
 //! are not the expected message are the sender's fault (INVALID_ARGUMENT), where
 //! tonic's own codec says INTERNAL. The generated services use it (`build.rs`).
+//!
+//! Its buffers start at [`BUFFER_BYTES`], not tonic's 8 KiB: every open stream holds
+//! one to decode and one to encode from the start, and an agent's stream carries a
+//! batch of a few hundred bytes a second. A larger message grows them as it comes.
 
 use std::marker::PhantomData;
 
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
+
+/// The size a stream's encode and decode buffers start at.
+pub const BUFFER_BYTES: usize = 1024;
+
+/// Where tonic yields to send what it encoded: its default, 32 KiB.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD)
+}
 
 /// [`tonic_prost::ProstCodec`] with undecodable input as INVALID_ARGUMENT.
 #[derive(Debug)]
@@ -30,7 +44,7 @@ where
     type Decoder = MessageDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::default()
+        ProstEncoder::new(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -51,5 +65,9 @@ impl<U: Message + Default> Decoder for MessageDecoder<U> {
         U::decode(buf)
             .map(Some)
             .map_err(|error| Status::invalid_argument(error.to_string()))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
     }
 }
