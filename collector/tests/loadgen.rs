@@ -23,6 +23,17 @@ async fn loadgen(collector: &TestCollector, args: &[&str]) -> std::process::Outp
         .unwrap()
 }
 
+/// The JSON summary of a run that succeeded (else its output, in the panic).
+fn succeeded(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
     let collector = TestCollector::start(&kafka_bootstrap(), |_| {}).await;
@@ -43,13 +54,7 @@ async fn simulated_agents_are_acknowledged_and_every_sample_is_in_kafka() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = succeeded(&out);
     let sent = summary["sent"].as_u64().unwrap();
     assert!(sent >= 20 * 5 * 2, "{summary}");
     assert_eq!(summary["acked"], sent, "{summary}");
@@ -113,4 +118,65 @@ async fn idle_agents_hold_their_streams_open_without_sending() {
     assert_eq!(summary["sent"], 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
     collector.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_move_to_the_next_collector_when_theirs_goes_away_and_lose_nothing() {
+    // With no drain time, its streams end at once when it stops, as a crash ends them.
+    let first = TestCollector::start(&kafka_bootstrap(), |config| {
+        config.shutdown_drain_seconds = 0;
+    })
+    .await;
+    // The same CA and topics: two collectors of one fleet.
+    let second = TestCollector::start(&kafka_bootstrap(), |config| {
+        config.tls = first.config.tls.clone();
+        config.kafka = first.config.kafka.clone();
+    })
+    .await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetmon-loadgen"));
+    command
+        .args(["--collector", &first.url(), "--collector", &second.url()])
+        .arg("--certs")
+        .arg(first.pki.dir())
+        .args(["--agents", "10", "--rate", "5", "--seconds", "10"])
+        .args(["--batch-interval-ms", "200", "--prefix", "move", "--json"]);
+    let run = tokio::task::spawn_blocking(move || command.output().unwrap());
+    // Once the first has delivered samples, it goes away.
+    fleetmon::testkit::wait_for_metric(
+        first.running.metrics_addr,
+        "fleetmon_collector_records_delivered_total",
+        20.0,
+    )
+    .await;
+    first.shutdown.cancel();
+
+    let out = run.await.unwrap();
+    let summary = succeeded(&out);
+    let sent = summary["sent"].as_u64().unwrap();
+    assert_eq!(summary["acked"], sent, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(
+        summary["agents_reconnected"], 5,
+        "the agents on the first collector, and only they, moved: {summary}"
+    );
+    let records = read_all(
+        &kafka_bootstrap(),
+        &second.config.kafka.host_samples_topic,
+        sent as usize,
+        Duration::from_secs(2),
+    )
+    .await;
+    let seqs: BTreeSet<(String, u64)> = records
+        .iter()
+        .map(|record| {
+            let sample = HostSample::decode(record.payload().unwrap()).unwrap();
+            (sample.stream_id, sample.seq)
+        })
+        .collect();
+    assert_eq!(
+        seqs.len() as u64,
+        sent,
+        "every sample is in Kafka (some twice: sent again when their ack was lost)"
+    );
+    second.shutdown.cancel();
 }

@@ -208,6 +208,7 @@ struct InFlight {
     /// When it was first sent: its ack latency counts from here, through any
     /// reconnection.
     sent: Instant,
+    /// Its samples, with several collectors (empty with one: nothing is sent again).
     samples: Vec<Sample>,
 }
 
@@ -301,7 +302,9 @@ async fn simulate(
                 let mut failure = None;
                 if !samples.is_empty() {
                     waiting_since.get_or_insert(now);
-                    in_flight.push_back(InFlight { first, last: run.sent, sent: now, samples: samples.clone() });
+                    // Kept to send again only where there is another collector to send them to.
+                    let kept = if endpoints.len() > 1 { samples.clone() } else { Vec::new() };
+                    in_flight.push_back(InFlight { first, last: run.sent, sent: now, samples: kept });
                     if let Some(tx) = &sender
                         && tx.send(batch(samples)).await.is_err()
                     {
