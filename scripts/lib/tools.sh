@@ -344,6 +344,19 @@ start_visibility_poller() {
   pids+=($!)
 }
 
+# Waits (a minute at most) until $schema holds ACKED host rows, lets the poller of
+# start_visibility_poller see the last of them, then stops it.
+stop_polling_once_stored() {
+  step "waiting for $1 rows in PostgreSQL"
+  for _ in $(seq 1 600); do
+    [ "$(psql -qtA "$pg_url" -c "SET search_path = $schema" -c 'SELECT count(*) FROM host_samples')" -ge "$1" ] && break
+    sleep 0.1
+  done
+  sleep 1
+  rm -f "$work/polling"
+  sleep 1
+}
+
 # Prints host rows stored in $schema against ACKED samples acknowledged: missing rows,
 # streams with a gap in their seqs, seqs stored twice.
 stored_once_report() {
