@@ -18,6 +18,7 @@ use crate::alerts::rules::{
     CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
 };
 use crate::config::{AlertsConfig, ChannelConfig};
+use crate::consume::row_batch::{CheckRow, as_stored};
 use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
 
 const AGENT_LABELS: &str = include_str!("../../sql/agent_labels.sql");
@@ -26,7 +27,6 @@ const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
 const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
 const CHECK_DEFINITIONS: &str = include_str!("../../sql/check_definitions.sql");
 const LOCK_LOCATION_STATES: &str = include_str!("../../sql/lock_location_states.sql");
-const BATCH_CHECK_RESULTS: &str = include_str!("../../sql/batch_check_results.sql");
 const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
 const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
 const UPDATE_ALERT_LOCATIONS: &str = include_str!("../../sql/update_alert_locations.sql");
@@ -151,10 +151,11 @@ impl AfterRows for BatchRules {
     fn run<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
+        results: &'a [&'a CheckRow],
     ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>> {
         Box::pin(async move {
             tx.batch_execute("SAVEPOINT alert_rules").await?;
-            match evaluate_check_results(tx, &self.channels).await {
+            match evaluate_check_results(tx, results, &self.channels).await {
                 Ok(transitions) => {
                     tx.batch_execute("RELEASE SAVEPOINT alert_rules").await?;
                     Ok(if transitions == Transitions::default() {
@@ -390,29 +391,56 @@ fn thresholds_of(rows: &[tokio_postgres::Row]) -> BTreeMap<String, Thresholds> {
         .collect()
 }
 
-/// Moves the check states with the central-check rows this transaction inserted
-/// (`staging_check_results`), then re-decides the locations and checks whose states
-/// flipped.
+/// One result as the rules take it: its rule key ([`fleetmon::samples::alert_check_key`])
+/// and location, the run, and the interval it gives (0: it does not say).
+struct RuleInput {
+    key: (String, String),
+    run: CheckRun,
+    interval: i32,
+}
+
+impl RuleInput {
+    fn of(row: &CheckRow) -> Self {
+        let check = &row.check;
+        RuleInput {
+            key: (
+                fleetmon::samples::alert_check_key(check).into_owned(),
+                check.agent_id.clone(),
+            ),
+            run: CheckRun {
+                // As stored: whole microseconds.
+                ts: as_stored(row.ts),
+                ok: check.ok,
+                failure: row.failure.map(str::to_owned),
+                error_message: check.error_message.clone(),
+                tls_cert_not_after: row.tls_cert_not_after.map(as_stored),
+            },
+            interval: i32::try_from(check.interval_seconds).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// Moves the check states with the results this transaction inserted, then re-decides
+/// the locations and checks whose states flipped.
 pub async fn evaluate_check_results(
     tx: &Transaction<'_>,
+    rows: &[&CheckRow],
     channels: &Channels,
 ) -> Result<Transitions, SinkError> {
-    let results = tx.query(BATCH_CHECK_RESULTS, &[]).await?;
-    if results.is_empty() {
+    if rows.is_empty() {
         return Ok(Transitions::default());
     }
-    let check_ids: Vec<String> = results
+    let mut results: Vec<RuleInput> = rows.iter().map(|row| RuleInput::of(row)).collect();
+    // Each location's runs in the order they ran.
+    results.sort_by(|a, b| (&a.key, a.run.ts).cmp(&(&b.key, b.run.ts)));
+    let check_ids: Vec<&str> = results
         .iter()
-        .map(|r| r.get::<_, String>("check_id"))
+        .map(|r| r.key.0.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let ids: Vec<&str> = check_ids.iter().map(String::as_str).collect();
-    let thresholds = load_thresholds(tx, &ids).await?;
-    let pairs: BTreeSet<(String, String)> = results
-        .iter()
-        .map(|r| (r.get("check_id"), r.get("agent_id")))
-        .collect();
+    let thresholds = load_thresholds(tx, &check_ids).await?;
+    let pairs: BTreeSet<&(String, String)> = results.iter().map(|r| &r.key).collect();
     let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
         pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
     let mut states: BTreeMap<(String, String), LocationState> = tx
@@ -438,16 +466,7 @@ pub async fn evaluate_check_results(
     let mut intervals: BTreeMap<(String, String), i32> = BTreeMap::new();
     let mut flipped_checks = BTreeSet::new();
     let mut flipped_agents = BTreeSet::new();
-    for row in &results {
-        let key: (String, String) = (row.get("check_id"), row.get("agent_id"));
-        let run = CheckRun {
-            ts: row.get("ts"),
-            ok: row.get("ok"),
-            failure: row.get("failure"),
-            error_message: row.get("error_message"),
-            tls_cert_not_after: row.get("tls_cert_not_after"),
-        };
-        let interval: i32 = row.get("interval_seconds");
+    for RuleInput { key, run, interval } in results {
         if interval > 0 {
             intervals.insert(key.clone(), interval);
         }
@@ -456,7 +475,7 @@ pub async fn evaluate_check_results(
             .entry(key.clone())
             .or_insert_with(|| LocationState::new(run.ts));
         if state.apply(&run, rule) {
-            flipped_checks.insert(key.0.clone());
+            flipped_checks.insert(key.0);
             flipped_agents.insert(key.1);
         }
     }

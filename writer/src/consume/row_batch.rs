@@ -157,6 +157,17 @@ pub fn micros(ts: SystemTime) -> i64 {
     }
 }
 
+/// `ts` as PostgreSQL gives it back: truncated to whole microseconds ([`micros`]).
+pub fn as_stored(ts: SystemTime) -> SystemTime {
+    let micros = micros(ts);
+    let magnitude = std::time::Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        SystemTime::UNIX_EPOCH + magnitude
+    } else {
+        SystemTime::UNIX_EPOCH - magnitude
+    }
+}
+
 fn check_content_type(
     content_type: Option<&str>,
     expected: &'static str,

@@ -192,24 +192,6 @@ copy_columns! {
     }
 }
 
-copy_columns! {
-    RESULT_COLUMNS,
-    /// Binary COPY of check rows into `table` (`staging_check_results`, the alert
-    /// rules' input, keyed by [`fleetmon::samples::alert_check_key`]); returns the rows
-    /// copied.
-    async fn copy_results_into(row: &CheckRow) { let c = &row.check; }
-    {
-        check_id: TEXT = fleetmon::samples::alert_check_key(c).as_ref(),
-        agent_id: TEXT = c.agent_id,
-        ts: TIMESTAMPTZ = row.ts,
-        ok: BOOL = c.ok,
-        failure: TEXT = row.failure,
-        error_message: TEXT = c.error_message,
-        tls_cert_not_after: TIMESTAMPTZ = row.tls_cert_not_after,
-        interval_seconds: INT4 = i32::try_from(c.interval_seconds).unwrap_or(i32::MAX),
-    }
-}
-
 /// `{columns}` in a statement, replaced by a table's column list.
 fn with_columns(sql: &str, columns: &[&str]) -> String {
     sql.replace("{columns}", &columns.join(", "))
@@ -334,20 +316,20 @@ async fn inserted_rows<'a, R>(
 }
 
 /// What [`insert_checks`] stored.
-pub(super) struct ChecksInserted {
+pub(super) struct ChecksInserted<'a> {
     /// Rows newly stored.
     pub rows: u64,
-    /// Rows copied into `staging_check_results` for the alert rules (every one).
-    pub results: usize,
+    /// Of those, the results the alert rules take ([`record_checks`]).
+    pub results: Vec<&'a CheckRow>,
 }
 
 /// Stores check rows, skipping those already stored or repeated, as [`insert_hosts`]
 /// does, then what the inserted ones add up to ([`record_checks`]: rollups and the
 /// alert rules' input), so a redelivered row adds nothing.
-pub(super) async fn insert_checks(
+pub(super) async fn insert_checks<'a>(
     tx: &Transaction<'_>,
-    checks: &[&CheckRow],
-) -> Result<ChecksInserted, SinkError> {
+    checks: &[&'a CheckRow],
+) -> Result<ChecksInserted<'a>, SinkError> {
     let inserted = if copied_directly(
         tx,
         copy_checks_into(tx, SampleKind::Site.table(), checks.iter().copied()),
@@ -370,29 +352,25 @@ pub(super) async fn insert_checks(
 }
 
 /// What the check rows `inserted` add up to: their rollups, and the alert rules'
-/// input (`staging_check_results`: every check alerts, central or the agent's own);
-/// returns how many rows that input holds.
+/// input, which it returns: every check alerts, central or the agent's own.
 ///
 /// Heartbeat signals are decided by time (`heartbeat_missed`), not by these rules; a
 /// heartbeat's start is no run of its own, so it adds nothing to the rollups either.
-async fn record_checks(tx: &Transaction<'_>, inserted: &[&CheckRow]) -> Result<usize, SinkError> {
-    let results: Vec<&CheckRow> = inserted
-        .iter()
-        .filter(|row| !heartbeat::is_signal(&row.check.method))
-        .copied()
-        .collect();
-    if !results.is_empty() {
-        tx.batch_execute(include_str!("../../sql/create_staging_check_results.sql"))
-            .await?;
-        copy_results_into(tx, "staging_check_results", results.iter().copied()).await?;
-    }
+async fn record_checks<'a>(
+    tx: &Transaction<'_>,
+    inserted: &[&'a CheckRow],
+) -> Result<Vec<&'a CheckRow>, SinkError> {
     let runs: Vec<&CheckRow> = inserted
         .iter()
         .filter(|row| row.check.method != Signal::Start.method())
         .copied()
         .collect();
     super::rollups::add_to_rollups(tx, &runs).await?;
-    Ok(results.len())
+    Ok(inserted
+        .iter()
+        .filter(|row| !heartbeat::is_signal(&row.check.method))
+        .copied()
+        .collect())
 }
 
 /// The rows whose [`SampleKey`] was not seen before, in order.

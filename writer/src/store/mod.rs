@@ -63,14 +63,16 @@ impl WriteStats {
     }
 }
 
-/// Work a batch's transaction does once its new check results are inserted (they
-/// are in the temporary table `staging_check_results`): the check alert rules
-/// (`alerts::store::BatchRules`). Storing rows knows nothing more of alerts.
+/// Work a batch's transaction does once its new check results are inserted: the
+/// check alert rules (`alerts::store::BatchRules`). Storing rows knows nothing more
+/// of alerts.
 pub trait AfterRows: std::fmt::Debug + Send + Sync {
-    /// Runs in the batch's transaction. An error fails the batch.
+    /// Runs in the batch's transaction with the check results it inserted (every
+    /// check row but a heartbeat's signals), in batch order. An error fails the batch.
     fn run<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
+        results: &'a [&'a CheckRow],
     ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>>;
 
     /// Called once the transaction of a [`AfterRowsOutcome::Changed`] committed.
@@ -276,9 +278,8 @@ impl PostgresSink {
     pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {
         self.ensure_partitions(&batch.days()).await?;
         let mut client = self.pool.get().await?;
-        // No temporary table is touched unless it is needed: the staging tables only
-        // for a redelivery, the alert rules' input only for central-check rows, so a
-        // plain batch's commit has no temporary tables to empty.
+        // No temporary table is touched unless it is needed (the staging tables only
+        // for a redelivery), so a plain batch's commit has no temporary tables to empty.
         let tx = client.transaction().await?;
 
         // A record read twice within the batch fails the COPY straight into the table
@@ -297,9 +298,9 @@ impl PostgresSink {
             let inserted = copy::insert_checks(&tx, &checks).await?;
             stats.check_rows = inserted.rows;
             if let Some(work) = &self.after_rows
-                && inserted.results > 0
+                && !inserted.results.is_empty()
             {
-                outcome = work.run(&tx).await?;
+                outcome = work.run(&tx, &inserted.results).await?;
                 stats.after_rows_skipped = outcome == AfterRowsOutcome::Skipped;
             }
         }
