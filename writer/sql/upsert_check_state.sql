@@ -1,4 +1,5 @@
--- The check states a batch moved, one row per check and location.
+-- The check states a batch moved that were not stored before, one row per check and
+-- location (an upsert: another writer may have made one since).
 INSERT INTO check_state AS s (
     check_id, agent_id, down, consecutive_failures, consecutive_successes, last_ts,
     last_failure, last_error, tls_cert_not_after, changed_at, interval_seconds

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use deadpool_postgres::Transaction;
 use fleetmon::pb::CheckDefinition;
 use futures::future::BoxFuture;
 use prost::Message as _;
 use tokio::sync::Notify;
-use tokio_postgres::Transaction;
+use tokio_postgres::Statement;
 
 use crate::alerts::rules::{
     CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
@@ -25,9 +26,11 @@ const AGENT_LABELS: &str = include_str!("../../sql/agent_labels.sql");
 const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
 const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
 const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
+const UPDATE_CHECK_STATE: &str = include_str!("../../sql/update_check_state.sql");
 const CHECK_DEFINITIONS: &str = include_str!("../../sql/check_definitions.sql");
 const LOCK_LOCATION_STATES: &str = include_str!("../../sql/lock_location_states.sql");
 const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
+const OPEN_ALERTS_AMONG: &str = include_str!("../../sql/open_alerts_among.sql");
 const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
 const UPDATE_ALERT_LOCATIONS: &str = include_str!("../../sql/update_alert_locations.sql");
 const OPEN_ALERT: &str = include_str!("../../sql/open_alert.sql");
@@ -35,6 +38,12 @@ const OUTAGE_BEGAN: &str = include_str!("../../sql/outage_began.sql");
 const OUTAGE_ENDED: &str = include_str!("../../sql/outage_ended.sql");
 const QUEUE_NOTIFICATIONS: &str = include_str!("../../sql/queue_notifications.sql");
 const INSERT_ALERT_EVENT: &str = include_str!("../../sql/insert_alert_event.sql");
+
+/// `sql` prepared once per connection (the pool's statement cache), so that running it
+/// is one round trip to PostgreSQL, not two.
+async fn prepared(tx: &Transaction<'_>, sql: &str) -> Result<Statement, SinkError> {
+    Ok(tx.prepare_cached(sql).await?)
+}
 
 /// The kinds of alert, as stored in `alerts.kind`.
 pub use fleetmon::alert_kind as kind;
@@ -79,7 +88,7 @@ pub async fn agent_labels(
         return Ok(BTreeMap::new());
     }
     Ok(tx
-        .query_opt(AGENT_LABELS, &[&agent_id])
+        .query_opt(&prepared(tx, AGENT_LABELS).await?, &[&agent_id])
         .await?
         .and_then(|row| serde_json::from_value(row.get("labels")).ok())
         .unwrap_or_default())
@@ -182,6 +191,37 @@ impl AfterRows for BatchRules {
     }
 }
 
+/// The open alerts of one kind among some subjects, with what they say, read once for
+/// a batch: the rules then write only where an alert opens, resolves or changes.
+struct OpenAlerts(BTreeMap<String, (String, Vec<String>)>);
+
+impl OpenAlerts {
+    async fn among(tx: &Transaction<'_>, kind: &str, subjects: &[&str]) -> Result<Self, SinkError> {
+        let rows = tx
+            .query(&prepared(tx, OPEN_ALERTS_AMONG).await?, &[&kind, &subjects])
+            .await?;
+        Ok(OpenAlerts(
+            rows.iter()
+                .map(|row| (row.get("subject"), (row.get("cause"), row.get("locations"))))
+                .collect(),
+        ))
+    }
+
+    fn is_open(&self, subject: &str) -> bool {
+        self.0.contains_key(subject)
+    }
+
+    /// Whether `candidate`'s alert is open and says what it would ([`open`] would
+    /// change nothing).
+    fn says(&self, candidate: &Candidate) -> bool {
+        self.0
+            .get(&candidate.subject)
+            .is_some_and(|(cause, locations)| {
+                *cause == candidate.cause && *locations == candidate.locations
+            })
+    }
+}
+
 /// An alert that should be open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -235,13 +275,16 @@ pub async fn record(
     channels: &[String],
 ) -> Result<(), SinkError> {
     tx.execute(
-        INSERT_ALERT_EVENT,
+        &prepared(tx, INSERT_ALERT_EVENT).await?,
         &[&alert_id, &event, &detail, &locations],
     )
     .await?;
     if !channels.is_empty() {
-        tx.execute(QUEUE_NOTIFICATIONS, &[&alert_id, &channels, &event])
-            .await?;
+        tx.execute(
+            &prepared(tx, QUEUE_NOTIFICATIONS).await?,
+            &[&alert_id, &channels, &event],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -256,7 +299,7 @@ pub async fn open(
 ) -> Result<bool, SinkError> {
     let opened = tx
         .query_opt(
-            OPEN_ALERT,
+            &prepared(tx, OPEN_ALERT).await?,
             &[
                 &candidate.kind,
                 &candidate.subject,
@@ -288,7 +331,7 @@ pub async fn open(
     }
     let changed = tx
         .query_opt(
-            UPDATE_ALERT_LOCATIONS,
+            &prepared(tx, UPDATE_ALERT_LOCATIONS).await?,
             &[
                 &candidate.kind,
                 &candidate.subject,
@@ -319,7 +362,9 @@ pub async fn resolve(
     detail: &str,
     channels: &Channels,
 ) -> Result<bool, SinkError> {
-    let resolved = tx.query_opt(RESOLVE_ALERT, &[&kind, &subject]).await?;
+    let resolved = tx
+        .query_opt(&prepared(tx, RESOLVE_ALERT).await?, &[&kind, &subject])
+        .await?;
     let Some(row) = resolved else {
         return Ok(false);
     };
@@ -375,7 +420,7 @@ pub async fn open_subjects(
     kind: &str,
 ) -> Result<BTreeSet<String>, SinkError> {
     Ok(tx
-        .query(OPEN_ALERT_SUBJECTS, &[&kind])
+        .query(&prepared(tx, OPEN_ALERT_SUBJECTS).await?, &[&kind])
         .await?
         .iter()
         .map(|row| row.get("subject"))
@@ -444,7 +489,10 @@ pub async fn evaluate_check_results(
     let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
         pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
     let mut states: BTreeMap<(String, String), LocationState> = tx
-        .query(LOCK_LOCATION_STATES, &[&pair_checks, &pair_agents])
+        .query(
+            &prepared(tx, LOCK_LOCATION_STATES).await?,
+            &[&pair_checks, &pair_agents],
+        )
         .await?
         .iter()
         .map(|row| {
@@ -483,14 +531,22 @@ pub async fn evaluate_check_results(
         let refresh = rule_for(&thresholds, &intervals, key).refresh();
         needs_storing(stored.get(key), state, refresh)
     });
-    store_states(tx, &states, &intervals).await?;
+    let (known, new): (BTreeMap<_, _>, BTreeMap<_, _>) = states
+        .into_iter()
+        .partition(|(key, _)| stored.contains_key(key));
+    store_states(tx, UPDATE_CHECK_STATE, &known, &intervals).await?;
+    store_states(tx, UPSERT_CHECK_STATE, &new, &intervals).await?;
     if flipped_checks.is_empty() {
         return Ok(Transitions::default());
     }
 
     let mut transitions = Transitions::default();
     let agents: Vec<&str> = flipped_agents.iter().map(String::as_str).collect();
-    for row in tx.query(LOCATION_TALLIES, &[&agents]).await? {
+    let unreachable = OpenAlerts::among(tx, kind::LOCATION_UNREACHABLE, &agents).await?;
+    for row in tx
+        .query(&prepared(tx, LOCATION_TALLIES).await?, &[&agents])
+        .await?
+    {
         let agent: String = row.get("agent_id");
         let tally = LocationTally {
             checks: row.get("checks"),
@@ -511,18 +567,19 @@ pub async fn evaluate_check_results(
                 ),
                 locations: vec![agent.clone()],
             };
-            let opened = open(tx, &candidate, channels).await?;
+            let opened = !unreachable.says(&candidate) && open(tx, &candidate, channels).await?;
             transitions.opened += u64::from(opened);
             opened
         } else {
-            let resolved = resolve(
-                tx,
-                kind::LOCATION_UNREACHABLE,
-                &agent,
-                "its checks pass again, or fail elsewhere too",
-                channels,
-            )
-            .await?;
+            let resolved = unreachable.is_open(&agent)
+                && resolve(
+                    tx,
+                    kind::LOCATION_UNREACHABLE,
+                    &agent,
+                    "its checks pass again, or fail elsewhere too",
+                    channels,
+                )
+                .await?;
             transitions.resolved += u64::from(resolved);
             resolved
         };
@@ -567,7 +624,8 @@ async fn load_thresholds(
     checks: &[&str],
 ) -> Result<BTreeMap<String, Thresholds>, SinkError> {
     Ok(thresholds_of(
-        &tx.query(CHECK_DEFINITIONS, &[&checks]).await?,
+        &tx.query(&prepared(tx, CHECK_DEFINITIONS).await?, &[&checks])
+            .await?,
     ))
 }
 
@@ -581,7 +639,7 @@ pub async fn decide_checks(
     let ids: Vec<&str> = checks.iter().map(String::as_str).collect();
     let thresholds = load_thresholds(tx, &ids).await?;
     let tallies: BTreeMap<String, CheckTally> = tx
-        .query(CHECK_TALLIES, &[&ids])
+        .query(&prepared(tx, CHECK_TALLIES).await?, &[&ids])
         .await?
         .iter()
         .map(|row| {
@@ -597,6 +655,7 @@ pub async fn decide_checks(
             (row.get("check_id"), tally)
         })
         .collect();
+    let open_now = OpenAlerts::among(tx, kind::CHECK_DOWN, &ids).await?;
     let mut transitions = Transitions::default();
     for check in checks {
         let rule = thresholds.get(check).copied().unwrap_or_default();
@@ -636,16 +695,17 @@ pub async fn decide_checks(
                 cause,
                 locations: down_at,
             };
-            if open(tx, &candidate, channels).await? {
+            if !open_now.says(&candidate) && open(tx, &candidate, channels).await? {
                 transitions.opened += 1;
                 // The outage began when the quorum-th location went DOWN.
                 let began = down_since
                     .get(quorum.clamp(1, down_since.len().max(1)) - 1)
                     .copied()
                     .unwrap_or_else(SystemTime::now);
-                tx.execute(OUTAGE_BEGAN, &[check, &began]).await?;
+                tx.execute(&prepared(tx, OUTAGE_BEGAN).await?, &[check, &began])
+                    .await?;
             }
-        } else {
+        } else if open_now.is_open(check) {
             let detail = match local {
                 Some((agent, url)) if tally.reporting == 0 => format!(
                     "site {url} is no longer reported by {agent} (nothing for three of its intervals)"
@@ -658,17 +718,20 @@ pub async fn decide_checks(
             };
             if resolve(tx, kind::CHECK_DOWN, check, &detail, channels).await? {
                 transitions.resolved += 1;
-                tx.execute(OUTAGE_ENDED, &[check]).await?;
+                tx.execute(&prepared(tx, OUTAGE_ENDED).await?, &[check])
+                    .await?;
             }
         }
     }
     Ok(transitions)
 }
 
-/// Writes `states`, each with the interval its newest result gave (`intervals`; 0 when
-/// none did, which keeps the stored one).
+/// Writes `states` with `statement` (`update_check_state.sql` for those stored
+/// before, `upsert_check_state.sql` for new ones), each with the interval its newest
+/// result gave (`intervals`; 0 when none did, which keeps the stored one).
 async fn store_states(
     tx: &Transaction<'_>,
+    statement: &str,
     states: &BTreeMap<(String, String), LocationState>,
     intervals: &BTreeMap<(String, String), i32>,
 ) -> Result<(), SinkError> {
@@ -698,7 +761,7 @@ async fn store_states(
         .map(|key| intervals.get(key).copied().unwrap_or(0))
         .collect();
     tx.execute(
-        UPSERT_CHECK_STATE,
+        &prepared(tx, statement).await?,
         &[
             &checks,
             &agents,

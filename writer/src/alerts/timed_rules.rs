@@ -141,7 +141,7 @@ pub async fn evaluate(
 }
 
 async fn silent_agents(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     rules: &HostRules,
     host_topic: &str,
 ) -> Result<Vec<Candidate>, SinkError> {
@@ -198,7 +198,7 @@ const STORED_SLACK_SECONDS: f64 = 10.0;
 /// Heartbeat checks whose job did not ping in time (by its period, or its cron schedule
 /// in its time zone), or said it failed.
 async fn missed_heartbeats(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
 ) -> Result<Vec<Candidate>, SinkError> {
     let rows = tx.query(MISSED_HEARTBEATS, &[]).await?;
     Ok(rows
@@ -230,7 +230,7 @@ async fn missed_heartbeats(
 /// Agents whose latest host sample, of the last 10 minutes, showed their clock off from
 /// their collector's by more than `clock_skew_seconds`.
 async fn skewed_clocks(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     if rules.clock_skew_seconds == 0 {
@@ -261,7 +261,7 @@ async fn skewed_clocks(
 
 /// Agents whose latest sample shows `resource` (`disk` or `memory`) above `percent`.
 async fn full(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     resource: &'static str,
     percent: f64,
 ) -> Result<Vec<Candidate>, SinkError> {
@@ -291,7 +291,7 @@ async fn full(
 /// Agents whose every sample of the last `cpu_minutes` is above `cpu_percent`.
 /// Only agents whose latest sample is above it are read back.
 async fn busy_cpus(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     let minutes = i32::try_from(rules.cpu_minutes).unwrap_or(i32::MAX);
@@ -318,7 +318,7 @@ async fn busy_cpus(
 /// Checks whose certificate, as seen by any location in the last day,
 /// expires within `tls_days`.
 async fn expiring_certificates(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     rules: &HostRules,
 ) -> Result<Vec<Candidate>, SinkError> {
     let days = i32::try_from(rules.tls_days).unwrap_or(i32::MAX);
@@ -350,7 +350,7 @@ async fn expiring_certificates(
 /// A reminder for every alert open longer than `minutes` since it opened or was last
 /// reminded of.
 async fn remind(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     minutes: u64,
     channels: &Channels,
 ) -> Result<(), SinkError> {

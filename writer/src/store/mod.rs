@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::future::BoxFuture;
-use tokio_postgres::Transaction;
 
 use crate::config::PostgresConfig;
 use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
