@@ -1,4 +1,4 @@
--- Locks the states of checks $1, in the order batches lock them.
+-- Locks the states of checks $1, in the order batches update them (key order).
 SELECT 1
 FROM check_state
 WHERE check_id = ANY($1)

@@ -1,5 +1,5 @@
--- The check states a batch moved that were stored before (and are locked by
--- lock_location_states.sql), one row per check and location. An UPDATE, not an
+-- The check states a batch moved that were stored before (read by
+-- location_states.sql), one row per check and location. An UPDATE, not an
 -- upsert: it changes no key, so it can stay in the row's page (fillfactor, V24).
 UPDATE check_state AS s SET
     down                  = k.down,

@@ -1715,3 +1715,49 @@ async fn windows_and_channels_select_alerts_by_the_labels_an_agent_enrolled_with
     );
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_check_state_that_another_batch_made_meanwhile_is_upserted_not_refused() {
+    use fleetmon_writer::alerts::rules::LocationState;
+    use std::collections::BTreeMap;
+
+    let setup = Setup::new().await;
+    setup.start_writer().await.stop().await;
+    let sink = fleetmon_writer::store::PostgresSink::new(&setup.config.postgres).unwrap();
+    // Another batch made shop's state at eu-1 (DOWN) after this one read none.
+    setup
+        .schema
+        .connect()
+        .await
+        .batch_execute(
+            "INSERT INTO check_state (check_id, agent_id, down, consecutive_failures,
+                 consecutive_successes, last_ts, last_error, changed_at, interval_seconds)
+             VALUES ('shop', 'eu-1', true, 3, 0, now(), 'status 503', now(), 30)",
+        )
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let up = LocationState::new(now);
+    let states: BTreeMap<(String, String), LocationState> = [
+        (("shop".to_owned(), "eu-1".to_owned()), up.clone()),
+        (("shop".to_owned(), "us-1".to_owned()), up),
+    ]
+    .into();
+    let intervals = [(("shop".to_owned(), "us-1".to_owned()), 60)].into();
+    let mut client = sink.background().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    fleetmon_writer::alerts::store::store_new_states(&tx, &states, &intervals)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        setup
+            .text(
+                "SELECT string_agg(agent_id || ' ' || down || ' ' || interval_seconds, ', ' \
+                 ORDER BY agent_id) FROM check_state WHERE check_id = 'shop'"
+            )
+            .await,
+        // eu-1 takes this batch's state and keeps the interval it had.
+        "eu-1 false 30, us-1 false 60"
+    );
+}

@@ -5,7 +5,7 @@
 //! stored, so every transition happens exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
@@ -20,15 +20,22 @@ use crate::alerts::rules::{
 };
 use crate::config::{AlertsConfig, ChannelConfig};
 use crate::consume::row_batch::{CheckRow, as_stored};
-use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError};
+use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError, stored_directly};
 
 const AGENT_LABELS: &str = include_str!("../../sql/agent_labels.sql");
 const CHECK_TALLIES: &str = include_str!("../../sql/check_tallies.sql");
 const LOCATION_TALLIES: &str = include_str!("../../sql/location_tallies.sql");
-const UPSERT_CHECK_STATE: &str = include_str!("../../sql/upsert_check_state.sql");
+const INSERT_CHECK_STATE: &str = include_str!("../../sql/insert_check_state.sql");
+static INSERT_MISSING_CHECK_STATE: LazyLock<String> = LazyLock::new(|| {
+    [
+        INSERT_CHECK_STATE,
+        include_str!("../../sql/check_state_conflict.sql"),
+    ]
+    .concat()
+});
 const UPDATE_CHECK_STATE: &str = include_str!("../../sql/update_check_state.sql");
 const CHECK_DEFINITIONS: &str = include_str!("../../sql/check_definitions.sql");
-const LOCK_LOCATION_STATES: &str = include_str!("../../sql/lock_location_states.sql");
+const LOCATION_STATES: &str = include_str!("../../sql/location_states.sql");
 const OPEN_ALERT_SUBJECTS: &str = include_str!("../../sql/open_alert_subjects.sql");
 const OPEN_ALERTS_AMONG: &str = include_str!("../../sql/open_alerts_among.sql");
 const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
@@ -490,7 +497,7 @@ pub async fn evaluate_check_results(
         pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
     let mut states: BTreeMap<(String, String), LocationState> = tx
         .query(
-            &prepared(tx, LOCK_LOCATION_STATES).await?,
+            &prepared(tx, LOCATION_STATES).await?,
             &[&pair_checks, &pair_agents],
         )
         .await?
@@ -535,7 +542,7 @@ pub async fn evaluate_check_results(
         .into_iter()
         .partition(|(key, _)| stored.contains_key(key));
     store_states(tx, UPDATE_CHECK_STATE, &known, &intervals).await?;
-    store_states(tx, UPSERT_CHECK_STATE, &new, &intervals).await?;
+    store_new_states(tx, &new, &intervals).await?;
     if flipped_checks.is_empty() {
         return Ok(Transitions::default());
     }
@@ -726,6 +733,22 @@ pub async fn decide_checks(
     Ok(transitions)
 }
 
+/// Writes `states` that were not stored when the batch read them, each with the
+/// interval its newest result gave (`intervals`; 0 when none did): inserted, or, should
+/// one exist after all (another batch made it meanwhile), the missing ones inserted and
+/// then all of them updated.
+pub async fn store_new_states(
+    tx: &Transaction<'_>,
+    states: &BTreeMap<(String, String), LocationState>,
+    intervals: &BTreeMap<(String, String), i32>,
+) -> Result<(), SinkError> {
+    if !stored_directly(tx, store_states(tx, INSERT_CHECK_STATE, states, intervals)).await? {
+        store_states(tx, &INSERT_MISSING_CHECK_STATE, states, intervals).await?;
+        store_states(tx, UPDATE_CHECK_STATE, states, intervals).await?;
+    }
+    Ok(())
+}
+
 /// Writes `states` with `statement` (`update_check_state.sql` for those stored
 /// before, `upsert_check_state.sql` for new ones), each with the interval its newest
 /// result gave (`intervals`; 0 when none did, which keeps the stored one).
@@ -734,9 +757,9 @@ async fn store_states(
     statement: &str,
     states: &BTreeMap<(String, String), LocationState>,
     intervals: &BTreeMap<(String, String), i32>,
-) -> Result<(), SinkError> {
+) -> Result<u64, SinkError> {
     if states.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let count = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     let checks: Vec<&str> = states.keys().map(|(c, _)| c.as_str()).collect();
@@ -760,22 +783,23 @@ async fn store_states(
         .keys()
         .map(|key| intervals.get(key).copied().unwrap_or(0))
         .collect();
-    tx.execute(
-        &prepared(tx, statement).await?,
-        &[
-            &checks,
-            &agents,
-            &down,
-            &failures,
-            &successes,
-            &last_ts,
-            &last_failure,
-            &last_error,
-            &tls,
-            &changed,
-            &interval,
-        ],
-    )
-    .await?;
-    Ok(())
+    let written = tx
+        .execute(
+            &prepared(tx, statement).await?,
+            &[
+                &checks,
+                &agents,
+                &down,
+                &failures,
+                &successes,
+                &last_ts,
+                &last_failure,
+                &last_error,
+                &tls,
+                &changed,
+                &interval,
+            ],
+        )
+        .await?;
+    Ok(written)
 }

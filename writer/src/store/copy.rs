@@ -9,7 +9,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Transaction;
 use foldhash::{HashSet, HashSetExt as _};
 use futures::SinkExt as _;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 
 use fleetmon::checks::heartbeat::{self, Signal};
@@ -227,28 +226,6 @@ fn big(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Runs `copy`, a COPY straight into a sample table, under a savepoint: true when it
-/// stored every row; false when it met a row already stored (a redelivery) and was
-/// rolled back, so that the caller goes through the staging table.
-async fn copied_directly(
-    tx: &Transaction<'_>,
-    copy: impl Future<Output = Result<u64, SinkError>>,
-) -> Result<bool, SinkError> {
-    tx.batch_execute("SAVEPOINT direct_copy").await?;
-    match copy.await {
-        Ok(_) => {
-            tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
-            Ok(true)
-        }
-        Err(SinkError::Query(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
-                .await?;
-            Ok(false)
-        }
-        Err(error) => Err(error),
-    }
-}
-
 /// Stores host rows, skipping those already stored or repeated, and the busiest
 /// processes and the rollups of those it inserted; returns the host rows inserted. The common case,
 /// a batch of new rows, is one COPY into `host_samples`; a batch that meets a stored
@@ -257,7 +234,7 @@ pub(super) async fn insert_hosts(
     tx: &Transaction<'_>,
     hosts: &[&HostRow],
 ) -> Result<u64, SinkError> {
-    let inserted = if copied_directly(
+    let inserted = if super::direct::stored_directly(
         tx,
         copy_hosts_into(tx, SampleKind::Host.table(), hosts.iter().copied()),
     )
@@ -330,7 +307,7 @@ pub(super) async fn insert_checks<'a>(
     tx: &Transaction<'_>,
     checks: &[&'a CheckRow],
 ) -> Result<ChecksInserted<'a>, SinkError> {
-    let inserted = if copied_directly(
+    let inserted = if super::direct::stored_directly(
         tx,
         copy_checks_into(tx, SampleKind::Site.table(), checks.iter().copied()),
     )

@@ -21,6 +21,7 @@ use crate::consume::row_batch::{CheckRow, HostRow, RowBatch};
 mod agents;
 mod buckets;
 mod copy;
+mod direct;
 mod error;
 mod host_rollups;
 pub mod latency;
@@ -29,6 +30,7 @@ mod rollups;
 
 pub use buckets::Tier;
 pub use copy::{copy_checks_into, copy_hosts_into};
+pub use direct::stored_directly;
 pub use error::{Failure, SinkError, describe};
 pub use host_rollups::series_sql as host_series_sql;
 pub use partitions::{
@@ -77,6 +79,24 @@ pub trait AfterRows: std::fmt::Debug + Send + Sync {
 
     /// Called once the transaction of a [`AfterRowsOutcome::Changed`] committed.
     fn committed(&self);
+}
+
+/// Holds the batch's partitions for its transaction, before it writes anything (so
+/// that it waits on no row meanwhile): the work after the rows reads and writes state
+/// that only the records of a partition move, and a writer taking a partition over
+/// must not move it before the batch of the writer it took it from has committed.
+async fn lock_partitions(tx: &Transaction<'_>, batch: &RowBatch) -> Result<(), SinkError> {
+    // In key order, the order every batch takes them in.
+    let (topics, partitions): (Vec<&str>, Vec<i32>) = batch
+        .partitions()
+        .keys()
+        .map(|(topic, partition)| (topic.as_str(), *partition))
+        .unzip();
+    let lock = tx
+        .prepare_cached(include_str!("../../sql/lock_partitions.sql"))
+        .await?;
+    tx.execute(&lock, &[&topics, &partitions]).await?;
+    Ok(())
 }
 
 /// What [`AfterRows::run`] did.
@@ -288,6 +308,9 @@ impl PostgresSink {
         let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
         let mut outcome = AfterRowsOutcome::Unchanged;
+        if self.after_rows.is_some() && !checks.is_empty() {
+            lock_partitions(&tx, batch).await?;
+        }
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
         }
