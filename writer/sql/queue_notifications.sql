@@ -1,3 +1,4 @@
--- One notification row per channel in $2 for alert $1's event $3 (the outbox).
+-- A notification row of event $3 for each (alert, channel) of $1, $2 (the outbox).
 INSERT INTO notifications (alert_id, channel, event)
-SELECT $1, unnest($2::text[]), $3
+SELECT k.alert_id, k.channel, $3
+FROM unnest($1::int8[], $2::text[]) AS k(alert_id, channel)

@@ -41,10 +41,11 @@ const OPEN_ALERTS_AMONG: &str = include_str!("../../sql/open_alerts_among.sql");
 const RESOLVE_ALERT: &str = include_str!("../../sql/resolve_alert.sql");
 const UPDATE_ALERT_LOCATIONS: &str = include_str!("../../sql/update_alert_locations.sql");
 const OPEN_ALERT: &str = include_str!("../../sql/open_alert.sql");
-const OUTAGE_BEGAN: &str = include_str!("../../sql/outage_began.sql");
 const OUTAGE_ENDED: &str = include_str!("../../sql/outage_ended.sql");
 const QUEUE_NOTIFICATIONS: &str = include_str!("../../sql/queue_notifications.sql");
-const INSERT_ALERT_EVENT: &str = include_str!("../../sql/insert_alert_event.sql");
+const INSERT_ALERT_EVENTS: &str = include_str!("../../sql/insert_alert_events.sql");
+const OPEN_CHECK_ALERTS: &str = include_str!("../../sql/open_check_alerts.sql");
+const OUTAGE_BEGAN: &str = include_str!("../../sql/outage_began.sql");
 
 /// `sql` prepared once per connection (the pool's statement cache), so that running it
 /// is one round trip to PostgreSQL, not two.
@@ -272,6 +273,18 @@ impl std::ops::AddAssign for Transitions {
     }
 }
 
+/// One alert's line in its timeline ([`record_all`]).
+struct Line<'a> {
+    /// `alerts.alert_id`.
+    alert_id: i64,
+    /// What the line says.
+    detail: &'a str,
+    /// The locations involved.
+    locations: &'a [String],
+    /// The channels to notify of it.
+    channels: Vec<String>,
+}
+
 /// Adds an event line to an alert and, for each of `channels`, a notification.
 pub async fn record(
     tx: &Transaction<'_>,
@@ -281,19 +294,118 @@ pub async fn record(
     locations: &[String],
     channels: &[String],
 ) -> Result<(), SinkError> {
+    let line = Line {
+        alert_id,
+        detail,
+        locations,
+        channels: channels.to_vec(),
+    };
+    record_all(tx, event, &[line]).await
+}
+
+/// Adds the line `event` to each alert of `lines` and its notifications: two
+/// statements, however many lines.
+async fn record_all(
+    tx: &Transaction<'_>,
+    event: &str,
+    lines: &[Line<'_>],
+) -> Result<(), SinkError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = lines.iter().map(|l| l.alert_id).collect();
+    let details: Vec<&str> = lines.iter().map(|l| l.detail).collect();
+    let locations: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::Value::from(l.locations.to_vec()))
+        .collect();
     tx.execute(
-        &prepared(tx, INSERT_ALERT_EVENT).await?,
-        &[&alert_id, &event, &detail, &locations],
+        &prepared(tx, INSERT_ALERT_EVENTS).await?,
+        &[&ids, &event, &details, &locations],
     )
     .await?;
-    if !channels.is_empty() {
+    let (alerts, channels): (Vec<i64>, Vec<&str>) = lines
+        .iter()
+        .flat_map(|l| l.channels.iter().map(|c| (l.alert_id, c.as_str())))
+        .unzip();
+    if !alerts.is_empty() {
         tx.execute(
             &prepared(tx, QUEUE_NOTIFICATIONS).await?,
-            &[&alert_id, &channels, &event],
+            &[&alerts, &channels, &event],
         )
         .await?;
     }
     Ok(())
+}
+
+/// Opens the `check_down` alerts of `candidates` (each with when its outage began)
+/// at once, those not open yet; one that met an open alert after all (another writer
+/// opened it meanwhile) goes through [`open`] and updates it. Returns how many opened.
+async fn open_checks(
+    tx: &Transaction<'_>,
+    candidates: &[(Candidate, SystemTime)],
+    channels: &Channels,
+) -> Result<u64, SinkError> {
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let subjects: Vec<&str> = candidates.iter().map(|(c, _)| c.subject.as_str()).collect();
+    let agents: Vec<&str> = candidates
+        .iter()
+        .map(|(c, _)| c.agent_id.as_str())
+        .collect();
+    let causes: Vec<&str> = candidates.iter().map(|(c, _)| c.cause.as_str()).collect();
+    let locations: Vec<serde_json::Value> = candidates
+        .iter()
+        .map(|(c, _)| serde_json::Value::from(c.locations.clone()))
+        .collect();
+    let began: Vec<SystemTime> = candidates.iter().map(|(_, at)| *at).collect();
+    let opened: BTreeMap<String, i64> = tx
+        .query(
+            &prepared(tx, OPEN_CHECK_ALERTS).await?,
+            &[
+                &kind::CHECK_DOWN,
+                &subjects,
+                &agents,
+                &causes,
+                &locations,
+                &began,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get("subject"), row.get("alert_id")))
+        .collect();
+    let mut lines = Vec::with_capacity(opened.len());
+    let mut count = opened.len() as u64;
+    for (candidate, began) in candidates {
+        let Some(&alert_id) = opened.get(&candidate.subject) else {
+            if open(tx, candidate, channels).await? {
+                count += 1;
+                tx.execute(
+                    &prepared(tx, OUTAGE_BEGAN).await?,
+                    &[&candidate.subject, began],
+                )
+                .await?;
+            }
+            continue;
+        };
+        let labels = agent_labels(tx, channels, &candidate.agent_id).await?;
+        lines.push(Line {
+            alert_id,
+            detail: &candidate.cause,
+            locations: &candidate.locations,
+            channels: channels.for_alert(Routed {
+                kind: candidate.kind,
+                subject: &candidate.subject,
+                agent_id: &candidate.agent_id,
+                labels: &labels,
+            }),
+        });
+        tracing::info!(alert_id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
+    }
+    record_all(tx, "opened", &lines).await?;
+    Ok(count)
 }
 
 /// Opens `candidate` unless an alert of its kind and subject is open; if one is and
@@ -664,6 +776,7 @@ pub async fn decide_checks(
         .collect();
     let open_now = OpenAlerts::among(tx, kind::CHECK_DOWN, &ids).await?;
     let mut transitions = Transitions::default();
+    let mut opening = Vec::new();
     for check in checks {
         let rule = thresholds.get(check).copied().unwrap_or_default();
         let CheckTally {
@@ -702,15 +815,18 @@ pub async fn decide_checks(
                 cause,
                 locations: down_at,
             };
-            if !open_now.says(&candidate) && open(tx, &candidate, channels).await? {
-                transitions.opened += 1;
+            if open_now.is_open(check) {
+                // Open already: its locations or cause may have changed.
+                if !open_now.says(&candidate) {
+                    open(tx, &candidate, channels).await?;
+                }
+            } else {
                 // The outage began when the quorum-th location went DOWN.
                 let began = down_since
                     .get(quorum.clamp(1, down_since.len().max(1)) - 1)
                     .copied()
                     .unwrap_or_else(SystemTime::now);
-                tx.execute(&prepared(tx, OUTAGE_BEGAN).await?, &[check, &began])
-                    .await?;
+                opening.push((candidate, began));
             }
         } else if open_now.is_open(check) {
             let detail = match local {
@@ -730,6 +846,7 @@ pub async fn decide_checks(
             }
         }
     }
+    transitions.opened += open_checks(tx, &opening, channels).await?;
     Ok(transitions)
 }
 
