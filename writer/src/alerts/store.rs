@@ -867,8 +867,9 @@ pub async fn store_new_states(
 }
 
 /// Writes `states` with `statement` (`update_check_state.sql` for those stored
-/// before, `upsert_check_state.sql` for new ones), each with the interval its newest
-/// result gave (`intervals`; 0 when none did, which keeps the stored one).
+/// before, `insert_check_state.sql` for new ones), each with the interval its newest
+/// result gave (`intervals`; 0 when none did, which keeps the stored one). Returns the
+/// rows written.
 async fn store_states(
     tx: &Transaction<'_>,
     statement: &str,
