@@ -338,6 +338,29 @@ async fn record_all(
     Ok(())
 }
 
+/// The `opened` line of `candidate`'s alert `alert_id`, to the channels that take it
+/// (logged here: every opening goes through this).
+async fn opened_line<'a>(
+    tx: &Transaction<'_>,
+    alert_id: i64,
+    candidate: &'a Candidate,
+    channels: &Channels,
+) -> Result<Line<'a>, SinkError> {
+    let labels = agent_labels(tx, channels, &candidate.agent_id).await?;
+    tracing::info!(alert_id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
+    Ok(Line {
+        alert_id,
+        detail: &candidate.cause,
+        locations: &candidate.locations,
+        channels: channels.for_alert(Routed {
+            kind: candidate.kind,
+            subject: &candidate.subject,
+            agent_id: &candidate.agent_id,
+            labels: &labels,
+        }),
+    })
+}
+
 /// Opens the `check_down` alerts of `candidates` (each with when its outage began)
 /// at once, those not open yet; one that met an open alert after all (another writer
 /// opened it meanwhile) goes through [`open`] and updates it. Returns how many opened.
@@ -390,19 +413,7 @@ async fn open_checks(
             }
             continue;
         };
-        let labels = agent_labels(tx, channels, &candidate.agent_id).await?;
-        lines.push(Line {
-            alert_id,
-            detail: &candidate.cause,
-            locations: &candidate.locations,
-            channels: channels.for_alert(Routed {
-                kind: candidate.kind,
-                subject: &candidate.subject,
-                agent_id: &candidate.agent_id,
-                labels: &labels,
-            }),
-        });
-        tracing::info!(alert_id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
+        lines.push(opened_line(tx, alert_id, candidate, channels).await?);
     }
     record_all(tx, "opened", &lines).await?;
     Ok(count)
@@ -429,23 +440,8 @@ pub async fn open(
         )
         .await?;
     if let Some(row) = opened {
-        let id: i64 = row.get("alert_id");
-        let labels = agent_labels(tx, channels, &candidate.agent_id).await?;
-        record(
-            tx,
-            id,
-            "opened",
-            &candidate.cause,
-            &candidate.locations,
-            &channels.for_alert(Routed {
-                kind: candidate.kind,
-                subject: &candidate.subject,
-                agent_id: &candidate.agent_id,
-                labels: &labels,
-            }),
-        )
-        .await?;
-        tracing::info!(alert_id = id, kind = candidate.kind, subject = %candidate.subject, cause = %candidate.cause, "alert opened");
+        let line = opened_line(tx, row.get("alert_id"), candidate, channels).await?;
+        record_all(tx, "opened", &[line]).await?;
         return Ok(true);
     }
     let changed = tx
