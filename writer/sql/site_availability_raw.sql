@@ -1,4 +1,6 @@
--- Availability per site over [$2, $3) from raw rows (exact percentiles); $1 = '' for all sites.
+-- Availability per site over [$2, $3) from raw rows (exact percentiles); $1 = '' for all
+-- sites. One page: the first $5 sites whose URL sorts after $4, in URL order (the
+-- (url, ts) index gives that order, so a page reads only its own sites).
 SELECT s.url,
        count(*)::bigint AS checks,
        (count(*) FILTER (WHERE s.ok))::bigint AS ok_checks,
@@ -14,6 +16,7 @@ SELECT s.url,
               WHERE c.url = s.url AND c.ts >= $2 AND c.ts < $3
               GROUP BY 1) codes) AS status_codes
 FROM site_checks s
-WHERE ($1 = '' OR s.url = $1) AND s.ts >= $2 AND s.ts < $3
+WHERE ($1 = '' OR s.url = $1) AND s.url > $4 AND s.ts >= $2 AND s.ts < $3
 GROUP BY s.url
 ORDER BY s.url
+LIMIT $5

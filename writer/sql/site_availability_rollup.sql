@@ -1,5 +1,6 @@
 -- Availability per site from the $4 ('minute' or 'hour') rollups whose buckets start
--- in [date_trunc($4, $2::timestamptz), $3); $1 = '' for all sites.
+-- in [date_trunc($4, $2::timestamptz), $3); $1 = '' for all sites. One page: the first
+-- $6 sites whose URL sorts after $5, in URL order.
 SELECT r.url,
        sum(r.checks)::bigint AS checks,
        sum(r.ok_checks)::bigint AS ok_checks,
@@ -19,7 +20,8 @@ SELECT r.url,
                 AND r2.bucket_start >= date_trunc($4, $2::timestamptz) AND r2.bucket_start < $3::timestamptz
               GROUP BY kv.key) latency) AS latency_buckets
 FROM site_check_rollups r
-WHERE ($1 = '' OR r.url = $1) AND r.resolution = $4
+WHERE ($1 = '' OR r.url = $1) AND r.url > $5 AND r.resolution = $4
   AND r.bucket_start >= date_trunc($4, $2::timestamptz) AND r.bucket_start < $3::timestamptz
 GROUP BY r.url
 ORDER BY r.url
+LIMIT $6

@@ -188,6 +188,58 @@ async fn site_availability_matches_hand_computed_values() {
     writer.stop().await;
 }
 
+/// 2 500 sites answer in pages of at most `SITES_PAGE_ROWS`, from raw rows and from
+/// either rollup: every site once, in URL order, with its own figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_of_many_sites_comes_in_pages_of_its_own() {
+    const SITES: u64 = 2500;
+    let setup = Setup::new().await;
+    let writer = setup.start_writer().await;
+    let base = seconds_ago(50 * 60);
+    let url = |i: u64| format!("https://s{i:04}.example/");
+    let checks: Vec<_> = (0..SITES)
+        .map(|i| check("a1", i + 1, base, &url(i), Some(200), i % 2 == 0, 10.0))
+        .collect();
+    setup.produce_checks(&checks).await;
+    setup
+        .wait_for("SELECT count(*) FROM site_checks", SITES as i64)
+        .await;
+    let mut history = setup.history(&writer, Role::Operator);
+    let page_rows = fleetmon_writer::api::history::SITES_PAGE_ROWS;
+    for (ago, source) in [
+        (3600, "raw"),
+        (3 * 86_400, "rollup_minute"),
+        (30 * 86_400, "rollup_hour"),
+    ] {
+        let (mut seen, mut sizes, mut page_token) = (Vec::new(), Vec::new(), String::new());
+        loop {
+            let page = history
+                .get_site_availability(SiteAvailabilityRequest {
+                    url: String::new(),
+                    range: since(Duration::from_secs(ago)),
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            sizes.push(page.sites.len());
+            for site in &page.sites {
+                assert_eq!(site.source, source);
+                assert_eq!(site.checks, 1, "{source}: {}", site.url);
+                seen.push((site.url.clone(), site.ok_checks));
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(sizes, [page_rows, page_rows, 500], "{source}: page sizes");
+        let expected: Vec<_> = (0..SITES).map(|i| (url(i), 1 - i % 2)).collect();
+        assert_eq!(seen, expected, "{source}: every site once, in order");
+    }
+    writer.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_series_averages_per_step_and_agents_are_listed() {
     let setup = Setup::new().await;

@@ -117,7 +117,16 @@ impl HistoryService {
         let client = self.client().await?;
         let sites = if span <= RAW_RANGE_LIMIT {
             let rows = client
-                .query(AVAILABILITY_RAW, &[&request.url, &start, &end])
+                .query(
+                    AVAILABILITY_RAW,
+                    &[
+                        &request.url,
+                        &start,
+                        &end,
+                        &request.page_token,
+                        &PAGE_ROWS_ASKED,
+                    ],
+                )
                 .await?;
             rows.iter()
                 .map(|row| {
@@ -138,7 +147,14 @@ impl HistoryService {
             let rows = client
                 .query(
                     AVAILABILITY_ROLLUP,
-                    &[&request.url, &start, &end, &resolution],
+                    &[
+                        &request.url,
+                        &start,
+                        &end,
+                        &resolution,
+                        &request.page_token,
+                        &PAGE_ROWS_ASKED,
+                    ],
                 )
                 .await?;
             rows.iter()
@@ -154,7 +170,7 @@ impl HistoryService {
                 })
                 .collect()
         };
-        Ok(page_of_sites(sites, &request.page_token))
+        Ok(page_of_sites(sites))
     }
 
     async fn recent_checks(
@@ -253,18 +269,22 @@ fn availability(row: &tokio_postgres::Row) -> SiteAvailability {
     }
 }
 
-/// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.
 /// A page of availability answers stops growing once its encoded size passes this.
 pub const SITES_PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Most sites a page of availability answers holds.
+pub const SITES_PAGE_ROWS: usize = 1000;
+/// The rows a page's query asks for: one more than a page, to know whether more follow.
+const PAGE_ROWS_ASKED: i64 = SITES_PAGE_ROWS as i64 + 1;
 
-/// The sites whose URL sorts after `after`, in URL order, up to [`SITES_PAGE_BYTES`]
-/// (one at least), with the token of the next page.
-fn page_of_sites(mut sites: Vec<SiteAvailability>, after: &str) -> SiteAvailabilityResponse {
-    sites.retain(|s| s.url.as_str() > after);
-    sites.sort_by(|a, b| a.url.cmp(&b.url));
+/// A page from `sites`, the rows a page's query gave (the sites whose URL sorts after
+/// the page token, in URL order, at most [`PAGE_ROWS_ASKED`]): up to
+/// [`SITES_PAGE_ROWS`] sites and [`SITES_PAGE_BYTES`] (one at least), with the token of
+/// the next page when more follow.
+fn page_of_sites(mut sites: Vec<SiteAvailability>) -> SiteAvailabilityResponse {
     let mut bytes = 0;
     let fits = sites
         .iter()
+        .take(SITES_PAGE_ROWS)
         .take_while(|site| {
             let fits = bytes == 0 || bytes < SITES_PAGE_BYTES;
             bytes += prost::Message::encoded_len(*site);
@@ -283,6 +303,7 @@ fn page_of_sites(mut sites: Vec<SiteAvailability>, after: &str) -> SiteAvailabil
     }
 }
 
+/// Each call's errors become statuses in one place, [`ServiceError`]'s `From`.
 #[tonic::async_trait]
 impl History for HistoryService {
     #[instrument(skip_all)]
@@ -343,20 +364,37 @@ mod tests {
             url,
             ..Default::default()
         };
-        let sites: Vec<_> = (0..3000)
-            .map(|i| site(format!("https://x.example/{i:04}/{}", "p".repeat(4000))))
-            .collect();
-        let (mut seen, mut token) = (Vec::new(), String::new());
-        loop {
-            let page = page_of_sites(sites.clone(), &token);
-            assert!(prost::Message::encoded_len(&page) < SITES_PAGE_BYTES + 8 * 1024);
-            seen.extend(page.sites.into_iter().map(|s| s.url));
-            if page.next_page_token.is_empty() {
-                break;
+        // Long URLs fill a page by its bytes, short ones by its count of sites.
+        for (count, path) in [(3000, 4000), (2500, 8)] {
+            let sites: Vec<_> = (0..count)
+                .map(|i| site(format!("https://x.example/{i:04}/{}", "p".repeat(path))))
+                .collect();
+            let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+            loop {
+                // What the page's query gives: the sites after the token, in URL order.
+                let rows = sites
+                    .iter()
+                    .filter(|s| s.url > token)
+                    .take(PAGE_ROWS_ASKED as usize)
+                    .cloned()
+                    .collect();
+                let page = page_of_sites(rows);
+                pages += 1;
+                assert!(page.sites.len() <= SITES_PAGE_ROWS);
+                assert!(prost::Message::encoded_len(&page) < SITES_PAGE_BYTES + 8 * 1024);
+                seen.extend(page.sites.into_iter().map(|s| s.url));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
             }
-            token = page.next_page_token;
+            let all: Vec<String> = sites.into_iter().map(|s| s.url).collect();
+            assert_eq!(seen, all, "every site once, in order");
+            let least = (count * (path + 30)).div_ceil(SITES_PAGE_BYTES);
+            assert!(
+                pages >= least.max(count.div_ceil(SITES_PAGE_ROWS)) && pages <= least + 3,
+                "{count} sites of {path} bytes in {pages} pages"
+            );
         }
-        let all: Vec<String> = sites.into_iter().map(|s| s.url).collect();
-        assert_eq!(seen, all, "every site once, in order");
     }
 }
