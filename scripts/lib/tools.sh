@@ -330,14 +330,34 @@ ensure_browser() {
 # Records, every 100 ms until "$work/polling" is removed, when the host rows of the
 # agents in $tracked (a quoted SQL list) first become visible to a second connection:
 # table bench_visible in schema $schema at $pg_url (sample time ts, stored_at, seen_at).
-# Appends the poller's pid to pids.
+# Each poll reads only the rows after the last seq it saw of each tracked agent's
+# stream (a stream's rows become visible in seq order: one partition, batches commit
+# in turn), with JIT off: at 10 000 agents the estimates of a poll passed JIT's
+# thresholds, and compiling it took 110-310 ms a poll, most of a core taken from the
+# product under measurement. A poll now takes about 10 ms. A row it missed would show
+# in the report's "rows visible of stored". Appends the poller's pid to pids.
 start_visibility_poller() {
   touch "$work/polling"
   {
-    echo "SET search_path = $schema;"
+    echo "SET search_path = $schema; SET jit = off;"
     echo "CREATE UNLOGGED TABLE bench_visible (agent_id text, stream_id text, seq bigint, ts timestamptz, stored_at timestamptz, seen_at timestamptz, PRIMARY KEY (agent_id, stream_id, seq));"
+    echo "CREATE UNLOGGED TABLE bench_seen (agent_id text PRIMARY KEY, stream_id text, seq bigint NOT NULL);"
+    echo "INSERT INTO bench_seen SELECT unnest(ARRAY[$tracked]), NULL, 0;"
     while [ -e "$work/polling" ]; do
-      echo "INSERT INTO bench_visible SELECT agent_id, stream_id, seq, ts, stored_at, clock_timestamp() FROM host_samples WHERE agent_id IN ($tracked) AND ts > now() - interval '2 minutes' ON CONFLICT DO NOTHING;"
+      echo "WITH fresh AS (
+              INSERT INTO bench_visible
+              SELECT h.agent_id, h.stream_id, h.seq, h.ts, h.stored_at, clock_timestamp()
+              FROM bench_seen s CROSS JOIN LATERAL (
+                SELECT agent_id, stream_id, seq, ts, stored_at FROM host_samples h
+                 WHERE s.stream_id IS NULL AND h.agent_id = s.agent_id AND h.ts > now() - interval '2 minutes'
+                UNION ALL
+                SELECT agent_id, stream_id, seq, ts, stored_at FROM host_samples h
+                 WHERE h.agent_id = s.agent_id AND h.stream_id = s.stream_id AND h.seq > s.seq) h
+              ON CONFLICT DO NOTHING
+              RETURNING agent_id, stream_id, seq)
+            UPDATE bench_seen s SET stream_id = f.stream_id, seq = f.seq
+              FROM (SELECT DISTINCT ON (agent_id) agent_id, stream_id, seq FROM fresh ORDER BY agent_id, seq DESC) f
+             WHERE s.agent_id = f.agent_id;"
       sleep 0.1
     done
   } | psql -q -v ON_ERROR_STOP=1 "$pg_url" >"$work/poller.log" 2>&1 &
