@@ -524,7 +524,7 @@ impl<R: LogRecord> Follower<R> {
             match message {
                 Ok(message) => self.take(&mut view, &message),
                 Err(error) => {
-                    tracing::warn!(%error, kind = R::KIND, "reading a compacted topic failed; retrying");
+                    Self::read_failed(&error);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -533,11 +533,19 @@ impl<R: LogRecord> Follower<R> {
             for _ in 1..MOST_RECORDS_PER_VIEW {
                 match futures::FutureExt::now_or_never(self.consumer.recv()) {
                     Some(Ok(message)) => self.take(&mut view, &message),
-                    Some(Err(_)) | None => break,
+                    Some(Err(error)) => {
+                        Self::read_failed(&error);
+                        break;
+                    }
+                    None => break,
                 }
             }
             self.view.send_replace(Arc::new(view.successor()));
         }
+    }
+
+    fn read_failed(error: &rdkafka::error::KafkaError) {
+        tracing::warn!(%error, kind = R::KIND, "reading a compacted topic failed; retrying");
     }
 
     /// Applies one record to `view` and notes the outcome of this collector's writes.
