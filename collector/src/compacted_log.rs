@@ -117,6 +117,10 @@ pub struct LogView<R: LogRecord> {
     pub records: BTreeMap<String, Arc<R>>,
     /// The next offset to read: records before it are applied.
     pub next_offset: i64,
+    /// How many views the follower published up to this one (0: the empty view it
+    /// starts from). Records already fetched are applied together, so a burst of
+    /// records makes few views.
+    pub generation: u64,
     /// Built by the first reader that needs it.
     index: OnceLock<R::Index>,
 }
@@ -126,6 +130,7 @@ impl<R: LogRecord> Default for LogView<R> {
         LogView {
             records: BTreeMap::new(),
             next_offset: 0,
+            generation: 0,
             index: OnceLock::new(),
         }
     }
@@ -136,6 +141,7 @@ impl<R: LogRecord> std::fmt::Debug for LogView<R> {
         f.debug_struct("LogView")
             .field("records", &self.records.len())
             .field("next_offset", &self.next_offset)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +157,7 @@ impl<R: LogRecord> LogView<R> {
         LogView {
             records: self.records.clone(),
             next_offset: self.next_offset,
+            generation: self.generation,
             index: OnceLock::new(),
         }
     }
@@ -540,6 +547,7 @@ impl<R: LogRecord> Follower<R> {
                     None => break,
                 }
             }
+            view.generation += 1;
             self.view.send_replace(Arc::new(view.successor()));
         }
     }
