@@ -68,9 +68,12 @@ async fn thousands_of_records_in_the_topic_are_read_in_a_few_views() {
     );
     // The first log followed the same records as they came, and holds them all too.
     let mut watch = first.watch();
-    watch
-        .wait_for(|view| view.records.len() == RECORDS)
-        .await
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        watch.wait_for(|view| view.records.len() == RECORDS),
+    )
+    .await
+    .expect("the first log applied every record within 30 s")
+    .unwrap();
     shutdown.cancel();
 }
