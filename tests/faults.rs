@@ -162,7 +162,7 @@ impl Rig {
                  [kafka]\nbootstrap_servers = \"{kafka}\"\ngroup_id = \"{group}\"\n\
                  host_samples_topic = \"{host}\"\nsite_checks_topic = \"{site}\"\ndead_letter_topic = \"{dlq}\"\nreplication_factor = {replicas}\n{extra}\
                  [kafka.options]\n\"session.timeout.ms\" = {session}\n\"heartbeat.interval.ms\" = 1000\n\
-                 [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\n\
+                 [postgres]\nurl = \"{pg}\"\nschema = \"{schema}\"\nhost_rollup_delay_seconds = 1\n\
                  [batch]\nmax_rows = 500\nlinger_ms = 100\n",
                 cert = certs.join("writer.pem").display(),
                 key = certs.join("writer-key.pem").display(),
@@ -446,6 +446,23 @@ impl Rig {
     /// from their raw rows, per resolution.
     async fn rollup_mismatches(&self) -> Vec<(String, String, i64, i64)> {
         let db = self.schema.connect().await;
+        // Hour and day host buckets are worked out up to a second after their rows.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pending: i64 = db
+                .query_one("SELECT count(*) FROM host_rollup_pending", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(
+                pending == 0 || Instant::now() < deadline,
+                "{pending} host rollup hours still to fold after 60 s"
+            );
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         db.query(
             "SELECT r.resolution, c.url, c.checks, coalesce(r.checks, 0)::bigint \
              FROM (SELECT url, count(*) AS checks FROM site_checks GROUP BY url) c \

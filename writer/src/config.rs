@@ -150,7 +150,14 @@ pub struct PostgresConfig {
     pub rollup_retention_days: RollupRetention,
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
+    /// Hour and day host buckets are worked out from the minute buckets at most this
+    /// long after their minutes change (0: in the same batch's transaction, at about
+    /// three times the rollup cost a sample). At most 3 600.
+    pub host_rollup_delay_seconds: u64,
 }
+
+/// The longest `postgres.host_rollup_delay_seconds`.
+pub const MAX_HOST_ROLLUP_DELAY_SECONDS: u64 = 3_600;
 
 /// Days of rollups kept, per tier: host rollups, and the minute and hour buckets of
 /// site rollups (availability reports and status pages read `check_days` and the
@@ -898,6 +905,7 @@ impl Default for PostgresConfig {
             retention_days: 30,
             rollup_retention_days: RollupRetention::default(),
             partitions_ahead_days: 3,
+            host_rollup_delay_seconds: 60,
         }
     }
 }
@@ -1010,6 +1018,28 @@ impl WriterConfig {
                 ));
             }
         }
+        // Hour buckets are worked out from minute buckets, day buckets from hour
+        // buckets: both must outlive the raw rows a late sample can still join.
+        for (tier, days) in [("minute", tiers.minute), ("hour", tiers.hour)] {
+            if days < self.postgres.retention_days {
+                return Err(ConfigError::field(
+                    &format!("postgres.rollup_retention_days.{tier}"),
+                    format!(
+                        "is {days}, below postgres.retention_days ({}): the coarser buckets are worked out from these, so keep them at least as long as the raw rows",
+                        self.postgres.retention_days
+                    ),
+                ));
+            }
+        }
+        if self.postgres.host_rollup_delay_seconds > MAX_HOST_ROLLUP_DELAY_SECONDS {
+            return Err(ConfigError::field(
+                "postgres.host_rollup_delay_seconds",
+                format!(
+                    "is {}, more than {MAX_HOST_ROLLUP_DELAY_SECONDS}: hour and day charts would lag by as much; use 60 (or 0 to work them out in every batch)",
+                    self.postgres.host_rollup_delay_seconds
+                ),
+            ));
+        }
         if self.batch.max_rows == 0 {
             return Err(ConfigError::field("batch.max_rows", "must be at least 1"));
         }
@@ -1105,6 +1135,36 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid config: `postgres.rollup_retention_days.hour` must be at least 1"
+        );
+    }
+
+    #[test]
+    fn coarse_host_buckets_need_finer_ones_that_outlive_the_raw_rows() {
+        let load = |vars: &[(&str, &str)]| {
+            WriterConfig::load(
+                None,
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load(&[("FLEETMON_WRITER__POSTGRES__ROLLUP_RETENTION_DAYS__MINUTE", "7")]),
+            Err("invalid config: `postgres.rollup_retention_days.minute` is 7, below postgres.retention_days (30): the coarser buckets are worked out from these, so keep them at least as long as the raw rows".to_owned())
+        );
+        assert_eq!(
+            load(&[
+                (
+                    "FLEETMON_WRITER__POSTGRES__ROLLUP_RETENTION_DAYS__MINUTE",
+                    "7"
+                ),
+                ("FLEETMON_WRITER__POSTGRES__RETENTION_DAYS", "7"),
+            ]),
+            Ok(())
+        );
+        assert_eq!(
+            load(&[("FLEETMON_WRITER__POSTGRES__HOST_ROLLUP_DELAY_SECONDS", "86400")]),
+            Err("invalid config: `postgres.host_rollup_delay_seconds` is 86400, more than 3600: hour and day charts would lag by as much; use 60 (or 0 to work them out in every batch)".to_owned())
         );
     }
 

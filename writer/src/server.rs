@@ -304,6 +304,10 @@ pub async fn start(
             progress::save(sink.background().clone(), progress, shutdown.clone()),
         );
         tasks.spawn(
+            "host rollup folding",
+            fold_host_rollups(sink.clone(), shutdown.clone()),
+        );
+        tasks.spawn(
             "partition maintenance",
             maintain(sink, retention, ahead, shutdown.clone()),
         );
@@ -355,6 +359,24 @@ fn watch_health(
         },
         shutdown,
     )
+}
+
+/// Folds the hour marks of host partitions that no batch folds (see
+/// `store::host_rollups`): those of agents gone quiet, or of a writer gone.
+async fn fold_host_rollups(sink: Arc<PostgresSink>, shutdown: CancellationToken) {
+    let every =
+        (sink.host_rollup_delay() / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match sink.fold_idle_host_rollups().await {
+            Ok(0) => {}
+            Ok(hours) => tracing::debug!(hours, "host rollups of quiet partitions folded"),
+            Err(error) => tracing::warn!(%error, "folding host rollups failed; trying again"),
+        }
+    }
 }
 
 async fn maintain(

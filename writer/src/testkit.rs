@@ -75,6 +75,9 @@ impl Setup {
         config.postgres.url = schema.url().to_owned();
         config.postgres.schema = schema.name.clone();
         config.batch.linger_ms = 50;
+        // Hour and day host buckets in each batch's transaction, so a test reads them
+        // with the rows (`host_rollups_fold_*` tests take the delayed way).
+        config.postgres.host_rollup_delay_seconds = 0;
         // Tests restart writers in the same group right away: a member that did not get
         // to leave cleanly (a busy broker) then blocks the rebalance for the session
         // timeout (45 s by default); keep that short here.

@@ -531,18 +531,7 @@ async fn host_rollups_hold_what_the_samples_add_up_to_through_a_crash_a_redelive
     let writer = setup.start_writer().await;
     // Two agents every 20 s over 150 minutes, across hour boundaries.
     let start = seconds_ago(3 * 3600);
-    let hosts: Vec<HostSample> = (1..=900u64)
-        .map(|seq| {
-            let agent = ["h1", "h2"][(seq % 2) as usize];
-            let mut sample = host(agent, seq, start + Duration::from_secs(seq * 10));
-            sample.cpu_usage_percent = (seq % 41) as f64 + 0.5;
-            sample.load_average_1m = (seq % 7) as f64 * 0.25;
-            sample.memory_used_bytes = (seq % 13) << 28;
-            sample.network_rx_bytes_per_second = (seq % 5) as f64 * 1024.0;
-            sample.process_count = 100 + (seq % 17) as u32;
-            sample
-        })
-        .collect();
+    let hosts = varied_host_samples(start);
     // The first part, then the writer dies without a goodbye (its offsets may or may
     // not be stored), and a new one in its group gets the rest and some again.
     setup.produce_hosts(&hosts[..400]).await;
@@ -589,6 +578,91 @@ async fn host_rollups_hold_what_the_samples_add_up_to_through_a_crash_a_redelive
         .await;
     writer.stop().await;
     assert_eq!(text_lines(&db, &host_rollup_lines(true)).await, stored);
+}
+
+/// Two agents every 20 s over 150 minutes from `start`, with figures that vary.
+fn varied_host_samples(start: SystemTime) -> Vec<HostSample> {
+    (1..=900u64)
+        .map(|seq| {
+            let agent = ["h1", "h2"][(seq % 2) as usize];
+            let mut sample = host(agent, seq, start + Duration::from_secs(seq * 10));
+            sample.cpu_usage_percent = (seq % 41) as f64 + 0.5;
+            sample.load_average_1m = (seq % 7) as f64 * 0.25;
+            sample.memory_used_bytes = (seq % 13) << 28;
+            sample.network_rx_bytes_per_second = (seq % 5) as f64 * 1024.0;
+            sample.process_count = 100 + (seq % 17) as u32;
+            sample
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rollups_fold_hours_and_days_later_even_after_a_crash_and_for_a_late_sample() {
+    let setup = Setup::new().await;
+    let delayed = |config: &mut fleetmon_writer::WriterConfig| {
+        config.postgres.host_rollup_delay_seconds = 10;
+    };
+    let writer = setup.start_writer_with(delayed).await;
+    let start = seconds_ago(3 * 3600);
+    let hosts = varied_host_samples(start);
+    setup.produce_hosts(&hosts).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 900)
+        .await;
+    // Stored with their minute buckets; the hours and days wait for their marks, at
+    // least 5 s. The writer dies with them.
+    writer.running.task.abort();
+    let db = connected_elsewhere(&setup).await;
+    let marked: i64 = db
+        .query_one("SELECT count(*) FROM host_rollup_pending", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(marked >= 2 * 3, "{marked} hours marked");
+    let coarse: i64 = db
+        .query_one(
+            "SELECT count(*) FROM host_rollups WHERE resolution IN ('hour', 'day')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        coarse, 0,
+        "hour and day buckets before their marks fell due"
+    );
+
+    // Another writer, with no sample left to write, folds what the first one marked.
+    let writer = setup.start_writer_with(delayed).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_rollup_pending", 0)
+        .await;
+    let expected = text_lines(&db, &host_rollup_lines(false)).await;
+    assert_eq!(text_lines(&db, &host_rollup_lines(true)).await, expected);
+
+    // A late sample into an hour folded long ago moves its hour and day again.
+    let mut late = host("h1", 5000, start + Duration::from_secs(1805));
+    late.cpu_usage_percent = 99.5;
+    late.process_count = 4000;
+    setup.produce_hosts(&[late]).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 901)
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM host_rollup_pending", 0)
+        .await;
+    writer.stop().await;
+    let expected = text_lines(&db, &host_rollup_lines(false)).await;
+    assert_eq!(text_lines(&db, &host_rollup_lines(true)).await, expected);
+    let hour_max: f64 = db
+        .query_one(
+            "SELECT max(process_count_max) FROM host_rollups WHERE resolution = 'hour' AND agent_id = 'h1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hour_max, 4000.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,24 +6,34 @@
 //! counters are kept as the rates the agent computed over each interval, so a
 //! bucket's average rate is the bytes moved per second over it.
 //!
-//! Like the check rollups, a batch adds only the host rows it inserted, in the rows'
-//! transaction, so a redelivered or replayed sample adds nothing. Rows stored before
-//! these rollups existed are added once by [`backfill_next_day`].
+//! Like the check rollups, a batch adds only the host rows it inserted to the minute
+//! buckets, in the rows' transaction, so a redelivered or replayed sample adds
+//! nothing. The hour and day buckets are worked out again from the finer tier, not
+//! added to: each batch marks the hours it touched in `host_rollup_pending`, per Kafka
+//! partition, and a mark falls due within `postgres.host_rollup_delay_seconds`. A due
+//! mark is folded ([`fold_due`]) under its partition's lock, as the partition's
+//! batches are written: by the next batch of that partition, or by [`fold_idle`] when
+//! none comes. Folding sets the hour from its minute buckets and the day from its hour
+//! buckets, so it gives the same figures however often it runs. A fleet of agents
+//! sampling every second so writes one rollup row a sample, not three.
+//!
+//! Rows stored before these rollups existed are added once by [`backfill_next_day`],
+//! which holds folds off meanwhile.
 //!
 //! Each tier is a partition of `host_rollups` (by resolution), itself partitioned by
 //! time (`store/partitions.rs`) and kept as long as `postgres.rollup_retention_days`
 //! says for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Transaction;
 use fleetmon::pb::HostSample;
 
 use super::SinkError;
 use super::buckets::{Tier, bucket_start};
-use crate::consume::row_batch::HostRow;
+use crate::consume::row_batch::{HostRow, RowBatch};
 
 /// A gauge rolled up: its column in `host_samples` (and the stem of its four
 /// rollup columns) and its value in a sample.
@@ -169,7 +179,7 @@ impl Bucket {
     }
 }
 
-/// Adds the host rows `inserted` to their minute, hour and day rollups.
+/// Adds the host rows `inserted` to their minute rollups.
 pub(super) async fn add_to_host_rollups(
     tx: &Transaction<'_>,
     inserted: &[&HostRow],
@@ -180,13 +190,11 @@ pub(super) async fn add_to_host_rollups(
     // Ordered by key, so concurrent writers lock rollup rows in the same order.
     let mut buckets: BTreeMap<(&str, Tier, SystemTime), Bucket> = BTreeMap::new();
     for &row in inserted {
-        for tier in Tier::ALL {
-            let start = bucket_start(row.ts, tier.seconds());
-            buckets
-                .entry((row.sample.agent_id.as_str(), tier, start))
-                .or_insert_with(|| Bucket::new(row))
-                .add(row);
-        }
+        let start = bucket_start(row.ts, Tier::Minute.seconds());
+        buckets
+            .entry((row.sample.agent_id.as_str(), Tier::Minute, start))
+            .or_insert_with(|| Bucket::new(row))
+            .add(row);
     }
     let agents: Vec<&str> = buckets.keys().map(|(agent, ..)| *agent).collect();
     let tiers: Vec<&str> = buckets.keys().map(|(_, tier, _)| tier.name()).collect();
@@ -210,6 +218,190 @@ pub(super) async fn add_to_host_rollups(
     let upsert = tx.prepare_cached(&UPSERT).await?;
     tx.execute(&upsert, &params).await?;
     Ok(())
+}
+
+/// Taken exclusively by a backfill and shared by every fold, so that a fold never
+/// sets a bucket from a snapshot without the backfill's rows while the backfill adds
+/// to it (a single 64-bit key: a key space apart from the partitions' locks).
+const BACKFILL_LOCK: i64 = 0x686f_7374_5f66_6f6c; // "host_fol"
+
+/// Marks the hours of a batch's host rows, per Kafka partition, to be folded within
+/// `delay` (at a random point of its second half, so the marks of a fleet that starts
+/// together do not all fall due in one batch). A mark already there keeps its time.
+pub(super) async fn mark_hours(
+    tx: &Transaction<'_>,
+    batch: &RowBatch,
+    delay: Duration,
+) -> Result<(), SinkError> {
+    let mut marks: BTreeSet<(&str, i32, &str, SystemTime)> = BTreeSet::new();
+    for ((topic, partition), rows) in batch.partitions() {
+        for row in &rows.hosts {
+            let hour = bucket_start(row.ts, Tier::Hour.seconds());
+            marks.insert((topic, *partition, &row.sample.agent_id, hour));
+        }
+    }
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<&str> = marks.iter().map(|m| m.0).collect();
+    let partitions: Vec<i32> = marks.iter().map(|m| m.1).collect();
+    let agents: Vec<&str> = marks.iter().map(|m| m.2).collect();
+    let hours: Vec<SystemTime> = marks.iter().map(|m| m.3).collect();
+    let mark = tx
+        .prepare_cached(include_str!("../../sql/host_rollup_mark.sql"))
+        .await?;
+    tx.execute(
+        &mark,
+        &[&topics, &partitions, &agents, &hours, &delay.as_secs_f64()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How a bucket of `tier` is worked out from the buckets of the tier below it, given
+/// the buckets to work out as `due(agent_id, bucket)`: every figure set anew, so
+/// working one out twice gives the same row.
+fn fold_sql(tier: Tier, due: &str) -> String {
+    let from = match tier {
+        Tier::Hour => Tier::Minute,
+        Tier::Day => Tier::Hour,
+        Tier::Minute => unreachable!("minute buckets are added to, not worked out"),
+    };
+    let mut figures = vec![
+        "sum(f.samples)::bigint".to_owned(),
+        "max(f.last_ts)".to_owned(),
+    ];
+    let mut sets = vec![
+        "samples = EXCLUDED.samples".to_owned(),
+        "last_ts = EXCLUDED.last_ts".to_owned(),
+    ];
+    for gauge in &GAUGES {
+        let c = gauge.column;
+        figures.extend([
+            format!("sum(f.{c}_sum)"),
+            format!("min(f.{c}_min)"),
+            format!("max(f.{c}_max)"),
+            format!("(array_agg(f.{c}_last ORDER BY f.last_ts DESC))[1]"),
+        ]);
+        sets.extend(FIGURES.map(|fig| format!("{c}_{fig} = EXCLUDED.{c}_{fig}")));
+    }
+    format!(
+        "{due} INSERT INTO host_rollups AS r (agent_id, resolution, bucket_start, {columns}) \
+         SELECT d.agent_id, '{tier}', d.bucket, {figures} \
+         FROM (SELECT DISTINCT agent_id, bucket FROM due) d \
+         JOIN {table} f ON f.agent_id = d.agent_id AND f.resolution = '{from}' \
+           AND f.bucket_start >= d.bucket AND f.bucket_start < d.bucket + interval '{seconds} seconds' \
+         GROUP BY d.agent_id, d.bucket ORDER BY 1, 3 \
+         ON CONFLICT (agent_id, resolution, bucket_start) DO UPDATE SET {sets} \
+         RETURNING agent_id, bucket_start",
+        columns = value_columns().join(", "),
+        tier = tier.name(),
+        figures = figures.join(", "),
+        table = from.table(),
+        from = from.name(),
+        seconds = tier.seconds(),
+        sets = sets.join(", "),
+    )
+}
+
+/// Takes at most $3 due marks of the partitions ($1 topics, $2 partitions), oldest
+/// first, and works their hours out from the minute buckets.
+static FOLD_HOURS: LazyLock<String> = LazyLock::new(|| {
+    fold_sql(
+        Tier::Hour,
+        "WITH due AS ( \
+           DELETE FROM host_rollup_pending p USING ( \
+             SELECT topic, partition, agent_id, hour FROM host_rollup_pending \
+             WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int4[])) AND due <= now() \
+             ORDER BY due LIMIT $3) m \
+           WHERE p.topic = m.topic AND p.partition = m.partition AND p.agent_id = m.agent_id AND p.hour = m.hour \
+           RETURNING p.agent_id, p.hour AS bucket)",
+    )
+});
+
+/// Works out the days $2 of the agents $1 from their hour buckets.
+static FOLD_DAYS: LazyLock<String> = LazyLock::new(|| {
+    fold_sql(
+        Tier::Day,
+        "WITH due AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(agent_id, bucket))",
+    )
+});
+
+/// Folds at most `limit` due marks of `partitions`, whose locks the caller holds:
+/// sets their hours from the minute buckets and those hours' days from the hour
+/// buckets. Returns the hours folded; none while a backfill runs (they stay due).
+pub(super) async fn fold_due(
+    tx: &Transaction<'_>,
+    partitions: &[(&str, i32)],
+    limit: i64,
+) -> Result<u64, SinkError> {
+    let backfill_idle: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock_shared($1)",
+            &[&BACKFILL_LOCK],
+        )
+        .await?
+        .get(0);
+    if !backfill_idle || partitions.is_empty() {
+        return Ok(0);
+    }
+    let (topics, numbers): (Vec<&str>, Vec<i32>) = partitions.iter().copied().unzip();
+    let fold_hours = tx.prepare_cached(&FOLD_HOURS).await?;
+    let hours = tx.query(&fold_hours, &[&topics, &numbers, &limit]).await?;
+    let days: BTreeSet<(String, SystemTime)> = hours
+        .iter()
+        .map(|row| {
+            let hour: SystemTime = row.get(1);
+            (row.get(0), bucket_start(hour, Tier::Day.seconds()))
+        })
+        .collect();
+    if !days.is_empty() {
+        let (agents, starts): (Vec<String>, Vec<SystemTime>) = days.into_iter().unzip();
+        let fold_days = tx.prepare_cached(&FOLD_DAYS).await?;
+        tx.execute(&fold_days, &[&agents, &starts]).await?;
+    }
+    Ok(hours.len() as u64)
+}
+
+/// The most marks one transaction of [`fold_idle`] folds (the partition's batches
+/// wait meanwhile).
+const IDLE_FOLD_LIMIT: i64 = 2_000;
+
+/// Folds the due marks of partitions no batch is writing (a batch folds its own
+/// partitions' marks): each partition whose lock is free, in transactions of at most
+/// [`IDLE_FOLD_LIMIT`] marks. Returns the hours folded.
+pub(super) async fn fold_idle(client: &mut deadpool_postgres::Client) -> Result<u64, SinkError> {
+    let due = client
+        .query(
+            "SELECT DISTINCT topic, partition FROM host_rollup_pending WHERE due <= now() ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut folded = 0;
+    for row in due {
+        let topic: String = row.get(0);
+        let partition: i32 = row.get(1);
+        loop {
+            let tx = client.transaction().await?;
+            let free: bool = tx
+                .query_one(
+                    include_str!("../../sql/try_lock_partition.sql"),
+                    &[&topic, &partition],
+                )
+                .await?
+                .get(0);
+            if !free {
+                break;
+            }
+            let n = fold_due(&tx, &[(topic.as_str(), partition)], IDLE_FOLD_LIMIT).await?;
+            tx.commit().await?;
+            folded += n;
+            if n < IDLE_FOLD_LIMIT as u64 {
+                break;
+            }
+        }
+    }
+    Ok(folded)
 }
 
 /// Adds up the host rows of one UTC day ($1, its midnight) stored before $2 (when
@@ -260,6 +452,10 @@ pub(super) async fn backfill_next_day(
     let Some(row) = tx.query_opt(NEXT_BACKFILL_DAY, &[]).await? else {
         return Ok(None);
     };
+    // Folds set buckets this day's rows are added to: wait for those running and
+    // hold off new ones until the commit.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BACKFILL_LOCK])
+        .await?;
     let day: SystemTime = row.get("day");
     let cutoff: SystemTime = row.get("cutoff");
     let backfill = tx.prepare_cached(&BACKFILL).await?;

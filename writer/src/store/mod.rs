@@ -125,6 +125,8 @@ pub struct PostgresSink {
     after_rows: Option<Box<dyn AfterRows>>,
     /// The TLS mode of `postgres.url`, for connection hints.
     mode: fleetmon::postgres::SslMode,
+    /// `postgres.host_rollup_delay_seconds`.
+    host_rollup_delay: Duration,
 }
 
 impl PostgresSink {
@@ -166,6 +168,7 @@ impl PostgresSink {
             partitions: Partitions::new(&config.schema),
             after_rows: None,
             mode,
+            host_rollup_delay: Duration::from_secs(config.host_rollup_delay_seconds),
         })
     }
 
@@ -209,6 +212,18 @@ impl PostgresSink {
             tracing::info!(%day, "host rows stored before the rollups began are added up");
         }
         Ok(days)
+    }
+
+    /// Folds the due hour marks of host partitions no batch is writing (see
+    /// `host_rollups`); returns the hours folded.
+    pub async fn fold_idle_host_rollups(&self) -> Result<u64, SinkError> {
+        let mut client = self.background.get().await?;
+        host_rollups::fold_idle(&mut client).await
+    }
+
+    /// How long after its minutes change an hour's host bucket is worked out.
+    pub fn host_rollup_delay(&self) -> Duration {
+        self.host_rollup_delay
     }
 
     /// The pool of the History and Alerts APIs: its statements are cancelled after
@@ -308,11 +323,22 @@ impl PostgresSink {
         let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
         let mut outcome = AfterRowsOutcome::Unchanged;
-        if self.after_rows.is_some() && !checks.is_empty() {
+        if !hosts.is_empty() || (self.after_rows.is_some() && !checks.is_empty()) {
             lock_partitions(&tx, batch).await?;
         }
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
+            host_rollups::mark_hours(&tx, batch, self.host_rollup_delay).await?;
+            // As many due marks as the batch can have made, and some: the folding
+            // keeps up with the marking, spread over the partitions' batches.
+            let partitions: Vec<(&str, i32)> = batch
+                .partitions()
+                .iter()
+                .filter(|(_, rows)| !rows.hosts.is_empty())
+                .map(|((topic, partition), _)| (topic.as_str(), *partition))
+                .collect();
+            let limit = i64::try_from(hosts.len()).unwrap_or(i64::MAX / 2) + 100;
+            host_rollups::fold_due(&tx, &partitions, limit).await?;
         }
         if !hosts.is_empty() || !checks.is_empty() {
             agents::upsert_agents(&tx, &hosts, &checks).await?;
