@@ -602,15 +602,17 @@ async fn host_rollups_fold_hours_and_days_later_even_after_a_crash_and_for_a_lat
     let delayed = |config: &mut fleetmon_writer::WriterConfig| {
         config.postgres.host_rollup_delay_seconds = 10;
     };
-    let writer = setup.start_writer_with(delayed).await;
+    let writer = setup
+        .start_writer_with(|config| config.postgres.host_rollup_delay_seconds = 3600)
+        .await;
     let start = seconds_ago(3 * 3600);
     let hosts = varied_host_samples(start);
     setup.produce_hosts(&hosts).await;
     setup
         .wait_for("SELECT count(*) FROM host_samples", 900)
         .await;
-    // Stored with their minute buckets; the hours and days wait for their marks, at
-    // least 5 s. The writer dies with them.
+    // Stored with their minute buckets; the hours and days wait for their marks, due
+    // in half an hour or more. The writer dies with them.
     writer.running.task.abort();
     let db = connected_elsewhere(&setup).await;
     let marked: i64 = db
@@ -632,7 +634,11 @@ async fn host_rollups_fold_hours_and_days_later_even_after_a_crash_and_for_a_lat
         "hour and day buckets before their marks fell due"
     );
 
-    // Another writer, with no sample left to write, folds what the first one marked.
+    // Another writer, with no sample left to write, folds what the first one marked
+    // once it falls due (here at once, as if the half hour had passed).
+    db.execute("UPDATE host_rollup_pending SET due = now()", &[])
+        .await
+        .unwrap();
     let writer = setup.start_writer_with(delayed).await;
     setup
         .wait_for("SELECT count(*) FROM host_rollup_pending", 0)
@@ -651,6 +657,17 @@ async fn host_rollups_fold_hours_and_days_later_even_after_a_crash_and_for_a_lat
     setup
         .wait_for("SELECT count(*) FROM host_rollup_pending", 0)
         .await;
+    // Once more into that hour, now that this writer's own mark of it was folded: the
+    // writer must mark it again, not trust that its mark is still there.
+    let mut later = host("h1", 5001, start + Duration::from_secs(1806));
+    later.process_count = 4001;
+    setup.produce_hosts(&[later]).await;
+    setup
+        .wait_for("SELECT count(*) FROM host_samples", 902)
+        .await;
+    setup
+        .wait_for("SELECT count(*) FROM host_rollup_pending", 0)
+        .await;
     writer.stop().await;
     let expected = text_lines(&db, &host_rollup_lines(false)).await;
     assert_eq!(text_lines(&db, &host_rollup_lines(true)).await, expected);
@@ -662,7 +679,7 @@ async fn host_rollups_fold_hours_and_days_later_even_after_a_crash_and_for_a_lat
         .await
         .unwrap()
         .get(0);
-    assert_eq!(hour_max, 4000.0);
+    assert_eq!(hour_max, 4001.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

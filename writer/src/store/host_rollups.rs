@@ -24,9 +24,9 @@
 //! time (`store/partitions.rs`) and kept as long as `postgres.rollup_retention_days`
 //! says for it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::LazyLock;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Transaction;
 use fleetmon::pb::HostSample;
@@ -225,14 +225,110 @@ pub(super) async fn add_to_host_rollups(
 /// to it (a single 64-bit key: a key space apart from the partitions' locks).
 const BACKFILL_LOCK: i64 = 0x686f_7374_5f66_6f6c; // "host_fol"
 
+/// How long before a mark falls due this writer stops trusting that it is still
+/// there: room for the clocks (this host's and PostgreSQL's) and the statement's
+/// own time.
+const MARK_MARGIN: Duration = Duration::from_secs(2);
+
+/// The hour marks this writer inserted, and until when (this host's monotonic clock)
+/// each is sure to be in `host_rollup_pending`. A mark is folded only once due
+/// (`due <= now()` under the partition's lock), so until shortly before then a batch
+/// that changes that hour's minutes need not mark it again: it checks here after
+/// taking the partition's lock, which it holds until its minutes are committed.
+#[derive(Debug, Default)]
+pub(super) struct MarkedHours {
+    inner: Mutex<Marked>,
+}
+
+/// An agent's hours marked, each with until when its mark is sure.
+type AgentMarks = Vec<(SystemTime, Instant)>;
+
+/// Per topic, partition and agent: each hour marked and until when the mark is sure.
+#[derive(Debug, Default)]
+struct Marked {
+    by_partition: HashMap<String, HashMap<i32, HashMap<String, AgentMarks>>>,
+    /// When expired entries were last dropped.
+    swept: Option<Instant>,
+}
+
+/// A mark as the batch's statement inserted it: topic, partition, agent, hour, and
+/// the seconds until it falls due from the transaction's start (PostgreSQL's clock).
+pub(super) type NewMark = (String, i32, String, SystemTime, f64);
+
+impl MarkedHours {
+    /// Drops from `marks` those sure to be there at `now`.
+    fn drop_sure(&self, marks: &mut BTreeSet<(&str, i32, &str, SystemTime)>, now: Instant) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        marks.retain(|&(topic, partition, agent, hour)| {
+            !inner
+                .by_partition
+                .get(topic)
+                .and_then(|partitions| partitions.get(&partition))
+                .and_then(|agents| agents.get(agent))
+                .is_some_and(|hours| hours.iter().any(|&(h, until)| h == hour && until > now))
+        });
+    }
+
+    /// Remembers the marks a committed batch inserted in a transaction begun at
+    /// `began` (on this host's clock, before PostgreSQL's `now()` of it).
+    pub(super) fn remember(&self, marks: Vec<NewMark>, began: Instant) {
+        if marks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner
+            .swept
+            .is_none_or(|swept| now.duration_since(swept) > Duration::from_secs(60))
+        {
+            for partitions in inner.by_partition.values_mut() {
+                for agents in partitions.values_mut() {
+                    agents.retain(|_, hours| {
+                        hours.retain(|&(_, until)| until > now);
+                        !hours.is_empty()
+                    });
+                }
+                partitions.retain(|_, agents| !agents.is_empty());
+            }
+            inner
+                .by_partition
+                .retain(|_, partitions| !partitions.is_empty());
+            inner.swept = Some(now);
+        }
+        for (topic, partition, agent, hour, due_in) in marks {
+            let Some(until) = Duration::try_from_secs_f64(due_in)
+                .ok()
+                .and_then(|due_in| due_in.checked_sub(MARK_MARGIN))
+                .map(|sure| began + sure)
+            else {
+                continue;
+            };
+            let hours = inner
+                .by_partition
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_default()
+                .entry(agent)
+                .or_default();
+            hours.retain(|&(h, until)| h != hour && until > now);
+            hours.push((hour, until));
+        }
+    }
+}
+
 /// Marks the hours of a batch's host rows, per Kafka partition, to be folded within
 /// `delay` (at a random point of its second half, so the marks of a fleet that starts
-/// together do not all fall due in one batch). A mark already there keeps its time.
+/// together do not all fall due in one batch), except those `marked` is sure of. A
+/// mark already there keeps its time. Called with the batch's partitions locked;
+/// returns the marks inserted, for [`MarkedHours::remember`] once committed.
 pub(super) async fn mark_hours(
     tx: &Transaction<'_>,
     batch: &RowBatch,
     delay: Duration,
-) -> Result<(), SinkError> {
+    marked: &MarkedHours,
+) -> Result<Vec<NewMark>, SinkError> {
+    let now = Instant::now();
     let mut marks: BTreeSet<(&str, i32, &str, SystemTime)> = BTreeSet::new();
     for ((topic, partition), rows) in batch.partitions() {
         for row in &rows.hosts {
@@ -240,8 +336,9 @@ pub(super) async fn mark_hours(
             marks.insert((topic, *partition, &row.sample.agent_id, hour));
         }
     }
+    marked.drop_sure(&mut marks, now);
     if marks.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let topics: Vec<&str> = marks.iter().map(|m| m.0).collect();
     let partitions: Vec<i32> = marks.iter().map(|m| m.1).collect();
@@ -250,12 +347,16 @@ pub(super) async fn mark_hours(
     let mark = tx
         .prepare_cached(include_str!("../../sql/host_rollup_mark.sql"))
         .await?;
-    tx.execute(
-        &mark,
-        &[&topics, &partitions, &agents, &hours, &delay.as_secs_f64()],
-    )
-    .await?;
-    Ok(())
+    let inserted = tx
+        .query(
+            &mark,
+            &[&topics, &partitions, &agents, &hours, &delay.as_secs_f64()],
+        )
+        .await?;
+    Ok(inserted
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect())
 }
 
 /// How a bucket of `tier` is worked out from the buckets of the tier below it, given

@@ -127,6 +127,8 @@ pub struct PostgresSink {
     mode: fleetmon::postgres::SslMode,
     /// `postgres.host_rollup_delay_seconds`.
     host_rollup_delay: Duration,
+    /// The hour marks of host rows this writer knows are there.
+    marked_hours: host_rollups::MarkedHours,
 }
 
 impl PostgresSink {
@@ -169,6 +171,7 @@ impl PostgresSink {
             after_rows: None,
             mode,
             host_rollup_delay: Duration::from_secs(config.host_rollup_delay_seconds),
+            marked_hours: host_rollups::MarkedHours::default(),
         })
     }
 
@@ -313,6 +316,8 @@ impl PostgresSink {
     pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {
         self.ensure_partitions(&batch.days()).await?;
         let mut client = self.pool.get().await?;
+        // Before PostgreSQL's now() of the transaction: what the marks' due times count from.
+        let began = std::time::Instant::now();
         // No temporary table is touched unless it is needed (the staging tables only
         // for a redelivery), so a plain batch's commit has no temporary tables to empty.
         let tx = client.transaction().await?;
@@ -323,12 +328,15 @@ impl PostgresSink {
         let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
         let mut outcome = AfterRowsOutcome::Unchanged;
+        let mut new_marks = Vec::new();
         if !hosts.is_empty() || (self.after_rows.is_some() && !checks.is_empty()) {
             lock_partitions(&tx, batch).await?;
         }
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
-            host_rollups::mark_hours(&tx, batch, self.host_rollup_delay).await?;
+            new_marks =
+                host_rollups::mark_hours(&tx, batch, self.host_rollup_delay, &self.marked_hours)
+                    .await?;
             // As many due marks as the batch can have made, and some: the folding
             // keeps up with the marking, spread over the partitions' batches.
             let partitions: Vec<(&str, i32)> = batch
@@ -354,6 +362,7 @@ impl PostgresSink {
             }
         }
         tx.commit().await?;
+        self.marked_hours.remember(new_marks, began);
         if let Some(work) = &self.after_rows
             && outcome == AfterRowsOutcome::Changed
         {
