@@ -55,7 +55,8 @@ fn spawn_collector(
 
 /// The writer binary listening on 127.0.0.1:`listen` with its test certificates from
 /// `certs`, storing into `schema` of `pg_url`, in a consumer group and with a
-/// dead-letter topic of its own and batches of 100 ms; the caller adds its topics.
+/// dead-letter topic of its own and batches of 100 ms, host rollups worked out in
+/// each batch (charts read them with the rows); the caller adds its topics.
 pub fn writer_command(
     certs: &Path,
     schema: &PgSchema,
@@ -80,7 +81,8 @@ pub fn writer_command(
             "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
             super::unique_name("fleetmon-test-dlq"),
         )
-        .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100");
+        .env("FLEETMON_WRITER__BATCH__LINGER_MS", "100")
+        .env("FLEETMON_WRITER__POSTGRES__HOST_ROLLUP_DELAY_SECONDS", "0");
     command
 }
 

@@ -1,10 +1,10 @@
--- Marks hours whose minute buckets a batch changed ($1 topics, $2 partitions the rows
--- came through, $3 agents, $4 hours), due within $5 seconds (at a random point of the
+-- Marks minutes a batch stored host rows in ($1 topics, $2 partitions the rows came
+-- through, $3 agents, $4 minutes), due within $5 seconds (at a random point of the
 -- second half); a mark already there keeps its due time (store/host_rollups.rs).
 -- Returns the marks inserted, each with the seconds until it falls due.
-INSERT INTO host_rollup_pending (topic, partition, agent_id, hour, due)
-SELECT m.topic, m.partition, m.agent_id, m.hour,
+INSERT INTO host_rollup_pending (topic, partition, agent_id, minute, due)
+SELECT m.topic, m.partition, m.agent_id, m.minute,
        now() + make_interval(secs => $5::float8 * (0.5 + random() / 2))
-FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[]) AS m(topic, partition, agent_id, hour)
+FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[]) AS m(topic, partition, agent_id, minute)
 ON CONFLICT DO NOTHING
-RETURNING topic, partition, agent_id, hour, extract(epoch FROM due - now())::float8
+RETURNING topic, partition, agent_id, minute, extract(epoch FROM due - now())::float8

@@ -150,9 +150,9 @@ pub struct PostgresConfig {
     pub rollup_retention_days: RollupRetention,
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
-    /// Hour and day host buckets are worked out from the minute buckets at most this
-    /// long after their minutes change (0: in the same batch's transaction, at about
-    /// three times the rollup cost a sample). At most 3 600.
+    /// Host rollups (minute, hour and day buckets) are worked out from the stored rows
+    /// at most this long after them (0: in each batch's transaction, at the cost of the
+    /// rollup rows of every batch). At most 3 600.
     pub host_rollup_delay_seconds: u64,
 }
 
@@ -1035,7 +1035,7 @@ impl WriterConfig {
             return Err(ConfigError::field(
                 "postgres.host_rollup_delay_seconds",
                 format!(
-                    "is {}, more than {MAX_HOST_ROLLUP_DELAY_SECONDS}: hour and day charts would lag by as much; use 60 (or 0 to work them out in every batch)",
+                    "is {}, more than {MAX_HOST_ROLLUP_DELAY_SECONDS}: rollup charts would lag by as much; use 60 (or 0 to work them out in every batch)",
                     self.postgres.host_rollup_delay_seconds
                 ),
             ));
@@ -1164,7 +1164,7 @@ mod tests {
         );
         assert_eq!(
             load(&[("FLEETMON_WRITER__POSTGRES__HOST_ROLLUP_DELAY_SECONDS", "86400")]),
-            Err("invalid config: `postgres.host_rollup_delay_seconds` is 86400, more than 3600: hour and day charts would lag by as much; use 60 (or 0 to work them out in every batch)".to_owned())
+            Err("invalid config: `postgres.host_rollup_delay_seconds` is 86400, more than 3600: rollup charts would lag by as much; use 60 (or 0 to work them out in every batch)".to_owned())
         );
     }
 

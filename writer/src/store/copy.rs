@@ -227,7 +227,8 @@ fn big(value: u64) -> i64 {
 }
 
 /// Stores host rows, skipping those already stored or repeated, and the busiest
-/// processes and the rollups of those it inserted; returns the host rows inserted. The common case,
+/// processes of those it inserted; returns the host rows inserted (their rollups are
+/// worked out later from them, `host_rollups`). The common case,
 /// a batch of new rows, is one COPY into `host_samples`; a batch that meets a stored
 /// or repeated row goes through the staging table.
 pub(super) async fn insert_hosts(
@@ -260,7 +261,6 @@ pub(super) async fn insert_hosts(
     if !processes.is_empty() {
         copy_processes_into(tx, super::partitions::PROCESS_TABLE, processes.iter()).await?;
     }
-    super::host_rollups::add_to_host_rollups(tx, &inserted).await?;
     Ok(inserted.len() as u64)
 }
 

@@ -127,8 +127,8 @@ pub struct PostgresSink {
     mode: fleetmon::postgres::SslMode,
     /// `postgres.host_rollup_delay_seconds`.
     host_rollup_delay: Duration,
-    /// The hour marks of host rows this writer knows are there.
-    marked_hours: host_rollups::MarkedHours,
+    /// The minute marks of host rows this writer knows are there.
+    marked_minutes: host_rollups::MarkedMinutes,
 }
 
 impl PostgresSink {
@@ -171,7 +171,7 @@ impl PostgresSink {
             after_rows: None,
             mode,
             host_rollup_delay: Duration::from_secs(config.host_rollup_delay_seconds),
-            marked_hours: host_rollups::MarkedHours::default(),
+            marked_minutes: host_rollups::MarkedMinutes::default(),
         })
     }
 
@@ -334,9 +334,13 @@ impl PostgresSink {
         }
         if !hosts.is_empty() {
             stats.host_rows = copy::insert_hosts(&tx, &hosts).await?;
-            new_marks =
-                host_rollups::mark_hours(&tx, batch, self.host_rollup_delay, &self.marked_hours)
-                    .await?;
+            new_marks = host_rollups::mark_minutes(
+                &tx,
+                batch,
+                self.host_rollup_delay,
+                &self.marked_minutes,
+            )
+            .await?;
             // As many due marks as the batch can have made, and some: the folding
             // keeps up with the marking, spread over the partitions' batches.
             let partitions: Vec<(&str, i32)> = batch
@@ -362,7 +366,7 @@ impl PostgresSink {
             }
         }
         tx.commit().await?;
-        self.marked_hours.remember(new_marks, began);
+        self.marked_minutes.remember(new_marks, began);
         if let Some(work) = &self.after_rows
             && outcome == AfterRowsOutcome::Changed
         {
