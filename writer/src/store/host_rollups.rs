@@ -50,19 +50,6 @@ const GAUGES: [&str; 9] = [
     "process_count",
 ];
 
-/// The four figures kept of each gauge, as column suffixes.
-const FIGURES: [&str; 4] = ["sum", "min", "max", "last"];
-
-/// `host_rollups`' value columns after the key: samples, last_ts, then each gauge's
-/// sum, min, max and last.
-fn value_columns() -> Vec<String> {
-    let mut columns = vec!["samples".to_owned(), "last_ts".to_owned()];
-    for gauge in GAUGES {
-        columns.extend(FIGURES.iter().map(|f| format!("{gauge}_{f}")));
-    }
-    columns
-}
-
 /// The tier a tier's buckets are worked out from (`None`: the raw host rows).
 fn source(tier: Tier) -> Option<Tier> {
     match tier {
@@ -72,88 +59,128 @@ fn source(tier: Tier) -> Option<Tier> {
     }
 }
 
-/// A bucket's value columns worked out from the rows `f` of `from` (`None`: raw host
-/// rows), in [`value_columns`]' order. The last value is the latest sample's.
-fn figures(from: Option<Tier>) -> String {
-    let mut figures = Vec::with_capacity(2 + 4 * GAUGES.len());
-    match from {
-        None => {
-            figures.extend(["count(*)".to_owned(), "max(f.ts)".to_owned()]);
-            for gauge in GAUGES {
-                let c = format!("f.{gauge}::float8");
-                figures.extend([
-                    format!("sum({c})"),
-                    format!("min({c})"),
-                    format!("max({c})"),
-                    format!("(array_agg({c} ORDER BY f.ts DESC, f.stream_id DESC, f.seq DESC))[1]"),
-                ]);
-            }
-        }
-        Some(_) => {
-            figures.extend([
-                "sum(f.samples)::bigint".to_owned(),
-                "max(f.last_ts)".to_owned(),
-            ]);
-            for gauge in GAUGES {
-                figures.extend([
-                    format!("sum(f.{gauge}_sum)"),
-                    format!("min(f.{gauge}_min)"),
-                    format!("max(f.{gauge}_max)"),
-                    format!("(array_agg(f.{gauge}_last ORDER BY f.last_ts DESC))[1]"),
-                ]);
-            }
-        }
-    }
-    figures.join(", ")
+/// How a bucket of `tier` reads the tier below it (`f`): the rows, the time that
+/// places a row, the time of its latest sample, and the order that picks one of
+/// several rows of that time.
+struct Source {
+    rows: String,
+    time: &'static str,
+    latest: &'static str,
+    tie: &'static str,
+    /// ` AND f.resolution = '…'` for a rollup tier.
+    resolution: String,
 }
 
-/// The rows `f` a bucket of `tier` is worked out from, and the time column that
-/// places them.
-fn source_rows(tier: Tier) -> (String, &'static str) {
+fn source_of(tier: Tier) -> Source {
     match source(tier) {
-        None => ("host_samples f".to_owned(), "f.ts"),
-        Some(from) => (format!("{} f", from.table()), "f.bucket_start"),
+        None => Source {
+            rows: "host_samples f".to_owned(),
+            time: "f.ts",
+            latest: "f.ts",
+            tie: "f.stream_id DESC, f.seq DESC",
+            resolution: String::new(),
+        },
+        Some(from) => Source {
+            rows: format!("{} f", from.table()),
+            time: "f.bucket_start",
+            latest: "f.last_ts",
+            tie: "f.bucket_start DESC",
+            resolution: format!(" AND f.resolution = '{}'", from.name()),
+        },
     }
 }
 
-/// Inserts the rows of a `SELECT agent_id, resolution, bucket_start, figures…` into
-/// `host_rollups`, every figure set anew over a stored bucket's.
-fn set_buckets(select: &str) -> String {
-    let columns = value_columns();
+/// The figures a group of rows `f` of `from` (`None`: raw host rows) adds up to,
+/// each `AS` its column: samples, last_ts, and each gauge's sum, min and max.
+fn aggregates(from: Option<Tier>) -> Vec<String> {
+    let mut figures = match from {
+        None => vec![
+            "count(*) AS samples".to_owned(),
+            "max(f.ts) AS last_ts".to_owned(),
+        ],
+        Some(_) => vec![
+            "sum(f.samples)::bigint AS samples".to_owned(),
+            "max(f.last_ts) AS last_ts".to_owned(),
+        ],
+    };
+    for gauge in GAUGES {
+        let value = match from {
+            None => std::array::from_fn(|_| format!("f.{gauge}::float8")),
+            Some(_) => ["sum", "min", "max"].map(|fig| format!("f.{gauge}_{fig}")),
+        };
+        figures.extend([
+            format!("sum({}) AS {gauge}_sum", value[0]),
+            format!("min({}) AS {gauge}_min", value[1]),
+            format!("max({}) AS {gauge}_max", value[2]),
+        ]);
+    }
+    figures
+}
+
+/// Sets the buckets of `tier` that `groups` (a `SELECT agent_id, bucket,
+/// aggregates…`) adds up, each with the last values of the latest sample in it
+/// (one lookup a bucket, not a sort a gauge), every figure set anew over a stored
+/// bucket's; returns each bucket set.
+fn set_buckets(tier: Tier, groups: &str) -> String {
+    let src = source_of(tier);
+    let mut columns = vec!["samples".to_owned(), "last_ts".to_owned()];
+    for gauge in GAUGES {
+        columns.extend(["sum", "min", "max"].map(|fig| format!("{gauge}_{fig}")));
+    }
+    let lasts: Vec<String> = GAUGES
+        .iter()
+        .map(|gauge| match source(tier) {
+            None => format!("f.{gauge}::float8"),
+            Some(_) => format!("f.{gauge}_last"),
+        })
+        .collect();
+    let from_groups: Vec<String> = columns.iter().map(|c| format!("g.{c}")).collect();
+    columns.extend(GAUGES.iter().map(|gauge| format!("{gauge}_last")));
     let sets: Vec<String> = columns
         .iter()
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
     format!(
-        "INSERT INTO host_rollups AS r (agent_id, resolution, bucket_start, {}) {select} \
-         ON CONFLICT (agent_id, resolution, bucket_start) DO UPDATE SET {}",
-        columns.join(", "),
-        sets.join(", ")
+        "INSERT INTO host_rollups AS r (agent_id, resolution, bucket_start, {columns}) \
+         SELECT g.agent_id, '{name}', g.bucket, {from_groups}, l.* FROM ({groups}) g \
+         CROSS JOIN LATERAL (SELECT {lasts} FROM {rows} \
+           WHERE f.agent_id = g.agent_id{resolution} AND {time} >= g.bucket \
+             AND {time} < g.bucket + interval '{seconds} seconds' AND {latest} = g.last_ts \
+           ORDER BY {tie} LIMIT 1) l \
+         ORDER BY 1, 3 \
+         ON CONFLICT (agent_id, resolution, bucket_start) DO UPDATE SET {sets} \
+         RETURNING agent_id, bucket_start",
+        columns = columns.join(", "),
+        name = tier.name(),
+        from_groups = from_groups.join(", "),
+        lasts = lasts.join(", "),
+        rows = src.rows,
+        resolution = src.resolution,
+        time = src.time,
+        seconds = tier.seconds(),
+        latest = src.latest,
+        tie = src.tie,
+        sets = sets.join(", "),
     )
 }
 
 /// Works out the buckets of `tier` a CTE `due(agent_id, bucket)` names from the tier
 /// below (each found by the index on agent and time); returns each bucket set.
 fn fold_sql(tier: Tier, due: &str) -> String {
-    let (rows, time) = source_rows(tier);
-    let select = format!(
-        "SELECT d.agent_id, '{name}', d.bucket, {figures} \
+    let src = source_of(tier);
+    let groups = format!(
+        "SELECT d.agent_id, d.bucket, {aggregates} \
          FROM (SELECT DISTINCT agent_id, bucket FROM due) d \
          JOIN {rows} ON f.agent_id = d.agent_id{resolution} \
            AND {time} >= d.bucket AND {time} < d.bucket + interval '{seconds} seconds' \
-         GROUP BY d.agent_id, d.bucket ORDER BY 1, 3",
-        name = tier.name(),
-        figures = figures(source(tier)),
-        resolution = source(tier).map_or(String::new(), |from| format!(
-            " AND f.resolution = '{}'",
-            from.name()
-        )),
+         GROUP BY d.agent_id, d.bucket",
+        aggregates = aggregates(source(tier)).join(", "),
+        rows = src.rows,
+        resolution = src.resolution,
+        time = src.time,
         seconds = tier.seconds(),
     );
-    format!(
-        "{due} {} RETURNING agent_id, bucket_start",
-        set_buckets(&select)
-    )
+    format!("{due} {}", set_buckets(tier, &groups))
 }
 
 /// Takes at most $3 due marks of the partitions ($1 topics, $2 partitions), oldest
@@ -419,18 +446,18 @@ pub(super) async fn fold_idle(client: &mut deadpool_postgres::Client) -> Result<
 /// Works out the buckets of `tier` of every agent in one UTC day ($1, its midnight)
 /// from the tier below, in one pass over the day.
 fn backfill_sql(tier: Tier) -> String {
-    let (rows, time) = source_rows(tier);
-    let resolution = source(tier).map_or(String::new(), |from| {
-        format!("f.resolution = '{}' AND ", from.name())
-    });
-    set_buckets(&format!(
-        "SELECT f.agent_id, '{name}', date_bin(interval '{seconds} seconds', {time}, TIMESTAMPTZ '2000-01-01 00:00:00+00'), {figures} \
-         FROM {rows} WHERE {resolution}{time} >= $1 AND {time} < $1 + interval '1 day' \
-         GROUP BY 1, 3 ORDER BY 1, 3",
-        name = tier.name(),
+    let src = source_of(tier);
+    let groups = format!(
+        "SELECT f.agent_id, date_bin(interval '{seconds} seconds', {time}, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, {aggregates} \
+         FROM {rows} WHERE {time} >= $1 AND {time} < $1 + interval '1 day'{resolution} \
+         GROUP BY 1, 2",
         seconds = tier.seconds(),
-        figures = figures(source(tier)),
-    ))
+        time = src.time,
+        aggregates = aggregates(source(tier)).join(", "),
+        rows = src.rows,
+        resolution = src.resolution,
+    );
+    set_buckets(tier, &groups)
 }
 
 static BACKFILL: LazyLock<[String; 3]> = LazyLock::new(|| Tier::ALL.map(backfill_sql));
@@ -491,15 +518,17 @@ mod tests {
 
     #[test]
     fn each_tier_is_set_from_the_one_below_with_every_column() {
-        let columns = value_columns();
-        assert_eq!(columns.len(), 2 + 4 * GAUGES.len());
+        let mut columns = vec!["samples".to_owned(), "last_ts".to_owned()];
+        for gauge in GAUGES {
+            columns.extend(["sum", "min", "max", "last"].map(|f| format!("{gauge}_{f}")));
+        }
         for tier in Tier::ALL {
             let fold = if tier == Tier::Minute {
                 FOLD_MINUTES.clone()
             } else {
                 fold_given(tier)
             };
-            let (rows, _) = source_rows(tier);
+            let rows = source_of(tier).rows;
             for sql in [fold, backfill_sql(tier)] {
                 assert!(sql.contains(&rows), "{sql}");
                 assert!(sql.contains(&format!("'{}'", tier.name())), "{sql}");
