@@ -361,7 +361,7 @@ fn watch_health(
     )
 }
 
-/// Folds the hour marks of host partitions that no batch folds (see
+/// Folds the minute marks of host partitions that no batch folds (see
 /// `store::host_rollups`): those of agents gone quiet, or of a writer gone.
 async fn fold_host_rollups(sink: Arc<PostgresSink>, shutdown: CancellationToken) {
     let every =
@@ -373,7 +373,7 @@ async fn fold_host_rollups(sink: Arc<PostgresSink>, shutdown: CancellationToken)
         }
         match sink.fold_idle_host_rollups().await {
             Ok(0) => {}
-            Ok(hours) => tracing::debug!(hours, "host rollups of quiet partitions folded"),
+            Ok(minutes) => tracing::debug!(minutes, "host rollups of quiet partitions folded"),
             Err(error) => tracing::warn!(%error, "folding host rollups failed; trying again"),
         }
     }

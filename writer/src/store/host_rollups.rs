@@ -8,13 +8,14 @@
 //!
 //! Buckets are worked out, never added to: a batch stores its host rows and marks
 //! the minutes they fall in (`host_rollup_pending`, per Kafka partition), due within
-//! `postgres.host_rollup_delay_seconds`. A due mark is folded ([`fold_due`]) under its
+//! `postgres.host_rollup_delay_seconds`, once the minute is over if that comes within
+//! it (`sql/host_rollup_mark.sql`; at once when it is 0). A due mark is folded ([`fold_due`]) under its
 //! partition's lock, the lock the partition's batches take: by the partition's next
 //! batch, or by [`fold_idle`] when none comes. Folding sets the minute from its raw
 //! rows, the hour from its minutes and the day from its hours, so a redelivered or
 //! replayed sample (not stored twice) adds nothing and folding twice gives the same
-//! row. A fleet sampling every second so writes about one mark an agent a minute and
-//! a few rollup rows a fold, instead of three rollup rows a sample.
+//! row. A fleet sampling every second so writes about one mark and three bucket rows
+//! an agent a minute, instead of three rollup rows a sample.
 //!
 //! A writer does not mark a minute again while a mark it inserted is sure to be there
 //! ([`MarkedMinutes`]): a mark is folded only once due.
@@ -375,6 +376,9 @@ pub(super) async fn fold_due(
     partitions: &[(&str, i32)],
     limit: i64,
 ) -> Result<u64, SinkError> {
+    if partitions.is_empty() {
+        return Ok(0);
+    }
     let backfill_idle: bool = tx
         .query_one(
             "SELECT pg_try_advisory_xact_lock_shared($1)",
@@ -382,7 +386,7 @@ pub(super) async fn fold_due(
         )
         .await?
         .get(0);
-    if !backfill_idle || partitions.is_empty() {
+    if !backfill_idle {
         return Ok(0);
     }
     let (topics, numbers): (Vec<&str>, Vec<i32>) = partitions.iter().copied().unzip();

@@ -217,14 +217,15 @@ impl PostgresSink {
         Ok(days)
     }
 
-    /// Folds the due hour marks of host partitions no batch is writing (see
-    /// `host_rollups`); returns the hours folded.
+    /// Folds the due minute marks of host partitions no batch is writing (see
+    /// `host_rollups`); returns the minutes folded.
     pub async fn fold_idle_host_rollups(&self) -> Result<u64, SinkError> {
         let mut client = self.background.get().await?;
         host_rollups::fold_idle(&mut client).await
     }
 
-    /// How long after its minutes change an hour's host bucket is worked out.
+    /// `postgres.host_rollup_delay_seconds`: how long after its rows a host bucket is
+    /// worked out at most.
     pub fn host_rollup_delay(&self) -> Duration {
         self.host_rollup_delay
     }
