@@ -151,9 +151,9 @@ pub struct PostgresConfig {
     /// Daily partitions created ahead of today.
     pub partitions_ahead_days: u32,
     /// Host rollups (minute, hour and day buckets) are worked out from the stored rows
-    /// at most this long after them, once their minute is over if that comes sooner
-    /// (0: in each batch's transaction, at the cost of the rollup rows of every batch).
-    /// At most 3 600.
+    /// about this long after them, and with 60 or more once their minute is over
+    /// (docs/HOSTS.md; 0: in each batch's transaction, at the cost of the rollup rows
+    /// of every batch). At most 3 600.
     pub host_rollup_delay_seconds: u64,
 }
 

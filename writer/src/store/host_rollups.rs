@@ -7,9 +7,9 @@
 //! bucket's average rate is the bytes moved per second over it.
 //!
 //! Buckets are worked out, never added to: a batch stores its host rows and marks
-//! the minutes they fall in (`host_rollup_pending`, per Kafka partition), due within
-//! `postgres.host_rollup_delay_seconds`, once the minute is over if that comes within
-//! it (`sql/host_rollup_mark.sql`; at once when it is 0). A due mark is folded ([`fold_due`]) under its
+//! the minutes they fall in (`host_rollup_pending`, per Kafka partition), due after
+//! `postgres.host_rollup_delay_seconds` and, with a delay of a minute or more, once
+//! the minute is over (`sql/host_rollup_mark.sql`; at once when it is 0). A due mark is folded ([`fold_due`]) under its
 //! partition's lock, the lock the partition's batches take: by the partition's next
 //! batch, or by [`fold_idle`] when none comes. Folding sets the minute from its raw
 //! rows, the hour from its minutes and the day from its hours, so a redelivered or
