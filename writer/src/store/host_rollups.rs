@@ -64,6 +64,8 @@ fn source(tier: Tier) -> Option<Tier> {
 /// places a row, the time of its latest sample, and the order that picks one of
 /// several rows of that time.
 struct Source {
+    /// The raw host rows (`None`), or a rollup tier.
+    from: Option<Tier>,
     rows: String,
     time: &'static str,
     latest: &'static str,
@@ -73,49 +75,56 @@ struct Source {
 }
 
 fn source_of(tier: Tier) -> Source {
-    match source(tier) {
+    let from = source(tier);
+    match from {
         None => Source {
+            from,
             rows: "host_samples f".to_owned(),
             time: "f.ts",
             latest: "f.ts",
             tie: "f.stream_id DESC, f.seq DESC",
             resolution: String::new(),
         },
-        Some(from) => Source {
-            rows: format!("{} f", from.table()),
+        Some(below) => Source {
+            from,
+            rows: format!("{} f", below.table()),
             time: "f.bucket_start",
             latest: "f.last_ts",
             tie: "f.bucket_start DESC",
-            resolution: format!(" AND f.resolution = '{}'", from.name()),
+            resolution: format!(" AND f.resolution = '{}'", below.name()),
         },
     }
 }
 
-/// The figures a group of rows `f` of `from` (`None`: raw host rows) adds up to,
-/// each `AS` its column: samples, last_ts, and each gauge's sum, min and max.
-fn aggregates(from: Option<Tier>) -> Vec<String> {
-    let mut figures = match from {
-        None => vec![
-            "count(*) AS samples".to_owned(),
-            "max(f.ts) AS last_ts".to_owned(),
-        ],
-        Some(_) => vec![
-            "sum(f.samples)::bigint AS samples".to_owned(),
-            "max(f.last_ts) AS last_ts".to_owned(),
-        ],
-    };
-    for gauge in GAUGES {
-        let value = match from {
-            None => std::array::from_fn(|_| format!("f.{gauge}::float8")),
-            Some(_) => ["sum", "min", "max"].map(|fig| format!("f.{gauge}_{fig}")),
-        };
-        figures.extend([
-            format!("sum({}) AS {gauge}_sum", value[0]),
-            format!("min({}) AS {gauge}_min", value[1]),
-            format!("max({}) AS {gauge}_max", value[2]),
-        ]);
+impl Source {
+    /// What a row gives to a bucket's figure `fig` (sum, min, max or last) of
+    /// `gauge`: a raw row its value, a rollup row its own figure.
+    fn value(&self, gauge: &str, fig: &str) -> String {
+        match self.from {
+            None => format!("f.{gauge}::float8"),
+            Some(_) => format!("f.{gauge}_{fig}"),
+        }
     }
-    figures
+
+    /// The figures a group of its rows adds up to, each `AS` its column: samples,
+    /// last_ts, and each gauge's sum, min and max.
+    fn aggregates(&self) -> Vec<String> {
+        let samples = match self.from {
+            None => "count(*)",
+            Some(_) => "sum(f.samples)::bigint",
+        };
+        let mut figures = vec![
+            format!("{samples} AS samples"),
+            format!("max({}) AS last_ts", self.latest),
+        ];
+        for gauge in GAUGES {
+            figures.extend(
+                ["sum", "min", "max"]
+                    .map(|fig| format!("{fig}({}) AS {gauge}_{fig}", self.value(gauge, fig))),
+            );
+        }
+        figures
+    }
 }
 
 /// Sets the buckets of `tier` that `groups` (a `SELECT agent_id, bucket,
@@ -130,10 +139,7 @@ fn set_buckets(tier: Tier, groups: &str) -> String {
     }
     let lasts: Vec<String> = GAUGES
         .iter()
-        .map(|gauge| match source(tier) {
-            None => format!("f.{gauge}::float8"),
-            Some(_) => format!("f.{gauge}_last"),
-        })
+        .map(|gauge| src.value(gauge, "last"))
         .collect();
     let from_groups: Vec<String> = columns.iter().map(|c| format!("g.{c}")).collect();
     columns.extend(GAUGES.iter().map(|gauge| format!("{gauge}_last")));
@@ -175,7 +181,7 @@ fn fold_sql(tier: Tier, due: &str) -> String {
          JOIN {rows} ON f.agent_id = d.agent_id{resolution} \
            AND {time} >= d.bucket AND {time} < d.bucket + interval '{seconds} seconds' \
          GROUP BY d.agent_id, d.bucket",
-        aggregates = aggregates(source(tier)).join(", "),
+        aggregates = src.aggregates().join(", "),
         rows = src.rows,
         resolution = src.resolution,
         time = src.time,
@@ -457,7 +463,7 @@ fn backfill_sql(tier: Tier) -> String {
          GROUP BY 1, 2",
         seconds = tier.seconds(),
         time = src.time,
-        aggregates = aggregates(source(tier)).join(", "),
+        aggregates = src.aggregates().join(", "),
         rows = src.rows,
         resolution = src.resolution,
     );
