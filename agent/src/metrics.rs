@@ -34,6 +34,8 @@ pub struct AgentMetrics {
     pub dropped: Counter,
     /// Samples the collector acknowledged.
     pub acked: Counter,
+    /// Batches sent (resent ones included): with `acked`, how well samples gather.
+    pub batches_sent: Counter,
     /// Connections to the collector opened after the first.
     pub reconnects: Counter,
     /// How late checks start against their schedule.
@@ -55,6 +57,7 @@ impl AgentMetrics {
             queue_depth: Gauge::default(),
             dropped: Counter::default(),
             acked: Counter::default(),
+            batches_sent: Counter::default(),
             reconnects: Counter::default(),
             check_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             certificate_not_after: Gauge::default(),
@@ -82,6 +85,11 @@ impl AgentMetrics {
             "samples_acked",
             "Samples the collector acknowledged",
             metrics.acked.clone(),
+        );
+        r.register(
+            "batches_sent",
+            "Batches of samples sent to the collector, resent ones included",
+            metrics.batches_sent.clone(),
         );
         r.register(
             "reconnects",

@@ -1,8 +1,11 @@
 //! The sender: one bidirectional stream to the collector, batches out, acks in.
 //!
-//! Batches go out when `batch_size` samples wait or every `batch_interval`; acked
-//! samples leave the outbox; after any disconnect everything unacknowledged is sent
-//! again on a new stream, reconnecting with exponential backoff and jitter.
+//! A sample goes out as soon as it is taken when nothing sent awaits its ack; else it
+//! waits for those acks, for `batch_size` samples to gather, or for `batch_interval` at
+//! most, and goes in one batch with the others that waited. So a quiet agent's samples
+//! are not held back, and a busy one's gather into batches by themselves. Acked samples
+//! leave the outbox; after any disconnect everything unacknowledged is sent again on a
+//! new stream, reconnecting with exponential backoff and jitter.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +35,7 @@ pub struct SenderConfig {
     pub endpoints: Reloading<Vec<Endpoint>>,
     /// Samples per batch at most.
     pub batch_size: usize,
-    /// Longest wait before a non-full batch goes out.
+    /// Longest a sample waits for the acks of earlier batches before it goes out.
     pub batch_interval: Duration,
     /// Longest pause between reconnect attempts.
     pub max_backoff: Duration,
@@ -141,7 +144,8 @@ async fn stream(
     // False once the TLS files are no longer watched (reloading disabled).
     let mut watching = true;
     loop {
-        // Send what is due: full batches always, a partial one on the tick or when draining.
+        // Send what is due: full batches always, a partial one on the tick, when
+        // draining, or when nothing sent awaits its ack.
         let send_partial = tokio::select! {
             biased;
             () = shutdown.cancelled(), if draining.is_none() => {
@@ -181,6 +185,7 @@ async fn stream(
                 false
             }
         };
+        let send_partial = send_partial || sent_through <= outbox.settled();
         loop {
             if sent_through.saturating_sub(outbox.settled()) >= window {
                 break;
@@ -201,6 +206,7 @@ async fn stream(
                 return Ended::Disconnected("stream closed while sending".to_owned());
             }
             sent_through = last;
+            metrics.batches_sent.inc();
             tracing::trace!(%stream_id, sent_through, "batch sent");
         }
         if draining.is_some() && outbox.is_empty() {

@@ -58,12 +58,26 @@ fn start_sender(
     addr: SocketAddr,
     outbox: Arc<Outbox>,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let (sender, stop, _) = start_sender_with(pki, addr, outbox, Duration::from_millis(100));
+    (sender, stop)
+}
+
+fn start_sender_with(
+    pki: &TestPki,
+    addr: SocketAddr,
+    outbox: Arc<Outbox>,
+    batch_interval: Duration,
+) -> (
+    tokio::task::JoinHandle<()>,
+    CancellationToken,
+    Arc<AgentMetrics>,
+) {
     let files = pki.client(Role::Agent, "a1");
     let endpoint = fleetmon::tls::endpoint(&format!("https://{addr}"), &files).unwrap();
     let config = SenderConfig {
         endpoints: tokio::sync::watch::channel(vec![endpoint]).1,
         batch_size: 40,
-        batch_interval: Duration::from_millis(100),
+        batch_interval,
         max_backoff: Duration::from_millis(500),
     };
     let metrics = Arc::new(AgentMetrics::new(
@@ -71,8 +85,9 @@ fn start_sender(
     ));
     let stop = CancellationToken::new();
     (
-        tokio::spawn(sender::run(config, outbox, metrics, stop.clone())),
+        tokio::spawn(sender::run(config, outbox, metrics.clone(), stop.clone())),
         stop,
+        metrics,
     )
 }
 
@@ -137,6 +152,48 @@ async fn a_collector_restart_mid_stream_loses_nothing() {
     stop.cancel();
     sender.await.unwrap();
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_agents_sample_goes_at_once_and_a_busy_agents_samples_gather_into_batches() {
+    fleetmon::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    let topic = unique_name("fleetmon-test-send-at-once");
+    let collector = Collector::start(&pki, &topic, "127.0.0.1:0".parse().unwrap()).await;
+    let outbox = Arc::new(Outbox::open(10_000, None).unwrap());
+    // A batch tick an hour apart: whatever goes out within the test went without it.
+    let (sender, stop, metrics) = start_sender_with(
+        &pki,
+        collector.running.grpc_addr,
+        outbox.clone(),
+        Duration::from_secs(3600),
+    );
+    // Quiet: each sample is sent on its own as soon as it is taken.
+    for taken in 1..=3 {
+        outbox.push(host());
+        until_empty(&outbox).await;
+        assert_eq!(metrics.batches_sent.get(), taken, "one batch a sample");
+    }
+    // Busy: a sample a millisecond, while an ack takes 5 ms at least (the collector's
+    // Kafka linger). The samples taken while a batch awaits its ack go together: at
+    // most a batch per 5 ms (sent one by one, they would make about 400).
+    let busy = std::time::Instant::now();
+    for _ in 0..400 {
+        outbox.push(host());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    until_empty(&outbox).await;
+    let busy_ms = busy.elapsed().as_millis() as u64;
+    let batches = metrics.batches_sent.get() - 3;
+    assert!(
+        batches <= busy_ms / 5 + 2,
+        "400 samples a millisecond apart went in {batches} batches in {busy_ms} ms"
+    );
+    assert_eq!(metrics.acked.get(), 403);
+    assert_eq!(stored(&topic, 403).await.len(), 403, "every sample once");
+    stop.cancel();
+    sender.await.unwrap();
+    collector.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -41,12 +42,14 @@ pub const MAX_LATEST_PAGE: u32 = 1000;
 #[derive(Debug, Clone)]
 pub struct FleetService {
     state: FleetState,
+    /// Events watchers missed by reading too slowly.
+    skipped: Counter,
 }
 
 impl FleetService {
-    /// A service reading `state`.
-    pub fn new(state: FleetState) -> Self {
-        FleetService { state }
+    /// A service reading `state`, counting in `skipped` the events slow watchers miss.
+    pub fn new(state: FleetState, skipped: Counter) -> Self {
+        FleetService { state, skipped }
     }
 }
 
@@ -127,6 +130,7 @@ impl Fleet for FleetService {
     ) -> Result<Response<WatchStream>, Status> {
         let agent_id = request.into_inner().agent_id;
         let mut events = self.state.subscribe();
+        let skipped = self.skipped.clone();
         let stream = async_stream(move |tx| async move {
             loop {
                 // A client that left ends the task even if nothing it asked for comes.
@@ -143,6 +147,7 @@ impl Fleet for FleetService {
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
+                        skipped.inc_by(missed);
                         tracing::warn!(missed, "watcher too slow, events skipped");
                     }
                     Err(RecvError::Closed) => return,
@@ -171,7 +176,7 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_that_leaves_is_forgotten_even_if_nothing_it_asked_for_came() {
         let state = FleetState::new();
-        let service = FleetService::new(state.clone());
+        let service = FleetService::new(state.clone(), Counter::default());
         let watch = service
             .watch_latest(Request::new(WatchLatestRequest {
                 agent_id: "nobody-sends-this".into(),
@@ -187,5 +192,46 @@ mod tests {
         })
         .await
         .expect("the watch task ended when its client left");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_reads_too_slowly_misses_events_and_they_are_counted() {
+        use tokio_stream::StreamExt as _;
+        let state = FleetState::new();
+        let skipped = Counter::default();
+        let service = FleetService::new(state.clone(), skipped.clone());
+        let mut watch = service
+            .watch_latest(Request::new(WatchLatestRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        // Far more than the watch buffer and the stream's queue hold, none read yet.
+        let sent = 10_000u64;
+        for n in 0..sent {
+            state.delivered(crate::validation::ValidSample::Site(
+                fleetmon::pb::SiteCheck {
+                    agent_id: "a1".into(),
+                    url: format!("https://{n}.example/"),
+                    ..Default::default()
+                },
+            ));
+        }
+        let mut read = 0u64;
+        while read + skipped.get() < sent {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next());
+            let Ok(event) = next.await else {
+                panic!(
+                    "{read} of {sent} read and {} counted as missed",
+                    skipped.get()
+                );
+            };
+            event.expect("the stream goes on").unwrap();
+            read += 1;
+        }
+        assert!(
+            skipped.get() > 0,
+            "{read} of {sent} read, none counted as missed"
+        );
+        assert_eq!(read + skipped.get(), sent, "each event read or counted");
     }
 }

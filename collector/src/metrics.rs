@@ -42,6 +42,9 @@ pub struct CollectorMetrics {
     /// Agents forgotten by the live view after `limits.forget_agents_after_seconds`
     /// without a connection (their rows stay in PostgreSQL).
     pub agents_forgotten: Counter,
+    /// Live-view events a `WatchLatest` client missed: it read slower than they came
+    /// and fell more than the watch buffer behind.
+    pub watch_events_skipped: Counter,
     /// Heartbeat pings with a known token, counted before they reach Kafka (each is
     /// then delivered, or answered with an error for the job to ping again).
     pub heartbeats_received: Counter,
@@ -59,6 +62,7 @@ impl CollectorMetrics {
             connected_agents: Gauge::default(),
             latest_sites_dropped: Counter::default(),
             agents_forgotten: Counter::default(),
+            watch_events_skipped: Counter::default(),
             heartbeats_received: Counter::default(),
         };
         // Every label value exists from the start, so rates work from the first scrape.
@@ -112,6 +116,11 @@ impl CollectorMetrics {
             "agents_forgotten",
             "Agents the live view forgot after a long time without a connection",
             metrics.agents_forgotten.clone(),
+        );
+        prefixed.register(
+            "watch_events_skipped",
+            "Live-view events a WatchLatest client missed by reading slower than they came",
+            metrics.watch_events_skipped.clone(),
         );
         prefixed.register(
             "heartbeats_received",

@@ -205,6 +205,7 @@ pub async fn start(
         metrics.latest_sites_dropped.clone(),
     );
     let forgotten = metrics.agents_forgotten.clone();
+    let watch_skipped = metrics.watch_events_skipped.clone();
     // Sessions stop reading at shutdown but keep acking what is in flight.
     let sessions_stop = shutdown.child_token();
     let abandon = CancellationToken::new();
@@ -223,7 +224,7 @@ pub async fn start(
     let max_message = config.limits.max_message_bytes;
     let ingest =
         IngestServer::new(IngestService::new(ctx.clone())).max_decoding_message_size(max_message);
-    let fleet_service = FleetServer::new(FleetService::new(fleet.clone()));
+    let fleet_service = FleetServer::new(FleetService::new(fleet.clone(), watch_skipped));
     let checks_service = ChecksServer::new(
         ChecksService::new(
             catalog.clone(),

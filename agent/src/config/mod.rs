@@ -139,7 +139,8 @@ pub struct OutboxConfig {
     pub spool_sync_ms: u64,
     /// Samples per batch at most.
     pub batch_size: usize,
-    /// Longest wait before a non-full batch is sent, in milliseconds.
+    /// Longest a sample waits for the acks of earlier batches before it is sent, in
+    /// milliseconds (with none awaited it goes at once).
     pub batch_interval_ms: u64,
     /// Longest pause between reconnect attempts, in seconds.
     pub max_backoff_seconds: u64,

@@ -4,7 +4,9 @@
 //! issued at start from the CA in `--certs`, which needs `ca.pem` and `ca-key.pem`), its
 //! own TLS connection and its own ingest stream, so the collector sees as many agents,
 //! connections and Kafka keys as it would in a fleet. Each sends `--rate` samples per
-//! second, batched every `--batch-interval-ms`, for `--seconds`, then waits (30 s at
+//! second for `--seconds` as an agent's sender does (a sample at once when nothing sent
+//! awaits its ack, else with the others due on the ack or at the next tick of
+//! `--batch-interval-ms`), then waits (30 s at
 //! most) for the last acknowledgements. The summary gives samples sent, acknowledged
 //! and rejected, connection errors, and ack latency percentiles (batch sent → ack
 //! covering it received). Each sample is stamped with the time it fell due, on a
@@ -61,7 +63,8 @@ struct Cli {
     /// Seconds to send for.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// A batch goes out every this many milliseconds (as `outbox.batch_interval_ms`).
+    /// Samples due while a batch awaits its ack go out on its ack or on this tick, every
+    /// this many milliseconds (as `outbox.batch_interval_ms`).
     #[arg(long, default_value_t = 1000)]
     batch_interval_ms: u64,
     /// Agent names are PREFIX-0, PREFIX-1, …; stream ids start with PREFIX-N-.
@@ -272,8 +275,8 @@ async fn simulate(
         return run;
     }
     let per_sample = Duration::from_secs_f64(1.0 / rate);
-    // Samples fall due `phase` of a sample period after the first batch tick, so each
-    // waits for its batch as long as an agent's would.
+    // Samples fall due `phase` of a sample period after the first batch tick: a
+    // sampling clock of the agent's own, apart from its batch ticks.
     let mut next_sample = first_tick + per_sample.mul_f64(phase);
     let mut ticks = tokio::time::interval_at(first_tick.into(), interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,37 +289,17 @@ async fn simulate(
     let mut at = 0;
     let drain_until = send_until + DRAIN_TIMEOUT;
     loop {
-        let failure = tokio::select! {
+        // As an agent's sender: what is due goes on the batch tick, and at once
+        // whenever nothing sent awaits its ack.
+        let mut send_due = false;
+        let mut failure = tokio::select! {
             _ = ticks.tick(), if sending => {
-                let now = Instant::now();
-                let first = run.sent + 1;
-                let mut samples = Vec::new();
-                while next_sample <= now && next_sample < send_until {
-                    run.sent += 1;
-                    // Stamped with when it was due, as an agent stamps a sample when it
-                    // takes it, not when its batch leaves.
-                    let sampled_at = wall_first_tick + next_sample.duration_since(first_tick);
-                    samples.push(sample(&stream_id, run.sent, sampled_at));
-                    next_sample += per_sample;
-                }
-                let mut failure = None;
-                if !samples.is_empty() {
-                    waiting_since.get_or_insert(now);
-                    // Kept to send again only where there is another collector to send them to.
-                    let kept = if endpoints.len() > 1 { samples.clone() } else { Vec::new() };
-                    in_flight.push_back(InFlight { first, last: run.sent, sent: now, samples: kept });
-                    if let Some(tx) = &sender
-                        && tx.send(batch(samples)).await.is_err()
-                    {
-                        failure = Some("stream closed while sending".to_owned());
-                    }
-                }
-                if now >= send_until {
-                    // Everything is sent: close our side, keep reading acks.
-                    sending = false;
-                    sender = None;
-                }
-                failure
+                send_due = true;
+                None
+            }
+            () = tokio::time::sleep_until(next_sample.into()), if sending && in_flight.is_empty() && next_sample < send_until => {
+                send_due = true;
+                None
             }
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
@@ -337,6 +320,7 @@ async fn simulate(
                         waiting_since = (!in_flight.is_empty()).then_some(now);
                     }
                     run.acked = through.max(run.acked);
+                    send_due = sending && in_flight.is_empty();
                     None
                 }
                 Ok(None) if !sending && in_flight.is_empty() => None,
@@ -348,6 +332,44 @@ async fn simulate(
                 break;
             }
         };
+        if send_due && failure.is_none() {
+            let now = Instant::now();
+            let first = run.sent + 1;
+            let mut samples = Vec::new();
+            while next_sample <= now && next_sample < send_until {
+                run.sent += 1;
+                // Stamped with when it was due, as an agent stamps a sample when it
+                // takes it, not when its batch leaves.
+                let sampled_at = wall_first_tick + next_sample.duration_since(first_tick);
+                samples.push(sample(&stream_id, run.sent, sampled_at));
+                next_sample += per_sample;
+            }
+            if !samples.is_empty() {
+                waiting_since.get_or_insert(now);
+                // Kept to send again only where there is another collector to send them to.
+                let kept = if endpoints.len() > 1 {
+                    samples.clone()
+                } else {
+                    Vec::new()
+                };
+                in_flight.push_back(InFlight {
+                    first,
+                    last: run.sent,
+                    sent: now,
+                    samples: kept,
+                });
+                if let Some(tx) = &sender
+                    && tx.send(batch(samples)).await.is_err()
+                {
+                    failure = Some("stream closed while sending".to_owned());
+                }
+            }
+            if now >= send_until {
+                // Everything is sent: close our side, keep reading acks.
+                sending = false;
+                sender = None;
+            }
+        }
         if let Some(reason) = failure {
             if endpoints.len() == 1 {
                 run.error = Some(reason);
