@@ -4,7 +4,9 @@ use std::pin::Pin;
 
 use futures::Stream;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -129,44 +131,24 @@ impl Fleet for FleetService {
         request: Request<WatchLatestRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let agent_id = request.into_inner().agent_id;
-        let mut events = self.state.subscribe();
         let skipped = self.skipped.clone();
-        let stream = async_stream(move |tx| async move {
-            loop {
-                // A client that left ends the task even if nothing it asked for comes.
-                let received = tokio::select! {
-                    () = tx.closed() => return,
-                    received = events.recv() => received,
-                };
-                match received {
-                    Ok(event) => {
-                        if (agent_id.is_empty() || event_agent(&event) == agent_id)
-                            && tx.send(Ok((*event).clone())).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
+        // Read from the broadcast by the client's connection itself, with no task or
+        // queue between: a busy collector serves a watcher as often as its connection.
+        // A client that leaves drops the stream and with it its place in the broadcast.
+        let stream =
+            BroadcastStream::new(self.state.subscribe()).filter_map(
+                move |received| match received {
+                    Ok(event) => (agent_id.is_empty() || event_agent(&event) == agent_id)
+                        .then(|| Ok((*event).clone())),
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => {
                         skipped.inc_by(missed);
                         tracing::warn!(missed, "watcher too slow, events skipped");
+                        None
                     }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(stream))
+                },
+            );
+        Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// A stream fed by a task; ends when the client goes away.
-fn async_stream<F, Fut>(produce: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(produce(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]
