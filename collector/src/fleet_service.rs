@@ -173,12 +173,11 @@ mod tests {
             }
         })
         .await
-        .expect("the watch task ended when its client left");
+        .expect("the watcher was forgotten when its client left");
     }
 
     #[tokio::test]
     async fn a_watcher_that_reads_too_slowly_misses_events_and_they_are_counted() {
-        use tokio_stream::StreamExt as _;
         let state = FleetState::new();
         let skipped = Counter::default();
         let service = FleetService::new(state.clone(), skipped.clone());
@@ -187,7 +186,7 @@ mod tests {
             .await
             .unwrap()
             .into_inner();
-        // Far more than the watch buffer and the stream's queue hold, none read yet.
+        // Far more than the watch buffer holds, none read yet.
         let sent = 10_000u64;
         for n in 0..sent {
             state.delivered(crate::validation::ValidSample::Site(
