@@ -9,7 +9,7 @@ use std::time::Duration;
 use fleetmon::identity::Role;
 use fleetmon::pki::LeafSpec;
 use fleetmon::testkit::{CentralRig, RigOptions, switchable_site};
-use fleetmon::testkit::{KafkaCluster, PgCluster, TestPki};
+use fleetmon::testkit::{KafkaCluster, PgCluster, PgSchema, TestPki};
 
 const USER: &str = "fleetmon";
 const PASSWORD: &str = "correct horse battery staple";
@@ -97,9 +97,14 @@ async fn rows_land_with_tls_on_every_hop() {
     }
 }
 
-/// Runs the writer binary (certificates from `certs`) with `env` against `kafka` until it
-/// exits; the line under `Caused by:`.
-fn writer_refusal(certs: &std::path::Path, kafka: &str, env: &[(&str, String)]) -> String {
+/// Runs the writer binary (certificates from `certs`, tables in `schema`) with `env`
+/// against `kafka` until it exits; the line under `Caused by:`.
+fn writer_refusal(
+    certs: &std::path::Path,
+    kafka: &str,
+    schema: &str,
+    env: &[(&str, String)],
+) -> String {
     let schema_url = fleetmon::testkit::pg_url();
     let out = std::process::Command::new(fleetmon::testkit::binary("fleetmon-writer"))
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
@@ -107,10 +112,7 @@ fn writer_refusal(certs: &std::path::Path, kafka: &str, env: &[(&str, String)]) 
         .env("FLEETMON_WRITER__TLS__CERT", certs.join("writer.pem"))
         .env("FLEETMON_WRITER__TLS__KEY", certs.join("writer-key.pem"))
         .env("FLEETMON_WRITER__TLS__CLIENT_CA", certs.join("ca.pem"))
-        .env(
-            "FLEETMON_WRITER__POSTGRES__SCHEMA",
-            fleetmon::testkit::unique_name("tls_refused").replace('-', "_"),
-        )
+        .env("FLEETMON_WRITER__POSTGRES__SCHEMA", schema)
         .env(
             "FLEETMON_WRITER__KAFKA__DEAD_LETTER_TOPIC",
             fleetmon::testkit::unique_name("tls-dlq"),
@@ -173,12 +175,19 @@ async fn a_wrong_password_an_untrusted_broker_and_plaintext_are_refused_naming_t
             "the brokers do not speak plaintext on this address (a TLS listener?): set kafka.tls (and kafka.sasl for SASL_SSL)",
         ),
     ];
+    // The writer makes its tables before it reaches Kafka: in schemas dropped at the end.
+    let mut schemas = Vec::new();
+    for _ in &cases {
+        schemas.push(PgSchema::create().await);
+    }
     // Each waits for the topic-creation timeout: run them side by side.
     let runs: Vec<_> = cases
         .into_iter()
-        .map(|(bootstrap, env, hint)| {
+        .zip(&schemas)
+        .map(|((bootstrap, env, hint), schema)| {
             let pki_dir = pki.dir().to_owned();
-            std::thread::spawn(move || (writer_refusal(&pki_dir, &bootstrap, &env), hint))
+            let schema = schema.name.clone();
+            std::thread::spawn(move || (writer_refusal(&pki_dir, &bootstrap, &schema, &env), hint))
         })
         .collect();
     for run in runs {
