@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use fleetmon::testkit::free_port;
+use fleetmon::testkit::late_port;
 use fleetmon::testkit::{CentralRig, binary, eventually, switchable_site};
 
 /// The access token of the dashboards these tests start.
@@ -14,7 +14,7 @@ const TOKEN: &str = "7e57dashboardtoken";
 /// Starts `fleetmon dashboard ARGS` against the rig as process `name`, with [`TOKEN`];
 /// its port.
 fn start_dashboard(rig: &mut CentralRig, name: &str, args: &[&str]) -> u16 {
-    let port = free_port();
+    let port = late_port();
     let certs = rig.certs().to_owned();
     rig.procs.spawn(
         name,

@@ -28,7 +28,7 @@ impl Daemon {
             "{binary} is missing: scripts/test installs Debian's {name} (or set {env})"
         );
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = super::free_port();
+        let port = super::late_port();
         let child = Command::new(&binary)
             .args(args(dir.path(), port))
             .stdout(Stdio::null())

@@ -118,20 +118,22 @@ impl CentralRig {
 
     /// Starts both as `options` say.
     pub async fn start_with(options: RigOptions) -> Self {
-        use super::{free_port, kafka_bootstrap, unique_name};
+        use super::{kafka_bootstrap, late_port, unique_name};
         let writer_toml = options.writer_toml.as_str();
         let pki = options.pki.unwrap_or_default();
         let certs = pki.dir().to_owned();
         let logs = tempfile::tempdir().unwrap();
         let schema = PgSchema::create().await;
-        let (collector, writer) = (free_port(), free_port());
+        // Not `free_port`: another test's `bind(0)` can be handed such a port before the
+        // collector or writer binds it.
+        let (collector, writer) = (late_port(), late_port());
         let host_topic = unique_name("fleetmon-cc-host");
         let site_topic = unique_name("fleetmon-cc-site");
         let checks_topic = unique_name("fleetmon-cc-checks");
         let credentials_topic = unique_name("fleetmon-cc-credentials");
         let audit_topic = unique_name("fleetmon-cc-audit");
         let mut procs = Processes::default();
-        let collector_metrics = free_port();
+        let collector_metrics = late_port();
         let path = |p: PathBuf| p.display().to_string();
         let mut collector_env: Vec<(String, String)> = options.collector_env;
         collector_env.extend(

@@ -19,7 +19,7 @@ impl SmtpServer {
     /// until it accepts connections (panics after 30 s).
     pub async fn start_tls(cert: &Path, key: &Path) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = super::free_port();
+        let port = super::late_port();
         let maildir = dir.path().join("maildir");
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
