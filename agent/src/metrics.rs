@@ -38,6 +38,8 @@ pub struct AgentMetrics {
     pub batches_sent: Counter,
     /// Connections to the collector opened after the first.
     pub reconnects: Counter,
+    /// Attempts to connect to a collector that failed (none answered, or TLS refused).
+    pub connect_failures: Counter,
     /// How late checks start against their schedule.
     pub check_lateness_seconds: Histogram,
     /// End of validity of the agent's certificate (Unix seconds).
@@ -59,6 +61,7 @@ impl AgentMetrics {
             acked: Counter::default(),
             batches_sent: Counter::default(),
             reconnects: Counter::default(),
+            connect_failures: Counter::default(),
             check_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             certificate_not_after: Gauge::default(),
             certificate_expired: Gauge::default(),
@@ -95,6 +98,11 @@ impl AgentMetrics {
             "reconnects",
             "Connections to the collector opened after the first",
             metrics.reconnects.clone(),
+        );
+        r.register(
+            "connect_failures",
+            "Attempts to connect to a collector that failed",
+            metrics.connect_failures.clone(),
         );
         r.register(
             "check_lateness_seconds",

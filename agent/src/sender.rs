@@ -90,7 +90,10 @@ pub async fn run(
                 )
                 .await
             }
-            Err(error) => Ended::Disconnected(format!("cannot connect: {error}")),
+            Err(error) => {
+                metrics.connect_failures.inc();
+                Ended::Disconnected(format!("cannot connect: {error}"))
+            }
         };
         match ended {
             Ended::Shutdown => return,

@@ -123,7 +123,8 @@ async fn a_collector_restart_mid_stream_loses_nothing() {
     let first = Collector::start(&pki, &topic, "127.0.0.1:0".parse().unwrap()).await;
     let addr = first.running.grpc_addr;
     let outbox = Arc::new(Outbox::open(10_000, None).unwrap());
-    let (sender, stop) = start_sender(&pki, addr, outbox.clone());
+    let (sender, stop, metrics) =
+        start_sender_with(&pki, addr, outbox.clone(), Duration::from_millis(100));
 
     for _ in 0..100 {
         outbox.push(host());
@@ -137,7 +138,19 @@ async fn a_collector_restart_mid_stream_loses_nothing() {
     for _ in 0..100 {
         outbox.push(host());
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The agent has found no collector at the address before the second one starts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metrics.connect_failures.get() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never tried the stopped collector"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !outbox.is_empty(),
+        "samples taken while no collector ran are unacknowledged"
+    );
     let second = Collector::start(&pki, &topic, addr).await;
     until_empty(&outbox).await;
 
