@@ -267,7 +267,7 @@ async fn a_job_pings_its_heartbeat_and_missing_or_failing_runs_alert() {
 
 /// The answer to a ping comes only once Kafka has it: a collector killed while a ping
 /// waits for a frozen broker answers nothing, so the job pings again, and that ping is
-/// stored.
+/// stored (the unanswered one may be as well: at least once, never lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_is_answered_only_once_kafka_has_it_so_a_killed_collector_loses_none() {
     let kafka = KafkaCluster::start(1);
@@ -303,7 +303,14 @@ async fn a_ping_is_answered_only_once_kafka_has_it_so_a_killed_collector_loses_n
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eventually(&rig.schema, stored, "the ping sent again", |n| n == 2).await;
+    // The unanswered ping may be stored too: the broker, frozen with the dead
+    // collector's produce request in its socket, takes it when it resumes. A job that
+    // got no answer pings again, so a signal is stored at least once, never lost.
+    let count = eventually(&rig.schema, stored, "the ping sent again", |n| n >= 2).await;
+    assert!(
+        count <= 3,
+        "{count} pings stored of the three sent (the first, the unanswered one, the one sent again)"
+    );
 }
 
 /// A job on a host with an agent signals over the agent's mutual TLS: `fleetmon-agent
