@@ -1761,3 +1761,75 @@ async fn a_new_check_state_that_another_batch_made_meanwhile_is_upserted_not_ref
         "eu-1 false 30, us-1 false 60"
     );
 }
+
+/// A writer keeps the check states its batches stored in memory. Two writers moving
+/// the same partition's states in turn (a partition taken over and given back, or a
+/// writer that lost it without hearing of it): each reads what the other stored, not
+/// what it kept. Three failed runs in three batches, the middle one another writer's,
+/// are three in a row and open the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_given_a_partition_back_reads_the_states_another_stored_meanwhile() {
+    use fleetmon::pb::SITE_CHECK_CONTENT_TYPE;
+    use fleetmon_writer::alerts::store::BatchRules;
+    use fleetmon_writer::consume::row_batch::{RowBatch, decode_site};
+    use fleetmon_writer::store::PostgresSink;
+    use prost::Message as _;
+
+    let setup = Setup::new().await;
+    setup.start_writer().await.stop().await;
+    let writer = || {
+        PostgresSink::new(&setup.config.postgres)
+            .unwrap()
+            .with_after_rows(BatchRules::default())
+    };
+    let (first, second) = (writer(), writer());
+    let t0 = seconds_ago(300);
+    let batch = |seq: u64, ok: bool| {
+        let result = check(
+            "eu-1",
+            seq,
+            t0 + Duration::from_secs(60 * seq),
+            "https://shop.example/",
+            Some(if ok { 200 } else { 503 }),
+            ok,
+            10.0,
+        );
+        let row =
+            decode_site(Some(&result.encode_to_vec()), Some(SITE_CHECK_CONTENT_TYPE)).unwrap();
+        let mut batch = RowBatch::default();
+        batch.push_check("site-checks", 0, seq as i64, row);
+        batch
+    };
+    let state = || async {
+        setup
+            .text(
+                "SELECT down || ' ' || consecutive_failures || ' ' || consecutive_successes \
+                 FROM check_state WHERE agent_id = 'eu-1'",
+            )
+            .await
+    };
+    first.write(&batch(1, true)).await.unwrap();
+    first.write(&batch(2, false)).await.unwrap();
+    assert_eq!(state().await, "false 1 0");
+    second.write(&batch(3, false)).await.unwrap();
+    assert_eq!(
+        state().await,
+        "false 2 0",
+        "the second writer read the first's state"
+    );
+    first.write(&batch(4, false)).await.unwrap();
+    assert_eq!(
+        state().await,
+        "true 3 0",
+        "the first writer read the second's state, not the one it kept"
+    );
+    assert_eq!(
+        setup
+            .text("SELECT count(*)::text FROM alerts WHERE kind = 'check_down' AND resolved_at IS NULL")
+            .await,
+        "1"
+    );
+    // Its own batches follow on from what it keeps: a pass after three failures.
+    first.write(&batch(5, true)).await.unwrap();
+    assert_eq!(state().await, "true 0 1");
+}
