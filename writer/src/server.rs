@@ -22,7 +22,6 @@ use fleetmon::pb::history_server::HistoryServer;
 
 use crate::alerts::notifier::Notifier;
 use crate::alerts::sender::Sender;
-use crate::alerts::state_cache::StateCache;
 use crate::alerts::store::{BatchRules, Channels};
 use crate::alerts::timed_rules;
 use crate::api::alerts::AlertsService;
@@ -452,7 +451,6 @@ async fn open_store(
         sink = sink.with_after_rows(BatchRules {
             channels: Channels::of(&config.alerts),
             committed,
-            states: StateCache::default(),
         });
     }
     let sink = Arc::new(sink);

@@ -1762,11 +1762,10 @@ async fn a_new_check_state_that_another_batch_made_meanwhile_is_upserted_not_ref
     );
 }
 
-/// A writer keeps the check states its batches stored in memory. Two writers moving
-/// the same partition's states in turn (a partition taken over and given back, or a
-/// writer that lost it without hearing of it): each reads what the other stored, not
-/// what it kept. Three failed runs in three batches, the middle one another writer's,
-/// are three in a row and open the alert.
+/// Two writers moving the same partition's check states in turn (a partition taken
+/// over and given back, or a writer that lost it without hearing of it): each goes on
+/// from what the other stored. Three failed runs in three batches, the middle one
+/// another writer's, are three in a row and open the alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_given_a_partition_back_reads_the_states_another_stored_meanwhile() {
     use fleetmon::pb::SITE_CHECK_CONTENT_TYPE;
@@ -1821,7 +1820,7 @@ async fn a_writer_given_a_partition_back_reads_the_states_another_stored_meanwhi
     assert_eq!(
         state().await,
         "true 3 0",
-        "the first writer read the second's state, not the one it kept"
+        "the first writer went on from the second's state"
     );
     assert_eq!(
         setup
@@ -1829,7 +1828,7 @@ async fn a_writer_given_a_partition_back_reads_the_states_another_stored_meanwhi
             .await,
         "1"
     );
-    // Its own batches follow on from what it keeps: a pass after three failures.
+    // A pass after three failures.
     first.write(&batch(5, true)).await.unwrap();
     assert_eq!(state().await, "true 0 1");
 }

@@ -7,7 +7,6 @@ pub mod email;
 pub mod notifier;
 pub mod rules;
 pub mod sender;
-pub mod state_cache;
 pub mod store;
 pub mod template;
 pub mod timed_rules;

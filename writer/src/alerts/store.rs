@@ -18,7 +18,6 @@ use tokio_postgres::Statement;
 use crate::alerts::rules::{
     CheckRun, LocationState, LocationTally, Tally, Thresholds, needs_storing,
 };
-use crate::alerts::state_cache::StateCache;
 use crate::config::{AlertsConfig, ChannelConfig};
 use crate::consume::row_batch::{CheckRow, as_stored};
 use crate::store::{AfterRows, AfterRowsOutcome, Failure, SinkError, stored_directly};
@@ -163,22 +162,17 @@ pub struct BatchRules {
     pub channels: Channels,
     /// Woken after a commit that queued notifications.
     pub committed: Arc<Notify>,
-    /// The check states this writer's batches committed.
-    pub states: StateCache,
 }
 
 impl AfterRows for BatchRules {
     fn run<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
-        partitions: &'a [(&'a str, i32)],
         results: &'a [&'a CheckRow],
     ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>> {
         Box::pin(async move {
             tx.batch_execute("SAVEPOINT alert_rules").await?;
-            let evaluated =
-                evaluate_check_results(tx, partitions, results, &self.channels, &self.states).await;
-            match evaluated {
+            match evaluate_check_results(tx, results, &self.channels).await {
                 Ok(transitions) => {
                     tx.batch_execute("RELEASE SAVEPOINT alert_rules").await?;
                     Ok(if transitions == Transitions::default() {
@@ -190,7 +184,6 @@ impl AfterRows for BatchRules {
                 Err(error) => match Failure::of(&error) {
                     Failure::Data { sqlstate, message } => {
                         tracing::warn!(%sqlstate, %message, "alert rules failed on this batch's data: skipped, its rows are stored");
-                        self.states.rolled_back();
                         tx.batch_execute("ROLLBACK TO SAVEPOINT alert_rules")
                             .await?;
                         Ok(AfterRowsOutcome::Skipped)
@@ -201,11 +194,8 @@ impl AfterRows for BatchRules {
         })
     }
 
-    fn committed(&self, outcome: AfterRowsOutcome) {
-        self.states.committed();
-        if outcome == AfterRowsOutcome::Changed {
-            self.committed.notify_one();
-        }
+    fn committed(&self) {
+        self.committed.notify_one();
     }
 }
 
@@ -591,14 +581,11 @@ impl RuleInput {
 }
 
 /// Moves the check states with the results this transaction inserted, then re-decides
-/// the locations and checks whose states flipped. The states come from `cache` where
-/// it has them, else from PostgreSQL; `partitions` (held by `tx`) are claimed for it.
+/// the locations and checks whose states flipped.
 pub async fn evaluate_check_results(
     tx: &Transaction<'_>,
-    partitions: &[(&str, i32)],
     rows: &[&CheckRow],
     channels: &Channels,
-    cache: &StateCache,
 ) -> Result<Transitions, SinkError> {
     if rows.is_empty() {
         return Ok(Transitions::default());
@@ -613,12 +600,30 @@ pub async fn evaluate_check_results(
         .into_iter()
         .collect();
     let thresholds = load_thresholds(tx, &check_ids).await?;
-    cache.begin(tx, partitions).await?;
     let pairs: BTreeSet<&(String, String)> = results.iter().map(|r| &r.key).collect();
-    let (mut states, missing) = cache.get(pairs.iter().copied());
-    if !missing.is_empty() {
-        states.extend(read_states(tx, &missing).await?);
-    }
+    let (pair_checks, pair_agents): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
+    let mut states: BTreeMap<(String, String), LocationState> = tx
+        .query(
+            &prepared(tx, LOCATION_STATES).await?,
+            &[&pair_checks, &pair_agents],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let state = LocationState {
+                down: row.get("down"),
+                consecutive_failures: row.get::<_, i32>("consecutive_failures").max(0) as u32,
+                consecutive_successes: row.get::<_, i32>("consecutive_successes").max(0) as u32,
+                last_ts: row.get("last_ts"),
+                last_failure: row.get("last_failure"),
+                last_error: row.get("last_error"),
+                tls_cert_not_after: row.get("tls_cert_not_after"),
+                changed_at: row.get("changed_at"),
+            };
+            ((row.get("check_id"), row.get("agent_id")), state)
+        })
+        .collect();
 
     let stored = states.clone();
     let mut intervals: BTreeMap<(String, String), i32> = BTreeMap::new();
@@ -646,11 +651,6 @@ pub async fn evaluate_check_results(
         .partition(|(key, _)| stored.contains_key(key));
     store_states(tx, UPDATE_CHECK_STATE, &known, &intervals).await?;
     store_new_states(tx, &new, &intervals).await?;
-    // What PostgreSQL holds of the batch's pairs once this commits.
-    let mut after = stored;
-    after.extend(known);
-    after.extend(new);
-    cache.stored(after);
     if flipped_checks.is_empty() {
         return Ok(Transitions::default());
     }
@@ -706,33 +706,6 @@ pub async fn evaluate_check_results(
 
     transitions += decide_checks(tx, &flipped_checks, channels).await?;
     Ok(transitions)
-}
-
-/// The stored states of `pairs` (those with none are left out).
-async fn read_states(
-    tx: &Transaction<'_>,
-    pairs: &[&(String, String)],
-) -> Result<BTreeMap<(String, String), LocationState>, SinkError> {
-    let (checks, agents): (Vec<&str>, Vec<&str>) =
-        pairs.iter().map(|(c, a)| (c.as_str(), a.as_str())).unzip();
-    Ok(tx
-        .query(&prepared(tx, LOCATION_STATES).await?, &[&checks, &agents])
-        .await?
-        .iter()
-        .map(|row| {
-            let state = LocationState {
-                down: row.get("down"),
-                consecutive_failures: row.get::<_, i32>("consecutive_failures").max(0) as u32,
-                consecutive_successes: row.get::<_, i32>("consecutive_successes").max(0) as u32,
-                last_ts: row.get("last_ts"),
-                last_failure: row.get("last_failure"),
-                last_error: row.get("last_error"),
-                tls_cert_not_after: row.get("tls_cert_not_after"),
-                changed_at: row.get("changed_at"),
-            };
-            ((row.get("check_id"), row.get("agent_id")), state)
-        })
-        .collect())
 }
 
 /// A check as alert causes name it: `check ID`, or `site URL at AGENT` for an agent's

@@ -358,15 +358,6 @@ impl RowBatch {
         &self.partitions
     }
 
-    /// The partitions (topic, partition) whose rows `has` picks, in key order.
-    pub fn partitions_where(&self, has: impl Fn(&PartitionRows) -> bool) -> Vec<(&str, i32)> {
-        self.partitions
-            .iter()
-            .filter(|(_, rows)| has(rows))
-            .map(|((topic, partition), _)| (topic.as_str(), *partition))
-            .collect()
-    }
-
     /// Every host row.
     pub fn hosts(&self) -> impl Iterator<Item = &HostRow> {
         self.partitions.values().flat_map(|p| p.hosts.iter())

@@ -70,19 +70,15 @@ impl WriteStats {
 /// of alerts.
 pub trait AfterRows: std::fmt::Debug + Send + Sync {
     /// Runs in the batch's transaction with the check results it inserted (every
-    /// check row but a heartbeat's signals), in batch order, and the partitions
-    /// (topic, partition) of the batch's check rows, which the transaction holds. An
-    /// error fails the batch. Batches with this work are written one at a time.
+    /// check row but a heartbeat's signals), in batch order. An error fails the batch.
     fn run<'a>(
         &'a self,
         tx: &'a Transaction<'a>,
-        partitions: &'a [(&'a str, i32)],
         results: &'a [&'a CheckRow],
     ) -> BoxFuture<'a, Result<AfterRowsOutcome, SinkError>>;
 
-    /// Called once the transaction [`AfterRows::run`] ran in committed, with what it
-    /// did; not called when the batch failed.
-    fn committed(&self, outcome: AfterRowsOutcome);
+    /// Called once the transaction of a [`AfterRowsOutcome::Changed`] committed.
+    fn committed(&self);
 }
 
 /// Holds the batch's partitions for its transaction, before it writes anything (so
@@ -127,10 +123,6 @@ pub struct PostgresSink {
     partitions: Partitions,
     /// Run in every batch's transaction after its check results.
     after_rows: Option<Box<dyn AfterRows>>,
-    /// Held while a batch with [`AfterRows`] work is written: one at a time, so the
-    /// work sees each batch's commit before the next begins (the pipeline writes one
-    /// batch at a time anyway).
-    after_rows_turn: tokio::sync::Mutex<()>,
     /// The TLS mode of `postgres.url`, for connection hints.
     mode: fleetmon::postgres::SslMode,
     /// `postgres.host_rollup_delay_seconds`.
@@ -177,7 +169,6 @@ impl PostgresSink {
             schema: config.schema.clone(),
             partitions: Partitions::new(&config.schema),
             after_rows: None,
-            after_rows_turn: tokio::sync::Mutex::new(()),
             mode,
             host_rollup_delay: Duration::from_secs(config.host_rollup_delay_seconds),
             marked_minutes: host_rollups::MarkedMinutes::default(),
@@ -325,10 +316,6 @@ impl PostgresSink {
     /// rollups count only rows this call inserted.
     pub async fn write(&self, batch: &RowBatch) -> Result<WriteStats, SinkError> {
         self.ensure_partitions(&batch.days()).await?;
-        let _turn = match &self.after_rows {
-            Some(_) => Some(self.after_rows_turn.lock().await),
-            None => None,
-        };
         let mut client = self.pool.get().await?;
         // Before PostgreSQL's now() of the transaction: what the marks' due times count from.
         let began = std::time::Instant::now();
@@ -341,7 +328,7 @@ impl PostgresSink {
         let hosts: Vec<&HostRow> = batch.hosts().collect();
         let checks: Vec<&CheckRow> = batch.checks().collect();
         let mut stats = WriteStats::default();
-        let mut outcome = None;
+        let mut outcome = AfterRowsOutcome::Unchanged;
         let mut new_marks = Vec::new();
         if !hosts.is_empty() || (self.after_rows.is_some() && !checks.is_empty()) {
             lock_partitions(&tx, batch).await?;
@@ -357,8 +344,12 @@ impl PostgresSink {
             .await?;
             // As many due marks as the batch can have made, and some: the folding
             // keeps up with the marking, spread over the partitions' batches.
-            let partitions: Vec<(&str, i32)> =
-                batch.partitions_where(|rows| !rows.hosts.is_empty());
+            let partitions: Vec<(&str, i32)> = batch
+                .partitions()
+                .iter()
+                .filter(|(_, rows)| !rows.hosts.is_empty())
+                .map(|((topic, partition), _)| (topic.as_str(), *partition))
+                .collect();
             let limit = i64::try_from(hosts.len()).unwrap_or(i64::MAX / 2) + 100;
             host_rollups::fold_due(&tx, &partitions, limit).await?;
         }
@@ -371,17 +362,16 @@ impl PostgresSink {
             if let Some(work) = &self.after_rows
                 && !inserted.results.is_empty()
             {
-                let partitions: Vec<(&str, i32)> =
-                    batch.partitions_where(|rows| !rows.checks.is_empty());
-                let done = work.run(&tx, &partitions, &inserted.results).await?;
-                stats.after_rows_skipped = done == AfterRowsOutcome::Skipped;
-                outcome = Some(done);
+                outcome = work.run(&tx, &inserted.results).await?;
+                stats.after_rows_skipped = outcome == AfterRowsOutcome::Skipped;
             }
         }
         tx.commit().await?;
         self.marked_minutes.remember(new_marks, began);
-        if let (Some(work), Some(outcome)) = (&self.after_rows, outcome) {
-            work.committed(outcome);
+        if let Some(work) = &self.after_rows
+            && outcome == AfterRowsOutcome::Changed
+        {
+            work.committed();
         }
         stats.duplicates = batch.rows() as u64 - stats.host_rows - stats.check_rows;
         Ok(stats)
