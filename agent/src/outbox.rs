@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use fleetmon::pb::{Sample, sample::Kind};
 use fleetmon::samples::SampleKind;
+use fleetmon::telemetry::LogEvery;
 use prost::Message as _;
 use tokio::sync::Notify;
 
@@ -251,8 +252,8 @@ struct State {
     settled: u64,
     acked: u64,
     dropped: u64,
-    dropped_since_log: u64,
-    last_drop_log: Option<Instant>,
+    /// Drops counted for the "outbox full" warning, at most one a minute.
+    drop_log: LogEvery,
     /// Consecutive seqs dropped and not yet reported.
     drop_run: Option<DropRun>,
     spool: Option<SpoolQueue>,
@@ -343,8 +344,7 @@ impl Outbox {
             settled: 0,
             acked: 0,
             dropped: 0,
-            dropped_since_log: 0,
-            last_drop_log: None,
+            drop_log: LogEvery::new(DROP_LOG_INTERVAL),
             drop_run: None,
             spool: None,
         };
@@ -427,21 +427,15 @@ impl Outbox {
                 state.settled = state.settled.max(seq_of(&oldest));
                 state.record_drop(seq_of(&oldest));
                 state.dropped += 1;
-                state.dropped_since_log += 1;
-                if state
-                    .last_drop_log
-                    .is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL)
-                {
+                if let Some(dropped) = state.drop_log.count(1, Instant::now()) {
                     tracing::warn!(
-                        dropped = state.dropped_since_log,
+                        dropped,
                         total_dropped = state.dropped,
                         capacity = self.capacity,
                         max_bytes = self.max_bytes,
                         through_seq = state.settled,
                         "outbox full: oldest samples dropped"
                     );
-                    state.dropped_since_log = 0;
-                    state.last_drop_log = Some(Instant::now());
                 }
                 persist_settled(state);
             }

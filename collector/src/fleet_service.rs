@@ -17,6 +17,7 @@ use fleetmon::pb::{
     AgentInfo, GetAgentRequest, GetLatestRequest, LatestSamples, ListAgentsRequest,
     ListAgentsResponse, WatchEvent, WatchLatestRequest, watch_event,
 };
+use fleetmon::telemetry::LogEvery;
 
 use crate::fleet_state::{FleetState, LATEST_PAGE_BYTES};
 
@@ -133,7 +134,7 @@ impl Fleet for FleetService {
     ) -> Result<Response<WatchStream>, Status> {
         let agent_id = request.into_inner().agent_id;
         let skipped = self.skipped.clone();
-        let mut lag_log = LagLog::default();
+        let mut lag_log = LogEvery::new(LAG_LOG_EVERY);
         // Read from the broadcast by the client's connection itself, with no task or
         // queue between: a busy collector serves a watcher as often as its connection.
         // A client that leaves drops the stream and with it its place in the broadcast.
@@ -144,7 +145,7 @@ impl Fleet for FleetService {
                         .then(|| Ok((*event).clone())),
                     Err(BroadcastStreamRecvError::Lagged(missed)) => {
                         skipped.inc_by(missed);
-                        if let Some(missed) = lag_log.missed(missed, Instant::now()) {
+                        if let Some(missed) = lag_log.count(missed, Instant::now()) {
                             tracing::warn!(missed, "watcher too slow, events skipped (logged at most once a minute a watcher; all are counted in fleetmon_collector_watch_events_skipped_total)");
                         }
                         None
@@ -159,48 +160,9 @@ impl Fleet for FleetService {
 /// fast as events come lags about once a second, and each lag is counted anyway.
 const LAG_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The skipped events of one watcher not logged yet.
-#[derive(Debug, Default)]
-struct LagLog {
-    /// When they were last logged.
-    logged_at: Option<Instant>,
-    /// Skipped since.
-    unlogged: u64,
-}
-
-impl LagLog {
-    /// Adds `missed` events; returns all those not logged yet when it is time to log.
-    fn missed(&mut self, missed: u64, now: Instant) -> Option<u64> {
-        self.unlogged += missed;
-        if self
-            .logged_at
-            .is_some_and(|at| now.duration_since(at) < LAG_LOG_EVERY)
-        {
-            return None;
-        }
-        self.logged_at = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_slow_watchers_skipped_events_are_logged_once_a_minute_with_all_skipped_since() {
-        let start = Instant::now();
-        let mut log = LagLog::default();
-        assert_eq!(log.missed(5, start), Some(5), "the first lag is logged");
-        assert_eq!(log.missed(7, start + Duration::from_secs(1)), None);
-        assert_eq!(log.missed(3, start + Duration::from_secs(59)), None);
-        assert_eq!(
-            log.missed(1, start + Duration::from_secs(60)),
-            Some(11),
-            "a minute on, the events skipped since the last line"
-        );
-        assert_eq!(log.missed(2, start + Duration::from_secs(61)), None);
-    }
 
     #[tokio::test]
     async fn a_watcher_that_leaves_is_forgotten_even_if_nothing_it_asked_for_came() {
