@@ -215,17 +215,21 @@ async fn a_kill_9_in_the_middle_of_renewal_leaves_a_matching_pair() {
         fleetmon::pki::key_matches_certificate(&key, &cert).unwrap()
     };
 
-    // A kill counts once it left a replacement half done on disk (a staged file).
-    let mut interrupted = Vec::new();
+    // A kill counts once it left a replacement half done on disk (a staged file). The
+    // first half (the key staged, not yet the certificate) lasts only one fsync, so a
+    // kill aimed at it may land later, when the test shares the cores with others: the
+    // test aims at it until it was hit, then alternates, and stops once it has both
+    // halves and four kills.
+    let mut interrupted: Vec<(bool, bool, bool)> = Vec::new();
+    let key_half_hit = |hits: &[(bool, bool, bool)]| hits.iter().any(|(_, cert, _)| !cert);
     let mut attempts = 0;
-    while interrupted.len() < 4 {
+    while interrupted.len() < 4 || !key_half_hit(&interrupted) || !interrupted.iter().any(|h| h.1) {
         attempts += 1;
         assert!(
-            attempts <= 16,
-            "only {} of {attempts} kills landed inside a replacement: {interrupted:?}",
-            interrupted.len()
+            attempts <= 30,
+            "only these of {attempts} kills landed inside a replacement: {interrupted:?}"
         );
-        let watched = if interrupted.len() % 2 == 0 {
+        let watched = if !key_half_hit(&interrupted) || attempts % 2 == 0 {
             staged_key.clone()
         } else {
             staged_cert.clone()
@@ -239,7 +243,7 @@ async fn a_kill_9_in_the_middle_of_renewal_leaves_a_matching_pair() {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     return true;
                 }
-                std::thread::sleep(Duration::from_micros(50));
+                std::thread::yield_now();
             }
             false
         })
@@ -251,15 +255,6 @@ async fn a_kill_9_in_the_middle_of_renewal_leaves_a_matching_pair() {
             interrupted.push((staged_key.exists(), staged_cert.exists(), pair_matches()));
         }
     }
-    // Both halves were hit: before the certificate was staged, and after.
-    assert!(
-        interrupted.iter().any(|(_, cert, _)| !cert),
-        "{interrupted:?}"
-    );
-    assert!(
-        interrupted.iter().any(|(_, cert, _)| *cert),
-        "{interrupted:?}"
-    );
 
     // Started once more: the replacement is finished or undone, and the agent sends.
     let before: i64 = rig
