@@ -198,13 +198,13 @@ mod tests {
         // Far more than the watch buffer holds, none read yet.
         let sent = 10_000u64;
         for n in 0..sent {
-            state.delivered(crate::validation::ValidSample::Site(
+            state.delivered([crate::validation::ValidSample::Site(
                 fleetmon::pb::SiteCheck {
                     agent_id: "a1".into(),
                     url: format!("https://{n}.example/"),
                     ..Default::default()
                 },
-            ));
+            )]);
         }
         let mut read = 0u64;
         while read + skipped.get() < sent {

@@ -226,57 +226,71 @@ impl FleetState {
         }
     }
 
-    /// Remembers a sample Kafka confirmed (kept, not copied) and tells the watchers,
-    /// if any.
-    pub fn delivered(&self, sample: ValidSample) {
+    /// Remembers samples Kafka confirmed (kept, not copied) and tells the watchers,
+    /// if any: the state's lock is taken once for all of them.
+    pub fn delivered(&self, samples: impl IntoIterator<Item = ValidSample>) {
         let watched = self.events.receiver_count() > 0;
-        let event = {
+        let mut events = Vec::new();
+        {
             let mut agents = self.lock();
-            let agent_id = match &sample {
-                ValidSample::Host(host) => &host.agent_id,
-                ValidSample::Site(site) => &site.agent_id,
-            };
-            // The entry is there already (made when the batch came): no key to copy.
-            let entry = match agents.get_mut(agent_id) {
-                Some(entry) => entry,
-                None => agents.entry(agent_id.clone()).or_default(),
-            };
-            match sample {
-                ValidSample::Host(mut host) => {
-                    if entry.hostname != host.hostname {
-                        entry.hostname.clone_from(&host.hostname);
-                    }
-                    // Kept without its processes (up to 200 of them): they travel in
-                    // the event only, so a watcher lists them from the next sample and
-                    // an agent's entry here stays small.
-                    let processes = std::mem::take(&mut host.processes);
-                    let event = watched.then(|| {
-                        watch_event::Kind::Host(HostSample {
-                            processes,
-                            ..host.clone()
-                        })
-                    });
-                    entry.latest_host = Some(host);
-                    event
-                }
-                ValidSample::Site(site) => {
-                    let key = site_key(&site);
-                    let live = live_copy(site);
-                    let event = watched.then(|| watch_event::Kind::Site(live.clone()));
-                    if entry.latest_sites.len() < self.max_sites
-                        || entry.latest_sites.contains_key(&key)
-                    {
-                        entry.latest_sites.insert(key, live);
-                    } else {
-                        self.sites_dropped.inc();
-                    }
-                    event
-                }
+            for sample in samples {
+                let agent_id = match &sample {
+                    ValidSample::Host(host) => &host.agent_id,
+                    ValidSample::Site(site) => &site.agent_id,
+                };
+                // The entry is there already (made when the batch came): no key to copy.
+                let entry = match agents.get_mut(agent_id) {
+                    Some(entry) => entry,
+                    None => agents.entry(agent_id.clone()).or_default(),
+                };
+                events.extend(self.remember(entry, sample, watched));
             }
-        };
-        if let Some(event) = event {
+        }
+        for event in events {
             // A watcher may have left since: that is fine.
             let _ = self.events.send(Arc::new(WatchEvent { kind: Some(event) }));
+        }
+    }
+
+    /// Keeps one delivered sample in its agent's entry; the event for watchers if
+    /// `watched`.
+    fn remember(
+        &self,
+        entry: &mut AgentEntry,
+        sample: ValidSample,
+        watched: bool,
+    ) -> Option<watch_event::Kind> {
+        match sample {
+            ValidSample::Host(mut host) => {
+                if entry.hostname != host.hostname {
+                    entry.hostname.clone_from(&host.hostname);
+                }
+                // Kept without its processes (up to 200 of them): they travel in the
+                // event only, so a watcher lists them from the next sample and an
+                // agent's entry here stays small.
+                let processes = std::mem::take(&mut host.processes);
+                let event = watched.then(|| {
+                    watch_event::Kind::Host(HostSample {
+                        processes,
+                        ..host.clone()
+                    })
+                });
+                entry.latest_host = Some(host);
+                event
+            }
+            ValidSample::Site(site) => {
+                let key = site_key(&site);
+                let live = live_copy(site);
+                let event = watched.then(|| watch_event::Kind::Site(live.clone()));
+                if entry.latest_sites.len() < self.max_sites
+                    || entry.latest_sites.contains_key(&key)
+                {
+                    entry.latest_sites.insert(key, live);
+                } else {
+                    self.sites_dropped.inc();
+                }
+                event
+            }
         }
     }
 
@@ -505,7 +519,7 @@ mod tests {
     #[test]
     fn the_live_view_keeps_little_of_what_a_site_controls_and_forgets_the_long_gone() {
         let fleet = FleetState::new();
-        fleet.delivered(site("a1", "https://x.example/"));
+        fleet.delivered([site("a1", "https://x.example/")]);
         let kept = fleet.latest("a1").unwrap().sites.remove(0);
         assert!(kept.error_message.len() <= LIVE_TEXT_BYTES);
         assert!(

@@ -2,13 +2,14 @@
 //!
 //! Each sample is validated alone, stamped with the certificate's agent id, published
 //! to Kafka, and acknowledged only after Kafka's delivery report. A stream session
-//! keeps at most `limits.max_in_flight_per_stream` samples unconfirmed; beyond that it
-//! stops reading, so a slow broker slows the agents instead of filling memory.
+//! stops reading once `limits.max_in_flight_per_stream` samples are unconfirmed (so it
+//! holds at most that plus the batch that crossed it), so a slow broker slows the agents
+//! instead of filling memory.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
@@ -81,8 +82,16 @@ pub struct IngestService {
     ctx: Arc<IngestContext>,
 }
 
-type Delivery =
-    Pin<Box<dyn Future<Output = (ValidSample, Instant, Result<(), PublishError>)> + Send>>;
+/// A batch's valid samples once Kafka reported on each: its result and how long after
+/// queueing the report came (reports are awaited in the batch's order).
+struct Reported {
+    samples: Vec<ValidSample>,
+    reports: Vec<(Result<(), PublishError>, Duration)>,
+}
+
+/// One future a batch, not one a sample: a batch of 500 is one allocation and one entry
+/// of the session's in-flight set.
+type Delivery = Pin<Box<dyn Future<Output = Reported> + Send>>;
 
 /// Why a push or a stream session ended with an error, with the gRPC code its caller
 /// sees.
@@ -268,28 +277,55 @@ impl IngestService {
         taken
     }
 
-    /// Queues one sample to Kafka; the future resolves with its delivery report.
-    async fn publish(&self, sample: ValidSample) -> Delivery {
+    /// Queues a batch's samples to Kafka; the future resolves once each has its
+    /// delivery report.
+    async fn publish(&self, samples: Vec<ValidSample>) -> Delivery {
         let started = Instant::now();
-        match self.ctx.publisher.publish(&sample).await {
-            Ok(delivery) => {
-                Box::pin(delivery.map(move |report| (sample, started, delivery_result(report))))
+        let queued = self.ctx.publisher.publish_all(&samples).await;
+        Box::pin(async move {
+            let mut reports = Vec::with_capacity(queued.len());
+            for delivery in queued {
+                let result = match delivery {
+                    Ok(delivery) => delivery_result(delivery.await),
+                    Err(error) => Err(error),
+                };
+                reports.push((result, started.elapsed()));
             }
-            Err(error) => Box::pin(std::future::ready((sample, started, Err(error)))),
-        }
+            Reported { samples, reports }
+        })
     }
 
-    /// Counts a delivery report; the caller hands a delivered sample to the fleet.
-    fn record_delivery(&self, started: Instant, delivered: bool) {
+    /// Counts a batch's delivery reports and acknowledges its samples in order, up to
+    /// the first that Kafka did not take; those delivered go to the fleet state.
+    fn settle(
+        &self,
+        peer: &PeerIdentity,
+        acks: &mut StreamAcks,
+        reported: Reported,
+    ) -> Result<(), PublishError> {
         let metrics = &self.ctx.metrics;
-        metrics
-            .delivery_latency_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if delivered {
-            metrics.records_delivered.inc();
-        } else {
-            metrics.records_failed.inc();
+        let mut delivered = Vec::with_capacity(reported.samples.len());
+        let mut failed = None;
+        for (sample, (result, latency)) in reported.samples.into_iter().zip(reported.reports) {
+            metrics
+                .delivery_latency_seconds
+                .observe(latency.as_secs_f64());
+            match result {
+                Ok(()) => {
+                    metrics.records_delivered.inc();
+                    acks.delivered(sample.stream_id(), sample.seq());
+                    delivered.push(sample);
+                }
+                Err(error) => {
+                    metrics.records_failed.inc();
+                    tracing::warn!(agent_id = %peer.name, stream_id = sample.stream_id(), seq = sample.seq(), %error, "kafka delivery failed");
+                    failed = Some(error);
+                    break;
+                }
+            }
         }
+        self.ctx.fleet.delivered(delivered);
+        failed.map_or(Ok(()), Err)
     }
 
     /// One unary batch: answered when every valid sample is durable.
@@ -303,19 +339,9 @@ impl IngestService {
         let (valid, mut rejected) = self.check_batch(&peer, batch)?;
         let mut acks = StreamAcks::default();
         let valid = self.take_streams(&mut acks, valid, &mut rejected);
-        let mut deliveries = Vec::with_capacity(valid.len());
-        for sample in valid {
-            deliveries.push(self.publish(sample).await);
-        }
-        for (sample, started, result) in futures::future::join_all(deliveries).await {
-            self.record_delivery(started, result.is_ok());
-            if let Err(error) = result {
-                tracing::warn!(agent_id = %peer.name, %error, "kafka delivery failed");
-                return Err(IngestError::BatchUndelivered(error));
-            }
-            acks.delivered(sample.stream_id(), sample.seq());
-            self.ctx.fleet.delivered(sample);
-        }
+        let reported = self.publish(valid).await.await;
+        self.settle(&peer, &mut acks, reported)
+            .map_err(IngestError::BatchUndelivered)?;
         Ok(IngestAck {
             streams: acks.take_progress(),
             rejected: rejected.into_iter().map(Into::into).collect(),
@@ -331,6 +357,8 @@ impl IngestService {
     ) {
         let max_in_flight = self.ctx.limits.max_in_flight_per_stream;
         let mut in_flight: FuturesUnordered<Delivery> = FuturesUnordered::new();
+        // Samples in `in_flight`, bounded by `max_in_flight`.
+        let mut in_flight_samples = 0;
         let mut acks = StreamAcks::default();
         let mut reading = true;
         let idle_limit = self.ctx.limits.idle_stream();
@@ -344,7 +372,7 @@ impl IngestService {
                 break Ok(());
             }
             tokio::select! {
-                message = inbound.next(), if reading && in_flight.len() < max_in_flight => match message {
+                message = inbound.next(), if reading && in_flight_samples < max_in_flight => match message {
                     Some(Ok(batch)) => {
                         idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                         let (valid, mut rejected) = match self.check_batch(&peer, batch) {
@@ -352,8 +380,9 @@ impl IngestService {
                             Err(status) => break Err(status),
                         };
                         let valid = self.take_streams(&mut acks, valid, &mut rejected);
-                        for sample in valid {
-                            let delivery = self.publish(sample).await;
+                        if !valid.is_empty() {
+                            in_flight_samples += valid.len();
+                            let delivery = self.publish(valid).await;
                             in_flight.push(delivery);
                         }
                         if !rejected.is_empty() {
@@ -370,20 +399,21 @@ impl IngestService {
                     // The agent closed its side: finish what is in flight, then end.
                     None => reading = false,
                 },
-                Some((sample, started, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Err(error) = self.settle(&peer, &mut acks, sample, started, result) {
-                        break Err(error);
-                    }
-                    // Settle everything else already reported, then send one ack.
+                Some(reported) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Settle every batch already reported, then send one ack; a sample
+                    // Kafka did not take ends the stream, and the agent resends.
+                    let mut next = Some(reported);
                     let mut failed = None;
-                    while let Some(Some((sample, started, result))) = in_flight.next().now_or_never() {
-                        if let Err(error) = self.settle(&peer, &mut acks, sample, started, result) {
+                    while let Some(reported) = next {
+                        in_flight_samples -= reported.samples.len();
+                        if let Err(error) = self.settle(&peer, &mut acks, reported) {
                             failed = Some(error);
                             break;
                         }
+                        next = in_flight.next().now_or_never().flatten();
                     }
                     if let Some(error) = failed {
-                        break Err(error);
+                        break Err(IngestError::StreamUndelivered(error));
                     }
                     let streams = acks.take_progress();
                     if !streams.is_empty() && acks_out.send(Ok(IngestAck { streams, rejected: Vec::new() })).await.is_err() {
@@ -404,29 +434,6 @@ impl IngestService {
             tracing::info!(agent_id = %peer.name, code = ?status.code(), message = status.message(), "ingest stream ended with error");
             // The agent may be gone already: then there is no one to tell.
             let _ = acks_out.send(Err(status)).await;
-        }
-    }
-
-    fn settle(
-        &self,
-        peer: &PeerIdentity,
-        acks: &mut StreamAcks,
-        sample: ValidSample,
-        started: Instant,
-        result: Result<(), PublishError>,
-    ) -> Result<(), IngestError> {
-        self.record_delivery(started, result.is_ok());
-        match result {
-            Ok(()) => {
-                acks.delivered(sample.stream_id(), sample.seq());
-                self.ctx.fleet.delivered(sample);
-                Ok(())
-            }
-            Err(error) => {
-                tracing::warn!(agent_id = %peer.name, stream_id = sample.stream_id(), seq = sample.seq(), %error, "kafka delivery failed");
-                // End the stream: the agent reconnects and resends everything unacked.
-                Err(IngestError::StreamUndelivered(error))
-            }
         }
     }
 }

@@ -232,6 +232,29 @@ impl KafkaPublisher {
     /// Queues one sample; the returned future resolves when Kafka confirmed it.
     /// Waits while the producer queue is full.
     pub async fn publish(&self, sample: &ValidSample) -> Result<DeliveryFuture, PublishError> {
+        let producer = self.producer().await;
+        self.queue(&producer, sample).await
+    }
+
+    /// [`KafkaPublisher::publish`] for each of a batch's samples, in order, through
+    /// one producer handle.
+    pub async fn publish_all(
+        &self,
+        samples: &[ValidSample],
+    ) -> Vec<Result<DeliveryFuture, PublishError>> {
+        let producer = self.producer().await;
+        let mut queued = Vec::with_capacity(samples.len());
+        for sample in samples {
+            queued.push(self.queue(&producer, sample).await);
+        }
+        queued
+    }
+
+    async fn queue(
+        &self,
+        producer: &FutureProducer,
+        sample: &ValidSample,
+    ) -> Result<DeliveryFuture, PublishError> {
         let kind = sample.kind();
         let payload = sample.encode_to_vec();
         let headers = OwnedHeaders::new().insert(Header {
@@ -242,7 +265,6 @@ impl KafkaPublisher {
             .key(sample.partition_key())
             .payload(&payload)
             .headers(headers);
-        let producer = self.producer().await;
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),

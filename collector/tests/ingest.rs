@@ -355,6 +355,45 @@ async fn a_paused_broker_stops_acks_and_nothing_is_lost() {
     collector.shutdown.cancel();
 }
 
+/// A stream stops being read once `limits.max_in_flight_per_stream` of its samples wait
+/// for Kafka: the batch that crosses the limit is taken whole, the next one waits in
+/// the agent's connection, and everything is acknowledged once Kafka answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_its_in_flight_limit_is_not_read_until_kafka_confirms() {
+    let broker = KafkaCluster::start(1);
+    let collector = TestCollector::start(broker.bootstrap(), |config| {
+        config.limits.max_in_flight_per_stream = 20;
+    })
+    .await;
+    let received = r#"fleetmon_collector_samples_received_total{kind="host"}"#;
+    let metrics = collector.running.metrics_addr;
+    let (tx, mut acks) = open_stream(&collector).await;
+    tx.send(hosts("s1", 1..=10)).await.unwrap();
+    let through = wait_acked(&mut acks, 0, 10).await;
+
+    broker.pause(1);
+    // 15 waiting (under 20: the next batch is read), then 25 (over: reading stops).
+    tx.send(hosts("s1", 11..=25)).await.unwrap();
+    tx.send(hosts("s1", 26..=35)).await.unwrap();
+    tx.send(hosts("s1", 36..=40)).await.unwrap();
+    fleetmon::testkit::wait_for_metric(metrics, received, 35.0).await;
+    // A non-event needs a window: the third batch stays unread while Kafka is frozen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fleetmon::testkit::metric_value(metrics, received),
+        Some(35.0),
+        "the collector read past its in-flight limit"
+    );
+
+    broker.resume(1);
+    wait_acked(&mut acks, through, 40).await;
+    assert_eq!(
+        host_seqs(&collector, 40).await,
+        (1..=40).collect::<Vec<_>>()
+    );
+    collector.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadline() {
     let broker = KafkaCluster::start(1);
