@@ -233,7 +233,7 @@ impl KafkaPublisher {
     /// Waits while the producer queue is full.
     pub async fn publish(&self, sample: &ValidSample) -> Result<DeliveryFuture, PublishError> {
         let producer = self.producer().await;
-        self.queue(&producer, sample).await
+        self.queue(&producer, sample, &mut Vec::new()).await
     }
 
     /// [`KafkaPublisher::publish`] for each of a batch's samples, in order, through
@@ -244,8 +244,10 @@ impl KafkaPublisher {
     ) -> Vec<Result<DeliveryFuture, PublishError>> {
         let producer = self.producer().await;
         let mut queued = Vec::with_capacity(samples.len());
+        // librdkafka copies each payload: one buffer serves the whole batch.
+        let mut payload = Vec::new();
         for sample in samples {
-            queued.push(self.queue(&producer, sample).await);
+            queued.push(self.queue(&producer, sample, &mut payload).await);
         }
         queued
     }
@@ -254,16 +256,18 @@ impl KafkaPublisher {
         &self,
         producer: &FutureProducer,
         sample: &ValidSample,
+        payload: &mut Vec<u8>,
     ) -> Result<DeliveryFuture, PublishError> {
         let kind = sample.kind();
-        let payload = sample.encode_to_vec();
+        payload.clear();
+        sample.encode(payload);
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
             value: Some(kind.content_type()),
         });
         let mut record = FutureRecord::to(self.topic(kind))
             .key(sample.partition_key())
-            .payload(&payload)
+            .payload(payload.as_slice())
             .headers(headers);
         loop {
             match producer.send_result(record) {

@@ -58,12 +58,12 @@ impl ValidSample {
         }
     }
 
-    /// Its protobuf encoding, the value of its Kafka record.
-    pub fn encode_to_vec(&self) -> Vec<u8> {
+    /// Appends its protobuf encoding, the value of its Kafka record, to `buf`.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
         use prost::Message as _;
         match self {
-            ValidSample::Host(s) => s.encode_to_vec(),
-            ValidSample::Site(s) => s.encode_to_vec(),
+            ValidSample::Host(s) => s.encode_raw(buf),
+            ValidSample::Site(s) => s.encode_raw(buf),
         }
     }
 
@@ -300,7 +300,7 @@ pub fn validate(
     now: SystemTime,
 ) -> Result<ValidSample, Rejection> {
     // The certificate's name replaces whatever the payload claimed, before any rule
-    // reads the sample.
+    // reads the sample (into the claimed name's buffer: an honest agent's fits).
     match sample.kind {
         None => Err(Rejection {
             stream_id: String::new(),
@@ -309,12 +309,12 @@ pub fn validate(
             message: "sample holds neither a host sample nor a site check".to_owned(),
         }),
         Some(Kind::Host(mut host)) => {
-            host.agent_id = agent_id.to_owned();
+            agent_id.clone_into(&mut host.agent_id);
             validate_host(&host, limits, now)?;
             Ok(ValidSample::Host(host))
         }
         Some(Kind::Site(mut site)) => {
-            site.agent_id = agent_id.to_owned();
+            agent_id.clone_into(&mut site.agent_id);
             validate_site(&site, limits, now)?;
             Ok(ValidSample::Site(site))
         }
