@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
@@ -34,6 +35,7 @@ use crate::metrics::{CollectorMetrics, KindLabel, ReasonLabel};
 use crate::stream_acks::StreamAcks;
 use crate::validation::{Rejection, ValidSample, validate};
 use crate::vote_gate;
+use rdkafka::producer::DeliveryFuture;
 
 /// How far `sent` (the agent's clock) is ahead of `now` (the collector's), in
 /// milliseconds, within ±100 years whatever the agent claims.
@@ -82,16 +84,68 @@ pub struct IngestService {
     ctx: Arc<IngestContext>,
 }
 
-/// A batch's valid samples once Kafka reported on each: its result and how long after
-/// queueing the report came (reports are awaited in the batch's order).
-struct Reported {
+/// A batch's valid samples on their way to Kafka: resolves once Kafka reported on
+/// each, awaiting the reports in the batch's order (one partition's come in order).
+/// One future a batch, not one a sample, and no allocation of its own beyond the list
+/// of reports: most agents send one sample a batch.
+struct Delivery {
     samples: Vec<ValidSample>,
-    reports: Vec<(Result<(), PublishError>, Duration)>,
+    reports: Vec<Report>,
+    started: Instant,
+    /// The first report not yet in.
+    next: usize,
 }
 
-/// One future a batch, not one a sample: a batch of 500 is one allocation and one entry
-/// of the session's in-flight set.
-type Delivery = Pin<Box<dyn Future<Output = Reported> + Send>>;
+/// One sample's delivery report, awaited, then its result and how long after queueing
+/// it came.
+enum Report {
+    Pending(DeliveryFuture),
+    In(Result<(), PublishError>, Duration),
+}
+
+impl Report {
+    /// A sample queued, or refused by the producer at once.
+    fn queued(queued: Result<DeliveryFuture, PublishError>) -> Report {
+        match queued {
+            Ok(delivery) => Report::Pending(delivery),
+            Err(error) => Report::In(Err(error), Duration::ZERO),
+        }
+    }
+
+    /// Its result and latency. Once its [`Delivery`] resolved every report is in; one
+    /// that is not would count as a delivery the producer gave up on.
+    fn outcome(self) -> (Result<(), PublishError>, Duration) {
+        match self {
+            Report::In(result, latency) => (result, latency),
+            Report::Pending(_) => (Err(PublishError::Canceled), Duration::ZERO),
+        }
+    }
+}
+
+/// What a [`Delivery`] resolves to: every report is in.
+struct Reported {
+    samples: Vec<ValidSample>,
+    reports: Vec<Report>,
+}
+
+impl Future for Delivery {
+    type Output = Reported;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reported> {
+        let this = &mut *self;
+        while let Some(report) = this.reports.get_mut(this.next) {
+            if let Report::Pending(delivery) = report {
+                let result = delivery_result(std::task::ready!(Pin::new(delivery).poll(cx)));
+                *report = Report::In(result, this.started.elapsed());
+            }
+            this.next += 1;
+        }
+        Poll::Ready(Reported {
+            samples: std::mem::take(&mut this.samples),
+            reports: std::mem::take(&mut this.reports),
+        })
+    }
+}
 
 /// Why a push or a stream session ended with an error, with the gRPC code its caller
 /// sees.
@@ -281,18 +335,17 @@ impl IngestService {
     /// delivery report.
     async fn publish(&self, samples: Vec<ValidSample>) -> Delivery {
         let started = Instant::now();
-        let queued = self.ctx.publisher.publish_all(&samples).await;
-        Box::pin(async move {
-            let mut reports = Vec::with_capacity(queued.len());
-            for delivery in queued {
-                let result = match delivery {
-                    Ok(delivery) => delivery_result(delivery.await),
-                    Err(error) => Err(error),
-                };
-                reports.push((result, started.elapsed()));
-            }
-            Reported { samples, reports }
-        })
+        let reports = self
+            .ctx
+            .publisher
+            .publish_all(&samples, Report::queued)
+            .await;
+        Delivery {
+            samples,
+            reports,
+            started,
+            next: 0,
+        }
     }
 
     /// Counts a batch's delivery reports and acknowledges its samples in order, up to
@@ -304,9 +357,13 @@ impl IngestService {
         reported: Reported,
     ) -> Result<(), PublishError> {
         let metrics = &self.ctx.metrics;
-        let mut delivered = Vec::with_capacity(reported.samples.len());
+        let Reported {
+            mut samples,
+            reports,
+        } = reported;
         let mut failed = None;
-        for (sample, (result, latency)) in reported.samples.into_iter().zip(reported.reports) {
+        let outcomes = reports.into_iter().map(Report::outcome);
+        for (at, (sample, (result, latency))) in samples.iter().zip(outcomes).enumerate() {
             metrics
                 .delivery_latency_seconds
                 .observe(latency.as_secs_f64());
@@ -314,18 +371,26 @@ impl IngestService {
                 Ok(()) => {
                     metrics.records_delivered.inc();
                     acks.delivered(sample.stream_id(), sample.seq());
-                    delivered.push(sample);
                 }
                 Err(error) => {
                     metrics.records_failed.inc();
                     tracing::warn!(agent_id = %peer.name, stream_id = sample.stream_id(), seq = sample.seq(), %error, "kafka delivery failed");
-                    failed = Some(error);
+                    failed = Some((at, error));
                     break;
                 }
             }
         }
-        self.ctx.fleet.delivered(delivered);
-        failed.map_or(Ok(()), Err)
+        match failed {
+            Some((at, error)) => {
+                samples.truncate(at);
+                self.ctx.fleet.delivered(samples);
+                Err(error)
+            }
+            None => {
+                self.ctx.fleet.delivered(samples);
+                Ok(())
+            }
+        }
     }
 
     /// One unary batch: answered when every valid sample is durable.

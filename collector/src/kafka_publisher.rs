@@ -237,17 +237,18 @@ impl KafkaPublisher {
     }
 
     /// [`KafkaPublisher::publish`] for each of a batch's samples, in order, through
-    /// one producer handle.
-    pub async fn publish_all(
+    /// one producer handle; `each` makes what the caller keeps of each.
+    pub async fn publish_all<T>(
         &self,
         samples: &[ValidSample],
-    ) -> Vec<Result<DeliveryFuture, PublishError>> {
+        each: impl Fn(Result<DeliveryFuture, PublishError>) -> T,
+    ) -> Vec<T> {
         let producer = self.producer().await;
         let mut queued = Vec::with_capacity(samples.len());
         // librdkafka copies each payload: one buffer serves the whole batch.
         let mut payload = Vec::new();
         for sample in samples {
-            queued.push(self.queue(&producer, sample, &mut payload).await);
+            queued.push(each(self.queue(&producer, sample, &mut payload).await));
         }
         queued
     }

@@ -58,12 +58,19 @@ impl ValidSample {
         }
     }
 
-    /// Appends its protobuf encoding, the value of its Kafka record, to `buf`.
+    /// Appends its protobuf encoding, the value of its Kafka record, to `buf`, which
+    /// grows at most once (field by field, a fresh buffer would grow six times).
     pub fn encode(&self, buf: &mut Vec<u8>) {
         use prost::Message as _;
         match self {
-            ValidSample::Host(s) => s.encode_raw(buf),
-            ValidSample::Site(s) => s.encode_raw(buf),
+            ValidSample::Host(s) => {
+                buf.reserve(s.encoded_len());
+                s.encode_raw(buf);
+            }
+            ValidSample::Site(s) => {
+                buf.reserve(s.encoded_len());
+                s.encode_raw(buf);
+            }
         }
     }
 
