@@ -394,6 +394,51 @@ async fn a_stream_past_its_in_flight_limit_is_not_read_until_kafka_confirms() {
     collector.shutdown.cancel();
 }
 
+/// Kafka does not confirm a sample (here its delivery times out while the broker is
+/// frozen): the stream ends UNAVAILABLE naming the cause, nothing past the samples
+/// Kafka confirmed is acknowledged, and the agent's resend on a new stream is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_kafka_does_not_confirm_ends_the_stream_unacknowledged() {
+    let broker = KafkaCluster::start(1);
+    let collector = TestCollector::start(broker.bootstrap(), |config| {
+        config
+            .kafka
+            .options
+            .insert("message.timeout.ms".to_owned(), "2000".to_owned());
+    })
+    .await;
+    let (tx, mut acks) = open_stream(&collector).await;
+    tx.send(hosts("s1", 1..=10)).await.unwrap();
+    wait_acked(&mut acks, 0, 10).await;
+
+    broker.pause(1);
+    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(60), acks.collect())
+        .await
+        .expect("the stream ended once the deliveries timed out");
+    broker.resume(1);
+    let (last, before) = rest.split_last().expect("the stream ended with a status");
+    assert!(
+        before.is_empty(),
+        "nothing past seq 10 was acknowledged: {before:?}"
+    );
+    let status = last.as_ref().expect_err("the stream ended with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with("kafka delivery failed: ")
+            && status
+                .message()
+                .ends_with("; resend unacknowledged samples"),
+        "{status:?}"
+    );
+
+    // The agent resends 11..=20 on a new stream once Kafka is back: acknowledged.
+    let (tx, mut acks) = open_stream(&collector).await;
+    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    wait_acked(&mut acks, 0, 20).await;
+    collector.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadline() {
     let broker = KafkaCluster::start(1);
