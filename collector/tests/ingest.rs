@@ -282,6 +282,20 @@ async fn wait_acked(acks: &mut Acks, mut through: u64, target: u64) -> u64 {
     through
 }
 
+/// Opens a stream whose seqs 1..=10 Kafka confirmed, then freezes the broker and sends
+/// 11..=20, which wait for it.
+async fn ten_acked_then_ten_waiting(
+    collector: &TestCollector,
+    broker: &KafkaCluster,
+) -> (tokio::sync::mpsc::Sender<IngestBatch>, Acks) {
+    let (tx, mut acks) = open_stream(collector).await;
+    tx.send(hosts("s1", 1..=10)).await.unwrap();
+    wait_acked(&mut acks, 0, 10).await;
+    broker.pause(1);
+    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    (tx, acks)
+}
+
 async fn host_seqs(collector: &TestCollector, count: usize) -> Vec<u64> {
     let mut seqs: Vec<u64> = collector
         .host_records(count)
@@ -407,12 +421,7 @@ async fn a_sample_kafka_does_not_confirm_ends_the_stream_unacknowledged() {
             .insert("message.timeout.ms".to_owned(), "2000".to_owned());
     })
     .await;
-    let (tx, mut acks) = open_stream(&collector).await;
-    tx.send(hosts("s1", 1..=10)).await.unwrap();
-    wait_acked(&mut acks, 0, 10).await;
-
-    broker.pause(1);
-    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    let (_tx, acks) = ten_acked_then_ten_waiting(&collector, &broker).await;
     let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(60), acks.collect())
         .await
         .expect("the stream ended once the deliveries timed out");
@@ -446,11 +455,7 @@ async fn shutdown_with_kafka_frozen_closes_waiting_streams_after_the_drain_deadl
         config.shutdown_drain_seconds = 2;
     })
     .await;
-    let (tx, mut acks) = open_stream(&collector).await;
-    tx.send(hosts("s1", 1..=10)).await.unwrap();
-    wait_acked(&mut acks, 0, 10).await;
-    broker.pause(1);
-    tx.send(hosts("s1", 11..=20)).await.unwrap();
+    let (_tx, acks) = ten_acked_then_ten_waiting(&collector, &broker).await;
     // The collector holds 11..=20 (received, waiting for Kafka) before the SIGTERM.
     fleetmon::testkit::wait_for_metric(
         collector.running.metrics_addr,
