@@ -61,16 +61,13 @@ impl ValidSample {
     /// Appends its protobuf encoding, the value of its Kafka record, to `buf`, which
     /// grows at most once (field by field, a fresh buffer would grow six times).
     pub fn encode(&self, buf: &mut Vec<u8>) {
-        use prost::Message as _;
+        fn append(message: &impl prost::Message, buf: &mut Vec<u8>) {
+            buf.reserve(message.encoded_len());
+            message.encode_raw(buf);
+        }
         match self {
-            ValidSample::Host(s) => {
-                buf.reserve(s.encoded_len());
-                s.encode_raw(buf);
-            }
-            ValidSample::Site(s) => {
-                buf.reserve(s.encoded_len());
-                s.encode_raw(buf);
-            }
+            ValidSample::Host(s) => append(s, buf),
+            ValidSample::Site(s) => append(s, buf),
         }
     }
 
